@@ -1,0 +1,29 @@
+# Two commands from a fresh clone: `make demo` (the main job) and `make test`.
+# Both install what they need: a venv with the pip packages, and Debian's mosquitto + socat.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench setup clean
+
+$(STAMP): pyproject.toml
+	@command -v mosquitto >/dev/null 2>&1 || ( command -v apt-get >/dev/null && ( (apt-get install -y -q mosquitto socat || (apt-get update -q && apt-get install -y -q mosquitto socat)) >/dev/null 2>&1 || sudo -n apt-get install -y -q mosquitto socat >/dev/null 2>&1 ) ) || echo "note: mosquitto could not be installed; the demo falls back to its embedded broker"
+	@command -v socat >/dev/null 2>&1 || true
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/paydbox demo
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q -n 2 tests
+
+bench: $(STAMP)
+	$(VENV)/bin/paydbox bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+# paydbox hardware abstraction: a subset of MicroPython's `machine` API.

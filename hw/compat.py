@@ -1,0 +1,66 @@
+# Tiny compatibility shim so the same firmware runs on MicroPython and CPython.
+# Only this module may look at which runtime it is on.
+import sys
+
+IS_MICROPYTHON = sys.implementation.name == "micropython"
+
+try:
+    from micropython import const  # noqa: F401
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+try:
+    import micropython as _mp
+
+    heap_lock = _mp.heap_lock
+    heap_unlock = _mp.heap_unlock
+except (ImportError, AttributeError):  # CPython: no GC heap to lock
+
+    def heap_lock():
+        return 0
+
+    def heap_unlock():
+        return 0
+
+
+import time as _time
+
+if hasattr(_time, "ticks_ms"):
+    ticks_ms = _time.ticks_ms
+    ticks_diff = _time.ticks_diff
+    ticks_add = _time.ticks_add
+    sleep_ms = _time.sleep_ms
+else:
+    _TICKS_PERIOD = 1 << 30
+    _TICKS_HALF = _TICKS_PERIOD >> 1
+
+    def ticks_ms():
+        return int(_time.monotonic() * 1000) & (_TICKS_PERIOD - 1)
+
+    def ticks_add(t, delta):
+        return (t + delta) & (_TICKS_PERIOD - 1)
+
+    def ticks_diff(a, b):
+        # signed difference a - b in the wrapped tick space (ms)
+        return ((a - b + _TICKS_HALF) & (_TICKS_PERIOD - 1)) - _TICKS_HALF
+
+    def sleep_ms(ms):
+        _time.sleep(ms / 1000)
+
+
+class VirtualClock:
+    """Clock for replay: time advances only when told. Units: ms since trace start."""
+
+    def __init__(self, start_ms=0):
+        self.now = start_ms
+
+    def ticks_ms(self):
+        return self.now
+
+
+class SystemClock:
+    def ticks_ms(self):
+        return ticks_ms()

@@ -1,0 +1,25 @@
+# Firmware tests for hw/compat.py, run under MicroPython and CPython.
+from hw.compat import const, ticks_add, ticks_diff, VirtualClock
+from mptest import assert_eq, heap_locked
+
+_X = const(0x20)
+
+
+def test_const():
+    assert_eq(_X, 32, "const")
+
+
+def test_ticks_wrap():
+    a = ticks_add(0, -5)
+    assert_eq(ticks_diff(ticks_add(a, 10), a), 10, "wrap diff")
+
+
+def _spin(clock, n):
+    for i in range(n):
+        clock.now += 10
+    return clock.now
+
+
+def test_virtual_clock_no_alloc():
+    c = VirtualClock(0)
+    assert_eq(heap_locked(_spin, c, 100), 1000, "clock")

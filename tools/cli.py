@@ -1,0 +1,68 @@
+"""paydbox: one entry point, a table of subcommands (host tools).
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`.
+Modules are imported only when their subcommand runs, so a broken or slow one never affects another.
+Errors are one line (`paydbox: error: ...`); `--debug` shows the traceback.
+"""
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Nested groups ("trace import") use a module exposing SUBCOMMANDS.
+COMMANDS = {
+    "trace": ("tools.trace", "record, import and inspect sensor traces"),
+    "replay": ("tools.replay", "replay a trace through the firmware (CPython or the MicroPython VM)"),
+    "simulate": ("tools.sim.cli", "simulate a drive with ground truth into a trace"),
+    "evaluate": ("tools.evaluate", "replay scenarios and score the box against the ground truth"),
+    "bench": ("tools.bench", "run every benchmark and write docs/BENCHMARKS.md"),
+    "flash": ("tools.flash", "compile and deploy the firmware to a box over serial"),
+    "config": ("tools.config_cli", "configure, self-test and provision boxes over serial"),
+    "virtual-box": ("tools.virtual_box", "run the real firmware in the MicroPython VM behind a pty"),
+    "ingest": ("tools.ingest", "reference MQTT consumer: store trips, positions and events in SQLite"),
+    "trips": ("tools.trips", "list the trips stored by the consumer"),
+    "report": ("tools.report", "write an HTML/PNG report, GPX or GeoJSON of one trip"),
+    "fleet-sim": ("tools.fleet_sim", "load-test the broker and consumer with N simulated boxes"),
+    "demo": ("tools.demo", "the main job: a box drives a recorded trip end to end"),
+}
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def build_parser(argv):
+    p = argparse.ArgumentParser(prog="paydbox", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (modname, helptext) in COMMANDS.items():
+        sp = sub.add_parser(name, help=helptext, description=helptext)
+        if name == wanted:
+            mod = importlib.import_module(modname)
+            mod.add_arguments(sp)
+            sp.set_defaults(_run=mod.run)
+    return p
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args._run(args) or 0
+    except KeyboardInterrupt:
+        print("paydbox: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one clean line unless --debug
+        if args.debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print("paydbox: error: %s" % msg, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
