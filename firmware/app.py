@@ -1,0 +1,315 @@
+# The box's supervisor: wires GNSS, accelerometer, trips, records, store and link together.
+#
+# `Box.step()` is one pass of the main loop (call it every ~100 ms of box time). It is the only
+# firmware code that reads the clock (through the clock object it is given) and the only layer that
+# retries or degrades: a missing accelerometer or a silent GNSS becomes a tamper record, not a crash.
+import json
+import os
+
+from firmware import VERSION
+from firmware.nmea import NMEAParser
+from firmware.odometer import Odometer
+from firmware.trip import TripTracker
+from hw.compat import const
+
+try:
+    from firmware.motion import Motion
+except ImportError:  # motion module not deployed: GNSS-only box
+    Motion = None
+try:
+    from firmware.score import score as score_trip
+except ImportError:
+    score_trip = None
+from firmware import codec
+from firmware.store import Store
+
+_UART_BUF = const(512)
+_BLOCK_MAX_AGE_MS = const(60000)   # a block is committed at the latest 60 s after its first record
+_STATUS_EVERY_MS = const(600000)   # status record every 10 minutes
+_GNSS_SILENT_MS = const(30000)     # no GNSS byte for 30 s: tamper gnss_missing
+_STATE_EVERY_MS = const(60000)     # persist odometer / calibration every minute while driving
+_UNACCOUNTED_MIN_MM = const(500000)  # car moved >= 500 m while the box was off
+_POS_INTERVAL_MS = const(1000)     # position records at 1 Hz whatever the receiver rate
+# record priorities in the store (docs/architecture.md)
+_PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "odometer": 2,
+         "config": 2, "tamper": 3, "crash": 4}
+
+DEFAULT_CONFIG = {
+    "device_id": "paydbox-0001",
+    "accel_rate_hz": 100,
+    "accel_range_g": 16,
+    "store_max_bytes": 1024 * 1024,
+    "store_segment_bytes": 32 * 1024,
+    "block_max_bytes": 512,
+}
+
+
+def _join(a, b):
+    return a + "/" + b if a else b
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def load_state(root):
+    """Persisted box state (boot count, odometer, calibration). Written atomically by save_state:
+    a power cut leaves the old or the new file, never a torn one."""
+    for name in ("state.json", "state.tmp"):
+        try:
+            with open(_join(root, name)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            pass
+    return {}
+
+
+def save_state(root, state):
+    tmp = _join(root, "state.tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+    os.rename(tmp, _join(root, "state.json"))
+
+
+class Box:
+    def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None):
+        cfg = dict(DEFAULT_CONFIG)
+        if config:
+            cfg.update(config)
+        self.cfg = cfg
+        self.clock = clock
+        self.gnss_uart = gnss_uart
+        self.power = power
+        self.root = fs_root
+        self.device = cfg["device_id"]
+        st = load_state(fs_root)
+        self.boot = st.get("boot", 0) + 1
+        st["boot"] = self.boot
+        save_state(fs_root, st)
+        self._persist = st
+        now = clock.ticks_ms()
+
+        self.store = Store(_join(fs_root, "store"), cfg["store_max_bytes"], cfg["store_segment_bytes"])
+        self.enc = None
+        self._enc_prio = 0
+        self._enc_t0 = 0
+        self.records_count = 0
+        self.records_bytes = 0
+        self.pos_count = 0
+        self.blocks = 0
+
+        self.parser = NMEAParser(on_fix=self._on_fix)
+        self.odo = Odometer(cfg, st.get("odo"))
+        self.trip = TripTracker(cfg, emit=self._emit, score_fn=score_trip)
+        self._uart_buf = bytearray(_UART_BUF)
+        self._last_gnss_ms = now
+        self._gnss_missing_reported = False
+        self._first_good_fix = True
+        self._last_pos_ms = -_POS_INTERVAL_MS
+        self._last_status_ms = now
+        self._last_state_ms = now
+        self._last_step_ms = now
+
+        self.accel = None
+        self.motion = None
+        rate = cfg["accel_rate_hz"]
+        self._accel_period_ms = 1000 // rate
+        if i2c is not None:
+            try:
+                from hw.lis3dh import LIS3DH
+
+                self.accel = LIS3DH(i2c, odr_hz=rate, range_g=cfg["accel_range_g"])
+            except OSError:
+                self.accel = None
+        if self.accel is not None and Motion is not None:
+            self.motion = Motion(rate, cfg, on_event=self._on_motion_event, state=st.get("motion"))
+        self.link = None
+        if link_uart is not None:
+            from firmware.link import BoxLink
+
+            self.link = BoxLink(link_uart, self.store, self.device, VERSION, self.boot)
+
+        self._emit_status(now)
+        if self.accel is None:
+            self._emit({"type": "tamper", "t_ms": now, "reason": "accel_missing", "value": 0})
+
+    # ---- main loop ----
+    def step(self):
+        now = self.clock.ticks_ms()
+        self._now = now
+        uart = self.gnss_uart
+        while uart.any():
+            n = uart.readinto(self._uart_buf)
+            if not n:
+                break
+            self._last_gnss_ms = now
+            self.parser.feed(self._uart_buf, n, now)
+        if not self._gnss_missing_reported and now - self._last_gnss_ms >= _GNSS_SILENT_MS:
+            self._gnss_missing_reported = True
+            self._emit({"type": "tamper", "t_ms": now, "reason": "gnss_missing", "value": 0})
+        if self.accel is not None:
+            k = self.accel.read_fifo()
+            if k and self.motion is not None:
+                self.motion.feed(now - (k - 1) * self._accel_period_ms, self.accel.xyz_mg, k)
+            if self.motion is not None and hasattr(self.motion, "poll"):
+                self.motion.poll()
+        if self.power is not None:
+            self.trip.on_power(now, self.power.ignition(), self.power.supply_mv())
+        self.trip.tick(now)
+        if self.enc is not None and now - self._enc_t0 >= _BLOCK_MAX_AGE_MS:
+            self.flush()
+        if now - self._last_status_ms >= _STATUS_EVERY_MS:
+            self._emit_status(now)
+        if self.trip.state and now - self._last_state_ms >= _STATE_EVERY_MS:
+            self._save_state(now)
+        if self.link is not None:
+            self.link.poll(now)
+        self._last_step_ms = now
+
+    def shutdown(self):
+        """Power is going (supercap time): close the trip, commit everything, persist state."""
+        now = self.clock.ticks_ms()
+        self.trip.shutdown(now)
+        self.flush()
+        self._save_state(now)
+
+    # ---- inputs ----
+    def _on_fix(self, fix):
+        moving = self.motion.moving if self.motion is not None else -1
+        credited = self.odo.on_fix(fix, moving)
+        if self.motion is not None:
+            self.motion.on_fix(fix)
+        good = fix.valid and not (fix.lat_e7 == 0 and fix.lon_e7 == 0)
+        if good and self._first_good_fix:
+            self._first_good_fix = False
+            mm = self.odo.unaccounted_mm(fix)
+            if mm >= _UNACCOUNTED_MIN_MM:
+                self._emit({"type": "tamper", "t_ms": fix.t_ms, "reason": "unaccounted_distance", "value": mm})
+        self.trip.on_fix(fix.t_ms, good, fix.utc_s, fix.lat_e7, fix.lon_e7, fix.speed_mmps, fix.course_cdeg, credited)
+        if good and self.trip.state and fix.t_ms - self._last_pos_ms >= _POS_INTERVAL_MS - 50:
+            self._last_pos_ms = fix.t_ms
+            self.pos_count += 1
+            self._emit({"type": "pos", "t_ms": fix.t_ms, "utc_s": fix.utc_s, "lat_e7": fix.lat_e7,
+                        "lon_e7": fix.lon_e7, "speed_mmps": max(fix.speed_mmps, 0),
+                        "course_cdeg": max(fix.course_cdeg, 0), "hdop_x10": max(fix.hdop_x10, 0),
+                        "sats": max(fix.sats, 0)})
+
+    def _on_motion_event(self, ev):
+        lf = self.trip.last_fix
+        kind = ev["type"]
+        if kind == "crash":
+            rec = {"type": "crash", "t_ms": ev["t_ms"], "peak_mg": ev.get("peak_mg", 0),
+                   "lat_e7": lf[2] if lf else 0, "lon_e7": lf[3] if lf else 0,
+                   "speed_mmps": max(ev.get("speed_start_mmps", 0), 0), "rate_hz": ev.get("rate_hz", 0),
+                   "pre_ms": ev.get("pre_ms", 0), "samples": ev.get("trace", b"")}
+        else:
+            rec = {"type": "event", "kind": kind, "t_ms": ev["t_ms"], "dur_ms": ev.get("dur_ms", 0),
+                   "peak_mg": ev.get("peak_mg", 0), "mean_mg": ev.get("mean_mg", 0),
+                   "speed_start_mmps": max(ev.get("speed_start_mmps", 0), 0),
+                   "speed_end_mmps": max(ev.get("speed_end_mmps", 0), 0),
+                   "lat_e7": ev.get("lat_e7", lf[2] if lf else 0), "lon_e7": ev.get("lon_e7", lf[3] if lf else 0),
+                   "course_cdeg": max(ev.get("course_cdeg", 0), 0)}
+        rec["utc_s"] = lf[1] - (lf[0] - ev["t_ms"]) // 1000 if (lf and lf[1] >= 0) else -1
+        self._emit(rec)
+        self.trip.on_event(ev)
+        if kind == "crash":
+            self.flush()  # a crash is committed at once
+
+    # ---- records ----
+    def _emit(self, rec):
+        """Give a record its sequence number and encode it into the open block. Returns the seq."""
+        if "utc_s" not in rec:
+            rec["utc_s"] = -1
+        seq = self.store.next_seq()
+        rec["seq"] = seq
+        if rec["type"] == "trip_start":
+            rec["trip"] = seq
+        if self.enc is None:
+            self._new_block(rec["t_ms"])
+        if not self.enc.add(rec):
+            self.flush()
+            self._new_block(rec["t_ms"])
+            if not self.enc.add(rec):
+                raise ValueError("record too large for a block: " + rec["type"])
+        p = _PRIO.get(rec["type"], 1)
+        if p > self._enc_prio:
+            self._enc_prio = p
+        self.records_count += 1
+        return seq
+
+    def _new_block(self, t_ms):
+        self.enc = codec.BlockEncoder(self.device, self.boot, self.cfg["block_max_bytes"])
+        self._enc_prio = 0
+        self._enc_t0 = self.clock.ticks_ms()
+
+    def flush(self):
+        """Commit the open block to the store (durable when this returns)."""
+        enc = self.enc
+        if enc is None or enc.count == 0:
+            return
+        block = enc.finish()
+        self.store.append(block, enc.first_seq, enc.last_seq, self._enc_prio)
+        self.records_bytes += len(block)
+        self.blocks += 1
+        self.enc = None
+
+    def _emit_status(self, now):
+        self._last_status_ms = now
+        st = self.store.stats()
+        self._emit({"type": "status", "t_ms": now, "fw": VERSION, "boot": self.boot,
+                    "store_used": st.get("used_bytes", 0), "store_evicted": st.get("evicted_records", 0),
+                    "gnss_ok": 0 if self._gnss_missing_reported else 1,
+                    "accel_ok": 1 if self.accel is not None else 0,
+                    "odometer_m": self.odo.total_mm // 1000,
+                    "calib": self.motion.calib_state if self.motion else "none",
+                    "calib_quality": self.motion.calib_quality if self.motion else 0})
+
+    def _save_state(self, now):
+        self._last_state_ms = now
+        st = self._persist
+        st["odo"] = self.odo.state()
+        if self.motion is not None:
+            st["motion"] = self.motion.state()
+        save_state(self.root, st)
+
+    # ---- reporting ----
+    def status(self):
+        """For the installer console: ints and strings only."""
+        lf = self.trip.last_fix
+        st = self.store.stats()
+        return {
+            "fw": VERSION, "device_id": self.device, "boot": self.boot,
+            "gnss_fix": 1 if lf else 0, "odometer_m": self.odo.total_mm // 1000,
+            "accel": 1 if self.accel is not None else 0,
+            "calib": self.motion.calib_state if self.motion else "none",
+            "store_used": st.get("used_bytes", 0), "trip": 1 if self.trip.state else 0,
+        }
+
+    def summary(self):
+        """What the box produced (ints and strings only, so both runtimes print the same JSON)."""
+        trips = []
+        for s in self.trip.trips:
+            evs = []
+            for e in s["events"]:
+                evs.append({"type": e["type"], "t_ms": e["t_ms"], "dur_ms": e.get("dur_ms", 0),
+                            "peak_mg": e.get("peak_mg", 0)})
+            t = dict(s)
+            t["events"] = evs
+            trips.append(t)
+        m = self.motion
+        return {
+            "trips": trips,
+            "odometer_mm": self.odo.total_mm,
+            "records": {"count": self.records_count, "bytes": self.records_bytes, "pos": self.pos_count,
+                        "blocks": self.blocks},
+            "gnss": dict(self.parser.counters),
+            "odometer": dict(self.odo.counters),
+            "motion": {"calib_state": m.calib_state if m else "none", "calib_quality": m.calib_quality if m else 0,
+                       "accel_overruns": self.accel.overruns if self.accel else 0},
+            "store": self.store.stats(),
+            "boot": self.boot,
+        }
