@@ -83,7 +83,7 @@ def format_report(raw, trace, runtime):
         })
     rec = raw["records"]
     return {
-        "trace": trace, "runtime": runtime,
+        "trace": trace,
         "trips": trips,
         "odometer_m": raw["odometer_mm"] / 1000,
         "records": {"count": rec["count"], "bytes": rec["bytes"], "blocks": rec["blocks"], "fixes": rec["pos"],
@@ -106,7 +106,6 @@ def add_arguments(p):
 
 def run(args):
     rep = replay_trace(args.trace, args.runtime, args.heap)
-    rep["runtime"] = args.runtime
     if args.json:
         print(json.dumps(rep, indent=1, sort_keys=True))
         return 0
