@@ -63,6 +63,7 @@ class TripTracker:
         self._last_move_ms = -1
         self._last_fix_ms = -1
         self._was_moving = False
+        self._pending_mm = 0
         self._overspeed_since = -1
         self._idle_since = -1
         self._idle_reported = False
@@ -103,8 +104,12 @@ class TripTracker:
             self._moving_since = -1
 
         if self.state == _IDLE:
+            # distance covered while motion is being confirmed belongs to the trip it starts
+            self._pending_mm = self._pending_mm + credited_mm if moving else 0
             if moving and t_ms - self._moving_since >= _MOVE_CONFIRM_MS:
                 self._start(self._moving_since)
+                self.trip["distance_mm"] += self._pending_mm
+                self._pending_mm = 0
             self._towing(t_ms, moving, speed)
             return
         tr = self.trip

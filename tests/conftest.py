@@ -115,3 +115,16 @@ def shared_nmea_dir():
     if not os.path.isdir(SHARED_NMEA):
         pytest.skip("../shared/data/nmea is absent: the real-receiver NMEA corpus is only beside the project checkout")
     return SHARED_NMEA
+
+
+class _NotAPythonModule(pytest.Module):
+    def collect(self):
+        return []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path, parent):
+    # tests/mp/*.py are MicroPython scripts run by MPFile, never imported by pytest itself
+    if str(module_path.parent) == MPDIR:
+        return _NotAPythonModule.from_parent(parent, path=module_path)
+    return None

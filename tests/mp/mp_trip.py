@@ -1,0 +1,78 @@
+# Trip state machine tests (CPython and MicroPython).
+from firmware.trip import TripTracker, is_night, solar_hour
+from mptest import assert_eq
+
+
+class Sink:
+    def __init__(self):
+        self.recs = []
+
+    def __call__(self, rec):
+        self.recs.append(rec)
+        return len(self.recs)
+
+    def types(self):
+        return [r["type"] if r["type"] != "event" else r["kind"] for r in self.recs]
+
+
+def drive(tt, t0, seconds, speed_mmps, step_ms=1000, utc0=800000000, lon_e7=48400000):
+    t = t0
+    for i in range(seconds * 1000 // step_ms):
+        t += step_ms
+        tt.on_fix(t, 1, utc0 + t // 1000, 457600000, lon_e7, speed_mmps, 9000, speed_mmps * step_ms // 1000)
+    return t
+
+
+def test_trip_with_short_stop_is_one_trip():
+    sink = Sink()
+    tt = TripTracker({"trip_end_s": 120}, emit=sink)
+    t = drive(tt, 0, 30, 0)
+    t = drive(tt, t, 300, 15000)         # 5 min at 54 km/h
+    t = drive(tt, t, 60, 0)              # red light / jam: 1 min
+    t = drive(tt, t, 300, 15000)
+    t = drive(tt, t, 200, 0)             # parked
+    assert_eq(sink.types(), ["trip_start", "trip_end"], "records")
+    s = sink.recs[-1]
+    assert_eq(s["distance_m"], 9000, "distance")
+    # start confirmed after 5 s of motion is back-dated to the motion start; end = last movement
+    assert_eq(s["start_t_ms"], 31000, "start")
+    assert_eq(s["end_t_ms"], 30000 + 660000, "end")
+    assert_eq(s["trip"], 1, "trip id = trip_start seq")
+
+
+def test_overspeed_and_towing():
+    sink = Sink()
+    tt = TripTracker({"overspeed_kmh": 110, "overspeed_min_s": 10, "towing_min_s": 20}, emit=sink)
+    tt.on_power(0, 1, 14200)
+    t = drive(tt, 0, 60, 36000)          # 130 km/h for a minute
+    t = drive(tt, t, 200, 0)
+    tt.on_power(t, 0, 12400)
+    t = drive(tt, t, 400, 0)
+    assert_eq(sink.types()[:3], ["trip_start", "overspeed", "trip_end"], "overspeed")
+    s = sink.recs[2]
+    assert_eq(s["n_overspeed"], 1, "count")
+    assert_eq(s["overspeed_s"] >= 59, True, "overspeed time")
+    t = drive(tt, t, 60, 5000)           # moving with the ignition off: towed
+    assert_eq("towing" in sink.types(), True, "towing")
+
+
+def test_idle_event():
+    sink = Sink()
+    tt = TripTracker({"idle_event_s": 60, "trip_end_s": 600}, emit=sink)
+    tt.on_power(0, 1, 14000)
+    t = drive(tt, 0, 30, 10000)
+    t = drive(tt, t, 120, 0)             # engine on, not moving: idling
+    assert_eq("idle" in sink.types(), True, "idle event")
+    t = drive(tt, t, 30, 10000)
+    tt.on_power(t, 0, 12300)
+    t = drive(tt, t, 700, 0)
+    s = sink.recs[-1]
+    assert_eq(s["type"], "trip_end", "ended")
+    assert_eq(119 <= s["idle_s"] <= 121, True, "idle seconds %d" % s["idle_s"])
+
+
+def test_night():
+    # 2000-01-01 23:30 UTC at longitude 0 is night, 12:00 is not; solar time follows longitude
+    assert_eq(is_night(23 * 3600 + 1800, 0), True, "23:30")
+    assert_eq(is_night(12 * 3600, 0), False, "noon")
+    assert_eq(solar_hour(12 * 3600, 900000000), 18, "90 deg east: +6 h")
