@@ -1,0 +1,300 @@
+# Installer console: a line-oriented command interpreter on a UART-like stream.
+#
+# For a person in a terminal (text replies, "> " prompt, optional echo) and for the host tool
+# (a line starting with "!" gets exactly one line of JSON back: {"ok": true, ...} or
+# {"ok": false, "error": "..."}; `json on` makes every reply JSON).
+# Commands: help, status, get [key], set key value, login PIN, logout, selftest, calibrate, reboot,
+# json on|off, echo on|off. set/calibrate/reboot need `login PIN` first; wrong PINs are rate limited.
+# The console owns no hardware: the app gives it `status_provider()` -> dict and optional hooks
+# (selftest, calibrate, reboot), so it is testable alone. Runs on MicroPython and CPython.
+import json
+
+from firmware.config import KEYS, SCHEMA, ConfigError, allowed_text
+
+MAX_LINE = 200
+FREE_TRIES = 3  # wrong PINs before the lockout starts
+LOCK_BASE_MS = 30000  # first lockout; doubles with each further wrong PIN
+LOCK_MAX_MS = 900000
+SESSION_MS = 600000  # a login expires after 10 min without a command
+
+HELP = (
+    "status                 box health: GNSS, accelerometer, storage, odometer",
+    "get [key]              show one or every setting",
+    "set KEY VALUE          change a setting (login first)",
+    "login PIN / logout     installer session",
+    "selftest               check GNSS, accelerometer, storage, config",
+    "calibrate              start mounting calibration (login first)",
+    "reboot                 restart the box (login first)",
+    "json on|off            one JSON line per reply (or start a line with !)",
+    "echo on|off            echo typed characters",
+    "keys                   every key with its allowed values",
+)
+
+
+class Console:
+    def __init__(self, uart, config, status_provider=None, now_ms=None, hooks=None, version="?"):
+        self.uart = uart
+        self.config = config
+        self.status_provider = status_provider
+        self.now_ms = now_ms
+        self.hooks = hooks or {}
+        self.version = version
+        self.json_mode = False
+        self.echo = False
+        self._buf = bytearray(MAX_LINE)
+        self._n = 0
+        self._overflow = False
+        self._rbuf = bytearray(64)
+        self._session_until = -1
+        self._bad_pins = 0
+        self._locked_until = -1
+        self._after = None  # hook to call once the reply is written (reboot)
+        self.lines = 0
+
+    # -- time ---------------------------------------------------------------------------------
+    def _now(self):
+        return self.now_ms() if self.now_ms is not None else 0
+
+    def logged_in(self):
+        return self._session_until >= 0 and self._now() <= self._session_until
+
+    # -- stream -------------------------------------------------------------------------------
+    def poll(self):
+        """Read what the UART has, run each complete line; returns the number of lines handled."""
+        handled = 0
+        u = self.uart
+        if u is None:
+            return 0
+        while True:
+            k = u.any()
+            if not k:
+                break
+            if k > len(self._rbuf):
+                k = len(self._rbuf)
+            data = u.read(k)
+            if not data:
+                break
+            if self.echo:
+                u.write(data.replace(b"\r", b"\r\n") if b"\r" in data else data)
+            for b in data:
+                if b == 10 or b == 13:
+                    if self._n or self._overflow:
+                        line = bytes(self._buf[: self._n])
+                        ovf = self._overflow
+                        self._n = 0
+                        self._overflow = False
+                        if ovf:
+                            self._write_reply(line.startswith(b"!"), {"ok": False, "error": "line too long (max %d)" % MAX_LINE})
+                        else:
+                            self._line(line)
+                        handled += 1
+                elif b == 3:  # Ctrl-C: drop the partial line
+                    self._n = 0
+                elif self._n < MAX_LINE:
+                    self._buf[self._n] = b
+                    self._n += 1
+                else:
+                    self._overflow = True
+        return handled
+
+    def _line(self, raw):
+        try:
+            line = raw.decode()
+        except UnicodeError:
+            line = None
+        machine = raw.startswith(b"!")
+        if line is None:
+            rep = {"ok": False, "error": "line is not UTF-8"}
+        else:
+            rep = self.execute(line[1:] if machine else line)
+        self._write_reply(machine, rep)
+        if self._after is not None:
+            fn = self._after
+            self._after = None
+            fn()
+
+    def _write_reply(self, machine, rep):
+        self.lines += 1
+        if machine or self.json_mode:
+            self.uart.write(json.dumps(rep).encode() + b"\n")
+        else:
+            self.uart.write(self.text(rep).encode() + b"\r\n> ")
+
+    def console_line(self, line):
+        """Run one command line (without terminator); returns the reply as the UART would carry it."""
+        machine = line.startswith("!")
+        rep = self.execute(line[1:] if machine else line)
+        if machine or self.json_mode:
+            return json.dumps(rep)
+        return self.text(rep)
+
+    # -- text rendering for people --------------------------------------------------------------
+    def text(self, rep):
+        if not rep.get("ok"):
+            return "error: " + rep.get("error", "?")
+        if "text" in rep:
+            return rep["text"]
+        out = []
+        for k in sorted(rep):
+            if k == "ok":
+                continue
+            v = rep[k]
+            if isinstance(v, dict):
+                for k2 in sorted(v):
+                    out.append("%s.%s: %s" % (k, k2, v[k2]))
+            else:
+                out.append("%s: %s" % (k, v))
+        return "\r\n".join(out) if out else "ok"
+
+    # -- commands ---------------------------------------------------------------------------------
+    def execute(self, line):
+        """One command line -> reply dict (always has 'ok')."""
+        parts = line.strip().split(None, 2)
+        if not parts:
+            return {"ok": True, "text": ""}
+        cmd = parts[0].lower()
+        if self._session_until >= 0:
+            if self._now() > self._session_until:
+                self._session_until = -1
+            else:
+                self._session_until = self._now() + SESSION_MS
+        try:
+            fn = getattr(self, "_cmd_" + cmd, None)
+            if fn is None:
+                return {"ok": False, "error": "unknown command %r, try help" % cmd}
+            return fn(parts[1:])
+        except ConfigError as e:
+            return {"ok": False, "error": str(e)}
+        except OSError as e:
+            return {"ok": False, "error": "%s failed: OSError %s" % (cmd, e)}
+
+    def _need_login(self, what):
+        if not self.logged_in():
+            return {"ok": False, "error": "%s needs the installer PIN: login PIN" % what}
+        return None
+
+    def _cmd_help(self, args):
+        return {"ok": True, "text": "\r\n".join(HELP), "commands": [h.split()[0] for h in HELP]}
+
+    def _cmd_keys(self, args):
+        d = {}
+        for k in KEYS:
+            d[k] = allowed_text(k)
+        return {"ok": True, "keys": d}
+
+    def _cmd_status(self, args):
+        st = {}
+        if self.status_provider is not None:
+            st = self.status_provider() or {}
+        rep = {"ok": True, "fw": self.version, "device_id": self.config.get("device_id"), "config": self.config.source}
+        for k in st:
+            rep[k] = st[k]
+        return rep
+
+    def _cmd_get(self, args):
+        if args:
+            key = args[0]
+            return {"ok": True, "key": key, "value": self.config.get_str(key)}
+        vals = self.config.export()
+        vals["installer_pin"] = self.config.get_str("installer_pin")
+        return {"ok": True, "values": vals}
+
+    def _cmd_set(self, args):
+        if len(args) < 2:
+            return {"ok": False, "error": "usage: set KEY VALUE"}
+        key = args[0]
+        if key not in SCHEMA:
+            raise ConfigError("unknown key %r, known: %s" % (key, " ".join(KEYS)))
+        rep = self._need_login("set")
+        if rep:
+            return rep
+        old, new = self.config.set(key, args[1])
+        return {"ok": True, "key": key, "old": old, "new": new}
+
+    def _cmd_login(self, args):
+        now = self._now()
+        if self._locked_until >= 0 and now < self._locked_until:
+            return {"ok": False, "error": "locked after wrong PINs, retry in %d s" % ((self._locked_until - now + 999) // 1000)}
+        if not args:
+            return {"ok": False, "error": "usage: login PIN"}
+        if self.config.check_pin(args[0]):
+            self._bad_pins = 0
+            self._locked_until = -1
+            self._session_until = now + SESSION_MS
+            return {"ok": True, "text": "logged in", "session_s": SESSION_MS // 1000}
+        self._bad_pins += 1
+        self._session_until = -1
+        if self._bad_pins >= FREE_TRIES:
+            lock = LOCK_BASE_MS << (self._bad_pins - FREE_TRIES)
+            if lock > LOCK_MAX_MS or lock <= 0:
+                lock = LOCK_MAX_MS
+            self._locked_until = now + lock
+            return {"ok": False, "error": "wrong PIN, locked for %d s" % (lock // 1000)}
+        return {"ok": False, "error": "wrong PIN (%d tries left before lockout)" % (FREE_TRIES - self._bad_pins)}
+
+    def _cmd_logout(self, args):
+        self._session_until = -1
+        return {"ok": True, "text": "logged out"}
+
+    def _cmd_json(self, args):
+        self.json_mode = bool(args) and args[0].lower() == "on"
+        return {"ok": True, "json": 1 if self.json_mode else 0}
+
+    def _cmd_echo(self, args):
+        self.echo = bool(args) and args[0].lower() == "on"
+        return {"ok": True, "echo": 1 if self.echo else 0}
+
+    def _cmd_selftest(self, args):
+        fn = self.hooks.get("selftest")
+        checks = fn() if fn is not None else self.default_selftest()
+        ok = True
+        for k in checks:
+            if not checks[k].startswith("ok"):
+                ok = False
+        return {"ok": True, "pass": 1 if ok else 0, "checks": checks}
+
+    def default_selftest(self):
+        """Checks from the status provider: GNSS seen, accelerometer present, storage, config."""
+        st = self.status_provider() if self.status_provider is not None else {}
+        checks = {}
+        if st.get("gnss_bytes", 0) > 0 or st.get("sats", -1) >= 0:
+            checks["gnss"] = "ok: %s sats, fix %s" % (st.get("sats", -1), st.get("gnss_fix", 0))
+        else:
+            checks["gnss"] = "FAIL: no data from the GNSS receiver"
+        if st.get("accel_ok", 0):
+            checks["accel"] = "ok: %s mg" % (st.get("accel_mg", "?"),)
+        else:
+            checks["accel"] = "FAIL: accelerometer not detected"
+        if st.get("store_ok", 1):
+            checks["storage"] = "ok: %s bytes used" % (st.get("store_used", 0),)
+        else:
+            checks["storage"] = "FAIL: store not writable"
+        src = self.config.source
+        checks["config"] = ("ok: " if src != "defaults" else "FAIL: ") + "config from " + src
+        return checks
+
+    def _cmd_calibrate(self, args):
+        rep = self._need_login("calibrate")
+        if rep:
+            return rep
+        fn = self.hooks.get("calibrate")
+        if fn is None:
+            return {"ok": False, "error": "calibrate not supported by this firmware"}
+        r = fn()
+        out = {"ok": True}
+        if isinstance(r, dict):
+            for k in r:
+                out[k] = r[k]
+        else:
+            out["text"] = str(r)
+        return out
+
+    def _cmd_reboot(self, args):
+        rep = self._need_login("reboot")
+        if rep:
+            return rep
+        fn = self.hooks.get("reboot")
+        if fn is None:
+            return {"ok": False, "error": "reboot not supported by this firmware"}
+        self._after = fn
+        return {"ok": True, "text": "rebooting"}
