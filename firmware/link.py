@@ -1,0 +1,291 @@
+# Box side of the box <-> edge agent UART link (docs/link-protocol.md). MicroPython and CPython.
+# Non-blocking: the main loop calls poll(t_ms) every ~100 ms.
+import json
+import struct
+
+from hw.compat import const
+from firmware import framing
+from firmware.framing import (
+    T_HELLO,
+    T_DATA,
+    T_ACK,
+    T_CMD,
+    T_RESULT,
+    T_KEEPALIVE,
+    DATA_HDR,
+    LinkError,
+)
+
+_ST_HELLO = const(0)
+_ST_UP = const(1)
+
+_RX_CHUNK = const(256)
+_MAX_BACKOFF_SHIFT = const(4)
+
+
+def _elapsed(now, then):
+    # t_ms from the box clock: ms since boot, monotonic (ints). Wrapping tick counters are the
+    # caller's business: app.py passes an unwrapped ms count.
+    return now - then
+
+
+class BoxLink:
+    """Sends the store's unacknowledged blocks to the agent with a send window, retransmits on timeout
+    (exponential backoff per block), acks them in the store on the agent's ACK, answers commands."""
+
+    def __init__(
+        self,
+        uart,
+        store,
+        device,
+        fw,
+        boot,
+        window=4,
+        rto_ms=2000,
+        on_command=None,
+        hello_ms=1000,
+        keepalive_ms=5000,
+        link_timeout_ms=15000,
+        max_block=framing.MAX_BLOCK,
+    ):
+        if window < 1 or window > 32:
+            raise ValueError("window: %r not in 1..32" % (window,))
+        if rto_ms < 10:
+            raise ValueError("rto_ms: %r too small" % (rto_ms,))
+        self.uart = uart
+        self.store = store
+        self.device = device
+        self.fw = fw
+        self.boot = boot
+        self.window = window
+        self.rto_ms = rto_ms
+        self.on_command = on_command
+        self.hello_ms = hello_ms
+        self.keepalive_ms = keepalive_ms
+        self.link_timeout_ms = link_timeout_ms
+        self.max_block = max_block
+        self.enc = framing.FrameEncoder(framing.DATA_HDR + max_block + 16)
+        self.dec = framing.FrameDecoder(max(1100, 64 * 4 + 16))
+        self.rxbuf = bytearray(_RX_CHUNK)
+        self.state = _ST_HELLO
+        self.agent_session = None
+        self.inflight = {}  # first_seq -> [sent_t_ms, tries, (first_seq, last_seq, prio, block)]
+        self.last_rx_t = 0
+        self.last_hello_t = None
+        self.last_ka_t = None
+        self.last_cmd_id = None
+        self.last_result = None
+        self.t_ms = 0
+        self._burst = True
+        self.counters = {
+            "tx_frames": 0,
+            "tx_bytes": 0,
+            "rx_bytes": 0,
+            "data_sent": 0,
+            "retransmits": 0,
+            "acked": 0,
+            "ack_unknown": 0,
+            "commands": 0,
+            "sessions": 0,
+            "timeouts": 0,
+        }
+
+    # ---- output
+    def _send(self, n):
+        k = self.enc.finish(n, self._burst)
+        self._burst = False
+        mv = self.enc.wire_mv
+        off = 0
+        while off < k:
+            w = self.uart.write(mv[off:k])
+            if not w:
+                # UART refused (nobody listening / buffer full): the bytes are lost, like on a wire.
+                break
+            off += w
+        self.counters["tx_frames"] += 1
+        self.counters["tx_bytes"] += k
+
+    def _send_payload(self, ftype, payload):
+        raw = self.enc.raw
+        n = len(payload)
+        if n + 5 > len(raw):
+            raise LinkError("frame payload of %d bytes too large" % n)
+        raw[0] = ftype
+        raw[1 : 1 + n] = payload
+        self._send(1 + n)
+
+    def _send_hello(self):
+        d = {
+            "role": "box",
+            "proto": framing.PROTO_VERSION,
+            "device": self.device,
+            "fw": self.fw,
+            "boot": self.boot,
+            "window": self.window,
+            "max_block": self.max_block,
+        }
+        self._send_payload(T_HELLO, json.dumps(d).encode())
+
+    def _send_keepalive(self):
+        h = {"t_ms": self.t_ms, "inflight": len(self.inflight), "fw": self.fw, "boot": self.boot}
+        st = getattr(self.store, "stats", None)
+        if st is not None:
+            try:
+                s = st()
+                for k in s:
+                    v = s[k]
+                    if isinstance(v, int) or isinstance(v, str):
+                        h["store_" + k] = v
+            except Exception:  # health is best effort; never let it stop the link
+                h["store_error"] = 1
+        self._send_payload(T_KEEPALIVE, json.dumps(h).encode())
+
+    def _send_data(self, entry):
+        first_seq, last_seq, prio, block = entry
+        n = len(block)
+        if n > self.max_block:
+            raise LinkError("block %d is %d bytes > max_block %d" % (first_seq, n, self.max_block))
+        raw = self.enc.raw
+        raw[0] = T_DATA
+        struct.pack_into("<IIB", raw, 1, first_seq, last_seq, prio)
+        raw[1 + DATA_HDR : 1 + DATA_HDR + n] = block
+        self._send(1 + DATA_HDR + n)
+
+    # ---- input
+    def _on_frame(self, ftype, buf, n):
+        self.last_rx_t = self.t_ms
+        if ftype == T_ACK:
+            self._on_ack(buf, n)
+        elif ftype == T_HELLO:
+            try:
+                d = json.loads(bytes(buf[1:n]))
+            except ValueError:
+                return
+            if d.get("role") != "agent":
+                return  # our own HELLO echoed back, or a foreign talker
+            sess = d.get("session")
+            if sess != self.agent_session:
+                # new agent process: everything in flight is due now
+                self.agent_session = sess
+                self.counters["sessions"] += 1
+                for fs in self.inflight:
+                    e = self.inflight[fs]
+                    e[0] = self.t_ms - (self.rto_ms << _MAX_BACKOFF_SHIFT) - 1
+                    e[1] = 0
+            if d.get("reply") != 1:
+                self._send_hello()
+            self.state = _ST_UP
+        elif ftype == T_CMD:
+            self._on_cmd(bytes(buf[1:n]))
+        # KEEPALIVE: only refreshes last_rx_t
+
+    def _on_ack(self, buf, n):
+        i = 1
+        while i + 4 <= n:
+            fs = buf[i] | (buf[i + 1] << 8) | (buf[i + 2] << 16) | (buf[i + 3] << 24)
+            i += 4
+            if fs in self.inflight:
+                del self.inflight[fs]
+                self.counters["acked"] += 1
+            else:
+                self.counters["ack_unknown"] += 1
+            try:
+                self.store.ack(fs)
+            except Exception:  # already acked / evicted: the agent holds it either way
+                pass
+
+    def _on_cmd(self, payload):
+        self.counters["commands"] += 1
+        try:
+            d = json.loads(payload)
+            cid = d.get("id")
+        except (ValueError, AttributeError):
+            self._send_payload(T_RESULT, b'{"ok": false, "error": "bad command json"}')
+            return
+        if cid is not None and cid == self.last_cmd_id and self.last_result is not None:
+            self._send_payload(T_RESULT, self.last_result)  # retransmitted command: same answer
+            return
+        try:
+            if self.on_command is not None:
+                res = self.on_command(d)
+            elif d.get("cmd") == "ping":
+                res = {"ok": True, "pong": self.t_ms}
+            else:
+                res = {"ok": False, "error": "unsupported command"}
+            if not isinstance(res, dict):
+                res = {"ok": True, "result": res}
+        except Exception as e:  # a failing command must not kill the link
+            res = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
+        res["id"] = cid
+        out = json.dumps(res).encode()
+        if len(out) > len(self.enc.raw) - 5:
+            out = json.dumps({"id": cid, "ok": False, "error": "result too large"}).encode()
+        self.last_cmd_id = cid
+        self.last_result = out
+        self._send_payload(T_RESULT, out)
+
+    def _read(self):
+        uart = self.uart
+        while True:
+            avail = uart.any() if hasattr(uart, "any") else _RX_CHUNK
+            if not avail:
+                return
+            k = uart.readinto(self.rxbuf, min(avail, _RX_CHUNK))
+            if not k:
+                return
+            self.counters["rx_bytes"] += k
+            self.dec.feed(self.rxbuf, k, self._on_frame)
+
+    # ---- main loop entry
+    def poll(self, t_ms):
+        self.t_ms = t_ms
+        self._burst = True
+        self._read()
+        if self.state == _ST_UP and _elapsed(t_ms, self.last_rx_t) > self.link_timeout_ms:
+            self.state = _ST_HELLO
+            self.counters["timeouts"] += 1
+        if self.state != _ST_UP:
+            if self.last_hello_t is None or _elapsed(t_ms, self.last_hello_t) >= self.hello_ms:
+                self.last_hello_t = t_ms
+                self._send_hello()
+            return
+        if self.last_ka_t is None or _elapsed(t_ms, self.last_ka_t) >= self.keepalive_ms:
+            self.last_ka_t = t_ms
+            self._send_keepalive()
+        # retransmit what timed out (backoff doubles per try, capped)
+        for fs in self.inflight:
+            e = self.inflight[fs]
+            sh = e[1] - 1
+            if sh > _MAX_BACKOFF_SHIFT:
+                sh = _MAX_BACKOFF_SHIFT
+            if sh < 0:
+                sh = 0
+            if _elapsed(t_ms, e[0]) >= (self.rto_ms << sh):
+                if e[1]:
+                    self.counters["retransmits"] += 1
+                e[0] = t_ms
+                e[1] += 1
+                self._send_data(e[2])
+        # fill the window with new blocks (highest prio first, as the store orders them)
+        free = self.window - len(self.inflight)
+        if free > 0:
+            for entry in self.store.peek(self.window + len(self.inflight)):
+                if free <= 0:
+                    break
+                fs = entry[0]
+                if fs in self.inflight:
+                    continue
+                self.inflight[fs] = [t_ms, 1, entry]
+                self.counters["data_sent"] += 1
+                self._send_data(entry)
+                free -= 1
+
+    def link_up(self):
+        return self.state == _ST_UP
+
+    def stats(self):
+        d = dict(self.counters)
+        d.update(self.dec.stats())
+        d["state"] = "up" if self.state == _ST_UP else "hello"
+        d["inflight"] = len(self.inflight)
+        return d
