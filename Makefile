@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q --target $(VENV)/stubs/esp32 micropython-esp32-stubs
 	@touch $(STAMP)
 
 setup: $(STAMP)
