@@ -1,0 +1,841 @@
+# paydbox record codec: self-contained compact blocks (spec: docs/record-format.md).
+# One implementation for the box (MicroPython) and the host (CPython: `from firmware import codec`).
+#
+# Block = byte-aligned header (magic, version, flags, device, boot, first_seq, count, base time and
+# position, all varints) + a bit stream of records + CRC-32.  Inside the bit stream every field is a
+# prediction residual, zigzag-mapped and written with an adaptive Rice code (a bit-granular varint whose
+# parameter follows the running mean of the field, as in LOCO-I/JPEG-LS).  Predictors use integers
+# only, so the box (float32 or no FPU) and the host decode bit-exactly the same values.
+import struct
+import binascii
+from array import array
+
+VERSION = 1
+MAGIC0 = 0x50  # 'P'
+MAGIC1 = 0x44  # 'D'
+
+FLAG_THINNED = 1  # bounded-error mode: some pos records were dropped (tolerance in header)
+FLAG_ROUNDED = 2  # privacy 'rounded': positions quantised (step in header)
+FLAG_NO_POS = 4  # privacy 'no_positions': no pos records, positions zeroed
+
+PRIVACY_MODES = ("off", "no_positions", "rounded")
+
+
+class CodecError(Exception):
+    """Damaged or unsupported block. .offset is the byte offset of the damage (or -1)."""
+
+    def __init__(self, msg, offset=-1):
+        Exception.__init__(self, "%s at byte offset %d" % (msg, offset) if offset >= 0 else msg)
+        self.offset = offset
+
+
+# ---- record schemas -------------------------------------------------------------------------
+# Every record has type, seq, t_ms, utc_s (coded specially); then these fields in this order.
+# Field kinds: 'i' int, 'c' course in cdeg (-1..35999, wrapped), 'a' latitude e7, 'o' longitude e7,
+# 's' string, 'b' bytes.
+TYPES = (
+    ("pos", (("lat_e7", "a"), ("lon_e7", "o"), ("speed_mmps", "i"), ("course_cdeg", "c"),
+             ("hdop_x10", "i"), ("sats", "i"))),
+    ("event", (("kind", "s"), ("dur_ms", "i"), ("peak_mg", "i"), ("mean_mg", "i"),
+               ("speed_start_mmps", "i"), ("speed_end_mmps", "i"), ("lat_e7", "a"), ("lon_e7", "o"),
+               ("course_cdeg", "c"))),
+    ("crash", (("peak_mg", "i"), ("lat_e7", "a"), ("lon_e7", "o"), ("speed_mmps", "i"), ("rate_hz", "i"),
+               ("pre_ms", "i"), ("samples", "b"))),
+    ("trip_start", (("trip", "i"), ("lat_e7", "a"), ("lon_e7", "o"))),
+    ("trip_end", (("trip", "i"), ("start_t_ms", "i"), ("end_t_ms", "i"), ("start_utc_s", "i"),
+                  ("end_utc_s", "i"), ("start_lat_e7", "a"), ("start_lon_e7", "o"), ("end_lat_e7", "a"),
+                  ("end_lon_e7", "o"), ("distance_m", "i"), ("bridged_m", "i"), ("duration_s", "i"),
+                  ("max_speed_mmps", "i"), ("n_harsh_accel", "i"), ("n_harsh_brake", "i"),
+                  ("n_harsh_corner_left", "i"), ("n_harsh_corner_right", "i"), ("n_crash", "i"),
+                  ("n_overspeed", "i"), ("idle_s", "i"), ("night_s", "i"), ("overspeed_s", "i"),
+                  ("score", "i"))),
+    ("status", (("fw", "s"), ("boot", "i"), ("store_used", "i"), ("store_evicted", "i"), ("gnss_ok", "i"),
+                ("accel_ok", "i"), ("odometer_m", "i"), ("calib", "s"), ("calib_quality", "i"))),
+    ("tamper", (("reason", "s"), ("value", "i"))),
+    ("config", (("key", "s"), ("old", "s"), ("new", "s"))),
+    ("odometer", (("total_m", "i"),)),
+)
+TYPE_CODE = {}
+for _i in range(len(TYPES)):
+    TYPE_CODE[TYPES[_i][0]] = _i
+
+# Strings coded as a table index (common values), else inline.  Append only: the index is the format.
+STRINGS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "overspeed", "idle",
+           "towing", "unclassified", "power_loss", "unaccounted_distance", "accel_missing", "gnss_missing",
+           "uncalibrated", "calibrating", "calibrated", "crash")
+
+# Context layout: fixed contexts, then one per (type, field).
+_C_TYPE_T = 0  # t_ms residual, pos records
+_C_OTHER_T = 1  # t_ms residual, other records
+_C_UTC = 2
+_C_SEQ = 3
+_C_STRLEN = 4
+_NFIXED = 5
+CTX_BASE = []
+_n = _NFIXED
+for _name, _fields in TYPES:
+    CTX_BASE.append(_n)
+    _n += len(_fields)
+NCTX = _n
+# initial Rice parameter per context (a hint only; contexts adapt within a few records)
+_K0 = [3, 10, 0, 0, 3] + [4] * (NCTX - _NFIXED)
+for _j, _k in ((0, 6), (1, 6), (2, 5), (3, 5), (4, 0), (5, 0)):
+    _K0[_NFIXED + _j] = _k
+
+_ESC_Q = 20  # unary quotient at which a value is escaped to <6-bit length><raw bits>
+_NMAX = 32  # context halving period
+_MOD_COURSE = 36001  # course+1 in 0..36000
+
+
+def zigzag(v):
+    return (v << 1) if v >= 0 else ((-v << 1) - 1)
+
+
+def unzigzag(u):
+    return (u >> 1) if not (u & 1) else -((u + 1) >> 1)
+
+
+def _nbits(u):
+    n = 0
+    while u:
+        u >>= 1
+        n += 1
+    return n
+
+
+def _wrap_course(c, pred):
+    r = (c - pred) % _MOD_COURSE
+    if r > _MOD_COURSE // 2:
+        r -= _MOD_COURSE
+    return r
+
+
+class _Model:
+    """Adaptive Rice contexts + predictor state shared by encoder and decoder (must evolve identically)."""
+
+    def __init__(self):
+        self.ctx = array("i", [0] * (2 * NCTX))
+        self.reset()
+
+    def reset(self):
+        c = self.ctx
+        for i in range(NCTX):
+            c[2 * i] = 1 << _K0[i]
+            c[2 * i + 1] = 1
+
+    def k(self, i):
+        c = self.ctx
+        a = c[2 * i]
+        n = c[2 * i + 1]
+        k = 0
+        while (n << k) < a and k < 40:
+            k += 1
+        return k
+
+    def update(self, i, u):
+        c = self.ctx
+        a = c[2 * i] + (u if u < 0x3FFFFFFF else 0x3FFFFFFF)
+        n = c[2 * i + 1] + 1
+        if a > 0x3FFFFFFF or n >= _NMAX:
+            a >>= 1
+            n >>= 1
+        c[2 * i] = a
+        c[2 * i + 1] = n
+
+
+# ---- bit writer / reader --------------------------------------------------------------------
+class _BitWriter:
+    def __init__(self, nbytes):
+        self.buf = bytearray(nbytes)
+        self.cap = nbytes * 8
+        self.pos = 0  # bit position
+        self.over = False
+
+    def bits(self, v, n):
+        # MSB first; v < 2**n
+        pos = self.pos
+        if pos + n > self.cap:
+            self.over = True
+            self.pos = pos + n
+            return
+        buf = self.buf
+        while n > 0:
+            free = 8 - (pos & 7)
+            take = free if n > free else n
+            n -= take
+            chunk = (v >> n) & ((1 << take) - 1)
+            buf[pos >> 3] |= chunk << (free - take)
+            pos += take
+        self.pos = pos
+
+    def clear_from(self, pos):
+        # zero everything from bit pos on (rollback of a record that did not fit)
+        buf = self.buf
+        b = pos >> 3
+        end = (min(self.pos, self.cap) + 7) >> 3
+        if pos & 7 and b < len(buf):
+            buf[b] &= (0xFF00 >> (pos & 7)) & 0xFF
+            b += 1
+        for i in range(b, end):
+            buf[i] = 0
+        self.pos = pos
+        self.over = False
+
+
+class _BitReader:
+    def __init__(self, data, start, end):
+        self.data = data
+        self.pos = start * 8
+        self.end = end * 8
+
+    def bits(self, n):
+        pos = self.pos
+        if pos + n > self.end:
+            raise CodecError("record data truncated", pos >> 3)
+        data = self.data
+        v = 0
+        while n > 0:
+            free = 8 - (pos & 7)
+            take = free if n > free else n
+            byte = data[pos >> 3]
+            v = (v << take) | ((byte >> (free - take)) & ((1 << take) - 1))
+            pos += take
+            n -= take
+        self.pos = pos
+        return v
+
+    def bit(self):
+        pos = self.pos
+        if pos >= self.end:
+            raise CodecError("record data truncated", pos >> 3)
+        self.pos = pos + 1
+        return (self.data[pos >> 3] >> (7 - (pos & 7))) & 1
+
+
+def _put_rice(w, m, i, u):
+    k = m.k(i)
+    q = u >> k
+    if q >= _ESC_Q:
+        w.bits((1 << _ESC_Q) - 1, _ESC_Q)
+        nb = _nbits(u)
+        w.bits(nb, 6)
+        w.bits(u, nb)
+    else:
+        w.bits(((1 << q) - 1) << 1, q + 1)
+        if k:
+            w.bits(u & ((1 << k) - 1), k)
+    m.update(i, u)
+
+
+def _get_rice(r, m, i):
+    k = m.k(i)
+    q = 0
+    while q < _ESC_Q and r.bit():
+        q += 1
+    if q >= _ESC_Q:
+        nb = r.bits(6)
+        u = r.bits(nb)
+    else:
+        u = (q << k) | (r.bits(k) if k else 0)
+    m.update(i, u)
+    return u
+
+
+# ---- varints (header) ---------------------------------------------------------------------
+def _put_varint(out, u):
+    while u >= 0x80:
+        out.append((u & 0x7F) | 0x80)
+        u >>= 7
+    out.append(u)
+
+
+def _get_varint(data, off, end):
+    u = 0
+    shift = 0
+    start = off
+    while True:
+        if off >= end:
+            raise CodecError("header varint truncated", start)
+        b = data[off]
+        off += 1
+        u |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return u, off
+        shift += 7
+        if shift > 63:
+            raise CodecError("header varint too long", start)
+
+
+def _bad(name, v):
+    raise ValueError("record field %s: bad value %r" % (name, v))
+
+
+_LIM = 1 << 62
+
+
+class BlockEncoder:
+    """Collects records into one self-contained block of at most max_bytes bytes.
+
+    add(record) -> bool: False when the record does not fit (finish this block, start another).
+    privacy: 'off' | 'no_positions' | 'rounded' (round_e7 = quantisation step, default 0.01 deg).
+    tolerance_m > 0 enables bounded-error mode: pos records that the straight line through the
+    previous two kept positions predicts within tolerance_m metres are dropped."""
+
+    def __init__(self, device, boot, max_bytes=512, privacy="off", round_e7=100000, tolerance_m=0):
+        if not isinstance(device, str) or not device or len(device) > 64:
+            raise ValueError("device: 1..64 characters expected")
+        if boot < 0:
+            raise ValueError("boot: must be >= 0")
+        if privacy not in PRIVACY_MODES:
+            raise ValueError("privacy: one of off, no_positions, rounded")
+        if round_e7 < 1 or tolerance_m < 0:
+            raise ValueError("round_e7 >= 1 and tolerance_m >= 0 required")
+        if max_bytes < 64:
+            raise ValueError("max_bytes: at least 64")
+        self.device = device
+        self.boot = boot
+        self.max_bytes = max_bytes
+        self.flags = (FLAG_NO_POS if privacy == "no_positions" else 0) | (
+            FLAG_ROUNDED if privacy == "rounded" else 0) | (FLAG_THINNED if tolerance_m > 0 else 0)
+        self.round_e7 = round_e7 if privacy == "rounded" else 1
+        self.tolerance_m = tolerance_m
+        self._w = _BitWriter(max_bytes)
+        self._m = _Model()
+        self._ctx_bak = array("i", self._m.ctx)
+        self.dropped = 0  # pos records dropped by bounded-error / privacy mode (all blocks)
+        self._thin = None  # (t, lat, lon) of the last two kept positions for bounded-error mode
+        self._start()
+
+    def _start(self):
+        self.count = 0
+        self.first_seq = -1
+        self.last_seq = -1
+        self._hdr = None
+        self._budget = 0
+        w = self._w
+        w.clear_from(0)
+        self._m.reset()
+        # predictor state: seq, t, utc, lat, lon (last any record); pos history p1 (last), p0 (before)
+        self._st = [0] * 16
+        self._prev = {}  # (type, field) -> last value for plain ints
+
+    def reset(self):
+        """Start a new block (after finish())."""
+        self._start()
+
+    # state indices
+    # 0 seq, 1 t, 2 utc, 3 lat, 4 lon, 5 have_pos(0/1/2), 6 p1_t, 7 p1_lat, 8 p1_lon, 9 p0_t, 10 p0_lat,
+    # 11 p0_lon, 12 p1_speed, 13 p1_course, 14 p1_hdop, 15 p1_sats
+
+    def _q(self, v):
+        if self.flags & FLAG_NO_POS:
+            return 0
+        q = self.round_e7
+        if q == 1:
+            return v
+        return ((v + q // 2) // q) * q
+
+    def _keep_pos(self, rec):
+        tol = self.tolerance_m
+        th = self._thin
+        lat = rec["lat_e7"]
+        lon = rec["lon_e7"]
+        t = rec["t_ms"]
+        if th is None or th[0] is None:
+            return True
+        (t1, a1, o1), (t0, a0, o0) = th[1], th[0]
+        dt0 = t1 - t0
+        if dt0 <= 0:
+            return True
+        pa = a1 + (a1 - a0) * (t - t1) / dt0
+        po = o1 + (o1 - o0) * (t - t1) / dt0
+        import math
+
+        dy = (lat - pa) * 0.011132
+        dx = (lon - po) * 0.011132 * math.cos(lat * 1.7453292519943295e-09)
+        return dx * dx + dy * dy > tol * tol
+
+    def add(self, rec):
+        try:
+            tname = rec["type"]
+            code = TYPE_CODE[tname]
+        except KeyError:
+            raise ValueError("record: unknown or missing type %r" % rec.get("type"))
+        if code == 0:
+            if self.flags & FLAG_NO_POS:
+                self.dropped += 1
+                return True
+            if self.tolerance_m > 0 and not self._keep_pos(rec):
+                self.dropped += 1
+                return True
+        seq = rec.get("seq")
+        if not isinstance(seq, int) or seq < 0 or seq >= _LIM:
+            _bad("seq", seq)
+        w = self._w
+        m = self._m
+        first = self._hdr is None
+        if first:
+            self.count = 0
+            self.first_seq = -1
+            self.last_seq = -1
+            self._begin(rec, seq)
+        start = w.pos
+        self._ctx_bak[:] = m.ctx
+        st_bak = self._st[:]
+        prev_bak = dict(self._prev)
+        try:
+            self._encode(rec, code, seq)
+            fits = not w.over and (w.pos + 7) >> 3 <= self._budget
+        except ValueError:
+            fits = None
+        if not fits:
+            w.clear_from(start)
+            m.ctx[:] = self._ctx_bak
+            self._st = st_bak
+            self._prev = prev_bak
+            if first:
+                self._hdr = None
+            if fits is None:
+                raise
+            if first:
+                raise ValueError("record seq %d does not fit in a %d-byte block" % (seq, self.max_bytes))
+            return False
+        self.count += 1
+        if first:
+            self.first_seq = seq
+        self.last_seq = seq
+        if code == 0 and self.tolerance_m > 0:
+            p = (rec["t_ms"], rec["lat_e7"], rec["lon_e7"])
+            self._thin = (None, p) if self._thin is None else (self._thin[1], p)
+        return True
+
+    def _begin(self, rec, seq):
+        st = self._st
+        t = rec.get("t_ms", 0)
+        utc = rec.get("utc_s", -1)
+        if not isinstance(t, int) or t < 0 or t >= _LIM:
+            _bad("t_ms", t)
+        if not isinstance(utc, int) or utc < -1 or utc >= _LIM:
+            _bad("utc_s", utc)
+        lat = 0
+        lon = 0
+        fields = TYPES[TYPE_CODE[rec["type"]]][1]
+        for name, kind in fields:
+            if kind == "a" and isinstance(rec.get(name), int):
+                lat = self._q(rec[name])
+            elif kind == "o" and isinstance(rec.get(name), int):
+                lon = self._q(rec[name])
+                break
+        q = self.round_e7
+        h = bytearray()
+        h.append(MAGIC0)
+        h.append(MAGIC1)
+        h.append(VERSION)
+        h.append(self.flags)
+        d = self.device.encode()
+        _put_varint(h, len(d))
+        h.extend(d)
+        _put_varint(h, self.boot)
+        _put_varint(h, seq)
+        self._count_at = len(h)
+        _put_varint(h, zigzag(utc))
+        _put_varint(h, t)
+        _put_varint(h, zigzag(lat // q))
+        _put_varint(h, zigzag(lon // q))
+        if self.flags & FLAG_ROUNDED:
+            _put_varint(h, q)
+        if self.flags & FLAG_THINNED:
+            _put_varint(h, self.tolerance_m)
+        self._hdr = h
+        cnt = bytearray()
+        _put_varint(cnt, self.max_bytes * 8)
+        self._budget = self.max_bytes - len(h) - len(cnt) - 4
+        st[0] = seq - 1
+        st[1] = t
+        st[2] = utc
+        st[3] = lat // q
+        st[4] = lon // q
+        st[5] = 0
+
+    def _encode(self, rec, code, seq):
+        w = self._w
+        m = self._m
+        st = self._st
+        # type
+        if code == 0:
+            w.bits(0, 1)
+        else:
+            w.bits(0x10 | code, 5)
+        # seq
+        d = seq - (st[0] + 1)
+        if d == 0:
+            w.bits(0, 1)
+        else:
+            w.bits(1, 1)
+            u = zigzag(d)
+            _put_rice(w, m, _C_SEQ, u - 1)
+        st[0] = seq
+        # time
+        t = rec.get("t_ms")
+        if not isinstance(t, int) or t < 0 or t >= _LIM:
+            _bad("t_ms", t)
+        utc = rec.get("utc_s")
+        if not isinstance(utc, int) or utc < -1 or utc >= _LIM:
+            _bad("utc_s", utc)
+        if code == 0 and st[5]:
+            pt = st[6] + (st[6] - st[9] if st[5] > 1 else 1000)
+            _put_rice(w, m, _C_TYPE_T, zigzag(t - pt))
+        else:
+            _put_rice(w, m, _C_OTHER_T, zigzag(t - st[1]))
+        if st[2] == -1:
+            pu = -1
+        else:
+            pu = st[2] + (t - st[1] + 500) // 1000
+        _put_rice(w, m, _C_UTC, zigzag(utc - pu))
+        st[1] = t
+        st[2] = utc
+        q = self.round_e7
+        base = CTX_BASE[code]
+        fields = TYPES[code][1]
+        if code == 0:
+            self._encode_pos(rec, fields, base, t)
+            return
+        for j in range(len(fields)):
+            name, kind = fields[j]
+            v = rec.get(name)
+            ci = base + j
+            if kind == "s":
+                self._put_str(name, v, ci)
+            elif kind == "b":
+                if not isinstance(v, (bytes, bytearray)):
+                    _bad(name, v)
+                _put_rice(w, m, _C_STRLEN, len(v))
+                for b in v:
+                    w.bits(b, 8)
+            else:
+                if not isinstance(v, int) or v <= -_LIM or v >= _LIM:
+                    _bad(name, v)
+                if kind == "a":
+                    v = self._q(v) // q
+                    _put_rice(w, m, ci, zigzag(v - st[3]))
+                    st[3] = v
+                elif kind == "o":
+                    v = self._q(v) // q
+                    _put_rice(w, m, ci, zigzag(v - st[4]))
+                    st[4] = v
+                elif kind == "c":
+                    if v < -1 or v > 35999:
+                        _bad(name, v)
+                    key = code * 64 + j
+                    p = self._prev.get(key, -1)
+                    _put_rice(w, m, ci, zigzag(_wrap_course(v + 1, p + 1)))
+                    self._prev[key] = v
+                else:
+                    if name == "trip":
+                        p = seq
+                    elif name.endswith("t_ms"):
+                        p = t
+                    elif name.endswith("utc_s"):
+                        p = utc
+                    else:
+                        key = code * 64 + j
+                        p = self._prev.get(key, 0)
+                        self._prev[key] = v
+                    _put_rice(w, m, ci, zigzag(v - p))
+
+    def _encode_pos(self, rec, fields, base, t):
+        w = self._w
+        m = self._m
+        st = self._st
+        q = self.round_e7
+        vals = [0] * 6
+        for j in range(6):
+            name = fields[j][0]
+            v = rec.get(name)
+            if not isinstance(v, int) or v <= -_LIM or v >= _LIM:
+                _bad(name, v)
+            vals[j] = v
+        if vals[3] < -1 or vals[3] > 35999:
+            _bad("course_cdeg", vals[3])
+        lat = self._q(vals[0]) // q
+        lon = self._q(vals[1]) // q
+        pa, po = _predict_pos(st, t)
+        _put_rice(w, m, base, zigzag(lat - pa))
+        _put_rice(w, m, base + 1, zigzag(lon - po))
+        h = st[5]
+        _put_rice(w, m, base + 2, zigzag(vals[2] - (st[12] if h else 0)))
+        _put_rice(w, m, base + 3, zigzag(_wrap_course(vals[3] + 1, (st[13] + 1) if h else 0)))
+        _put_rice(w, m, base + 4, zigzag(vals[4] - (st[14] if h else 0)))
+        _put_rice(w, m, base + 5, zigzag(vals[5] - (st[15] if h else 0)))
+        _push_pos(st, t, lat, lon, vals[2], vals[3], vals[4], vals[5])
+
+    def _put_str(self, name, v, ci):
+        if not isinstance(v, str):
+            _bad(name, v)
+        w = self._w
+        m = self._m
+        try:
+            idx = STRINGS.index(v)
+            _put_rice(w, m, ci, idx + 1)
+        except ValueError:
+            b = v.encode()
+            _put_rice(w, m, ci, 0)
+            _put_rice(w, m, _C_STRLEN, len(b))
+            for c in b:
+                w.bits(c, 8)
+
+    def size(self):
+        """Bytes the block would have if finished now."""
+        if self._hdr is None:
+            return 0
+        cnt = bytearray()
+        _put_varint(cnt, self.count)
+        return len(self._hdr) + len(cnt) + ((self._w.pos + 7) >> 3) + 4
+
+    def finish(self):
+        """The block as bytes (header + records + CRC-32). Call reset() (or let add() after finish
+        start anew: finish() resets the encoder itself) before adding more records."""
+        if self._hdr is None:
+            # empty block: header with neutral bases
+            h = bytearray([MAGIC0, MAGIC1, VERSION, self.flags])
+            d = self.device.encode()
+            _put_varint(h, len(d))
+            h.extend(d)
+            _put_varint(h, self.boot)
+            _put_varint(h, 0)
+            self._count_at = len(h)
+            for v in (1, 0, 0, 0):  # utc -1 (zigzag 1), t 0, lat 0, lon 0
+                _put_varint(h, v)
+            if self.flags & FLAG_ROUNDED:
+                _put_varint(h, self.round_e7)
+            if self.flags & FLAG_THINNED:
+                _put_varint(h, self.tolerance_m)
+            self._hdr = h
+        h = self._hdr
+        out = bytearray(h[: self._count_at])
+        _put_varint(out, self.count)
+        out.extend(h[self._count_at:])
+        out.extend(memoryview(self._w.buf)[: (self._w.pos + 7) >> 3])
+        crc = binascii.crc32(out) & 0xFFFFFFFF
+        out.extend(struct.pack("<I", crc))
+        fs, ls, n = self.first_seq, self.last_seq, self.count
+        self._start()
+        # keep the description of the finished block readable until the next add()
+        self.first_seq, self.last_seq, self.count = fs, ls, n
+        return bytes(out)
+
+
+def _predict_pos(st, t):
+    h = st[5]
+    if h == 0:
+        return st[3], st[4]
+    if h == 1:
+        return st[7], st[8]
+    dt0 = st[6] - st[9]
+    if dt0 <= 0:
+        return st[7], st[8]
+    dt1 = t - st[6]
+    pa = st[7] + _div_round((st[7] - st[10]) * dt1, dt0)
+    po = st[8] + _div_round((st[8] - st[11]) * dt1, dt0)
+    return pa, po
+
+
+def _div_round(a, b):
+    # integer a / b rounded to nearest, b > 0, identical on both runtimes
+    if a >= 0:
+        return (a + b // 2) // b
+    return -((-a + b // 2) // b)
+
+
+def _push_pos(st, t, lat, lon, speed, course, hdop, sats):
+    st[9] = st[6]
+    st[10] = st[7]
+    st[11] = st[8]
+    st[6] = t
+    st[7] = lat
+    st[8] = lon
+    st[3] = lat
+    st[4] = lon
+    st[12] = speed
+    st[13] = course
+    st[14] = hdop
+    st[15] = sats
+    if st[5] < 2:
+        st[5] += 1
+
+
+def decode_header(data):
+    """(header dict, offset of the record bit stream). Checks magic, version and CRC."""
+    n = len(data)
+    if n < 4 or data[0] != MAGIC0 or data[1] != MAGIC1:
+        raise CodecError("bad magic", 0)
+    if data[2] != VERSION:
+        raise CodecError("unsupported version %d" % data[2], 2)
+    if n < 12:
+        raise CodecError("block truncated (%d bytes)" % n, n)
+    end = n - 4
+    crc = struct.unpack_from("<I", data, end)[0]
+    calc = binascii.crc32(memoryview(data)[:end]) & 0xFFFFFFFF
+    if crc != calc:
+        raise CodecError("CRC mismatch (stored %08x, computed %08x)" % (crc, calc), end)
+    flags = data[3]
+    if flags & ~7:
+        raise CodecError("unknown flags %02x" % flags, 3)
+    off = 4
+    ln, off = _get_varint(data, off, end)
+    if off + ln > end:
+        raise CodecError("device id truncated", off)
+    try:
+        device = bytes(data[off:off + ln]).decode()
+    except Exception:
+        raise CodecError("device id not UTF-8", off)
+    off += ln
+    boot, off = _get_varint(data, off, end)
+    first_seq, off = _get_varint(data, off, end)
+    count, off = _get_varint(data, off, end)
+    u, off = _get_varint(data, off, end)
+    utc = unzigzag(u)
+    t, off = _get_varint(data, off, end)
+    u, off = _get_varint(data, off, end)
+    lat = unzigzag(u)
+    u, off = _get_varint(data, off, end)
+    lon = unzigzag(u)
+    q = 1
+    tol = 0
+    if flags & FLAG_ROUNDED:
+        q, off = _get_varint(data, off, end)
+        if q < 1:
+            raise CodecError("bad rounding step", off - 1)
+    if flags & FLAG_THINNED:
+        tol, off = _get_varint(data, off, end)
+    hdr = {"version": VERSION, "device": device, "boot": boot, "first_seq": first_seq, "count": count,
+           "flags": flags, "base_utc_s": utc, "base_t_ms": t, "base_lat_e7": lat * q, "base_lon_e7": lon * q,
+           "privacy": "no_positions" if flags & FLAG_NO_POS else ("rounded" if flags & FLAG_ROUNDED else "off"),
+           "round_e7": q, "tolerance_m": tol, "size": n}
+    return hdr, off, (utc, t, lat, lon, q, first_seq)
+
+
+def decode_block(data):
+    """bytes -> (header dict, [record dicts]). CodecError(offset) on any damage."""
+    hdr, off, base = decode_header(data)
+    utc0, t0, lat0, lon0, q, first_seq = base
+    end = len(data) - 4
+    r = _BitReader(data, off, end)
+    m = _Model()
+    st = [0] * 16
+    st[0] = first_seq - 1
+    st[1] = t0
+    st[2] = utc0
+    st[3] = lat0
+    st[4] = lon0
+    prev = {}
+    recs = []
+    count = hdr["count"]
+    if count > (end - off) * 8:
+        raise CodecError("record count %d larger than the data" % count, off)
+    for _ in range(count):
+        rstart = r.pos >> 3
+        if r.bit() == 0:
+            code = 0
+        else:
+            code = r.bits(4)
+            if code >= len(TYPES):
+                raise CodecError("unknown record type %d" % code, rstart)
+        if r.bit():
+            seq = st[0] + 1 + unzigzag(_get_rice(r, m, _C_SEQ) + 1)
+        else:
+            seq = st[0] + 1
+        st[0] = seq
+        if code == 0 and st[5]:
+            pt = st[6] + (st[6] - st[9] if st[5] > 1 else 1000)
+            t = pt + unzigzag(_get_rice(r, m, _C_TYPE_T))
+        else:
+            t = st[1] + unzigzag(_get_rice(r, m, _C_OTHER_T))
+        pu = -1 if st[2] == -1 else st[2] + (t - st[1] + 500) // 1000
+        utc = pu + unzigzag(_get_rice(r, m, _C_UTC))
+        st[1] = t
+        st[2] = utc
+        name_t, fields = TYPES[code]
+        rec = {"type": name_t, "seq": seq, "t_ms": t, "utc_s": utc}
+        base_c = CTX_BASE[code]
+        if code == 0:
+            pa, po = _predict_pos(st, t)
+            lat = pa + unzigzag(_get_rice(r, m, base_c))
+            lon = po + unzigzag(_get_rice(r, m, base_c + 1))
+            h = st[5]
+            speed = (st[12] if h else 0) + unzigzag(_get_rice(r, m, base_c + 2))
+            course = ((st[13] + 1 if h else 0) + unzigzag(_get_rice(r, m, base_c + 3))) % _MOD_COURSE - 1
+            hdop = (st[14] if h else 0) + unzigzag(_get_rice(r, m, base_c + 4))
+            sats = (st[15] if h else 0) + unzigzag(_get_rice(r, m, base_c + 5))
+            _push_pos(st, t, lat, lon, speed, course, hdop, sats)
+            rec["lat_e7"] = lat * q
+            rec["lon_e7"] = lon * q
+            rec["speed_mmps"] = speed
+            rec["course_cdeg"] = course
+            rec["hdop_x10"] = hdop
+            rec["sats"] = sats
+            recs.append(rec)
+            continue
+        for j in range(len(fields)):
+            name, kind = fields[j]
+            ci = base_c + j
+            if kind == "s":
+                idx = _get_rice(r, m, ci)
+                if idx:
+                    if idx > len(STRINGS):
+                        raise CodecError("unknown string index %d" % idx, r.pos >> 3)
+                    v = STRINGS[idx - 1]
+                else:
+                    ln = _get_rice(r, m, _C_STRLEN)
+                    if ln * 8 > r.end - r.pos:
+                        raise CodecError("string length %d beyond the data" % ln, r.pos >> 3)
+                    b = bytearray(ln)
+                    for i in range(ln):
+                        b[i] = r.bits(8)
+                    try:
+                        v = bytes(b).decode()
+                    except Exception:
+                        raise CodecError("string not UTF-8", r.pos >> 3)
+            elif kind == "b":
+                ln = _get_rice(r, m, _C_STRLEN)
+                if ln * 8 > r.end - r.pos:
+                    raise CodecError("bytes length %d beyond the data" % ln, r.pos >> 3)
+                b = bytearray(ln)
+                for i in range(ln):
+                    b[i] = r.bits(8)
+                v = bytes(b)
+            elif kind == "a":
+                v = st[3] + unzigzag(_get_rice(r, m, ci))
+                st[3] = v
+                v *= q
+            elif kind == "o":
+                v = st[4] + unzigzag(_get_rice(r, m, ci))
+                st[4] = v
+                v *= q
+            elif kind == "c":
+                key = code * 64 + j
+                p = prev.get(key, -1)
+                v = (p + 1 + unzigzag(_get_rice(r, m, ci))) % _MOD_COURSE - 1
+                prev[key] = v
+            else:
+                if name == "trip":
+                    p = seq
+                elif name.endswith("t_ms"):
+                    p = t
+                elif name.endswith("utc_s"):
+                    p = utc
+                else:
+                    key = code * 64 + j
+                    p = prev.get(key, 0)
+                v = p + unzigzag(_get_rice(r, m, ci))
+                if not (name == "trip" or name.endswith("t_ms") or name.endswith("utc_s")):
+                    prev[code * 64 + j] = v
+            rec[name] = v
+        recs.append(rec)
+    # the rest of the last byte must be zero padding
+    while r.pos < r.end and (r.pos & 7):
+        if r.bit():
+            raise CodecError("non-zero padding", (r.pos - 1) >> 3)
+    if r.pos != r.end:
+        raise CodecError("%d bytes after the last record" % ((r.end - r.pos) >> 3), r.pos >> 3)
+    return hdr, recs
