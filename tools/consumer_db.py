@@ -1,0 +1,326 @@
+"""SQLite store of the reference consumer (shared by `paydbox ingest`, `trips`, `report`, `fleet-sim`).
+
+Deduplication: every record is keyed by (device, boot, seq) with a UNIQUE constraint on `records`;
+a record already present is counted as a duplicate and not stored again. Typed tables (positions,
+events, crashes, statuses, tampers, trips) are only written for records that are new, so they inherit
+the same guarantee. A trip is keyed by (device, boot, trip) where `trip` is the seq of its trip_start.
+
+The database runs in WAL mode with synchronous=FULL: `store_blocks()` commits before the caller
+acknowledges the MQTT messages, so a consumer killed at any point loses nothing and a redelivered
+message only yields duplicates.
+"""
+import json
+import sqlite3
+import time
+
+DEFAULT_DB = "paydbox.db"
+UTC2000 = 946684800  # unix time of 2000-01-01T00:00:00Z (record utc_s epoch)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY, fleet TEXT, first_seen REAL, last_seen REAL, last_boot INTEGER,
+    n_records INTEGER NOT NULL DEFAULT 0, agent_status TEXT, agent_status_at REAL);
+CREATE TABLE IF NOT EXISTS blocks (
+    id INTEGER PRIMARY KEY, device TEXT, boot INTEGER, first_seq INTEGER, count INTEGER, topic TEXT,
+    size INTEGER, received_at REAL, committed_at REAL, n_new INTEGER, n_dup INTEGER, consumer TEXT);
+CREATE INDEX IF NOT EXISTS blocks_key ON blocks(device, boot, first_seq);
+CREATE TABLE IF NOT EXISTS damaged (
+    id INTEGER PRIMARY KEY, topic TEXT, received_at REAL, size INTEGER, error TEXT, payload BLOB);
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY, device TEXT NOT NULL, boot INTEGER NOT NULL, seq INTEGER NOT NULL,
+    type TEXT NOT NULL, t_ms INTEGER, utc_s INTEGER, block_id INTEGER, data TEXT,
+    UNIQUE (device, boot, seq));
+CREATE TABLE IF NOT EXISTS positions (
+    device TEXT, boot INTEGER, seq INTEGER, t_ms INTEGER, utc_s INTEGER, lat_e7 INTEGER, lon_e7 INTEGER,
+    speed_mmps INTEGER, course_cdeg INTEGER, hdop_x10 INTEGER, sats INTEGER, UNIQUE (device, boot, seq));
+CREATE TABLE IF NOT EXISTS events (
+    device TEXT, boot INTEGER, seq INTEGER, t_ms INTEGER, utc_s INTEGER, kind TEXT, dur_ms INTEGER,
+    peak_mg INTEGER, mean_mg INTEGER, speed_start_mmps INTEGER, speed_end_mmps INTEGER, lat_e7 INTEGER,
+    lon_e7 INTEGER, course_cdeg INTEGER, UNIQUE (device, boot, seq));
+CREATE TABLE IF NOT EXISTS crashes (
+    device TEXT, boot INTEGER, seq INTEGER, t_ms INTEGER, utc_s INTEGER, peak_mg INTEGER, lat_e7 INTEGER,
+    lon_e7 INTEGER, speed_mmps INTEGER, rate_hz INTEGER, pre_ms INTEGER, samples BLOB,
+    UNIQUE (device, boot, seq));
+CREATE TABLE IF NOT EXISTS statuses (
+    device TEXT, boot INTEGER, seq INTEGER, t_ms INTEGER, utc_s INTEGER, fw TEXT, store_used INTEGER,
+    store_evicted INTEGER, gnss_ok INTEGER, accel_ok INTEGER, odometer_m INTEGER, calib TEXT,
+    calib_quality INTEGER, UNIQUE (device, boot, seq));
+CREATE TABLE IF NOT EXISTS tampers (
+    device TEXT, boot INTEGER, seq INTEGER, t_ms INTEGER, utc_s INTEGER, reason TEXT, value INTEGER,
+    UNIQUE (device, boot, seq));
+CREATE TABLE IF NOT EXISTS trips (
+    id INTEGER PRIMARY KEY, device TEXT NOT NULL, boot INTEGER NOT NULL, trip INTEGER NOT NULL,
+    start_seq INTEGER, end_seq INTEGER, start_t_ms INTEGER, end_t_ms INTEGER,
+    start_utc_s INTEGER, end_utc_s INTEGER, start_lat_e7 INTEGER, start_lon_e7 INTEGER,
+    end_lat_e7 INTEGER, end_lon_e7 INTEGER, distance_m INTEGER, duration_s INTEGER, score INTEGER,
+    n_events INTEGER, summary TEXT, UNIQUE (device, boot, trip));
+CREATE TABLE IF NOT EXISTS consumer_stats (
+    consumer TEXT PRIMARY KEY, messages INTEGER, blocks INTEGER, records_new INTEGER,
+    records_dup INTEGER, damaged INTEGER, updated_at REAL);
+"""
+
+TYPED = {
+    "pos": ("positions", ("lat_e7", "lon_e7", "speed_mmps", "course_cdeg", "hdop_x10", "sats")),
+    "event": ("events", ("kind", "dur_ms", "peak_mg", "mean_mg", "speed_start_mmps", "speed_end_mmps",
+                         "lat_e7", "lon_e7", "course_cdeg")),
+    "crash": ("crashes", ("peak_mg", "lat_e7", "lon_e7", "speed_mmps", "rate_hz", "pre_ms", "samples")),
+    "status": ("statuses", ("fw", "store_used", "store_evicted", "gnss_ok", "accel_ok", "odometer_m",
+                            "calib", "calib_quality")),
+    "tamper": ("tampers", ("reason", "value")),
+}
+EVENT_COUNT_FIELDS = ("n_harsh_accel", "n_harsh_brake", "n_harsh_corner_left", "n_harsh_corner_right",
+                      "n_crash", "n_overspeed")
+
+
+def connect(path, create=True):
+    """Open (and create) the consumer database; WAL, synchronous=FULL, 30 s busy timeout."""
+    if not create:
+        import os
+        if not os.path.exists(path):
+            raise FileNotFoundError("no consumer database at %s (run `paydbox ingest --db %s` first)" % (path, path))
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=30000")
+    if create:
+        db.executescript(SCHEMA)
+    return db
+
+
+def _jsonable(rec):
+    out = {}
+    for k, v in rec.items():
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            out[k] = {"hex_len": len(v)}  # raw bytes live in their typed table (crashes.samples)
+        else:
+            out[k] = v
+    return out
+
+
+def store_blocks(db, items, consumer="ingest"):
+    """Store decoded blocks in ONE transaction and commit. `items`: list of dicts with keys
+    topic, fleet, size, received_at, header, records (decoded) or error (damaged block, payload).
+    Returns (n_new, n_dup, n_damaged). Raises sqlite3.Error if the commit fails (caller must not ack)."""
+    n_new = n_dup = n_bad = 0
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        block_ids = []
+        for it in items:
+            if it.get("error") is not None:
+                n_bad += 1
+                db.execute("INSERT INTO damaged(topic, received_at, size, error, payload) VALUES (?,?,?,?,?)",
+                           (it["topic"], it["received_at"], it["size"], it["error"], it.get("payload")))
+                continue
+            h = it["header"]
+            device, boot = str(h["device"]), int(h["boot"])
+            cur = db.execute(
+                "INSERT INTO blocks(device, boot, first_seq, count, topic, size, received_at, consumer)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (device, boot, h["first_seq"], h["count"], it["topic"], it["size"], it["received_at"], consumer))
+            block_id = cur.lastrowid
+            block_ids.append(block_id)
+            bn = bd = 0
+            for rec in it["records"]:
+                if _store_record(db, device, boot, rec, block_id):
+                    bn += 1
+                else:
+                    bd += 1
+            db.execute("UPDATE blocks SET n_new=?, n_dup=? WHERE id=?", (bn, bd, block_id))
+            db.execute(
+                "INSERT INTO devices(device, fleet, first_seen, last_seen, last_boot, n_records)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT(device) DO UPDATE SET last_seen=excluded.last_seen,"
+                " last_boot=MAX(devices.last_boot, excluded.last_boot), n_records=devices.n_records+excluded.n_records,"
+                " fleet=COALESCE(excluded.fleet, devices.fleet)",
+                (device, it.get("fleet"), it["received_at"], it["received_at"], boot, bn))
+            n_new += bn
+            n_dup += bd
+        # committed_at: taken just before COMMIT (the fsync of the WAL is the only thing after it)
+        now = time.time()
+        db.executemany("UPDATE blocks SET committed_at=? WHERE id=?", [(now, b) for b in block_ids])
+        db.execute(
+            "INSERT INTO consumer_stats(consumer, messages, blocks, records_new, records_dup, damaged, updated_at)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT(consumer) DO UPDATE SET messages=messages+excluded.messages,"
+            " blocks=blocks+excluded.blocks, records_new=records_new+excluded.records_new,"
+            " records_dup=records_dup+excluded.records_dup, damaged=damaged+excluded.damaged,"
+            " updated_at=excluded.updated_at",
+            (consumer, len(items), len(items) - n_bad, n_new, n_dup, n_bad, now))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return n_new, n_dup, n_bad
+
+
+def _store_record(db, device, boot, rec, block_id):
+    """Insert one record; False if (device, boot, seq) is already stored (duplicate)."""
+    rtype = rec["type"]
+    seq = int(rec["seq"])
+    t_ms = rec.get("t_ms")
+    utc_s = rec.get("utc_s", -1)
+    cur = db.execute(
+        "INSERT OR IGNORE INTO records(device, boot, seq, type, t_ms, utc_s, block_id, data) VALUES (?,?,?,?,?,?,?,?)",
+        (device, boot, seq, rtype, t_ms, utc_s, block_id, json.dumps(_jsonable(rec), sort_keys=True)))
+    if cur.rowcount == 0:
+        return False
+    typed = TYPED.get(rtype)
+    if typed:
+        table, fields = typed
+        vals = [rec.get(f) for f in fields]
+        if rtype == "crash" and vals[-1] is not None:
+            vals[-1] = bytes(vals[-1])
+        db.execute("INSERT OR IGNORE INTO %s(device, boot, seq, t_ms, utc_s, %s) VALUES (?,?,?,?,?,%s)"
+                   % (table, ", ".join(fields), ",".join("?" * len(fields))),
+                   [device, boot, seq, t_ms, utc_s] + vals)
+    elif rtype == "trip_start":
+        trip = int(rec.get("trip", seq))
+        db.execute(
+            "INSERT INTO trips(device, boot, trip, start_seq, start_t_ms, start_utc_s, start_lat_e7, start_lon_e7)"
+            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(device, boot, trip) DO UPDATE SET start_seq=excluded.start_seq,"
+            " start_t_ms=COALESCE(trips.start_t_ms, excluded.start_t_ms),"
+            " start_utc_s=COALESCE(trips.start_utc_s, excluded.start_utc_s),"
+            " start_lat_e7=COALESCE(trips.start_lat_e7, excluded.start_lat_e7),"
+            " start_lon_e7=COALESCE(trips.start_lon_e7, excluded.start_lon_e7)",
+            (device, boot, trip, seq, t_ms, utc_s, rec.get("lat_e7"), rec.get("lon_e7")))
+    elif rtype == "trip_end":
+        trip = int(rec["trip"])
+        n_events = sum(int(rec.get(f, 0) or 0) for f in EVENT_COUNT_FIELDS)
+        db.execute(
+            "INSERT INTO trips(device, boot, trip, end_seq, start_t_ms, end_t_ms, start_utc_s, end_utc_s,"
+            " start_lat_e7, start_lon_e7, end_lat_e7, end_lon_e7, distance_m, duration_s, score, n_events, summary)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(device, boot, trip) DO UPDATE SET"
+            " end_seq=excluded.end_seq, start_t_ms=excluded.start_t_ms, end_t_ms=excluded.end_t_ms,"
+            " start_utc_s=excluded.start_utc_s, end_utc_s=excluded.end_utc_s,"
+            " start_lat_e7=excluded.start_lat_e7, start_lon_e7=excluded.start_lon_e7,"
+            " end_lat_e7=excluded.end_lat_e7, end_lon_e7=excluded.end_lon_e7, distance_m=excluded.distance_m,"
+            " duration_s=excluded.duration_s, score=excluded.score, n_events=excluded.n_events,"
+            " summary=excluded.summary",
+            (device, boot, trip, seq, rec.get("start_t_ms"), rec.get("end_t_ms"), rec.get("start_utc_s"),
+             rec.get("end_utc_s"), rec.get("start_lat_e7"), rec.get("start_lon_e7"), rec.get("end_lat_e7"),
+             rec.get("end_lon_e7"), rec.get("distance_m"), rec.get("duration_s"), rec.get("score"), n_events,
+             json.dumps(_jsonable(rec), sort_keys=True)))
+    return True
+
+
+def store_agent_status(db, fleet, device, payload, now=None):
+    """The edge agent's retained `.../status` JSON (not a codec block): kept as text on the device row."""
+    now = time.time() if now is None else now
+    try:
+        text = payload.decode("utf-8")
+        json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        text = json.dumps({"invalid": payload[:64].hex()})
+    db.execute(
+        "INSERT INTO devices(device, fleet, first_seen, last_seen, agent_status, agent_status_at)"
+        " VALUES (?,?,?,?,?,?) ON CONFLICT(device) DO UPDATE SET agent_status=excluded.agent_status,"
+        " agent_status_at=excluded.agent_status_at, fleet=COALESCE(devices.fleet, excluded.fleet)",
+        (device, fleet, now, now, text, now))
+
+
+# ---------------------------------------------------------------- queries (trips, report, fleet-sim)
+
+def utc_iso(utc_s):
+    """Record utc_s (seconds since 2000-01-01Z) -> ISO 8601 'YYYY-MM-DDTHH:MM:SSZ', None if unknown."""
+    if utc_s is None or utc_s < 0:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(UTC2000 + int(utc_s)))
+
+
+def list_trips(db, device=None):
+    q = "SELECT * FROM trips"
+    args = ()
+    if device:
+        q += " WHERE device=?"
+        args = (device,)
+    q += " ORDER BY device, boot, trip"
+    trips = []
+    for r in db.execute(q, args).fetchall():
+        trips.append(trip_row(db, r))
+    return trips
+
+
+def trip_row(db, r):
+    """A trip as a plain dict (summary decoded; km/duration from trip_end, else from the positions)."""
+    t = dict(r)
+    t["summary"] = json.loads(r["summary"]) if r["summary"] else None
+    t["complete"] = t["summary"] is not None
+    if not t["complete"]:
+        pos = trip_positions(db, t)
+        t["distance_m"] = int(round(path_length_m(pos)))
+        if pos:
+            t["start_t_ms"] = t["start_t_ms"] if t["start_t_ms"] is not None else pos[0]["t_ms"]
+            t["end_t_ms"] = pos[-1]["t_ms"]
+            t["end_utc_s"] = pos[-1]["utc_s"]
+            t["duration_s"] = (pos[-1]["t_ms"] - t["start_t_ms"]) // 1000
+        lo, hi = seq_range(t)
+        t["n_events"] = db.execute(
+            "SELECT COUNT(*) FROM records WHERE device=? AND boot=? AND seq>? AND seq<? AND type IN ('event','crash')",
+            (t["device"], t["boot"], lo, hi)).fetchone()[0]
+    return t
+
+
+def get_trip(db, trip_id):
+    """TRIP is the trips.id shown by `paydbox trips`, or DEVICE:BOOT:TRIP."""
+    s = str(trip_id)
+    if ":" in s:
+        parts = s.rsplit(":", 2)
+        if len(parts) != 3:
+            raise ValueError("trip: expected ID or DEVICE:BOOT:TRIP, got %r" % s)
+        r = db.execute("SELECT * FROM trips WHERE device=? AND boot=? AND trip=?",
+                       (parts[0], int(parts[1]), int(parts[2]))).fetchone()
+    else:
+        try:
+            r = db.execute("SELECT * FROM trips WHERE id=?", (int(s),)).fetchone()
+        except ValueError:
+            raise ValueError("trip: expected ID or DEVICE:BOOT:TRIP, got %r" % s)
+    if r is None:
+        raise LookupError("trip %s: not in the database (see `paydbox trips`)" % s)
+    return trip_row(db, r)
+
+
+def seq_range(t):
+    """Exclusive seq bounds of a trip's records: after its trip_start, before its trip_end."""
+    lo = t["start_seq"] if t.get("start_seq") is not None else t["trip"]
+    hi = t["end_seq"] if t.get("end_seq") is not None else (1 << 62)
+    return lo, hi
+
+
+def trip_positions(db, t):
+    lo, hi = seq_range(t)
+    rows = db.execute("SELECT * FROM positions WHERE device=? AND boot=? AND seq>? AND seq<? ORDER BY seq",
+                      (t["device"], t["boot"], lo, hi)).fetchall()
+    if t.get("end_seq") is None:  # open trip: stop at the next trip_start
+        nxt = db.execute("SELECT MIN(seq) FROM records WHERE device=? AND boot=? AND seq>? AND type='trip_start'",
+                         (t["device"], t["boot"], lo)).fetchone()[0]
+        if nxt is not None:
+            rows = [r for r in rows if r["seq"] < nxt]
+    return [dict(r) for r in rows]
+
+
+def trip_events(db, t):
+    lo, hi = seq_range(t)
+    ev = [dict(r) for r in db.execute(
+        "SELECT * FROM events WHERE device=? AND boot=? AND seq>? AND seq<? ORDER BY seq",
+        (t["device"], t["boot"], lo, hi)).fetchall()]
+    for r in db.execute("SELECT device, boot, seq, t_ms, utc_s, peak_mg, lat_e7, lon_e7, speed_mmps FROM crashes"
+                        " WHERE device=? AND boot=? AND seq>? AND seq<? ORDER BY seq",
+                        (t["device"], t["boot"], lo, hi)).fetchall():
+        d = dict(r)
+        d["kind"] = "crash"
+        ev.append(d)
+    ev.sort(key=lambda e: e["seq"])
+    return ev
+
+
+def haversine_m(lat1_e7, lon1_e7, lat2_e7, lon2_e7):
+    import math
+    la1, lo1, la2, lo2 = (math.radians(v / 1e7) for v in (lat1_e7, lon1_e7, lat2_e7, lon2_e7))
+    a = math.sin((la2 - la1) / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin((lo2 - lo1) / 2) ** 2
+    return 2 * 6371008.8 * math.asin(min(1.0, math.sqrt(a)))
+
+
+def path_length_m(pos):
+    d = 0.0
+    for a, b in zip(pos, pos[1:]):
+        d += haversine_m(a["lat_e7"], a["lon_e7"], b["lat_e7"], b["lon_e7"])
+    return d

@@ -1,0 +1,355 @@
+"""`paydbox fleet-sim`: N simulated edge agents publish codec blocks against a broker while the
+reference consumer ingests them; prints what the consumer keeps up with.
+
+Each simulated box has its own device id and MQTT client (one thread each); its records are a
+realistic drive (1 Hz positions along a smooth route with stops, harsh events, trip_start/trip_end,
+status) encoded by the real codec (`codec.BlockEncoder`, 512-byte blocks as the box makes them) and
+published QoS 1 on `paydbox/<fleet>/<device>/records`, paced over --duration seconds (0: as fast as
+possible, a backlog test). By default fleet-sim starts --consumers `paydbox ingest` processes in one
+share group on a fresh database; lag is measured per block from the publish call to the consumer's
+commit (the `blocks.committed_at` column), on one machine and one clock.
+"""
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from tools import consumer_db
+
+BASE_LAT_E7 = 488566000  # Paris
+BASE_LON_E7 = 23522000
+
+
+def add_arguments(p):
+    p.add_argument("--broker", required=True, help="mqtt://host:port")
+    p.add_argument("--boxes", type=int, required=True, help="number of simulated boxes (agents)")
+    p.add_argument("--records-per-box", type=int, default=600, help="records each box sends (default %(default)s)")
+    p.add_argument("--duration", type=float, default=0.0,
+                   help="spread each box's blocks over S seconds (default 0: as fast as possible)")
+    p.add_argument("--consumers", type=int, default=1,
+                   help="ingest processes to start in one share group (0: measure an external consumer via --db)")
+    p.add_argument("--db", help="consumer database (default: a fresh temporary file)")
+    p.add_argument("--group", help="share group for the started consumers (default: unique per run)")
+    p.add_argument("--fleet", default="sim", help="fleet part of the topic (default %(default)s)")
+    p.add_argument("--dup-every", type=int, default=0,
+                   help="republish every K-th block (an agent retrying after a lost PUBACK) to check dedup")
+    p.add_argument("--max-bytes", type=int, default=512, help="block size limit (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=120.0, help="give up waiting for the consumer after S s")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+
+
+# ------------------------------------------------------------------ synthetic drive
+
+def _score(summary):
+    try:
+        from firmware import score as score_mod
+        return int(score_mod.score(summary))
+    except ImportError:  # firmware/score.py not available: the load test does not depend on the value
+        return max(0, 100 - 5 * sum(summary[k] for k in consumer_db.EVENT_COUNT_FIELDS))
+
+
+def synth_records(n_records, seed=1, start_seq=1, utc0_s=None, t0_ms=5000, lat0_e7=BASE_LAT_E7,
+                  lon0_e7=BASE_LON_E7, trip_len=600, boot=1):
+    """A realistic record stream of about n_records records: status, then trips of up to trip_len
+    1 Hz positions (accelerate, cruise, brake to stops, turns), harsh events, trip_start/trip_end."""
+    rnd = random.Random(seed)
+    if utc0_s is None:
+        utc0_s = int(time.time()) - consumer_db.UTC2000 - 3600
+    seq = start_seq
+    t_ms = t0_ms
+    lat, lon = float(lat0_e7), float(lon0_e7)
+    recs = []
+    odo_m = rnd.randint(1000, 90000) * 1000
+
+    def rec(rtype, **kw):
+        nonlocal seq
+        r = {"type": rtype, "seq": seq, "t_ms": t_ms, "utc_s": utc0_s + (t_ms - t0_ms) // 1000}
+        r.update(kw)
+        seq += 1
+        recs.append(r)
+        return r
+
+    rec("status", fw="sim-1.0", boot=boot, store_used=rnd.randint(0, 50000), store_evicted=0, gnss_ok=1, accel_ok=1,
+        odometer_m=odo_m, calib="calibrated", calib_quality=rnd.randint(70, 99))
+    while len(recs) < n_records:
+        t_ms += rnd.randint(60, 600) * 1000  # parked between trips
+        start = rec("trip_start", trip=seq, lat_e7=int(lat), lon_e7=int(lon))
+        start["trip"] = start["seq"]
+        start_t, start_utc, start_lat, start_lon = t_ms, start["utc_s"], int(lat), int(lon)
+        heading = rnd.uniform(0, 2 * math.pi)
+        v = 0.0  # m/s
+        cruise = rnd.choice((13.9, 13.9, 19.4, 25.0, 30.5))
+        dist = 0.0
+        vmax = 0.0
+        counts = dict((k, 0) for k in consumer_db.EVENT_COUNT_FIELDS)
+        stop_in = rnd.randint(40, 120)
+        stopped = 0
+        n = min(trip_len, max(10, n_records - len(recs) - 1))
+        for i in range(n):
+            t_ms += 1000
+            if stopped > 0:
+                stopped -= 1
+                a = 0.0
+                v = 0.0
+            elif stop_in <= 0:
+                a = -min(v, 3.0)
+                if v <= 0.5:
+                    stopped = rnd.randint(5, 30)
+                    stop_in = rnd.randint(40, 150)
+                    cruise = rnd.choice((13.9, 13.9, 19.4, 25.0, 30.5))
+            else:
+                stop_in -= 1
+                a = max(-2.5, min(2.0, (cruise - v) * 0.3)) + rnd.gauss(0, 0.2)
+            v = max(0.0, v + a)
+            if v > 1:
+                heading += rnd.gauss(0, 0.06) + (0.5 if rnd.random() < 0.01 else 0.0)
+            dn, de = v * math.cos(heading), v * math.sin(heading)
+            lat += dn / 111320.0 * 1e7
+            lon += de / (111320.0 * math.cos(math.radians(lat / 1e7))) * 1e7
+            dist += v
+            vmax = max(vmax, v)
+            rec("pos", lat_e7=int(lat), lon_e7=int(lon), speed_mmps=int(v * 1000),
+                course_cdeg=int(math.degrees(heading) % 360 * 100), hdop_x10=rnd.randint(7, 16),
+                sats=rnd.randint(6, 14))
+            if len(recs) < n_records - 1 and rnd.random() < 0.012 and v > 5:
+                kind = rnd.choice(("harsh_brake", "harsh_brake", "harsh_accel", "harsh_corner_left",
+                                   "harsh_corner_right", "overspeed"))
+                key = "n_" + kind
+                counts[key] += 1
+                rec("event", kind=kind, dur_ms=rnd.randint(400, 2500), peak_mg=rnd.randint(300, 650),
+                    mean_mg=rnd.randint(200, 300), speed_start_mmps=int(v * 1000),
+                    speed_end_mmps=int(max(0.0, v - 4) * 1000) if kind == "harsh_brake" else int(v * 1000),
+                    lat_e7=int(lat), lon_e7=int(lon), course_cdeg=int(math.degrees(heading) % 360 * 100))
+        odo_m += int(dist)
+        summary = {"trip": start["seq"], "start_t_ms": start_t, "end_t_ms": t_ms, "start_utc_s": start_utc,
+                   "end_utc_s": utc0_s + (t_ms - t0_ms) // 1000, "start_lat_e7": start_lat,
+                   "start_lon_e7": start_lon, "end_lat_e7": int(lat), "end_lon_e7": int(lon),
+                   "distance_m": int(dist), "bridged_m": 0, "duration_s": (t_ms - start_t) // 1000,
+                   "max_speed_mmps": int(vmax * 1000), "idle_s": 0, "night_s": 0,
+                   "overspeed_s": counts["n_overspeed"] * 8}
+        summary.update(counts)
+        summary["score"] = _score(dict(summary, type="trip_end"))
+        rec("trip_end", **summary)
+    return recs
+
+
+def encode_blocks(device, boot, records, max_bytes=512):
+    """Records -> [(first_seq, count, block bytes)] with the real codec, as the box does."""
+    from firmware import codec
+    enc = codec.BlockEncoder(device, boot, max_bytes=max_bytes)
+    out = []
+    for r in records:
+        if not enc.add(r):
+            out.append((enc.first_seq, enc.count, enc.finish()))
+            if not enc.add(r):
+                raise ValueError("record seq %d does not fit in an empty block" % r["seq"])
+    if enc.count:
+        fs, n = enc.first_seq, enc.count
+        out.append((fs, n, enc.finish()))
+    return out
+
+
+# ------------------------------------------------------------------ agents
+
+class SimAgent(threading.Thread):
+    def __init__(self, broker, fleet, device, blocks, duration, dup_every=0, boot=1):
+        threading.Thread.__init__(self, daemon=True)
+        self.broker, self.fleet, self.device, self.blocks = broker, fleet, device, blocks
+        self.duration, self.dup_every, self.boot = duration, dup_every, boot
+        self.published = {}  # first_seq -> publish time
+        self.dups = 0
+        self.error = None
+
+    def run(self):
+        from tools.ingest import make_client, connect
+        try:
+            c = make_client("paydbox-sim-" + self.device, self.broker, clean_start=True)
+            c.max_inflight_messages_set(100)
+            connect(c)
+            c.loop_start()
+            base = "paydbox/%s/%s/" % (self.fleet, self.device)
+            c.publish(base + "status", json.dumps({"device": self.device, "online": True, "sim": True}),
+                      qos=1, retain=True)
+            infos = []
+            t0 = time.time()
+            gap = self.duration / len(self.blocks) if self.duration > 0 and self.blocks else 0
+            for i, (first_seq, count, blk) in enumerate(self.blocks):
+                if gap:
+                    wait = t0 + i * gap - time.time()
+                    if wait > 0:
+                        time.sleep(wait)
+                self.published[first_seq] = time.time()
+                infos.append(c.publish(base + "records", blk, qos=1))
+                if self.dup_every and (i + 1) % self.dup_every == 0:
+                    infos.append(c.publish(base + "records", blk, qos=1))
+                    self.dups += count
+            for inf in infos:
+                inf.wait_for_publish(timeout=60)
+            c.disconnect()
+            c.loop_stop()
+        except Exception as e:  # reported in the summary
+            self.error = "%s: %s" % (type(e).__name__, e)
+
+
+def start_consumer(broker, db, group, idx, idle_s):
+    cmd = [sys.executable, "-m", "tools.cli", "ingest", "--broker", broker, "--db", db, "--group", group,
+           "--client-id", "%s-c%d" % (group, idx), "--session-expiry", "60", "--once-idle", str(idle_s), "--json"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    ready = threading.Event()
+    lines = []
+
+    def reader():
+        for line in p.stdout:
+            lines.append(line.rstrip())
+            if "subscribed" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=reader, daemon=True).start()
+    if not ready.wait(20) or p.poll() is not None and not any("subscribed" in x for x in lines):
+        p.kill()
+        raise RuntimeError("consumer %d did not start: %s" % (idx, (p.stderr.read() or "").strip().splitlines()[-1:]))
+    p._lines = lines
+    return p
+
+
+def percentile(xs, q):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    k = (len(xs) - 1) * q
+    f = int(math.floor(k))
+    c = min(f + 1, len(xs) - 1)
+    return xs[f] + (xs[c] - xs[f]) * (k - f)
+
+
+def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=None, group=None, fleet="sim",
+             dup_every=0, max_bytes=512, timeout=120.0, seed=1, log=print):
+    if boxes < 1:
+        raise ValueError("--boxes: at least 1")
+    run_id = "%x" % (int(time.time() * 1000) % 0xFFFFFFF)
+    group = group or "fleetsim%s" % run_id
+    tmpdir = None
+    if db is None:
+        if consumers == 0:
+            raise ValueError("--db: required with --consumers 0 (the database the external consumer writes)")
+        tmpdir = tempfile.mkdtemp(prefix="paydbox-fleet-")
+        db = os.path.join(tmpdir, "fleet.db")
+    consumer_db.connect(db).close()
+    devices = ["sim%s-%04d" % (run_id, i) for i in range(boxes)]
+    t_gen = time.time()
+    plans = []
+    for i, d in enumerate(devices):
+        recs = synth_records(records_per_box, seed=seed * 100003 + i)
+        plans.append((d, recs, encode_blocks(d, 1, recs, max_bytes)))
+    gen_s = time.time() - t_gen
+    n_records = sum(len(p[1]) for p in plans)
+    n_blocks = sum(len(p[2]) for p in plans)
+    log("fleet-sim: %d boxes, %d records in %d blocks (%.1f records/block), generated in %.1f s"
+        % (boxes, n_records, n_blocks, n_records / max(1, n_blocks), gen_s))
+    procs = [start_consumer(broker, db, group, i, idle_s=max(5.0, duration + 5.0)) for i in range(consumers)]
+    if procs:
+        log("fleet-sim: %d consumer(s) subscribed in share group %s -> %s" % (len(procs), group, db))
+    agents = [SimAgent(broker, fleet, d, blocks, duration, dup_every) for d, _, blocks in plans]
+    t_pub0 = time.time()
+    for a in agents:
+        a.start()
+    for a in agents:
+        a.join()
+    t_pub1 = time.time()
+    errors = [a.error for a in agents if a.error]
+    log("fleet-sim: published in %.2f s (%.0f records/s offered)%s"
+        % (t_pub1 - t_pub0, n_records / max(1e-9, t_pub1 - t_pub0), "; agent errors: %s" % errors[:3] if errors else ""))
+    # wait until the consumer has everything, or nothing moves for a while
+    dbc = consumer_db.connect(db)
+    marks = ",".join("?" * len(devices))
+    last_n, last_change = -1, time.time()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        n = dbc.execute("SELECT COUNT(*) FROM records WHERE device IN (%s)" % marks, devices).fetchone()[0]
+        if n >= n_records:
+            break
+        if n != last_n:
+            last_n, last_change = n, time.time()
+        elif time.time() - last_change > max(10.0, duration):
+            break
+        time.sleep(0.2)
+    stored = dbc.execute("SELECT COUNT(*) FROM records WHERE device IN (%s)" % marks, devices).fetchone()[0]
+    rows = dbc.execute("SELECT device, first_seq, MIN(committed_at), SUM(n_dup), COUNT(*), MIN(received_at)"
+                       " FROM blocks WHERE device IN (%s) GROUP BY device, first_seq" % marks, devices).fetchall()
+    dup_records = dbc.execute("SELECT COALESCE(SUM(n_dup),0) FROM blocks WHERE device IN (%s)" % marks,
+                              devices).fetchone()[0]
+    damaged = dbc.execute("SELECT COUNT(*) FROM damaged").fetchone()[0]
+    per_consumer = [dict(r) for r in dbc.execute(
+        "SELECT consumer, COUNT(*) AS blocks, SUM(n_new) AS records FROM blocks WHERE device IN (%s)"
+        " GROUP BY consumer" % marks, devices).fetchall()]
+    dbc.close()
+    pub = {}
+    for a in agents:
+        for fs, t in a.published.items():
+            pub[(a.device, fs)] = t
+    lags = [r[2] - pub[(r[0], r[1])] for r in rows if (r[0], r[1]) in pub and r[2] is not None]
+    commit_times = [r[2] for r in rows if r[2] is not None]
+    t_end = max(commit_times) if commit_times else time.time()
+    for p in procs:
+        try:
+            p.wait(timeout=max(10.0, duration + 10))
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            p.wait(5)
+    res = {
+        "boxes": boxes, "consumers": consumers, "records_published": n_records, "blocks_published": n_blocks,
+        "records_stored": stored, "records_lost": n_records - stored,
+        "duplicate_records_injected": sum(a.dups for a in agents), "duplicate_records_dropped": int(dup_records),
+        "damaged_blocks": damaged, "publish_s": round(t_pub1 - t_pub0, 3),
+        "offered_records_per_s": round(n_records / max(1e-9, t_pub1 - t_pub0), 1),
+        "ingest_records_per_s": round(stored / max(1e-9, t_end - t_pub0), 1),
+        "lag_p50_ms": None if not lags else round(percentile(lags, 0.5) * 1000, 1),
+        "lag_p95_ms": None if not lags else round(percentile(lags, 0.95) * 1000, 1),
+        "lag_max_ms": None if not lags else round(max(lags) * 1000, 1),
+        "per_consumer": per_consumer, "agent_errors": errors, "db": db,
+    }
+    return res
+
+
+def format_result(r):
+    lines = [
+        "boxes %(boxes)d, consumers %(consumers)d" % r,
+        "records published %(records_published)d in %(blocks_published)d blocks, stored %(records_stored)d,"
+        " lost %(records_lost)d" % r,
+        "duplicates injected %(duplicate_records_injected)d, dropped by dedup %(duplicate_records_dropped)d,"
+        " damaged blocks %(damaged_blocks)d" % r,
+        "offered %(offered_records_per_s).0f records/s over %(publish_s).2f s; consumer kept up with"
+        " %(ingest_records_per_s).0f records/s" % r,
+        "end-to-end lag publish->commit: p50 %s ms, p95 %s ms, max %s ms" % (r["lag_p50_ms"], r["lag_p95_ms"],
+                                                                            r["lag_max_ms"]),
+    ]
+    for c in r["per_consumer"]:
+        lines.append("  consumer %s: %d blocks, %d records" % (c["consumer"], c["blocks"], c["records"] or 0))
+    if r["agent_errors"]:
+        lines.append("agent errors: %s" % "; ".join(r["agent_errors"][:3]))
+    return "\n".join(lines)
+
+
+def run(args):
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    r = simulate(args.broker, args.boxes, args.records_per_box, args.duration, args.consumers, args.db, args.group,
+                 args.fleet, args.dup_every, args.max_bytes, args.timeout, args.seed, log=log)
+    if args.json:
+        print(json.dumps(r, indent=1))
+    else:
+        print(format_result(r))
+    return 0 if r["records_lost"] == 0 and not r["agent_errors"] else 1
+
+
+if __name__ == "__main__":
+    from tools.cli import main
+    sys.exit(main(["fleet-sim"] + sys.argv[1:]))

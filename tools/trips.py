@@ -1,0 +1,73 @@
+"""`paydbox trips`: the trips stored by the consumer (`paydbox ingest`)."""
+import json
+import sys
+
+from tools import consumer_db
+
+
+def add_arguments(p):
+    p.add_argument("--db", default=consumer_db.DEFAULT_DB, help="consumer SQLite file (default %(default)s)")
+    p.add_argument("--device", help="only this device")
+    p.add_argument("--json", action="store_true", help="one JSON list on stdout")
+
+
+def fmt_duration(s):
+    if s is None:
+        return "-"
+    s = int(s)
+    return "%d:%02d:%02d" % (s // 3600, s % 3600 // 60, s % 60)
+
+
+def fmt_time(utc_s):
+    iso = consumer_db.utc_iso(utc_s)
+    return iso.replace("T", " ").rstrip("Z") if iso else "-"
+
+
+def trip_dict(t):
+    """The machine form of one trip (also used by --json)."""
+    return {
+        "id": t["id"], "device": t["device"], "boot": t["boot"], "trip": t["trip"],
+        "start": consumer_db.utc_iso(t.get("start_utc_s")), "end": consumer_db.utc_iso(t.get("end_utc_s")),
+        "distance_m": t.get("distance_m"), "duration_s": t.get("duration_s"),
+        "events": t.get("n_events"), "score": t.get("score"), "complete": t["complete"],
+    }
+
+
+def format_table(trips):
+    head = ("ID", "DEVICE", "START (UTC)", "END (UTC)", "KM", "DURATION", "EVENTS", "SCORE")
+    rows = []
+    for t in trips:
+        km = "-" if t.get("distance_m") is None else "%.2f" % (t["distance_m"] / 1000.0)
+        score = "-" if t.get("score") is None else str(t["score"])
+        end = fmt_time(t.get("end_utc_s")) + ("" if t["complete"] else " (open)")
+        rows.append((str(t["id"]), t["device"], fmt_time(t.get("start_utc_s")), end, km,
+                     fmt_duration(t.get("duration_s")), "-" if t.get("n_events") is None else str(t["n_events"]),
+                     score))
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    right = {4, 5, 6, 7}
+    out = []
+    for r in [head] + rows:
+        out.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                   .rstrip())
+    return "\n".join(out)
+
+
+def run(args):
+    db = consumer_db.connect(args.db, create=False)
+    try:
+        trips = consumer_db.list_trips(db, device=args.device)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps([trip_dict(t) for t in trips], indent=1))
+        return 0
+    if not trips:
+        print("no trips%s in %s" % (" for device " + args.device if args.device else "", args.db))
+        return 0
+    print(format_table(trips))
+    return 0
+
+
+if __name__ == "__main__":
+    from tools.cli import main
+    sys.exit(main(["trips"] + sys.argv[1:]))
