@@ -1,0 +1,177 @@
+# ST LIS3DH / LIS2DH12 3-axis accelerometer over I2C (any backend with readfrom_mem_into/writeto_mem).
+# Runs unchanged on MicroPython and CPython. read_fifo() is the hot path: no allocation.
+#
+# Data registers are 16-bit two's complement, little-endian (BLE=0), left-justified: the top 12 bits
+# in high-resolution mode, 10 bits in normal mode, 8 bits in low-power mode. One digit is worth
+# (datasheet, mg/digit):      +-2g  +-4g  +-8g  +-16g
+#     HR 12-bit                 1     2     4     12
+#     normal 10-bit             4     8    16     48
+#     low-power 8-bit          16    32    64    192
+from array import array
+import errno
+
+from hw.compat import const
+
+_WHO_AM_I = const(0x0F)
+_CTRL_REG1 = const(0x20)
+_CTRL_REG2 = const(0x21)
+_CTRL_REG3 = const(0x22)
+_CTRL_REG4 = const(0x23)
+_CTRL_REG5 = const(0x24)
+_STATUS_REG = const(0x27)
+_OUT_X_L = const(0x28)
+_FIFO_CTRL_REG = const(0x2E)
+_FIFO_SRC_REG = const(0x2F)
+
+_AUTO_INC = const(0x80)  # bit 7 of the I2C sub-address: auto-increment (rolls 0x2D -> 0x28 in FIFO mode)
+_CHIP_ID = const(0x33)  # LIS3DH and LIS2DH12
+
+# CTRL_REG1
+_XYZ_EN = const(0x07)
+_LPEN = const(0x08)
+# CTRL_REG4
+_BDU = const(0x80)
+_HR = const(0x08)
+# CTRL_REG5
+_FIFO_EN = const(0x40)
+# FIFO_CTRL_REG
+_FM_BYPASS = const(0x00)
+_FM_STREAM = const(0x80)
+# FIFO_SRC_REG
+_SRC_WTM = const(0x80)
+_SRC_OVRN = const(0x40)
+_SRC_EMPTY = const(0x20)
+_SRC_FSS = const(0x1F)
+
+FIFO_DEPTH = const(32)
+
+_ODR_CODES = {1: 1, 10: 2, 25: 3, 50: 4, 100: 5, 200: 6, 400: 7}
+_RANGE_CODES = {2: 0, 4: 1, 8: 2, 16: 3}
+# mg per digit after right-justifying, indexed by range code
+_SENS_HR = (1, 2, 4, 12)
+_SENS_NORMAL = (4, 8, 16, 48)
+_SENS_LP = (16, 32, 64, 192)
+
+
+class LIS3DH:
+    """LIS3DH / LIS2DH12 in FIFO stream mode.
+
+    xyz_mg: array('i', 96), x,y,z interleaved in mg, filled by read_fifo().
+    overruns: FIFO_SRC reads that showed OVRN (FIFO full: the oldest samples may have been lost).
+    """
+
+    def __init__(self, i2c, address=0x18, odr_hz=100, range_g=8, hires=True, lowpower=False, watermark=16):
+        if odr_hz not in _ODR_CODES:
+            raise ValueError("odr_hz: %r not one of 1, 10, 25, 50, 100, 200, 400" % (odr_hz,))
+        if range_g not in _RANGE_CODES:
+            raise ValueError("range_g: %r not one of 2, 4, 8, 16" % (range_g,))
+        if hires and lowpower:
+            raise ValueError("hires and lowpower are exclusive")
+        if not 0 <= watermark < FIFO_DEPTH:
+            raise ValueError("watermark: %r not in 0..31" % (watermark,))
+        self._i2c = i2c
+        self._addr = address
+        self.odr_hz = odr_hz
+        self.range_g = range_g
+        self.hires = 1 if hires else 0
+        self.lowpower = 1 if lowpower else 0
+        self.watermark = watermark
+        fs = _RANGE_CODES[range_g]
+        if hires:
+            self._shift = 4
+            self.mg_per_digit = _SENS_HR[fs]
+        elif lowpower:
+            self._shift = 8
+            self.mg_per_digit = _SENS_LP[fs]
+        else:
+            self._shift = 6
+            self.mg_per_digit = _SENS_NORMAL[fs]
+        self.xyz_mg = array("i", [0] * (3 * FIFO_DEPTH))
+        self.count = 0
+        self.overruns = 0
+        self.reads = 0
+        self._b1 = bytearray(1)
+        self._raw = bytearray(6 * FIFO_DEPTH)
+        # memoryview slicing allocates on MicroPython: one preallocated view per possible sample count
+        mv = memoryview(self._raw)
+        self._views = [mv[: 6 * k] for k in range(FIFO_DEPTH + 1)]
+
+        who = self._read_reg(_WHO_AM_I)
+        if who != _CHIP_ID:
+            raise OSError(
+                errno.ENODEV,
+                "LIS3DH not found at I2C 0x%02x: WHO_AM_I=0x%02x, expected 0x33" % (address, who),
+            )
+        self._write_reg(_CTRL_REG1, (_ODR_CODES[odr_hz] << 4) | (_LPEN if lowpower else 0) | _XYZ_EN)
+        self._write_reg(_CTRL_REG2, 0)
+        self._write_reg(_CTRL_REG3, 0)
+        self._write_reg(_CTRL_REG4, _BDU | (fs << 4) | (_HR if hires else 0))
+        self._write_reg(_CTRL_REG5, _FIFO_EN)
+        # bypass first: empties the FIFO; then stream mode with the watermark
+        self._write_reg(_FIFO_CTRL_REG, _FM_BYPASS)
+        self._write_reg(_FIFO_CTRL_REG, _FM_STREAM | watermark)
+
+    def _read_reg(self, reg):
+        try:
+            self._i2c.readfrom_mem_into(self._addr, reg, self._b1)
+        except OSError as e:
+            code = e.args[0] if e.args and isinstance(e.args[0], int) else errno.EIO
+            raise OSError(code, "LIS3DH at I2C 0x%02x: no answer reading reg 0x%02x (%s)" % (self._addr, reg, e))
+        return self._b1[0]
+
+    def _write_reg(self, reg, value):
+        self._b1[0] = value
+        try:
+            self._i2c.writeto_mem(self._addr, reg, self._b1)
+        except OSError as e:
+            code = e.args[0] if e.args and isinstance(e.args[0], int) else errno.EIO
+            raise OSError(code, "LIS3DH at I2C 0x%02x: no answer writing reg 0x%02x (%s)" % (self._addr, reg, e))
+
+    def read_fifo(self):
+        """Burst-read every sample in the FIFO into xyz_mg; returns the count. No allocation.
+        A bus fault raises OSError (the supervisor decides what to do)."""
+        i2c = self._i2c
+        addr = self._addr
+        src = self._b1
+        i2c.readfrom_mem_into(addr, _FIFO_SRC_REG, src)
+        s = src[0]
+        if s & _SRC_OVRN:
+            self.overruns += 1
+            n = FIFO_DEPTH
+        elif s & _SRC_EMPTY:
+            n = 0
+        else:
+            n = s & _SRC_FSS
+        self.count = n
+        if n == 0:
+            return 0
+        self.reads += 1
+        i2c.readfrom_mem_into(addr, _OUT_X_L | _AUTO_INC, self._views[n])
+        raw = self._raw
+        out = self.xyz_mg
+        sh = self._shift
+        k = self.mg_per_digit
+        j = 0
+        for i in range(3 * n):
+            v = raw[j] | (raw[j + 1] << 8)
+            if v & 0x8000:
+                v -= 0x10000
+            out[i] = (v >> sh) * k
+            j += 2
+        return n
+
+    def read_mg(self):
+        """One sample (x, y, z) in mg from the output registers (console / self-test only; allocates)."""
+        buf = bytearray(6)
+        self._i2c.readfrom_mem_into(self._addr, _OUT_X_L | _AUTO_INC, buf)
+        out = []
+        for i in range(3):
+            v = buf[2 * i] | (buf[2 * i + 1] << 8)
+            if v & 0x8000:
+                v -= 0x10000
+            out.append((v >> self._shift) * self.mg_per_digit)
+        return (out[0], out[1], out[2])
+
+    def status(self):
+        """(FIFO_SRC, STATUS_REG) raw bytes, for the self-test."""
+        return (self._read_reg(_FIFO_SRC_REG), self._read_reg(_STATUS_REG))
