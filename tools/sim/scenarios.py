@@ -1,0 +1,179 @@
+"""The scenario suite. Each builder takes (rng, duration_s) and returns a spec dict:
+{"program": [...commands, see tools/sim/engine.py...], optional "cold_start", "start_utc", "notes", "limit_s"}.
+
+CI-sized scenarios are 3-10 minutes of driving; `parked_overnight` is 30 min unless --duration-s says more
+(the bench uses 8 h).
+"""
+import math
+
+from tools.sim.route import Piece as P
+
+QUARTER = math.pi / 2
+
+
+def _turn(rng, side=None, v=25):
+    r = rng.uniform(12.0, 18.0)
+    side = side if side is not None else rng.choice((-1, 1))
+    return P(QUARTER * r, side * r, v)
+
+
+def _urban(rng, n, canyon=False, light_p=0.5, rough=1.0, potholes=(0, 1), light_s=(10, 45)):
+    out = []
+    for _ in range(n):
+        stop = rng.uniform(*light_s) if rng.random() < light_p else None
+        out.append(P(rng.uniform(150, 350), 0, 50, canyon=canyon, rough=rough, stop=stop,
+                     potholes=rng.randint(*potholes)))
+        if rng.random() < 0.6:
+            t = _turn(rng)
+            t.opts.update(canyon=canyon, rough=rough)
+            out.append(t)
+    return out
+
+
+def _jam(rng, n=6):
+    return [P(rng.uniform(15, 35), 0, 20, stop=rng.uniform(3, 8)) for _ in range(n)]
+
+
+def commute(rng, duration_s=None):
+    drive = [
+        P(150, 0, 30),
+        _turn(rng, 1),
+        P(300, 0, 50, stop=rng.uniform(20, 35), potholes=1),
+        P(260, 0, 50, a=3.4, jerk=8.0),                 # harsh acceleration away from the light
+        P(45 * QUARTER, -45, 70),                        # right-hand curve, normal lateral
+        P(600, 0, 70, glitch="zero"),                    # one (0,0) fix
+        P(250, 0, 50, canyon=True, stop=rng.uniform(15, 30)),
+        P(350, 0, 50, b=4.0, jerk=9.0, stop=rng.uniform(15, 25)),   # harsh braking at a light
+    ] + _jam(rng) + [
+        P(500, 0, 70, glitch="jump"),                    # one jump glitch
+        P(60 * QUARTER, 60, 90, alat=4.1),               # harsh cornering to the left
+        P(300, 0, 50, potholes=1),
+        _turn(rng, -1, v=20),
+        P(80, 0, 20),
+    ]
+    return {"program": [("park", 20, {"slams": 1}), ("start",), ("idle", 15), ("drive", drive),
+                        ("idle", 5), ("off",), ("park", 30, {"slams": 2})],
+            "notes": "urban commute with lights, a jam, 3 harsh events, a (0,0) fix and a jump glitch"}
+
+
+def highway(rng, duration_s=None):
+    drive = _urban(rng, 2) + [
+        P(120 * QUARTER, 120, 90),                       # on-ramp
+        P(3000, 0, 120),
+        P(1500, 0, 145),                                 # over-speed stretch (truth limit 130 km/h)
+        P(2500, 0, 120),
+        P(150 * QUARTER, -150, 70),                      # exit
+        P(400, 0, 50, stop=rng.uniform(15, 30)),
+        P(300, 0, 50),
+    ]
+    return {"program": [("park", 10), ("start",), ("idle", 10), ("drive", drive), ("off",), ("park", 10)],
+            "notes": "highway at 120 km/h with an over-speed stretch at 145 km/h"}
+
+
+def urban_canyon(rng, duration_s=None):
+    drive = _urban(rng, 10, canyon=True, light_p=0.6, rough=1.6, potholes=(0, 2)) + [P(100, 0, 30, canyon=True)]
+    return {"program": [("park", 10), ("start",), ("idle", 10), ("drive", drive), ("off",), ("park", 10)],
+            "notes": "narrow streets between tall buildings: multipath bursts, high HDOP, cobbles"}
+
+
+def tunnel(rng, duration_s=None):
+    drive = _urban(rng, 1) + [
+        P(800, 0, 70),
+        P(1200, 0, 70, tunnel=True),
+        P(600, 0, 70),
+        P(30 * QUARTER, -30, 50),
+        P(300, 0, 50, tunnel=True),
+        P(400, 0, 50, stop=rng.uniform(15, 30)),
+        P(300, 0, 50),
+    ]
+    return {"program": [("park", 10), ("start",), ("idle", 10), ("drive", drive), ("off",), ("park", 10)],
+            "notes": "a 1.2 km and a 300 m tunnel (no fix inside)"}
+
+
+def parked_overnight(rng, duration_s=None):
+    secs = float(duration_s) if duration_s else 1800.0
+    return {"program": [("park", secs, {"slams": 2 + int(secs // 7200)})], "limit_s": None,
+            "start_utc": "2026-11-23T20:00:00Z",
+            "notes": "parked with the ignition off, GNSS drifting, door slams"}
+
+
+def aggressive(rng, duration_s=None):
+    drive = []
+    for _ in range(5):
+        drive += _urban(rng, 2, light_p=0.8, light_s=(8, 25))
+        drive.append(P(rng.uniform(40, 60) * QUARTER, rng.choice((-1, 1)) * rng.uniform(40, 60), 70))
+        drive.append(P(rng.uniform(200, 400), 0, 70, stop=rng.uniform(8, 25)))
+    return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", drive, "aggressive"), ("off",), ("park", 10)],
+            "notes": "aggressive driver: hard launches, late braking, fast curves"}
+
+
+def calm(rng, duration_s=None):
+    drive = _urban(rng, 4, rough=2.0, potholes=(1, 3)) + [
+        P(80 * QUARTER, -80, 90, rough=1.5),
+        P(2000, 0, 90, potholes=3, rough=1.5),
+        P(100 * QUARTER, 100, 90),
+        P(800, 0, 70, potholes=2, stop=rng.uniform(20, 40)),
+    ] + _urban(rng, 3, rough=2.0, potholes=(1, 3))
+    return {"program": [("park", 20, {"slams": 2}), ("start",), ("idle", 150), ("drive", drive, "calm"),
+                        ("idle", 5), ("off",), ("park", 20, {"slams": 1})],
+            "notes": "calm driver on rough roads with potholes; a long warm-up idle; no harsh event in truth"}
+
+
+def crash(rng, duration_s=None):
+    drive = _urban(rng, 3) + [P(300, 0, 50), P(200, 0, 50, crash=True)]
+    return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", drive), ("idle", 20), ("off",),
+                        ("park", 60, {"slams": 2})],
+            "notes": "frontal impact at ~50 km/h"}
+
+
+def towing(rng, duration_s=None):
+    tow = [P(200, 0, 30), _turn(rng), P(1500, 0, 70), P(50 * QUARTER, 50, 50), P(800, 0, 60), P(200, 0, 30)]
+    return {"program": [("park", 60, {"slams": 1}), ("tow", tow), ("park", 60)],
+            "notes": "the car is towed away with the ignition off"}
+
+
+def unplugged(rng, duration_s=None):
+    drive = _urban(rng, 2) + [P(600, 0, 70), P(1500, 0, 70, unplug=True), P(500, 0, 70)] + _urban(rng, 2)
+    return {"program": [("park", 10), ("start",), ("idle", 10), ("drive", drive), ("off",), ("park", 10)],
+            "notes": "the box is unplugged for ~80 s mid-trip while the car keeps driving"}
+
+
+def cold_start(rng, duration_s=None):
+    drive = [P(300, 0, 30)] + _urban(rng, 6)
+    return {"program": [("start",), ("idle", 8), ("drive", drive), ("off",), ("park", 10)], "cold_start": True,
+            "notes": "box powered for the first time: no fix for 30-60 s, then a poor one"}
+
+
+def remount(rng, duration_s=None):
+    before = _urban(rng, 3) + [P(300, 0, 50, a=3.4, jerk=8.0, b=4.0, stop=10)]
+    after = [P(300, 0, 50, a=3.4, jerk=8.0), P(50 * QUARTER, -50, 70, alat=4.1), P(400, 0, 50, b=4.0, jerk=9.0, stop=15)]
+    after += _urban(rng, 3)
+    return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", before), ("remount", 20),
+                        ("drive", after), ("off",), ("park", 10)],
+            "notes": "the box is taken off and re-mounted at another orientation mid-trip"}
+
+
+SCENARIOS = {
+    "commute": commute,
+    "highway": highway,
+    "urban_canyon": urban_canyon,
+    "tunnel": tunnel,
+    "parked_overnight": parked_overnight,
+    "aggressive": aggressive,
+    "calm": calm,
+    "crash": crash,
+    "towing": towing,
+    "unplugged": unplugged,
+    "cold_start": cold_start,
+    "remount": remount,
+}
+
+# the reduced suite CI replays (short, covering distance, events, crash, parking)
+CI_SUITE = ["commute", "crash", "parked_overnight"]
+
+
+def get(name):
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise ValueError("scenario: unknown %r (known: %s)" % (name, ", ".join(sorted(SCENARIOS))))
