@@ -1,0 +1,294 @@
+# Billing odometer: fix quality gate, motion gate, distance by integrating GNSS (Doppler) speed,
+# outage bridging, persistence. Per-fix code (1-10 Hz); distance arithmetic is integer so the result is
+# identical on MicroPython and CPython. See docs/gnss.md for the rules and why.
+import math
+
+from hw.compat import const
+
+_EARTH_R_MM = 6371008800.0  # mean Earth radius in mm
+_E7_TO_RAD = math.pi / 1800000000.0
+_UNKNOWN = const(-1)
+
+DEFAULTS = {
+    "hdop_max_x10": 50,  # drop fixes with HDOP > 5.0
+    "sats_min": 4,
+    "v_max_mmps": 70000,  # 252 km/h: faster implied motion is a jump
+    "a_max_mmps2": 15000,  # 1.5 g change of reported speed
+    "jump_tol_mm": 30000,  # position noise allowance in the jump test
+    "move_on_mmps": 1500,  # start counting above 5.4 km/h ...
+    "move_on_ms": 1000,  # ... held this long (distance in between is kept pending, then credited)
+    "move_off_mmps": 800,  # stop counting below 2.9 km/h
+    "creep_mmps": 300,  # below this, pending distance is discarded
+    "accel_veto_mmps": 5000,  # accelerometer 'still' vetoes motion only below this GNSS speed
+    "bridge_min_ms": 3000,  # a gap longer than this between accepted fixes is an outage
+    "bridge_max_ms": 1800000,  # 30 min: longer gaps are not bridged (box off / parked)
+    "bridge_path_factor_x100": 115,  # bridged = clamp(avg speed * dt, straight line, 1.15 * straight line)
+    "reanchor_n": 5,  # consecutive mutually consistent 'jump' fixes: accept the new place, add nothing
+    "accept_estimated": 0,  # GGA quality 6 / mode E (dead reckoning) fixes
+    "unaccounted_min_mm": 500000,  # report moves of 500 m or more while the box was off
+}
+
+_REASONS = ("no_fix", "estimated", "zero_zero", "hdop", "sats", "jump", "accel", "parked", "stale", "reanchor")
+
+
+def distance_mm(lat1_e7, lon1_e7, lat2_e7, lon2_e7):
+    """Great-circle distance in mm (haversine on the mean sphere), as an int."""
+    p1 = lat1_e7 * _E7_TO_RAD
+    p2 = lat2_e7 * _E7_TO_RAD
+    dp = p2 - p1
+    dl = (lon2_e7 - lon1_e7) * _E7_TO_RAD
+    if dl > math.pi:
+        dl -= 2 * math.pi
+    elif dl < -math.pi:
+        dl += 2 * math.pi
+    s1 = math.sin(dp * 0.5)
+    s2 = math.sin(dl * 0.5)
+    h = s1 * s1 + math.cos(p1) * math.cos(p2) * s2 * s2
+    if h > 1.0:
+        h = 1.0
+    return int(2.0 * _EARTH_R_MM * math.asin(math.sqrt(h)) + 0.5)
+
+
+class Odometer:
+    def __init__(self, cfg=None, state=None):
+        c = dict(DEFAULTS)
+        if cfg:
+            for k in cfg:
+                if k not in DEFAULTS:
+                    raise ValueError("unknown odometer config key %r" % (k,))
+                v = cfg[k]
+                if not isinstance(v, int) or v < 0:
+                    raise ValueError("odometer config %r must be an int >= 0, got %r" % (k, v))
+                c[k] = v
+        self.cfg = c
+        self.counters = {}
+        for r in _REASONS:
+            self.counters[r] = 0
+        self.counters["accepted"] = 0
+        self.counters["bridges"] = 0
+        self.total_mm = 0
+        self.trip_mm = 0
+        self.bridged_mm = 0
+        self.moving = 0
+        self._acc_um = 0  # sub-mm remainder of the speed integral
+        self._pending_um = 0  # distance while speeding up, credited once motion is confirmed
+        self._on_since = -1  # t (ms) since speed >= move_on
+        self._has_last = 0
+        self._lat = 0
+        self._lon = 0
+        self._t = 0  # ms time of the last accepted fix (utc ms when known, else box t_ms)
+        self._t_box = 0
+        self._t_utc = -1
+        self._v = 0  # mm/s at the last accepted fix
+        self._rej_n = 0  # consecutive jump rejections
+        self._rej_lat = 0
+        self._rej_lon = 0
+        self._rej_t = 0
+        self._stored = None  # (lat_e7, lon_e7) from persistence: for unaccounted_mm
+        self._boot_checked = 0
+        if state:
+            self.restore(state)
+
+    # ------------------------------------------------------------------ persistence
+    def state(self):
+        s = {"total_mm": self.total_mm, "bridged_mm": self.bridged_mm, "has_pos": 0, "lat_e7": 0, "lon_e7": 0}
+        if self._has_last:
+            s["has_pos"] = 1
+            s["lat_e7"] = self._lat
+            s["lon_e7"] = self._lon
+        elif self._stored is not None:
+            s["has_pos"] = 1
+            s["lat_e7"] = self._stored[0]
+            s["lon_e7"] = self._stored[1]
+        return s
+
+    def restore(self, st):
+        try:
+            self.total_mm = int(st.get("total_mm", 0))
+            self.bridged_mm = int(st.get("bridged_mm", 0))
+            if st.get("has_pos", 0):
+                self._stored = (int(st["lat_e7"]), int(st["lon_e7"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValueError("odometer state: bad or missing field in %r" % (st,))
+        if self.total_mm < 0 or self.bridged_mm < 0:
+            raise ValueError("odometer state: negative total_mm/bridged_mm")
+
+    def start_trip(self):
+        self.trip_mm = 0
+
+    # ------------------------------------------------------------------ gate
+    def _reject(self, fix):
+        """Static quality gate: reason name or None."""
+        if not fix.valid or fix.quality == 0:
+            return "no_fix"
+        if fix.quality == 6 and not self.cfg["accept_estimated"]:
+            return "estimated"
+        if fix.mode == "E" and not self.cfg["accept_estimated"]:
+            return "estimated"
+        if fix.lat_e7 == 0 and fix.lon_e7 == 0:
+            return "zero_zero"
+        if fix.hdop_x10 > self.cfg["hdop_max_x10"]:
+            return "hdop"
+        if 0 <= fix.sats < self.cfg["sats_min"]:
+            return "sats"
+        return None
+
+    def good(self, fix):
+        return self._reject(fix) is None
+
+    def unaccounted_mm(self, fix):
+        """First good fix after boot vs the last stored position: the distance (mm) when it is at least
+        cfg unaccounted_min_mm, else 0. Returns 0 after the first good fix has been checked."""
+        if self._boot_checked or self._reject(fix) is not None:
+            return 0
+        self._boot_checked = 1
+        if self._stored is None:
+            return 0
+        d = distance_mm(self._stored[0], self._stored[1], fix.lat_e7, fix.lon_e7)
+        return d if d >= self.cfg["unaccounted_min_mm"] else 0
+
+    # ------------------------------------------------------------------ per fix
+    def on_fix(self, fix, accel_moving=-1):
+        cfg = self.cfg
+        why = self._reject(fix)
+        if why is not None:
+            self.counters[why] += 1
+            return 0
+        t_box = fix.t_ms
+        t_utc = fix.utc_s * 1000 + fix.utc_ms if fix.utc_s >= 0 else -1
+        if not self._has_last:
+            self._accept(fix, t_box, t_utc, fix.speed_mmps if fix.speed_mmps >= 0 else 0)
+            self._boot_checked = 1
+            return 0
+        # elapsed time: receiver UTC when both known and consistent with box time, else box time
+        dt = t_box - self._t_box
+        if t_utc >= 0 and self._t_utc >= 0:
+            du = t_utc - self._t_utc
+            if du > 0 and (dt <= 0 or abs(du - dt) < 1000):
+                dt = du
+        if dt <= 0:
+            self.counters["stale"] += 1
+            return 0
+        d_mm = distance_mm(self._lat, self._lon, fix.lat_e7, fix.lon_e7)
+        v = fix.speed_mmps
+        # jump test: farther than the fastest plausible motion plus noise
+        if d_mm > (cfg["v_max_mmps"] * dt) // 1000 + cfg["jump_tol_mm"]:
+            return self._jumped(fix, t_box, t_utc, v)
+        if v >= 0 and dt <= 5000 and abs(v - self._v) * 1000 > cfg["a_max_mmps2"] * dt + 2000000:
+            # reported speed changed faster than a car can (allow 2 m/s noise)
+            self.counters["accel"] += 1
+            return 0
+        self._rej_n = 0
+        if v < 0:  # no Doppler speed (RMC without speed, GGA-only): speed implied by positions
+            v = (d_mm * 1000) // dt
+        credited = 0
+        if dt > cfg["bridge_min_ms"]:
+            credited = self._bridge(fix, dt, d_mm, v)
+            self._accept(fix, t_box, t_utc, v)
+            return credited
+        credited = self._integrate(dt, v, accel_moving, t_box)
+        self._accept(fix, t_box, t_utc, v)
+        return credited
+
+    def _accept(self, fix, t_box, t_utc, v):
+        self.counters["accepted"] += 1
+        self._has_last = 1
+        self._lat = fix.lat_e7
+        self._lon = fix.lon_e7
+        self._t_box = t_box
+        self._t_utc = t_utc
+        self._v = v
+        self._rej_n = 0
+
+    def _credit(self, mm):
+        if mm > 0:
+            self.total_mm += mm
+            self.trip_mm += mm
+
+    def _integrate(self, dt, v, accel_moving, t):
+        cfg = self.cfg
+        seg_um = (self._v + v) * dt  # trapezoid: (v0 + v1) / 2 * dt, in um (mm/s * ms / 2 * 2)
+        seg_um //= 2
+        vetoed = accel_moving == 0 and v < cfg["accel_veto_mmps"]
+        if self.moving:
+            if v < cfg["move_off_mmps"] or vetoed:
+                self.moving = 0
+                self._on_since = -1
+                self._pending_um = 0
+                if vetoed:
+                    self.counters["parked"] += 1
+                    return 0
+            return self._add_um(seg_um)
+        # still: speed has to stay above move_on for move_on_ms before distance counts
+        if vetoed or v < cfg["creep_mmps"]:
+            if self._pending_um or v >= cfg["creep_mmps"]:
+                self.counters["parked"] += 1
+            self._pending_um = 0
+            self._on_since = -1
+            return 0
+        self._pending_um += seg_um
+        if v >= cfg["move_on_mmps"]:
+            if self._on_since < 0:
+                self._on_since = t
+            elif t - self._on_since >= cfg["move_on_ms"]:
+                self.moving = 1
+                p = self._pending_um
+                self._pending_um = 0
+                return self._add_um(p)
+        else:
+            self._on_since = -1
+        return 0
+
+    def _add_um(self, um):
+        self._acc_um += um
+        mm = self._acc_um // 1000
+        self._acc_um -= mm * 1000
+        self._credit(mm)
+        return mm
+
+    def _bridge(self, fix, dt, d_mm, v):
+        """Outage: straight-line distance (up to the path the speeds imply) when plausible."""
+        cfg = self.cfg
+        self._pending_um = 0
+        self._on_since = -1
+        was_moving = self.moving
+        now_moving = v >= cfg["move_on_mmps"]
+        self.moving = 1 if now_moving else 0
+        if dt > cfg["bridge_max_ms"] or not (was_moving or now_moving):
+            return 0
+        if d_mm * 1000 > cfg["v_max_mmps"] * dt:
+            return 0
+        path = (self._v + v) * dt // 2000
+        cap = d_mm * cfg["bridge_path_factor_x100"] // 100
+        b = path if path > d_mm else d_mm
+        if b > cap:
+            b = cap
+        self.counters["bridges"] += 1
+        self.bridged_mm += b
+        self._credit(b)
+        return b
+
+    def _jumped(self, fix, t_box, t_utc, v):
+        """A fix too far from the last accepted one. N consecutive fixes that agree with each other
+        mean the last accepted position was the wrong one: re-anchor there, adding nothing."""
+        cfg = self.cfg
+        self.counters["jump"] += 1
+        if self._rej_n > 0:
+            dt = t_box - self._rej_t
+            d = distance_mm(self._rej_lat, self._rej_lon, fix.lat_e7, fix.lon_e7)
+            if dt > 0 and d <= (cfg["v_max_mmps"] * dt) // 1000 + cfg["jump_tol_mm"]:
+                self._rej_n += 1
+            else:
+                self._rej_n = 1
+        else:
+            self._rej_n = 1
+        self._rej_lat = fix.lat_e7
+        self._rej_lon = fix.lon_e7
+        self._rej_t = t_box
+        if self._rej_n >= cfg["reanchor_n"]:
+            self.counters["reanchor"] += 1
+            self._accept(fix, t_box, t_utc, v if v >= 0 else 0)
+            self.moving = 0
+            self._pending_um = 0
+            self._on_since = -1
+        return 0

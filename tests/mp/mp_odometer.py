@@ -1,0 +1,234 @@
+# Firmware tests for firmware/odometer.py, run under MicroPython and CPython.
+# A small deterministic fix-level drive simulator (integer PRNG, same numbers on both runtimes).
+import math
+
+from firmware.nmea import Fix
+from firmware.odometer import Odometer, distance_mm
+from mptest import assert_eq, assert_raises
+
+_LAT0 = 480000000
+_LON0 = 110000000
+_M_PER_E7_LAT = 0.0111195  # metres per 1e-7 degree of latitude (mean sphere)
+
+
+class Rng:
+    def __init__(self, seed):
+        self.s = seed & 0xFFFFFFFF or 1
+
+    def u16(self):
+        s = self.s
+        s ^= (s << 13) & 0xFFFFFFFF
+        s ^= s >> 17
+        s ^= (s << 5) & 0xFFFFFFFF
+        self.s = s
+        return s & 0xFFFF
+
+    def gauss(self):
+        t = 0
+        for _ in range(12):
+            t += self.u16()
+        return (t - 6 * 65536) / 65536.0
+
+
+def to_e7(x_m, y_m):
+    lat = _LAT0 + int(y_m / _M_PER_E7_LAT)
+    lon = _LON0 + int(x_m / (_M_PER_E7_LAT * math.cos(math.radians(48.0))))
+    return lat, lon
+
+
+def drive(rate_hz, seconds, rng, pos_sigma_m=3.0, spd_sigma=0.1, stops=True, outage=None, parked=False):
+    """Yields (fix, true_dist_m). Stop-and-go curvy drive (or parked) with correlated position noise
+    (multipath) and Doppler speed noise. outage=(t0, t1): no fixes in between (tunnel)."""
+    dt = 1.0 / rate_hz
+    x = y = 0.0
+    hd = 0.3
+    v = 0.0
+    dist = 0.0
+    nx = ny = 0.0
+    a = 0.98 ** (1.0 / rate_hz)  # AR(1) correlation of the multipath error
+    b = math.sqrt(1 - a * a) * pos_sigma_m
+    f = Fix()
+    n = int(seconds * rate_hz)
+    for i in range(n):
+        t = i * dt
+        if parked:
+            v = 0.0
+        else:
+            ph = t % 120.0 if stops else 60.0
+            target = 0.0 if (stops and ph >= 100.0) else (14.0 + 6.0 * math.sin(t / 37.0))
+            acc = max(-3.0, min(2.0, target - v))
+            v = max(0.0, v + acc * dt)
+            hd += 0.02 * math.sin(t / 13.0) * dt * v / 5.0
+        x += v * dt * math.cos(hd)
+        y += v * dt * math.sin(hd)
+        dist += v * dt
+        nx = a * nx + b * rng.gauss()
+        ny = a * ny + b * rng.gauss()
+        if outage and outage[0] <= t < outage[1]:
+            continue
+        lat, lon = to_e7(x + nx, y + ny)
+        f.t_ms = int(t * 1000 + 0.5)
+        f.utc_s = 800000000 + int(t)
+        f.utc_ms = int(t * 1000 + 0.5) % 1000
+        f.valid = 1
+        f.quality = 1
+        f.lat_e7 = lat
+        f.lon_e7 = lon
+        sp = v + spd_sigma * rng.gauss()
+        if parked and rng.u16() < 330:  # multipath speed spikes while parked, ~1 in 200 fixes
+            sp = 2.0 + rng.u16() / 65536.0
+        f.speed_mmps = int(abs(sp) * 1000)
+        f.course_cdeg = int(math.degrees(hd) * 100) % 36000
+        f.hdop_x10 = 9
+        f.sats = 9
+        f.mode = "A"
+        yield f, dist
+
+
+def run(gen, odo=None, mutate=None):
+    odo = odo or Odometer()
+    truth = 0.0
+    for f, d in gen:
+        if mutate:
+            mutate(f)
+        odo.on_fix(f)
+        truth = d
+    return odo, truth
+
+
+def _err_pct_x100(odo, truth):
+    return int(abs(odo.total_mm / 1000.0 - truth) * 10000 / truth)
+
+
+def test_drive_1hz_within_half_percent():
+    odo, truth = run(drive(1, 1200, Rng(1)))
+    e = _err_pct_x100(odo, truth)
+    assert truth > 10000, truth
+    assert e <= 50, "error %d/100 %% (odo %d mm, truth %d m)" % (e, odo.total_mm, truth)
+
+
+def test_drive_5hz_and_10hz_within_half_percent():
+    for hz in (5, 10):
+        odo, truth = run(drive(hz, 600, Rng(hz)))
+        e = _err_pct_x100(odo, truth)
+        assert e <= 50, "%d Hz: error %d/100 %%" % (hz, e)
+
+
+def test_parked_hour_drift_under_10m():
+    odo, truth = run(drive(1, 3600, Rng(7), pos_sigma_m=8.0, spd_sigma=0.3, parked=True))
+    assert odo.total_mm <= 10000, "parked drift %d mm" % odo.total_mm
+    assert odo.counters["parked"] > 0
+
+
+def test_parked_with_accel_still_adds_nothing():
+    odo = Odometer()
+    for f, d in drive(1, 600, Rng(8), pos_sigma_m=8.0, spd_sigma=1.0, parked=True):
+        odo.on_fix(f, 0)
+    assert_eq(odo.total_mm, 0, "accel still")
+
+
+def test_zero_zero_and_jumps_add_nothing():
+    clean, truth = run(drive(1, 900, Rng(3)))
+    state = {"i": 0}
+
+    def inject(f):
+        state["i"] += 1
+        i = state["i"]
+        if i % 50 == 0:
+            f.lat_e7 = 0
+            f.lon_e7 = 0
+        elif i % 50 == 25:
+            f.lat_e7 += 500000  # 5.5 km jump
+        elif i % 50 == 30:
+            f.speed_mmps = 60000  # Doppler glitch
+    dirty, _ = run(drive(1, 900, Rng(3)), mutate=inject)
+    assert dirty.counters["zero_zero"] == 18, dirty.counters
+    assert dirty.counters["jump"] == 18, dirty.counters
+    assert dirty.counters["accel"] >= 15, dirty.counters
+    # nothing is added; a dropped fix only changes how the speed trapezoid spans the 2 s gap
+    # (below a metre per dropped fix), never the 5.5 km of the jump
+    assert dirty.total_mm <= clean.total_mm + 2000, (dirty.total_mm, clean.total_mm)
+    assert clean.total_mm - dirty.total_mm <= 54 * 1000, (dirty.total_mm, clean.total_mm)
+
+
+def test_gate_reasons():
+    odo = Odometer()
+    f = Fix()
+    f.valid = 1
+    f.quality = 1
+    f.lat_e7 = 1
+    f.lon_e7 = 1
+    f.hdop_x10 = 80
+    odo.on_fix(f)
+    f.hdop_x10 = 10
+    f.sats = 3
+    odo.on_fix(f)
+    f.sats = 8
+    f.quality = 6
+    odo.on_fix(f)
+    f.quality = 0
+    odo.on_fix(f)
+    f.quality = 1
+    f.valid = 0
+    odo.on_fix(f)
+    c = odo.counters
+    assert_eq((c["hdop"], c["sats"], c["estimated"], c["no_fix"], c["accepted"]), (1, 1, 1, 2, 0), "gate")
+
+
+def test_tunnel_bridged():
+    odo, truth = run(drive(1, 600, Rng(4), stops=False, outage=(200.0, 260.0)))
+    assert_eq(odo.counters["bridges"], 1, "bridges")
+    assert odo.bridged_mm > 600000, odo.bridged_mm
+    e = _err_pct_x100(odo, truth)
+    assert e <= 100, "tunnel drive error %d/100 %%" % e
+
+
+def test_reanchor_after_consistent_jump():
+    odo = Odometer()
+    gen = drive(1, 100, Rng(5), parked=True)
+    k = 0
+    for f, d in gen:
+        k += 1
+        if k > 50:
+            f.lat_e7 += 1000000  # receiver was wrong before: now consistently 11 km away
+        odo.on_fix(f)
+    assert_eq(odo.counters["reanchor"], 1, "reanchor")
+    assert odo.total_mm < 1000, odo.total_mm
+
+
+def test_state_restore_and_unaccounted():
+    odo, truth = run(drive(1, 300, Rng(6)))
+    st = odo.state()
+    for k in st:
+        assert isinstance(st[k], int), k
+    o2 = Odometer(state=st)
+    assert_eq(o2.total_mm, odo.total_mm, "restored total")
+    f = Fix()
+    f.valid = 1
+    f.quality = 1
+    f.lat_e7 = st["lat_e7"] + 100000  # 1.1 km north
+    f.lon_e7 = st["lon_e7"]
+    f.sats = 8
+    f.hdop_x10 = 9
+    u = o2.unaccounted_mm(f)
+    assert 1100000 < u < 1125000, u
+    assert_eq(o2.unaccounted_mm(f), 0, "only the first good fix")
+    o3 = Odometer(state=st)
+    f.lat_e7 = st["lat_e7"] + 1000  # 11 m: parked where we left it
+    assert_eq(o3.unaccounted_mm(f), 0, "small move")
+    assert_raises(ValueError, Odometer, None, {"total_mm": -5})
+    assert_raises(ValueError, Odometer, {"nope": 1})
+
+
+def test_distance_mm_known_value():
+    # 1 degree of latitude on the mean sphere: 111195.08 m
+    assert_eq(distance_mm(0, 0, 10000000, 0), 111195080, "1 deg")
+
+
+def test_same_total_on_both_runtimes():
+    # regression value computed once; the MicroPython item proves the float/int path gives the same ints
+    odo, truth = run(drive(1, 400, Rng(11)))
+    assert_eq(odo.total_mm, EXPECT_400S, "total_mm")
+
+
+EXPECT_400S = 4933685
