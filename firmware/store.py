@@ -1,0 +1,407 @@
+# paydbox flash store: power-cut-safe queue of encoded blocks on a mounted VFS directory
+# (littlefs2 on the box; a plain directory on CPython). Contract: docs/architecture.md, layout:
+# docs/record-format.md ("Flash store").
+#
+# root/sNNNNNNNN.seg  segment files, each a sequence of frames (20-byte header + block), at most
+#                     segment_bytes long; a new segment appears atomically (written as tmp, renamed)
+# root/state          acknowledged / evicted blocks + eviction counters (rewritten via tmp + rename)
+# root/seq            reserved upper bound of sequence numbers (rewritten via tmp + rename)
+import os
+import struct
+import binascii
+
+try:
+    from firmware import codec as _codec
+except ImportError:  # pragma: no cover
+    _codec = None
+
+FRAME_MAGIC = 0xB7
+FRAME_HDR = 20  # <BBHIIHH + crc32
+SEQ_RESERVE = 256
+NPRIO = 5
+_LIVE = 0
+_ACKED = 1
+_EVICTED = 2
+_DUP = 3
+
+
+class StoreError(Exception):
+    pass
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _sync_file(f):
+    f.flush()
+    fileno = getattr(f, "fileno", None)
+    if fileno is not None and hasattr(os, "fsync"):
+        try:
+            os.fsync(fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def _sync():
+    if hasattr(os, "sync"):
+        os.sync()
+
+
+def _write_atomic(path, data):
+    tmp = path + ".tmp"
+    f = open(tmp, "wb")
+    try:
+        f.write(data)
+        _sync_file(f)
+    finally:
+        f.close()
+    os.rename(tmp, path)
+    _sync()
+
+
+def _block_count(block, first_seq, last_seq):
+    if _codec is not None:
+        try:
+            return _codec.decode_header(block)[0]["count"]
+        except Exception:
+            pass
+    return last_seq - first_seq + 1
+
+
+class Store:
+    def __init__(self, root, max_bytes=1024 * 1024, segment_bytes=8192):
+        if segment_bytes < 256 or segment_bytes > 65536:
+            raise ValueError("segment_bytes: 256..65536 expected")
+        if max_bytes < 3 * segment_bytes:
+            raise ValueError("max_bytes: at least 3 * segment_bytes expected")
+        self.root = root.rstrip("/") if len(root) > 1 else root
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        try:
+            os.stat(self.root)
+        except OSError:
+            os.mkdir(self.root)
+        self._hdr = bytearray(FRAME_HDR)
+        self._mount()
+
+    # ---- paths -------------------------------------------------------------------------------
+    def _p(self, name):
+        return self.root + "/" + name
+
+    def _segname(self, n):
+        return "s%08d.seg" % n
+
+    # ---- mount / recovery --------------------------------------------------------------------
+    def _mount(self):
+        self.blocks = []  # [seg, off, length, first_seq, last_seq, prio, count, state]
+        self.seg_size = {}  # seg number -> bytes
+        self.torn_frames = 0
+        self.dup_blocks = 0
+        self.evicted_blocks = 0
+        self.evicted_records = 0
+        self.evicted_by_prio = [0] * NPRIO
+        self.appended_blocks = 0
+        gone = {}
+        for name in ("state.tmp", "seq.tmp", "seg.tmp"):
+            if _exists(self._p(name)):
+                os.remove(self._p(name))
+        # state file
+        try:
+            f = open(self._p("state"), "r")
+            try:
+                txt = f.read()
+            finally:
+                f.close()
+            for line in txt.split("\n"):
+                parts = line.split()
+                if not parts:
+                    continue
+                if parts[0] == "E" and len(parts) == 3 + NPRIO:
+                    self.evicted_blocks = int(parts[1])
+                    self.evicted_records = int(parts[2])
+                    self.evicted_by_prio = [int(x) for x in parts[3:]]
+                elif parts[0] in ("A", "V") and len(parts) == 2:
+                    gone[int(parts[1])] = _ACKED if parts[0] == "A" else _EVICTED
+        except OSError:
+            pass
+        except ValueError:
+            raise StoreError("store state file damaged")
+        segs = []
+        for name in os.listdir(self.root):
+            if len(name) == 13 and name[0] == "s" and name.endswith(".seg"):
+                try:
+                    segs.append(int(name[1:9]))
+                except ValueError:
+                    pass
+        segs.sort()
+        seen = {}
+        max_seq = -1
+        last = segs[-1] if segs else -1
+        sealed_head = False
+        for sn in segs:
+            n, torn = self._scan(sn, gone, seen)
+            self.seg_size[sn] = n
+            if torn:
+                self.torn_frames += 1
+                if sn == last:
+                    sealed_head = True
+        for b in self.blocks:
+            if b[4] > max_seq:
+                max_seq = b[4]
+        self.head = last
+        if last < 0 or sealed_head:
+            self.head = last + 1
+            self.head_exists = False
+        else:
+            self.head_exists = True
+        self.head_size = self.seg_size.get(self.head, 0) if self.head_exists else 0
+        # sequence reservation
+        reserved = 0
+        try:
+            f = open(self._p("seq"), "r")
+            try:
+                reserved = int(f.read().strip() or "0")
+            finally:
+                f.close()
+        except (OSError, ValueError):
+            reserved = 0
+        self._next_seq = max(reserved, max_seq + 1)
+        self._reserved = self._next_seq  # nothing reserved in this boot yet
+        self._drop_dead()
+
+    def _scan(self, sn, gone, seen):
+        """Index the frames of segment sn; returns (bytes up to the first torn frame, torn?)."""
+        path = self._p(self._segname(sn))
+        f = open(path, "rb")
+        try:
+            data = f.read()
+        finally:
+            f.close()
+        off = 0
+        n = len(data)
+        torn = False
+        while off < n:
+            if n - off < FRAME_HDR or data[off] != FRAME_MAGIC:
+                torn = True
+                break
+            _, prio, ln, fs, ls, cnt, _pad, crc = struct.unpack_from("<BBHIIHHI", data, off)
+            if off + FRAME_HDR + ln > n or prio >= NPRIO:
+                torn = True
+                break
+            calc = binascii.crc32(memoryview(data)[off + FRAME_HDR:off + FRAME_HDR + ln],
+                                  binascii.crc32(memoryview(data)[off:off + 16])) & 0xFFFFFFFF
+            if calc != crc:
+                torn = True
+                break
+            st = gone.get(fs, _LIVE)
+            if fs in seen:
+                st = _DUP
+                self.dup_blocks += 1
+            else:
+                seen[fs] = 1
+            self.blocks.append([sn, off + FRAME_HDR, ln, fs, ls, prio, cnt, st])
+            off += FRAME_HDR + ln
+        return (n if not torn else n), torn
+
+    # ---- sequence numbers ------------------------------------------------------------------------
+    def next_seq(self):
+        s = self._next_seq
+        if s >= self._reserved:
+            self._reserved = s + SEQ_RESERVE
+            _write_atomic(self._p("seq"), ("%d\n" % self._reserved).encode())
+        self._next_seq = s + 1
+        return s
+
+    # ---- appending ---------------------------------------------------------------------------
+    def used_bytes(self):
+        t = 0
+        for sn in self.seg_size:
+            t += self.seg_size[sn]
+        return t
+
+    def append(self, block, first_seq, last_seq, prio):
+        ln = len(block)
+        if prio < 0 or prio >= NPRIO:
+            raise ValueError("prio: 0..4 expected")
+        if first_seq < 0 or last_seq < first_seq or last_seq > 0xFFFFFFFF:
+            raise ValueError("first_seq/last_seq: 0 <= first <= last < 2**32 expected")
+        need = ln + FRAME_HDR
+        if need > self.segment_bytes:
+            raise ValueError("block of %d bytes larger than a segment (%d)" % (ln, self.segment_bytes))
+        cnt = _block_count(block, first_seq, last_seq)
+        if cnt > 0xFFFF:
+            cnt = 0xFFFF
+        self._append(block, first_seq, last_seq, prio, cnt, True)
+        self.appended_blocks += 1
+
+    def _append(self, block, first_seq, last_seq, prio, cnt, room):
+        ln = len(block)
+        need = ln + FRAME_HDR
+        if self.head_exists and self.head_size + need > self.segment_bytes:
+            self.head += 1
+            self.head_exists = False
+            self.head_size = 0
+        if room:
+            self._make_room(need)
+        h = self._hdr
+        struct.pack_into("<BBHIIHH", h, 0, FRAME_MAGIC, prio, ln, first_seq, last_seq, cnt, 0)
+        crc = binascii.crc32(block, binascii.crc32(memoryview(h)[:16])) & 0xFFFFFFFF
+        struct.pack_into("<I", h, 16, crc)
+        name = self._p(self._segname(self.head))
+        if not self.head_exists:
+            # atomic rotation: a segment appears with its first frame complete
+            tmp = self._p("seg.tmp")
+            f = open(tmp, "wb")
+            try:
+                f.write(h)
+                f.write(block)
+                _sync_file(f)
+            finally:
+                f.close()
+            os.rename(tmp, name)
+            _sync()
+            self.head_exists = True
+            off = 0
+        else:
+            f = open(name, "ab")
+            try:
+                f.write(h)
+                f.write(block)
+                _sync_file(f)
+            finally:
+                f.close()
+            _sync()
+            off = self.head_size
+        self.head_size = off + need
+        self.seg_size[self.head] = self.head_size
+        self.blocks.append([self.head, off + FRAME_HDR, ln, first_seq, last_seq, prio, cnt, _LIVE])
+
+    def _make_room(self, need):
+        limit = self.max_bytes - self.segment_bytes  # one segment of slack for compaction copies
+        guard = 0
+        while self.used_bytes() + need > limit:
+            guard += 1
+            if guard > 10000:
+                raise StoreError("store cannot make room for %d bytes" % need)
+            if self._drop_dead():
+                continue
+            if not self._reclaim_one():
+                raise StoreError("store full: %d bytes used, nothing left to evict" % self.used_bytes())
+
+    def _reclaim_one(self):
+        # lowest priority present among live blocks; its oldest block's segment is reclaimed
+        victim = None
+        for b in self.blocks:
+            if b[7] == _LIVE and (victim is None or b[5] < victim[5] or (b[5] == victim[5] and b[3] < victim[3])):
+                victim = b
+        if victim is None:
+            return False
+        sn = victim[0]
+        p = victim[5]
+        for b in self.blocks:
+            if b[0] == sn and b[7] == _LIVE and b[5] == p:
+                b[7] = _EVICTED
+                self.evicted_blocks += 1
+                self.evicted_records += b[6]
+                self.evicted_by_prio[p] += 1
+        self._save_state()
+        if sn == self.head and self.head_exists:
+            # never compact the segment being appended to: seal it
+            self.head += 1
+            self.head_exists = False
+            self.head_size = 0
+        # move the remaining live blocks of the victim segment to the head, then drop the segment
+        moving = [b for b in self.blocks if b[0] == sn and b[7] == _LIVE]
+        if moving:
+            datas = []
+            f = open(self._p(self._segname(sn)), "rb")
+            try:
+                for b in moving:
+                    f.seek(b[1])
+                    datas.append(f.read(b[2]))
+            finally:
+                f.close()
+            for i in range(len(moving)):
+                b = moving[i]
+                b[7] = _DUP  # the copy takes over
+                self._append(datas[i], b[3], b[4], b[5], b[6], False)
+        self._drop_dead()
+        return True
+
+    def _drop_dead(self):
+        """Delete segments (other than the head being appended to) without live blocks."""
+        live = {}
+        for b in self.blocks:
+            if b[7] == _LIVE:
+                live[b[0]] = 1
+        dropped = False
+        for sn in list(self.seg_size.keys()):
+            if sn in live or (sn == self.head and self.head_exists):
+                continue
+            try:
+                os.remove(self._p(self._segname(sn)))
+            except OSError:
+                pass
+            del self.seg_size[sn]
+            dropped = True
+        if dropped:
+            self.blocks = [b for b in self.blocks if b[0] in self.seg_size]
+            _sync()
+        return dropped
+
+    def _save_state(self):
+        parts = ["E %d %d %s\n" % (self.evicted_blocks, self.evicted_records,
+                                    " ".join([str(x) for x in self.evicted_by_prio]))]
+        for b in self.blocks:
+            if b[7] == _ACKED:
+                parts.append("A %d\n" % b[3])
+            elif b[7] == _EVICTED:
+                parts.append("V %d\n" % b[3])
+        _write_atomic(self._p("state"), "".join(parts).encode())
+
+    # ---- reading / acknowledging ---------------------------------------------------------------
+    def peek(self, max_blocks=8):
+        live = [b for b in self.blocks if b[7] == _LIVE]
+        live.sort(key=lambda b: (-b[5], b[3]))
+        out = []
+        for b in live[:max_blocks]:
+            f = open(self._p(self._segname(b[0])), "rb")
+            try:
+                f.seek(b[1])
+                data = f.read(b[2])
+            finally:
+                f.close()
+            out.append((b[3], b[4], b[5], data))
+        return out
+
+    def ack(self, first_seq):
+        """The agent holds the block starting at first_seq. Returns False if no such live block."""
+        hit = False
+        for b in self.blocks:
+            if b[3] == first_seq and b[7] == _LIVE:
+                b[7] = _ACKED
+                hit = True
+        if hit:
+            self._save_state()
+            self._drop_dead()
+        return hit
+
+    def stats(self):
+        live = 0
+        live_bytes = 0
+        records = 0
+        for b in self.blocks:
+            if b[7] == _LIVE:
+                live += 1
+                live_bytes += b[2]
+                records += b[6]
+        return {"used_bytes": self.used_bytes(), "max_bytes": self.max_bytes, "blocks": live,
+                "records": records, "live_bytes": live_bytes, "segments": len(self.seg_size),
+                "evicted_blocks": self.evicted_blocks, "evicted_records": self.evicted_records,
+                "evicted_by_prio": list(self.evicted_by_prio), "torn_frames": self.torn_frames,
+                "next_seq": self._next_seq}

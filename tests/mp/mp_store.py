@@ -1,0 +1,134 @@
+# Firmware tests for firmware/store.py (MicroPython: littlefs2 over hw/flashsim.py; CPython: temp dir).
+from firmware.store import Store, StoreError
+from mptest import assert_eq, assert_raises
+from store_fs import fresh_root, remount
+
+
+def _blk(i, n=100):
+    return bytes([(i * 7 + k) & 0xFF for k in range(n)])
+
+
+def test_append_peek_ack():
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    for i in range(10):
+        s.append(_blk(i), i * 10, i * 10 + 9, 0 if i % 3 else 2)
+    p = s.peek(100)
+    assert_eq(len(p), 10, "peek count")
+    # highest prio first, then oldest
+    assert_eq([x[0] for x in p[:4]], [0, 30, 60, 90], "prio 2 first")
+    assert_eq([x[0] for x in p[4:]], [10, 20, 40, 50, 70, 80], "then oldest")
+    assert_eq(p[0][3], _blk(0), "block bytes")
+    assert_eq(s.ack(30), True, "ack")
+    assert_eq(s.ack(30), False, "ack twice")
+    assert_eq(s.ack(12345), False, "ack unknown")
+    assert_eq(s.stats()["blocks"], 9, "live blocks")
+    root = remount(root, bd)
+    s2 = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    p2 = s2.peek(100)
+    assert_eq(len(p2), 9, "after reboot")
+    assert_eq(30 in [x[0] for x in p2], False, "acked block stays acked")
+    for x in p2:
+        assert_eq(x[3], _blk(x[0] // 10), "intact after reboot")
+
+
+def test_ack_frees_segments():
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
+    for i in range(30):
+        s.append(_blk(i, 200), i, i, 0)
+    used = s.stats()["used_bytes"]
+    for i in range(25):
+        s.ack(i)
+    st = s.stats()
+    assert_eq(st["blocks"], 5, "live")
+    assert_eq(st["used_bytes"] < used // 3, True, "segments deleted: %d of %d" % (st["used_bytes"], used))
+
+
+def test_seq_never_repeats():
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    seen = {}
+    for boot in range(4):
+        for i in range(300 if boot == 0 else 7):
+            q = s.next_seq()
+            assert_eq(q in seen, False, "seq %d repeated" % q)
+            seen[q] = 1
+        if boot == 1:
+            s.append(_blk(1), q - 6, q, 1)
+        root = remount(root, bd)
+        s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    assert_eq(len(seen), 321, "allocated")
+
+
+def test_eviction_order_and_counts():
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=8192, segment_bytes=1024)
+    # crash block first (oldest), then a mix of positions and events
+    s.append(_blk(0, 150), 0, 0, 4)
+    s.append(_blk(1, 150), 1, 1, 2)
+    seq = 2
+    for i in range(200):
+        prio = 1 if i % 5 == 0 else 0
+        s.append(_blk(seq, 150), seq, seq + 9, prio)
+        seq += 10
+    st = s.stats()
+    assert_eq(st["used_bytes"] <= 8192, True, "bounded: %d" % st["used_bytes"])
+    assert_eq(st["evicted_blocks"] > 100, True, "evicted %d" % st["evicted_blocks"])
+    assert_eq(st["evicted_by_prio"][0] > 0, True, "positions evicted")
+    live = s.peek(1000)
+    prios = [x[2] for x in live]
+    assert_eq(prios[0], 4, "crash kept")
+    assert_eq(prios[1], 2, "trip summary kept")
+    # no position survives that is older than an evicted one: the oldest positions went first
+    pos = [x[0] for x in live if x[2] == 0]
+    evs = [x[0] for x in live if x[2] == 1]
+    if st["evicted_by_prio"][1] == 0:
+        assert_eq(len(evs), 40, "all events kept while positions are evicted")
+    assert_eq(pos == sorted(pos) and (not pos or pos[0] > 1000), True, "the newest positions remain")
+    for x in live:
+        assert_eq(x[3], _blk(x[0], 150), "intact")
+    total = st["blocks"] + st["evicted_blocks"]
+    assert_eq(total, 202, "every block either live or counted as evicted")
+    root = remount(root, bd)
+    s2 = Store(root, max_bytes=8192, segment_bytes=1024)
+    assert_eq(s2.stats()["evicted_blocks"], st["evicted_blocks"], "eviction count persists")
+    assert_eq(s2.stats()["blocks"], st["blocks"], "live after reboot")
+
+
+def test_only_high_prio_evicts_oldest():
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=4096, segment_bytes=1024)
+    for i in range(40):
+        s.append(_blk(i, 200), i, i, 3)
+    live = [x[0] for x in s.peek(100)]
+    assert_eq(live == sorted(live) and live[-1] == 39, True, "newest kept")
+    assert_eq(s.stats()["evicted_by_prio"][3], 40 - len(live), "counted")
+
+
+def test_torn_tail_recovered():
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    for i in range(5):
+        s.append(_blk(i), i, i, 0)
+    seg = root + "/" + s._segname(s.head)
+    f = open(seg, "ab")
+    f.write(b"\xb7\x00\x64\x00\x05\x00\x00\x00garbage")  # a torn frame header
+    f.close()
+    root = remount(root, bd)
+    s2 = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    assert_eq(s2.stats()["torn_frames"], 1, "torn frame seen")
+    assert_eq(len(s2.peek(100)), 5, "committed blocks kept")
+    s2.append(_blk(9), 9, 9, 0)
+    root = remount(root, bd)
+    s3 = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    assert_eq([x[0] for x in s3.peek(100)], [0, 1, 2, 3, 4, 9], "appending continues after a torn tail")
+
+
+def test_bad_args():
+    root, bd = fresh_root()
+    assert_raises(ValueError, Store, root, 1000, 4096)
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
+    assert_raises(ValueError, s.append, _blk(0), 5, 4, 0)
+    assert_raises(ValueError, s.append, _blk(0), 1, 1, 7)
+    assert_raises(ValueError, s.append, bytes(2000), 1, 1, 0)
