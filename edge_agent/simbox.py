@@ -1,0 +1,327 @@
+"""A simulated box for tests and benchmarks: the real firmware/link.py BoxLink, driven in a thread,
+talking over a pty pair (the agent opens the pty's slave path as its serial port), with an in-memory
+store using the firmware/store.py API and an optional line corruptor (byte loss and bit flips, both
+directions). Also: an MQTT collector that deduplicates what arrives by (device, first_seq)."""
+import errno
+import json
+import os
+import random
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tty
+import zlib
+
+from firmware.link import BoxLink
+
+
+class MemStore:
+    """In-memory store with the firmware/store.py API (append/peek/ack/next_seq/stats); thread-safe."""
+
+    def __init__(self, first_seq=1):
+        self.lock = threading.Lock()
+        self.blocks = {}
+        self.seq = first_seq
+        self.acked = 0
+
+    def next_seq(self):
+        with self.lock:
+            s = self.seq
+            self.seq += 1
+            return s
+
+    def append(self, block, first_seq, last_seq, prio):
+        with self.lock:
+            self.blocks[first_seq] = (first_seq, last_seq, prio, bytes(block))
+
+    def peek(self, n):
+        with self.lock:
+            ks = sorted(self.blocks, key=lambda fs: (-self.blocks[fs][2], fs))[:n]
+            return [self.blocks[k] for k in ks]
+
+    def ack(self, first_seq):
+        with self.lock:
+            if self.blocks.pop(first_seq, None) is not None:
+                self.acked += 1
+
+    def pending(self):
+        with self.lock:
+            return len(self.blocks)
+
+    def stats(self):
+        with self.lock:
+            return {"blocks": len(self.blocks), "used_bytes": sum(len(b[3]) for b in self.blocks.values())}
+
+
+def make_block(device, boot, first_seq, count, rng, rec_bytes=12):
+    """A synthetic block: sized like the codec's (rec_bytes per record), self-checking (CRC-32 tail)."""
+    body = struct.pack("<4sIIH", b"PBX1", first_seq, boot, count) + device.encode()[:16].ljust(16, b"\0")
+    body += bytes(rng.getrandbits(8) for _ in range(count * rec_bytes))
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def block_ok(block):
+    return len(block) > 4 and zlib.crc32(block[:-4]) == struct.unpack("<I", block[-4:])[0]
+
+
+class PtyUart:
+    """machine.UART subset (any/readinto/write) over a pty master; writes nobody reads are lost,
+    like bits on a wire. loss/flip: per-byte probabilities applied in both directions."""
+
+    def __init__(self, loss=0.0, flip=0.0, seed=1):
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self.slave)
+        self.loss = loss
+        self.flip = flip
+        self.rng = random.Random(seed)
+        self.line_tx = 0  # bytes the box put on the line
+        self.line_rx = 0
+        self.corrupted = 0
+
+    def _mangle(self, data):
+        if not self.loss and not self.flip:
+            return data
+        out = bytearray()
+        r = self.rng.random
+        for b in data:
+            x = r()
+            if x < self.loss:
+                self.corrupted += 1
+                continue
+            if x < self.loss + self.flip:
+                b ^= 1 << self.rng.randrange(8)
+                self.corrupted += 1
+            out.append(b)
+        return bytes(out)
+
+    def any(self):
+        r, _, _ = select.select([self.master], [], [], 0)
+        return 4096 if r else 0
+
+    def readinto(self, buf, n=-1):
+        if n < 0:
+            n = len(buf)
+        try:
+            data = os.read(self.master, n)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EIO):
+                return 0
+            raise
+        self.line_rx += len(data)
+        data = self._mangle(data)
+        buf[0 : len(data)] = data
+        return len(data)
+
+    def write(self, b):
+        data = bytes(b)
+        self.line_tx += len(data)
+        data = self._mangle(data)
+        try:
+            os.write(self.master, data)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EIO):
+                raise
+        return len(b)
+
+    def close(self):
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class SimBox:
+    """BoxLink + MemStore + producer, polled in a thread every poll_ms."""
+
+    def __init__(self, device="box-0001", boot=1, loss=0.0, flip=0.0, window=8, rto_ms=500, poll_ms=5,
+                 seed=1, on_command=None):
+        self.device = device
+        self.boot = boot
+        self.store = MemStore()
+        self.uart = PtyUart(loss, flip, seed)
+        self.rng = random.Random(seed)
+        self.link = BoxLink(self.uart, self.store, device, "sim-1.0", boot, window=window, rto_ms=rto_ms,
+                            on_command=on_command)
+        self.poll_ms = poll_ms
+        self.produced = {}  # first_seq -> block
+        self.records = 0
+        self.lock = threading.Lock()
+        self._stop = False
+        self.thread = None
+        self.t0 = time.monotonic()
+
+    @property
+    def path(self):
+        return self.uart.path
+
+    def produce(self, nblocks, records_per_block=32, prio=0):
+        for _ in range(nblocks):
+            with self.store.lock:
+                fs = self.store.seq
+                self.store.seq += records_per_block
+            b = make_block(self.device, self.boot, fs, records_per_block, self.rng)
+            with self.lock:
+                self.produced[fs] = b
+                self.records += records_per_block
+            self.store.append(b, fs, fs + records_per_block - 1, prio)
+
+    def _run(self):
+        while not self._stop:
+            with self.lock:
+                self.link.poll(int((time.monotonic() - self.t0) * 1000))
+            time.sleep(self.poll_ms / 1000)
+
+    def start(self):
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self._stop = True
+        if self.thread:
+            self.thread.join(5)
+        self.uart.close()
+
+
+class Collector:
+    """Subscribes to paydbox/<fleet>/<device>/# and keeps each block once by (device, first_seq)."""
+
+    def __init__(self, host, port, topic, username=None, password=None, client_id=None):
+        import paho.mqtt.client as mqtt
+
+        self.got = {}
+        self.dups = 0
+        self.bad = 0
+        self.order = []
+        self.status = []
+        self.results = []
+        self.other = []
+        self.lock = threading.Lock()
+        self.c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=client_id or "collector-%d" % os.getpid(), protocol=mqtt.MQTTv5)
+        if username:
+            self.c.username_pw_set(username, password)
+        self.c.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.topic = topic
+
+        def on_connect(client, userdata, flags, rc, props):
+            client.subscribe(topic, qos=1)
+
+        def on_subscribe(client, userdata, mid, rcs, props):
+            self.subscribed.set()
+
+        self.c.on_connect = on_connect
+        self.c.on_subscribe = on_subscribe
+        self.c.connect(host, port)
+        self.c.loop_start()
+        if not self.subscribed.wait(10):
+            raise RuntimeError("collector could not subscribe to %s" % topic)
+
+    def _on_message(self, client, userdata, msg):
+        with self.lock:
+            leaf = msg.topic.split("/", 3)[3] if msg.topic.count("/") >= 3 else msg.topic
+            if leaf in ("records", "events"):
+                props = dict(getattr(msg.properties, "UserProperty", []) or [])
+                device = msg.topic.split("/")[2]
+                fs = int(props["first_seq"]) if "first_seq" in props else struct.unpack_from("<I", msg.payload, 4)[0]
+                if not block_ok(msg.payload):
+                    self.bad += 1
+                    return
+                key = (device, fs)
+                if key in self.got:
+                    self.dups += 1
+                    if self.got[key] != msg.payload:
+                        self.bad += 1
+                    return
+                self.got[key] = bytes(msg.payload)
+                self.order.append(fs)
+            elif leaf == "status":
+                self.status.append(json.loads(msg.payload))
+            elif leaf == "cmd/result":
+                self.results.append(json.loads(msg.payload))
+            else:
+                self.other.append((msg.topic, msg.payload))
+
+    def count(self):
+        with self.lock:
+            return len(self.got)
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def write_agent_config(path, fleet, device, serial_url, queue_path, host, port, max_bytes=50_000_000,
+                       extra_mqtt=None, status_interval_s=1.0, inflight=32):
+    lines = [
+        "[device]", 'fleet = "%s"' % fleet, 'id = "%s"' % device, "",
+        "[serial]", 'url = "%s"' % serial_url, "baudrate = 115200", "",
+        "[queue]", 'path = "%s"' % queue_path, "max_bytes = %d" % max_bytes, "",
+        "[agent]", "status_interval_s = %s" % status_interval_s, "",
+        "[mqtt]", 'host = "%s"' % host, "port = %d" % port, "inflight = %d" % inflight,
+        "backoff_min_s = 0.2", "backoff_max_s = 2.0",
+    ]
+    for k, v in (extra_mqtt or {}).items():
+        lines.append("%s = %s" % (k, json.dumps(v)))
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+class AgentProc:
+    """The real agent as a subprocess (python -m edge_agent.agent)."""
+
+    def __init__(self, config_path, log_path):
+        self.config_path = config_path
+        self.log_path = log_path
+        self.proc = None
+        self.kills = 0
+
+    def start(self):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.pop("NOTIFY_SOCKET", None)
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge_agent.agent", "--config", self.config_path],
+                                     stdout=logf, stderr=logf, env=env, cwd=root)
+        logf.close()
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            self.kills += 1
+
+    def terminate(self, timeout=10):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+def wait_for(pred, timeout, step=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
