@@ -273,12 +273,12 @@ def map_canvas(pos, events, width=900, height=540):
     kx = math.cos(math.radians((lat_min + lat_max) / 2))
     span_x = max((lon_max - lon_min) * kx, 0.001)  # at least ~110 m
     span_y = max(lat_max - lat_min, 0.001)
-    sc = min((width - 2 * pad) / span_x, (height - 2 * pad - 20) / span_y)
+    sc = min((width - 2 * pad) / span_x, (height - 2 * pad - 34) / span_y)
     cx_deg = (lon_min + lon_max) / 2
     cy_deg = (lat_min + lat_max) / 2
 
     def proj(lat, lon):
-        return (width / 2 + (lon - cx_deg) * kx * sc, (height - 20) / 2 + (cy_deg - lat) * sc)
+        return (width / 2 + (lon - cx_deg) * kx * sc, (height - 34) / 2 + (cy_deg - lat) * sc)
 
     # frame and light grid
     c.rect(0.5, 0.5, width - 1, height - 1, None, "#cbd5e0")
@@ -302,33 +302,48 @@ def map_canvas(pos, events, width=900, height=540):
         c.text(xy[0][0], xy[0][1] + 4, "S", 11, "#ffffff", "middle", True)
         c.circle(xy[-1][0], xy[-1][1], 9, "#1a202c", "#ffffff", 2)
         c.text(xy[-1][0], xy[-1][1] + 4, "E", 11, "#ffffff", "middle", True)
-    # events: numbered markers (details in the list below the map)
+    # events: numbered markers (details in the list below the map); labels dodge each other
+    placed = [xy[0], xy[-1]] if xy else []
+    offsets = [(14, -19), (-14, -19), (14, 19), (-14, 19), (28, -6), (-28, -6), (0, -30), (0, 30)]
     for i, e in enumerate(events):
         if e not in located:
             continue
         x, y = proj(e["lat_e7"] / 1e7, e["lon_e7"] / 1e7)
         col = EVENT_STYLE.get(e.get("kind"), EVENT_STYLE["unclassified"])[0]
-        c.line(x, y, x + 10, y - 14, col, 1.5)
+        best = None
+        for ox, oy in offsets:
+            lx, ly = x + ox, y + oy
+            d = min([math.hypot(lx - px, ly - py) for px, py in placed] or [99])
+            if 10 < lx < width - 10 and 10 < ly < height - 44 and (best is None or d > best[0] + 0.01):
+                best = (d, lx, ly)
+            if d >= 22:
+                break
+        _, lx, ly = best or (0, x + 14, y - 19)
+        placed.append((lx, ly))
+        c.line(x, y, lx, ly, col, 1.5)
         c.circle(x, y, 4, col, "#ffffff", 1)
-        c.circle(x + 14, y - 19, 10, col, "#ffffff", 1.5)
-        c.text(x + 14, y - 15, str(i + 1), 11, "#ffffff", "middle", True)
-    # legend (speed colours)
-    lx, ly = 12, height - 14
-    c.text(lx, ly, "speed km/h:", 12, "#2d3748", "start", True)
-    lx += 80
+        c.circle(lx, ly, 10, col, "#ffffff", 1.5)
+        c.text(lx, ly + 4, str(i + 1), 11, "#ffffff", "middle", True)
+    # bottom strip: legend (speed colours) and scale bar
+    c.rect(1, height - 34, width - 2, 33, "#ffffff")
+    c.line(1, height - 34, width - 1, height - 34, "#cbd5e0", 1)
+    lx, ly = 12, height - 13
+    c.text(lx, ly, "speed (km/h)", 12, "#2d3748", "start", True)
+    lx += 98
     for _, col, lab in SPEED_BINS:
-        c.rect(lx, ly - 9, 22, 8, col)
-        c.text(lx + 26, ly, lab, 12, "#2d3748")
-        lx += 26 + 7 * len(lab) + 14
-    # scale bar
+        c.rect(lx, ly - 10, 22, 10, col)
+        c.text(lx + 27, ly, lab, 12, "#2d3748")
+        lx += 27 + 7 * len(lab) + 16
     m_per_px = 111320.0 / sc
-    bar_m = nice_step(m_per_px * width / 5, 1)
+    bar_m = nice_step(m_per_px * min(width - lx - 40, width / 6), 1)
+    while bar_m / m_per_px > width - lx - 40 and bar_m > 1:
+        bar_m /= 2.0
     bar_px = bar_m / m_per_px
-    bx, by = width - 20 - bar_px, height - 18
+    bx, by = width - 16 - bar_px, height - 11
     c.line(bx, by, bx + bar_px, by, "#2d3748", 2)
     c.line(bx, by - 5, bx, by + 1, "#2d3748", 2)
     c.line(bx + bar_px, by - 5, bx + bar_px, by + 1, "#2d3748", 2)
-    c.text(bx + bar_px / 2, by - 6, ("%g km" % (bar_m / 1000)) if bar_m >= 1000 else ("%d m" % bar_m), 11,
+    c.text(bx + bar_px / 2, by - 7, ("%g km" % (bar_m / 1000)) if bar_m >= 1000 else ("%d m" % bar_m), 11,
            "#2d3748", "middle")
     # north arrow
     c.line(width - 24, 40, width - 24, 16, "#2d3748", 2)
@@ -339,7 +354,7 @@ def map_canvas(pos, events, width=900, height=540):
 
 def profile_canvas(pos, events, t0_ms, width=900, height=230):
     c = Canvas(width, height, bg="#ffffff")
-    left, right, top, bottom = 52, 16, 16, 40
+    left, right, top, bottom = 52, 16, 26, 40
     pw, ph = width - left - right, height - top - bottom
     samples = [((p["t_ms"] - t0_ms) / 60000.0, speed_kmh(p["speed_mmps"])) for p in pos if p["speed_mmps"] >= 0]
     if not samples:
@@ -361,7 +376,7 @@ def profile_canvas(pos, events, t0_ms, width=900, height=230):
         c.text(x, top + ph + 16, ("%g" % round(t, 2)), 11, "#4a5568", "middle")
         t += st
     c.text(left + pw / 2, height - 6, "minutes since trip start", 12, "#2d3748", "middle")
-    c.text(12, top + 10, "km/h", 11, "#2d3748", "start", True)
+    c.text(left - 6, top - 10, "km/h", 11, "#2d3748", "end", True)
     for e in events:
         if e.get("t_ms") is None:
             continue
@@ -379,8 +394,8 @@ def profile_canvas(pos, events, t0_ms, width=900, height=230):
         x = left + (e["t_ms"] - t0_ms) / 60000.0 / tmax * pw
         if left <= x <= left + pw:
             col = EVENT_STYLE.get(e.get("kind"), EVENT_STYLE["unclassified"])[0]
-            c.circle(x, top + 8, 8, col, "#ffffff", 1)
-            c.text(x, top + 12, str(i + 1), 10, "#ffffff", "middle", True)
+            c.circle(x, top - 9, 8, col, "#ffffff", 1)
+            c.text(x, top - 5, str(i + 1), 10, "#ffffff", "middle", True)
     c.rect(left, top, pw, ph, None, "#a0aec0")
     return c
 
@@ -414,8 +429,8 @@ def stats(t, pos):
     if max_mmps is None and pos:
         max_mmps = max(p["speed_mmps"] for p in pos)
     rows = [
-        ("Start (UTC)", (consumer_db.utc_iso(t.get("start_utc_s")) or "-").replace("T", " ")),
-        ("End (UTC)", (consumer_db.utc_iso(t.get("end_utc_s")) or "-").replace("T", " ")),
+        ("Start (UTC)", (consumer_db.utc_iso(t.get("start_utc_s")) or "-").replace("T", " ").rstrip("Z")),
+        ("End (UTC)", (consumer_db.utc_iso(t.get("end_utc_s")) or "-").replace("T", " ").rstrip("Z")),
         ("Distance", fmt_km(t.get("distance_m"))),
         ("Duration", fmt_dur(t.get("duration_s"))),
         ("Max speed", "-" if max_mmps is None else "%d km/h" % round(speed_kmh(max_mmps))),
