@@ -1,0 +1,937 @@
+# Motion on the box: mount auto-calibration, harsh events and crash detection.
+#
+# Two halves (see docs/motion.md):
+# - feed(): the per-sample hot path. Integers only, preallocated arrays only, no allocation
+#   (proved under micropython.heap_lock() by tests/mp/mp_motion.py). It low-passes the samples,
+#   rotates them into the vehicle frame with an integer Q14 matrix, runs the event state machines,
+#   the crash detector and its pre-trigger ring, and sums 250 ms windows for the calibration.
+#   Whatever it finds is written into preallocated int queues.
+# - poll() / on_fix(): not hot (called after each FIFO read and at the GNSS rate). They drain the
+#   queues, update the calibration with floats, and emit events as dicts through on_event.
+#   Events are emitted ONLY from poll() and on_fix(), never from feed().
+import math
+import sys
+
+from hw.compat import const
+
+# event kind codes in the queue
+_K_ACCEL = const(1)
+_K_BRAKE = const(2)
+_K_LEFT = const(3)
+_K_RIGHT = const(4)
+_K_CAND = const(5)   # candidate seen before calibration: box-frame vectors, classified later
+
+KIND_NAMES = ("", "harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "unclassified")
+
+# event queue record layout (ints)
+_Q_KIND = const(0)
+_Q_T = const(1)
+_Q_DUR = const(2)
+_Q_PEAK = const(3)
+_Q_MEAN = const(4)
+_Q_SP0 = const(5)
+_Q_SP1 = const(6)
+_Q_LAT = const(7)
+_Q_LON = const(8)
+_Q_CRS = const(9)
+_Q_MB = const(10)    # mean box-frame horizontal vector (3), candidates only
+_Q_PB = const(13)    # peak box-frame horizontal vector (3), candidates only
+_QF = const(16)
+_QN = const(8)       # queue slots
+
+# channel state layout (two channels: 0 longitudinal / calibrating magnitude, 1 lateral)
+_C_ACT = const(0)    # 0 idle, +1/-1 active with that sign
+_C_T0 = const(1)
+_C_N = const(2)
+_C_SUM = const(3)
+_C_PEAK = const(4)
+_C_SP0 = const(5)
+_C_LAT = const(6)
+_C_LON = const(7)
+_C_CRS = const(8)
+_C_SVX = const(9)
+_C_SVY = const(10)
+_C_PVX = const(11)
+_C_PVY = const(12)
+_C_LAST = const(13)  # time of the last sample above the off threshold
+_CF = const(14)
+
+# window queue layout: t_end, sx, sy, sz, activity, n
+_WF = const(6)
+_WN = const(64)
+
+_MG_PER_MPS2 = 1000.0 / 9.80665
+_Q14 = const(16384)
+_CLIP = const(16000)   # LIS3DH full scale at +-16 g: keeps every product a small int on 32-bit ports
+
+# crash detector states
+_CR_ARMED = const(0)
+_CR_POST = const(1)
+_CR_READY = const(2)   # ring frozen, waiting for poll() to build the record
+_CR_REARM = const(3)   # waiting for the magnitude to drop below the threshold
+
+DEFAULTS = {
+    "harsh_accel_mps2": 2.5,
+    "harsh_brake_mps2": 2.7,
+    "harsh_corner_mps2": 3.4,
+    "harsh_min_speed_kmh": 10,
+    "corner_min_speed_kmh": 30,
+    "harsh_min_dur_ms": 500,
+    "harsh_max_dur_ms": 15000,
+    "harsh_hyst_pct": 80,
+    "harsh_lp_hz": 2,
+    "crash_threshold_mg": 3000,
+    "crash_min_ms": 30,
+    "crash_pre_ms": 5000,
+    "crash_post_ms": 5000,
+    "calib_min_quality": 60,
+    "knock_deg": 15,
+    "knock_ms": 2000,
+    "still_mmps": 500,
+    "moving_act_mg": 40,
+}
+
+
+class MotionError(Exception):
+    pass
+
+
+def _cfg(cfg, key):
+    if cfg is not None:
+        try:
+            if key in cfg:
+                return cfg[key]
+        except TypeError:
+            pass
+    return DEFAULTS[key]
+
+
+def _shift_for(samples):
+    # smallest k with 2**k >= samples, rounded to the nearest power of two
+    k = 0
+    while (1 << (k + 1)) <= samples:
+        k += 1
+    if samples - (1 << k) > (1 << (k + 1)) - samples:
+        k += 1
+    return k
+
+
+def _norm(v):
+    n = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+    if n <= 0:
+        return None
+    return [v[0] / n, v[1] / n, v[2] / n]
+
+
+def _dot(a, b):
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _cross(a, b):
+    return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+
+
+def _angle_deg(a, b):
+    na = math.sqrt(_dot(a, a))
+    nb = math.sqrt(_dot(b, b))
+    if na <= 0 or nb <= 0:
+        return 180.0
+    c = _dot(a, b) / (na * nb)
+    if c > 1.0:
+        c = 1.0
+    if c < -1.0:
+        c = -1.0
+    return math.degrees(math.acos(c))
+
+
+class Motion:
+    def __init__(self, rate_hz=100, cfg=None, on_event=None, state=None):
+        if not isinstance(rate_hz, int) or rate_hz < 10 or rate_hz > 1000:
+            raise ValueError("rate_hz: expected an int in 10..1000, got %r" % (rate_hz,))
+        from array import array
+
+        self.rate_hz = rate_hz
+        self.on_event = on_event
+        self.counters = {"queue_full": 0, "held_overflow": 0, "too_long": 0, "gated": 0,
+                         "weak": 0, "recalibrations": 0, "knocks": 0, "windows_dropped": 0,
+                         "fix_pairs": 0}
+        # thresholds
+        self._thr_acc = int(_cfg(cfg, "harsh_accel_mps2") * _MG_PER_MPS2 + 0.5)
+        self._thr_brk = int(_cfg(cfg, "harsh_brake_mps2") * _MG_PER_MPS2 + 0.5)
+        self._thr_cor = int(_cfg(cfg, "harsh_corner_mps2") * _MG_PER_MPS2 + 0.5)
+        for name, v in (("harsh_accel_mps2", self._thr_acc), ("harsh_brake_mps2", self._thr_brk),
+                        ("harsh_corner_mps2", self._thr_cor)):
+            if v < 20:
+                raise ValueError("%s: threshold too small" % name)
+        hyst = int(_cfg(cfg, "harsh_hyst_pct"))
+        if hyst < 10 or hyst > 100:
+            raise ValueError("harsh_hyst_pct: expected 10..100, got %r" % (hyst,))
+        self._off_acc = self._thr_acc * hyst // 100
+        self._off_brk = self._thr_brk * hyst // 100
+        self._off_cor = self._thr_cor * hyst // 100
+        self._thr_min = min(self._thr_acc, self._thr_brk, self._thr_cor)
+        self._thr_min2 = self._thr_min * self._thr_min
+        off_min = self._thr_min * hyst // 100
+        self._off_min2 = off_min * off_min
+        self._gate_long = int(_cfg(cfg, "harsh_min_speed_kmh") * 1000000 // 3600)
+        self._gate_cor = int(_cfg(cfg, "corner_min_speed_kmh") * 1000000 // 3600)
+        self._min_dur = int(_cfg(cfg, "harsh_min_dur_ms"))
+        self._max_dur = int(_cfg(cfg, "harsh_max_dur_ms"))
+        lp_hz = _cfg(cfg, "harsh_lp_hz")
+        if lp_hz <= 0:
+            raise ValueError("harsh_lp_hz: must be > 0")
+        self._k = max(1, _shift_for(rate_hz / (2 * math.pi * lp_hz)))
+        self._kb = _shift_for(10 * rate_hz)      # slope/offset baseline, tau ~10 s
+        crash_mg = int(_cfg(cfg, "crash_threshold_mg"))
+        if crash_mg < 1000 or crash_mg > 15000:
+            raise ValueError("crash_threshold_mg: expected 1000..15000, got %r" % (crash_mg,))
+        self._cthr2 = crash_mg * crash_mg
+        self._cmin_n = max(1, (int(_cfg(cfg, "crash_min_ms")) * rate_hz + 999) // 1000)
+        pre_n = int(_cfg(cfg, "crash_pre_ms")) * rate_hz // 1000
+        post_n = int(_cfg(cfg, "crash_post_ms")) * rate_hz // 1000
+        if pre_n < 1 or post_n < 1:
+            raise ValueError("crash_pre_ms/crash_post_ms: must be > 0")
+        self._pre_n = pre_n
+        self._post_n = post_n
+        self._ring_n = pre_n + post_n
+        self._calib_min_q = int(_cfg(cfg, "calib_min_quality"))
+        self._knock_deg = float(_cfg(cfg, "knock_deg"))
+        self._knock_windows = max(1, int(_cfg(cfg, "knock_ms")) // 250)
+        self._still_mmps = int(_cfg(cfg, "still_mmps"))
+        self._moving_act = int(_cfg(cfg, "moving_act_mg"))
+
+        # --- hot-path state (all preallocated) ---
+        self._lp = array("i", [0] * (6))              # two-stage IIR, Q8: s1 x,y,z then s2 x,y,z
+        self._lp_init = 0
+        self._R = array("i", [0] * (9))               # rows: vehicle x, y, z in box axes, Q14
+        self._g = array("i", [0] * (3))               # gravity (mg, box axes) for the crash magnitude
+        self._base = array("i", [0] * (2))            # Q8 baselines of the two channels (slope, camber)
+        self._mode = 0                        # 0 no gravity, 1 gravity only (candidates), 2 calibrated
+        self._ch = array("i", [0] * (2 * _CF))
+        self._evq = array("i", [0] * (_QN * _QF))
+        self._evq_head = 0
+        self._evq_n = 0
+        self._ring = array("h", [0] * (3 * self._ring_n))
+        self._rp = 0                          # next write index (samples)
+        self._filled = 0
+        self._cst = _CR_ARMED
+        self._cover = 0
+        self._cmiss = 0
+        self._ct0 = 0
+        self._cpeak2 = 0
+        self._cpost = 0
+        self._cdur_n = 0
+        self._csp0 = -1
+        self._csp1 = -1
+        self._clat = 0
+        self._clon = 0
+        self._ccrs = -1
+        self._cvalid = 0
+        self._win_n = max(1, rate_hz // 4)
+        self._w = array("i", [0] * (5))               # sx, sy, sz, act, n of the open window
+        self._wq = array("i", [0] * (_WN * _WF))
+        self._wq_head = 0
+        self._wq_n = 0
+        self._mv_hi = 0
+        self._mv_lo = 0
+        self.moving = -1
+        # latest fix, read by the hot path
+        self._spd = -1
+        self._lat = 0
+        self._lon = 0
+        self._crs = -1
+
+        # --- calibration (floats, not hot) ---
+        self.calib_state = "uncalibrated"
+        self.calib_quality = 0
+        self.calib_err_deg = -1.0   # estimated 1-sigma error of the forward axis
+        self._held = []             # candidates waiting for calibration (max _QN)
+        self._reset_calib()
+        self._prev_fix = None       # (t_ms, speed_mmps, course_cdeg)
+        if state:
+            self._restore(state)
+
+    # ------------------------------------------------------------------ calibration state
+    def _reset_calib(self):
+        self._gs = [0.0, 0.0, 0.0]   # sum of still window means
+        self._gs_n = 0
+        self._ga = [0.0, 0.0, 0.0]   # sum of all window means
+        self._ga_n = 0
+        self._gdrive = None          # slow EMA of driving windows (mismatch check)
+        self._gdrive_n = 0
+        self._gvec = None            # unit gravity ("up") in box axes
+        self._xvec = None            # unit forward in box axes
+        self._basis_g = None         # gravity the current R was built with
+        self._knock_n = 0
+        self._iv = [0.0, 0.0, 0.0]   # sum of window sums since the last fix
+        self._iv_n = 0
+        # forward regression m = c + b * a_long: sums
+        self._rn = 0
+        self._ra = 0.0
+        self._raa = 0.0
+        self._rm = [0.0, 0.0, 0.0]
+        self._ram = [0.0, 0.0, 0.0]
+        self._rmm = 0.0
+        self._restored_q = 0
+
+    def _restore(self, st):
+        try:
+            R = st["R"]
+            q = int(st.get("quality", 0))
+            cs = st.get("calib_state", "uncalibrated")
+        except (KeyError, TypeError, AttributeError):
+            raise ValueError("state: expected a dict with R, quality, calib_state")
+        if len(R) != 9:
+            raise ValueError("state: R must have 9 ints")
+        if cs == "calibrated":
+            rows = [[R[3 * i + j] / _Q14 for j in range(3)] for i in range(3)]
+            self._gvec = _norm(rows[2])
+            self._xvec = _norm(rows[0])
+            if self._gvec is None or self._xvec is None:
+                raise ValueError("state: R rows are zero")
+            self._gs = [self._gvec[i] * 1000.0 * 20 for i in range(3)]
+            self._gs_n = 20
+            self._restored_q = q
+            self.calib_quality = q
+            self.calib_state = "calibrated"
+            self._set_R(self._xvec, self._gvec, 2)
+            for i in range(9):
+                self._R[i] = int(R[i])
+
+    def state(self):
+        """Persistable dict of ints and strings."""
+        return {"v": 1, "calib_state": self.calib_state, "quality": self.calib_quality,
+                "R": [self._R[i] for i in range(9)], "recal": self.counters["recalibrations"]}
+
+    def _set_R(self, xv, gv, mode):
+        if xv is None:
+            # arbitrary horizontal basis for candidate detection
+            ref = [1.0, 0.0, 0.0]
+            if abs(gv[0]) > 0.7:
+                ref = [0.0, 1.0, 0.0]
+            xv = _norm(_cross(_cross(gv, ref), gv))
+        else:
+            xv = _norm([xv[i] - _dot(xv, gv) * gv[i] for i in range(3)])
+        yv = _cross(gv, xv)
+        R = self._R
+        for j in range(3):
+            R[j] = int(round(xv[j] * _Q14))
+            R[3 + j] = int(round(yv[j] * _Q14))
+            R[6 + j] = int(round(gv[j] * _Q14))
+            self._g[j] = int(round(gv[j] * 1000))
+        if mode != self._mode or self._basis_g is None or _angle_deg(self._basis_g, gv) > 1.0:
+            self._base[0] = 0
+            self._base[1] = 0
+            for i in range(2 * _CF):
+                self._ch[i] = 0
+        self._basis_g = gv
+        self._mode = mode
+
+    def _recalibrate(self, seed):
+        self.counters["recalibrations"] += 1
+        self._reset_calib()
+        self._mode = 0
+        for i in range(2 * _CF):
+            self._ch[i] = 0
+        self.calib_state = "uncalibrated"
+        self.calib_quality = 0
+        self.calib_err_deg = -1.0
+        if seed is not None:
+            self._gs = [seed[0], seed[1], seed[2]]
+            self._gs_n = 1
+
+    # ------------------------------------------------------------------ hot path
+    def feed(self, t0_ms, xyz_mg, n):
+        """n samples (x,y,z interleaved, mg, box axes) from t0_ms, spaced 1000/rate_hz ms.
+        Integer-only, allocation-free. Emits nothing: call poll() (or on_fix) afterwards."""
+        rate = self.rate_hz
+        k = self._k
+        kb = self._kb
+        lp = self._lp
+        if not self._lp_init and n > 0:
+            for j in range(3):
+                v = xyz_mg[j]
+                lp[j] = v << 8
+                lp[3 + j] = v << 8
+            self._lp_init = 1
+        s1x = lp[0]
+        s1y = lp[1]
+        s1z = lp[2]
+        s2x = lp[3]
+        s2y = lp[4]
+        s2z = lp[5]
+        R = self._R
+        r0 = R[0]
+        r1 = R[1]
+        r2 = R[2]
+        r3 = R[3]
+        r4 = R[4]
+        r5 = R[5]
+        g = self._g
+        gx = g[0]
+        gy = g[1]
+        gz = g[2]
+        mode = self._mode
+        ring = self._ring
+        rp = self._rp
+        rlen = 3 * self._ring_n
+        cthr2 = self._cthr2
+        w = self._w
+        wn = self._win_n
+        base = self._base
+        ch = self._ch
+        for i in range(n):
+            j = 3 * i
+            x = xyz_mg[j]
+            y = xyz_mg[j + 1]
+            z = xyz_mg[j + 2]
+            if x > _CLIP:
+                x = _CLIP
+            elif x < -_CLIP:
+                x = -_CLIP
+            if y > _CLIP:
+                y = _CLIP
+            elif y < -_CLIP:
+                y = -_CLIP
+            if z > _CLIP:
+                z = _CLIP
+            elif z < -_CLIP:
+                z = -_CLIP
+            t = t0_ms + (i * 1000) // rate
+            # --- crash: pre-trigger ring and raw dynamic magnitude
+            cst = self._cst
+            if cst != _CR_READY:
+                ring[rp] = x
+                ring[rp + 1] = y
+                ring[rp + 2] = z
+                rp += 3
+                if rp >= rlen:
+                    rp = 0
+                if self._filled < self._ring_n:
+                    self._filled += 1
+            dx = x - gx
+            dy = y - gy
+            dz = z - gz
+            m2 = dx * dx + dy * dy + dz * dz
+            if cst == _CR_ARMED:
+                if m2 >= cthr2:
+                    if self._cover == 0:
+                        self._ct0 = t
+                        self._cpeak2 = 0
+                        self._csp0 = self._spd
+                    self._cover += 1
+                    self._cmiss = 0
+                    if m2 > self._cpeak2:
+                        self._cpeak2 = m2
+                    if self._cover >= self._cmin_n:
+                        # trigger: keep post_n more samples, then freeze the ring
+                        self._cst = _CR_POST
+                        self._cpost = self._post_n
+                        self._cdur_n = self._cover
+                        self._clat = self._lat
+                        self._clon = self._lon
+                        self._ccrs = self._crs
+                        # samples before the trigger that the ring will still hold
+                        self._cvalid = self._filled + self._post_n
+                        if self._cvalid > self._ring_n:
+                            self._cvalid = self._ring_n
+                elif self._cover:
+                    self._cmiss += 1
+                    if self._cmiss > 1:
+                        self._cover = 0
+            elif cst == _CR_POST:
+                if m2 >= cthr2:
+                    self._cdur_n += 1
+                    if m2 > self._cpeak2:
+                        self._cpeak2 = m2
+                self._cpost -= 1
+                if self._cpost <= 0:
+                    self._cst = _CR_READY
+                    self._csp1 = self._spd
+            elif cst == _CR_REARM:
+                if m2 < cthr2:
+                    self._cst = _CR_ARMED
+                    self._cover = 0
+            # --- two-stage low-pass (Q8)
+            s1x += ((x << 8) - s1x) >> k
+            s1y += ((y << 8) - s1y) >> k
+            s1z += ((z << 8) - s1z) >> k
+            s2x += (s1x - s2x) >> k
+            s2y += (s1y - s2y) >> k
+            s2z += (s1z - s2z) >> k
+            fx = s2x >> 8
+            fy = s2y >> 8
+            fz = s2z >> 8
+            # --- calibration window sums and activity
+            w[0] += x
+            w[1] += y
+            w[2] += z
+            w[3] += abs(x - fx) + abs(y - fy) + abs(z - fz)
+            w[4] += 1
+            if w[4] >= wn:
+                self._close_window(t)
+            if mode == 0:
+                continue
+            # --- vehicle frame (mode 2) or gravity-aligned horizontal basis (mode 1)
+            vx = (r0 * fx + r1 * fy + r2 * fz) >> 14
+            vy = (r3 * fx + r4 * fy + r5 * fz) >> 14
+            if ch[_C_ACT] == 0:
+                base[0] += ((vx << 8) - base[0]) >> kb
+            if ch[_CF + _C_ACT] == 0:
+                base[1] += ((vy << 8) - base[1]) >> kb
+            vx -= base[0] >> 8
+            vy -= base[1] >> 8
+            if mode == 2:
+                self._channel(0, vx, t)
+                self._channel(1, vy, t)
+            else:
+                self._candidate(vx, vy, t)
+        lp[0] = s1x
+        lp[1] = s1y
+        lp[2] = s1z
+        lp[3] = s2x
+        lp[4] = s2y
+        lp[5] = s2z
+        self._rp = rp
+
+    def _close_window(self, t):
+        w = self._w
+        if self._wq_n >= _WN:
+            self._wq_head = (self._wq_head + 1) % _WN
+            self._wq_n -= 1
+            self.counters["windows_dropped"] += 1
+        o = ((self._wq_head + self._wq_n) % _WN) * _WF
+        q = self._wq
+        q[o] = t
+        q[o + 1] = w[0]
+        q[o + 2] = w[1]
+        q[o + 3] = w[2]
+        q[o + 4] = w[3]
+        q[o + 5] = w[4]
+        self._wq_n += 1
+        act = w[3] // w[4]
+        if act >= self._moving_act:
+            self._mv_hi += 1
+            self._mv_lo = 0
+            if self._mv_hi >= 2:
+                self.moving = 1
+        else:
+            self._mv_lo += 1
+            self._mv_hi = 0
+            if self._mv_lo >= 12:
+                self.moving = 0
+        w[0] = 0
+        w[1] = 0
+        w[2] = 0
+        w[3] = 0
+        w[4] = 0
+
+    def _channel(self, c, v, t):
+        ch = self._ch
+        o = c * _CF
+        act = ch[o + _C_ACT]
+        if c == 0:
+            on_p = self._thr_acc
+            on_n = self._thr_brk
+            off_p = self._off_acc
+            off_n = self._off_brk
+        else:
+            on_p = self._thr_cor
+            on_n = self._thr_cor
+            off_p = self._off_cor
+            off_n = self._off_cor
+        if act == 0:
+            if v >= on_p:
+                act = 1
+            elif v <= -on_n:
+                act = -1
+            else:
+                return
+            ch[o + _C_ACT] = act
+            ch[o + _C_T0] = t
+            ch[o + _C_N] = 0
+            ch[o + _C_SUM] = 0
+            ch[o + _C_PEAK] = 0
+            ch[o + _C_SP0] = self._spd
+            ch[o + _C_LAT] = self._lat
+            ch[o + _C_LON] = self._lon
+            ch[o + _C_CRS] = self._crs
+        a = v * act
+        off = off_p if act > 0 else off_n
+        if a >= off:
+            ch[o + _C_N] += 1
+            ch[o + _C_SUM] += a
+            if a > ch[o + _C_PEAK]:
+                ch[o + _C_PEAK] = a
+            ch[o + _C_LAST] = t
+            if t - ch[o + _C_T0] > self._max_dur:
+                # sustained offset, not a manoeuvre (bad mounting, towing on a slope...)
+                self.counters["too_long"] += 1
+                ch[o + _C_ACT] = 0
+            return
+        # end of the event
+        ch[o + _C_ACT] = 0
+        dur = t - ch[o + _C_T0]
+        if dur < self._min_dur:
+            return
+        sp0 = ch[o + _C_SP0]
+        sp1 = self._spd
+        sp = sp0 if sp0 > sp1 else sp1
+        gate = self._gate_long if c == 0 else self._gate_cor
+        if sp >= 0 and sp < gate:
+            self.counters["gated"] += 1
+            return
+        if c == 0:
+            kind = _K_ACCEL if act > 0 else _K_BRAKE
+        else:
+            kind = _K_LEFT if act > 0 else _K_RIGHT
+        q = self._q_slot()
+        if q < 0:
+            return
+        e = self._evq
+        e[q + _Q_KIND] = kind
+        e[q + _Q_T] = ch[o + _C_T0]
+        e[q + _Q_DUR] = dur
+        e[q + _Q_PEAK] = ch[o + _C_PEAK]
+        e[q + _Q_MEAN] = ch[o + _C_SUM] // ch[o + _C_N]
+        e[q + _Q_SP0] = sp0
+        e[q + _Q_SP1] = sp1
+        e[q + _Q_LAT] = ch[o + _C_LAT]
+        e[q + _Q_LON] = ch[o + _C_LON]
+        e[q + _Q_CRS] = ch[o + _C_CRS]
+
+    def _q_slot(self):
+        if self._evq_n >= _QN:
+            self.counters["queue_full"] += 1
+            return -1
+        q = ((self._evq_head + self._evq_n) % _QN) * _QF
+        self._evq_n += 1
+        return q
+
+    def _candidate(self, vx, vy, t):
+        # calibrating: detect on the horizontal magnitude, keep the box-frame vectors
+        ch = self._ch
+        m2 = vx * vx + vy * vy
+        if ch[_C_ACT] == 0:
+            if m2 < self._thr_min2:
+                return
+            ch[_C_ACT] = 1
+            ch[_C_T0] = t
+            ch[_C_N] = 0
+            ch[_C_SVX] = 0
+            ch[_C_SVY] = 0
+            ch[_C_PEAK] = 0
+            ch[_C_SP0] = self._spd
+            ch[_C_LAT] = self._lat
+            ch[_C_LON] = self._lon
+            ch[_C_CRS] = self._crs
+        if m2 >= self._off_min2:
+            ch[_C_N] += 1
+            ch[_C_SVX] += vx
+            ch[_C_SVY] += vy
+            if m2 > ch[_C_PEAK]:
+                ch[_C_PEAK] = m2
+                ch[_C_PVX] = vx
+                ch[_C_PVY] = vy
+            if t - ch[_C_T0] > self._max_dur:
+                self.counters["too_long"] += 1
+                ch[_C_ACT] = 0
+            return
+        ch[_C_ACT] = 0
+        dur = t - ch[_C_T0]
+        if dur < self._min_dur:
+            return
+        q = self._q_slot()
+        if q < 0:
+            return
+        e = self._evq
+        R = self._R
+        nn = ch[_C_N]
+        mx = ch[_C_SVX] // nn
+        my = ch[_C_SVY] // nn
+        px = ch[_C_PVX]
+        py = ch[_C_PVY]
+        e[q + _Q_KIND] = _K_CAND
+        e[q + _Q_T] = ch[_C_T0]
+        e[q + _Q_DUR] = dur
+        e[q + _Q_PEAK] = 0
+        e[q + _Q_MEAN] = 0
+        e[q + _Q_SP0] = ch[_C_SP0]
+        e[q + _Q_SP1] = self._spd
+        e[q + _Q_LAT] = ch[_C_LAT]
+        e[q + _Q_LON] = ch[_C_LON]
+        e[q + _Q_CRS] = ch[_C_CRS]
+        for j in range(3):
+            e[q + _Q_MB + j] = (mx * R[j] + my * R[3 + j]) >> 14
+            e[q + _Q_PB + j] = (px * R[j] + py * R[3 + j]) >> 14
+
+    # ------------------------------------------------------------------ not hot
+    def poll(self):
+        """Drain the hot-path queues: update the calibration and emit events (and a finished crash
+        record) through on_event. Call after each feed(); cheap when nothing is pending."""
+        if self._wq_n:
+            self._drain_windows()
+            self._update_calib()
+        self._drain_events()
+
+    def on_fix(self, fix):
+        """GNSS fix (t_ms, valid, speed_mmps, course_cdeg, lat_e7, lon_e7), 1-10 Hz."""
+        self._drain_windows()
+        valid = fix.valid and fix.speed_mmps >= 0
+        if fix.valid:
+            self._lat = fix.lat_e7
+            self._lon = fix.lon_e7
+            self._crs = fix.course_cdeg
+            self._spd = fix.speed_mmps
+        else:
+            self._spd = -1
+        iv_n = self._iv_n
+        iv = self._iv
+        self._iv = [0.0, 0.0, 0.0]
+        self._iv_n = 0
+        pf = self._prev_fix
+        self._prev_fix = (fix.t_ms, fix.speed_mmps, fix.course_cdeg) if valid else None
+        if pf is not None and valid and iv_n > 0:
+            dt = (fix.t_ms - pf[0]) / 1000.0
+            v1 = pf[1] / 1000.0
+            v2 = fix.speed_mmps / 1000.0
+            if 0.2 <= dt <= 2.5 and v1 > 2.0 and v2 > 2.0 and pf[2] >= 0 and fix.course_cdeg >= 0:
+                dc = (fix.course_cdeg - pf[2]) / 100.0
+                while dc > 180.0:
+                    dc -= 360.0
+                while dc < -180.0:
+                    dc += 360.0
+                w_rad = math.radians(dc) / dt
+                a_lat = abs(w_rad) * (v1 + v2) / 2
+                if abs(dc) / dt < 4.0 and a_lat < 0.4:
+                    a = (v2 - v1) / dt * _MG_PER_MPS2
+                    m = [iv[0] / iv_n, iv[1] / iv_n, iv[2] / iv_n]
+                    self._rn += 1
+                    self._ra += a
+                    self._raa += a * a
+                    for j in range(3):
+                        self._rm[j] += m[j]
+                        self._ram[j] += a * m[j]
+                    self._rmm += _dot(m, m)
+                    self.counters["fix_pairs"] += 1
+        self._update_calib()
+        self._drain_events()
+
+    def _drain_windows(self):
+        q = self._wq
+        spd = self._spd
+        while self._wq_n:
+            o = self._wq_head * _WF
+            n = q[o + 5]
+            m = [q[o + 1] / n, q[o + 2] / n, q[o + 3] / n]
+            act = q[o + 4] // n
+            self._wq_head = (self._wq_head + 1) % _WN
+            self._wq_n -= 1
+            for j in range(3):
+                self._iv[j] += q[o + 1 + j]
+            self._iv_n += n
+            still = (0 <= spd < self._still_mmps) or (spd < 0 and act < self._moving_act // 2)
+            gv = self._gvec
+            if still:
+                if gv is not None and self._gs_n >= 8 and _angle_deg(m, gv) > self._knock_deg:
+                    self._knock_n += 1
+                    if self._knock_n >= self._knock_windows:
+                        self.counters["knocks"] += 1
+                        self._recalibrate(m)
+                        continue
+                    continue   # do not mix a suspicious window into gravity
+                self._knock_n = 0
+                for j in range(3):
+                    self._gs[j] += m[j]
+                self._gs_n += 1
+            else:
+                self._knock_n = 0
+                if self._gdrive is None:
+                    self._gdrive = list(m)
+                else:
+                    for j in range(3):
+                        self._gdrive[j] += (m[j] - self._gdrive[j]) / 240.0
+                self._gdrive_n += 1
+                if (gv is not None and self._gdrive_n > 480 and self.calib_state == "calibrated"
+                        and _angle_deg(self._gdrive, gv) > self._knock_deg):
+                    # sustained mismatch while driving: the box moved
+                    self.counters["knocks"] += 1
+                    self._recalibrate(None)
+                    self._gdrive = list(m)
+                    continue
+            for j in range(3):
+                self._ga[j] += m[j]
+            self._ga_n += 1
+
+    def _update_calib(self):
+        # gravity ("up" in box axes)
+        gq = 0.0
+        if self._gs_n >= 8:
+            gv = _norm(self._gs)
+            gq = 1.0
+        elif self._ga_n >= 8:
+            gv = _norm(self._ga)
+            gq = 0.8
+        else:
+            gv = None
+        if gv is None:
+            return
+        self._gvec = gv
+        # forward axis from the regression of the box-frame mean on the GNSS longitudinal accel
+        xv = None
+        q = 0
+        err = -1.0
+        n = self._rn
+        if n >= 8:
+            saa = self._raa - self._ra * self._ra / n
+            if saa > 0:
+                b = [(self._ram[j] - self._ra * self._rm[j] / n) / saa for j in range(3)]
+                bh = [b[j] - _dot(b, gv) * gv[j] for j in range(3)]
+                bn = math.sqrt(_dot(bh, bh))
+                smm = self._rmm - _dot(self._rm, self._rm) / n
+                rss = smm - _dot(b, b) * saa
+                if rss < 0:
+                    rss = 0.0
+                sigma = math.sqrt(rss / (3 * (n - 2)))
+                if bn > 0:
+                    err = math.degrees(sigma / (bn * math.sqrt(saa)))
+                    xv = [bh[j] / bn for j in range(3)]
+                    qx = 1.0 - err / 10.0
+                    if bn < 0.4 or bn > 2.5:
+                        qx = 0.0
+                    if qx < 0:
+                        qx = 0.0
+                    q = int(100 * qx * gq)
+        if self._restored_q and self.calib_state == "calibrated" and (q < self._calib_min_q or n < 30):
+            return   # keep the persisted calibration until a fresh one is as good
+        if xv is not None and q >= self._calib_min_q:
+            was = self._mode
+            self.calib_state = "calibrated"
+            self.calib_quality = q
+            self.calib_err_deg = err
+            self._restored_q = 0
+            self._xvec = xv
+            self._set_R(xv, gv, 2)
+            if was != 2:
+                self._classify_held()
+            return
+        if self.calib_state == "calibrated":
+            # keep the last good rotation; refresh gravity only
+            return
+        self.calib_state = "calibrating"
+        self.calib_quality = q
+        self.calib_err_deg = err
+        self._set_R(None, gv, 1)
+
+    def _drain_events(self):
+        e = self._evq
+        while self._evq_n:
+            o = self._evq_head * _QF
+            rec = [e[o + i] for i in range(_QF)]
+            self._evq_head = (self._evq_head + 1) % _QN
+            self._evq_n -= 1
+            if rec[_Q_KIND] == _K_CAND:
+                if self._mode == 2:
+                    self._classify(rec)
+                else:
+                    if len(self._held) >= _QN:
+                        self.counters["held_overflow"] += 1
+                        self._emit_unclassified(self._held.pop(0))
+                    self._held.append(rec)
+            else:
+                self._emit(rec)
+        if self._cst == _CR_READY:
+            self._emit_crash()
+
+    def _emit(self, rec):
+        if self.on_event is None:
+            return
+        self.on_event({"type": KIND_NAMES[rec[_Q_KIND]], "t_ms": rec[_Q_T], "dur_ms": rec[_Q_DUR],
+                       "peak_mg": rec[_Q_PEAK], "mean_mg": rec[_Q_MEAN],
+                       "speed_start_mmps": rec[_Q_SP0], "speed_end_mmps": rec[_Q_SP1],
+                       "lat_e7": rec[_Q_LAT], "lon_e7": rec[_Q_LON], "course_cdeg": rec[_Q_CRS]})
+
+    def _emit_unclassified(self, rec):
+        mb = rec[_Q_MB:_Q_MB + 3]
+        pb = rec[_Q_PB:_Q_PB + 3]
+        rec[_Q_KIND] = _K_CAND
+        rec[_Q_PEAK] = int(math.sqrt(_dot(pb, pb)))
+        rec[_Q_MEAN] = int(math.sqrt(_dot(mb, mb)))
+        self._emit(rec)
+
+    def flush(self):
+        """Emit candidates still waiting for the calibration as `unclassified` (trip end)."""
+        self.poll()
+        held = self._held
+        self._held = []
+        for rec in held:
+            self._emit_unclassified(rec)
+
+    def _classify_held(self):
+        held = self._held
+        self._held = []
+        for rec in held:
+            self._classify(rec)
+
+    def _classify(self, rec):
+        R = self._R
+        xv = [R[j] / _Q14 for j in range(3)]
+        yv = [R[3 + j] / _Q14 for j in range(3)]
+        mb = rec[_Q_MB:_Q_MB + 3]
+        pb = rec[_Q_PB:_Q_PB + 3]
+        ml = _dot(mb, xv)
+        mt = _dot(mb, yv)
+        pl = _dot(pb, xv)
+        pt = _dot(pb, yv)
+        thr_l = self._thr_acc if pl >= 0 else self._thr_brk
+        rl = abs(pl) / thr_l
+        rt = abs(pt) / self._thr_cor
+        if rl >= rt:
+            kind = _K_ACCEL if pl >= 0 else _K_BRAKE
+            peak, mean, r, gate = abs(pl), abs(ml), rl, self._gate_long
+        else:
+            kind = _K_LEFT if pt >= 0 else _K_RIGHT
+            peak, mean, r, gate = abs(pt), abs(mt), rt, self._gate_cor
+        if r < 1.0:
+            self.counters["weak"] += 1
+            return
+        sp = max(rec[_Q_SP0], rec[_Q_SP1])
+        if 0 <= sp < gate:
+            self.counters["gated"] += 1
+            return
+        rec[_Q_KIND] = kind
+        rec[_Q_PEAK] = int(peak)
+        rec[_Q_MEAN] = int(mean)
+        self._emit(rec)
+
+    def _emit_crash(self):
+        n = self._cvalid
+        rn = self._ring_n
+        start = (self._rp // 3 - n) % rn   # rp points at the oldest sample of the frozen ring
+        mv = memoryview(self._ring)
+        if sys.byteorder == "little":
+            if start + n <= rn:
+                trace = bytes(mv[3 * start:3 * (start + n)])
+            else:
+                trace = bytes(mv[3 * start:]) + bytes(mv[:3 * (start + n - rn)])
+        else:  # pragma: no cover - every MicroPython port we target is little-endian
+            b = bytearray(6 * n)
+            for i in range(n):
+                s = 3 * ((start + i) % rn)
+                for j in range(3):
+                    v = self._ring[s + j] & 0xFFFF
+                    b[6 * i + 2 * j] = v & 0xFF
+                    b[6 * i + 2 * j + 1] = v >> 8
+            trace = bytes(b)
+        pre_n = n - self._post_n
+        dt_ms = 1000 / self.rate_hz
+        ev = {"type": "crash", "t_ms": self._ct0, "dur_ms": int(self._cdur_n * dt_ms),
+              "peak_mg": int(math.sqrt(self._cpeak2)), "mean_mg": 0,
+              "speed_start_mmps": self._csp0, "speed_end_mmps": self._csp1,
+              "lat_e7": self._clat, "lon_e7": self._clon, "course_cdeg": self._ccrs,
+              "trace": trace, "rate_hz": self.rate_hz, "pre_ms": int(pre_n * dt_ms)}
+        self._cst = _CR_REARM
+        self._cover = 0
+        self._filled = 0
+        if self.on_event is not None:
+            self.on_event(ev)

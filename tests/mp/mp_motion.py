@@ -1,0 +1,390 @@
+# Firmware tests for firmware/motion.py, run under MicroPython and CPython.
+# A small deterministic drive generator produces box-frame accelerometer samples (specific force, mg)
+# for any mounting rotation, plus 1 Hz GNSS fixes, and feeds them to Motion in 32-sample chunks.
+import math
+from array import array
+
+from firmware.motion import Motion
+from mptest import assert_eq, assert_raises, heap_locked
+
+G_MPS2 = 9.80665
+
+
+def rot(yaw_deg, pitch_deg, roll_deg):
+    """Rotation box -> vehicle (rows: vehicle x, y, z in box axes) from Z-Y-X Euler angles."""
+    cy, sy = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
+    cp, sp = math.cos(math.radians(pitch_deg)), math.sin(math.radians(pitch_deg))
+    cr, sr = math.cos(math.radians(roll_deg)), math.sin(math.radians(roll_deg))
+    return [
+        [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+        [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+        [-sp, cp * sr, cp * cr],
+    ]
+
+
+# mountings that are anything but upright (upside down, on a side, skewed)
+ROTATIONS = [rot(0, 0, 0), rot(137, 62, -28), rot(-75, -40, 170), rot(210, 85, 33), rot(20, -110, 95)]
+
+
+class Fix:
+    def __init__(self):
+        self.t_ms = 0
+        self.valid = 1
+        self.speed_mmps = 0
+        self.course_cdeg = 0
+        self.lat_e7 = 488566000
+        self.lon_e7 = 23522000
+
+
+class Drive:
+    """Deterministic drive: segments of (seconds, a_long m/s2, a_lat m/s2) in the vehicle frame,
+    road vibration, half-sine impulses (pothole, door slam, crash) at given times."""
+
+    def __init__(self, motion, R, rate=100, vib_mg=30, seed=12345):
+        self.m = motion
+        self.R = R
+        self.rate = rate
+        self.vib = vib_mg
+        self.seed = seed
+        self.t_ms = 0
+        self.i = 0
+        self.v = 0.0
+        self.course = 90.0
+        self.buf = array("i", [0] * (96))
+        self.nbuf = 0
+        self.t0 = 0
+        self.fix = Fix()
+        self.impulses = []   # (start_ms, dur_ms, vx, vy, vz) mg in the vehicle frame
+        self.locked = False
+
+    def rnd(self):
+        self.seed = (self.seed * 1103515245 + 12345) & 0x7FFFFFFF
+        return (self.seed >> 8) / float(1 << 23) - 0.5   # -0.5 .. 0.5
+
+    def _flush(self):
+        if self.nbuf:
+            if self.locked:
+                heap_locked(self.m.feed, self.t0, self.buf, self.nbuf)
+            else:
+                self.m.feed(self.t0, self.buf, self.nbuf)
+            self.m.poll()
+            self.nbuf = 0
+
+    def run(self, seconds, a_long=0.0, a_lat=0.0):
+        dt = 1.0 / self.rate
+        n = int(seconds * self.rate + 0.5)
+        R = self.R
+        for _ in range(n):
+            a = a_long
+            if self.v <= 0 and a < 0:
+                a = 0.0
+            lat = a_lat if self.v > 1.0 else 0.0
+            self.v += a * dt
+            if self.v < 0:
+                self.v = 0.0
+            if self.v > 1.0:
+                self.course -= math.degrees(lat / self.v) * dt
+                self.course %= 360.0
+            vx = a / G_MPS2 * 1000
+            vy = lat / G_MPS2 * 1000
+            vz = 1000.0
+            if self.vib and self.v > 0.5:
+                ph = 2 * math.pi * self.t_ms / 1000.0
+                vz += self.vib * (math.sin(ph * 27) + 2 * self.rnd())
+                vx += self.vib * 0.5 * (math.sin(ph * 43) + self.rnd())
+                vy += self.vib * 0.5 * (math.sin(ph * 31) + self.rnd())
+            for imp in self.impulses:
+                if imp[0] <= self.t_ms < imp[0] + imp[1]:
+                    s = math.sin(math.pi * (self.t_ms - imp[0]) / imp[1])
+                    vx += imp[2] * s
+                    vy += imp[3] * s
+                    vz += imp[4] * s
+            # box = R^T * vehicle
+            if self.nbuf == 0:
+                self.t0 = self.t_ms
+            j = 3 * self.nbuf
+            for c in range(3):
+                self.buf[j + c] = int(R[0][c] * vx + R[1][c] * vy + R[2][c] * vz)
+            self.nbuf += 1
+            if self.nbuf == 32:
+                self._flush()
+            self.i += 1
+            self.t_ms = self.i * 1000 // self.rate
+            if self.i % self.rate == 0:
+                self._flush()
+                f = self.fix
+                f.t_ms = self.t_ms
+                f.speed_mmps = int(self.v * 1000 + 40 * self.rnd())
+                if f.speed_mmps < 0:
+                    f.speed_mmps = 0
+                f.course_cdeg = int(self.course * 100) % 36000
+                self.m.on_fix(f)
+        self._flush()
+
+
+def calib_drive(d):
+    """Stop, then gentle accelerations/brakings (below the harsh thresholds) on straight roads."""
+    d.run(10)
+    for _ in range(4):
+        d.run(8, 1.5)
+        d.run(6)
+        d.run(5, -1.6)
+        d.run(6)
+        d.run(5, 1.2)
+        d.run(4, -1.0)
+
+
+def axis_err_deg(m, R):
+    Rq = m._R
+    worst = 0.0
+    for row in (0, 2):
+        est = [Rq[3 * row + j] / 16384.0 for j in range(3)]
+        c = sum(est[j] * R[row][j] for j in range(3))
+        c = max(-1.0, min(1.0, c))
+        worst = max(worst, math.degrees(math.acos(c)))
+    return worst
+
+
+def collect():
+    evs = []
+
+    def on_event(ev):
+        evs.append(ev)
+
+    return evs, on_event
+
+
+def test_calibration_any_rotation():
+    for k, R in enumerate(ROTATIONS):
+        evs, cb = collect()
+        m = Motion(100, on_event=cb)
+        assert_eq(m.calib_state, "uncalibrated", "initial state")
+        d = Drive(m, R, seed=100 + k)
+        calib_drive(d)
+        assert_eq(m.calib_state, "calibrated", "state after drive, rotation %d" % k)
+        err = axis_err_deg(m, R)
+        if err > 4.0:
+            raise AssertionError("rotation %d: axis error %.2f deg > 4 (quality %d)" % (k, err, m.calib_quality))
+        assert_eq(m.calib_quality >= 60, True, "quality %d" % m.calib_quality)
+        assert_eq([e["type"] for e in evs], [], "no harsh events during gentle driving, rotation %d" % k)
+
+
+def _events_of(evs, kind):
+    return [e for e in evs if e["type"] == kind]
+
+
+def test_harsh_events_any_rotation():
+    for k, R in enumerate(ROTATIONS[1:]):
+        evs, cb = collect()
+        m = Motion(100, on_event=cb)
+        d = Drive(m, R, seed=7 + k)
+        calib_drive(d)
+        assert_eq(m.calib_state, "calibrated", "calibrated before events")
+        d.run(3, 0.5)
+        d.run(2.5, 3.5)         # harsh acceleration
+        d.run(8)
+        d.run(1.5, -4.5)        # harsh braking
+        d.run(6)
+        d.run(2, 0, 4.5)        # harsh left
+        d.run(6)
+        d.run(2, 0, -4.2)       # harsh right
+        d.run(6)
+        got = [e["type"] for e in evs]
+        assert_eq(got, ["harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right"],
+                  "events at rotation %d" % (k + 1))
+        for e in evs:
+            for key in ("t_ms", "dur_ms", "peak_mg", "mean_mg", "speed_start_mmps", "speed_end_mmps",
+                        "lat_e7", "lon_e7", "course_cdeg"):
+                assert_eq(isinstance(e[key], int), True, "int field " + key)
+            if not (e["dur_ms"] >= 500 and e["peak_mg"] >= e["mean_mg"] > 250):
+                raise AssertionError("bad event figures %r" % (e,))
+        b = evs[1]
+        if not 400 < b["peak_mg"] < 520:
+            raise AssertionError("brake peak %d mg, expected ~459" % b["peak_mg"])
+        if not 1200 <= b["dur_ms"] <= 1800:
+            raise AssertionError("brake duration %d ms, expected ~1500" % b["dur_ms"])
+        if not b["speed_end_mmps"] < b["speed_start_mmps"]:
+            raise AssertionError("brake speeds %r" % (b,))
+
+
+def test_events_held_until_calibrated():
+    R = ROTATIONS[2]
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, R, seed=99)
+    d.run(10)
+    d.run(6, 1.4)
+    d.run(1.5, -4.0)    # harsh brake while only gravity is known
+    assert_eq(m.calib_state != "calibrated", True, "not yet calibrated")
+    assert_eq(evs, [], "held, not emitted")
+    d.run(5, 1.5)
+    d.run(4)
+    calib_drive(d)
+    assert_eq(m.calib_state, "calibrated", "calibrated")
+    assert_eq([e["type"] for e in evs], ["harsh_brake"], "held event classified")
+    assert_eq(evs[0]["t_ms"] // 1000, 16, "start time of the held event")
+
+
+def test_unclassified_on_flush():
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, ROTATIONS[3], seed=5)
+    d.run(10)
+    d.run(6, 1.4)
+    d.run(1.5, -4.0)
+    d.run(2)
+    assert_eq(m.calib_state != "calibrated", True, "not calibrated")
+    m.flush()
+    assert_eq([e["type"] for e in evs], ["unclassified"], "flushed candidate")
+
+
+def test_speed_gates():
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, ROTATIONS[1], seed=11)
+    calib_drive(d)
+    d.run(19, -1.0)     # slow down to ~5 m/s: below the 30 km/h cornering gate
+    v = d.v
+    assert_eq(v < 8.0, True, "slow: %r" % v)
+    d.run(2, 0, 4.0)    # sharp turn at low speed: gated
+    d.run(4)
+    assert_eq([e["type"] for e in evs], [], "cornering below 30 km/h is gated")
+    assert_eq(m.counters["gated"], 1, "the turn was seen and gated")
+
+
+def test_vibration_potholes_doorslams_no_events():
+    for k, R in enumerate(ROTATIONS[:3]):
+        evs, cb = collect()
+        m = Motion(100, on_event=cb)
+        d = Drive(m, R, vib_mg=120, seed=31 + k)
+        # door slams while parked: 3 g, 20 ms, mostly lateral; then potholes while driving
+        d.impulses = [(2000, 20, 0, 2500, 1500), (4000, 30, 1800, -2000, 500)]
+        t = 60000
+        while t < 200000:
+            d.impulses.append((t, 50, 300, 200, 2800))    # pothole: 50 ms, ~2.8 g vertical
+            t += 7300
+        calib_drive(d)
+        d.run(40)
+        assert_eq(m.calib_state, "calibrated", "calibrated despite vibration")
+        assert_eq([e["type"] for e in evs], [], "no events from vibration/potholes/door slams, rot %d" % k)
+
+
+def test_crash_trace():
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, ROTATIONS[4], seed=3)
+    d.run(10)
+    d.run(6, 2.0)
+    d.run(10)
+    t_crash = d.t_ms
+    d.impulses = [(t_crash, 120, -9000, 1500, 800)]   # frontal impact, ~9 g, 120 ms
+    d.run(8, 0)
+    crashes = _events_of(evs, "crash")
+    assert_eq(len(crashes), 1, "one crash")
+    c = crashes[0]
+    assert_eq(c["rate_hz"], 100, "rate")
+    assert_eq(len(c["trace"]), 1000 * 6, "10 s of int16 x,y,z")
+    if abs(c["t_ms"] - t_crash) > 40:
+        raise AssertionError("crash t_ms %d vs %d" % (c["t_ms"], t_crash))
+    if not 4900 <= c["pre_ms"] <= 5000:
+        raise AssertionError("pre_ms %d" % c["pre_ms"])
+    if not 7000 < c["peak_mg"] < 10000:
+        raise AssertionError("peak %d" % c["peak_mg"])
+    # the trace is the raw box-frame samples: find the impact in it
+    tr = c["trace"]
+    best = 0
+    best_i = -1
+    for i in range(len(tr) // 6):
+        s = 0
+        for j in range(3):
+            v = tr[6 * i + 2 * j] | (tr[6 * i + 2 * j + 1] << 8)
+            if v >= 32768:
+                v -= 65536
+            s += v * v
+        if s > best:
+            best = s
+            best_i = i
+    if not 495 <= best_i <= 520:
+        raise AssertionError("impact at sample %d of the trace, expected ~505" % best_i)
+
+
+def test_crash_early_in_boot_short_pretrigger():
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, ROTATIONS[0], seed=4)
+    d.impulses = [(2000, 100, 6000, 0, 0)]
+    d.run(8)
+    c = _events_of(evs, "crash")
+    assert_eq(len(c), 1, "crash")
+    if not 1900 <= c[0]["pre_ms"] <= 2100:
+        raise AssertionError("pre_ms %d" % c[0]["pre_ms"])
+    assert_eq(len(c[0]["trace"]), 6 * (c[0]["pre_ms"] // 10 + 500), "trace length")
+
+
+def test_state_roundtrip_and_knock():
+    evs, cb = collect()
+    R = ROTATIONS[1]
+    m = Motion(100, on_event=cb)
+    d = Drive(m, R, seed=21)
+    calib_drive(d)
+    st = m.state()
+    assert_eq(st["calib_state"], "calibrated", "persisted state")
+    m2 = Motion(100, on_event=cb, state=st)
+    assert_eq(m2.calib_state, "calibrated", "restored")
+    assert_eq([m2._R[i] for i in range(9)], st["R"], "restored R")
+    d2 = Drive(m2, R, seed=22)
+    d2.run(5)
+    assert_eq(m2.calib_state, "calibrated", "still calibrated after a stop in the same mounting")
+    # the fitter re-mounts the box: 40 degrees off, while parked
+    d2.R = ROTATIONS[2]
+    d2.run(6)
+    assert_eq(m2.calib_state != "calibrated", True, "knock detected: %s" % m2.calib_state)
+    assert_eq(m2.counters["knocks"] >= 1, True, "knock counted")
+    calib_drive(d2)
+    assert_eq(m2.calib_state, "calibrated", "re-calibrated")
+    if axis_err_deg(m2, ROTATIONS[2]) > 4.0:
+        raise AssertionError("re-calibration error %.2f" % axis_err_deg(m2, ROTATIONS[2]))
+
+
+def test_heap_locked_hot_path():
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, ROTATIONS[3], seed=8)
+    calib_drive(d)
+    assert_eq(m.calib_state, "calibrated", "calibrated")
+    d.locked = True     # from here every feed() of 32 samples runs under heap_lock
+    d.run(2, 1.0)
+    d.run(1.5, -4.5)    # harsh brake
+    d.run(4)
+    t_crash = d.t_ms
+    d.impulses = [(t_crash, 100, 0, -7000, 0)]
+    d.run(7)
+    assert_eq([e["type"] for e in evs], ["harsh_brake", "crash"], "events fired with the heap locked")
+    # a candidate (uncalibrated mode) also queues without allocating
+    m2 = Motion(100, on_event=cb)
+    d2 = Drive(m2, ROTATIONS[4], seed=9)
+    d2.run(10)
+    d2.locked = True
+    d2.run(5, 1.5)
+    d2.run(1.5, -4.0)
+    d2.run(3)
+    assert_eq(len(m2._held), 1, "candidate held")
+
+
+def test_bad_arguments():
+    assert_raises(ValueError, Motion, 5)
+    assert_raises(ValueError, Motion, 100, {"harsh_hyst_pct": 200})
+    assert_raises(ValueError, Motion, 100, {"crash_threshold_mg": 10})
+    assert_raises(ValueError, Motion, 100, None, None, {"R": [1, 2]})
+
+
+def test_other_rates():
+    for rate in (50, 200):
+        evs, cb = collect()
+        m = Motion(rate, on_event=cb)
+        d = Drive(m, ROTATIONS[1], rate=rate, seed=rate)
+        calib_drive(d)
+        d.run(1.5, -4.5)
+        d.run(5)
+        assert_eq(m.calib_state, "calibrated", "calibrated at %d Hz" % rate)
+        assert_eq([e["type"] for e in evs], ["harsh_brake"], "brake at %d Hz" % rate)
