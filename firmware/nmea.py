@@ -158,6 +158,7 @@ class NMEAParser:
         self._e_mode = -1
         self._e_nav = 0
         self._e_days = -1
+        self._e_gn_kinds = 0  # kinds seen from the GN (combined) talker
         self._last_byte_ms = 0
         self._done_tod = -2  # time of day of the last epoch emitted on completion (-2 none)
         # timeline
@@ -654,6 +655,7 @@ class NMEAParser:
         self._e_mode = -1
         self._e_nav = 0
         self._e_days = -1
+        self._e_gn_kinds = 0
         self._done_tod = -2
 
     def _apply(self, kind):
@@ -667,6 +669,8 @@ class NMEAParser:
             f.speed_mmps = self._s_speed
         if self._s_course >= 0 and (f.course_cdeg < 0 or kind == T_RMC):
             f.course_cdeg = self._s_course
+        if self._s_gn:
+            self._e_gn_kinds |= kind
         if kind == T_RMC:
             if self._e_status < 1:
                 self._e_status = self._s_status
@@ -695,6 +699,9 @@ class NMEAParser:
         s = self._seen
         if not (s & T_RMC) or not (s & (T_GGA | T_GNS)):
             return False
+        g = self._e_gn_kinds
+        if (g & T_RMC) and not (g & (T_GGA | T_GNS)):
+            return False  # GN RMC: wait for the GN GGA/GNS (receivers send GPGGA and GNGGA)
         return self.fix.speed_mmps >= 0 or self._e_status == 0
 
     def _emit(self):
