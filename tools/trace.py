@@ -404,7 +404,7 @@ def trace_info(path, gap_s=2.0, max_gaps=20):
             if not rate or rate <= 0:
                 raise TraceError("%s line %d: field 'rate' is %r" % (path, r.lineno, rate))
             accel_n += len(mg)
-            if accel_end is not None and t_ms - accel_end > max(gap_s * 1000, 2000.0 / rate):
+            if accel_end is not None and t_ms - accel_end > 2000.0 / rate + 1:
                 gaps.append({"stream": "accel", "start": accel_end / 1000.0, "len_s": (t_ms - accel_end) / 1000.0})
             accel_end = t_ms + len(mg) * 1000.0 / rate
             end_ms = max(end_ms, int(accel_end))
@@ -463,7 +463,7 @@ def _print_info(i):
         print("power: %d..%d mV, %d ignition changes" % (p["mv_min"], p["mv_max"], p["ign_changes"]))
     if i["truth"]:
         print("truth: %s" % ", ".join("%s=%d" % kv for kv in sorted(i["truth"].items())))
-    print("gaps > 2 s: %d" % i["gap_count"])
+    print("gaps: %d (gnss > 2 s between lines, accel > 2 sample periods)" % i["gap_count"])
     for g in i["gaps"]:
         print("  %s gap at %.3f s for %.3f s" % (g["stream"], g["start"], g["len_s"]))
 
