@@ -1,0 +1,164 @@
+# -*- coding: utf-8 -*-
+# Per-trip driving score (0-100) and coach sentences (en/fr). Integer arithmetic only, so the box
+# (MicroPython) and the host (CPython) give identical results. Formula: docs/motion.md.
+#
+# score = 100 - harsh - speeding - night - crash, clamped to 0..100, where
+#   harsh    = 3/2 * (weighted harsh events per 100 km), capped at 60. Weights (x10): accel 10,
+#              brake 15, corner 12; each event x severity (peak / threshold, 1..2) when the summary
+#              carries its `events` list. The distance is floored at 10 km, so one event on a
+#              1 km trip counts as 10 per 100 km, not 100.
+#   speeding = 150 * overspeed_s / duration_s, capped at 30 (10 % of the time over the limit: -15)
+#   night    = 10 * night_s / duration_s (all-night trip: -10; statistically riskier, not the driver's fault)
+#   crash    = 15 per crash, capped at 30
+# Trips shorter than 200 m with no event score 100 (nothing to judge).
+
+_W_ACCEL = 10
+_W_BRAKE = 15
+_W_CORNER = 12
+_MIN_DIST_M = 10000
+_HARSH_CAP = 60
+_SPEED_CAP = 30
+_CRASH_EACH = 15
+_CRASH_CAP = 30
+
+# default thresholds in mg (2.5 / 2.7 / 3.4 m/s^2), used for the severity of listed events
+_THR_MG = {"harsh_accel": 255, "harsh_brake": 275, "harsh_corner_left": 347, "harsh_corner_right": 347}
+_WEIGHT = {"harsh_accel": _W_ACCEL, "harsh_brake": _W_BRAKE, "harsh_corner_left": _W_CORNER,
+           "harsh_corner_right": _W_CORNER}
+
+
+def _get(summary, key):
+    v = summary.get(key, 0)
+    if v is None:
+        return 0
+    if not isinstance(v, int):
+        raise ValueError("summary: field %s must be an int, got %r" % (key, v))
+    return v if v > 0 else 0
+
+
+def _weighted_x100(summary):
+    """Sum of event weights x severity, x100 (integer)."""
+    evs = summary.get("events")
+    listed = {}
+    total = 0
+    if isinstance(evs, list):
+        for e in evs:
+            kind = e.get("type", e.get("kind")) if isinstance(e, dict) else None
+            if kind not in _WEIGHT:
+                continue
+            peak = e.get("peak_mg", 0)
+            sev10 = 10
+            if isinstance(peak, int) and peak > 0:
+                sev10 = peak * 10 // _THR_MG[kind]
+                sev10 = 10 if sev10 < 10 else (20 if sev10 > 20 else sev10)
+            total += _WEIGHT[kind] * sev10
+            listed[kind] = listed.get(kind, 0) + 1
+    # counts not covered by the list (or no list): severity 1
+    for kind, key in (("harsh_accel", "n_harsh_accel"), ("harsh_brake", "n_harsh_brake"),
+                      ("harsh_corner_left", "n_harsh_corner_left"),
+                      ("harsh_corner_right", "n_harsh_corner_right")):
+        extra = _get(summary, key) - listed.get(kind, 0)
+        if extra > 0:
+            total += extra * _WEIGHT[kind] * 10
+    return total
+
+
+def parts(summary):
+    """The score's penalties (ints): harsh, speeding, night, crash, and the score."""
+    if not isinstance(summary, dict):
+        raise ValueError("summary: expected a dict (trip_end record)")
+    dist = _get(summary, "distance_m")
+    dur = _get(summary, "duration_s")
+    w100 = _weighted_x100(summary)
+    n_crash = _get(summary, "n_crash")
+    d_eff = dist if dist > _MIN_DIST_M else _MIN_DIST_M
+    # events per 100 km = w100/100 * 100000 / d_eff; penalty = 3/2 of it
+    harsh = (w100 * 1500 + d_eff // 2) // d_eff
+    if harsh > _HARSH_CAP:
+        harsh = _HARSH_CAP
+    speeding = 0
+    night = 0
+    if dur > 0:
+        speeding = 150 * _get(summary, "overspeed_s") // dur
+        if speeding > _SPEED_CAP:
+            speeding = _SPEED_CAP
+        ns = _get(summary, "night_s")
+        night = 10 * (ns if ns < dur else dur) // dur
+    crash = _CRASH_EACH * n_crash
+    if crash > _CRASH_CAP:
+        crash = _CRASH_CAP
+    if dist < 200 and w100 == 0 and n_crash == 0 and speeding == 0:
+        total = 100
+    else:
+        total = 100 - harsh - speeding - night - crash
+    total = 0 if total < 0 else (100 if total > 100 else total)
+    return {"harsh": harsh, "speeding": speeding, "night": night, "crash": crash, "score": total}
+
+
+def score(summary):
+    """Driving score 0..100 of a trip_end record dict."""
+    return parts(summary)["score"]
+
+
+_TEXT = {
+    "en": {
+        "score": "Score %d/100.",
+        "crash": "A possible crash was recorded on this trip. If anyone is hurt, call 112.",
+        "brake": "You braked hard %d time(s): look further ahead and keep more distance to the vehicle in front.",
+        "accel": "You accelerated hard %d time(s): press the accelerator more gently when pulling away.",
+        "corner": "You took %d bend(s) too fast: slow down before the bend, not in it.",
+        "speed": "You were over the speed limit for %d min (%d%% of the trip): keep an eye on the signs.",
+        "night": "%d%% of this trip was at night: take breaks and keep extra margin, visibility is lower.",
+        "good": "Smooth, calm driving: no harsh events on this trip. Well done!",
+        "ok": "Good trip overall: keep anticipating to avoid sudden braking.",
+        "short": "Short trip: not much to judge, drive safely.",
+    },
+    "fr": {
+        "score": "Note %d/100.",
+        "crash": "Un possible accident a été enregistré pendant ce trajet. En cas de blessé, appelez le 112.",
+        "brake": "Vous avez freiné brusquement %d fois : regardez plus loin devant et gardez plus de distance avec le véhicule qui précède.",
+        "accel": "Vous avez accéléré brusquement %d fois : appuyez plus doucement sur l'accélérateur au démarrage.",
+        "corner": "Vous avez pris %d virage(s) trop vite : ralentissez avant le virage, pas pendant.",
+        "speed": "Vous avez dépassé la limite de vitesse pendant %d min (%d%% du trajet) : surveillez les panneaux.",
+        "night": "%d%% de ce trajet s'est fait de nuit : faites des pauses et gardez plus de marge, la visibilité est réduite.",
+        "good": "Conduite souple et calme : aucun événement brusque sur ce trajet. Bravo !",
+        "ok": "Bon trajet dans l'ensemble : continuez à anticiper pour eviter les freinages brusques.",
+        "short": "Trajet court : peu d'éléments a juger, bonne route.",
+    },
+}
+
+
+def coach(summary, lang="en"):
+    """A few plain sentences (list of str) telling the driver what to improve, most important first."""
+    if lang not in _TEXT:
+        raise ValueError("lang: expected 'en' or 'fr', got %r" % (lang,))
+    T = _TEXT[lang]
+    p = parts(summary)
+    out = [T["score"] % p["score"]]
+    n_crash = _get(summary, "n_crash")
+    nb = _get(summary, "n_harsh_brake")
+    na = _get(summary, "n_harsh_accel")
+    nc = _get(summary, "n_harsh_corner_left") + _get(summary, "n_harsh_corner_right")
+    if n_crash:
+        out.append(T["crash"])
+    # the most frequent problem first
+    items = [(nb * _W_BRAKE, "brake", nb), (na * _W_ACCEL, "accel", na), (nc * _W_CORNER, "corner", nc)]
+    items.sort(key=lambda it: -it[0])
+    for w, key, n in items:
+        if n > 0:
+            out.append(T[key] % n)
+    dur = _get(summary, "duration_s")
+    os_s = _get(summary, "overspeed_s")
+    if os_s >= 30 and dur > 0:
+        out.append(T["speed"] % ((os_s + 30) // 60, 100 * os_s // dur))
+    ns = _get(summary, "night_s")
+    if dur > 0 and ns * 100 // dur >= 30:
+        out.append(T["night"] % (100 * (ns if ns < dur else dur) // dur))
+    if len(out) == 1:
+        if _get(summary, "distance_m") < 200:
+            out.append(T["short"])
+        elif p["score"] >= 90:
+            out.append(T["good"])
+        else:
+            out.append(T["ok"])
+    return out
