@@ -271,6 +271,13 @@ def connect(port, baudrate=115200):
 
     if "://" not in port and not os.path.exists(port):
         raise FlashError("no device at %s (is the box plugged in? ports: %s)" % (port, _ports_text()))
+    try:  # probe with an exclusive open first: tells "busy" from "absent"
+        serial.serial_for_url(port, baudrate=baudrate, exclusive=True).close()
+    except serial.SerialException as e:
+        s = str(e)
+        if "lock" in s.lower() or "busy" in s.lower() or getattr(e, "errno", None) == 16:
+            raise FlashError("port busy: %s is used by another program (close it and retry)" % port)
+        raise FlashError("cannot open %s: %s" % (port, s.splitlines()[0] if s else type(e).__name__))
     try:
         t = SerialTransport(port, baudrate=baudrate)
     except TransportError:
