@@ -67,7 +67,9 @@ class ConsoleClient:
         self.ser.write(b"!" + line.encode() + b"\n")
         deadline = time.monotonic() + (timeout or self.timeout)
         while time.monotonic() < deadline:
-            d = self.ser.read(4096)
+            d = self.ser.read(1)  # returns at the first byte (or the 50 ms read timeout)
+            if d:
+                d += self.ser.read(self.ser.in_waiting)
             if d:
                 self._rx += d
             while b"\n" in self._rx:
