@@ -210,3 +210,33 @@ def test_record_gnss_from_pty(tmp_path):
     assert got == sent
     info = tr.trace_info(out)
     assert info["streams"]["gnss"] >= 5 and 0.6 <= info["span_s"] <= 1.7
+
+
+def test_linux_backends(tmp_path):
+    from hw.linux import FileBlockDevice, LinuxUART
+
+    u = LinuxUART("loop://", 9600)
+    assert u.any() == 0 and u.read() is None
+    u.write(b"$GPTXT,hi*00\r\n")
+    time.sleep(0.05)
+    buf = bytearray(8)
+    assert u.readinto(buf) == 8 and bytes(buf) == b"$GPTXT,h"
+    assert u.read() == b"i*00\r\n"
+    u.close()
+    with pytest.raises(OSError):
+        LinuxUART("/dev/does-not-exist", 9600)
+    p = str(tmp_path / "bd.img")
+    bd = FileBlockDevice(p, 512, 8)
+    assert os.path.getsize(p) == 4096 and bd.ioctl(4, 0) == 8 and bd.ioctl(5, 0) == 512
+    bd.writeblocks(2, b"xyz", 5)
+    bd.ioctl(3, 0)
+    bd.close()
+    bd = FileBlockDevice(p, 512, 8)
+    buf = bytearray(5)
+    bd.readblocks(2, buf, 4)
+    assert bytes(buf) == b"\xffxyz\xff"
+    bd.ioctl(6, 2)
+    bd.readblocks(2, buf, 4)
+    assert bytes(buf) == b"\xff" * 5
+    with pytest.raises(OSError):
+        bd.writeblocks(8, b"a")

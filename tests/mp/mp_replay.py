@@ -188,3 +188,29 @@ def test_malformed_traces_name_line_and_field():
     p = _trace([{"t": 0.0, "s": "accel", "rate": 100, "mg": [[1, 2]]}], header={"accel": {"chip": "lis3dh"}})
     e = assert_raises(TraceError, _replay_all, p)
     assert "'mg'" in str(e) and "line 2" in str(e), str(e)
+
+
+def test_ram_block_device_protocol():
+    # hw/blockdev.py (test helper shared by the storage tests): extended block protocol + littlefs
+    from hw.blockdev import RAMBlockDevice
+
+    bd = RAMBlockDevice(512, 16)
+    assert_eq((bd.ioctl(4, 0), bd.ioctl(5, 0)), (16, 512), "count, size")
+    bd.writeblocks(3, b"abcd", 10)
+    buf = bytearray(6)
+    bd.readblocks(3, buf, 9)
+    assert_eq(bytes(buf), b"\xffabcd\xff", "offset read/write")
+    bd.ioctl(6, 3)
+    bd.readblocks(3, buf, 9)
+    assert_eq(bytes(buf), b"\xff" * 6, "erased")
+    assert_raises(OSError, bd.readblocks, 16, buf)
+    try:
+        import vfs
+    except ImportError:
+        return  # CPython: no littlefs
+    vfs.VfsLfs2.mkfs(bd)
+    fs = vfs.VfsLfs2(bd)
+    f = fs.open("a", "w")
+    f.write("hello")
+    f.close()
+    assert_eq(fs.open("a", "r").read(), "hello", "littlefs on the RAM device")
