@@ -1,0 +1,335 @@
+"""Benchmark of firmware/motion.py.
+
+Figures:
+- processing speed under the MicroPython VM (samples/s, calibrated and calibrating modes, timed
+  with the heap locked: 1 = feed() allocated nothing) and heap used by one Motion object;
+- calibration error (degrees, worst of the forward and up axes) vs time since trip start, on
+  simulated drives at random mountings (tools/sim: uniform over SO(3));
+- event precision/recall per type against the simulator's ground truth, and false events per
+  100 km on the calm scenario.
+
+The simulated traces are fed straight to Motion: accelerometer samples in 32-sample chunks, GNSS
+bytes through firmware/nmea.py, interleaved in time order (samples up to a GNSS line first).
+
+    python -m tools.bench_motion [--quick]
+"""
+import gzip
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from array import array
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HARSH = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right")
+TYPES = HARSH + ("crash",)
+
+
+def read_trace(path):
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    op = gzip.open if magic == b"\x1f\x8b" else open
+    with op(path, "rt", encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            line = line.strip()
+            if line:
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    raise ValueError("%s: line %d is not JSON" % (path, i + 1))
+
+
+def _axis_err(m, R):
+    worst = 0.0
+    for row in (0, 2):
+        est = [m._R[3 * row + j] / 16384.0 for j in range(3)]
+        n = math.sqrt(sum(c * c for c in est))
+        if n == 0:
+            return 180.0
+        c = sum(est[j] * R[row][j] for j in range(3)) / n
+        worst = max(worst, math.degrees(math.acos(max(-1.0, min(1.0, c)))))
+    return worst
+
+
+def run_trace(path, cfg=None):
+    """Feed one trace to Motion. Returns events, truth, calibration series (t_s, err_deg, state, q)."""
+    from firmware.motion import Motion
+    from firmware.nmea import NMEAParser
+
+    it = read_trace(path)
+    header = next(it)
+    if header.get("format") != "paydbox-trace":
+        raise ValueError("%s: format: not a paydbox trace" % path)
+    rate = int(header.get("accel", {}).get("rate_hz", 100))
+    events = []
+    m = Motion(rate, cfg, on_event=events.append)
+    parser = NMEAParser(on_fix=m.on_fix)
+    buf = array("i", [0] * 96)
+    pend = []           # pending samples [(t_ms, x, y, z)]
+    truth = []
+    trips = []
+    mounts = []
+    series = []
+    dist_m = 0.0
+    next_probe = 0.0
+
+    def feed_until(t_ms):
+        nonlocal pend
+        k = 0
+        while k < len(pend) and pend[k][0] < t_ms:
+            n = 0
+            t0 = pend[k][0]
+            while n < 32 and k < len(pend) and pend[k][0] < t_ms:
+                s = pend[k]
+                buf[3 * n] = s[1]
+                buf[3 * n + 1] = s[2]
+                buf[3 * n + 2] = s[3]
+                n += 1
+                k += 1
+            m.feed(t0, buf, n)
+            m.poll()
+        pend = pend[k:]
+
+    for rec in it:
+        t = rec["t"]
+        s = rec["s"]
+        t_ms = int(round(t * 1000))
+        if s == "accel":
+            r = rec.get("rate", rate)
+            for i, xyz in enumerate(rec["mg"]):
+                pend.append((t_ms + i * 1000 // r, xyz[0], xyz[1], xyz[2]))
+            if len(pend) > 400:
+                feed_until(pend[-1][0] - 200)
+        elif s == "gnss":
+            feed_until(t_ms)
+            if "d" in rec:
+                data = rec["d"].encode()
+            else:
+                import base64
+                data = base64.b64decode(rec["b64"])
+            parser.feed(data, -1, t_ms)
+        elif s == "truth":
+            kind = rec.get("kind")
+            if kind == "event":
+                truth.append(rec)
+            elif kind == "trip":
+                trips.append(rec)
+            elif kind == "mount":
+                mounts.append((t, rec["R"]))
+            elif kind == "pos":
+                dist_m = rec.get("dist_m", dist_m)
+        if mounts and t >= next_probe:
+            feed_until(t_ms)
+            R = mounts[-1][1]
+            series.append((t, _axis_err(m, R) if m.calib_state == "calibrated" else -1.0,
+                           m.calib_state, m.calib_quality))
+            next_probe = t + 1.0
+    feed_until(1 << 60)
+    m.flush()
+    return {"events": events, "truth": truth, "trips": trips, "mounts": mounts, "series": series,
+            "dist_m": dist_m, "counters": dict(m.counters)}
+
+
+def match(events, truth, tol_s=1.5):
+    """Per type: tp, fp, fn. A detection matches an unmatched truth event of the same type whose
+    [start - tol, end + tol] overlaps the detection's [t, t + dur]."""
+    out = {k: [0, 0, 0] for k in TYPES}
+    used = set()
+    for e in events:
+        k = e["type"]
+        if k not in out:
+            continue
+        a = e["t_ms"] / 1000.0
+        b = a + e.get("dur_ms", 0) / 1000.0
+        hit = None
+        for i, tr in enumerate(truth):
+            if i in used or tr["type"] != k:
+                continue
+            if a <= tr["end"] + tol_s and b >= tr["start"] - tol_s:
+                hit = i
+                break
+        if hit is None:
+            out[k][1] += 1
+        else:
+            used.add(hit)
+            out[k][0] += 1
+    for i, tr in enumerate(truth):
+        if tr["type"] in out and i not in used:
+            out[tr["type"]][2] += 1
+    return out
+
+
+MP_SCRIPT = r"""
+import gc, time
+from array import array
+from firmware.motion import Motion
+gc.collect()
+a0 = gc.mem_alloc()
+R = [0, 0, 16384, 0, 16384, 0, -16384, 0, 0]     # box z forward, x down
+m = Motion(100, None, None, {"calib_state": "calibrated", "quality": 90, "R": R})
+gc.collect()
+a1 = gc.mem_alloc()
+m2 = Motion(100)
+buf = array("i", [0] * 96)
+seed = 1
+for i in range(32):
+    seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+    buf[3 * i] = -1000 + (seed >> 20) - 1024
+    buf[3 * i + 1] = ((seed >> 10) & 255) - 128
+    buf[3 * i + 2] = 150 + ((seed >> 4) & 63)
+def bench(mm, chunks):
+    t = 0
+    t0 = time.ticks_us()
+    for c in range(chunks):
+        mm.feed(t, buf, 32)
+        t += 320
+    return time.ticks_diff(time.ticks_us(), t0)
+bench(m2, 40)          # gravity estimate -> calibrating mode
+m2.poll()
+m.feed(0, buf, 32)
+m.poll()
+CH = %d
+import micropython
+gc.collect()
+locked_ok = 1
+micropython.heap_lock()
+try:
+    us_cal = bench(m, CH)
+    us_calib = bench(m2, CH)
+except MemoryError:
+    locked_ok = 0
+    us_cal = us_calib = 1
+finally:
+    micropython.heap_unlock()
+print("@@", CH * 32, us_cal, us_calib, a1 - a0, locked_ok, m2._mode, m._mode)
+"""
+
+
+def mp_speed(chunks=400):
+    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if not os.path.exists(exe):
+        return {}
+    env = dict(os.environ, MICROPYPATH=ROOT)
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(MP_SCRIPT % chunks)
+        script = f.name
+    try:
+        p = subprocess.run([exe, "-X", "heapsize=2M", script], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    finally:
+        os.unlink(script)
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
+    if not line:
+        raise RuntimeError("micropython speed run failed: " + (p.stderr or p.stdout)[-500:])
+    f = line[0].split()
+    n, us_cal, us_calib, heap_obj, locked_ok = [int(x) for x in f[1:6]]
+    return {
+        "mp_samples_per_s_calibrated": int(n * 1e6 / max(us_cal, 1)),
+        "mp_samples_per_s_calibrating": int(n * 1e6 / max(us_calib, 1)),
+        "mp_heap_motion_bytes": heap_obj,
+        "mp_feed_runs_under_heap_lock": locked_ok,   # 1: feed() allocated nothing (both modes)
+    }
+
+
+def scenario_list(quick):
+    if quick:
+        return [("aggressive", 1), ("aggressive", 2), ("commute", 3), ("calm", 4), ("crash", 5), ("remount", 6)]
+    out = [("aggressive", s) for s in range(1, 9)]
+    out += [("commute", s) for s in range(11, 15)]
+    out += [("calm", s) for s in range(21, 25)]
+    out += [("crash", s) for s in range(31, 34)]
+    out += [("remount", s) for s in range(41, 44)]
+    out += [("highway", 51), ("urban_canyon", 52)]
+    return out
+
+
+def _one(args):
+    name, seed, tmpdir = args
+    from tools.sim.engine import simulate
+
+    path = os.path.join(tmpdir, "%s-%d.jsonl" % (name, seed))
+    simulate(path, name, seed=seed)
+    r = run_trace(path)
+    os.unlink(path)
+    r["scenario"] = name
+    r["seed"] = seed
+    return r
+
+
+def sim_figures(quick):
+    try:
+        import tools.sim.engine  # noqa: F401
+    except ImportError:
+        return {}
+    import multiprocessing
+
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [(n, s, tmp) for n, s in scenario_list(quick)]
+        with multiprocessing.Pool(2) as pool:
+            results = pool.map(_one, jobs)
+    tot = {k: [0, 0, 0] for k in TYPES}
+    calm_fp = 0
+    calm_km = 0.0
+    probes = (15, 30, 60, 120, 300)
+    errs = {p: [] for p in probes}
+    t_cal = []
+    for r in results:
+        mt = match(r["events"], r["truth"])
+        for k in TYPES:
+            for i in range(3):
+                tot[k][i] += mt[k][i]
+        if r["scenario"] == "calm":
+            calm_fp += sum(mt[k][1] for k in HARSH)
+            calm_km += r["dist_m"] / 1000.0
+        if r["scenario"] != "remount" and r["trips"]:
+            t0 = r["trips"][0]["start"]
+            first = None
+            for t, err, st, q in r["series"]:
+                if st == "calibrated" and first is None:
+                    first = t - t0
+                for p in probes:
+                    if abs(t - t0 - p) < 0.5:
+                        errs[p].append(err)
+            if first is not None:
+                t_cal.append(first)
+    out = {"sim_drives": len(results)}
+    for k in TYPES:
+        tp, fp, fn = tot[k]
+        out["%s_precision" % k] = round(tp / (tp + fp), 3) if tp + fp else 1.0
+        out["%s_recall" % k] = round(tp / (tp + fn), 3) if tp + fn else 1.0
+        out["%s_truth_n" % k] = tp + fn
+    out["calm_false_events_per_100km"] = round(100.0 * calm_fp / calm_km, 2) if calm_km else 0.0
+    if t_cal:
+        t_cal.sort()
+        out["calib_time_to_calibrated_median_s"] = round(t_cal[len(t_cal) // 2], 1)
+        out["calib_drives_calibrated_share"] = round(len(t_cal) / max(1, sum(
+            1 for r in results if r["scenario"] != "remount" and r["trips"])), 3)
+    for p in probes:
+        v = sorted(errs[p])
+        cal = [e for e in v if e >= 0]
+        out["calib_calibrated_share_at_%ds" % p] = round(len(cal) / len(v), 3) if v else 0.0
+        if cal:
+            out["calib_err_deg_median_at_%ds" % p] = round(cal[len(cal) // 2], 2)
+            out["calib_err_deg_max_at_%ds" % p] = round(cal[-1], 2)
+    return out
+
+
+def run(quick=False):
+    out = {}
+    out.update(mp_speed(150 if quick else 600))
+    out.update(sim_figures(quick))
+    return out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    res = run(quick="--quick" in argv)
+    for k, v in res.items():
+        print("%-48s %s" % (k, v))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
