@@ -160,3 +160,25 @@ def test_end_to_end_reduced_suite(tmp_path):
         assert r["trips_box"] >= 1
         assert r["bytes_per_fix"] is None or r["bytes_per_fix"] < 100
     print(E.format_table(ev))
+
+
+def test_bench_reference_codec8_and_report(tmp_path):
+    from tools import bench
+    fixes = [(880000000 + i, 457600000 + i * 10, 48400000 - i * 7, 13000, 9000, 9, 11, 1700) for i in range(130)]
+    total, nrec, rec_len = bench.codec8_packets(fixes)
+    assert rec_len == 30 and nrec == 130
+    # 3 packets (60 + 60 + 10 records): 4 preamble + 4 length + 1 codec + 2 counts + 4 CRC each
+    assert total == 130 * 30 + 3 * 15
+    assert bench.codec8_packets(fixes[:1], io_n1=2, io_n2=1)[2] == 30 + 2 * 2 + 3
+    assert bench._crc16_ibm(b"123456789") == 0xBB3D   # CRC-16/ARC check value
+    ev = E.evaluate(["crash"], seed=2, workdir=str(tmp_path), replay=_oracle)
+    mods = {"bench_fake": {"figures": {"link efficiency %": 91.0}, "wall_s": 1.0},
+            "bench_broken": {"error": "ImportError: nope", "wall_s": 0.1}}
+    out = str(tmp_path / "B.md")
+    import datetime
+    bench.write_markdown(out, bench.machine_info(), mods, ev, [], {"CSV+gzip B/fix": 13.0}, True,
+                         datetime.datetime(2026, 11, 23), 1.0)
+    text = open(out).read()
+    assert "| link efficiency (payload / line bytes, %) | >= 85 % | 91 | met |" in text
+    assert "**failed**: `ImportError: nope`" in text
+    assert "crash" in text and "| CSV+gzip B/fix | 13 |" in text
