@@ -466,7 +466,32 @@ class LIS3DHModel:
         inc = memaddr & 0x80
         r = memaddr & 0x7F
         fifo_on = self._fifo_on()
-        for i in range(len(buf)):
+        nb = len(buf)
+        if inc and fifo_on and r == _OUT_X_L and nb % 6 == 0:
+            # fast path of the generic loop below for FIFO bursts: pop, then emit the 6 bytes
+            f = self._fifo
+            out = self._out
+            j = 0
+            while j < nb:
+                if self._fn:
+                    k = 3 * self._fh
+                    out[0] = f[k]
+                    out[1] = f[k + 1]
+                    out[2] = f[k + 2]
+                    self._fh = (self._fh + 1) % _DEPTH
+                    self._fn -= 1
+                v = out[0]
+                buf[j] = v & 0xFF
+                buf[j + 1] = (v >> 8) & 0xFF
+                v = out[1]
+                buf[j + 2] = v & 0xFF
+                buf[j + 3] = (v >> 8) & 0xFF
+                v = out[2]
+                buf[j + 4] = v & 0xFF
+                buf[j + 5] = (v >> 8) & 0xFF
+                j += 6
+            return
+        for i in range(nb):
             if r >= 0x40:
                 buf[i] = 0
             else:
