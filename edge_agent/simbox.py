@@ -219,7 +219,12 @@ class Collector:
 
         self.c.on_connect = on_connect
         self.c.on_subscribe = on_subscribe
-        self.c.connect(host, port)
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600  # persistent session: nothing is missed while we reconnect
+        self.c.connect(host, port, clean_start=False, properties=props)
         self.c.loop_start()
         if not self.subscribed.wait(10):
             raise RuntimeError("collector could not subscribe to %s" % topic)

@@ -20,7 +20,7 @@ _ST_HELLO = const(0)
 _ST_UP = const(1)
 
 _RX_CHUNK = const(256)
-_MAX_BACKOFF_SHIFT = const(4)
+_MAX_BACKOFF_SHIFT = const(2)  # rto x4 at most: only `window` blocks are ever in flight
 
 
 def _elapsed(now, then):

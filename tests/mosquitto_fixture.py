@@ -6,7 +6,7 @@ Usage in a test file under tests/ (pytest puts tests/ on sys.path because tests/
 
     def test_x(mosquitto):
         mosquitto.host, mosquitto.port     # anonymous plain listener on 127.0.0.1:<free port>
-        mosquitto.stop(); mosquitto.start()  # restart on the same port (persistence off)
+        mosquitto.stop(); mosquitto.start()  # restart on the same port; persistent sessions survive
 
 For auth/ACL/TLS tests build one yourself: `Broker(tmp_path, conf_extra="...", anonymous=False)`;
 `conf_extra` is appended to the generated config (listener line is added for you unless
@@ -41,7 +41,11 @@ class Broker:
         self.port = port or free_port()
         self.conf = os.path.join(self.workdir, "mosquitto-%d.conf" % self.port)
         self.log = os.path.join(self.workdir, "mosquitto-%d.log" % self.port)
-        lines = ["persistence false", "log_dest stderr", "log_type error", "log_type warning"]
+        # persistence on, so persistent-session subscribers keep their queued QoS 1 messages across stop/start
+        lines = ["persistence true", "persistence_location %s/" % self.workdir, "autosave_interval 1",
+                 "log_dest stderr", "log_type error", "log_type warning"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lines.append("user root")  # do not drop to `mosquitto`: it could not read the test's temp files
         if listener:
             lines.append("listener %d %s" % (self.port, self.host))
         lines.append("allow_anonymous %s" % ("true" if anonymous else "false"))

@@ -1,0 +1,211 @@
+"""End to end: simulated box (real BoxLink over a pty) -> real agent process -> real Mosquitto -> subscriber."""
+import json
+import os
+import random
+import subprocess
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge_agent.simbox import AgentProc, Collector, SimBox, wait_for, write_agent_config
+from mosquitto_fixture import Broker, mosquitto  # noqa: F401  (pytest fixture)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLEET = "f1"
+DEV = "box-0001"
+
+
+class Rig:
+    def __init__(self, tmp_path, broker, loss=0.0, flip=0.0, max_bytes=50_000_000):
+        self.broker = broker
+        self.box = SimBox(DEV, loss=loss, flip=flip).start()
+        self.col = Collector(broker.host, broker.port, "paydbox/%s/%s/#" % (FLEET, DEV))
+        cfg = write_agent_config(str(tmp_path / "agent.toml"), FLEET, DEV, self.box.path, str(tmp_path / "q.db"),
+                                 broker.host, broker.port, max_bytes=max_bytes)
+        self.agent = AgentProc(cfg, str(tmp_path / "agent.log")).start()
+
+    def all_arrived(self, timeout):
+        return wait_for(lambda: self.col.count() == len(self.box.produced), timeout)
+
+    def check_all(self, timeout=30):
+        ok = self.all_arrived(timeout)
+        missing = sorted(set(self.box.produced) - {fs for _, fs in self.col.got})
+        assert ok, "missing %d blocks, e.g. %s\nagent log:\n%s" % (len(missing), missing[:5], self.agent.log()[-3000:])
+        for (dev, fs), payload in self.col.got.items():
+            assert payload == self.box.produced[fs], "block %d corrupted" % fs
+        assert self.col.bad == 0
+
+    def close(self):
+        self.agent.terminate()
+        self.col.close()
+        self.box.stop()
+
+
+@pytest.fixture
+def rig_factory(tmp_path, mosquitto):
+    rigs = []
+
+    def make(**kw):
+        r = Rig(tmp_path, mosquitto, **kw)
+        rigs.append(r)
+        return r
+
+    yield make
+    for r in rigs:
+        r.close()
+
+
+def test_every_block_once_crash_first_status_and_command(rig_factory):
+    r = rig_factory()
+    assert wait_for(lambda: r.col.count() == 0 and r.col.status, 10)
+    r.box.produce(150)
+    r.check_all()
+    # clean run: exactly once
+    assert r.col.dups == 0
+    # crash (prio 4) overtakes a backlog
+    r.box.produce(300)
+    r.box.produce(1, prio=4)
+    crash_fs = max(r.box.produced)
+    r.check_all()
+    assert crash_fs in r.col.order[150:150 + 40], "crash block was not sent ahead of the backlog"
+    # status: retained, online, queue drained
+    assert wait_for(lambda: r.col.status and r.col.status[-1]["queue_rows"] == 0, 10)
+    st = r.col.status[-1]
+    assert st["state"] == "online" and st["link"] == "up" and st["box"]["fw"] == "sim-1.0"
+    # downlink command -> box -> result
+    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="ops", protocol=mqtt.MQTTv5)
+    c.connect(r.broker.host, r.broker.port)
+    c.loop_start()
+    c.publish("paydbox/%s/%s/cmd" % (FLEET, DEV), json.dumps({"id": "c1", "cmd": "ping"}), qos=1).wait_for_publish(5)
+    assert wait_for(lambda: r.col.results, 10), r.agent.log()[-2000:]
+    assert r.col.results[0]["id"] == "c1" and r.col.results[0]["ok"] is True
+    c.loop_stop()
+    c.disconnect()
+    # graceful stop: retained offline status
+    assert r.agent.terminate() == 0
+    assert wait_for(lambda: r.col.status[-1]["state"] == "offline", 5)
+
+
+def test_broker_restart_loses_nothing(rig_factory):
+    r = rig_factory()
+    r.box.produce(100)
+    wait_for(lambda: r.col.count() > 20, 10)
+    r.broker.stop()
+    r.box.produce(200)  # the box keeps driving while the broker is down
+    time.sleep(2.0)
+    r.broker.start()
+    r.box.produce(100)
+    r.check_all(40)
+
+
+def test_agent_sigkill_at_random_moments_loses_nothing(rig_factory):
+    r = rig_factory()
+    rng = random.Random(5)
+    for i in range(8):
+        r.box.produce(60)
+        time.sleep(rng.uniform(0.3, 1.2))
+        r.agent.kill()
+        time.sleep(rng.uniform(0.0, 0.3))
+        r.agent.start()
+    r.box.produce(20)
+    r.check_all(40)
+    assert r.agent.kills == 8
+
+
+def test_line_corruption_one_percent(rig_factory):
+    # 1 % of the bytes on the line lost or bit-flipped, both directions. A frame of L bytes survives with
+    # probability 0.99**L, so this line needs small blocks (4 records, ~100 bytes: ~40 % of frames survive).
+    r = rig_factory(loss=0.005, flip=0.005)
+    r.box.produce(50, records_per_block=4)
+    r.check_all(60)
+    assert r.box.uart.corrupted > 100
+    assert r.box.link.counters["retransmits"] > 0
+
+
+def test_disk_limit_stops_acking_and_alarms(rig_factory):
+    r = rig_factory(max_bytes=20_000)
+    r.broker.stop()  # nothing drains: the queue fills up
+    r.box.produce(200)  # ~84 KB
+    assert wait_for(lambda: r.box.store.pending() < 200, 10)
+    time.sleep(3.0)
+    pending = r.box.store.pending()
+    assert pending > 100, "the agent acked more than its disk limit allows"
+    r.broker.start()
+    assert wait_for(lambda: any("queue_full" in s["alarms"] for s in r.col.status), 15), r.agent.log()[-2000:]
+    r.check_all(40)
+    assert r.box.store.pending() == 0
+
+
+def _gen_certs(tmp_path, devices):
+    out = tmp_path / "pki"
+    subprocess.run(["sh", os.path.join(ROOT, "deploy", "make-certs.sh"), str(out), "127.0.0.1"] + devices,
+                   check=True, capture_output=True)
+    return out
+
+
+def _acl_broker(tmp_path, pki):
+    acl = os.path.join(ROOT, "deploy", "mosquitto", "acl")
+    port = None
+    b = Broker(tmp_path / "tlsbroker", anonymous=False, listener=False)
+    port = b.port
+    conf = "\n".join([
+        "listener %d 127.0.0.1" % port,
+        "cafile %s" % (pki / "ca.crt"),
+        "certfile %s" % (pki / "server.crt"),
+        "keyfile %s" % (pki / "server.key"),
+        "require_certificate true",
+        "use_identity_as_username true",
+        "acl_file %s" % acl,
+    ])
+    with open(b.conf, "a") as f:
+        f.write(conf + "\n")
+    return b.start()
+
+
+def _tls_client(pki, name, broker, client_id=None):
+    import ssl
+
+    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or name,
+                    protocol=mqtt.MQTTv5)
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / (name + ".crt")), str(pki / (name + ".key")))
+    c.tls_set_context(ctx)
+    got = []
+    c.on_message = lambda cl, u, m: got.append((m.topic, m.payload))
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    return c, got
+
+
+def test_acl_device_cannot_publish_on_another_devices_topic(tmp_path):
+    if not os.path.exists("/usr/bin/openssl"):
+        pytest.skip("openssl absent")
+    pki = _gen_certs(tmp_path, ["box-a", "box-b", "ingest"])
+    b = _acl_broker(tmp_path, pki)
+    try:
+        ing, got = _tls_client(pki, "ingest", b)
+        ing.subscribe("paydbox/#", qos=1)
+        time.sleep(0.5)
+        a, _ = _tls_client(pki, "box-a", b)
+        time.sleep(0.5)
+        a.publish("paydbox/f1/box-b/records", b"forged", qos=1)
+        a.publish("paydbox/f1/box-b/status", b"forged", qos=1)
+        a.publish("paydbox/f1/box-a/records", b"mine", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: ("paydbox/f1/box-a/records", b"mine") in got, 5)
+        time.sleep(0.5)
+        assert [t for t, p in got if p == b"forged"] == []
+        # and a device cannot read another device's commands
+        bb, bgot = _tls_client(pki, "box-b", b)
+        bb.subscribe("paydbox/f1/box-a/cmd", qos=1)
+        bb.subscribe("paydbox/f1/box-b/cmd", qos=1)
+        time.sleep(0.5)
+        ops, _ = _tls_client(pki, "ingest", b, "ingest-2")  # ingest may not send commands either
+        ops.publish("paydbox/f1/box-b/cmd", b"x", qos=1)
+        time.sleep(0.5)
+        assert bgot == []
+        for c in (ing, a, bb, ops):
+            c.loop_stop()
+            c.disconnect()
+    finally:
+        b.stop()
