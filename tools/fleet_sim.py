@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -300,6 +301,8 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
     commit_times = [r[2] for r in rows if r[2] is not None]
     t_end = max(commit_times) if commit_times else time.time()
     for p in procs:
+        if stored >= n_records:  # everything is committed: no need to wait for the idle timeout
+            p.send_signal(signal.SIGINT)
         try:
             p.wait(timeout=max(10.0, duration + 10))
         except subprocess.TimeoutExpired:

@@ -1,0 +1,49 @@
+"""paydbox fleet-sim: a small fleet against a real Mosquitto with the real consumer processes."""
+import json
+
+from mosquitto_fixture import mosquitto, Broker  # noqa: F401  (fixture imported by name)
+from tools import fleet_sim
+from tools.cli import main as cli
+from firmware import codec
+
+
+def test_synthetic_drive_is_realistic_and_encodes():
+    recs = fleet_sim.synth_records(700, seed=4)
+    assert 700 <= len(recs) <= 710
+    assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
+    types = [r["type"] for r in recs]
+    assert types[0] == "status" and types.count("trip_start") == types.count("trip_end") >= 1
+    pos = [r for r in recs if r["type"] == "pos"]
+    assert all(0 <= p["speed_mmps"] < 45000 for p in pos)  # < 162 km/h
+    assert all(b["t_ms"] - a["t_ms"] == 1000 for a, b in zip(pos, pos[1:]) if b["seq"] == a["seq"] + 1)
+    blocks = fleet_sim.encode_blocks("sim-1", 1, recs, 512)
+    assert all(len(b) <= 512 for _, _, b in blocks)
+    back = [r for _, _, b in blocks for r in codec.decode_block(b)[1]]
+    assert [r["seq"] for r in back] == [r["seq"] for r in recs]
+    assert back[5]["lat_e7"] == recs[5]["lat_e7"]
+
+
+def test_fleet_sim_five_boxes(mosquitto, capsys):
+    url = "mqtt://%s:%d" % (mosquitto.host, mosquitto.port)
+    rc = cli(["fleet-sim", "--broker", url, "--boxes", "5", "--records-per-box", "300", "--dup-every", "3",
+              "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert rc == 0, r
+    assert r["boxes"] == 5 and r["records_published"] >= 1500
+    assert r["records_stored"] == r["records_published"] and r["records_lost"] == 0
+    assert r["duplicate_records_injected"] > 0
+    assert r["duplicate_records_dropped"] == r["duplicate_records_injected"]
+    assert r["damaged_blocks"] == 0 and r["agent_errors"] == []
+    assert 0 < r["lag_p50_ms"] <= r["lag_p95_ms"] <= r["lag_max_ms"] < 30000
+    assert r["ingest_records_per_s"] > 50
+    assert len(r["per_consumer"]) == 1 and r["per_consumer"][0]["records"] == r["records_stored"]
+
+
+def test_fleet_sim_two_consumers_split(mosquitto, capsys):
+    url = "mqtt://%s:%d" % (mosquitto.host, mosquitto.port)
+    rc = cli(["fleet-sim", "--broker", url, "--boxes", "4", "--records-per-box", "600", "--consumers", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "lost 0" in out and "p95" in out
+    lines = [x for x in out.splitlines() if x.strip().startswith("consumer ")]
+    assert len(lines) == 2 and all(" 0 records" not in x for x in lines), out
