@@ -23,23 +23,44 @@ class PowerCut(Exception):
 
 
 class FlashSim:
-    def __init__(self, nblocks=256, block_size=BLOCK, image=None):
+    def __init__(self, nblocks=256, block_size=BLOCK, image=None, buffer=None):
         if nblocks < 2 or block_size < 128 or block_size & (block_size - 1):
             raise ValueError("flashsim: nblocks >= 2 and a power-of-two block_size >= 128 expected")
         self.nblocks = nblocks
         self.bs = block_size
-        if image is not None:
+        self._ff = b"\xff" * block_size
+        if buffer is not None:
+            # share an existing flash content (power_cycle): no copy
+            if len(buffer) != nblocks * block_size:
+                raise ValueError("flashsim: buffer size %d != %d" % (len(buffer), nblocks * block_size))
+            self.data = buffer
+        elif image is not None:
             if len(image) != nblocks * block_size:
                 raise ValueError("flashsim: image size %d != %d" % (len(image), nblocks * block_size))
             self.data = bytearray(image)
         else:
-            self.data = bytearray(b"\xff" * (nblocks * block_size))
+            self.data = bytearray(nblocks * block_size)
+            for i in range(nblocks):
+                self.data[i * block_size:(i + 1) * block_size] = self._ff
         self.erases = [0] * nblocks  # erase count per block
         self.programmed = 0  # bytes programmed since creation
         self.writes = 0  # writeblocks calls
         self.cut_after = -1  # -1: no cut armed
         self.dead = False
         self.partial_seed = 1
+        self._dead_exc = PowerCut("flash: no power")  # raised without allocating (GC finalisers)
+
+    def load(self, image):
+        """Power-on with the given flash content (no allocation: reuses the buffer)."""
+        if len(image) != len(self.data):
+            raise ValueError("flashsim: image size %d != %d" % (len(image), len(self.data)))
+        self.data[:] = image
+        for i in range(self.nblocks):
+            self.erases[i] = 0
+        self.programmed = 0
+        self.writes = 0
+        self.cut_after = -1
+        self.dead = False
 
     def snapshot(self):
         return bytes(self.data)
@@ -49,13 +70,25 @@ class FlashSim:
         self.cut_after = nbytes
         self.dead = False
 
+    def power_cycle(self):
+        """Power comes back: returns a new device on the same flash content. This object stays dead
+        for good, so file objects of a filesystem mounted before the cut can never touch the flash
+        again (their finalisers fail instead of writing)."""
+        new = FlashSim(self.nblocks, self.bs, buffer=self.data)
+        new.erases = self.erases
+        new.programmed = self.programmed
+        new.writes = self.writes
+        self.cut_after = 0
+        self.dead = True
+        return new
+
     def revive(self):
         self.cut_after = -1
         self.dead = False
 
     def _check(self):
         if self.dead:
-            raise PowerCut("flash: no power")
+            raise self._dead_exc
 
     def readblocks(self, n, buf, off=0):
         self._check()
@@ -83,8 +116,11 @@ class FlashSim:
         if self.cut_after >= 0 and self.cut_after < ln:
             allow = self.cut_after
             torn = True
-        for i in range(allow):
-            d[a + i] &= buf[i]
+        if allow == ln and d[a:a + ln] == self._ff[:ln] if ln <= self.bs else False:
+            d[a:a + ln] = buf  # programming erased flash: the common case, done in C
+        else:
+            for i in range(allow):
+                d[a + i] &= buf[i]
         self.programmed += allow
         self.writes += 1
         if torn:
@@ -118,7 +154,7 @@ class FlashSim:
                 self.cut_after = 0
                 self.dead = True
                 raise PowerCut("flash: power cut during erase of block %d" % arg)
-            self.data[a:a + self.bs] = b"\xff" * self.bs
+            self.data[a:a + self.bs] = self._ff
             self.erases[arg] += 1
             if self.cut_after >= 0:
                 self.cut_after -= ERASE_COST
