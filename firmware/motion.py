@@ -62,6 +62,7 @@ _WN = const(64)
 
 _MG_PER_MPS2 = 1000.0 / 9.80665
 _Q14 = const(16384)
+_QUIET_Q8 = const(80 << 8)  # baseline band: 80 mg
 _CLIP = const(16000)   # LIS3DH full scale at +-16 g: keeps every product a small int on 32-bit ports
 
 # crash detector states
@@ -237,6 +238,8 @@ class Motion:
         self.moving = -1
         # latest fix, read by the hot path
         self._spd = -1
+        self._spd_t = 0
+        self._spd_slope = 0         # mm/s per s between the last two fixes
         self._lat = 0
         self._lon = 0
         self._crs = -1
@@ -418,7 +421,7 @@ class Motion:
                     if self._cover == 0:
                         self._ct0 = t
                         self._cpeak2 = 0
-                        self._csp0 = self._spd
+                        self._csp0 = self._speed_at(t)
                     self._cover += 1
                     self._cmiss = 0
                     if m2 > self._cpeak2:
@@ -447,7 +450,7 @@ class Motion:
                 self._cpost -= 1
                 if self._cpost <= 0:
                     self._cst = _CR_READY
-                    self._csp1 = self._spd
+                    self._csp1 = self._speed_at(t)
             elif cst == _CR_REARM:
                 if m2 < cthr2:
                     self._cst = _CR_ARMED
@@ -475,10 +478,20 @@ class Motion:
             # --- vehicle frame (mode 2) or gravity-aligned horizontal basis (mode 1)
             vx = (r0 * fx + r1 * fy + r2 * fz) >> 14
             vy = (r3 * fx + r4 * fy + r5 * fz) >> 14
+            # baselines follow slow offsets (road grade, camber, residual tilt) only while the
+            # channel is quiet; manoeuvres and long curves pull them 16x slower
             if ch[_C_ACT] == 0:
-                base[0] += ((vx << 8) - base[0]) >> kb
+                d = (vx << 8) - base[0]
+                if -_QUIET_Q8 < d < _QUIET_Q8:
+                    base[0] += d >> kb
+                else:
+                    base[0] += d >> (kb + 4)
             if ch[_CF + _C_ACT] == 0:
-                base[1] += ((vy << 8) - base[1]) >> kb
+                d = (vy << 8) - base[1]
+                if -_QUIET_Q8 < d < _QUIET_Q8:
+                    base[1] += d >> kb
+                else:
+                    base[1] += d >> (kb + 4)
             vx -= base[0] >> 8
             vy -= base[1] >> 8
             if mode == 2:
@@ -552,7 +565,7 @@ class Motion:
             ch[o + _C_N] = 0
             ch[o + _C_SUM] = 0
             ch[o + _C_PEAK] = 0
-            ch[o + _C_SP0] = self._spd
+            ch[o + _C_SP0] = self._speed_at(t)
             ch[o + _C_LAT] = self._lat
             ch[o + _C_LON] = self._lon
             ch[o + _C_CRS] = self._crs
@@ -575,10 +588,8 @@ class Motion:
         if dur < self._min_dur:
             return
         sp0 = ch[o + _C_SP0]
-        sp1 = self._spd
-        sp = sp0 if sp0 > sp1 else sp1
-        gate = self._gate_long if c == 0 else self._gate_cor
-        if sp >= 0 and sp < gate:
+        sp1 = self._speed_at(t)
+        if not self._gate_ok(sp0, sp1, dur, c):
             self.counters["gated"] += 1
             return
         if c == 0:
@@ -599,6 +610,44 @@ class Motion:
         e[q + _Q_LAT] = ch[o + _C_LAT]
         e[q + _Q_LON] = ch[o + _C_LON]
         e[q + _Q_CRS] = ch[o + _C_CRS]
+
+    def _speed_at(self, t):
+        # speed at box time t (mm/s) extrapolated from the last fix with the fix-to-fix slope
+        # (at most 1.5 s ahead); -1 unknown. Integer, no allocation.
+        v = self._spd
+        if v < 0:
+            return -1
+        dt = t - self._spd_t
+        if dt > 1500:
+            dt = 1500
+        elif dt < 0:
+            dt = 0
+        v += self._spd_slope * dt // 1000
+        return v if v > 0 else 0
+
+    def _gate_ok(self, sp0, sp1, dur, c):
+        # speed gates. Longitudinal (c 0): the faster of the start and end speeds reaches the gate
+        # (a launch starts at 0). Cornering (c 1): the part of the event above the gate speed
+        # (speed interpolated linearly between start and end) lasts the minimum duration, so a
+        # bend entered while braking below the gate does not count. Unknown speed: pass.
+        if c == 0:
+            hi = sp0 if sp0 > sp1 else sp1
+            return hi < 0 or hi >= self._gate_long
+        gate = self._gate_cor
+        lo = sp0
+        hi = sp1
+        if lo > hi:
+            lo = sp1
+            hi = sp0
+        if hi < 0:
+            return True
+        if lo < 0:
+            return hi >= gate
+        if lo >= gate:
+            return True
+        if hi < gate:
+            return False
+        return dur * (hi - gate) // (hi - lo) >= self._min_dur
 
     def _q_slot(self):
         if self._evq_n >= _QN:
@@ -621,7 +670,7 @@ class Motion:
             ch[_C_SVX] = 0
             ch[_C_SVY] = 0
             ch[_C_PEAK] = 0
-            ch[_C_SP0] = self._spd
+            ch[_C_SP0] = self._speed_at(t)
             ch[_C_LAT] = self._lat
             ch[_C_LON] = self._lon
             ch[_C_CRS] = self._crs
@@ -657,7 +706,7 @@ class Motion:
         e[q + _Q_PEAK] = 0
         e[q + _Q_MEAN] = 0
         e[q + _Q_SP0] = ch[_C_SP0]
-        e[q + _Q_SP1] = self._spd
+        e[q + _Q_SP1] = self._speed_at(t)
         e[q + _Q_LAT] = ch[_C_LAT]
         e[q + _Q_LON] = ch[_C_LON]
         e[q + _Q_CRS] = ch[_C_CRS]
@@ -682,9 +731,19 @@ class Motion:
             self._lat = fix.lat_e7
             self._lon = fix.lon_e7
             self._crs = fix.course_cdeg
+            slope = 0
+            if self._spd >= 0 and fix.speed_mmps >= 0 and 0 < fix.t_ms - self._spd_t <= 2500:
+                slope = (fix.speed_mmps - self._spd) * 1000 // (fix.t_ms - self._spd_t)
+                if slope > 10000:
+                    slope = 10000
+                elif slope < -10000:
+                    slope = -10000
+            self._spd_slope = slope
             self._spd = fix.speed_mmps
+            self._spd_t = fix.t_ms
         else:
             self._spd = -1
+            self._spd_slope = 0
         iv_n = self._iv_n
         iv = self._iv
         self._iv = [0.0, 0.0, 0.0]
@@ -888,15 +947,14 @@ class Motion:
         rt = abs(pt) / self._thr_cor
         if rl >= rt:
             kind = _K_ACCEL if pl >= 0 else _K_BRAKE
-            peak, mean, r, gate = abs(pl), abs(ml), rl, self._gate_long
+            peak, mean, r, gate = abs(pl), abs(ml), rl, 0
         else:
             kind = _K_LEFT if pt >= 0 else _K_RIGHT
-            peak, mean, r, gate = abs(pt), abs(mt), rt, self._gate_cor
+            peak, mean, r, gate = abs(pt), abs(mt), rt, 1
         if r < 1.0:
             self.counters["weak"] += 1
             return
-        sp = max(rec[_Q_SP0], rec[_Q_SP1])
-        if 0 <= sp < gate:
+        if not self._gate_ok(rec[_Q_SP0], rec[_Q_SP1], rec[_Q_DUR], gate):
             self.counters["gated"] += 1
             return
         rec[_Q_KIND] = kind
