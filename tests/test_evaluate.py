@@ -20,8 +20,8 @@ def test_match_inside_window_with_slack():
     truth = [T("harsh_brake", 10.0, 12.0), T("harsh_accel", 30.0, 31.0)]
     det = [D("harsh_brake", 13.9), D("harsh_accel", 28.1)]
     per, fps, fns = E.match_events(truth, det)
-    assert per["harsh_brake"] == {"tp": 1, "fp": 0, "fn": 0}
-    assert per["harsh_accel"] == {"tp": 1, "fp": 0, "fn": 0}
+    assert per["harsh_brake"] == {"tp": 1, "fp": 0, "fn": 0, "marginal": 0}
+    assert per["harsh_accel"] == {"tp": 1, "fp": 0, "fn": 0, "marginal": 0}
     assert fps == [] and fns == []
 
 
@@ -31,8 +31,8 @@ def test_outside_window_wrong_type_and_duplicates():
            D("harsh_accel", 11.0),            # right time, wrong type
            D("harsh_brake", 11.0), D("harsh_brake", 11.5)]   # the second is a duplicate
     per, fps, fns = E.match_events(truth, det)
-    assert per["harsh_brake"] == {"tp": 1, "fp": 2, "fn": 0}
-    assert per["harsh_accel"] == {"tp": 0, "fp": 1, "fn": 0}
+    assert per["harsh_brake"] == {"tp": 1, "fp": 2, "fn": 0, "marginal": 0}
+    assert per["harsh_accel"] == {"tp": 0, "fp": 1, "fn": 0, "marginal": 0}
     assert sorted(d["t"] for d in fps) == [11.0, 11.5, 14.2]
 
 
@@ -40,9 +40,23 @@ def test_closest_truth_wins_and_misses_are_counted():
     truth = [T("harsh_corner_left", 10.0, 11.0), T("harsh_corner_left", 13.0, 14.0), T("crash", 50.0, 50.1)]
     det = [D("harsh_corner_left", 12.9)]
     per, fps, fns = E.match_events(truth, det)
-    assert per["harsh_corner_left"] == {"tp": 1, "fp": 0, "fn": 1}
-    assert per["crash"] == {"tp": 0, "fp": 0, "fn": 1}
+    assert per["harsh_corner_left"] == {"tp": 1, "fp": 0, "fn": 1, "marginal": 0}
+    assert per["crash"] == {"tp": 0, "fp": 0, "fn": 1, "marginal": 0}
     assert [f["start"] for f in fns] == [10.0, 50.0]   # the 13-14 one was taken
+
+
+def test_marginal_truth_events_neither_reward_nor_punish():
+    truth = [dict(T("harsh_accel", 10.0, 10.55), marginal=1), T("harsh_accel", 30.0, 32.0),
+             dict(T("harsh_corner_right", 50.0, 50.4), marginal=1)]
+    det = [D("harsh_accel", 10.2), D("harsh_accel", 31.0)]
+    per, fps, fns = E.match_events(truth, det)
+    assert per["harsh_accel"] == {"tp": 1, "fp": 0, "fn": 0, "marginal": 1}
+    assert "harsh_corner_right" not in per      # the missed near-miss is not a miss
+    assert fps == [] and fns == []
+    # a clear event is preferred over an overlapping marginal one
+    truth = [dict(T("harsh_brake", 10.0, 11.0), marginal=1), T("harsh_brake", 11.5, 13.0)]
+    per, _, _ = E.match_events(truth, [D("harsh_brake", 11.2)])
+    assert per["harsh_brake"] == {"tp": 1, "fp": 0, "fn": 0, "marginal": 0}
 
 
 def test_precision_recall():

@@ -44,7 +44,10 @@ def truth_from_trace(path):
             continue
         k = ln.get("kind")
         if k == "event":
-            events.append({"type": ln["type"], "start": ln["start"], "end": ln["end"], "peak_mps2": ln.get("peak_mps2")})
+            ev = {"type": ln["type"], "start": ln["start"], "end": ln["end"], "peak_mps2": ln.get("peak_mps2")}
+            if ln.get("marginal"):
+                ev["marginal"] = 1
+            events.append(ev)
         elif k == "trip":
             trips.append({"start": ln["start"], "end": ln["end"], "dist_m": ln["dist_m"]})
         elif k == "mount":
@@ -92,10 +95,12 @@ def detected_events(report):
 
 
 def match_events(truth_events, detected, slack_s=SLACK_S):
-    """Match detections to truth per type. Returns {type: {'tp','fp','fn'}} and the lists of misses.
+    """Match detections to truth per type. Returns ({type: {'tp','fp','fn','marginal'}}, false positives, misses).
 
     A detection matches the unmatched truth event of its type whose window [start - slack, end + slack]
-    contains its t (the closest one by distance to the window centre when several do)."""
+    contains its t (a clear event before a marginal one, then the closest to the window centre).
+    Truth events flagged `marginal` (borderline: just above or just below a threshold) do not count:
+    a detection matching one is neither a true nor a false positive, and missing one is no miss."""
     per = {}
     used = set()
     fps = []
@@ -105,20 +110,23 @@ def match_events(truth_events, detected, slack_s=SLACK_S):
             if i in used or ev["type"] != d["type"]:
                 continue
             if ev["start"] - slack_s <= d["t"] <= ev["end"] + slack_s:
-                dist = abs(d["t"] - (ev["start"] + ev["end"]) / 2.0)
-                if best is None or dist < best[0]:
-                    best = (dist, i)
-        c = per.setdefault(d["type"], {"tp": 0, "fp": 0, "fn": 0})
+                key = (1 if ev.get("marginal") else 0, abs(d["t"] - (ev["start"] + ev["end"]) / 2.0))
+                if best is None or key < best[0]:
+                    best = (key, i)
+        c = per.setdefault(d["type"], {"tp": 0, "fp": 0, "fn": 0, "marginal": 0})
         if best is None:
             c["fp"] += 1
             fps.append(d)
         else:
             used.add(best[1])
-            c["tp"] += 1
+            if truth_events[best[1]].get("marginal"):
+                c["marginal"] += 1
+            else:
+                c["tp"] += 1
     fns = []
     for i, ev in enumerate(truth_events):
-        if i not in used:
-            per.setdefault(ev["type"], {"tp": 0, "fp": 0, "fn": 0})["fn"] += 1
+        if i not in used and not ev.get("marginal"):
+            per.setdefault(ev["type"], {"tp": 0, "fp": 0, "fn": 0, "marginal": 0})["fn"] += 1
             fns.append(ev)
     return per, fps, fns
 
@@ -207,9 +215,9 @@ def aggregate(results):
     per = {}
     for r in ok:
         for k, c in r["events"].items():
-            t = per.setdefault(k, {"tp": 0, "fp": 0, "fn": 0})
-            for f in ("tp", "fp", "fn"):
-                t[f] += c[f]
+            t = per.setdefault(k, {"tp": 0, "fp": 0, "fn": 0, "marginal": 0})
+            for f in ("tp", "fp", "fn", "marginal"):
+                t[f] += c.get(f, 0)
     pr = {}
     for k, c in sorted(per.items()):
         p, rc = precision_recall(c)

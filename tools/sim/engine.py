@@ -60,28 +60,48 @@ def random_rotation(rng):
 
 
 class _Run:
-    """Labels contiguous runs of a condition with a minimum duration (truth events)."""
+    """Labels runs of a signal above a threshold lasting >= min_s (truth events).
 
-    def __init__(self, sim, kind, min_s, sign=1.0):
+    With `margin` (e.g. 0.85) the run is followed from margin * thr on, so borderline cases are labelled
+    `marginal` instead of being silently clear-cut: an event lasting < min_s + 0.2 s or peaking < 1.1 thr,
+    and a near miss (>= 0.3 s above margin * thr but < min_s above thr). The evaluation neither rewards nor
+    punishes the box on marginal events."""
+
+    def __init__(self, sim, kind, thr, min_s, margin=None):
         self.sim = sim
         self.kind = kind
+        self.thr = thr
         self.min_s = min_s
-        self.sign = sign
+        self.low = thr * margin if margin else thr
+        self.margin = margin
         self.start = None
-        self.peak = 0.0
 
-    def update(self, t, cond, value=0.0):
-        if cond:
+    def update(self, t, gate, value):
+        if gate and value > self.low:
             if self.start is None:
                 self.start = t
                 self.peak = 0.0
-            self.peak = max(self.peak, abs(value))
+                self.above = 0.0
+                self.first = self.last = None
+            if value > self.peak:
+                self.peak = value
+            if value > self.thr:
+                self.above += self.sim.dt
+                if self.first is None:
+                    self.first = t
+                self.last = t + self.sim.dt
         elif self.start is not None:
             self.close(t)
 
     def close(self, t):
-        if self.start is not None and t - self.start >= self.min_s - 1e-9:
-            self.sim.truth_event(self.kind, self.start, t, self.peak)
+        if self.start is None:
+            return
+        if self.above >= self.min_s - 1e-9:
+            clear = self.above >= self.min_s + 0.2 - 1e-9 and self.peak >= self.thr * 1.1
+            self.sim.truth_event(self.kind, self.first, self.last, self.peak,
+                                 marginal=bool(self.margin) and not clear)
+        elif self.margin and t - self.start >= 0.3:
+            self.sim.truth_event(self.kind, self.start, t, self.peak, marginal=True)
         self.start = None
 
 
@@ -168,11 +188,11 @@ class Sim:
         self.trip = None
         self.idle_start = None
         self.runs = {
-            "harsh_accel": _Run(self, "harsh_accel", MIN_EVENT_S),
-            "harsh_brake": _Run(self, "harsh_brake", MIN_EVENT_S),
-            "harsh_corner_left": _Run(self, "harsh_corner_left", MIN_EVENT_S),
-            "harsh_corner_right": _Run(self, "harsh_corner_right", MIN_EVENT_S),
-            "overspeed": _Run(self, "overspeed", OVERSPEED_MIN_S),
+            "harsh_accel": _Run(self, "harsh_accel", HARSH_ACCEL_MPS2, MIN_EVENT_S, 0.85),
+            "harsh_brake": _Run(self, "harsh_brake", HARSH_BRAKE_MPS2, MIN_EVENT_S, 0.85),
+            "harsh_corner_left": _Run(self, "harsh_corner_left", HARSH_CORNER_MPS2, MIN_EVENT_S, 0.85),
+            "harsh_corner_right": _Run(self, "harsh_corner_right", HARSH_CORNER_MPS2, MIN_EVENT_S, 0.85),
+            "overspeed": _Run(self, "overspeed", OVERSPEED_KMH / 3.6, OVERSPEED_MIN_S),
         }
         self.tow_start = None
         self.tow_peak = 0.0
@@ -187,8 +207,10 @@ class Sim:
         self._truth_mount(0.0)
 
     # ---------------------------------------------------------------- truth
-    def truth_event(self, kind, start, end, peak):
+    def truth_event(self, kind, start, end, peak, marginal=False):
         ev = {"type": kind, "start": round(start, 3), "end": round(end, 3), "peak_mps2": round(peak, 3)}
+        if marginal:
+            ev["marginal"] = 1
         self.events.append(ev)
         if self.w:
             self.w.add(end, "truth", kind="event", **ev)
@@ -224,11 +246,11 @@ class Sim:
         vk = self.v * 3.6
         crash = self.in_crash
         r = self.runs
-        r["harsh_accel"].update(t, not crash and self.a > HARSH_ACCEL_MPS2 and vk >= GATE_KMH, self.a)
-        r["harsh_brake"].update(t, not crash and -self.a > HARSH_BRAKE_MPS2 and vk >= GATE_KMH, self.a)
-        r["harsh_corner_left"].update(t, not crash and self.alat > HARSH_CORNER_MPS2 and vk >= CORNER_GATE_KMH, self.alat)
-        r["harsh_corner_right"].update(t, not crash and -self.alat > HARSH_CORNER_MPS2 and vk >= CORNER_GATE_KMH, self.alat)
-        r["overspeed"].update(t, vk > OVERSPEED_KMH and self.ign, self.v)
+        r["harsh_accel"].update(t, not crash and vk >= GATE_KMH, self.a)
+        r["harsh_brake"].update(t, not crash and vk >= GATE_KMH, -self.a)
+        r["harsh_corner_left"].update(t, not crash and vk >= CORNER_GATE_KMH, self.alat)
+        r["harsh_corner_right"].update(t, not crash and vk >= CORNER_GATE_KMH, -self.alat)
+        r["overspeed"].update(t, self.ign, self.v)
         moving = self.v > 0.0
         if self.engine and not moving:
             if self.idle_start is None:

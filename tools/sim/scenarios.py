@@ -40,7 +40,7 @@ def commute(rng, duration_s=None):
         _turn(rng, 1),
         P(300, 0, 50, stop=rng.uniform(20, 35), potholes=1),
         P(260, 0, 50, a=3.4, jerk=8.0),                 # harsh acceleration away from the light
-        P(45 * QUARTER, -45, 70),                        # right-hand curve, normal lateral
+        P(60 * QUARTER, -60, 70, alat=2.2),              # right-hand curve, normal lateral
         P(600, 0, 70, glitch="zero"),                    # one (0,0) fix
         P(250, 0, 50, canyon=True, stop=rng.uniform(15, 30)),
         P(350, 0, 50, b=4.0, jerk=9.0, stop=rng.uniform(15, 25)),   # harsh braking at a light
