@@ -107,6 +107,10 @@ def test_score_metrics():
     assert m2["distance_error_pct"] == pytest.approx(-20.0)
     assert m2["crash_detected"] is False
     assert m2["calibration_error_deg"] == pytest.approx(90.0)
+    # the firmware's Q14 flat form (motion.state()['R'], rows = vehicle axes in box coordinates)
+    m3 = E.score(_truth(), _report(5000.0, [], cal={"calib_state": "calibrated", "R_q14": [16384, 0, 0, 0, 16384, 0, 0, 0, 16384]}))
+    assert m3["calibration_error_deg"] == pytest.approx(0.0, abs=1e-6)
+    assert m3["calibration_state"] == "calibrated"
 
 
 def test_parked_drift_and_aggregate():

@@ -148,10 +148,15 @@ def _calibration_error(truth, cal):
     """Degrees between the box's estimated mount rotation and the truth, when the replay reports it."""
     if not isinstance(cal, dict) or not truth["mounts"]:
         return None
-    R = cal.get("R") or cal.get("rotation") or cal.get("R_box_to_vehicle")
-    if R is None and isinstance(cal.get("R_e6"), list):
-        R = [[c / 1e6 for c in row] for row in cal["R_e6"]] if isinstance(cal["R_e6"][0], list) else \
-            [[cal["R_e6"][3 * i + j] / 1e6 for j in range(3)] for i in range(3)]
+    R = None
+    for key, scale in (("R", 1.0), ("rotation", 1.0), ("R_q14", 16384.0), ("R_e6", 1e6)):
+        m = cal.get(key)
+        if isinstance(m, (list, tuple)) and len(m) == 9:
+            R = [[m[3 * i + j] / scale for j in range(3)] for i in range(3)]
+        elif isinstance(m, (list, tuple)) and len(m) == 3:
+            R = [[c / scale for c in row] for row in m]
+        if R is not None:
+            break
     if R is not None:
         try:
             return round(rotation_angle_deg(truth["mounts"][-1]["R"], R), 2)
