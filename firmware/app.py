@@ -9,13 +9,17 @@ import os
 from firmware import VERSION
 from firmware.nmea import NMEAParser
 from firmware.odometer import Odometer
+from firmware.odometer import DEFAULTS as _ODO_KEYS
+from firmware.trip import DEFAULTS as _TRIP_KEYS
 from firmware.trip import TripTracker
 from hw.compat import const
 
 try:
+    from firmware.motion import DEFAULTS as _MOTION_KEYS
     from firmware.motion import Motion
 except ImportError:  # motion module not deployed: GNSS-only box
     Motion = None
+    _MOTION_KEYS = {}
 try:
     from firmware.score import score as score_trip
 except ImportError:
@@ -29,7 +33,8 @@ _STATUS_EVERY_MS = const(600000)   # status record every 10 minutes
 _GNSS_SILENT_MS = const(30000)     # no GNSS byte for 30 s: tamper gnss_missing
 _STATE_EVERY_MS = const(60000)     # persist odometer / calibration every minute while driving
 _UNACCOUNTED_MIN_MM = const(500000)  # car moved >= 500 m while the box was off
-_POS_INTERVAL_MS = const(1000)     # position records at 1 Hz whatever the receiver rate
+_POS_INTERVAL_MS = const(1000)
+_NMEA_IDLE_MS = const(300)     # position records at 1 Hz whatever the receiver rate
 # record priorities in the store (docs/architecture.md)
 _PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "odometer": 2,
          "config": 2, "tamper": 3, "crash": 4}
@@ -42,6 +47,25 @@ DEFAULT_CONFIG = {
     "store_segment_bytes": 32 * 1024,
     "block_max_bytes": 512,
 }
+
+
+def _subset(cfg, keys):
+    out = {}
+    for k in keys:
+        if k in cfg:
+            out[k] = cfg[k]
+    return out
+
+
+def subsystem_configs(cfg):
+    """The installer's config keys (firmware/config.py) -> each subsystem's own config dict."""
+    motion = _subset(cfg, _MOTION_KEYS)
+    if "crash_g" in cfg:
+        motion["crash_threshold_mg"] = int(cfg["crash_g"] * 1000 + 0.5)
+    trip = _subset(cfg, _TRIP_KEYS)
+    if "idle_s" in cfg:
+        trip["idle_event_s"] = cfg["idle_s"]
+    return _subset(cfg, _ODO_KEYS), motion, trip
 
 
 def _join(a, b):
@@ -102,9 +126,12 @@ class Box:
         self.pos_count = 0
         self.blocks = 0
 
-        self.parser = NMEAParser(on_fix=self._on_fix)
-        self.odo = Odometer(cfg, st.get("odo"))
-        self.trip = TripTracker(cfg, emit=self._emit, score_fn=score_trip)
+        odo_cfg, motion_cfg, trip_cfg = subsystem_configs(cfg)
+        # the main loop reads the UART every ~100 ms, so an epoch's bytes span several feeds: the
+        # parser's "quiet line ends the epoch" fallback must wait longer than one loop period
+        self.parser = NMEAParser(on_fix=self._on_fix, idle_ms=_NMEA_IDLE_MS)
+        self.odo = Odometer(odo_cfg, st.get("odo"))
+        self.trip = TripTracker(trip_cfg, emit=self._emit, score_fn=score_trip)
         self._uart_buf = bytearray(_UART_BUF)
         self._last_gnss_ms = now
         self._gnss_missing_reported = False
@@ -126,7 +153,7 @@ class Box:
             except OSError:
                 self.accel = None
         if self.accel is not None and Motion is not None:
-            self.motion = Motion(rate, cfg, on_event=self._on_motion_event, state=st.get("motion"))
+            self.motion = Motion(rate, motion_cfg, on_event=self._on_motion_event, state=st.get("motion"))
         self.link = None
         if link_uart is not None:
             from firmware.link import BoxLink
@@ -142,12 +169,16 @@ class Box:
         now = self.clock.ticks_ms()
         self._now = now
         uart = self.gnss_uart
+        got = 0
         while uart.any():
             n = uart.readinto(self._uart_buf)
             if not n:
                 break
+            got += n
             self._last_gnss_ms = now
             self.parser.feed(self._uart_buf, n, now)
+        if not got:
+            self.parser.feed(self._uart_buf, 0, now)  # lets a quiet line close the epoch
         if not self._gnss_missing_reported and now - self._last_gnss_ms >= _GNSS_SILENT_MS:
             self._gnss_missing_reported = True
             self._emit({"type": "tamper", "t_ms": now, "reason": "gnss_missing", "value": 0})
