@@ -25,7 +25,7 @@ class CodecError(Exception):
     """Damaged or unsupported block. .offset is the byte offset of the damage (or -1)."""
 
     def __init__(self, msg, offset=-1):
-        Exception.__init__(self, "%s at byte offset %d" % (msg, offset) if offset >= 0 else msg)
+        super().__init__("%s at byte offset %d" % (msg, offset) if offset >= 0 else msg)
         self.offset = offset
 
 
@@ -383,11 +383,13 @@ class BlockEncoder:
         self._ctx_bak[:] = m.ctx
         st_bak = self._st[:]
         prev_bak = dict(self._prev)
+        err = None
         try:
             self._encode(rec, code, seq)
             fits = not w.over and (w.pos + 7) >> 3 <= self._budget
-        except ValueError:
-            fits = None
+        except ValueError as e:
+            fits = False
+            err = e
         if not fits:
             w.clear_from(start)
             m.ctx[:] = self._ctx_bak
@@ -395,8 +397,8 @@ class BlockEncoder:
             self._prev = prev_bak
             if first:
                 self._hdr = None
-            if fits is None:
-                raise
+            if err is not None:
+                raise err
             if first:
                 raise ValueError("record seq %d does not fit in a %d-byte block" % (seq, self.max_bytes))
             return False

@@ -1,0 +1,194 @@
+# Firmware tests for firmware/codec.py, run under MicroPython and CPython.
+from firmware import codec
+from firmware.codec import BlockEncoder, decode_block, CodecError
+from mptest import assert_eq, assert_raises
+import drive_gen
+
+
+def _drive(n=300, seed=5, start=1000, pos_only=False):
+    import gc
+
+    gc.collect()
+    out = []
+    seq = start
+    for r in drive_gen.drive(seed, n):
+        if pos_only and r["type"] != "pos":
+            continue
+        r["seq"] = seq
+        seq += 1
+        out.append(r)
+    return out
+
+
+def _others(seq):
+    return [
+        {"type": "trip_start", "seq": seq, "t_ms": 1000, "utc_s": 849427200, "trip": seq, "lat_e7": 481370000,
+         "lon_e7": 115750000},
+        {"type": "event", "seq": seq + 1, "t_ms": 2500, "utc_s": 849427201, "kind": "harsh_brake", "dur_ms": 800,
+         "peak_mg": 450, "mean_mg": 310, "speed_start_mmps": 13000, "speed_end_mmps": 6000, "lat_e7": 481370100,
+         "lon_e7": 115750100, "course_cdeg": 35990},
+        {"type": "crash", "seq": seq + 3, "t_ms": 2600, "utc_s": 849427201, "peak_mg": 6100, "lat_e7": 481370100,
+         "lon_e7": 115750100, "speed_mmps": 5000, "rate_hz": 100, "pre_ms": 500,
+         "samples": bytes([(i * 13) & 0xFF for i in range(60)])},
+        {"type": "trip_end", "seq": seq + 4, "t_ms": 900000, "utc_s": 849428100, "trip": seq, "start_t_ms": 1000,
+         "end_t_ms": 900000, "start_utc_s": 849427200, "end_utc_s": 849428100, "start_lat_e7": 481370000,
+         "start_lon_e7": 115750000, "end_lat_e7": 481470000, "end_lon_e7": 115850000, "distance_m": 12345,
+         "bridged_m": 120, "duration_s": 899, "max_speed_mmps": 27000, "n_harsh_accel": 1, "n_harsh_brake": 2,
+         "n_harsh_corner_left": 0, "n_harsh_corner_right": 3, "n_crash": 1, "n_overspeed": 0, "idle_s": 60,
+         "night_s": 0, "overspeed_s": 0, "score": 87},
+        {"type": "status", "seq": seq + 5, "t_ms": 900100, "utc_s": -1, "fw": "0.1.0+dev", "boot": 7,
+         "store_used": 40960, "store_evicted": 0, "gnss_ok": 1, "accel_ok": 1, "odometer_m": 1234567,
+         "calib": "calibrated", "calib_quality": 93},
+        {"type": "tamper", "seq": seq + 6, "t_ms": 5, "utc_s": -1, "reason": "power_loss", "value": 3},
+        {"type": "config", "seq": seq + 7, "t_ms": 6, "utc_s": -1, "key": "overspeed_kmh", "old": "130",
+         "new": "\u00fcber 120"},
+        {"type": "odometer", "seq": seq + 8, "t_ms": 7, "utc_s": -1, "total_m": 1234567},
+    ]
+
+
+def _encode_all(recs, **kw):
+    enc = BlockEncoder("box-0001", 3, **kw)
+    blocks = []
+    i = 0
+    while i < len(recs):
+        if enc.add(recs[i]):
+            i += 1
+        else:
+            blocks.append((enc.finish(), enc.first_seq, enc.last_seq, enc.count))
+    blocks.append((enc.finish(), enc.first_seq, enc.last_seq, enc.count))
+    return blocks
+
+
+def test_roundtrip_drive():
+    recs = _drive()
+    blocks = _encode_all(recs, max_bytes=512)
+    out = []
+    for blk, fs, ls, n in blocks:
+        assert_eq(len(blk) <= 512, True, "block size")
+        h, rs = decode_block(blk)
+        assert_eq(h["device"], "box-0001", "device")
+        assert_eq(h["boot"], 3, "boot")
+        assert_eq(h["first_seq"], fs, "first_seq")
+        assert_eq(h["count"], n, "count")
+        assert_eq(rs[-1]["seq"], ls, "last_seq")
+        out.extend(rs)
+    assert_eq(len(out), len(recs), "count")
+    for a, b in zip(out, recs):
+        assert_eq(a, b, "record %d" % b["seq"])
+    total = 0
+    for b in blocks:
+        total += len(b[0])
+    assert_eq(total < 9 * len(recs), True, "compact: %d bytes for %d records" % (total, len(recs)))
+
+
+def test_roundtrip_all_types():
+    recs = _others(50)
+    h, rs = decode_block(_encode_all(recs, max_bytes=1024)[0][0])
+    assert_eq(h["count"], len(recs), "count")
+    for a, b in zip(rs, recs):
+        assert_eq(a, b, b["type"])
+
+
+def test_extremes():
+    recs = [{"type": "pos", "seq": 0, "t_ms": 0, "utc_s": -1, "lat_e7": -900000000, "lon_e7": -1800000000,
+             "speed_mmps": -1, "course_cdeg": -1, "hdop_x10": -1, "sats": -1},
+            {"type": "pos", "seq": 4000000000, "t_ms": 1 << 40, "utc_s": 1 << 33, "lat_e7": 900000000,
+             "lon_e7": 1800000000, "speed_mmps": 400000, "course_cdeg": 35999, "hdop_x10": 999, "sats": 64},
+            {"type": "pos", "seq": 3, "t_ms": 5, "utc_s": 0, "lat_e7": 0, "lon_e7": 0, "speed_mmps": 0,
+             "course_cdeg": 0, "hdop_x10": 0, "sats": 0}]
+    h, rs = decode_block(_encode_all(recs)[0][0])
+    assert_eq(rs, recs, "extremes")
+
+
+def test_block_full_then_new_block():
+    recs = _drive(400)
+    enc = BlockEncoder("b", 1, max_bytes=128)
+    n = 0
+    while enc.add(recs[n]):
+        n += 1
+    blk = enc.finish()
+    assert_eq(len(blk) <= 128, True, "size %d" % len(blk))
+    assert_eq(enc.count, n, "count")
+    assert_eq(decode_block(blk)[1], recs[:n], "records up to the full point")
+    assert_eq(enc.add(recs[n]), True, "next block starts with the rejected record")
+    assert_eq(decode_block(enc.finish())[1], [recs[n]], "new block")
+
+
+def test_damage_reports_offset():
+    blk = _encode_all(_drive(100))[0][0]
+    e = assert_raises(CodecError, decode_block, blk[:-1])
+    assert_eq(e.offset >= 0, True, "offset")
+    for pos in (0, 2, 10, len(blk) // 2, len(blk) - 1):
+        bad = bytearray(blk)
+        bad[pos] ^= 0x10
+        e = assert_raises(CodecError, decode_block, bytes(bad))
+        assert_eq(e.offset >= 0 and e.offset < len(blk), True, "offset for damage at %d" % pos)
+        assert_eq(("offset %d" % e.offset) in str(e), True, "message names the offset")
+    assert_eq(assert_raises(CodecError, decode_block, b"XX\x01\x00" + bytes(20)).offset, 0, "magic")
+    assert_eq(assert_raises(CodecError, decode_block, b"PD\x09\x00" + bytes(20)).offset, 2, "version")
+
+
+def test_bad_records():
+    enc = BlockEncoder("b", 1)
+    assert_raises(ValueError, enc.add, {"type": "nope", "seq": 1})
+    assert_raises(ValueError, enc.add, {"type": "pos", "seq": 1, "t_ms": 0, "utc_s": -1})
+    r = _drive(2, pos_only=True)[0]
+    r["course_cdeg"] = 36000
+    assert_raises(ValueError, enc.add, r)
+    assert_raises(ValueError, BlockEncoder, "", 1)
+    assert_raises(ValueError, BlockEncoder, "b", 1, 512, "public")
+    # a rejected record leaves the encoder usable
+    good = _drive(3)
+    assert_eq(enc.add(good[0]), True, "after error")
+    assert_eq(decode_block(enc.finish())[1], [good[0]], "after error")
+
+
+def test_privacy_no_positions():
+    recs = _drive(60, pos_only=True) + _others(5000)
+    blocks = _encode_all(recs, privacy="no_positions")
+    out = []
+    for b in blocks:
+        h, rs = decode_block(b[0])
+        assert_eq(h["privacy"], "no_positions", "header")
+        out.extend(rs)
+    assert_eq([r["type"] for r in out if r["type"] == "pos"], [], "no pos records")
+    assert_eq(len(out), len(_others(0)), "other records kept")
+    for r in out:
+        for k in r:
+            if k.endswith("lat_e7") or k.endswith("lon_e7"):
+                assert_eq(r[k], 0, "zeroed " + k)
+    assert_eq(out[3]["distance_m"], 12345, "trip km kept")
+
+
+def test_privacy_rounded():
+    recs = _drive(200, pos_only=True)
+    out = []
+    for b in _encode_all(recs, privacy="rounded", round_e7=100000):
+        out.extend(decode_block(b[0])[1])
+    assert_eq(len(out), len(recs), "count")
+    for a, b in zip(out, recs):
+        assert_eq(a["lat_e7"] % 100000, 0, "rounded")
+        assert_eq(abs(a["lat_e7"] - b["lat_e7"]) <= 50000, True, "nearest")
+        assert_eq(abs(a["lon_e7"] - b["lon_e7"]) <= 50000, True, "nearest")
+        assert_eq(a["speed_mmps"], b["speed_mmps"], "speed kept")
+
+
+def test_bounded_error_mode():
+    recs = _drive(400, pos_only=True)
+    enc = BlockEncoder("b", 1, max_bytes=4096, tolerance_m=10)
+    for r in recs:
+        assert_eq(enc.add(r), True, "fits")
+    h, out = decode_block(enc.finish())
+    assert_eq(h["tolerance_m"], 10, "header")
+    assert_eq(len(out) < len(recs) // 2, True, "thinned %d of %d" % (len(out), len(recs)))
+    assert_eq(len(out) + enc.dropped, len(recs), "dropped counted")
+    byseq = {}
+    for r in recs:
+        byseq[r["seq"]] = r
+    for r in out:
+        assert_eq(r, byseq[r["seq"]], "kept records exact")
+
+
+def test_zigzag():
+    for v in (0, 1, -1, 2, -2, 1 << 40, -(1 << 40)):
+        assert_eq(codec.unzigzag(codec.zigzag(v)), v, "zigzag %d" % v)
