@@ -34,7 +34,8 @@ _GNSS_SILENT_MS = const(30000)     # no GNSS byte for 30 s: tamper gnss_missing
 _STATE_EVERY_MS = const(60000)     # persist odometer / calibration every minute while driving
 _UNACCOUNTED_MIN_MM = const(500000)  # car moved >= 500 m while the box was off
 _POS_INTERVAL_MS = const(1000)
-_NMEA_IDLE_MS = const(300)     # position records at 1 Hz whatever the receiver rate
+_NMEA_IDLE_MS = const(300)
+_CRASH_BLOCK_MAX = const(16384)    # = framing.MAX_BLOCK: the largest block the link carries     # position records at 1 Hz whatever the receiver rate
 # record priorities in the store (docs/architecture.md)
 _PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "odometer": 2,
          "config": 2, "tamper": 3, "crash": 4}
@@ -158,7 +159,7 @@ class Box:
         if link_uart is not None:
             from firmware.link import BoxLink
 
-            self.link = BoxLink(link_uart, self.store, self.device, VERSION, self.boot)
+            self.link = BoxLink(link_uart, self.store, self.device, VERSION, self.boot, max_block=_CRASH_BLOCK_MAX)
 
         self._emit_status(now)
         if self.accel is None:
@@ -263,7 +264,8 @@ class Box:
             self._new_block(rec["t_ms"])
         if not self.enc.add(rec):
             self.flush()
-            self._new_block(rec["t_ms"])
+            # a crash trace (10 s of raw samples) gets a block of its own, sized for it
+            self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX if rec["type"] == "crash" else 0)
             if not self.enc.add(rec):
                 raise ValueError("record too large for a block: " + rec["type"])
         p = _PRIO.get(rec["type"], 1)
@@ -272,8 +274,8 @@ class Box:
         self.records_count += 1
         return seq
 
-    def _new_block(self, t_ms):
-        self.enc = codec.BlockEncoder(self.device, self.boot, self.cfg["block_max_bytes"])
+    def _new_block(self, t_ms, max_bytes=0):
+        self.enc = codec.BlockEncoder(self.device, self.boot, max_bytes or self.cfg["block_max_bytes"])
         self._enc_prio = 0
         self._enc_t0 = self.clock.ticks_ms()
 

@@ -18,8 +18,8 @@ T_KEEPALIVE = const(6)
 TYPE_NAMES = {1: "HELLO", 2: "DATA", 3: "ACK", 4: "CMD", 5: "RESULT", 6: "KEEPALIVE"}
 
 DATA_HDR = const(9)  # first_seq u32, last_seq u32, prio u8
-MAX_BLOCK = const(4096)  # largest block a DATA frame carries
-MAX_RAW = const(4096 + 16)  # type + DATA header + block + CRC, with slack
+MAX_BLOCK = const(16384)  # largest block a DATA frame carries (a 10 s crash trace at 200 Hz is 12 KB)
+MAX_RAW = const(16384 + 16)  # type + DATA header + block + CRC, with slack
 ACK_MAX = const(64)  # first_seqs per ACK frame
 
 
