@@ -39,6 +39,7 @@ def truth_from_trace(path):
     parked_s = 0.0
     driving_s = 0.0
     prev = None
+    pos_td = []
     for ln in lines:
         if ln.get("s") != "truth":
             continue
@@ -63,7 +64,14 @@ def truth_from_trace(path):
                     driving_s += dt
             prev = ln
             last = ln
+            pos_td.append((ln["t"], ln["dist_m"]))
+    # distance driven before the very first fix of a cold start cannot be known by any box
+    unobservable = 0.0
+    for o in outages:
+        if o["reason"] == "cold_start":
+            unobservable += _dist_at(pos_td, o["end"]) - _dist_at(pos_td, o["start"])
     return {
+        "unobservable_m": unobservable,
         "scenario": (header.get("sim") or {}).get("scenario") or os.path.basename(path),
         "duration_s": header.get("duration_s") or (last["t"] if last else 0.0),
         "dist_m": last["dist_m"] if last else 0.0,
@@ -72,6 +80,20 @@ def truth_from_trace(path):
         "events": events, "trips": trips, "mounts": mounts, "outages": outages,
         "thresholds": (header.get("sim") or {}).get("thresholds"),
     }
+
+
+def _dist_at(pos_td, t):
+    """True cumulative distance at time t from the 1 Hz truth positions (linear in between)."""
+    if not pos_td:
+        return 0.0
+    prev = pos_td[0]
+    for cur in pos_td:
+        if cur[0] >= t:
+            if cur[0] == prev[0]:
+                return cur[1]
+            return prev[1] + (cur[1] - prev[1]) * (t - prev[0]) / (cur[0] - prev[0])
+        prev = cur
+    return pos_td[-1][1]
 
 
 # ------------------------------------------------------------------------------------------ matching
@@ -175,7 +197,9 @@ def score(truth, report):
     tdist = truth["dist_m"]
     trip_m = sum(float(t.get("distance_m") or 0.0) for t in report.get("trips", []))
     truth_trip_m = sum(t["dist_m"] for t in truth["trips"])
-    err = (odo - tdist) / tdist * 100.0 if tdist >= 100.0 else None
+    ref = tdist - truth.get("unobservable_m", 0.0)
+    err = (odo - ref) / ref * 100.0 if ref >= 100.0 else None
+    raw_err = (odo - tdist) / tdist * 100.0 if tdist >= 100.0 else None
     trip_err = (trip_m - truth_trip_m) / truth_trip_m * 100.0 if truth_trip_m >= 100.0 else None
     drift = None
     if tdist < 1.0 and truth["parked_h"] > 0:
@@ -191,6 +215,8 @@ def score(truth, report):
         "truth_km": round(tdist / 1000.0, 3),
         "odometer_km": round(odo / 1000.0, 3),
         "distance_error_pct": round(err, 3) if err is not None else None,
+        "unobservable_km": round(truth.get("unobservable_m", 0.0) / 1000.0, 3),
+        "distance_error_raw_pct": round(raw_err, 3) if raw_err is not None else None,
         "truth_trip_km": round(truth_trip_m / 1000.0, 3),
         "trip_km": round(trip_m / 1000.0, 3),
         "trip_distance_error_pct": round(trip_err, 3) if trip_err is not None else None,

@@ -30,9 +30,9 @@ HARSH_CORNER_MPS2 = 3.4
 GATE_KMH = 10.0
 CORNER_GATE_KMH = 30.0
 MIN_EVENT_S = 0.5
-IDLE_MIN_S = 120.0
+IDLE_MIN_S = 300.0      # firmware/trip.py idle_event_s
 OVERSPEED_KMH = 130.0
-OVERSPEED_MIN_S = 5.0
+OVERSPEED_MIN_S = 10.0  # firmware/trip.py overspeed_min_s
 TOWING_MIN_S = 10.0
 
 DRIVERS = {
@@ -67,7 +67,9 @@ class _Run:
     and a near miss (>= 0.3 s above margin * thr but < min_s above thr). The evaluation neither rewards nor
     punishes the box on marginal events."""
 
-    def __init__(self, sim, kind, thr, min_s, margin=None):
+    def __init__(self, sim, kind, thr, min_s, margin=None, clear_s=0.2, clear_ratio=1.1):
+        self.clear_s = clear_s
+        self.clear_ratio = clear_ratio
         self.sim = sim
         self.kind = kind
         self.thr = thr
@@ -97,7 +99,7 @@ class _Run:
         if self.start is None:
             return
         if self.above >= self.min_s - 1e-9:
-            clear = self.above >= self.min_s + 0.2 - 1e-9 and self.peak >= self.thr * 1.1
+            clear = self.above >= self.min_s + self.clear_s - 1e-9 and self.peak >= self.thr * self.clear_ratio
             self.sim.truth_event(self.kind, self.first, self.last, self.peak,
                                  marginal=bool(self.margin) and not clear)
         elif self.margin and t - self.start >= 0.3:
@@ -192,7 +194,7 @@ class Sim:
             "harsh_brake": _Run(self, "harsh_brake", HARSH_BRAKE_MPS2, MIN_EVENT_S, 0.85),
             "harsh_corner_left": _Run(self, "harsh_corner_left", HARSH_CORNER_MPS2, MIN_EVENT_S, 0.85),
             "harsh_corner_right": _Run(self, "harsh_corner_right", HARSH_CORNER_MPS2, MIN_EVENT_S, 0.85),
-            "overspeed": _Run(self, "overspeed", OVERSPEED_KMH / 3.6, OVERSPEED_MIN_S),
+            "overspeed": _Run(self, "overspeed", OVERSPEED_KMH / 3.6, OVERSPEED_MIN_S, 0.97, 3.0, 1.05),
         }
         self.tow_start = None
         self.tow_peak = 0.0
@@ -214,6 +216,13 @@ class Sim:
         self.events.append(ev)
         if self.w:
             self.w.add(end, "truth", kind="event", **ev)
+
+    def _idle_close(self, t):
+        d = t - self.idle_start
+        if d >= 0.8 * IDLE_MIN_S:
+            # within 20 % of the threshold either way: borderline
+            self.truth_event("idle", self.idle_start, t, 0.0, marginal=d < 1.2 * IDLE_MIN_S)
+        self.idle_start = None
 
     def _truth_mount(self, t):
         if self.w:
@@ -256,9 +265,7 @@ class Sim:
             if self.idle_start is None:
                 self.idle_start = t
         elif self.idle_start is not None:
-            if t - self.idle_start >= IDLE_MIN_S:
-                self.truth_event("idle", self.idle_start, t, 0.0)
-            self.idle_start = None
+            self._idle_close(t)
         if moving and not self.ign:
             if self.tow_start is None:
                 self.tow_start = t
@@ -491,8 +498,8 @@ class Sim:
         t = self.t
         for r in self.runs.values():
             r.close(t)
-        if self.idle_start is not None and t - self.idle_start >= IDLE_MIN_S:
-            self.truth_event("idle", self.idle_start, t, 0.0)
+        if self.idle_start is not None:
+            self._idle_close(t)
         if self.tow_start is not None and t - self.tow_start >= TOWING_MIN_S:
             self.truth_event("towing", self.tow_start, t, self.tow_peak)
         if self.trip is not None:

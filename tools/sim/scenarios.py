@@ -114,9 +114,9 @@ def calm(rng, duration_s=None):
         P(100 * QUARTER, 100, 90),
         P(800, 0, 70, potholes=2, stop=rng.uniform(20, 40)),
     ] + _urban(rng, 3, rough=2.0, potholes=(1, 3))
-    return {"program": [("park", 20, {"slams": 2}), ("start",), ("idle", 150), ("drive", drive, "calm"),
+    return {"program": [("park", 20, {"slams": 2}), ("start",), ("idle", 420), ("drive", drive, "calm"),
                         ("idle", 5), ("off",), ("park", 20, {"slams": 1})],
-            "notes": "calm driver on rough roads with potholes; a long warm-up idle; no harsh event in truth"}
+            "notes": "calm driver on rough roads with potholes; a 7-minute warm-up idle (idle event); no harsh event in truth"}
 
 
 def crash(rng, duration_s=None):
