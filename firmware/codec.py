@@ -17,6 +17,7 @@ MAGIC1 = 0x44  # 'D'
 FLAG_THINNED = 1  # bounded-error mode: some pos records were dropped (tolerance in header)
 FLAG_ROUNDED = 2  # privacy 'rounded': positions quantised (step in header)
 FLAG_NO_POS = 4  # privacy 'no_positions': no pos records, positions zeroed
+FLAG_QUANT = 8  # pos speed/course quantised (steps in header); positions stay lossless
 
 PRIVACY_MODES = ("off", "no_positions", "rounded")
 
@@ -87,6 +88,34 @@ _NMAX = 32  # context halving period
 _MOD_COURSE = 36001  # course+1 in 0..36000
 
 
+# sin(deg) * 2**14 for deg = 0..90 (literal: predictions must be bit-exact on every runtime)
+_SIN_Q14 = (0, 286, 572, 857, 1143, 1428, 1713, 1997, 2280, 2563, 2845, 3126, 3406, 3686, 3964, 4240, 4516, 4790, 5063,
+    5334, 5604, 5872, 6138, 6402, 6664, 6924, 7182, 7438, 7692, 7943, 8192, 8438, 8682, 8923, 9162, 9397,
+    9630, 9860, 10087, 10311, 10531, 10749, 10963, 11174, 11381, 11585, 11786, 11982, 12176, 12365, 12551,
+    12733, 12911, 13085, 13255, 13421, 13583, 13741, 13894, 14044, 14189, 14330, 14466, 14598, 14726, 14849,
+    14968, 15082, 15191, 15296, 15396, 15491, 15582, 15668, 15749, 15826, 15897, 15964, 16026, 16083, 16135,
+    16182, 16225, 16262, 16294, 16322, 16344, 16362, 16374, 16382, 16384)
+_SLOW_MMPS = 1000
+
+
+def isin(a_cdeg):
+    """sin of an angle in centidegrees, * 2**14, integer (table + linear interpolation)."""
+    a = a_cdeg % 36000
+    neg = a >= 18000
+    if neg:
+        a -= 18000
+    if a > 9000:
+        a = 18000 - a
+    d = a // 100
+    f = a - d * 100
+    v = _SIN_Q14[d] if f == 0 else _SIN_Q14[d] + ((_SIN_Q14[d + 1] - _SIN_Q14[d]) * f + 50) // 100
+    return -v if neg else v
+
+
+def icos(a_cdeg):
+    return isin(a_cdeg + 9000)
+
+
 def zigzag(v):
     return (v << 1) if v >= 0 else ((-v << 1) - 1)
 
@@ -103,11 +132,25 @@ def _nbits(u):
     return n
 
 
-def _wrap_course(c, pred):
-    r = (c - pred) % _MOD_COURSE
-    if r > _MOD_COURSE // 2:
-        r -= _MOD_COURSE
+def _wrap_course(c, pred, mod=_MOD_COURSE):
+    r = (c - pred) % mod
+    if r > mod // 2:
+        r -= mod
     return r
+
+
+def _unit(v, q):
+    # value -> units of q; with q > 1 any negative value (unknown) becomes -1
+    if q == 1:
+        return v
+    return v // q if v >= 0 else -1
+
+
+def _quant(v, q, wrap=0):
+    if v < 0 or q == 1:
+        return v
+    v = ((v + q // 2) // q) * q
+    return v % wrap if wrap else v
 
 
 class _Model:
@@ -132,7 +175,11 @@ class _Model:
             k += 1
         return k
 
-    def update(self, i, u):
+    def update(self, i, u, k):
+        # an outlier (glitch, cold start) moves the parameter by a few steps only: clamp at 16x the scale
+        lim = 1 << (k + 4)
+        if u > lim:
+            u = lim
         c = self.ctx
         a = c[2 * i] + (u if u < 0x3FFFFFFF else 0x3FFFFFFF)
         n = c[2 * i + 1] + 1
@@ -224,7 +271,7 @@ def _put_rice(w, m, i, u):
         w.bits(((1 << q) - 1) << 1, q + 1)
         if k:
             w.bits(u & ((1 << k) - 1), k)
-    m.update(i, u)
+    m.update(i, u, k)
 
 
 def _get_rice(r, m, i):
@@ -237,7 +284,7 @@ def _get_rice(r, m, i):
         u = r.bits(nb)
     else:
         u = (q << k) | (r.bits(k) if k else 0)
-    m.update(i, u)
+    m.update(i, u, k)
     return u
 
 
@@ -281,7 +328,8 @@ class BlockEncoder:
     tolerance_m > 0 enables bounded-error mode: pos records that the straight line through the
     previous two kept positions predicts within tolerance_m metres are dropped."""
 
-    def __init__(self, device, boot, max_bytes=512, privacy="off", round_e7=100000, tolerance_m=0):
+    def __init__(self, device, boot, max_bytes=512, privacy="off", round_e7=100000, tolerance_m=0,
+                 speed_q_mmps=1, course_q_cdeg=1):
         if not isinstance(device, str) or not device or len(device) > 64:
             raise ValueError("device: 1..64 characters expected")
         if boot < 0:
@@ -290,13 +338,18 @@ class BlockEncoder:
             raise ValueError("privacy: one of off, no_positions, rounded")
         if round_e7 < 1 or tolerance_m < 0:
             raise ValueError("round_e7 >= 1 and tolerance_m >= 0 required")
+        if speed_q_mmps < 1 or speed_q_mmps > 10000 or course_q_cdeg < 1 or 36000 % course_q_cdeg:
+            raise ValueError("speed_q_mmps: 1..10000; course_q_cdeg: a divisor of 36000")
         if max_bytes < 64:
             raise ValueError("max_bytes: at least 64")
         self.device = device
         self.boot = boot
         self.max_bytes = max_bytes
         self.flags = (FLAG_NO_POS if privacy == "no_positions" else 0) | (
-            FLAG_ROUNDED if privacy == "rounded" else 0) | (FLAG_THINNED if tolerance_m > 0 else 0)
+            FLAG_ROUNDED if privacy == "rounded" else 0) | (FLAG_THINNED if tolerance_m > 0 else 0) | (
+            FLAG_QUANT if speed_q_mmps > 1 or course_q_cdeg > 1 else 0)
+        self.speed_q = speed_q_mmps
+        self.course_q = course_q_cdeg
         self.round_e7 = round_e7 if privacy == "rounded" else 1
         self.tolerance_m = tolerance_m
         self._w = _BitWriter(max_bytes)
@@ -448,6 +501,9 @@ class BlockEncoder:
             _put_varint(h, q)
         if self.flags & FLAG_THINNED:
             _put_varint(h, self.tolerance_m)
+        if self.flags & FLAG_QUANT:
+            _put_varint(h, self.speed_q)
+            _put_varint(h, self.course_q)
         self._hdr = h
         cnt = bytearray()
         _put_varint(cnt, self.max_bytes * 8)
@@ -561,14 +617,21 @@ class BlockEncoder:
             _bad("course_cdeg", vals[3])
         lat = self._q(vals[0]) // q
         lon = self._q(vals[1]) // q
-        pa, po = _predict_pos(st, t)
-        _put_rice(w, m, base, zigzag(lat - pa))
-        _put_rice(w, m, base + 1, zigzag(lon - po))
         h = st[5]
-        _put_rice(w, m, base + 2, zigzag(vals[2] - (st[12] if h else 0)))
-        _put_rice(w, m, base + 3, zigzag(_wrap_course(vals[3] + 1, (st[13] + 1) if h else 0)))
+        sq = self.speed_q
+        cq = self.course_q
+        sp = _quant(vals[2], sq)
+        co = _quant(vals[3], cq, 36000)
+        vals[2] = sp
+        vals[3] = co
+        _put_rice(w, m, base + 2, zigzag(_unit(sp, sq) - (_unit(st[12], sq) if h else 0)))
+        _put_rice(w, m, base + 3, zigzag(_wrap_course(_unit(co, cq) + 1, (_unit(st[13], cq) + 1) if h else 0,
+                                                      36000 // cq + 1)))
         _put_rice(w, m, base + 4, zigzag(vals[4] - (st[14] if h else 0)))
         _put_rice(w, m, base + 5, zigzag(vals[5] - (st[15] if h else 0)))
+        pa, po = _predict_pos(st, t, vals[2], vals[3], q)
+        _put_rice(w, m, base, zigzag(lat - pa))
+        _put_rice(w, m, base + 1, zigzag(lon - po))
         _push_pos(st, t, lat, lon, vals[2], vals[3], vals[4], vals[5])
 
     def _put_str(self, name, v, ci):
@@ -612,6 +675,9 @@ class BlockEncoder:
                 _put_varint(h, self.round_e7)
             if self.flags & FLAG_THINNED:
                 _put_varint(h, self.tolerance_m)
+            if self.flags & FLAG_QUANT:
+                _put_varint(h, self.speed_q)
+                _put_varint(h, self.course_q)
             self._hdr = h
         h = self._hdr
         out = bytearray(h[: self._count_at])
@@ -627,16 +693,32 @@ class BlockEncoder:
         return bytes(out)
 
 
-def _predict_pos(st, t):
+def _predict_pos(st, t, speed=-1, course=-1, q=1):
+    """Predicted (lat, lon) in position units (1e-7 deg / q) for a pos record at t whose speed and course
+    are known. Doppler velocity (mean of the previous and this fix) * dt when both fixes carry speed and
+    course; the previous position when slow or course unknown; else straight-line extrapolation."""
     h = st[5]
     if h == 0:
         return st[3], st[4]
-    if h == 1:
+    dt1 = t - st[6]
+    s1 = st[12]
+    c1 = st[13]
+    if speed >= 0 and s1 >= 0 and course >= 0 and c1 >= 0 and dt1 > 0:
+        n = (s1 * icos(c1) + speed * icos(course)) * dt1
+        e = (s1 * isin(c1) + speed * isin(course)) * dt1
+        # mm = v * dt / 1000; 1e-7 deg of latitude = 11.132 mm; the sum of two velocities * 2**14 -> / 32768
+        den = 32768 * 11132 * q
+        dlat = _div_round(n, den)
+        cl = icos((st[7] * q) // 100000)
+        if cl < 50:
+            cl = 50
+        dlon = _div_round(e * 16384, den * cl)
+        return st[7] + dlat, st[8] + dlon
+    if h == 1 or (0 <= speed < _SLOW_MMPS) or dt1 <= 0:
         return st[7], st[8]
     dt0 = st[6] - st[9]
     if dt0 <= 0:
         return st[7], st[8]
-    dt1 = t - st[6]
     pa = st[7] + _div_round((st[7] - st[10]) * dt1, dt0)
     po = st[8] + _div_round((st[8] - st[11]) * dt1, dt0)
     return pa, po
@@ -681,7 +763,7 @@ def decode_header(data):
     if crc != calc:
         raise CodecError("CRC mismatch (stored %08x, computed %08x)" % (crc, calc), end)
     flags = data[3]
-    if flags & ~7:
+    if flags & ~15:
         raise CodecError("unknown flags %02x" % flags, 3)
     off = 4
     ln, off = _get_varint(data, off, end)
@@ -710,17 +792,24 @@ def decode_header(data):
             raise CodecError("bad rounding step", off - 1)
     if flags & FLAG_THINNED:
         tol, off = _get_varint(data, off, end)
+    sq = 1
+    cq = 1
+    if flags & FLAG_QUANT:
+        sq, off = _get_varint(data, off, end)
+        cq, off = _get_varint(data, off, end)
+        if sq < 1 or cq < 1 or 36000 % cq:
+            raise CodecError("bad speed/course step", off - 1)
     hdr = {"version": VERSION, "device": device, "boot": boot, "first_seq": first_seq, "count": count,
            "flags": flags, "base_utc_s": utc, "base_t_ms": t, "base_lat_e7": lat * q, "base_lon_e7": lon * q,
            "privacy": "no_positions" if flags & FLAG_NO_POS else ("rounded" if flags & FLAG_ROUNDED else "off"),
-           "round_e7": q, "tolerance_m": tol, "size": n}
-    return hdr, off, (utc, t, lat, lon, q, first_seq)
+           "round_e7": q, "tolerance_m": tol, "speed_q_mmps": sq, "course_q_cdeg": cq, "size": n}
+    return hdr, off, (utc, t, lat, lon, q, first_seq, sq, cq)
 
 
 def decode_block(data):
     """bytes -> (header dict, [record dicts]). CodecError(offset) on any damage."""
     hdr, off, base = decode_header(data)
-    utc0, t0, lat0, lon0, q, first_seq = base
+    utc0, t0, lat0, lon0, q, first_seq, sq, cq = base
     end = len(data) - 4
     r = _BitReader(data, off, end)
     m = _Model()
@@ -761,14 +850,19 @@ def decode_block(data):
         rec = {"type": name_t, "seq": seq, "t_ms": t, "utc_s": utc}
         base_c = CTX_BASE[code]
         if code == 0:
-            pa, po = _predict_pos(st, t)
-            lat = pa + unzigzag(_get_rice(r, m, base_c))
-            lon = po + unzigzag(_get_rice(r, m, base_c + 1))
             h = st[5]
-            speed = (st[12] if h else 0) + unzigzag(_get_rice(r, m, base_c + 2))
-            course = ((st[13] + 1 if h else 0) + unzigzag(_get_rice(r, m, base_c + 3))) % _MOD_COURSE - 1
+            speed = (_unit(st[12], sq) if h else 0) + unzigzag(_get_rice(r, m, base_c + 2))
+            if sq > 1:
+                speed = speed * sq if speed >= 0 else -1
+            course = ((_unit(st[13], cq) + 1 if h else 0) + unzigzag(_get_rice(r, m, base_c + 3))) % (
+                36000 // cq + 1) - 1
+            if cq > 1:
+                course = course * cq if course >= 0 else -1
             hdop = (st[14] if h else 0) + unzigzag(_get_rice(r, m, base_c + 4))
             sats = (st[15] if h else 0) + unzigzag(_get_rice(r, m, base_c + 5))
+            pa, po = _predict_pos(st, t, speed, course, q)
+            lat = pa + unzigzag(_get_rice(r, m, base_c))
+            lon = po + unzigzag(_get_rice(r, m, base_c + 1))
             _push_pos(st, t, lat, lon, speed, course, hdop, sats)
             rec["lat_e7"] = lat * q
             rec["lon_e7"] = lon * q

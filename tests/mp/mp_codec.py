@@ -192,3 +192,18 @@ def test_bounded_error_mode():
 def test_zigzag():
     for v in (0, 1, -1, 2, -2, 1 << 40, -(1 << 40)):
         assert_eq(codec.unzigzag(codec.zigzag(v)), v, "zigzag %d" % v)
+
+
+def test_quantised_speed_course():
+    recs = _drive(200, pos_only=True)
+    enc = BlockEncoder("b", 1, max_bytes=8192, speed_q_mmps=100, course_q_cdeg=100)
+    for r in recs:
+        assert_eq(enc.add(r), True, "fits")
+    h, out = decode_block(enc.finish())
+    assert_eq((h["speed_q_mmps"], h["course_q_cdeg"]), (100, 100), "header")
+    for a, b in zip(out, recs):
+        assert_eq((a["lat_e7"], a["lon_e7"], a["t_ms"], a["hdop_x10"]), (b["lat_e7"], b["lon_e7"], b["t_ms"],
+                                                                        b["hdop_x10"]), "positions lossless")
+        assert_eq(abs(a["speed_mmps"] - b["speed_mmps"]) <= 50, True, "speed to 0.1 m/s")
+        d = (a["course_cdeg"] - b["course_cdeg"]) % 36000
+        assert_eq(d <= 50 or d >= 35950 or b["course_cdeg"] < 0, True, "course to 1 deg")
