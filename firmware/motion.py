@@ -494,7 +494,11 @@ class Motion:
                     base[1] += d >> (kb + 4)
             vx -= base[0] >> 8
             vy -= base[1] >> 8
-            if mode == 2:
+            if self._cst == _CR_POST or self._cst == _CR_READY:
+                # an impact is not a harsh manoeuvre: no events while a crash is being recorded
+                ch[_C_ACT] = 0
+                ch[_CF + _C_ACT] = 0
+            elif mode == 2:
                 self._channel(0, vx, t)
                 self._channel(1, vy, t)
             else:

@@ -281,6 +281,7 @@ def test_crash_trace():
     d.run(8, 0)
     crashes = _events_of(evs, "crash")
     assert_eq(len(crashes), 1, "one crash")
+    assert_eq([e["type"] for e in evs], ["crash"], "the impact itself is not a harsh brake")
     c = crashes[0]
     assert_eq(c["rate_hz"], 100, "rate")
     assert_eq(len(c["trace"]), 1000 * 6, "10 s of int16 x,y,z")
