@@ -238,3 +238,53 @@ def test_committed_demo_trace_matches_the_documented_command(tmp_path):
     import gzip
     with gzip.open(committed, "rb") as f1, gzip.open(fresh, "rb") as f2:
         assert f1.read() == f2.read(), "regenerate: paydbox simulate --scenario commute --seed 1 -o tests/traces/commute.jsonl.gz"
+
+
+EXPECT = {
+    # scenario: (check on the truth summary)
+    "commute": lambda r: _clear(r) == {"harsh_accel": 1, "harsh_brake": 1, "harsh_corner_left": 1},
+    "highway": lambda r: _clear(r) == {"overspeed": 1} and r["dist_m"] > 7000,
+    "urban_canyon": lambda r: _clear(r) == {} and r["dist_m"] > 1500,
+    "tunnel": lambda r: [o["reason"] for o in r["outages"]] == ["tunnel", "tunnel"],
+    "parked_overnight": lambda r: r["dist_m"] == 0.0 and r["trips"] == [] and r["duration_s"] >= 1800,
+    "aggressive": lambda r: sum(_clear(r).values()) >= 20 and _clear(r).get("harsh_brake", 0) >= 5,
+    "calm": lambda r: _clear(r) == {"idle": 1} and r["dist_m"] > 4000,
+    "crash": lambda r: _clear(r) == {"crash": 1} and len(r["trips"]) == 1,
+    "towing": lambda r: _clear(r) == {"towing": 1} and r["trips"] == [] and r["dist_m"] > 2000,
+    "unplugged": lambda r: [o["reason"] for o in r["outages"]] == ["unplugged"],
+    "cold_start": lambda r: [o["reason"] for o in r["outages"]] == ["cold_start"],
+    "remount": lambda r: _clear(r).get("harsh_brake", 0) >= 2,
+}
+
+
+def _clear(r):
+    c = {}
+    for e in r["events"]:
+        if not e.get("marginal"):
+            c[e["type"]] = c.get(e["type"], 0) + 1
+    return c
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_every_scenario_has_its_truth(name):
+    from tools.sim.scenarios import SCENARIOS
+    assert set(EXPECT) == set(SCENARIOS)
+    r = simulate(None, name, seed=9)
+    assert EXPECT[name](r), (name, _clear(r), r["outages"], r["trips"])
+    if name != "parked_overnight":
+        assert 120 < r["duration_s"] < 1020     # CI-sized (<= 17 min)
+
+
+def test_cli_simulate(tmp_path, capsys):
+    from tools.cli import main
+    out = str(tmp_path / "t.jsonl")
+    assert main(["simulate", "--scenario", "towing", "--seed", "4", "-o", out, "--gnss-hz", "5",
+                 "--duration-s", "40"]) == 0
+    header, lines = read_trace(out)
+    assert header["gnss"] == {"baud": 38400, "rate_hz": 5, "receiver": "u-blox M8 (simulated)"}
+    assert header["duration_s"] == pytest.approx(40.0, abs=0.02)
+    epochs = [ln for ln in lines if ln["s"] == "gnss"]
+    assert 195 <= len(epochs) <= 201
+    assert "towing" in capsys.readouterr().out
+    assert main(["simulate", "--scenario", "nope", "-o", out]) == 2
+    assert "scenario: unknown 'nope'" in capsys.readouterr().err
