@@ -165,37 +165,92 @@ class SimAgent(threading.Thread):
         self.duration, self.dup_every, self.boot = duration, dup_every, boot
         self.published = {}  # first_seq -> publish time
         self.dups = 0
+        self.sent_records = 0
+        self.unacked = 0  # publishes the broker never acknowledged (PUBACK)
         self.error = None
 
-    def run(self):
+    def open(self):
+        """Connect and wait for the CONNACK (done one box after another before the clock starts)."""
         from tools.ingest import make_client, connect
+        c = make_client("paydbox-sim-" + self.device, self.broker, clean_start=True)
+        c.max_inflight_messages_set(100)
+        connected = threading.Event()
+        c.on_connect = lambda cl, ud, fl, rc, pr: connected.set() if not rc.is_failure else None
+        connect(c)
+        c.loop_start()
+        if not connected.wait(30):
+            c.loop_stop()
+            raise RuntimeError("box %s: no CONNACK within 30 s" % self.device)
+        self.client = c
+
+    def run(self):
         try:
-            c = make_client("paydbox-sim-" + self.device, self.broker, clean_start=True)
-            c.max_inflight_messages_set(100)
-            connect(c)
-            c.loop_start()
+            c = self.client
             base = "paydbox/%s/%s/" % (self.fleet, self.device)
             c.publish(base + "status", json.dumps({"device": self.device, "online": True, "sim": True}),
                       qos=1, retain=True)
             infos = []
             t0 = time.time()
+            deadline = t0 + self.duration + 120
             gap = self.duration / len(self.blocks) if self.duration > 0 and self.blocks else 0
+            phase = random.Random(self.device).random() * gap  # boxes of a fleet are not synchronised
             for i, (first_seq, count, blk) in enumerate(self.blocks):
                 if gap:
-                    wait = t0 + i * gap - time.time()
+                    wait = t0 + phase + i * gap - time.time()
                     if wait > 0:
                         time.sleep(wait)
                 self.published[first_seq] = time.time()
                 infos.append(c.publish(base + "records", blk, qos=1))
+                self.sent_records += count
                 if self.dup_every and (i + 1) % self.dup_every == 0:
                     infos.append(c.publish(base + "records", blk, qos=1))
                     self.dups += count
             for inf in infos:
-                inf.wait_for_publish(timeout=60)
+                try:
+                    inf.wait_for_publish(timeout=max(0.1, deadline - time.time()))
+                except (RuntimeError, ValueError):
+                    pass
+            self.unacked = sum(1 for inf in infos if not inf.is_published())
+            # clear the retained status: a simulated box should not haunt the broker after the run
+            c.publish(base + "status", b"", qos=1, retain=True).wait_for_publish(10)
             c.disconnect()
             c.loop_stop()
         except Exception as e:  # reported in the summary
             self.error = "%s: %s" % (type(e).__name__, e)
+
+
+BOXES_PER_PROC = 200
+
+
+def _agent_worker(broker, fleet, boxes, records_per_box, max_bytes, duration, dup_every, ready_q, go, result_q):
+    """One worker process: builds its boxes' blocks, connects them, waits for `go`, publishes."""
+    try:
+        agents = []
+        n_rec = n_blk = 0
+        for device, seed in boxes:
+            recs = synth_records(records_per_box, seed=seed)
+            blocks = encode_blocks(device, 1, recs, max_bytes)
+            n_rec += len(recs)
+            n_blk += len(blocks)
+            agents.append(SimAgent(broker, fleet, device, blocks, duration, dup_every))
+        for a in agents:
+            a.open()
+    except Exception as e:
+        ready_q.put("%s: %s" % (type(e).__name__, e))
+        return
+    ready_q.put((n_rec, n_blk))
+    go.wait()
+    for a in agents:
+        a.start()
+    for a in agents:
+        a.join()
+    published = {}
+    for a in agents:
+        for fs, t in a.published.items():
+            published[(a.device, fs)] = t
+    result_q.put({"published": published, "dups": sum(a.dups for a in agents),
+                  "sent": sum(a.sent_records for a in agents), "unacked": sum(a.unacked for a in agents),
+                  "errors": [a.error for a in agents if a.error], "t_end": time.time()})
 
 
 def start_consumer(broker, db, group, idx, idle_s):
@@ -246,27 +301,47 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
         db = os.path.join(tmpdir, "fleet.db")
     consumer_db.connect(db).close()
     devices = ["sim%s-%04d" % (run_id, i) for i in range(boxes)]
-    t_gen = time.time()
-    plans = []
-    for i, d in enumerate(devices):
-        recs = synth_records(records_per_box, seed=seed * 100003 + i)
-        plans.append((d, recs, encode_blocks(d, 1, recs, max_bytes)))
-    gen_s = time.time() - t_gen
-    n_records = sum(len(p[1]) for p in plans)
-    n_blocks = sum(len(p[2]) for p in plans)
-    log("fleet-sim: %d boxes, %d records in %d blocks (%.1f records/block), generated in %.1f s"
-        % (boxes, n_records, n_blocks, n_records / max(1, n_blocks), gen_s))
     procs = [start_consumer(broker, db, group, i, idle_s=max(5.0, duration + 5.0)) for i in range(consumers)]
     if procs:
         log("fleet-sim: %d consumer(s) subscribed in share group %s -> %s" % (len(procs), group, db))
-    agents = [SimAgent(broker, fleet, d, blocks, duration, dup_every) for d, _, blocks in plans]
+    # agents in worker processes: paho's select() loop cannot use file descriptors >= 1024, that is
+    # about 330 clients per process; BOXES_PER_PROC also spreads encoding and publishing over the cores
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    ready_q, result_q, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    chunks = [list(range(i, min(boxes, i + BOXES_PER_PROC))) for i in range(0, boxes, BOXES_PER_PROC)]
+    workers = []
+    t_gen = time.time()
+    for ch in chunks:
+        w = ctx.Process(target=_agent_worker, daemon=True,
+                        args=(broker, fleet, [(devices[i], seed * 100003 + i) for i in ch], records_per_box,
+                              max_bytes, duration, dup_every, ready_q, go, result_q))
+        w.start()
+        workers.append(w)
+    n_records = n_blocks = 0
+    for _ in workers:
+        got = ready_q.get(timeout=600)
+        if isinstance(got, str):
+            go.set()
+            raise RuntimeError(got)
+        n_records += got[0]
+        n_blocks += got[1]
+    log("fleet-sim: %d boxes in %d process(es): %d records in %d blocks (%.1f records/block), generated and"
+        " connected in %.1f s" % (boxes, len(workers), n_records, n_blocks, n_records / max(1, n_blocks),
+                                  time.time() - t_gen))
     t_pub0 = time.time()
-    for a in agents:
-        a.start()
-    for a in agents:
-        a.join()
-    t_pub1 = time.time()
-    errors = [a.error for a in agents if a.error]
+    go.set()
+    results = [result_q.get(timeout=duration + 600) for _ in workers]
+    for w in workers:
+        w.join(10)
+    t_pub1 = max([r["t_end"] for r in results] or [time.time()])
+    errors = [e for r in results for e in r["errors"]]
+    unacked = sum(r["unacked"] for r in results)
+    not_sent = n_records - sum(r["sent"] for r in results)
+    dups_injected = sum(r["dups"] for r in results)
+    pub = {}
+    for r in results:
+        pub.update(r["published"])
     log("fleet-sim: published in %.2f s (%.0f records/s offered)%s"
         % (t_pub1 - t_pub0, n_records / max(1e-9, t_pub1 - t_pub0), "; agent errors: %s" % errors[:3] if errors else ""))
     # wait until the consumer has everything, or nothing moves for a while
@@ -293,10 +368,6 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
         "SELECT consumer, COUNT(*) AS blocks, SUM(n_new) AS records FROM blocks WHERE device IN (%s)"
         " GROUP BY consumer" % marks, devices).fetchall()]
     dbc.close()
-    pub = {}
-    for a in agents:
-        for fs, t in a.published.items():
-            pub[(a.device, fs)] = t
     lags = [r[2] - pub[(r[0], r[1])] for r in rows if (r[0], r[1]) in pub and r[2] is not None]
     commit_times = [r[2] for r in rows if r[2] is not None]
     t_end = max(commit_times) if commit_times else time.time()
@@ -310,8 +381,9 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
             p.wait(5)
     res = {
         "boxes": boxes, "consumers": consumers, "records_published": n_records, "blocks_published": n_blocks,
-        "records_stored": stored, "records_lost": n_records - stored,
-        "duplicate_records_injected": sum(a.dups for a in agents), "duplicate_records_dropped": int(dup_records),
+        "records_stored": stored, "records_lost": n_records - stored, "records_not_sent": not_sent,
+        "blocks_without_puback": unacked,
+        "duplicate_records_injected": dups_injected, "duplicate_records_dropped": int(dup_records),
         "damaged_blocks": damaged, "publish_s": round(t_pub1 - t_pub0, 3),
         "offered_records_per_s": round(n_records / max(1e-9, t_pub1 - t_pub0), 1),
         "ingest_records_per_s": round(stored / max(1e-9, t_end - t_pub0), 1),
@@ -327,7 +399,8 @@ def format_result(r):
     lines = [
         "boxes %(boxes)d, consumers %(consumers)d" % r,
         "records published %(records_published)d in %(blocks_published)d blocks, stored %(records_stored)d,"
-        " lost %(records_lost)d" % r,
+        " lost %(records_lost)d (agents: %(records_not_sent)d records not sent,"
+        " %(blocks_without_puback)d publishes without PUBACK)" % r,
         "duplicates injected %(duplicate_records_injected)d, dropped by dedup %(duplicate_records_dropped)d,"
         " damaged blocks %(damaged_blocks)d" % r,
         "offered %(offered_records_per_s).0f records/s over %(publish_s).2f s; consumer kept up with"

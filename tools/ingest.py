@@ -200,7 +200,7 @@ class Consumer:
             self.db.execute("BEGIN IMMEDIATE")
             for topic, payload in status:
                 parts = topic.split("/")
-                if len(parts) == 4:
+                if len(parts) == 4 and payload:  # empty payload = retained status cleared
                     consumer_db.store_agent_status(self.db, parts[1], parts[2], payload)
             self.db.execute("COMMIT")
         for topic, payload, mid, qos, t in msgs:  # durable: now the broker may forget them
