@@ -83,7 +83,7 @@ _K0 = [3, 10, 0, 0, 3] + [4] * (NCTX - _NFIXED)
 for _j, _k in ((0, 6), (1, 6), (2, 5), (3, 5), (4, 0), (5, 0)):
     _K0[_NFIXED + _j] = _k
 
-_ESC_Q = 20  # unary quotient at which a value is escaped to <6-bit length><raw bits>
+_ESC_Q = 12  # unary quotient at which a value is escaped to <6-bit length><raw bits>
 _NMAX = 32  # context halving period
 _MOD_COURSE = 36001  # course+1 in 0..36000
 
