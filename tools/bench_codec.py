@@ -205,6 +205,48 @@ def measure(name, recs, raw):
             "nmea": raw / n, "csv": csv / n, "csvgz": csvgz / n, "thin5m": thin / n, "thin5m_kept": kept / n}
 
 
+_SPEED_SCRIPT = """
+import time, gc
+from firmware import codec
+import drive_gen
+recs = [r for r in drive_gen.drive(1, %d) if r['type'] == 'pos']
+for i, r in enumerate(recs):
+    r['seq'] = i
+enc = codec.BlockEncoder('box-0001', 1)
+blocks = []
+gc.collect()
+t0 = time.ticks_us()
+for r in recs:
+    if not enc.add(r):
+        blocks.append(enc.finish())
+        enc.add(r)
+t1 = time.ticks_us()
+blocks.append(enc.finish())
+t2 = time.ticks_us()
+for b in blocks:
+    codec.decode_block(b)
+t3 = time.ticks_us()
+print('SPEED', time.ticks_diff(t1, t0) // len(recs), time.ticks_diff(t3, t2) // len(recs))
+"""
+
+
+def mp_speed(seconds):
+    """(encode, decode) microseconds per fix under the MicroPython unix VM (host CPU)."""
+    import subprocess
+
+    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if not os.path.exists(exe):
+        return None
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([os.path.join(ROOT, "tests", "mp"), ROOT]))
+    p = subprocess.run([exe, "-X", "heapsize=4M", "-c", _SPEED_SCRIPT % seconds], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    for ln in p.stdout.splitlines():
+        if ln.startswith("SPEED "):
+            a, b = ln.split()[1:3]
+            return int(a), int(b)
+    return None
+
+
 def run(quick=False):
     drives = []
     dur = 600 if quick else 1800
@@ -242,6 +284,10 @@ def run(quick=False):
     res["CSV+gzip -9 bytes/fix (whole drive)"] = round(avg("csvgz"), 2)
     res["Teltonika Codec 8 bytes/fix (min, no IO)"] = round(CODEC8_RECORD + CODEC8_PACKET / CODEC8_PER_PACKET, 1)
     res["fixes measured"] = tot_fix
+    sp = mp_speed(300 if quick else 1800)
+    if sp:
+        res["encode us/fix (MicroPython unix VM, host CPU)"] = sp[0]
+        res["decode us/fix (MicroPython unix VM, host CPU)"] = sp[1]
     for k in rows:
         res["%s codec bytes/fix (512 B)" % k] = round(rows[k]["codec512"], 2)
         res["%s lat+lon bits/fix" % k] = round(rows[k]["pos_bits"], 1)
