@@ -106,6 +106,8 @@ class Store:
         self.evicted_records = 0
         self.evicted_by_prio = [0] * NPRIO
         self.appended_blocks = 0
+        self.state_damaged = 0
+        self._seq_seen = -1  # highest last_seq ever appended (kept in state: survives deleted segments)
         gone = {}
         for name in ("state.tmp", "seq.tmp", "seg.tmp"):
             if _exists(self._p(name)):
@@ -127,10 +129,17 @@ class Store:
                     self.evicted_by_prio = [int(x) for x in parts[3:]]
                 elif parts[0] in ("A", "V") and len(parts) == 2:
                     gone[int(parts[1])] = _ACKED if parts[0] == "A" else _EVICTED
+                elif parts[0] == "S" and len(parts) == 2:
+                    self._seq_seen = int(parts[1])
+                else:
+                    raise ValueError("state line")
         except OSError:
             pass
         except ValueError:
-            raise StoreError("store state file damaged")
+            # written atomically, so only flash damage gets here: carry on (acked blocks may be sent
+            # again, the agent drops duplicates by seq) rather than refuse to store anything
+            gone = {}
+            self.state_damaged = 1
         segs = []
         for name in os.listdir(self.root):
             if len(name) == 13 and name[0] == "s" and name.endswith(".seg"):
@@ -170,7 +179,9 @@ class Store:
                 f.close()
         except (OSError, ValueError):
             reserved = 0
-        self._next_seq = max(reserved, max_seq + 1)
+        if max_seq > self._seq_seen:
+            self._seq_seen = max_seq
+        self._next_seq = max(reserved, self._seq_seen + 1)
         self._reserved = self._next_seq  # nothing reserved in this boot yet
         self._drop_dead()
 
@@ -280,6 +291,8 @@ class Store:
         self.head_size = off + need
         self.seg_size[self.head] = self.head_size
         self.blocks.append([self.head, off + FRAME_HDR, ln, first_seq, last_seq, prio, cnt, _LIVE])
+        if last_seq > self._seq_seen:
+            self._seq_seen = last_seq
 
     def _make_room(self, need):
         limit = self.max_bytes - self.segment_bytes  # one segment of slack for compaction copies
@@ -356,7 +369,8 @@ class Store:
 
     def _save_state(self):
         parts = ["E %d %d %s\n" % (self.evicted_blocks, self.evicted_records,
-                                    " ".join([str(x) for x in self.evicted_by_prio]))]
+                                    " ".join([str(x) for x in self.evicted_by_prio])),
+                 "S %d\n" % self._seq_seen]
         for b in self.blocks:
             if b[7] == _ACKED:
                 parts.append("A %d\n" % b[3])
@@ -403,5 +417,5 @@ class Store:
         return {"used_bytes": self.used_bytes(), "max_bytes": self.max_bytes, "blocks": live,
                 "records": records, "live_bytes": live_bytes, "segments": len(self.seg_size),
                 "evicted_blocks": self.evicted_blocks, "evicted_records": self.evicted_records,
-                "evicted_by_prio": list(self.evicted_by_prio), "torn_frames": self.torn_frames,
+                "evicted_by_prio": list(self.evicted_by_prio), "torn_frames": self.torn_frames, "state_damaged": self.state_damaged,
                 "next_seq": self._next_seq}

@@ -132,3 +132,37 @@ def test_bad_args():
     assert_raises(ValueError, s.append, _blk(0), 5, 4, 0)
     assert_raises(ValueError, s.append, _blk(0), 1, 1, 7)
     assert_raises(ValueError, s.append, bytes(2000), 1, 1, 0)
+
+
+def test_seq_survives_lost_seq_file_after_acks():
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
+    top = 0
+    for i in range(10):
+        a = s.next_seq()
+        b = s.next_seq()
+        s.append(_blk(i, 300), a, b, 0)
+        s.ack(a)
+        top = b
+    assert_eq(s.stats()["blocks"], 0, "all acked")
+    import os
+
+    os.remove(root + "/seq")  # flash damage: the reservation is gone, every segment was deleted
+    root = remount(root, bd)
+    s2 = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
+    assert_eq(s2.next_seq() > top, True, "no repeat after losing the seq file")
+
+
+def test_damaged_state_file_does_not_stop_the_store():
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
+    s.append(_blk(1), 1, 1, 0)
+    s.ack(1)
+    s.append(_blk(2), 2, 2, 0)
+    f = open(root + "/state", "wb")
+    f.write(b"E x y\n")
+    f.close()
+    root = remount(root, bd)
+    s2 = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
+    assert_eq(s2.stats()["state_damaged"], 1, "reported")
+    assert_eq(2 in [x[0] for x in s2.peek(10)], True, "unacked block kept")
