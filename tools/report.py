@@ -468,7 +468,7 @@ table.kv{border-collapse:collapse;font-size:14px}table.kv td{padding:3px 12px 3p
 h2{font-size:17px;margin:22px 0 8px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
 table.ev{border-collapse:collapse;font-size:13px;width:100%}table.ev th,table.ev td{text-align:left;padding:4px 8px;border-bottom:1px solid #edf2f7}
 .dot{display:inline-block;width:18px;height:18px;border-radius:9px;color:#fff;text-align:center;font-size:11px;line-height:18px;font-weight:bold}
-.coach{display:flex;gap:24px}.coach div{flex:1}.coach li{margin:4px 0}
+.coach{display:flex;gap:24px}.coach div{flex:1}.coach h3{font-size:15px;margin:6px 0;color:#4a5568}.coach li{margin:4px 0}
 .counts span{display:inline-block;margin:0 14px 6px 0;font-size:14px}
 .foot{color:#718096;font-size:12px;margin-top:24px}
 """
@@ -581,7 +581,7 @@ def page_canvas(t, pos, events):
     for col, (lang, ss) in enumerate(coach):
         x0 = 20 + col * 450
         yl = y
-        c.text(x0, yl, "English" if lang == "en" else "Francais", 13, "#4a5568", "start", True)
+        c.text(x0, yl, "English" if lang == "en" else "Fran\u00e7ais", 13, "#4a5568", "start", True)
         yl += 18
         for s in ss:
             for j, line in enumerate(_wrap(s, 58)):
