@@ -34,6 +34,7 @@ VBOX_ONLY = ("hw/replay.py", "firmware/replay_main.py")
 MANIFEST = "paydbox.json"
 JOURNAL = "paydbox.journal"
 CHUNK = 1024
+CHUNK_BY_BOARD = {"unix": 4096, "esp32": 2048}  # bytes per write command (bigger = fewer round trips)
 
 # Installed on the device as pdboot.py (kept small: runs at every boot).
 PDBOOT_PY = r'''# paydbox install journal: finish an interrupted firmware switch-over (written by paydbox flash).
@@ -206,6 +207,10 @@ def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
     def one(rel):
         dst = os.path.join(out_dir, rel[:-3] + ".mpy")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
+        src = os.path.join(src_root, rel)
+        if os.path.exists(dst) and os.stat(dst).st_mtime_ns > os.stat(src).st_mtime_ns:  # up to date
+            with open(dst, "rb") as f:
+                return rel[:-3] + ".mpy", f.read()
         p = subprocess.run(exe + ["-march=" + BOARDS[board], "-s", rel, "-o", dst, os.path.join(src_root, rel)],
                            capture_output=True, text=True)
         if p.returncode:
@@ -279,7 +284,7 @@ def connect(port, baudrate=115200):
             raise FlashError("port busy: %s is used by another program (close it and retry)" % port)
         raise FlashError("cannot open %s: %s" % (port, s.splitlines()[0] if s else type(e).__name__))
     try:
-        t = SerialTransport(port, baudrate=baudrate)
+        t = SerialTransport(port, baudrate=baudrate, timeout=1)  # ptys: never block forever in read(1)
     except TransportError:
         raise FlashError("cannot open %s: port busy or no device (close other terminals, check permissions)" % port)
     except serial.SerialException as e:
@@ -340,6 +345,22 @@ def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_r
     t = connect(port, baudrate)
     cb = callback or (lambda phase, path: None)
     try:
+        return _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_build)
+    except FlashError:
+        raise
+    except Exception as e:  # noqa: BLE001 - serial/transport faults while the device dies or resets
+        raise FlashError("lost the device during the install (%s: %s); run paydbox flash again"
+                         % (type(e).__name__, (str(e).strip().splitlines() or ["?"])[-1]))
+    finally:
+        try:
+            t.exit_raw_repl()
+            t.close()
+        except Exception:  # noqa: BLE001 - the device may be gone
+            pass
+
+
+def _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_build):
+    if True:
         _exec(t, _DEVICE_HELPERS)
         if _exec(t, "print(1 if _pd_hash('pdboot.py') else 0)").strip() == b"1":
             _exec(t, "import pdboot\npdboot.recover()")  # finish an interrupted install first
@@ -368,24 +389,22 @@ def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_r
         dirs = sorted({p.rsplit("/", 1)[0] for p in changed if "/" in p})
         for d in dirs:
             _exec(t, "_pd_mkdirs(%r)" % (d + "/x"))
-        # 1. stage + verify
-        for p in changed:
-            cb("stage", p)
-            data = files[p]
-            for attempt in (0, 1):
-                try:
-                    t.fs_writefile(p + ".new", data, chunk_size=CHUNK,
-                                   progress_callback=lambda w, tot, p=p: None)
-                except FlashError:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    raise FlashError("lost the device while writing %s: %s" % (p, str(e).splitlines()[0] if str(e) else type(e).__name__))
-                got = _exec(t, "print(_pd_hash(%r))" % (p + ".new")).decode().strip()
-                if got == manifest["files"][p]:
-                    break
-                if attempt:
-                    raise FlashError("verify failed for %s: device SHA-256 %s != %s" % (p, got[:12], manifest["files"][p][:12]))
-            bar.update(len(data), p)
+        # 1. stage, then verify every staged file's SHA-256 on the device (one resend on mismatch)
+        chunk = CHUNK_BY_BOARD.get(board, CHUNK)
+        todo = list(changed)
+        for attempt in (0, 1):
+            for p in todo:
+                cb("stage", p)
+                t.fs_writefile(p + ".new", files[p], chunk_size=chunk)
+                bar.update(len(files[p]), p)
+            got = json.loads(_exec(t, "_pd_probe(%r)" % [p + ".new" for p in todo]).decode())["hashes"]
+            bad = [p for p in todo if got.get(p + ".new") != manifest["files"][p]]
+            if not bad:
+                break
+            if attempt:
+                raise FlashError("verify failed for %s: device SHA-256 %s != %s"
+                                 % (bad[0], (got.get(bad[0] + ".new") or "missing")[:12], manifest["files"][bad[0]][:12]))
+            todo = bad
         bar.close()
         # 2. commit: journal written whole, then renamed into place
         cb("commit", JOURNAL)
@@ -408,12 +427,6 @@ def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_r
             raise FlashError("post-install check failed: %s" % (", ".join(bad[:3]) or "manifest/journal"))
         report["flash_s"] = round(time.monotonic() - t_start, 3)
         return report
-    finally:
-        try:
-            t.exit_raw_repl()
-            t.close()
-        except Exception:  # noqa: BLE001 - the device may be gone
-            pass
 
 
 def write_base_image(port, image, board):

@@ -1,0 +1,187 @@
+"""paydbox flash end to end against the virtual box's raw REPL (MicroPython VM on a pty):
+full flash, verify, re-flash with one file changed, power cuts (kill -9 of the VM) at every phase of
+an install, and the one-line errors."""
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+
+import pytest
+import serial
+
+from tools import flash as F
+from tools.virtual_box import ReplBox, VirtualBox, micropython_exe
+
+try:
+    micropython_exe()
+    HAVE = bool(shutil.which("socat"))
+except Exception:  # noqa: BLE001
+    HAVE = False
+
+pytestmark = pytest.mark.skipif(not HAVE, reason="needs the MicroPython VM and socat")
+
+
+def src_copy(tmp_path, name="src"):
+    """A private copy of firmware/ and hw/ so a test can change a file."""
+    d = tmp_path / name
+    for sub in F.SOURCE_DIRS:
+        shutil.copytree(os.path.join(F.ROOT, sub), d / sub, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.mpy"))
+    return str(d)
+
+
+def touch_module(src, rel, tag):
+    with open(os.path.join(src, rel), "a") as f:
+        f.write("\n_FLASH_TEST_TAG = %r\n" % tag)  # real code: a comment would not change the .mpy
+
+
+def box_state(boxdir):
+    """(manifest files, {path: sha256 on disk}) of a box directory."""
+    with open(os.path.join(boxdir, F.MANIFEST)) as f:
+        man = json.load(f)
+    disk = {}
+    for p in man["files"]:
+        with open(os.path.join(boxdir, p), "rb") as f:
+            disk[p] = hashlib.sha256(f.read()).hexdigest()
+    return man, disk
+
+
+@pytest.fixture
+def repl(tmp_path):
+    rb = ReplBox(tmp_path / "box", str(tmp_path / "box.repl"))
+    rb.start()
+    yield rb
+    rb.stop()
+
+
+def boots(tmp_path, boxdir, trace):
+    """Power the flashed box up in run mode: it must import every module from its own directory."""
+    with VirtualBox(trace, boxdir, speed=20, source="flashed") as vb:
+        info = vb.start(timeout=30)
+        from tools.config_cli import ConsoleClient
+
+        with ConsoleClient(info["console"]) as c:
+            return c.cmd("status")
+
+
+@pytest.fixture
+def trace(tmp_path):
+    from test_virtual_box import make_trace
+
+    return make_trace(tmp_path / "t.jsonl", 120)
+
+
+def test_flash_verify_reflash_one_file(tmp_path, repl, trace):
+    src = src_copy(tmp_path)
+    t0 = time.monotonic()
+    rep = F.flash(repl.link, board="unix", progress=False, src_root=src)
+    t_full = time.monotonic() - t0
+    assert rep["changed"] == sorted(rep["changed"]) and len(rep["changed"]) == rep["files"]
+    man, disk = box_state(repl.boxdir)
+    assert disk == man["files"] and man["board"] == "unix" and man["version"]
+    assert not os.path.exists(os.path.join(repl.boxdir, F.JOURNAL))
+    assert not [p for p in os.listdir(os.path.join(repl.boxdir, "firmware")) if p.endswith(".new")]
+    # nothing changed: nothing sent
+    rep2 = F.flash(repl.link, board="unix", progress=False, src_root=src)
+    assert rep2["changed"] == [] and rep2["bytes_sent"] == 0
+    # one module changed: only that file moves
+    touch_module(src, "firmware/config.py", "changed")
+    dry = F.flash(repl.link, board="unix", progress=False, src_root=src, dry_run=True)
+    assert dry["changed"] == ["firmware/config.mpy"]
+    assert box_state(repl.boxdir)[0] == man  # dry run changed nothing
+    rep3 = F.flash(repl.link, board="unix", progress=False, src_root=src)
+    assert rep3["changed"] == ["firmware/config.mpy"]
+    man3, disk3 = box_state(repl.boxdir)
+    assert disk3 == man3["files"]
+    assert [p for p in man3["files"] if man3["files"][p] != man["files"][p]] == ["firmware/config.mpy"]
+    print("\nflash full firmware: %.2f s (%d files, %d bytes); one-file reflash: %.2f s"
+          % (t_full, rep["files"], rep["bytes_total"], rep3["flash_s"]))
+    st = boots(tmp_path, repl.boxdir, trace)
+    assert st["fw"] == man3["version"]
+
+
+def test_flash_cli_json_and_errors(tmp_path, repl, capsys):
+    from tools.cli import main
+
+    assert main(["flash", repl.link, "--board", "unix", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["files"] >= 5 and rep["board"] == "unix"
+    # wrong device: an esp32 build for a unix VM
+    assert main(["flash", repl.link, "--board", "esp32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("paydbox: error: wrong device") and "\n" not in err
+    # no device
+    assert main(["flash", str(tmp_path / "ttyNOPE"), "--board", "unix"]) == 2
+    assert "no device at" in capsys.readouterr().err
+    # port busy: someone else holds the port
+    with serial.Serial(repl.link, exclusive=True):
+        assert main(["flash", repl.link, "--board", "unix"]) == 2
+        assert "port busy" in capsys.readouterr().err
+    # not MicroPython: a serial line where nobody answers
+    m, s = os.openpty()
+    try:
+        assert main(["flash", os.ttyname(s), "--board", "unix"]) == 2
+        assert "not MicroPython" in capsys.readouterr().err
+    finally:
+        os.close(m)
+        os.close(s)
+    # --base-image is esp32 only, with a clear error when esptool or the file is missing
+    assert main(["flash", repl.link, "--board", "esp32", "--base-image", str(tmp_path / "none.bin")]) == 2
+    assert "base image not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("phase,index", [("stage", 1), ("commit", 0), ("rename", 0), ("rename", 2), ("manifest", 0)])
+def test_power_cut_during_flash(tmp_path, repl, trace, phase, index):
+    """Kill the VM at a given step of an install: the box boots, with a manifest that matches its
+    files (all old or all new), and the next flash completes."""
+    src = src_copy(tmp_path)
+    F.flash(repl.link, board="unix", progress=False, src_root=src)
+    old_man, _ = box_state(repl.boxdir)
+    for rel in ("firmware/config.py", "firmware/console.py", "hw/compat.py"):
+        touch_module(src, rel, "v2")
+    seen = {}
+
+    def cb(ph, path):
+        if ph == phase:
+            seen[ph] = seen.get(ph, -1) + 1
+            if seen[ph] == index:
+                repl.power_cut()
+                time.sleep(0.1)
+
+    with pytest.raises(F.FlashError):
+        F.flash(repl.link, board="unix", progress=False, src_root=src, callback=cb)
+    st = boots(tmp_path, repl.boxdir, trace)  # boot runs pdboot.recover()
+    assert st["fw"]
+    man, disk = box_state(repl.boxdir)
+    assert disk == man["files"]
+    assert not os.path.exists(os.path.join(repl.boxdir, F.JOURNAL))
+    committed = phase in ("rename", "manifest")
+    assert (man["files"] != old_man["files"]) == committed
+    # the REPL VM comes back (ReplBox restarts it) and the next flash completes
+    repl.wait_ready(timeout=10)
+    rep = F.flash(repl.link, board="unix", progress=False, src_root=src)
+    man2, disk2 = box_state(repl.boxdir)
+    assert disk2 == man2["files"]
+    assert len(rep["changed"]) == (0 if committed else 3)
+
+
+def test_power_cut_at_random_time_during_full_flash(tmp_path, repl, trace):
+    src = src_copy(tmp_path)
+    F.flash(repl.link, board="unix", progress=False, src_root=src)
+    for rel in F.source_files("unix", src):
+        touch_module(src, rel, "v3")
+    F.build("unix", src)  # compile first: the cut must land in the transfer, not the build
+    timers = []
+
+    def cb(phase, path):
+        if not timers:  # first device step: cut the power a moment later, wherever the install is
+            timers.append(threading.Timer(0.25, repl.power_cut))
+            timers[0].start()
+
+    with pytest.raises(F.FlashError):
+        F.flash(repl.link, board="unix", progress=False, src_root=src, callback=cb)
+    timers[0].join()
+    st = boots(tmp_path, repl.boxdir, trace)
+    man, disk = box_state(repl.boxdir)
+    assert disk == man["files"] and st["fw"]
