@@ -92,7 +92,7 @@ def _jsonable(rec):
     out = {}
     for k, v in rec.items():
         if isinstance(v, (bytes, bytearray, memoryview)):
-            out[k] = {"hex_len": len(v)}  # raw bytes live in their typed table (crashes.samples)
+            out[k] = {"bytes_len": len(v)}  # raw bytes live in their typed table (crashes.samples)
         else:
             out[k] = v
     return out

@@ -360,7 +360,8 @@ def profile_canvas(pos, events, t0_ms, width=900, height=230):
     if not samples:
         c.text(width / 2, height / 2, "no speed samples", 14, "#4a5568", "middle")
         return c
-    tmax = max(max(s[0] for s in samples), 1e-3)
+    ev_t = [(e["t_ms"] - t0_ms) / 60000.0 for e in events if e.get("t_ms") is not None]
+    tmax = max([s[0] for s in samples] + ev_t + [1e-3])
     vmax = max(s[1] for s in samples)
     vtop = max(20, math.ceil(vmax / 20.0) * 20)
     step_v = 20 if vtop <= 160 else 40
