@@ -257,6 +257,8 @@ def main(argv):
     emit({"event": "ready", "version": VERSION, "config": cfg.source, "source": source,
           "app": type(state["box"]).__name__ if state["box"] is not None else "none"})
 
+    cpoll = select.poll()
+    cpoll.register(console_uart.s, select.POLLIN)
     t_box = 0
     t0 = time.ticks_ms()
     done_reported = False
@@ -273,6 +275,8 @@ def main(argv):
         elif box is not None:
             box.step()
         con.poll()
+        if console_uart.closed:  # the host (tools/virtual_box.py) is gone: power off
+            return 0
         if state["reboot"]:
             if state["box"] is not None:
                 state["box"].shutdown()
@@ -289,10 +293,15 @@ def main(argv):
                     box.shutdown()
                     emit({"event": "summary", "summary": box.summary()})
                 return 0
-        if speed > 0:
-            wait = int(t_box / speed) - time.ticks_diff(time.ticks_ms(), t0)
-            if wait > 0:
-                time.sleep_ms(wait)
+        if speed > 0:  # pace box time; answer the console while waiting (a terminal feels no lag)
+            while True:
+                wait = int(t_box / speed) - time.ticks_diff(time.ticks_ms(), t0)
+                if wait <= 0:
+                    break
+                if cpoll.poll(wait):
+                    con.poll()
+                    if state["reboot"] or console_uart.closed:
+                        break
 
 
 if __name__ == "__main__":
