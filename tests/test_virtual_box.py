@@ -131,3 +131,42 @@ def test_power_cut_during_config_writes(tmp_path, trace):
                 got = c.cmd("get device_id")["value"]
             assert got in written, got
     assert len(written) > 20  # the cuts really hit a box busy rewriting its config
+
+
+def test_cli_subprocess_prints_ptys_and_stops_cleanly(tmp_path, trace):
+    """How the demo runs it: a subprocess that prints the pty paths, stopped with SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    link = tmp_path / "link"
+    p = subprocess.Popen([sys.executable, "-m", "tools.cli", "virtual-box", "--trace", trace, "--dir",
+                          str(tmp_path / "box"), "--speed", "20", "--link-pty-link", str(link)],
+                         stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        info = json.loads(p.stdout.readline())
+        assert os.path.realpath(str(link)) == info["link"]
+        from tools.config_cli import ConsoleClient
+
+        with ConsoleClient(info["console"]) as c:
+            assert c.cmd("status")["ok"]
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    time.sleep(0.2)
+    assert not os.path.exists("/proc/%d" % info["pid"]) or "zombie" in open("/proc/%d/status" % info["pid"]).read()
+    assert not os.path.lexists(str(link))
+
+
+def test_exit_at_end_prints_summary(tmp_path):
+    import subprocess
+    import sys
+
+    tr = make_trace(tmp_path / "short.jsonl", 30)
+    out = subprocess.run([sys.executable, "-m", "tools.cli", "virtual-box", "--trace", tr, "--dir", str(tmp_path / "box"),
+                          "--speed", "0", "--exit-at-end"], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert json.loads(lines[0])["console"].startswith("/dev/pts/")
+    assert isinstance(json.loads(lines[-1]), dict)

@@ -403,6 +403,7 @@ def run(args):
     if args.repl:
         link = args.repl_pty_link or os.path.abspath(args.dir).rstrip("/") + ".repl"
         rb = ReplBox(args.dir, link)
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
         print(json.dumps(rb.start()), flush=True)
         try:
             while True:
