@@ -13,7 +13,7 @@
 #    whose append() returned is read back byte-identical (and is not reported acked unless ack()
 #    was called), an interrupted block is either absent or intact, nothing else appears, next_seq()
 #    is above every sequence number handed out before the cut, and appending continues (the new block
-#    is read back after another reboot).
+#    is listed, and for every 4th cut point read back after another reboot).
 # Output: one "FAIL cut=<c> ..." line per failure, then a summary line "RESULT k=v ...".
 import sys
 import time
@@ -27,6 +27,7 @@ from firmware.store import Store
 NBLOCKS = 96
 MAX_BYTES = [96 * 1024]  # [0]: 8 KiB with the "evict" argument (the drive needs ~12 KiB: evictions)
 SEG = [4096]  # 2 KiB in evict mode
+LFS_RW = 256  # littlefs read/program size: a NOR page
 ROOT = "/pc/store"
 
 
@@ -82,7 +83,7 @@ def build_ops(seconds, seed):
 
 def fresh_flash():
     bd = FlashSim(NBLOCKS)
-    vfs.VfsLfs2.mkfs(bd)
+    vfs.VfsLfs2.mkfs(bd, readsize=LFS_RW, progsize=LFS_RW, lookahead=LFS_RW)
     return bd
 
 
@@ -91,7 +92,7 @@ def mount(bd):
         vfs.umount("/pc")
     except OSError:
         pass
-    vfs.mount(vfs.VfsLfs2(bd), "/pc")
+    vfs.mount(vfs.VfsLfs2(bd, readsize=LFS_RW, progsize=LFS_RW, lookahead=LFS_RW), "/pc")
 
 
 def _live(s):
@@ -186,6 +187,11 @@ def check(bd, log, cut, evicted_by_op):
         s.append(blk, q, q, 3)
     except Exception as e:  # noqa
         return "append after reboot failed: %r" % (e,)
+    got = [x for x in s.peek(100000) if x[0] == q]
+    if len(got) != 1 or got[0][3] != blk:
+        return "block appended after reboot not listed"
+    if cut % 4:
+        return None  # every 4th cut point also checks the new block across another reboot
     mount(bd)
     s2 = Store(ROOT, max_bytes=MAX_BYTES[0], segment_bytes=SEG[0])
     got = [x for x in s2.peek(100000) if x[0] == q]

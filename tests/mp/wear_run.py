@@ -20,8 +20,8 @@ def main():
     ack = int(sys.argv[5])
     blk_bytes = int(sys.argv[6]) if len(sys.argv) > 6 else 512
     bd = FlashSim(nblocks)
-    vfs.VfsLfs2.mkfs(bd)
-    vfs.mount(vfs.VfsLfs2(bd), "/w")
+    vfs.VfsLfs2.mkfs(bd, readsize=256, progsize=256, lookahead=256)
+    vfs.mount(vfs.VfsLfs2(bd, readsize=256, progsize=256, lookahead=256), "/w")
     e0 = bd.total_erases()
     p0 = bd.programmed
     s = Store("/w/store", max_bytes=maxb, segment_bytes=seg)
