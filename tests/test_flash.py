@@ -55,14 +55,18 @@ def repl(tmp_path):
     rb.stop()
 
 
-def boots(tmp_path, boxdir, trace):
-    """Power the flashed box up in run mode: it must import every module from its own directory."""
+def boots(tmp_path, boxdir, trace, then=None):
+    """Power the flashed box up in run mode: it must import every module from its own directory.
+    then(console_client) runs against the booted box."""
     with VirtualBox(trace, boxdir, speed=20, source="flashed") as vb:
         info = vb.start(timeout=30)
         from tools.config_cli import ConsoleClient
 
         with ConsoleClient(info["console"]) as c:
-            return c.cmd("status")
+            st = c.cmd("status")
+            if then is not None:
+                then(c)
+            return st
 
 
 @pytest.fixture
@@ -97,8 +101,20 @@ def test_flash_verify_reflash_one_file(tmp_path, repl, trace):
     assert [p for p in man3["files"] if man3["files"][p] != man["files"][p]] == ["firmware/config.mpy"]
     print("\nflash full firmware: %.2f s (%d files, %d bytes); one-file reflash: %.2f s"
           % (t_full, rep["files"], rep["bytes_total"], rep3["flash_s"]))
-    st = boots(tmp_path, repl.boxdir, trace)
+    def configure(c):
+        from tools.config_cli import ConfigCLIError
+
+        c.set_many([("device_id", "fl-0001"), ("vin", "WVWZZZ1JZXW000001")], "0000")
+        with pytest.raises(ConfigCLIError, match="trip_end_s: bad value '5', allowed 30..3600"):
+            c.cmd("set trip_end_s 5")
+        assert c.cmd("get device_id")["value"] == "fl-0001"
+        st = c.cmd("selftest")
+        assert st["checks"]["config"].startswith("ok") and st["checks"]["storage"].startswith("ok")
+
+    st = boots(tmp_path, repl.boxdir, trace, then=configure)
     assert st["fw"] == man3["version"]
+    with open(os.path.join(repl.boxdir, "config.json"), "rb") as f:
+        assert b'"fl-0001"' in f.read()
 
 
 def test_flash_cli_json_and_errors(tmp_path, repl, capsys):
