@@ -391,9 +391,11 @@ class BlockEncoder:
     def _keep_pos(self, rec):
         tol = self.tolerance_m
         th = self._thin
-        lat = rec["lat_e7"]
-        lon = rec["lon_e7"]
-        t = rec["t_ms"]
+        lat = rec.get("lat_e7")
+        lon = rec.get("lon_e7")
+        t = rec.get("t_ms")
+        if not (isinstance(lat, int) and isinstance(lon, int) and isinstance(t, int)):
+            return True  # keep: the encoder then names the bad field
         if th is None or th[0] is None:
             return True
         (t1, a1, o1), (t0, a0, o0) = th[1], th[0]
