@@ -298,3 +298,42 @@ class Console:
             return {"ok": False, "error": "reboot not supported by this firmware"}
         self._after = fn
         return {"ok": True, "text": "rebooting"}
+
+
+class StdioUart:
+    """UART-like view of the board's REPL stream (USB serial on ESP32/RP2), so the console shares
+    the port mpremote uses: `Console(StdioUart(), config, ...)`. Ctrl-C still interrupts the
+    firmware (mpremote's raw REPL entry); non-blocking through select.poll."""
+
+    def __init__(self, stdin=None, stdout=None):
+        import select
+        import sys
+
+        self._in = stdin or sys.stdin
+        out = stdout or sys.stdout
+        self._out = getattr(out, "buffer", out)
+        self._inb = getattr(self._in, "buffer", self._in)
+        self._inb = getattr(self._inb, "raw", self._inb)  # CPython: unbuffered, so poll() tells the truth
+        self._poll = select.poll()
+        self._poll.register(self._in, select.POLLIN)
+
+    def any(self):
+        for _, ev in self._poll.poll(0):
+            if ev & 1:  # POLLIN
+                return 1
+        return 0
+
+    def read(self, n=1):
+        out = bytearray()
+        while len(out) < n and self.any():
+            b = self._inb.read(1)
+            if not b:
+                break
+            out.extend(b if isinstance(b, (bytes, bytearray)) else b.encode())
+        return bytes(out)
+
+    def write(self, b):
+        try:
+            return self._out.write(b)
+        except TypeError:  # a text stream
+            return self._out.write(b.decode())

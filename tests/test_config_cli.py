@@ -154,3 +154,26 @@ def test_no_answer_is_one_line_error(tmp_path, capsys):
     finally:
         os.close(m)
         os.close(s)
+
+
+@pytest.mark.parametrize("runtime", ["cpython", "micropython"])
+def test_console_on_the_repl_stream(runtime, tmp_path):
+    """On a board the console shares the USB REPL stream (StdioUart): machine mode works there too."""
+    import subprocess
+    import sys
+
+    root = __import__("os").path.dirname(__import__("os").path.dirname(__file__))
+    script = tmp_path / "sio.py"
+    script.write_text(
+        "import sys, time\nsys.path.insert(0, %r)\n"
+        "from firmware.console import Console, StdioUart\nfrom firmware.config import Config\n"
+        "c = Console(StdioUart(), Config(), version='t')\nn = 0\n"
+        "for i in range(300):\n    n += c.poll()\n    if n >= 2: break\n    time.sleep(0.01)\n" % root)
+    exe = sys.executable if runtime == "cpython" else micropython_exe()
+    p = subprocess.Popen([exe, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    p.stdin.write(b"!get plate\n!set plate X\n")
+    p.stdin.flush()
+    out, _ = p.communicate(timeout=20)
+    lines = [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
+    assert lines[0] == {"ok": True, "key": "plate", "value": ""}
+    assert lines[1]["ok"] is False and "login" in lines[1]["error"]
