@@ -14,16 +14,9 @@ from firmware.trip import DEFAULTS as _TRIP_KEYS
 from firmware.trip import TripTracker
 from hw.compat import const
 
-try:
-    from firmware.motion import DEFAULTS as _MOTION_KEYS
-    from firmware.motion import Motion
-except ImportError:  # motion module not deployed: GNSS-only box
-    Motion = None
-    _MOTION_KEYS = {}
-try:
-    from firmware.score import score as score_trip
-except ImportError:
-    score_trip = None
+from firmware.motion import DEFAULTS as _MOTION_KEYS
+from firmware.motion import Motion
+from firmware.score import score as score_trip
 from firmware import codec
 from firmware.store import Store
 
@@ -39,6 +32,9 @@ _CRASH_BLOCK_MAX = const(16384)    # = framing.MAX_BLOCK: the largest block the 
 # record priorities in the store (docs/architecture.md)
 _PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "odometer": 2,
          "config": 2, "tamper": 3, "crash": 4}
+
+_EVENT_KINDS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "overspeed", "idle",
+                "towing", "unclassified")
 
 DEFAULT_CONFIG = {
     "device_id": "paydbox-0001",
@@ -153,7 +149,7 @@ class Box:
                 self.accel = LIS3DH(i2c, odr_hz=rate, range_g=cfg["accel_range_g"])
             except OSError:
                 self.accel = None
-        if self.accel is not None and Motion is not None:
+        if self.accel is not None:
             self.motion = Motion(rate, motion_cfg, on_event=self._on_motion_event, state=st.get("motion"))
         self.link = None
         if link_uart is not None:
@@ -239,6 +235,8 @@ class Box:
                    "speed_mmps": max(ev.get("speed_start_mmps", 0), 0), "rate_hz": ev.get("rate_hz", 0),
                    "pre_ms": ev.get("pre_ms", 0), "samples": ev.get("trace", b"")}
         else:
+            if kind not in _EVENT_KINDS:
+                kind = "unclassified"
             rec = {"type": "event", "kind": kind, "t_ms": ev["t_ms"], "dur_ms": ev.get("dur_ms", 0),
                    "peak_mg": ev.get("peak_mg", 0), "mean_mg": ev.get("mean_mg", 0),
                    "speed_start_mmps": max(ev.get("speed_start_mmps", 0), 0),
@@ -256,6 +254,9 @@ class Box:
         """Give a record its sequence number and encode it into the open block. Returns the seq."""
         if "utc_s" not in rec:
             rec["utc_s"] = -1
+        if rec["type"] == "trip_end" and self.motion is not None:
+            # events still held for want of a calibration go out now, as `unclassified`
+            self.motion.flush()
         seq = self.store.next_seq()
         rec["seq"] = seq
         if rec["type"] == "trip_start":

@@ -20,6 +20,9 @@ from tools import consumer_db
 
 RECORDS_FILTER = "paydbox/+/+/records"
 STATUS_FILTER = "paydbox/+/+/status"
+# the agent publishes position blocks on .../records and every other block (events, trips, crash,
+# tamper, status records) on .../events; both carry codec blocks
+EVENTS_FILTER = "paydbox/+/+/events"
 
 
 class IngestError(Exception):
@@ -139,6 +142,7 @@ class Consumer:
         from paho.mqtt.subscribeoptions import SubscribeOptions
         opts = SubscribeOptions(qos=1)
         client.subscribe([("$share/%s/%s" % (self.group, RECORDS_FILTER), opts),
+                          ("$share/%s/%s" % (self.group, EVENTS_FILTER), SubscribeOptions(qos=1)),
                           ("$share/%s/%s" % (self.group, STATUS_FILTER), SubscribeOptions(qos=1))])
         self.log("connected as %s (session present: %s)" % (self.client_id, flags.session_present))
 
