@@ -238,7 +238,7 @@ def mp_speed(seconds):
     if not os.path.exists(exe):
         return None
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([os.path.join(ROOT, "tests", "mp"), ROOT]))
-    p = subprocess.run([exe, "-X", "heapsize=4M", "-c", _SPEED_SCRIPT % seconds], cwd=ROOT, env=env,
+    p = subprocess.run([exe, "-X", "heapsize=32M", "-c", _SPEED_SCRIPT % seconds], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     for ln in p.stdout.splitlines():
         if ln.startswith("SPEED "):
