@@ -208,10 +208,12 @@ class Box:
     # ---- inputs ----
     def _on_fix(self, fix):
         moving = self.motion.moving if self.motion is not None else -1
+        accepted0 = self.odo.counters["accepted"]
         credited = self.odo.on_fix(fix, moving)
         if self.motion is not None:
             self.motion.on_fix(fix)
-        good = fix.valid and not (fix.lat_e7 == 0 and fix.lon_e7 == 0)
+        # a fix the odometer's quality gate dropped ((0,0), jump, HDOP...) is not a position either
+        good = self.odo.counters["accepted"] > accepted0
         if good and self._first_good_fix:
             self._first_good_fix = False
             mm = self.odo.unaccounted_mm(fix)

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 
+DRAIN_MAX_MS = 120000  # box time allowed for the agent to acknowledge the last blocks
 REBOOT_EXIT = 75
 STEP_MS = 100  # main-loop period in box time
 POWER_OFF_MV = 6000
@@ -290,8 +291,19 @@ def main(argv):
             emit({"event": "trace_done", "t_ms": t_box})
             if exit_at_end:
                 if box is not None:
+                    # the drive is over: ignition off, trip closed, last block committed; then keep
+                    # the link running until the agent has acknowledged every block (or give up
+                    # after DRAIN_MAX_MS of box time: the store keeps what was not acknowledged)
                     box.shutdown()
-                    emit({"event": "summary", "summary": box.summary()})
+                    t_end = t_box + DRAIN_MAX_MS
+                    while box.link is not None and box.store.peek(1) and t_box < t_end:
+                        t_box += STEP_MS
+                        sess.clock.now = t_box
+                        box.link.poll(t_box)
+                        con.poll()
+                        time.sleep_ms(STEP_MS if speed > 0 else 1)
+                    left = len(box.store.peek(1000)) if box.link is not None else 0
+                    emit({"event": "summary", "summary": box.summary(), "unacked_blocks": left})
                 return 0
         if speed > 0:  # pace box time; answer the console while waiting (a terminal feels no lag)
             while True:
