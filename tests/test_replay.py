@@ -1,0 +1,71 @@
+"""paydbox replay: the real firmware against the bundled trace, under CPython and inside the MicroPython VM."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tools.replay import ReplayError, replay_trace
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRACE = os.path.join(ROOT, "tests", "traces", "commute.jsonl.gz")
+
+
+def truth(path):
+    import gzip
+
+    trips, events = [], []
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            d = json.loads(line)
+            if d.get("s") == "truth" and d.get("kind") == "trip":
+                trips.append(d)
+            elif d.get("s") == "truth" and d.get("kind") == "event":
+                events.append(d)
+    return trips, events
+
+
+@pytest.fixture(scope="module")
+def cpython_report():
+    return replay_trace(TRACE, "cpython")
+
+
+def test_same_json_under_cpython_and_micropython(cpython_report):
+    mp = replay_trace(TRACE, "micropython", heap="2M")
+    assert json.dumps(mp, sort_keys=True) == json.dumps(cpython_report, sort_keys=True)
+
+
+def test_bundled_drive_distance_and_events_match_the_truth(cpython_report):
+    true_trips, true_events = truth(TRACE)
+    rep = cpython_report
+    assert len(rep["trips"]) == len(true_trips) == 1
+    trip = rep["trips"][0]
+    true_m = true_trips[0]["dist_m"]
+    assert abs(trip["distance_m"] - true_m) / true_m < 0.005, (trip["distance_m"], true_m)
+    assert abs(rep["odometer_m"] - true_m) / true_m < 0.005
+    got = sorted((e["type"], e["t"]) for e in trip["events"])
+    assert [g[0] for g in got] == sorted(e["type"] for e in true_events)
+    for e in true_events:  # each detected within its true interval (+-2 s)
+        assert any(t == e["type"] and e["start"] - 2 <= s <= e["end"] + 2 for t, s in got), e
+    assert 0 <= trip["score"] <= 100 and trip["coach"] and trip["coach_fr"]
+    assert rep["records"]["count"] > rep["records"]["fixes"] > 300
+    assert rep["calibration"]["calib_state"] == "calibrated"
+
+
+def test_cli_json_and_errors(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "paydbox")
+    p = subprocess.run([exe, "replay", TRACE, "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    for key in ("trips", "odometer_m", "records", "gnss"):
+        assert key in rep
+    assert {"start_t", "end_t", "distance_m", "duration_s", "events", "score", "coach"} <= set(rep["trips"][0])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"format": "something-else", "version": 1}\n')
+    p = subprocess.run([exe, "replay", str(bad)], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2
+    assert p.stderr.startswith("paydbox: error:") and len(p.stderr.strip().splitlines()) == 1
+    assert "format" in p.stderr
+    with pytest.raises(ReplayError):
+        replay_trace(str(tmp_path / "missing.jsonl"))
