@@ -22,7 +22,7 @@ from firmware.store import Store
 
 _UART_BUF = const(512)
 _BLOCK_MAX_AGE_MS = const(60000)   # a block is committed at the latest 60 s after its first record
-_STATUS_EVERY_MS = const(600000)   # status record every 10 minutes
+_STATUS_EVERY_MS = const(600000)   # status record every 10 minutes (config status_interval_s)
 _GNSS_SILENT_MS = const(30000)     # no GNSS byte for 30 s: tamper gnss_missing
 _STATE_EVERY_MS = const(60000)     # persist odometer / calibration every minute while driving
 _UNACCOUNTED_MIN_MM = const(500000)  # car moved >= 500 m while the box was off
@@ -135,6 +135,7 @@ class Box:
         self._first_good_fix = True
         self._last_pos_ms = -_POS_INTERVAL_MS
         self._last_status_ms = now
+        self._status_every_ms = cfg.get("status_interval_s", _STATUS_EVERY_MS // 1000) * 1000
         self._last_state_ms = now
         self._last_step_ms = now
 
@@ -190,7 +191,7 @@ class Box:
         self.trip.tick(now)
         if self.enc is not None and now - self._enc_t0 >= _BLOCK_MAX_AGE_MS:
             self.flush()
-        if now - self._last_status_ms >= _STATUS_EVERY_MS:
+        if now - self._last_status_ms >= self._status_every_ms:
             self._emit_status(now)
         if self.trip.state and now - self._last_state_ms >= _STATE_EVERY_MS:
             self._save_state(now)
@@ -314,16 +315,36 @@ class Box:
 
     # ---- reporting ----
     def status(self):
-        """For the installer console: ints and strings only."""
+        """For the installer console and `paydbox config PORT status`: ints and strings only."""
         lf = self.trip.last_fix
+        fix = self.parser.fix
         st = self.store.stats()
-        return {
+        out = {
             "fw": VERSION, "device_id": self.device, "boot": self.boot,
-            "gnss_fix": 1 if lf else 0, "odometer_m": self.odo.total_mm // 1000,
-            "accel": 1 if self.accel is not None else 0,
+            "gnss_fix": 1 if lf else 0, "gnss_bytes": self.parser.counters.get("sentences", 0),
+            "sats": fix.sats, "hdop_x10": fix.hdop_x10,
+            "odometer_m": self.odo.total_mm // 1000,
+            "accel": 1 if self.accel is not None else 0, "accel_ok": 1 if self.accel is not None else 0,
             "calib": self.motion.calib_state if self.motion else "none",
-            "store_used": st.get("used_bytes", 0), "trip": 1 if self.trip.state else 0,
+            "calib_quality": self.motion.calib_quality if self.motion else 0,
+            "store_used": st.get("used_bytes", 0), "store_blocks": st.get("blocks", 0),
+            "next_seq": st.get("next_seq", 0), "trip": 1 if self.trip.state else 0,
         }
+        if self.accel is not None and self.accel.count > 0:
+            xyz = self.accel.xyz_mg  # last sample of the last FIFO read, box axes
+            i = (self.accel.count - 1) * 3
+            out["accel_mg"] = "%d,%d,%d" % (xyz[i], xyz[i + 1], xyz[i + 2])
+        if self.link is not None:
+            ls = self.link.stats()
+            out["link"] = ls.get("state", "?")
+            out["link_acked_blocks"] = ls.get("acked", 0)
+        return out
+
+    def on_config_change(self, key, old, new):
+        """Audit: every configuration change leaves a `config` record (the PIN never in clear)."""
+        if key == "installer_pin":
+            old, new = "***", "***"
+        self._emit({"type": "config", "t_ms": self.clock.ticks_ms(), "key": key, "old": str(old), "new": str(new)})
 
     def summary(self):
         """What the box produced (ints and strings only, so both runtimes print the same JSON)."""

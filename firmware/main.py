@@ -6,6 +6,7 @@ import json
 import machine
 import time
 
+from firmware import VERSION
 from firmware.app import Box
 from hw.compat import SystemClock
 
@@ -41,12 +42,10 @@ def board_config():
 
 
 def load_config(root):
-    try:
-        from firmware.config import Config
+    from firmware.config import Config
 
-        return Config.load(root + "/config.json").values()
-    except Exception:  # a box with a broken or missing config still drives and records
-        return None
+    # Config.load falls back to the backup copy, then to defaults: a box always boots and records
+    return Config.load(root + "/config.json")
 
 
 def run():
@@ -55,10 +54,18 @@ def run():
     i2c = machine.I2C(b["i2c"], scl=machine.Pin(b["scl"]), sda=machine.Pin(b["sda"]), freq=400000)
     link = machine.UART(b["link_uart"], baudrate=b["link_baud"], tx=b["link_tx"], rx=b["link_rx"], rxbuf=4096)
     power = BoardPower(b["ign_pin"], b["supply_adc"], b["supply_divider_x1000"])
-    box = Box(SystemClock(), gnss, i2c, power, b["fs_root"], load_config(b["fs_root"]), link_uart=link)
+    cfg = load_config(b["fs_root"])
+    clock = SystemClock()
+    box = Box(clock, gnss, i2c, power, b["fs_root"], cfg.values(), link_uart=link)
+    cfg.on_change = box.on_config_change  # every change leaves an audit record; applied at reboot
+    from firmware.console import Console, StdioUart
+
+    console = Console(StdioUart(), cfg, status_provider=box.status, now_ms=clock.ticks_ms,
+                      hooks={"reboot": machine.reset}, version=VERSION)
     wdt = machine.WDT(timeout=8000)
     while True:
         box.step()
+        console.poll()
         wdt.feed()
         time.sleep_ms(100)
 
