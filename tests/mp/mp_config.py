@@ -78,7 +78,7 @@ def test_set_save_load_and_audit():
     assert_eq(c.set("device_id", "box-0042"), ("unprovisioned", "box-0042"))
     assert_eq(c.set("crash_g", "3.1"), ("3.00", "3.10"))
     c.set("crash_g", "3.10")  # unchanged: no audit record
-    assert_eq(audit, [("device_id", "unprovisioned", "box-0042"), ("crash_g", "2.50", "3.10")])
+    assert_eq(audit, [("device_id", "unprovisioned", "box-0042"), ("crash_g", "3.00", "3.10")])
     assert_eq(c.scaled("crash_g", 1000), 3100)
     c2 = Config.load(p)
     assert_eq(c2.source, "main")
