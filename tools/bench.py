@@ -221,7 +221,7 @@ def targets_rows(ev, mods):
             v = c.get(what)
             row("%s %s" % (k, what), ">= 0.95", v, v is not None and v >= 0.95)
     v = t.get("false_events_per_100km")
-    row("false events (harsh + crash) per 100 km", "<= 1", v, v is not None and v <= 1)
+    row("false events (harsh, crash, unclassified) per 100 km", "<= 1", v, v is not None and v <= 1)
     v = t.get("bytes_per_fix")
     row("stored bytes per 1 Hz fix (records.bytes / fixes)", "<= 4", v, v is not None and v <= 4)
     link = _find(mods, "efficiency")

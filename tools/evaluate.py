@@ -206,7 +206,7 @@ def score(truth, report):
         drift = odo / truth["parked_h"]
     truth_crash = any(e["type"] == "crash" for e in truth["events"])
     crash_detected = per.get("crash", {}).get("tp", 0) > 0
-    harsh_fp = sum(per.get(k, {}).get("fp", 0) for k in HARSH_TYPES + ("crash",))
+    harsh_fp = sum(per.get(k, {}).get("fp", 0) for k in HARSH_TYPES + ("crash", "unclassified"))
     cal = report.get("calibration") or {}
     recs = report.get("records") or {}
     return {
