@@ -60,7 +60,7 @@ def _open_trace(path):
 class LineReader:
     """Line iterator over a binary stream with a block buffer (MicroPython's readline is per byte)."""
 
-    def __init__(self, stream, block=8192):
+    def __init__(self, stream, block=2048):
         self._s = stream
         self._block = block
         self._buf = b""
@@ -219,7 +219,7 @@ class ReplayUART:
                 self._ring[0 : k - first] = chunk[first:k]
             self._head = (h + k) % size
             self._n += k
-        if ph >= 512 and ph * 2 >= np_:
+        if ph:  # drop delivered chunks at once (bounded heap on MicroPython)
             del pend[:ph]
             ph = 0
             np_ = len(pend)
@@ -359,7 +359,7 @@ class LIS3DHModel:
             if i < ns:
                 break
             ph += 1
-        if ph >= 64 and ph * 2 >= np_:
+        if ph:  # drop consumed chunks at once: a parsed 1 s chunk is ~5 KB of heap on MicroPython
             del pend[:ph]
             ph = 0
         self._ph = ph
