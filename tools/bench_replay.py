@@ -117,6 +117,38 @@ def run(quick=False):
                 # CPU time: the honest figure on a shared machine (the micropython one includes VM start-up)
                 res["replay_%s_%s_trace_s_per_cpu_s" % (rt, tag)] = round(dur / max(cpu, 1e-3), 1)
     res["trace_duration_s"] = dur
+    res.update(firmware_replay(quick))
+    return res
+
+
+def firmware_replay(quick=False):
+    """The whole firmware (paydbox replay) on a simulated 1-hour 100 Hz + 1 Hz GNSS trace (parked: the
+    simulator's drives are minutes long) and on the bundled drive, under both runtimes; the JSON of
+    both runtimes must be identical."""
+    import json
+    import time
+
+    from tools.replay import replay_trace
+
+    res = {}
+    dur = 300 if quick else 3600
+    with tempfile.TemporaryDirectory() as d:
+        hour = os.path.join(d, "parked.jsonl.gz")
+        import subprocess
+
+        subprocess.run([sys.executable, "-m", "tools.cli", "simulate", "--scenario", "parked_overnight", "--seed", "3",
+                        "--duration-s", str(dur), "-o", hour], check=True, capture_output=True)
+        bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "traces",
+                               "commute.jsonl.gz")
+        for tag, path, tdur in (("parked_%ds" % dur, hour, dur), ("drive_bundled", bundled, 457.8)):
+            out = {}
+            for rt in ("cpython", "micropython"):
+                t0 = time.perf_counter()
+                out[rt] = replay_trace(path, rt, heap="512K")
+                wall = time.perf_counter() - t0
+                res["firmware_%s_%s_trace_s_per_wall_s" % (tag, rt)] = round(tdur / wall, 1)
+            res["firmware_%s_identical_json" % tag] = json.dumps(out["cpython"], sort_keys=True) == json.dumps(
+                out["micropython"], sort_keys=True)
     return res
 
 
