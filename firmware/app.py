@@ -122,6 +122,7 @@ class Box:
         self.records_bytes = 0
         self.pos_count = 0
         self.blocks = 0
+        self.tampers = []  # (bounded) tamper records of this boot, for the replay report
 
         odo_cfg, motion_cfg, trip_cfg = subsystem_configs(cfg)
         # the main loop reads the UART every ~100 ms, so an epoch's bytes span several feeds: the
@@ -209,17 +210,19 @@ class Box:
     # ---- inputs ----
     def _on_fix(self, fix):
         moving = self.motion.moving if self.motion is not None else -1
+        if self._first_good_fix and self.odo.good(fix):
+            # before the odometer takes this fix as its new last position: did the car move while
+            # the box was off? (unplugging the box is how pay-per-km is cheated)
+            self._first_good_fix = False
+            mm = self.odo.unaccounted_mm(fix)
+            if mm >= _UNACCOUNTED_MIN_MM:
+                self._emit({"type": "tamper", "t_ms": fix.t_ms, "reason": "unaccounted_distance", "value": mm})
         accepted0 = self.odo.counters["accepted"]
         credited = self.odo.on_fix(fix, moving)
         if self.motion is not None:
             self.motion.on_fix(fix)
         # a fix the odometer's quality gate dropped ((0,0), jump, HDOP...) is not a position either
         good = self.odo.counters["accepted"] > accepted0
-        if good and self._first_good_fix:
-            self._first_good_fix = False
-            mm = self.odo.unaccounted_mm(fix)
-            if mm >= _UNACCOUNTED_MIN_MM:
-                self._emit({"type": "tamper", "t_ms": fix.t_ms, "reason": "unaccounted_distance", "value": mm})
         self.trip.on_fix(fix.t_ms, good, fix.utc_s, fix.lat_e7, fix.lon_e7, fix.speed_mmps, fix.course_cdeg, credited)
         if good and self.trip.state and fix.t_ms - self._last_pos_ms >= _POS_INTERVAL_MS - 50:
             self._last_pos_ms = fix.t_ms
@@ -272,6 +275,8 @@ class Box:
             self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX if rec["type"] == "crash" else 0)
             if not self.enc.add(rec):
                 raise ValueError("record too large for a block: " + rec["type"])
+        if rec["type"] == "tamper" and len(self.tampers) < 16:
+            self.tampers.append({"reason": rec["reason"], "value": rec["value"], "t_ms": rec["t_ms"]})
         p = _PRIO.get(rec["type"], 1)
         if p > self._enc_prio:
             self._enc_prio = p
@@ -366,7 +371,9 @@ class Box:
             "gnss": dict(self.parser.counters),
             "odometer": dict(self.odo.counters),
             "motion": {"calib_state": m.calib_state if m else "none", "calib_quality": m.calib_quality if m else 0,
+                       "R_q14": m.state()["R"] if m else None,
                        "accel_overruns": self.accel.overruns if self.accel else 0},
+            "tamper": list(self.tampers),
             "store": self.store.stats(),
             "boot": self.boot,
         }

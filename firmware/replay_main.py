@@ -44,7 +44,9 @@ def merge(summaries, reboots):
     counts = {"count": 0, "bytes": 0, "pos": 0, "blocks": 0}
     gnss = {}
     odo = {}
+    tamper = []
     for s in summaries:
+        tamper.extend(s["tamper"])
         trips.extend(s["trips"])
         for k in counts:
             counts[k] += s["records"][k]
@@ -57,6 +59,7 @@ def merge(summaries, reboots):
     out["gnss"] = gnss
     out["odometer"] = odo
     out["reboots"] = reboots
+    out["tamper"] = tamper
     return out
 
 

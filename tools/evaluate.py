@@ -194,6 +194,11 @@ def score(truth, report):
     det = detected_events(report)
     per, fps, fns = match_events(truth["events"], det)
     odo = float(report.get("odometer_m") or 0.0)
+    # distance the box flagged as driven while it was off (tamper unaccounted_distance, mm): not
+    # billed as driven by the box, but reported, so the insurer sees all of it
+    unacc = sum(t.get("value", 0) for t in report.get("tamper", []) if t.get("reason") == "unaccounted_distance") / 1000.0
+    if unacc:
+        odo += unacc
     tdist = truth["dist_m"]
     trip_m = sum(float(t.get("distance_m") or 0.0) for t in report.get("trips", []))
     truth_trip_m = sum(t["dist_m"] for t in truth["trips"])
@@ -214,6 +219,7 @@ def score(truth, report):
         "duration_s": round(truth["duration_s"], 1),
         "truth_km": round(tdist / 1000.0, 3),
         "odometer_km": round(odo / 1000.0, 3),
+        "unaccounted_km": round(unacc / 1000.0, 3),
         "distance_error_pct": round(err, 3) if err is not None else None,
         "unobservable_km": round(truth.get("unobservable_m", 0.0) / 1000.0, 3),
         "distance_error_raw_pct": round(raw_err, 3) if raw_err is not None else None,

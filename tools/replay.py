@@ -90,6 +90,8 @@ def format_report(raw, trace, runtime):
                     "bytes_per_fix": round(rec["bytes"] / rec["pos"], 2) if rec["pos"] else None},
         "gnss": raw["gnss"], "odometer": raw["odometer"], "calibration": raw["motion"],
         "store": raw["store"], "boots": raw.get("reboots", 0) + 1,
+        # tamper records: unplugged while driving shows as unaccounted_distance (value in mm)
+        "tamper": [{"reason": t["reason"], "value": t["value"], "t": t["t_ms"] / 1000} for t in raw["tamper"]],
     }
 
 
