@@ -284,7 +284,11 @@ class Box:
         return seq
 
     def _new_block(self, t_ms, max_bytes=0):
-        self.enc = codec.BlockEncoder(self.device, self.boot, max_bytes or self.cfg["block_max_bytes"])
+        # privacy and bounded-error modes act here, before anything is stored; the odometer has already
+        # counted every fix, so billing never depends on them
+        self.enc = codec.BlockEncoder(self.device, self.boot, max_bytes or self.cfg["block_max_bytes"],
+                                      privacy=self.cfg.get("privacy", "off"),
+                                      tolerance_m=self.cfg.get("pos_tolerance_m", 0))
         self._enc_prio = 0
         self._enc_t0 = self.clock.ticks_ms()
 

@@ -55,6 +55,7 @@ SCHEMA = {
     "trip_end_s": ("int", 180, (30, 3600), "ignition off / still this long ends a trip, s"),
     "idle_s": ("int", 300, (60, 3600), "engine idling this long is an idle event, s"),
     "privacy": ("choice", "off", ("off", "no_positions", "rounded"), "position privacy mode"),
+    "pos_tolerance_m": ("int", 0, (0, 50), "bounded-error mode: drop positions a straight line predicts within N m (0: lossless)"),
     "link_baud": ("int", 115200, [9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600], "edge agent link UART baud rate"),
     "status_interval_s": ("int", 3600, (60, 86400), "status record period, s"),
     "store_max_kb": ("int", 1024, (64, 8192), "record store size limit, KiB"),
