@@ -10,7 +10,7 @@ import struct
 import binascii
 from array import array
 
-VERSION = 1
+VERSION = 2
 MAGIC0 = 0x50  # 'P'
 MAGIC1 = 0x44  # 'D'
 
@@ -96,6 +96,10 @@ _SIN_Q14 = (0, 286, 572, 857, 1143, 1428, 1713, 1997, 2280, 2563, 2845, 3126, 34
     14968, 15082, 15191, 15296, 15396, 15491, 15582, 15668, 15749, 15826, 15897, 15964, 16026, 16083, 16135,
     16182, 16225, 16262, 16294, 16322, 16344, 16362, 16374, 16382, 16384)
 _SLOW_MMPS = 1000
+# predictor state (a list, reset per block): 0 seq, 1 t, 2 utc, 3 lat, 4 lon (last of any record), 5 number
+# of previous pos (0/1/2), 6-8 p1 t/lat/lon, 9-11 p0 t/lat/lon, 12-15 p1 speed/course/hdop/sats,
+# 16 p0 speed, 17 p1 utc, 18 clock offset known, 19 ref t_ms, 20 ref utc_s, 21 8 * mean offset (ms)
+_NST = 22
 
 
 def isin(a_cdeg):
@@ -369,7 +373,7 @@ class BlockEncoder:
         w.clear_from(0)
         self._m.reset()
         # predictor state: seq, t, utc, lat, lon (last any record); pos history p1 (last), p0 (before)
-        self._st = [0] * 16
+        self._st = [0] * _NST
         self._prev = {}  # (type, field) -> last value for plain ints
 
     def reset(self):
@@ -521,14 +525,28 @@ class BlockEncoder:
         w = self._w
         m = self._m
         st = self._st
-        # type
-        if code == 0:
-            w.bits(0, 1)
+        t = rec.get("t_ms")
+        if not isinstance(t, int) or t < 0 or t >= _LIM:
+            _bad("t_ms", t)
+        utc = rec.get("utc_s")
+        if not isinstance(utc, int) or utc < -1 or utc >= _LIM:
+            _bad("utc_s", utc)
+        # a regular fix: pos after a pos, next seq, utc_s as predicted, hdop and sats unchanged
+        regular = (code == 0 and st[5] and seq == st[0] + 1 and utc == _pos_utc_pred(st)
+                   and rec.get("hdop_x10") == st[14] and rec.get("sats") == st[15])
+        self._regular = regular
+        # type: 1 regular fix, 01 pos, 00 + 4 bits other types
+        if regular:
+            w.bits(1, 1)
+        elif code == 0:
+            w.bits(1, 2)
         else:
-            w.bits(0x10 | code, 5)
+            w.bits(code, 6)
         # seq
         d = seq - (st[0] + 1)
-        if d == 0:
+        if regular:
+            pass
+        elif d == 0:
             w.bits(0, 1)
         else:
             w.bits(1, 1)
@@ -536,22 +554,18 @@ class BlockEncoder:
             _put_rice(w, m, _C_SEQ, u - 1)
         st[0] = seq
         # time
-        t = rec.get("t_ms")
-        if not isinstance(t, int) or t < 0 or t >= _LIM:
-            _bad("t_ms", t)
-        utc = rec.get("utc_s")
-        if not isinstance(utc, int) or utc < -1 or utc >= _LIM:
-            _bad("utc_s", utc)
         if code == 0 and st[5]:
-            pt = st[6] + (st[6] - st[9] if st[5] > 1 else 1000)
-            _put_rice(w, m, _C_TYPE_T, zigzag(t - pt))
+            # a fix after a fix: utc_s first, then t_ms from utc_s and the mean clock offset
+            if not regular:
+                _put_rice(w, m, _C_UTC, zigzag(utc - _pos_utc_pred(st)))
+            _put_rice(w, m, _C_TYPE_T, zigzag(t - _pos_t_pred(st, utc)))
         else:
             _put_rice(w, m, _C_OTHER_T, zigzag(t - st[1]))
-        if st[2] == -1:
-            pu = -1
-        else:
-            pu = st[2] + (t - st[1] + 500) // 1000
-        _put_rice(w, m, _C_UTC, zigzag(utc - pu))
+            if st[2] == -1:
+                pu = -1
+            else:
+                pu = st[2] + (t - st[1] + 500) // 1000
+            _put_rice(w, m, _C_UTC, zigzag(utc - pu))
         st[1] = t
         st[2] = utc
         q = self.round_e7
@@ -626,15 +640,22 @@ class BlockEncoder:
         co = _quant(vals[3], cq, 36000)
         vals[2] = sp
         vals[3] = co
-        _put_rice(w, m, base + 2, zigzag(_unit(sp, sq) - (_unit(st[12], sq) if h else 0)))
+        _put_rice(w, m, base + 2, zigzag(_unit(sp, sq) - _speed_pred(st, sq)))
         _put_rice(w, m, base + 3, zigzag(_wrap_course(_unit(co, cq) + 1, (_unit(st[13], cq) + 1) if h else 0,
                                                       36000 // cq + 1)))
-        _put_rice(w, m, base + 4, zigzag(vals[4] - (st[14] if h else 0)))
-        _put_rice(w, m, base + 5, zigzag(vals[5] - (st[15] if h else 0)))
+        if self._regular:
+            pass  # hdop and sats unchanged
+        elif h and vals[4] == st[14] and vals[5] == st[15]:
+            w.bits(0, 1)  # hdop and sats unchanged
+        else:
+            if h:
+                w.bits(1, 1)
+            _put_rice(w, m, base + 4, zigzag(vals[4] - (st[14] if h else 0)))
+            _put_rice(w, m, base + 5, zigzag(vals[5] - (st[15] if h else 0)))
         pa, po = _predict_pos(st, t, vals[2], vals[3], q)
         _put_rice(w, m, base, zigzag(lat - pa))
         _put_rice(w, m, base + 1, zigzag(lon - po))
-        _push_pos(st, t, lat, lon, vals[2], vals[3], vals[4], vals[5])
+        _push_pos(st, t, st[2], lat, lon, vals[2], vals[3], vals[4], vals[5])
 
     def _put_str(self, name, v, ci):
         if not isinstance(v, str):
@@ -733,7 +754,45 @@ def _div_round(a, b):
     return -((-a + b // 2) // b)
 
 
-def _push_pos(st, t, lat, lon, speed, course, hdop, sats):
+def _speed_pred(st, sq):
+    # pos speed prediction in units of the speed step: the previous speed plus half the last change
+    h = st[5]
+    if not h:
+        return 0
+    v1 = _unit(st[12], sq)
+    if h > 1 and st[12] >= 0 and st[16] >= 0:
+        return v1 + (v1 - _unit(st[16], sq)) // 2
+    return v1
+
+
+def _pos_utc_pred(st):
+    # utc_s of a fix after a fix: the last utc_s + the last fix interval in whole seconds (1 with one fix)
+    if st[2] == -1:
+        return -1
+    return st[2] + ((st[6] - st[9] + 500) // 1000 if st[5] > 1 else 1)
+
+
+def _pos_t_pred(st, utc):
+    # t_ms of a fix after a fix: when utc_s is known and moved on, ref_t + 1000 * (utc - ref_utc) + the mean
+    # offset of the previous fixes' t_ms from their utc second (arrival jitter averages out); else the
+    # previous interval repeated (1000 ms with one previous fix)
+    if utc >= 0 and st[18] and utc != st[17]:
+        return st[19] + 1000 * (utc - st[20]) + ((st[21] + 4) >> 3)
+    return st[6] + (st[6] - st[9] if st[5] > 1 else 1000)
+
+
+def _push_pos(st, t, utc, lat, lon, speed, course, hdop, sats):
+    if utc >= 0 and (not st[5] or utc != st[17]):
+        if not st[18]:
+            st[18] = 1
+            st[19] = t
+            st[20] = utc
+            st[21] = 0
+        else:
+            o = t - st[19] - 1000 * (utc - st[20])
+            st[21] += o - ((st[21] + 4) >> 3)
+    st[17] = utc
+    st[16] = st[12]
     st[9] = st[6]
     st[10] = st[7]
     st[11] = st[8]
@@ -815,7 +874,7 @@ def decode_block(data):
     end = len(data) - 4
     r = _BitReader(data, off, end)
     m = _Model()
-    st = [0] * 16
+    st = [0] * _NST
     st[0] = first_seq - 1
     st[1] = t0
     st[2] = utc0
@@ -828,24 +887,31 @@ def decode_block(data):
         raise CodecError("record count %d larger than the data" % count, off)
     for _ in range(count):
         rstart = r.pos >> 3
-        if r.bit() == 0:
+        regular = r.bit()
+        if regular:
+            code = 0
+            if not st[5]:
+                raise CodecError("regular fix without a previous fix", rstart)
+        elif r.bit():
             code = 0
         else:
             code = r.bits(4)
-            if code >= len(TYPES):
+            if code == 0 or code >= len(TYPES):
                 raise CodecError("unknown record type %d" % code, rstart)
-        if r.bit():
+        if not regular and r.bit():
             seq = st[0] + 1 + unzigzag(_get_rice(r, m, _C_SEQ) + 1)
         else:
             seq = st[0] + 1
         st[0] = seq
         if code == 0 and st[5]:
-            pt = st[6] + (st[6] - st[9] if st[5] > 1 else 1000)
-            t = pt + unzigzag(_get_rice(r, m, _C_TYPE_T))
+            utc = _pos_utc_pred(st)
+            if not regular:
+                utc += unzigzag(_get_rice(r, m, _C_UTC))
+            t = _pos_t_pred(st, utc) + unzigzag(_get_rice(r, m, _C_TYPE_T))
         else:
             t = st[1] + unzigzag(_get_rice(r, m, _C_OTHER_T))
-        pu = -1 if st[2] == -1 else st[2] + (t - st[1] + 500) // 1000
-        utc = pu + unzigzag(_get_rice(r, m, _C_UTC))
+            pu = -1 if st[2] == -1 else st[2] + (t - st[1] + 500) // 1000
+            utc = pu + unzigzag(_get_rice(r, m, _C_UTC))
         st[1] = t
         st[2] = utc
         name_t, fields = TYPES[code]
@@ -853,19 +919,23 @@ def decode_block(data):
         base_c = CTX_BASE[code]
         if code == 0:
             h = st[5]
-            speed = (_unit(st[12], sq) if h else 0) + unzigzag(_get_rice(r, m, base_c + 2))
+            speed = _speed_pred(st, sq) + unzigzag(_get_rice(r, m, base_c + 2))
             if sq > 1:
                 speed = speed * sq if speed >= 0 else -1
             course = ((_unit(st[13], cq) + 1 if h else 0) + unzigzag(_get_rice(r, m, base_c + 3))) % (
                 36000 // cq + 1) - 1
             if cq > 1:
                 course = course * cq if course >= 0 else -1
-            hdop = (st[14] if h else 0) + unzigzag(_get_rice(r, m, base_c + 4))
-            sats = (st[15] if h else 0) + unzigzag(_get_rice(r, m, base_c + 5))
+            if regular or (h and not r.bit()):
+                hdop = st[14]
+                sats = st[15]
+            else:
+                hdop = (st[14] if h else 0) + unzigzag(_get_rice(r, m, base_c + 4))
+                sats = (st[15] if h else 0) + unzigzag(_get_rice(r, m, base_c + 5))
             pa, po = _predict_pos(st, t, speed, course, q)
             lat = pa + unzigzag(_get_rice(r, m, base_c))
             lon = po + unzigzag(_get_rice(r, m, base_c + 1))
-            _push_pos(st, t, lat, lon, speed, course, hdop, sats)
+            _push_pos(st, t, utc, lat, lon, speed, course, hdop, sats)
             rec["lat_e7"] = lat * q
             rec["lon_e7"] = lon * q
             rec["speed_mmps"] = speed
