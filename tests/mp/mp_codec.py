@@ -207,3 +207,49 @@ def test_quantised_speed_course():
         assert_eq(abs(a["speed_mmps"] - b["speed_mmps"]) <= 50, True, "speed to 0.1 m/s")
         d = (a["course_cdeg"] - b["course_cdeg"]) % 36000
         assert_eq(d <= 50 or d >= 35950 or b["course_cdeg"] < 0, True, "course to 1 deg")
+
+
+def _fixes(n, hz, utc_unknown_every=0):
+    # pos records at hz fixes per second with arrival jitter, hdop/sats changes, occasional unknown utc_s
+    out = []
+    for i in range(n):
+        utc = 849427200 + (i // hz)
+        if utc_unknown_every and i % utc_unknown_every == 3:
+            utc = -1
+        out.append({"type": "pos", "seq": 7 + i + (i // 50), "t_ms": 5000 + i * (1000 // hz) + (i * 7919) % 23,
+                    "utc_s": utc, "lat_e7": 481370000 + i * 37 + (i % 5), "lon_e7": 115750000 - i * 11,
+                    "speed_mmps": 13900 + (i * 31) % 97 if i % 9 else -1, "course_cdeg": (35990 + i * 3) % 36000,
+                    "hdop_x10": 9 + (i // 13) % 3, "sats": 11 - (i // 17) % 2})
+    return out
+
+
+def test_roundtrip_rates_and_unknown_utc():
+    for hz, unk in ((1, 0), (5, 0), (1, 10), (10, 4)):
+        recs = _fixes(120, hz, unk)
+        out = []
+        for b in _encode_all(recs, max_bytes=256):
+            out.extend(decode_block(b[0])[1])
+        assert_eq(out, recs, "%d Hz, utc unknown every %d" % (hz, unk))
+
+
+def test_regular_fix_is_small():
+    # 1 Hz fixes moving as predicted: after the first, each costs the regular-fix bit + t, speed, course,
+    # lat, lon residuals near 0 (well under 3 bytes)
+    recs = []
+    for i in range(40):
+        recs.append({"type": "pos", "seq": 100 + i, "t_ms": 1000 * i + 120, "utc_s": 849427200 + i,
+                     "lat_e7": 481370000, "lon_e7": 115750000 + 1866 * i, "speed_mmps": 13900,
+                     "course_cdeg": 9000, "hdop_x10": 9, "sats": 11})
+    one = len(_encode_all(recs[:1], max_bytes=4096)[0][0])
+    allb = len(_encode_all(recs, max_bytes=4096)[0][0])
+    assert_eq((allb - one) < 3 * 39, True, "%d bytes for 39 regular fixes" % (allb - one))
+    h, out = decode_block(_encode_all(recs, max_bytes=4096)[0][0])
+    assert_eq(out, recs, "regular fixes")
+
+
+def test_version_2():
+    blk = _encode_all(_drive(5))[0][0]
+    assert_eq(blk[2], 2, "version byte")
+    bad = bytearray(blk)
+    bad[2] = 1
+    assert_eq(assert_raises(CodecError, decode_block, bytes(bad)).offset, 2, "version 1 rejected")
