@@ -61,6 +61,8 @@ _WF = const(6)
 _WN = const(64)
 
 _MG_PER_MPS2 = 1000.0 / 9.80665
+_PAIR_MIN_MS = const(950)    # forward regression baseline between fixes (any fix rate)
+_PAIR_MAX_MS = const(2500)   # longer gaps restart the baseline
 _Q14 = const(16384)
 _QUIET_Q8 = const(80 << 8)  # baseline band: 80 mg
 _CLIP = const(16000)   # LIS3DH full scale at +-16 g: keeps every product a small int on 32-bit ports
@@ -122,6 +124,14 @@ def _norm(v):
     if n <= 0:
         return None
     return [v[0] / n, v[1] / n, v[2] / n]
+
+
+def _wrap180(d):
+    while d > 180.0:
+        d -= 360.0
+    while d < -180.0:
+        d += 360.0
+    return d
 
 
 def _dot(a, b):
@@ -266,7 +276,8 @@ class Motion:
         self._xvec = None            # unit forward in box axes
         self._basis_g = None         # gravity the current R was built with
         self._knock_n = 0
-        self._iv = [0.0, 0.0, 0.0]   # sum of window sums since the last fix
+        self._iv = [0.0, 0.0, 0.0]   # sum of window sums since the anchor fix
+        self._anchor = None          # (t_ms, speed_mmps, course_cdeg) opening the baseline
         self._iv_n = 0
         # forward regression m = c + b * a_long: sums
         self._rn = 0
@@ -748,37 +759,54 @@ class Motion:
         else:
             self._spd = -1
             self._spd_slope = 0
-        iv_n = self._iv_n
-        iv = self._iv
-        self._iv = [0.0, 0.0, 0.0]
-        self._iv_n = 0
-        pf = self._prev_fix
-        self._prev_fix = (fix.t_ms, fix.speed_mmps, fix.course_cdeg) if valid else None
-        if pf is not None and valid and iv_n > 0:
-            dt = (fix.t_ms - pf[0]) / 1000.0
-            v1 = pf[1] / 1000.0
-            v2 = fix.speed_mmps / 1000.0
-            if 0.2 <= dt <= 2.5 and v1 > 2.0 and v2 > 2.0 and pf[2] >= 0 and fix.course_cdeg >= 0:
-                dc = (fix.course_cdeg - pf[2]) / 100.0
-                while dc > 180.0:
-                    dc -= 360.0
-                while dc < -180.0:
-                    dc += 360.0
-                w_rad = math.radians(dc) / dt
-                a_lat = abs(w_rad) * (v1 + v2) / 2
-                if abs(dc) / dt < 4.0 and a_lat < 0.4:
-                    a = (v2 - v1) / dt * _MG_PER_MPS2
-                    m = [iv[0] / iv_n, iv[1] / iv_n, iv[2] / iv_n]
-                    self._rn += 1
-                    self._ra += a
-                    self._raa += a * a
-                    for j in range(3):
-                        self._rm[j] += m[j]
-                        self._ram[j] += a * m[j]
-                    self._rmm += _dot(m, m)
-                    self.counters["fix_pairs"] += 1
+        self._fix_pair(fix, valid)
         self._update_calib()
         self._drain_events()
+
+    def _fix_pair(self, fix, valid):
+        # Forward-axis regression sample over a fixed ~1 s baseline, whatever the fix rate: the
+        # speed difference between fixes 100 ms apart (10 Hz) is mostly speed noise, so pairs are
+        # formed between an anchor fix and the first valid fix >= _PAIR_MIN_MS later, with the
+        # window sums accumulated in between; the pairs do not overlap (independent residuals).
+        pf = self._prev_fix
+        self._prev_fix = (fix.t_ms, fix.speed_mmps, fix.course_cdeg) if valid else None
+        an = self._anchor
+        if not valid or an is None or pf is None or fix.t_ms - pf[0] > _PAIR_MAX_MS \
+                or fix.t_ms <= pf[0]:
+            # (re)start a baseline here
+            self._anchor = self._prev_fix
+            self._iv = [0.0, 0.0, 0.0]
+            self._iv_n = 0
+            return
+        dt_ms = fix.t_ms - an[0]
+        if dt_ms < _PAIR_MIN_MS:
+            return
+        iv_n = self._iv_n
+        iv = self._iv
+        self._anchor = self._prev_fix
+        self._iv = [0.0, 0.0, 0.0]
+        self._iv_n = 0
+        if iv_n <= 0 or dt_ms > _PAIR_MAX_MS:
+            return
+        dt = dt_ms / 1000.0
+        v1 = an[1] / 1000.0
+        v2 = fix.speed_mmps / 1000.0
+        if v1 <= 2.0 or v2 <= 2.0 or an[2] < 0 or fix.course_cdeg < 0:
+            return
+        rate = abs(_wrap180((fix.course_cdeg - an[2]) / 100.0)) / dt
+        a_lat = math.radians(rate) * (v1 + v2) / 2
+        if rate >= 4.0 or a_lat >= 0.4:
+            return   # not a straight stretch
+        a = (v2 - v1) / dt * _MG_PER_MPS2
+        m = [iv[0] / iv_n, iv[1] / iv_n, iv[2] / iv_n]
+        self._rn += 1
+        self._ra += a
+        self._raa += a * a
+        for j in range(3):
+            self._rm[j] += m[j]
+            self._ram[j] += a * m[j]
+        self._rmm += _dot(m, m)
+        self.counters["fix_pairs"] += 1
 
     def _drain_windows(self):
         q = self._wq

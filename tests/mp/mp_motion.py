@@ -1,6 +1,6 @@
 # Firmware tests for firmware/motion.py, run under MicroPython and CPython.
 # A small deterministic drive generator produces box-frame accelerometer samples (specific force, mg)
-# for any mounting rotation, plus 1 Hz GNSS fixes, and feeds them to Motion in 32-sample chunks.
+# for any mounting rotation, plus 1-10 Hz GNSS fixes, and feeds them to Motion in 32-sample chunks.
 import math
 from array import array
 
@@ -40,8 +40,10 @@ class Drive:
     """Deterministic drive: segments of (seconds, a_long m/s2, a_lat m/s2) in the vehicle frame,
     road vibration, half-sine impulses (pothole, door slam, crash) at given times."""
 
-    def __init__(self, motion, R, rate=100, vib_mg=30, seed=12345):
+    def __init__(self, motion, R, rate=100, vib_mg=30, seed=12345, gnss_hz=1, speed_noise_mmps=40):
         self.m = motion
+        self.fix_every = rate // gnss_hz
+        self.speed_noise = speed_noise_mmps
         self.R = R
         self.rate = rate
         self.vib = vib_mg
@@ -110,11 +112,11 @@ class Drive:
                 self._flush()
             self.i += 1
             self.t_ms = self.i * 1000 // self.rate
-            if self.i % self.rate == 0:
+            if self.i % self.fix_every == 0:
                 self._flush()
                 f = self.fix
                 f.t_ms = self.t_ms
-                f.speed_mmps = int(self.v * 1000 + 40 * self.rnd())
+                f.speed_mmps = int(self.v * 1000 + self.speed_noise * self.rnd())
                 if f.speed_mmps < 0:
                     f.speed_mmps = 0
                 f.course_cdeg = int(self.course * 100) % 36000
@@ -389,3 +391,29 @@ def test_other_rates():
         d.run(5)
         assert_eq(m.calib_state, "calibrated", "calibrated at %d Hz" % rate)
         assert_eq([e["type"] for e in evs], ["harsh_brake"], "brake at %d Hz" % rate)
+
+
+def test_calibration_fast_gnss():
+    # 5 and 10 Hz receivers: speed differences 100-200 ms apart are mostly speed noise (here
+    # +-100 mm/s per fix, i.e. up to +-2 m/s2 between 10 Hz fixes); the forward regression must still
+    # converge, as fast as at 1 Hz, and classify the events held meanwhile
+    for hz, k in ((5, 1), (10, 3)):
+        R = ROTATIONS[k]
+        evs, cb = collect()
+        m = Motion(100, on_event=cb)
+        d = Drive(m, R, seed=7 * hz + k, gnss_hz=hz, speed_noise_mmps=200)
+        d.run(10)
+        d.run(6, 1.4)
+        d.run(1.5, -4.0)    # harsh brake while still calibrating: held, classified later
+        assert_eq(m.calib_state != "calibrated", True, "%d Hz: not yet calibrated" % hz)
+        d.run(5, 1.5)
+        d.run(4)
+        calib_drive(d)
+        assert_eq(m.calib_state, "calibrated", "state at %d Hz, rotation %d" % (hz, k))
+        err = axis_err_deg(m, R)
+        if err > 4.0:
+            raise AssertionError("%d Hz rotation %d: axis error %.2f deg > 4" % (hz, k, err))
+        pairs = m.counters["fix_pairs"]
+        if not 100 <= pairs <= 200:   # ~1 s baselines, not one pair per fix
+            raise AssertionError("%d Hz: %d fix pairs for a ~190 s drive" % (hz, pairs))
+        assert_eq([e["type"] for e in evs], ["harsh_brake"], "%d Hz rotation %d" % (hz, k))
