@@ -6,12 +6,12 @@ Figures:
 - calibration error (degrees, worst of the forward and up axes) vs time since trip start, on
   simulated drives at random mountings (tools/sim: uniform over SO(3));
 - event precision/recall per type against the simulator's ground truth, and false events per
-  100 km on the calm scenario.
+  100 km on the calm scenario; at 1 Hz and (prefixed gnss10hz_) 10 Hz GNSS.
 
 The simulated traces are fed straight to Motion: accelerometer samples in 32-sample chunks, GNSS
 bytes through firmware/nmea.py, interleaved in time order (samples up to a GNSS line first).
 
-    python -m tools.bench_motion [--quick]
+    python -m tools.bench_motion [--quick] [--gnss-hz=1,5,10]    (default 1,10)
 """
 import gzip
 import json
@@ -246,11 +246,11 @@ def scenario_list(quick):
 
 
 def _one(args):
-    name, seed, tmpdir = args
+    name, seed, tmpdir, gnss_hz = args
     from tools.sim.engine import simulate
 
-    path = os.path.join(tmpdir, "%s-%d.jsonl" % (name, seed))
-    simulate(path, name, seed=seed)
+    path = os.path.join(tmpdir, "%s-%d-%dhz.jsonl" % (name, seed, gnss_hz))
+    simulate(path, name, seed=seed, gnss_hz=gnss_hz)
     r = run_trace(path)
     os.unlink(path)
     r["scenario"] = name
@@ -258,7 +258,7 @@ def _one(args):
     return r
 
 
-def sim_figures(quick):
+def sim_figures(quick, gnss_hz=1):
     try:
         import tools.sim.engine  # noqa: F401
     except ImportError:
@@ -266,7 +266,7 @@ def sim_figures(quick):
     import multiprocessing
 
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(n, s, tmp) for n, s in scenario_list(quick)]
+        jobs = [(n, s, tmp, gnss_hz) for n, s in scenario_list(quick)]
         with multiprocessing.Pool(2) as pool:
             results = pool.map(_one, jobs)
     tot = {k: [0, 0, 0] for k in TYPES}
@@ -316,16 +316,34 @@ def sim_figures(quick):
     return out
 
 
-def run(quick=False):
+def run(quick=False, gnss_hz=(1, 10)):
+    """Figures; the simulated-drive ones for each GNSS rate in gnss_hz (1 Hz unprefixed, others
+    prefixed `gnss<N>hz_`)."""
     out = {}
     out.update(mp_speed(150 if quick else 600))
-    out.update(sim_figures(quick))
+    for hz in gnss_hz:
+        figs = sim_figures(quick, hz)
+        if hz == 1:
+            out.update(figs)
+        else:
+            for k, v in figs.items():
+                out["gnss%dhz_%s" % (hz, k)] = v
     return out
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    res = run(quick="--quick" in argv)
+    rates = (1, 10)
+    for a in argv:
+        if a.startswith("--gnss-hz="):
+            try:
+                rates = tuple(int(x) for x in a.split("=", 1)[1].split(","))
+            except ValueError:
+                raise ValueError("--gnss-hz: expected comma-separated ints, got %r" % a)
+            for r in rates:
+                if r not in (1, 5, 10):
+                    raise ValueError("--gnss-hz: rates must be 1, 5 or 10, got %d" % r)
+    res = run(quick="--quick" in argv, gnss_hz=rates)
     for k, v in res.items():
         print("%-48s %s" % (k, v))
     return 0
