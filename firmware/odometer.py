@@ -26,7 +26,8 @@ DEFAULTS = {
     "bridge_course_min_mmps": 3000,  # courses at both ends of a gap are trusted above this speed ...
     "bridge_course_min_mm": 100000,  # ... and when the straight line is this long (bearing noise)
     "bridge_course_tol_cdeg": 200,  # course noise margin added to the course vs chord deviation
-    "stop_tol_mm": 500,  # stopping interval: straight line, at most the old speed * dt + this
+    "stop_tol_mm": 500,  # stopping interval: straight line, at most the old speed * dt + this ...
+    "stop_chord_min_mmps": 4000,  # ... when stopping from this speed; below, trapezoid <= line + tol
     "reanchor_n": 5,  # consecutive mutually consistent 'jump' fixes: accept the new place, add nothing
     "accept_estimated": 0,  # GGA quality 6 / mode E (dead reckoning) fixes
     "unaccounted_min_mm": 500000,  # report moves of 500 m or more while the box was off
@@ -221,11 +222,16 @@ class Odometer:
                 # The car stopped somewhere in this interval: the trapezoid assumes a steady
                 # deceleration over all of dt, and is wrong both ways (a crash, 14 m/s -> 0 in 0.1 s,
                 # is credited 7 m at 1 Hz; braking late, 11 m/s held then a hard stop, 5.5 m of 7.6).
-                # The straight line between the two fixes is the better measure (~0.5 m noise);
-                # it is at most the old speed held over dt (+ tolerance), so position noise while
-                # stopping adds little.
-                seg_um = d_mm * 1000
-                lim_um = self._v * dt + cfg["stop_tol_mm"] * 1000
+                # From a real speed the straight line between the two fixes is the better measure
+                # (~0.5 m noise), at most the old speed held over dt. From a low speed (a gentle
+                # stop, or a multipath speed spike while parked) the trapezoid is close and only
+                # bounded by the straight line, so position noise cannot add distance.
+                tol_um = cfg["stop_tol_mm"] * 1000
+                if self._v >= cfg["stop_chord_min_mmps"]:
+                    seg_um = d_mm * 1000
+                    lim_um = self._v * dt + tol_um
+                else:
+                    lim_um = d_mm * 1000 + tol_um
                 if seg_um > lim_um:
                     seg_um = lim_um
                 self.moving = 0
