@@ -4,6 +4,7 @@ store using the firmware/store.py API and an optional line corruptor (byte loss 
 directions). Also: an MQTT collector that deduplicates what arrives by (device, first_seq)."""
 import errno
 import json
+import math
 import os
 import random
 import select
@@ -196,6 +197,7 @@ class Collector:
         import paho.mqtt.client as mqtt
 
         self.got = {}
+        self.all = []  # every records/events payload as it arrived (duplicates included)
         self.dups = 0
         self.bad = 0
         self.order = []
@@ -233,6 +235,7 @@ class Collector:
         with self.lock:
             leaf = msg.topic.split("/", 3)[3] if msg.topic.count("/") >= 3 else msg.topic
             if leaf in ("records", "events"):
+                self.all.append(bytes(msg.payload))
                 props = dict(getattr(msg.properties, "UserProperty", []) or [])
                 device = msg.topic.split("/")[2]
                 fs = int(props["first_seq"]) if "first_seq" in props else struct.unpack_from("<I", msg.payload, 4)[0]
@@ -330,3 +333,135 @@ def wait_for(pred, timeout, step=0.05):
             return True
         time.sleep(step)
     return pred()
+
+
+class DriveGen:
+    """Records like the box's (firmware/app.py), encoded into REAL codec blocks with
+    firmware.codec.BlockEncoder and appended to a store: pos at 1 Hz while driving, trip_start/trip_end,
+    harsh events, a periodic status record and one crash (its own block, committed at once, prio 4).
+    A block is committed when the next record does not fit or 60 s (sim time) after its first record,
+    as the app does. Deterministic for a seed; step(sim_s) advances the simulated drive by sim_s seconds.
+    produced: (device, boot, seq) -> the record dict as the decoder must give it back."""
+
+    PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "crash": 4}
+    BLOCK_MAX_AGE_MS = 60000
+
+    def __init__(self, device, boot, store, block_max_bytes=128, seed=1, t0_utc_s=1_700_000_000,
+                 crash_at_s=None):
+        from firmware import codec
+
+        self.codec = codec
+        self.device = device
+        self.boot = boot
+        self.store = store
+        self.rng = random.Random(seed)
+        self.enc = codec.BlockEncoder(device, boot, block_max_bytes)
+        self.block_max = block_max_bytes
+        self.enc_prio = 0
+        self.enc_t0 = 0
+        self.t_s = 0  # simulated seconds since boot
+        self.utc0 = t0_utc_s
+        self.lat = 481370000.0
+        self.lon = 115750000.0
+        self.speed = 0
+        self.course = 9000
+        self.trip_start_s = 0
+        self.trip_len_s = 0
+        self.driving = False
+        self.stop_until = 0
+        self.crash_at_s = crash_at_s
+        self.produced = {}
+        self.blocks = 0
+        self.block_bytes = 0
+        self.lock = threading.Lock()
+
+    def _emit(self, rec):
+        rec["seq"] = seq = self.store.next_seq()
+        if rec["type"] == "trip_start":
+            rec["trip"] = seq
+        rec.setdefault("utc_s", self.utc0 + self.t_s)
+        rec.setdefault("t_ms", self.t_s * 1000 + self.rng.randrange(0, 40))
+        if self.enc.count == 0 or self.enc.first_seq < 0:
+            self.enc_t0 = rec["t_ms"]
+        if not self.enc.add(rec):
+            self.flush()
+            self.enc_t0 = rec["t_ms"]
+            if not self.enc.add(rec):
+                raise ValueError("record too large for a block: " + rec["type"])
+        self.enc_prio = max(self.enc_prio, self.PRIO[rec["type"]])
+        with self.lock:
+            self.produced[(self.device, self.boot, seq)] = dict(rec)
+
+    def flush(self):
+        if self.enc.count == 0 or self.enc.first_seq < 0:
+            return
+        fs, prio = self.enc.first_seq, self.enc_prio
+        block = self.enc.finish()
+        self.store.append(block, fs, self.enc.last_seq, prio)
+        self.enc.reset()
+        self.enc_prio = 0
+        self.blocks += 1
+        self.block_bytes += len(block)
+
+    def _move(self):
+        r = self.rng
+        self.speed = max(0, min(36000, self.speed + r.randrange(-900, 1000)))
+        self.course = (self.course + r.randrange(-300, 301)) % 36000
+        d_m = self.speed / 1000.0
+        rad = self.course * 1.7453292519943295e-4
+        self.lat += d_m * math.cos(rad) * 89.83 + r.gauss(0, 8)
+        self.lon += d_m * math.sin(rad) * 89.83 / math.cos(self.lat * 1.7453292519943295e-9) + r.gauss(0, 8)
+
+    def _second(self):
+        r = self.rng
+        s = self.t_s
+        if not self.driving:
+            if s >= self.stop_until:
+                self.driving = True
+                self.trip_start_s = s
+                self.trip_len_s = r.randrange(600, 1800)
+                self.speed = 0
+                self.trip_lat, self.trip_lon = int(self.lat), int(self.lon)
+                self._emit({"type": "trip_start", "lat_e7": self.trip_lat, "lon_e7": self.trip_lon})
+        else:
+            self._move()
+            self._emit({"type": "pos", "lat_e7": int(self.lat), "lon_e7": int(self.lon), "speed_mmps": self.speed,
+                        "course_cdeg": self.course, "hdop_x10": r.randrange(7, 15), "sats": r.randrange(6, 14)})
+            if r.random() < 1 / 150.0:
+                self._emit({"type": "event", "kind": r.choice(("harsh_brake", "harsh_accel", "harsh_corner_left")),
+                            "dur_ms": r.randrange(300, 2000), "peak_mg": r.randrange(300, 700),
+                            "mean_mg": r.randrange(200, 300), "speed_start_mmps": self.speed,
+                            "speed_end_mmps": max(0, self.speed - 3000), "lat_e7": int(self.lat),
+                            "lon_e7": int(self.lon), "course_cdeg": self.course})
+            if self.crash_at_s is not None and s == self.crash_at_s:
+                self.flush()  # a crash gets a block of its own, committed at once (firmware/app.py)
+                self._emit({"type": "crash", "peak_mg": 4200, "lat_e7": int(self.lat), "lon_e7": int(self.lon),
+                            "speed_mmps": self.speed, "rate_hz": 100, "pre_ms": 2000,
+                            "samples": bytes(r.getrandbits(8) for _ in range(24))})
+                self.flush()
+            if s - self.trip_start_s >= self.trip_len_s:
+                self._emit({"type": "trip_end", "trip": 0, "start_t_ms": self.trip_start_s * 1000,
+                            "end_t_ms": s * 1000, "start_utc_s": self.utc0 + self.trip_start_s,
+                            "end_utc_s": self.utc0 + s, "start_lat_e7": self.trip_lat,
+                            "start_lon_e7": self.trip_lon, "end_lat_e7": int(self.lat), "end_lon_e7": int(self.lon),
+                            "distance_m": r.randrange(1000, 30000), "bridged_m": 0, "duration_s": s - self.trip_start_s,
+                            "max_speed_mmps": 36000, "n_harsh_accel": 1, "n_harsh_brake": 2,
+                            "n_harsh_corner_left": 0, "n_harsh_corner_right": 0, "n_crash": 0, "n_overspeed": 0,
+                            "idle_s": 30, "night_s": 0, "overspeed_s": 0, "score": r.randrange(50, 100)})
+                self.driving = False
+                self.stop_until = s + r.randrange(30, 300)
+        if s % 600 == 0:
+            self._emit({"type": "status", "fw": "sim-1.0", "boot": self.boot, "store_used": self.block_bytes,
+                        "store_evicted": 0, "gnss_ok": 1, "accel_ok": 1, "odometer_m": s * 12,
+                        "calib": "calibrated", "calib_quality": 90})
+        if self.enc.count and self.enc.first_seq >= 0 and s * 1000 - self.enc_t0 >= self.BLOCK_MAX_AGE_MS:
+            self.flush()
+        self.t_s += 1
+
+    def step(self, sim_s=1):
+        for _ in range(sim_s):
+            self._second()
+
+    def records(self):
+        with self.lock:
+            return len(self.produced)

@@ -7,11 +7,18 @@ codec's) from a simulated box (real firmware BoxLink over a pty, unthrottled) th
 process and a real Mosquitto to a subscriber. Link efficiency = block payload bytes / bytes the box
 put on the line (COBS, CRC, headers, HELLO/keepalives included); the drain time at 115200 baud is
 computed from those line bytes (10 bits per byte).
-chaos: one run with >= 20 SIGKILLs of the agent at random moments, the broker stopped for a while,
-1 % of the line bytes lost or bit-flipped (both directions; small blocks so frames can survive such a
-line): records produced vs arrived (deduplicated by (device, first_seq)) and corrupted.
+chaos: a simulated drive encoded into REAL codec blocks (firmware.codec.BlockEncoder: pos at 1 Hz,
+trips, harsh events, status, one crash in a block of its own) at 10 simulated seconds per wall second;
+the broker is STOPPED for 3 minutes of wall time (--quick: 20 s) while the box keeps producing; the
+agent is SIGKILLed at 24 random moments spread over the run; 1 % of the line bytes are lost or
+bit-flipped (both directions; 128-byte blocks so frames can survive such a line); the agent's queue
+limit is ~1/3 of what the outage produces, so the queue fills (disk-full path). The subscriber decodes
+every block with firmware.codec.decode_block and dedupes records by (device, boot, seq); each record
+is compared with what the box produced: arrived / lost / corrupted / duplicates removed. Also the
+agent's queue depth (read from its SQLite file) and the retained status a fresh subscriber sees.
 """
 import argparse
+import json
 import os
 import random
 import shutil
@@ -82,47 +89,207 @@ def drain(tmp, records=100_000, per_block=32):
     return res
 
 
-def chaos(tmp, kills=20, blocks=150, per_block=4, seed=11):
+def _retained_status(host, port, topic, timeout=3.0):
+    """The retained status as a fresh subscriber sees it (None if none arrives)."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    got = []
+    ev = threading.Event()
+    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                    client_id="bench-probe-%d-%d" % (os.getpid(), random.getrandbits(20)), protocol=mqtt.MQTTv5)
+
+    def on_message(cl, ud, msg):
+        if msg.retain:
+            got.append(json.loads(msg.payload))
+            ev.set()
+
+    c.on_message = on_message
+    c.on_connect = lambda cl, ud, fl, rc, pr: cl.subscribe(topic, qos=1)
+    try:
+        c.connect(host, port)
+    except OSError:
+        return None
+    c.loop_start()
+    ev.wait(timeout)
+    c.loop_stop()
+    c.disconnect()
+    return got[0] if got else None
+
+
+def verify(produced, payloads):
+    """Decode every payload that reached the subscriber with firmware.codec.decode_block; dedupe records
+    by (device, boot, seq); compare each with what the box produced."""
+    from firmware import codec
+
+    arrived = {}
+    dup = corrupted = bad_blocks = unknown = 0
+    for p in payloads:
+        try:
+            hdr, recs = codec.decode_block(p)
+        except codec.CodecError:
+            bad_blocks += 1
+            continue
+        for r in recs:
+            key = (hdr["device"], hdr["boot"], r["seq"])
+            if key in arrived:
+                dup += 1
+                if arrived[key] != r:
+                    corrupted += 1
+                continue
+            arrived[key] = r
+            want = produced.get(key)
+            if want is None:
+                unknown += 1
+            elif want != r:
+                corrupted += 1
+    lost = sum(1 for k in produced if k not in arrived)
+    return {"arrived": sum(1 for k in arrived if k in produced), "lost": lost, "corrupted": corrupted,
+            "bad_blocks": bad_blocks, "unknown": unknown, "duplicates": dup}
+
+
+def chaos(tmp, outage_s=180.0, pre_s=15.0, post_s=60.0, kills=24, speedup=10, block_max_bytes=128,
+          loss=0.005, flip=0.005, seed=11, drain_timeout_s=600):
+    """The box drives (real codec blocks, `speedup` simulated seconds per wall second) through: broker up
+    for pre_s, broker STOPPED for outage_s, broker up again for post_s while the box keeps driving, then the
+    box stops producing and everything drains. The agent is SIGKILLed at `kills` random moments spread over
+    the whole run (restarted 0-0.5 s later); `loss` + `flip` of the line bytes are dropped/bit-flipped both
+    ways. The agent queue limit is set to about a third of what the outage produces, so the queue fills (the
+    disk-full path: the agent stops acknowledging, the box keeps the data, the status raises queue_full)."""
+    import sqlite3
+    import threading
+
     from mosquitto_fixture import Broker
 
+    from edge_agent.simbox import DriveGen, MemStore
+
     rng = random.Random(seed)
+    dev = "box-chaos"
+    # queue limit from the drive's byte rate (deterministic: same generator, same seed, offline)
+    probe = DriveGen(dev, 1, MemStore(), block_max_bytes, seed=seed)
+    probe.step(1200)
+    bytes_per_sim_s = probe.block_bytes / 1200.0
+    qmax = max(800, int(bytes_per_sim_s * speedup * outage_s * 0.35))
+
     broker = Broker(os.path.join(tmp, "b2")).start()
-    box = SimBox("box-chaos", loss=0.005, flip=0.005, window=8, rto_ms=300, poll_ms=5, seed=seed).start()
-    col = Collector(broker.host, broker.port, "paydbox/f1/box-chaos/#", client_id="bench-chaos")
-    cfg = write_agent_config(os.path.join(tmp, "a2.toml"), "f1", "box-chaos", box.path, os.path.join(tmp, "q2.db"),
-                             broker.host, broker.port)
+    box = SimBox(dev, loss=loss, flip=flip, window=8, rto_ms=300, poll_ms=5, seed=seed).start()
+    total_s = pre_s + outage_s + post_s
+    gen = DriveGen(dev, box.boot, box.store, block_max_bytes, seed=seed,
+                   crash_at_s=int((pre_s + outage_s * 0.4) * speedup))
+    col = Collector(broker.host, broker.port, "paydbox/f1/%s/#" % dev, client_id="bench-chaos")
+    qpath = os.path.join(tmp, "q2.db")
+    cfg = write_agent_config(os.path.join(tmp, "a2.toml"), "f1", dev, box.path, qpath,
+                             broker.host, broker.port, max_bytes=qmax)
+    status_topic = "paydbox/f1/%s/status" % dev
     agent = AgentProc(cfg, os.path.join(tmp, "a2.log")).start()
+    st = {"producing": True, "broker_up": True, "stop": False, "q_max": 0, "q_max_outage": 0,
+          "q_bytes_max": 0, "box_pending_max": 0, "probes": []}
+
+    def produce():
+        t0 = time.monotonic()
+        done = 0
+        while st["producing"]:
+            due = int((time.monotonic() - t0) * speedup)
+            if due > done:
+                gen.step(due - done)
+                done = due
+            time.sleep(0.02)
+        gen.flush()
+
+    def sample():
+        last_probe = 0.0
+        while not st["stop"]:
+            try:
+                db = sqlite3.connect("file:%s?mode=ro" % qpath, uri=True, timeout=1)
+                rows, nbytes = db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(block)), 0) FROM q").fetchone()
+                db.close()
+                st["q_max"] = max(st["q_max"], rows)
+                st["q_bytes_max"] = max(st["q_bytes_max"], nbytes)
+                if not st["broker_up"]:
+                    st["q_max_outage"] = max(st["q_max_outage"], rows)
+            except sqlite3.Error:
+                pass
+            st["box_pending_max"] = max(st["box_pending_max"], box.store.pending())
+            now = time.monotonic()
+            if st["broker_up"] and now - last_probe >= 2.0:
+                last_probe = now
+                s = _retained_status(broker.host, broker.port, status_topic, 2.0)
+                if s is not None:
+                    st["probes"].append((now, s))
+            time.sleep(0.3)
+
+    tp = threading.Thread(target=produce, daemon=True)
+    ts = threading.Thread(target=sample, daemon=True)
     t0 = time.monotonic()
-    down_at = kills // 2
-    broker_down_s = 0.0
-    for i in range(kills):
-        box.produce(max(1, blocks // kills), records_per_block=per_block)
-        if i == down_at:
+    tp.start()
+    ts.start()
+    kill_at = sorted(rng.uniform(1.0, total_s) for _ in range(kills))
+    events = [(pre_s, "down"), (pre_s + outage_s, "up"), (total_s, "end")] + [(k, "kill") for k in kill_at]
+    events.sort()
+    t_down = t_up = None
+    for at, what in events:
+        d = t0 + at - time.monotonic()
+        if d > 0:
+            time.sleep(d)
+        if what == "kill":
+            agent.kill()
+            time.sleep(rng.uniform(0.0, 0.5))
+            agent.start()
+        elif what == "down":
             broker.stop()
-            td = time.monotonic()
-        time.sleep(rng.uniform(0.2, 1.5))
-        agent.kill()
-        time.sleep(rng.uniform(0.0, 0.5))
-        agent.start()
-        if i == down_at + 3:
+            st["broker_up"] = False
+            t_down = time.monotonic()
+        elif what == "up":
             broker.start()
-            broker_down_s = time.monotonic() - td
-    ok = wait_for(lambda: col.count() == len(box.produced), 300, 0.2)
+            t_up = time.monotonic()
+            st["broker_up"] = True
+    st["producing"] = False
+    tp.join()
+    t_prod_end = time.monotonic()
+    produced = dict(gen.produced)
+    ok = wait_for(lambda: len(col.all) and verify(produced, list(col.all))["lost"] == 0 and box.store.pending() == 0,
+                  drain_timeout_s, 1.0)
     dt = time.monotonic() - t0
+    drain_s = time.monotonic() - t_prod_end
+    time.sleep(3.0)  # let the last status and any late duplicate arrive
+    final = _retained_status(broker.host, broker.port, status_topic, 3.0)
+    st["stop"] = True
+    ts.join(10)
     agent.terminate()
-    arrived = {fs for _, fs in col.got}
-    corrupted = sum(1 for (d, fs), p in col.got.items() if p != box.produced[fs]) + col.bad
+    v = verify(produced, list(col.all))
+    after_up = [s for t, s in st["probes"] if t >= t_up and s.get("state") == "online"]
     res = {
+        "chaos_broker_down_s": round(t_up - t_down, 1),
         "chaos_sigkills": agent.kills,
-        "chaos_broker_down_s": round(broker_down_s, 1),
+        "chaos_line_loss_plus_flip_pct": round(100.0 * (loss + flip), 2),
         "chaos_line_corrupted_bytes": box.uart.corrupted,
         "chaos_line_bytes": box.uart.line_tx + box.uart.line_rx,
-        "chaos_records_produced": box.records,
-        "chaos_records_arrived": sum(per_block for fs in arrived if fs in box.produced),
-        "chaos_blocks_lost": len(set(box.produced) - arrived),
-        "chaos_blocks_corrupted": corrupted,
-        "chaos_duplicates_at_subscriber": col.dups,
-        "chaos_complete": int(ok),
+        "chaos_line_corruption_pct_measured": round(100.0 * box.uart.corrupted
+                                                    / max(1, box.uart.line_tx + box.uart.line_rx), 3),
+        "chaos_sim_drive_s": gen.t_s,
+        "chaos_blocks_produced": gen.blocks,
+        "chaos_block_bytes_avg": round(gen.block_bytes / max(1, gen.blocks), 1),
+        "chaos_records_produced": len(produced),
+        "chaos_records_arrived": v["arrived"],
+        "chaos_records_lost": v["lost"],
+        "chaos_records_corrupted": v["corrupted"],
+        "chaos_blocks_undecodable": v["bad_blocks"],
+        "chaos_records_unknown": v["unknown"],
+        "chaos_duplicate_records_removed": v["duplicates"],
+        "chaos_duplicate_blocks_at_subscriber": col.dups,
+        "chaos_queue_limit_bytes": qmax,
+        "chaos_queue_rows_max": st["q_max"],
+        "chaos_queue_rows_max_during_outage": st["q_max_outage"],
+        "chaos_queue_bytes_max": st["q_bytes_max"],
+        "chaos_box_store_blocks_max": st["box_pending_max"],
+        "chaos_agent_blocks_refused_full": _last_counter(st["probes"], final, "blocks_refused"),
+        "chaos_status_backlog_rows_max": max([s.get("queue_rows", 0) for s in after_up] or [0]),
+        "chaos_status_oldest_unsent_s_max": max([s.get("oldest_unsent_s", 0) for s in after_up] or [0]),
+        "chaos_status_queue_full_seen": int(any("queue_full" in s.get("alarms", ()) for s in after_up)),
+        "chaos_status_final_queue_rows": final.get("queue_rows") if final else None,
+        "chaos_drain_after_production_s": round(drain_s, 1),
+        "chaos_complete": int(bool(ok) and v["lost"] == 0 and v["corrupted"] == 0 and not v["bad_blocks"]),
         "chaos_wall_s": round(dt, 1),
     }
     col.close()
@@ -131,11 +298,26 @@ def chaos(tmp, kills=20, blocks=150, per_block=4, seed=11):
     return res
 
 
-def run(quick=False):
+def _last_counter(probes, final, name):
+    """Largest value of an agent counter seen in the retained statuses (counters restart with the process)."""
+    vals = [s.get("counters", {}).get(name, 0) for _, s in probes]
+    if final:
+        vals.append(final.get("counters", {}).get(name, 0))
+    return max(vals or [0])
+
+
+def run(quick=False, only=None):
     tmp = tempfile.mkdtemp(prefix="bench_link_")
     try:
-        res = drain(tmp, records=10_000 if quick else 100_000)
-        res.update(chaos(tmp, kills=20, blocks=60 if quick else 150))
+        res = {}
+        if only in (None, "drain"):
+            res.update(drain(tmp, records=10_000 if quick else 100_000))
+        if only == "drain":
+            return res
+        if quick:
+            res.update(chaos(tmp, outage_s=20.0, pre_s=5.0, post_s=15.0, kills=20))
+        else:
+            res.update(chaos(tmp))
         return res
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -143,9 +325,10 @@ def run(quick=False):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="small drain, 20 s broker outage")
+    ap.add_argument("--only", choices=("drain", "chaos"), help="run one of the two benchmarks")
     a = ap.parse_args()
-    for k, v in run(a.quick).items():
+    for k, v in run(a.quick, a.only).items():
         print("%-36s %s" % (k, v))
 
 
