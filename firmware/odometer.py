@@ -19,7 +19,9 @@ DEFAULTS = {
     "move_on_ms": 1000,  # ... held this long (distance in between is kept pending, then credited)
     "move_off_mmps": 800,  # stop counting below 2.9 km/h
     "creep_mmps": 300,  # below this, pending distance is discarded
-    "accel_veto_mmps": 5000,  # accelerometer 'still' vetoes motion only below this GNSS speed
+    "accel_veto_mmps": 5000,  # accelerometer 'still' vetoes motion only below this GNSS speed ...
+    "veto_confirm_ms": 3000,  # ... unless speed >= move_on is held this long (towed: no vibration) ...
+    "veto_chord_mm": 10000,  # ... and the positions moved this far since the pending distance began
     "bridge_min_ms": 3000,  # a gap longer than this between accepted fixes is an outage
     "bridge_max_ms": 1800000,  # 30 min: longer gaps are not bridged (box off / parked)
     "bridge_path_factor_x100": 115,  # bridged = clamp(avg speed * dt, straight line, 1.15 * straight line)
@@ -78,6 +80,10 @@ class Odometer:
         self._acc_um = 0  # sub-mm remainder of the speed integral
         self._pending_um = 0  # distance while speeding up, credited once motion is confirmed
         self._on_since = -1  # t (ms) since speed >= move_on
+        self._pend_t = 0  # box ms, position and 'accelerometer said still' of the pending distance's start
+        self._pend_lat = 0
+        self._pend_lon = 0
+        self._pend_veto = 0
         self._has_last = 0
         self._lat = 0
         self._lon = 0
@@ -192,7 +198,7 @@ class Odometer:
             credited = self._bridge(fix, dt, d_mm, v)
             self._accept(fix, t_box, t_utc, v)
             return credited
-        credited = self._integrate(dt, v, accel_moving, t_box, d_mm)
+        credited = self._integrate(dt, v, accel_moving, t_box, d_mm, fix)
         self._accept(fix, t_box, t_utc, v)
         return credited
 
@@ -212,13 +218,15 @@ class Odometer:
             self.total_mm += mm
             self.trip_mm += mm
 
-    def _integrate(self, dt, v, accel_moving, t, d_mm):
+    def _integrate(self, dt, v, accel_moving, t, d_mm, fix):
         cfg = self.cfg
         seg_um = (self._v + v) * dt  # trapezoid: (v0 + v1) / 2 * dt, in um (mm/s * ms / 2 * 2)
         seg_um //= 2
         vetoed = accel_moving == 0 and v < cfg["accel_veto_mmps"]
         if self.moving:
-            if v < cfg["move_off_mmps"] or vetoed:
+            # Moving is only ever confirmed by GNSS speed; once it is, the accelerometer's 'still' ends it
+            # only below move_on: a towed car has no engine vibration at any speed (tow truck at 4 m/s).
+            if v < cfg["move_off_mmps"] or (accel_moving == 0 and v < cfg["move_on_mmps"]):
                 # The car stopped somewhere in this interval: the trapezoid assumes a steady
                 # deceleration over all of dt, and is wrong both ways (a crash, 14 m/s -> 0 in 0.1 s,
                 # is credited 7 m at 1 Hz; braking late, 11 m/s held then a hard stop, 5.5 m of 7.6).
@@ -237,24 +245,41 @@ class Odometer:
                 self.moving = 0
                 self._on_since = -1
                 self._pending_um = 0
-                if vetoed:
-                    self.counters["parked"] += 1
-                    return 0
             return self._add_um(seg_um)
         # still: speed has to stay above move_on for move_on_ms before distance counts
-        if vetoed or v < cfg["creep_mmps"]:
-            if self._pending_um or v >= cfg["creep_mmps"]:
+        if v < cfg["creep_mmps"]:
+            if self._pending_um:
                 self.counters["parked"] += 1
             self._pending_um = 0
             self._on_since = -1
             return 0
+        if self._pending_um == 0 or (vetoed and self._on_since < 0 and t - self._pend_t > cfg["veto_confirm_ms"]):
+            # pending distance starts at the last accepted fix (restarted while the accelerometer says
+            # still and the speed stays below move_on: slow multipath wander must not pile up)
+            self._pending_um = 0
+            self._pend_t = self._t_box
+            self._pend_lat = self._lat
+            self._pend_lon = self._lon
+            self._pend_veto = 0
+        if vetoed:
+            self._pend_veto = 1
+            self.counters["parked"] += 1
         self._pending_um += seg_um
         if v >= cfg["move_on_mmps"]:
             if self._on_since < 0:
                 self._on_since = t
-            elif t - self._on_since >= cfg["move_on_ms"]:
-                self.moving = 1
+            elif t - self._on_since >= (cfg["veto_confirm_ms"] if vetoed else cfg["move_on_ms"]):
                 p = self._pending_um
+                if self._pend_veto:
+                    # the accelerometer said still (towed, or parked with multipath): the positions
+                    # must have moved as well, and bound the credited distance
+                    c = distance_mm(self._pend_lat, self._pend_lon, fix.lat_e7, fix.lon_e7)
+                    if vetoed and c < cfg["veto_chord_mm"]:
+                        return 0
+                    c = (c + cfg["stop_tol_mm"]) * 1000
+                    if p > c:
+                        p = c
+                self.moving = 1
                 self._pending_um = 0
                 return self._add_um(p)
         else:

@@ -127,6 +127,52 @@ def test_parked_with_accel_still_adds_nothing():
     assert_eq(odo.total_mm, 0, "accel still")
 
 
+def _tow_drive(rng, sustained_speed_spike=False):
+    """1 Hz tow with the accelerometer saying still throughout (a towed car has no engine vibration):
+    parked 30 s, tow truck pulls off at 0.9 m/s^2 to 4 m/s (below accel_veto_mmps), crawls, speeds up
+    to 7 m/s, slows to a stop, parked 30 s. AR(1) position noise 3 m, Doppler noise 0.1 m/s.
+    sustained_speed_spike: parked throughout, but the speed reads 2-3 m/s for 8 s (multipath)."""
+    odo = Odometer()
+    f = Fix()
+    x = dist = nx = ny = 0.0
+    v = 0.0
+    b = math.sqrt(1 - 0.98 * 0.98) * 3.0
+    for i in range(241):
+        t = float(i)
+        if not sustained_speed_spike:
+            target = 0.0 if (t < 30 or t >= 200) else (4.0 if t < 110 else 7.0)
+            acc = max(-1.2, min(0.9, target - v))
+            v2 = max(0.0, v + acc)
+            x += (v + v2) * 0.5
+            dist += (v + v2) * 0.5
+            v = v2
+        nx = 0.98 * nx + b * rng.gauss()
+        ny = 0.98 * ny + b * rng.gauss()
+        sp = abs(v + 0.1 * rng.gauss())
+        if sustained_speed_spike and 100 <= i < 108:
+            sp = 2.0 + rng.u16() / 65536.0
+        _fix_at(f, t, x + nx, ny, sp, 90.0)
+        odo.on_fix(f, 0)
+    return odo, dist
+
+
+def test_towed_with_accel_still_counts_the_distance():
+    # towed with the ignition off: those km are real; the accelerometer 'still' veto used to drop all
+    # of the tow below 5 m/s and each speed-up from rest (paydbox evaluate towing: -1.29 %)
+    odo, truth = _tow_drive(Rng(21))
+    assert truth > 900, truth
+    e = _err_pct_x100(odo, truth)
+    assert e <= 50, "towed: error %d/100 %% (odo %d mm, truth %d m)" % (e, odo.total_mm, truth)
+    assert_eq(odo.moving, 0, "stopped at the end")
+
+
+def test_parked_accel_still_sustained_speed_spike_adds_nothing():
+    # 8 s of 2-3 m/s multipath speed while parked: the positions did not move, so no towing either
+    for seed in (22, 23, 24):
+        odo, truth = _tow_drive(Rng(seed), sustained_speed_spike=True)
+        assert_eq(odo.total_mm, 0, "seed %d" % seed)
+
+
 def test_zero_zero_and_jumps_add_nothing():
     clean, truth = run(drive(1, 900, Rng(3)))
     state = {"i": 0}
