@@ -261,6 +261,8 @@ class Motion:
         self._held = []             # candidates waiting for calibration (max _QN)
         self._reset_calib()
         self._prev_fix = None       # (t_ms, speed_mmps, course_cdeg)
+        self._fh = []               # recent valid fixes [t_ms, speed_mmps], >= ~0.45 s apart
+        self._t_feed = 0            # box time of the end of the last feed() chunk
         if state:
             self._restore(state)
 
@@ -362,6 +364,7 @@ class Motion:
         k = self._k
         kb = self._kb
         lp = self._lp
+        self._t_feed = t0_ms + n * 1000 // rate
         if not self._lp_init and n > 0:
             for j in range(3):
                 v = xyz_mg[j]
@@ -604,9 +607,7 @@ class Motion:
             return
         sp0 = ch[o + _C_SP0]
         sp1 = self._speed_at(t)
-        if not self._gate_ok(sp0, sp1, dur, c):
-            self.counters["gated"] += 1
-            return
+        # the speed gate is applied in _drain_events, once a fix after the event end is known
         if c == 0:
             kind = _K_ACCEL if act > 0 else _K_BRAKE
         else:
@@ -756,6 +757,14 @@ class Motion:
             self._spd_slope = slope
             self._spd = fix.speed_mmps
             self._spd_t = fix.t_ms
+            if fix.speed_mmps >= 0:
+                fh = self._fh
+                if len(fh) >= 2 and fix.t_ms - fh[-2][0] < 450:
+                    fh[-1] = (fix.t_ms, fix.speed_mmps)
+                else:
+                    fh.append((fix.t_ms, fix.speed_mmps))
+                    if len(fh) > 40:
+                        fh.pop(0)
         else:
             self._spd = -1
             self._spd_slope = 0
@@ -896,6 +905,10 @@ class Motion:
         if self._restored_q and self.calib_state == "calibrated" and (q < self._calib_min_q or n < 30):
             return   # keep the persisted calibration until a fresh one is as good
         if xv is not None and q >= self._calib_min_q:
+            if self._mode == 1 and self._ch[_C_ACT] != 0:
+                # a candidate is under way: switching frames resets the detectors and would lose
+                # it. Switch once it has ended (queued, then classified with the held ones).
+                return
             was = self._mode
             self.calib_state = "calibrated"
             self.calib_quality = q
@@ -914,13 +927,56 @@ class Motion:
         self.calib_err_deg = err
         self._set_R(None, gv, 1)
 
-    def _drain_events(self):
+    def _fix_speed(self, t):
+        # speed at box time t (mm/s) interpolated between the valid fixes around it (<= 2.5 s
+        # apart), as the simulator's truth gates on the true speed at each instant; None if the
+        # fixes do not bracket t.
+        fh = self._fh
+        for i in range(len(fh) - 1, 0, -1):
+            t1, v1 = fh[i]
+            t0, v0 = fh[i - 1]
+            if t0 <= t <= t1:
+                if t1 - t0 > _PAIR_MAX_MS:
+                    return None
+                if t1 == t0:
+                    return v1
+                return v0 + (v1 - v0) * (t - t0) // (t1 - t0)
+            if t1 < t:
+                return None
+        return None
+
+    def _event_ready(self, o, force):
+        # an event is finished once a fix after its end is known (speeds interpolated, not
+        # extrapolated), or after 2.5 s of samples without one (GNSS lost: extrapolated speeds)
+        if force:
+            return True
+        te = self._evq[o + _Q_T] + self._evq[o + _Q_DUR]
+        fh = self._fh
+        if fh and fh[-1][0] >= te:
+            return True
+        return self._t_feed - te > _PAIR_MAX_MS
+
+    def _drain_events(self, force=False):
         e = self._evq
         while self._evq_n:
             o = self._evq_head * _QF
+            if not self._event_ready(o, force):
+                break
             rec = [e[o + i] for i in range(_QF)]
             self._evq_head = (self._evq_head + 1) % _QN
             self._evq_n -= 1
+            t0 = rec[_Q_T]
+            v = self._fix_speed(t0)
+            if v is not None:
+                rec[_Q_SP0] = v
+            v = self._fix_speed(t0 + rec[_Q_DUR])
+            if v is not None:
+                rec[_Q_SP1] = v
+            kind = rec[_Q_KIND]
+            if kind != _K_CAND and not self._gate_ok(rec[_Q_SP0], rec[_Q_SP1], rec[_Q_DUR],
+                                                     0 if kind <= _K_BRAKE else 1):
+                self.counters["gated"] += 1
+                continue
             if rec[_Q_KIND] == _K_CAND:
                 if self._mode == 2:
                     self._classify(rec)
@@ -951,8 +1007,10 @@ class Motion:
         self._emit(rec)
 
     def flush(self):
-        """Emit candidates still waiting for the calibration as `unclassified` (trip end)."""
+        """Emit pending events, and candidates still waiting for the calibration as
+        `unclassified` (trip end)."""
         self.poll()
+        self._drain_events(True)
         held = self._held
         self._held = []
         for rec in held:
