@@ -417,3 +417,43 @@ def test_calibration_fast_gnss():
         if not 100 <= pairs <= 200:   # ~1 s baselines, not one pair per fix
             raise AssertionError("%d Hz: %d fix pairs for a ~190 s drive" % (hz, pairs))
         assert_eq([e["type"] for e in evs], ["harsh_brake"], "%d Hz rotation %d" % (hz, k))
+
+
+_CAL_SEGS = [(10, 0.0)] + [(8, 1.5), (6, 0.0), (5, -1.6), (6, 0.0), (5, 1.2), (6, 0.0)] * 4
+
+
+def _calib_chunks(d, upto):
+    # the calibration drive in 0.5 s chunks; returns the chunk index where it calibrated (or -1)
+    i = 0
+    for sec, a in _CAL_SEGS:
+        for _ in range(int(sec * 2)):
+            if i == upto:
+                return i
+            d.run(0.5, a)
+            i += 1
+            if upto < 0 and d.m.calib_state == "calibrated":
+                return i
+    return -1
+
+
+def test_event_under_way_when_calibration_completes():
+    # a harsh brake that starts 1 s before the calibration would complete (same deterministic
+    # drive) is still reported once calibrated: classified, not dropped by the frame switch
+    R = ROTATIONS[4]
+    m = Motion(100)
+    n_cal = _calib_chunks(Drive(m, R, seed=77), -1)
+    assert_eq(n_cal > 20, True, "the reference drive calibrates: %r" % n_cal)
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, R, seed=77)
+    _calib_chunks(d, n_cal - 2)
+    assert_eq(m.calib_state != "calibrated", True, "not calibrated before the brake")
+    t0 = d.t_ms
+    v0 = d.v
+    assert_eq(v0 > 9.0, True, "fast enough to brake hard for 2 s: %r" % v0)
+    d.run(2, -4.0)
+    d.run(4)
+    assert_eq(m.calib_state, "calibrated", "calibrated during or right after the brake")
+    m.flush()
+    kinds = [e["type"] for e in evs if abs(e["t_ms"] - t0) < 1000]
+    assert_eq(kinds, ["harsh_brake"], "the brake under way is classified, not lost")
