@@ -138,6 +138,9 @@ def odometer_figures(quick=False):
         odo, _ = sim.run(sim.drive(1, 3600, sim.Rng(int(sigma * 10)), pos_sigma_m=sigma, spd_sigma=spd,
                                    parked=True))
         out["parked_drift_m_per_h_sigma%dm" % sigma] = odo.total_mm / 1000.0
+    # towed with the ignition off (accelerometer 'still' throughout, tow at 4 then 7 m/s)
+    odo, truth = sim._tow_drive(sim.Rng(21))
+    out["dist_err_pct_towed_accel_still"] = round((odo.total_mm / 1000.0 - truth) * 100.0 / truth, 3)
     clean, _ = sim.run(sim.drive(1, dur, sim.Rng(3)))
     k = {"i": 0}
 
