@@ -106,6 +106,8 @@ class Agent:
         self.last_ka_sent = 0.0
         self.last_status = 0.0
         self.last_status_key = None
+        self.rows_peak = 0     # queue rows / full flag, worst since the last published status
+        self.was_full = False
         self.stop = False
         self.started = time.monotonic()
         self.counters = {
@@ -266,6 +268,9 @@ class Agent:
             self.counters["puback"] += len(ids)
         if not mq.connected:
             return
+        # after a (re)connection the retained status goes out first, so the backlog built up while the
+        # broker was away is visible before the agent drains it
+        self._maybe_status(now)
         # safety net: a message paho still has not got acknowledged for a long time is published again
         for mid, (rid, t) in list(self.inflight.items()):
             if now - t > self.republish_after_s:
@@ -306,6 +311,9 @@ class Agent:
             "queue_bytes": self.queue.bytes,
             "queue_max_bytes": self.queue.max_bytes,
             "queue_full": self.queue.full,
+            # worst since the previous status: an outage's backlog stays visible after it drains
+            "queue_rows_peak": max(self.rows_peak, self.queue.rows),
+            "queue_was_full": self.was_full or self.queue.full,
             "oldest_unsent_s": 0 if oldest is None else int(now - oldest),
             "inflight": len(self.inflight),
             "link": "up" if self._link_up() else "down",
@@ -321,6 +329,10 @@ class Agent:
         return json.dumps(self._status(state), sort_keys=True)
 
     def _maybe_status(self, now):
+        if self.queue.rows > self.rows_peak:
+            self.rows_peak = self.queue.rows
+        if self.queue.full:
+            self.was_full = True
         if self.mq is None or not self.mq.connected:
             return
         key = (self.queue.full, self._link_up(), self.mq.connects)
@@ -328,6 +340,8 @@ class Agent:
             self.last_status_key = key
             self.last_status = now
             self.mq.publish(self.topic("status"), self._status_json(), qos=1, retain=True)
+            self.rows_peak = self.queue.rows
+            self.was_full = self.queue.full
 
     # ---- main loop
     def step(self):

@@ -284,10 +284,18 @@ def chaos(tmp, outage_s=180.0, pre_s=15.0, post_s=60.0, kills=24, speedup=10, bl
         "chaos_queue_bytes_max": st["q_bytes_max"],
         "chaos_box_store_blocks_max": st["box_pending_max"],
         "chaos_agent_blocks_refused_full": _last_counter(st["probes"], final, "blocks_refused"),
-        "chaos_status_backlog_rows_max": max([s.get("queue_rows", 0) for s in after_up] or [0]),
+        "chaos_status_backlog_rows_max": max([max(s.get("queue_rows", 0), s.get("queue_rows_peak", 0))
+                                              for s in after_up] or [0]),
         "chaos_status_oldest_unsent_s_max": max([s.get("oldest_unsent_s", 0) for s in after_up] or [0]),
-        "chaos_status_queue_full_seen": int(any("queue_full" in s.get("alarms", ()) for s in after_up)),
+        "chaos_status_queue_full_seen": int(any("queue_full" in s.get("alarms", ()) or s.get("queue_was_full")
+                                                for s in after_up)),
         "chaos_status_final_queue_rows": final.get("queue_rows") if final else None,
+        # what a live subscriber to .../status saw (every status the agent published, not only the retained one)
+        "chaos_status_live_messages": len(col.status),
+        "chaos_status_live_backlog_rows_max": max([max(s.get("queue_rows", 0), s.get("queue_rows_peak", 0))
+                                                   for s in col.status] or [0]),
+        "chaos_status_live_queue_full_seen": int(any(s.get("queue_was_full") or s.get("queue_full")
+                                                     for s in col.status)),
         "chaos_drain_after_production_s": round(drain_s, 1),
         "chaos_complete": int(bool(ok) and v["lost"] == 0 and v["corrupted"] == 0 and not v["bad_blocks"]),
         "chaos_wall_s": round(dt, 1),
