@@ -166,7 +166,6 @@ class Box:
     # ---- main loop ----
     def step(self):
         now = self.clock.ticks_ms()
-        self._now = now
         uart = self.gnss_uart
         got = 0
         while uart.any():

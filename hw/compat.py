@@ -62,5 +62,15 @@ class VirtualClock:
 
 
 class SystemClock:
+    """Box time for the firmware: ms since boot that never wraps (the board's ticks_ms wraps, every
+    ~12 days on most ports); call ticks_ms() at least once per wrap period (the main loop does)."""
+
+    def __init__(self):
+        self._last = ticks_ms()
+        self.now = 0
+
     def ticks_ms(self):
-        return ticks_ms()
+        t = ticks_ms()
+        self.now += ticks_diff(t, self._last)
+        self._last = t
+        return self.now

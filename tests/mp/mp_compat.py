@@ -23,3 +23,13 @@ def _spin(clock, n):
 def test_virtual_clock_no_alloc():
     c = VirtualClock(0)
     assert_eq(heap_locked(_spin, c, 100), 1000, "clock")
+
+
+def test_system_clock_is_monotonic_ms_since_start():
+    from hw.compat import SystemClock, sleep_ms
+
+    c = SystemClock()
+    a = c.ticks_ms()
+    sleep_ms(20)
+    b = c.ticks_ms()
+    assert_eq(a >= 0 and 15 <= b - a < 1000, True, "elapsed %d" % (b - a))
