@@ -170,6 +170,8 @@ def _calibration_error(truth, cal):
     """Degrees between the box's estimated mount rotation and the truth, when the replay reports it."""
     if not isinstance(cal, dict) or not truth["mounts"]:
         return None
+    if (cal.get("state") or cal.get("calib_state")) not in (None, "calibrated"):
+        return None  # no estimate yet (e.g. parked all along): an error figure would be meaningless
     R = None
     for key, scale in (("R", 1.0), ("rotation", 1.0), ("R_q14", 16384.0), ("R_e6", 1e6)):
         m = cal.get(key)

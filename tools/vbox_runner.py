@@ -271,6 +271,8 @@ def main(argv):
             if box is not None:
                 box.shutdown()
                 state["box"] = None
+            while sess.gnss_uart.any():  # an unpowered MCU's UART receives nothing
+                sess.gnss_uart.read(sess.gnss_uart.any())
         elif box is None:
             state["box"] = new_box()
         elif box is not None:
