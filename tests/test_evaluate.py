@@ -155,15 +155,6 @@ def test_evaluate_pipeline_with_an_oracle_box(tmp_path):
     json.dumps(ev)   # serialisable
 
 
-def _real_replay_available():
-    try:
-        from tools.replay import replay_trace  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _real_replay_available(), reason="tools.replay not importable")
 def test_end_to_end_reduced_suite(tmp_path):
     """Real firmware under CPython on short scenarios: every scenario replays and the figures are sane."""
     ev = E.evaluate(["commute", "crash"], seed=1, workdir=str(tmp_path), jobs=2,

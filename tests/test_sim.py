@@ -231,8 +231,7 @@ def test_unknown_scenario_is_a_clear_error(tmp_path):
 
 def test_committed_demo_trace_matches_the_documented_command(tmp_path):
     committed = os.path.join(os.path.dirname(__file__), "traces", "commute.jsonl.gz")
-    if not os.path.exists(committed):
-        pytest.skip("tests/traces/commute.jsonl.gz not generated yet")
+    assert os.path.exists(committed), "the bundled demo trace is missing"
     fresh = str(tmp_path / "commute.jsonl.gz")
     simulate(fresh, "commute", seed=1)
     import gzip
