@@ -324,6 +324,18 @@ def _bad(name, v):
 _LIM = 1 << 62
 
 
+def _base(name, key, seq, t, utc, prev):
+    """Prediction base of a plain int field, the same for encoder and decoder: the record's own seq for
+    `trip`, its time for time fields; None: the field's previous value (prev[key]) is the base."""
+    if name == "trip":
+        return seq
+    if name.endswith("t_ms"):
+        return t
+    if name.endswith("utc_s"):
+        return utc
+    return None
+
+
 class BlockEncoder:
     """Collects records into one self-contained block of at most max_bytes bytes.
 
@@ -605,13 +617,8 @@ class BlockEncoder:
                     _put_rice(w, m, ci, zigzag(_wrap_course(v + 1, p + 1)))
                     self._prev[key] = v
                 else:
-                    if name == "trip":
-                        p = seq
-                    elif name.endswith("t_ms"):
-                        p = t
-                    elif name.endswith("utc_s"):
-                        p = utc
-                    else:
+                    p = _base(name, code * 64 + j, seq, t, utc, self._prev)
+                    if p is None:
                         key = code * 64 + j
                         p = self._prev.get(key, 0)
                         self._prev[key] = v
@@ -986,18 +993,12 @@ def decode_block(data):
                 v = (p + 1 + unzigzag(_get_rice(r, m, ci))) % _MOD_COURSE - 1
                 prev[key] = v
             else:
-                if name == "trip":
-                    p = seq
-                elif name.endswith("t_ms"):
-                    p = t
-                elif name.endswith("utc_s"):
-                    p = utc
-                else:
-                    key = code * 64 + j
-                    p = prev.get(key, 0)
-                v = p + unzigzag(_get_rice(r, m, ci))
-                if not (name == "trip" or name.endswith("t_ms") or name.endswith("utc_s")):
+                p = _base(name, code * 64 + j, seq, t, utc, prev)
+                if p is None:
+                    v = prev.get(code * 64 + j, 0) + unzigzag(_get_rice(r, m, ci))
                     prev[code * 64 + j] = v
+                else:
+                    v = p + unzigzag(_get_rice(r, m, ci))
             rec[name] = v
         recs.append(rec)
     # the rest of the last byte must be zero padding

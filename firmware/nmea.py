@@ -330,15 +330,7 @@ class NMEAParser:
                 if v == _BAD or v > 9:
                     ok = False
                 self._s_quality = v
-                v = self._fixed(7, 0)
-                if v == _BAD:
-                    ok = False
-                self._s_sats = v
-                v = self._fixed(8, 1)
-                if v == _BAD:
-                    ok = False
-                self._s_hdop = v
-                self._s_alt = self._alt(9)
+                ok = self._sats_hdop_alt() and ok
         elif key == _K_GNS:
             if nf < 10:
                 ok = False
@@ -356,15 +348,7 @@ class NMEAParser:
                         best = mi
                         bq = _MODE_QUALITY[mi]
                 self._s_mode = best
-                v = self._fixed(7, 0)
-                if v == _BAD:
-                    ok = False
-                self._s_sats = v
-                v = self._fixed(8, 1)
-                if v == _BAD:
-                    ok = False
-                self._s_hdop = v
-                self._s_alt = self._alt(9)
+                ok = self._sats_hdop_alt() and ok
                 if nf > 13:
                     self._s_nav = self._char(13)
         elif key == _K_VTG:
@@ -471,6 +455,20 @@ class NMEAParser:
             v *= 10
             frac += 1
         return v + rnd
+
+    def _sats_hdop_alt(self):
+        """Fields 7-9 shared by GGA and GNS: satellites, HDOP (x10), altitude. False if one is malformed."""
+        ok = True
+        v = self._fixed(7, 0)
+        if v == _BAD:
+            ok = False
+        self._s_sats = v
+        v = self._fixed(8, 1)
+        if v == _BAD:
+            ok = False
+        self._s_hdop = v
+        self._s_alt = self._alt(9)
+        return ok
 
     def _alt(self, i):
         a = self._fs[i]

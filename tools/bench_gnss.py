@@ -118,15 +118,7 @@ def odometer_figures(quick=False):
     out["bridged_m_tunnel_60s"] = odo.bridged_mm // 1000
     out["dist_err_pct_worst"] = round(worst, 3)
     # a straight 64 s tunnel at 20 m/s with a 1.5 m/s slower middle (end speeds over-state the path)
-    def tunnel_speed(t):
-        if 110 <= t <= 160:
-            return 18.5
-        if 100 < t < 110:
-            return 20.0 - 0.15 * (t - 100)
-        if 160 < t < 170:
-            return 18.5 + 0.15 * (t - 160)
-        return 20.0
-    odo, truth = sim._gap_drive(tunnel_speed, lambda t: 0.3, (100, 164))
+    odo, truth = sim._gap_drive(sim.tunnel_speed_dip, lambda t: 0.3, (100, 164))
     out["dist_err_m_straight_tunnel_speed_dip"] = (odo.total_mm - int(truth * 1000)) / 1000.0
     # sudden stops (crash: 14 m/s -> 0 in 0.1 s) and late hard stops, exact fixes: error of the drive
     for hz in (1, 5, 10):

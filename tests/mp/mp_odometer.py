@@ -323,18 +323,21 @@ def _gap_drive(speed_fn, heading_fn, t_gap, seconds=300):
     return odo, dist
 
 
+def tunnel_speed_dip(t):
+    """m/s: 20 at both portals of a 64 s straight tunnel (100-164 s), 18.5 for most of it."""
+    if 110 <= t <= 160:
+        return 18.5
+    if 100 < t < 110:
+        return 20.0 - 0.15 * (t - 100)
+    if 160 < t < 170:
+        return 18.5 + 0.15 * (t - 160)
+    return 20.0
+
+
 def test_straight_tunnel_with_speed_dip_bridged_to_chord():
-    # 20 m/s at both portals, 18.5 m/s for most of a 64 s straight tunnel: avg end speed * dt says
-    # 1280 m, the road is ~1200 m. The courses at both ends match the chord: credit the chord.
-    def speed(t):
-        if 110 <= t <= 160:
-            return 18.5
-        if 100 < t < 110:
-            return 20.0 - 0.15 * (t - 100)
-        if 160 < t < 170:
-            return 18.5 + 0.15 * (t - 160)
-        return 20.0
-    odo, truth = _gap_drive(speed, lambda t: 0.3, (100, 164))
+    # avg end speed * dt says 1280 m, the road is ~1200 m. The courses at both ends match the chord:
+    # credit the chord.
+    odo, truth = _gap_drive(tunnel_speed_dip, lambda t: 0.3, (100, 164))
     assert_eq(odo.counters["bridges"], 1, "bridges")
     err_mm = odo.total_mm - int(truth * 1000)
     assert -1000 <= err_mm <= 1000, "straight tunnel: error %d mm (bridged %d)" % (err_mm, odo.bridged_mm)
