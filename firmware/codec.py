@@ -10,7 +10,7 @@ import struct
 import binascii
 from array import array
 
-VERSION = 2
+VERSION = 3
 MAGIC0 = 0x50  # 'P'
 MAGIC1 = 0x44  # 'D'
 
@@ -77,14 +77,17 @@ _n = _NFIXED
 for _name, _fields in TYPES:
     CTX_BASE.append(_n)
     _n += len(_fields)
-NCTX = _n
+# pos speed, course, lat, lon: 2 contexts each, chosen by the size of the field's previous residual
+# (accelerating, turning and multipath come in runs)
+_C_PX = _n
+NCTX = _n + 8
 # initial Rice parameter per context (a hint only; contexts adapt within a few records)
 _K0 = [3, 10, 0, 0, 3] + [4] * (NCTX - _NFIXED)
 for _j, _k in ((0, 6), (1, 6), (2, 5), (3, 5), (4, 0), (5, 0)):
     _K0[_NFIXED + _j] = _k
+for _j in range(8):
+    _K0[_C_PX + _j] = (8, 10, 7, 9, 6, 8, 6, 8)[_j]
 
-_ESC_Q = 12  # unary quotient at which a value is escaped to <6-bit length><raw bits>
-_NMAX = 32  # context halving period
 _MOD_COURSE = 36001  # course+1 in 0..36000
 
 
@@ -99,7 +102,13 @@ _SLOW_MMPS = 1000
 # predictor state (a list, reset per block): 0 seq, 1 t, 2 utc, 3 lat, 4 lon (last of any record), 5 number
 # of previous pos (0/1/2), 6-8 p1 t/lat/lon, 9-11 p0 t/lat/lon, 12-15 p1 speed/course/hdop/sats,
 # 16 p0 speed, 17 p1 utc, 18 clock offset known, 19 ref t_ms, 20 ref utc_s, 21 8 * mean offset (ms)
-_NST = 22
+# 22-25 bit length of the last speed, course, lat, lon residual
+_NST = 26
+
+
+def _pctx(st, f):
+    n = st[22 + f]
+    return _C_PX + 2 * f + (0 if n < 9 else 1)
 
 
 def isin(a_cdeg):
@@ -157,139 +166,234 @@ def _quant(v, q, wrap=0):
     return v % wrap if wrap else v
 
 
-class _Model:
-    """Adaptive Rice contexts + predictor state shared by encoder and decoder (must evolve identically)."""
+# ---- adaptive binary range coder ---------------------------------------------------------------
+# Integers only and every intermediate < 2**29, so MicroPython on a 32-bit board keeps them small ints
+# (no heap allocation). Probabilities: 12-bit estimate p0 = P(bit == 0) * 4096 per model, updated by
+# p0 += (4096 - p0) >> 4 after a 0, p0 -= p0 >> 4 after a 1 (stays within 15..4081).
+# Window: low < 2**28, range in [2**20, 2**28]; a byte leaves from bits 27..20 when range < 2**20.
+_RTOP = 1 << 28
+_RBOT = 1 << 20
+_RMASK = _RBOT - 1
+_NPRE = 20  # unary bit-length models per integer context; lengths >= 19 share the last
+_NINT = 2 * _NPRE  # per integer context: bit-length prefix models + first-mantissa-bit models
+# flag models after the integer contexts
+_F_REG = NCTX * _NINT  # regular fix
+_F_POS = _F_REG + 1  # a pos record (not regular) / another type
+_F_TYPE = _F_REG + 2  # 4-bit type code: binary tree, models 1..15
+_F_SEQ = _F_REG + 18  # seq jump
+_F_HS = _F_REG + 19  # hdop/sats changed
+_NMODELS = _F_REG + 20
 
-    def __init__(self):
-        self.ctx = array("i", [0] * (2 * NCTX))
+
+def _init_models(p):
+    # prior per context from its typical bit length k0 (a hint only: models adapt within a few records)
+    for c in range(NCTX):
+        k0 = _K0[c]
+        b = c * _NINT
+        for i in range(_NPRE):
+            p[b + i] = 300 if i < k0 else (1300 if i == k0 else (2600 if i == k0 + 1 else 3300))
+            p[b + _NPRE + i] = 2048
+    for i in range(_F_REG, _NMODELS):
+        p[i] = 2048
+    p[_F_REG] = 1024  # a regular fix is the common record
+    p[_F_SEQ] = 3600  # seq jumps are rare
+    p[_F_HS] = 2800
+
+
+class _RangeEncoder:
+    def __init__(self, nbytes):
+        self.buf = bytearray(nbytes)
+        self.p = array("H", bytes(2 * _NMODELS))
         self.reset()
 
     def reset(self):
-        c = self.ctx
-        for i in range(NCTX):
-            c[2 * i] = 1 << _K0[i]
-            c[2 * i + 1] = 1
-
-    def k(self, i):
-        c = self.ctx
-        a = c[2 * i]
-        n = c[2 * i + 1]
-        k = 0
-        while (n << k) < a and k < 40:
-            k += 1
-        return k
-
-    def update(self, i, u, k):
-        # an outlier (glitch, cold start) moves the parameter by a few steps only: clamp at 16x the scale
-        lim = 1 << (k + 4)
-        if u > lim:
-            u = lim
-        c = self.ctx
-        a = c[2 * i] + (u if u < 0x3FFFFFFF else 0x3FFFFFFF)
-        n = c[2 * i + 1] + 1
-        if a > 0x3FFFFFFF or n >= _NMAX:
-            a >>= 1
-            n >>= 1
-        c[2 * i] = a
-        c[2 * i + 1] = n
-
-
-# ---- bit writer / reader --------------------------------------------------------------------
-class _BitWriter:
-    def __init__(self, nbytes):
-        self.buf = bytearray(nbytes)
-        self.cap = nbytes * 8
-        self.pos = 0  # bit position
+        self.n = 0  # bytes out
+        self.low = 0
+        self.range = _RTOP
         self.over = False
+        _init_models(self.p)
 
-    def bits(self, v, n):
-        # MSB first; v < 2**n
-        pos = self.pos
-        if pos + n > self.cap:
-            self.over = True
-            self.pos = pos + n
-            return
+    def _carry(self):
+        self.low -= _RTOP
         buf = self.buf
-        while n > 0:
-            free = 8 - (pos & 7)
-            take = free if n > free else n
-            n -= take
-            chunk = (v >> n) & ((1 << take) - 1)
-            buf[pos >> 3] |= chunk << (free - take)
-            pos += take
-        self.pos = pos
-
-    def clear_from(self, pos):
-        # zero everything from bit pos on (rollback of a record that did not fit)
-        buf = self.buf
-        b = pos >> 3
-        end = (min(self.pos, self.cap) + 7) >> 3
-        if pos & 7 and b < len(buf):
-            buf[b] &= (0xFF00 >> (pos & 7)) & 0xFF
-            b += 1
-        for i in range(b, end):
+        i = self.n - 1
+        if i >= len(buf):
+            return  # overflowed: this record is rolled back anyway
+        while buf[i] == 0xFF:
             buf[i] = 0
-        self.pos = pos
+            i -= 1
+        buf[i] += 1
+
+    def _shift(self):
+        while self.range < _RBOT:
+            n = self.n
+            if n < len(self.buf):
+                self.buf[n] = self.low >> 20
+            else:
+                self.over = True
+            self.n = n + 1
+            self.low = (self.low & _RMASK) << 8
+            self.range <<= 8
+
+    def bit(self, i, b):
+        p = self.p
+        p0 = p[i]
+        bound = (self.range >> 12) * p0
+        if b:
+            self.low += bound
+            self.range -= bound
+            p[i] = p0 - (p0 >> 4)
+            if self.low >= _RTOP:
+                self._carry()
+        else:
+            self.range = bound
+            p[i] = p0 + ((4096 - p0) >> 4)
+        if self.range < _RBOT:
+            self._shift()
+
+    def raw(self, v, k):
+        # k equiprobable bits of v, MSB first, at most 8 at a time
+        while k > 0:
+            take = 8 if k > 8 else k
+            k -= take
+            r = self.range >> take
+            self.low += ((v >> k) & ((1 << take) - 1)) * r
+            self.range = r
+            if self.low >= _RTOP:
+                self._carry()
+            if r < _RBOT:
+                self._shift()
+
+    def uint(self, c, u):
+        # u >= 0 in integer context c: bit length n in unary (adaptive), the bit below the leading one
+        # (adaptive, per n), the other n - 2 bits raw
+        n = 0
+        x = u
+        while x:
+            x >>= 1
+            n += 1
+        b = c * _NINT
+        last = b + _NPRE - 1
+        for i in range(n):
+            self.bit(b + i if i < _NPRE - 1 else last, 1)
+        self.bit(b + n if n < _NPRE - 1 else last, 0)
+        if n >= 2:
+            self.bit(b + _NPRE + (n if n < _NPRE else _NPRE - 1), (u >> (n - 2)) & 1)
+            if n > 2:
+                self.raw(u, n - 2)
+
+    def mark(self):
+        # state to roll a record back to: the bytes a later carry could still change are saved too
+        i = self.n - 1
+        buf = self.buf
+        if i >= len(buf):
+            i = len(buf) - 1
+        while i >= 0 and buf[i] == 0xFF:
+            i -= 1
+        if i < 0:
+            i = 0
+        return (self.n, self.low, self.range, i, bytes(buf[i:min(self.n, len(buf))]))
+
+    def rollback(self, mk):
+        self.n, self.low, self.range, i, saved = mk
+        self.buf[i:i + len(saved)] = saved
         self.over = False
 
+    def size(self):
+        # bytes of the stream if finished now (the flush adds one byte at most)
+        return self.n + 1
 
-class _BitReader:
+    def finish(self):
+        """The record stream: flush the one byte that fixes a value in [low, low + range), then drop
+        trailing zero bytes (a decoder reads zeros past the end)."""
+        v = (self.low + _RMASK) & ~_RMASK
+        if v >= _RTOP:
+            self.low = v
+            self._carry()
+            v = self.low
+        n = self.n
+        self.buf[n] = v >> 20
+        n += 1
+        while n > 0 and self.buf[n - 1] == 0:
+            n -= 1
+        return memoryview(self.buf)[:n]
+
+
+class _RangeDecoder:
     def __init__(self, data, start, end):
         self.data = data
-        self.pos = start * 8
-        self.end = end * 8
+        self.start = start
+        self.end = end
+        self.k = start + 3  # the next byte comes from bits 4..7 of data[k] and 0..3 of data[k + 1]
+        self.p = array("H", bytes(2 * _NMODELS))
+        _init_models(self.p)
+        self.range = _RTOP
+        c = 0
+        for j in range(4):
+            c = (c << 8) | self._byte(start + j)
+        self.code = c >> 4
 
-    def bits(self, n):
-        pos = self.pos
-        if pos + n > self.end:
-            raise CodecError("record data truncated", pos >> 3)
-        data = self.data
+    def _byte(self, i):
+        return self.data[i] if i < self.end else 0
+
+    def _shift(self):
+        while self.range < _RBOT:
+            k = self.k
+            self.code = ((self.code << 8) & (_RTOP - 1)) | ((self._byte(k) & 15) << 4) | (self._byte(k + 1) >> 4)
+            self.k = k + 1
+            self.range <<= 8
+
+    def pos(self):
+        # byte offset reached (for error messages)
+        return self.k if self.k < self.end else self.end
+
+    def bit(self, i):
+        p = self.p
+        p0 = p[i]
+        bound = (self.range >> 12) * p0
+        if self.code < bound:
+            self.range = bound
+            p[i] = p0 + ((4096 - p0) >> 4)
+            b = 0
+        else:
+            self.code -= bound
+            self.range -= bound
+            p[i] = p0 - (p0 >> 4)
+            b = 1
+        if self.range < _RBOT:
+            self._shift()
+        return b
+
+    def raw(self, k):
         v = 0
-        while n > 0:
-            free = 8 - (pos & 7)
-            take = free if n > free else n
-            byte = data[pos >> 3]
-            v = (v << take) | ((byte >> (free - take)) & ((1 << take) - 1))
-            pos += take
-            n -= take
-        self.pos = pos
+        while k > 0:
+            take = 8 if k > 8 else k
+            k -= take
+            r = self.range >> take
+            d = self.code // r
+            if d >> take:
+                raise CodecError("record data damaged", self.pos())
+            self.code -= d * r
+            self.range = r
+            v = (v << take) | d
+            if r < _RBOT:
+                self._shift()
         return v
 
-    def bit(self):
-        pos = self.pos
-        if pos >= self.end:
-            raise CodecError("record data truncated", pos >> 3)
-        self.pos = pos + 1
-        return (self.data[pos >> 3] >> (7 - (pos & 7))) & 1
-
-
-def _put_rice(w, m, i, u):
-    k = m.k(i)
-    q = u >> k
-    if q >= _ESC_Q:
-        w.bits((1 << _ESC_Q) - 1, _ESC_Q)
-        nb = _nbits(u)
-        w.bits(nb, 6)
-        w.bits(u, nb)
-    else:
-        w.bits(((1 << q) - 1) << 1, q + 1)
-        if k:
-            w.bits(u & ((1 << k) - 1), k)
-    m.update(i, u, k)
-
-
-def _get_rice(r, m, i):
-    k = m.k(i)
-    q = 0
-    while q < _ESC_Q and r.bit():
-        q += 1
-    if q >= _ESC_Q:
-        nb = r.bits(6)
-        u = r.bits(nb)
-    else:
-        u = (q << k) | (r.bits(k) if k else 0)
-    m.update(i, u, k)
-    return u
+    def uint(self, c):
+        b = c * _NINT
+        last = b + _NPRE - 1
+        n = 0
+        while self.bit(b + n if n < _NPRE - 1 else last):
+            n += 1
+            if n > 63:
+                raise CodecError("record data damaged (integer too long)", self.pos())
+        if n < 2:
+            return n
+        u = 2 | self.bit(b + _NPRE + (n if n < _NPRE else _NPRE - 1))
+        if n > 2:
+            u = (u << (n - 2)) | self.raw(n - 2)
+        return u
 
 
 # ---- varints (header) ---------------------------------------------------------------------
@@ -368,9 +472,8 @@ class BlockEncoder:
         self.course_q = course_q_cdeg
         self.round_e7 = round_e7 if privacy == "rounded" else 1
         self.tolerance_m = tolerance_m
-        self._w = _BitWriter(max_bytes)
-        self._m = _Model()
-        self._ctx_bak = array("i", self._m.ctx)
+        self._w = _RangeEncoder(max_bytes)
+        self._p_bak = array("H", self._w.p)
         self.dropped = 0  # pos records dropped by bounded-error / privacy mode (all blocks)
         self._thin = None  # (t, lat, lon) of the last two kept positions for bounded-error mode
         self._start()
@@ -381,9 +484,7 @@ class BlockEncoder:
         self.last_seq = -1
         self._hdr = None
         self._budget = 0
-        w = self._w
-        w.clear_from(0)
-        self._m.reset()
+        self._w.reset()
         # predictor state: seq, t, utc, lat, lon (last any record); pos history p1 (last), p0 (before)
         self._st = [0] * _NST
         self._prev = {}  # (type, field) -> last value for plain ints
@@ -443,27 +544,26 @@ class BlockEncoder:
         if not isinstance(seq, int) or seq < 0 or seq >= _LIM:
             _bad("seq", seq)
         w = self._w
-        m = self._m
         first = self._hdr is None
         if first:
             self.count = 0
             self.first_seq = -1
             self.last_seq = -1
             self._begin(rec, seq)
-        start = w.pos
-        self._ctx_bak[:] = m.ctx
+        start = w.mark()
+        self._p_bak[:] = w.p
         st_bak = self._st[:]
         prev_bak = dict(self._prev)
         err = None
         try:
             self._encode(rec, code, seq)
-            fits = not w.over and (w.pos + 7) >> 3 <= self._budget
+            fits = not w.over and w.size() <= self._budget
         except ValueError as e:
             fits = False
             err = e
         if not fits:
-            w.clear_from(start)
-            m.ctx[:] = self._ctx_bak
+            w.rollback(start)
+            w.p[:] = self._p_bak
             self._st = st_bak
             self._prev = prev_bak
             if first:
@@ -535,7 +635,6 @@ class BlockEncoder:
 
     def _encode(self, rec, code, seq):
         w = self._w
-        m = self._m
         st = self._st
         t = rec.get("t_ms")
         if not isinstance(t, int) or t < 0 or t >= _LIM:
@@ -544,40 +643,42 @@ class BlockEncoder:
         if not isinstance(utc, int) or utc < -1 or utc >= _LIM:
             _bad("utc_s", utc)
         # a regular fix: pos after a pos, next seq, utc_s as predicted, hdop and sats unchanged
-        regular = (code == 0 and st[5] and seq == st[0] + 1 and utc == _pos_utc_pred(st)
-                   and rec.get("hdop_x10") == st[14] and rec.get("sats") == st[15])
+        regular = code == 0 and st[5] and seq == st[0] + 1 and utc == _pos_utc_pred(st)
         self._regular = regular
         # type: 1 regular fix, 01 pos, 00 + 4 bits other types
-        if regular:
-            w.bits(1, 1)
-        elif code == 0:
-            w.bits(1, 2)
-        else:
-            w.bits(code, 6)
+        w.bit(_F_REG, 1 if regular else 0)
+        if not regular:
+            w.bit(_F_POS, 1 if code == 0 else 0)
+            if code:
+                node = 1
+                for sh in (3, 2, 1, 0):
+                    b = (code >> sh) & 1
+                    w.bit(_F_TYPE + node, b)
+                    node = 2 * node + b
         # seq
         d = seq - (st[0] + 1)
         if regular:
             pass
         elif d == 0:
-            w.bits(0, 1)
+            w.bit(_F_SEQ, 0)
         else:
-            w.bits(1, 1)
+            w.bit(_F_SEQ, 1)
             u = zigzag(d)
-            _put_rice(w, m, _C_SEQ, u - 1)
+            w.uint(_C_SEQ, u - 1)
         st[0] = seq
         # time
         if code == 0 and st[5]:
             # a fix after a fix: utc_s first, then t_ms from utc_s and the mean clock offset
             if not regular:
-                _put_rice(w, m, _C_UTC, zigzag(utc - _pos_utc_pred(st)))
-            _put_rice(w, m, _C_TYPE_T, zigzag(t - _pos_t_pred(st, utc)))
+                w.uint(_C_UTC, zigzag(utc - _pos_utc_pred(st)))
+            w.uint(_C_TYPE_T, zigzag(t - _pos_t_pred(st, utc)))
         else:
-            _put_rice(w, m, _C_OTHER_T, zigzag(t - st[1]))
+            w.uint(_C_OTHER_T, zigzag(t - st[1]))
             if st[2] == -1:
                 pu = -1
             else:
                 pu = st[2] + (t - st[1] + 500) // 1000
-            _put_rice(w, m, _C_UTC, zigzag(utc - pu))
+            w.uint(_C_UTC, zigzag(utc - pu))
         st[1] = t
         st[2] = utc
         q = self.round_e7
@@ -595,26 +696,26 @@ class BlockEncoder:
             elif kind == "b":
                 if not isinstance(v, (bytes, bytearray)):
                     _bad(name, v)
-                _put_rice(w, m, _C_STRLEN, len(v))
+                w.uint(_C_STRLEN, len(v))
                 for b in v:
-                    w.bits(b, 8)
+                    w.raw(b, 8)
             else:
                 if not isinstance(v, int) or v <= -_LIM or v >= _LIM:
                     _bad(name, v)
                 if kind == "a":
                     v = self._q(v) // q
-                    _put_rice(w, m, ci, zigzag(v - st[3]))
+                    w.uint(ci, zigzag(v - st[3]))
                     st[3] = v
                 elif kind == "o":
                     v = self._q(v) // q
-                    _put_rice(w, m, ci, zigzag(v - st[4]))
+                    w.uint(ci, zigzag(v - st[4]))
                     st[4] = v
                 elif kind == "c":
                     if v < -1 or v > 35999:
                         _bad(name, v)
                     key = code * 64 + j
                     p = self._prev.get(key, -1)
-                    _put_rice(w, m, ci, zigzag(_wrap_course(v + 1, p + 1)))
+                    w.uint(ci, zigzag(_wrap_course(v + 1, p + 1)))
                     self._prev[key] = v
                 else:
                     p = _base(name, code * 64 + j, seq, t, utc, self._prev)
@@ -622,11 +723,10 @@ class BlockEncoder:
                         key = code * 64 + j
                         p = self._prev.get(key, 0)
                         self._prev[key] = v
-                    _put_rice(w, m, ci, zigzag(v - p))
+                    w.uint(ci, zigzag(v - p))
 
     def _encode_pos(self, rec, fields, base, t):
         w = self._w
-        m = self._m
         st = self._st
         q = self.round_e7
         vals = [0] * 6
@@ -647,37 +747,41 @@ class BlockEncoder:
         co = _quant(vals[3], cq, 36000)
         vals[2] = sp
         vals[3] = co
-        _put_rice(w, m, base + 2, zigzag(_unit(sp, sq) - _speed_pred(st, sq)))
-        _put_rice(w, m, base + 3, zigzag(_wrap_course(_unit(co, cq) + 1, (_unit(st[13], cq) + 1) if h else 0,
-                                                      36000 // cq + 1)))
-        if self._regular:
-            pass  # hdop and sats unchanged
-        elif h and vals[4] == st[14] and vals[5] == st[15]:
-            w.bits(0, 1)  # hdop and sats unchanged
+        u = zigzag(_unit(sp, sq) - _speed_pred(st, sq))
+        w.uint(_pctx(st, 0), u)
+        st[22] = _nbits(u)
+        u = zigzag(_wrap_course(_unit(co, cq) + 1, (_unit(st[13], cq) + 1) if h else 0, 36000 // cq + 1))
+        w.uint(_pctx(st, 1), u)
+        st[23] = _nbits(u)
+        if h and vals[4] == st[14] and vals[5] == st[15]:
+            w.bit(_F_HS, 0)  # hdop and sats unchanged
         else:
             if h:
-                w.bits(1, 1)
-            _put_rice(w, m, base + 4, zigzag(vals[4] - (st[14] if h else 0)))
-            _put_rice(w, m, base + 5, zigzag(vals[5] - (st[15] if h else 0)))
+                w.bit(_F_HS, 1)
+            w.uint(base + 4, zigzag(vals[4] - (st[14] if h else 0)))
+            w.uint(base + 5, zigzag(vals[5] - (st[15] if h else 0)))
         pa, po = _predict_pos(st, t, vals[2], vals[3], q)
-        _put_rice(w, m, base, zigzag(lat - pa))
-        _put_rice(w, m, base + 1, zigzag(lon - po))
+        u = zigzag(lat - pa)
+        w.uint(_pctx(st, 2), u)
+        st[24] = _nbits(u)
+        u = zigzag(lon - po)
+        w.uint(_pctx(st, 3), u)
+        st[25] = _nbits(u)
         _push_pos(st, t, st[2], lat, lon, vals[2], vals[3], vals[4], vals[5])
 
     def _put_str(self, name, v, ci):
         if not isinstance(v, str):
             _bad(name, v)
         w = self._w
-        m = self._m
         try:
             idx = STRINGS.index(v)
-            _put_rice(w, m, ci, idx + 1)
+            w.uint(ci, idx + 1)
         except ValueError:
             b = v.encode()
-            _put_rice(w, m, ci, 0)
-            _put_rice(w, m, _C_STRLEN, len(b))
+            w.uint(ci, 0)
+            w.uint(_C_STRLEN, len(b))
             for c in b:
-                w.bits(c, 8)
+                w.raw(c, 8)
 
     def size(self):
         """Bytes the block would have if finished now."""
@@ -685,7 +789,7 @@ class BlockEncoder:
             return 0
         cnt = bytearray()
         _put_varint(cnt, self.count)
-        return len(self._hdr) + len(cnt) + ((self._w.pos + 7) >> 3) + 4
+        return len(self._hdr) + len(cnt) + self._w.size() + 4
 
     def finish(self):
         """The block as bytes (header + records + CRC-32). Call reset() (or let add() after finish
@@ -713,7 +817,7 @@ class BlockEncoder:
         out = bytearray(h[: self._count_at])
         _put_varint(out, self.count)
         out.extend(h[self._count_at:])
-        out.extend(memoryview(self._w.buf)[: (self._w.pos + 7) >> 3])
+        out.extend(self._w.finish())
         crc = binascii.crc32(out) & 0xFFFFFFFF
         out.extend(struct.pack("<I", crc))
         fs, ls, n = self.first_seq, self.last_seq, self.count
@@ -731,6 +835,11 @@ def _predict_pos(st, t, speed=-1, course=-1, q=1):
     if h == 0:
         return st[3], st[4]
     dt1 = t - st[6]
+    # the fixes' own epochs (utc_s) say how far apart they were better than their arrival times
+    if st[2] >= 0 and st[17] >= 0 and st[2] > st[17]:
+        d = 1000 * (st[2] - st[17])
+        if -500 <= d - dt1 <= 500:
+            dt1 = d
     s1 = st[12]
     c1 = st[13]
     if speed >= 0 and s1 >= 0 and course >= 0 and c1 >= 0 and dt1 > 0:
@@ -879,8 +988,7 @@ def decode_block(data):
     hdr, off, base = decode_header(data)
     utc0, t0, lat0, lon0, q, first_seq, sq, cq = base
     end = len(data) - 4
-    r = _BitReader(data, off, end)
-    m = _Model()
+    r = _RangeDecoder(data, off, end)
     st = [0] * _NST
     st[0] = first_seq - 1
     st[1] = t0
@@ -890,35 +998,38 @@ def decode_block(data):
     prev = {}
     recs = []
     count = hdr["count"]
-    if count > (end - off) * 8:
+    if count > (end - off + 1) * 128:
         raise CodecError("record count %d larger than the data" % count, off)
     for _ in range(count):
-        rstart = r.pos >> 3
-        regular = r.bit()
+        rstart = r.pos()
+        regular = r.bit(_F_REG)
         if regular:
             code = 0
             if not st[5]:
                 raise CodecError("regular fix without a previous fix", rstart)
-        elif r.bit():
+        elif r.bit(_F_POS):
             code = 0
         else:
-            code = r.bits(4)
+            node = 1
+            for _j in range(4):
+                node = 2 * node + r.bit(_F_TYPE + node)
+            code = node - 16
             if code == 0 or code >= len(TYPES):
                 raise CodecError("unknown record type %d" % code, rstart)
-        if not regular and r.bit():
-            seq = st[0] + 1 + unzigzag(_get_rice(r, m, _C_SEQ) + 1)
+        if not regular and r.bit(_F_SEQ):
+            seq = st[0] + 1 + unzigzag(r.uint(_C_SEQ) + 1)
         else:
             seq = st[0] + 1
         st[0] = seq
         if code == 0 and st[5]:
             utc = _pos_utc_pred(st)
             if not regular:
-                utc += unzigzag(_get_rice(r, m, _C_UTC))
-            t = _pos_t_pred(st, utc) + unzigzag(_get_rice(r, m, _C_TYPE_T))
+                utc += unzigzag(r.uint(_C_UTC))
+            t = _pos_t_pred(st, utc) + unzigzag(r.uint(_C_TYPE_T))
         else:
-            t = st[1] + unzigzag(_get_rice(r, m, _C_OTHER_T))
+            t = st[1] + unzigzag(r.uint(_C_OTHER_T))
             pu = -1 if st[2] == -1 else st[2] + (t - st[1] + 500) // 1000
-            utc = pu + unzigzag(_get_rice(r, m, _C_UTC))
+            utc = pu + unzigzag(r.uint(_C_UTC))
         st[1] = t
         st[2] = utc
         name_t, fields = TYPES[code]
@@ -926,22 +1037,29 @@ def decode_block(data):
         base_c = CTX_BASE[code]
         if code == 0:
             h = st[5]
-            speed = _speed_pred(st, sq) + unzigzag(_get_rice(r, m, base_c + 2))
+            u = r.uint(_pctx(st, 0))
+            st[22] = _nbits(u)
+            speed = _speed_pred(st, sq) + unzigzag(u)
             if sq > 1:
                 speed = speed * sq if speed >= 0 else -1
-            course = ((_unit(st[13], cq) + 1 if h else 0) + unzigzag(_get_rice(r, m, base_c + 3))) % (
-                36000 // cq + 1) - 1
+            u = r.uint(_pctx(st, 1))
+            st[23] = _nbits(u)
+            course = ((_unit(st[13], cq) + 1 if h else 0) + unzigzag(u)) % (36000 // cq + 1) - 1
             if cq > 1:
                 course = course * cq if course >= 0 else -1
-            if regular or (h and not r.bit()):
+            if h and not r.bit(_F_HS):
                 hdop = st[14]
                 sats = st[15]
             else:
-                hdop = (st[14] if h else 0) + unzigzag(_get_rice(r, m, base_c + 4))
-                sats = (st[15] if h else 0) + unzigzag(_get_rice(r, m, base_c + 5))
+                hdop = (st[14] if h else 0) + unzigzag(r.uint(base_c + 4))
+                sats = (st[15] if h else 0) + unzigzag(r.uint(base_c + 5))
             pa, po = _predict_pos(st, t, speed, course, q)
-            lat = pa + unzigzag(_get_rice(r, m, base_c))
-            lon = po + unzigzag(_get_rice(r, m, base_c + 1))
+            u = r.uint(_pctx(st, 2))
+            st[24] = _nbits(u)
+            lat = pa + unzigzag(u)
+            u = r.uint(_pctx(st, 3))
+            st[25] = _nbits(u)
+            lon = po + unzigzag(u)
             _push_pos(st, t, utc, lat, lon, speed, course, hdop, sats)
             rec["lat_e7"] = lat * q
             rec["lon_e7"] = lon * q
@@ -955,56 +1073,50 @@ def decode_block(data):
             name, kind = fields[j]
             ci = base_c + j
             if kind == "s":
-                idx = _get_rice(r, m, ci)
+                idx = r.uint(ci)
                 if idx:
                     if idx > len(STRINGS):
-                        raise CodecError("unknown string index %d" % idx, r.pos >> 3)
+                        raise CodecError("unknown string index %d" % idx, r.pos())
                     v = STRINGS[idx - 1]
                 else:
-                    ln = _get_rice(r, m, _C_STRLEN)
-                    if ln * 8 > r.end - r.pos:
-                        raise CodecError("string length %d beyond the data" % ln, r.pos >> 3)
+                    ln = r.uint(_C_STRLEN)
+                    if ln > r.end - r.pos() + 4:
+                        raise CodecError("string length %d beyond the data" % ln, r.pos())
                     b = bytearray(ln)
                     for i in range(ln):
-                        b[i] = r.bits(8)
+                        b[i] = r.raw(8)
                     try:
                         v = bytes(b).decode()
                     except Exception:
-                        raise CodecError("string not UTF-8", r.pos >> 3)
+                        raise CodecError("string not UTF-8", r.pos())
             elif kind == "b":
-                ln = _get_rice(r, m, _C_STRLEN)
-                if ln * 8 > r.end - r.pos:
-                    raise CodecError("bytes length %d beyond the data" % ln, r.pos >> 3)
+                ln = r.uint(_C_STRLEN)
+                if ln > r.end - r.pos() + 4:
+                    raise CodecError("bytes length %d beyond the data" % ln, r.pos())
                 b = bytearray(ln)
                 for i in range(ln):
-                    b[i] = r.bits(8)
+                    b[i] = r.raw(8)
                 v = bytes(b)
             elif kind == "a":
-                v = st[3] + unzigzag(_get_rice(r, m, ci))
+                v = st[3] + unzigzag(r.uint(ci))
                 st[3] = v
                 v *= q
             elif kind == "o":
-                v = st[4] + unzigzag(_get_rice(r, m, ci))
+                v = st[4] + unzigzag(r.uint(ci))
                 st[4] = v
                 v *= q
             elif kind == "c":
                 key = code * 64 + j
                 p = prev.get(key, -1)
-                v = (p + 1 + unzigzag(_get_rice(r, m, ci))) % _MOD_COURSE - 1
+                v = (p + 1 + unzigzag(r.uint(ci))) % _MOD_COURSE - 1
                 prev[key] = v
             else:
                 p = _base(name, code * 64 + j, seq, t, utc, prev)
                 if p is None:
-                    v = prev.get(code * 64 + j, 0) + unzigzag(_get_rice(r, m, ci))
+                    v = prev.get(code * 64 + j, 0) + unzigzag(r.uint(ci))
                     prev[code * 64 + j] = v
                 else:
-                    v = p + unzigzag(_get_rice(r, m, ci))
+                    v = p + unzigzag(r.uint(ci))
             rec[name] = v
         recs.append(rec)
-    # the rest of the last byte must be zero padding
-    while r.pos < r.end and (r.pos & 7):
-        if r.bit():
-            raise CodecError("non-zero padding", (r.pos - 1) >> 3)
-    if r.pos != r.end:
-        raise CodecError("%d bytes after the last record" % ((r.end - r.pos) >> 3), r.pos >> 3)
     return hdr, recs

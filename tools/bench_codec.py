@@ -166,22 +166,23 @@ def encode(recs, max_bytes, **kw):
 
 
 def position_bits(recs):
-    """Bits spent on lat/lon residuals (instrumented encode at 4096-byte blocks)."""
-    cost = [0]
-    orig = codec._put_rice
+    """Bits spent on lat/lon residuals (instrumented encode at 4096-byte blocks). The range coder's cost
+    of a symbol is 8 * (bytes shifted out) + log2(range before / range after)."""
+    cost = [0.0]
+    orig = codec._RangeEncoder.uint
     lat_ctx = codec.CTX_BASE[0]
 
-    def counting(w, m, i, u):
-        p = w.pos
-        orig(w, m, i, u)
-        if i in (lat_ctx, lat_ctx + 1):
-            cost[0] += w.pos - p
+    def counting(w, c, u):
+        n0, r0 = w.n, w.range
+        orig(w, c, u)
+        if c in (lat_ctx, lat_ctx + 1):
+            cost[0] += 8 * (w.n - n0) + math.log2(r0) - math.log2(w.range)
 
-    codec._put_rice = counting
+    codec._RangeEncoder.uint = counting
     try:
         encode(recs, 4096)
     finally:
-        codec._put_rice = orig
+        codec._RangeEncoder.uint = orig
     return cost[0]
 
 

@@ -247,9 +247,9 @@ def test_regular_fix_is_small():
     assert_eq(out, recs, "regular fixes")
 
 
-def test_version_2():
+def test_version_3():
     blk = _encode_all(_drive(5))[0][0]
-    assert_eq(blk[2], 2, "version byte")
+    assert_eq(blk[2], 3, "version byte")
     bad = bytearray(blk)
-    bad[2] = 1
-    assert_eq(assert_raises(CodecError, decode_block, bytes(bad)).offset, 2, "version 1 rejected")
+    bad[2] = 2
+    assert_eq(assert_raises(CodecError, decode_block, bytes(bad)).offset, 2, "version 2 rejected")
