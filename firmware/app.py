@@ -116,6 +116,8 @@ class Box:
 
         self.store = Store(_join(fs_root, "store"), cfg["store_max_bytes"], cfg["store_segment_bytes"])
         self.enc = None
+        self._spare_enc = None
+        self._spare_key = None
         self._enc_prio = 0
         self._enc_t0 = 0
         self.records_count = 0
@@ -285,9 +287,16 @@ class Box:
     def _new_block(self, t_ms, max_bytes=0):
         # privacy and bounded-error modes act here, before anything is stored; the odometer has already
         # counted every fix, so billing never depends on them
-        self.enc = codec.BlockEncoder(self.device, self.boot, max_bytes or self.cfg["block_max_bytes"],
-                                      privacy=self.cfg.get("privacy", "off"),
-                                      tolerance_m=self.cfg.get("pos_tolerance_m", 0))
+        key = (max_bytes or self.cfg["block_max_bytes"], self.cfg.get("privacy", "off"),
+               self.cfg.get("pos_tolerance_m", 0))
+        # the encoder (range coder models, ~12 KB) is reused while its settings stay the same
+        if self._spare_enc is not None and self._spare_key == key:
+            self.enc = self._spare_enc
+            self.enc.reset()
+        else:
+            self.enc = codec.BlockEncoder(self.device, self.boot, key[0], privacy=key[1], tolerance_m=key[2])
+            self._spare_enc = self.enc
+            self._spare_key = key
         self._enc_prio = 0
         self._enc_t0 = self.clock.ticks_ms()
 
