@@ -288,13 +288,15 @@ class Box:
         # privacy and bounded-error modes act here, before anything is stored; the odometer has already
         # counted every fix, so billing never depends on them
         key = (max_bytes or self.cfg["block_max_bytes"], self.cfg.get("privacy", "off"),
-               self.cfg.get("pos_tolerance_m", 0))
+               self.cfg.get("pos_tolerance_m", 0), self.cfg.get("pos_speed_step_mmps", 1),
+               self.cfg.get("pos_course_step_cdeg", 1))
         # the encoder (range coder models, ~12 KB) is reused while its settings stay the same
         if self._spare_enc is not None and self._spare_key == key:
             self.enc = self._spare_enc
             self.enc.reset()
         else:
-            self.enc = codec.BlockEncoder(self.device, self.boot, key[0], privacy=key[1], tolerance_m=key[2])
+            self.enc = codec.BlockEncoder(self.device, self.boot, key[0], privacy=key[1], tolerance_m=key[2],
+                                          speed_q_mmps=key[3], course_q_cdeg=key[4])
             self._spare_enc = self.enc
             self._spare_key = key
         self._enc_prio = 0

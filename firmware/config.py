@@ -56,6 +56,8 @@ SCHEMA = {
     "idle_s": ("int", 300, (60, 3600), "engine idling this long is an idle event, s"),
     "privacy": ("choice", "off", ("off", "no_positions", "rounded"), "position privacy mode"),
     "pos_tolerance_m": ("int", 0, (0, 50), "bounded-error mode: drop positions a straight line predicts within N m (0: lossless)"),
+    "pos_speed_step_mmps": ("int", 1, [1, 10, 100, 250], "speed step of position records, mm/s (1: lossless; 100 = 0.1 m/s)"),
+    "pos_course_step_cdeg": ("int", 1, [1, 10, 100], "course step of position records, 0.01 deg (1: lossless; 100 = 1 deg)"),
     "link_baud": ("int", 115200, [9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600], "edge agent link UART baud rate"),
     "status_interval_s": ("int", 3600, (60, 86400), "status record period, s"),
     "store_max_kb": ("int", 1024, (64, 8192), "record store size limit, KiB"),

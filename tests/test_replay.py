@@ -100,3 +100,32 @@ def test_privacy_modes_keep_billing_and_drop_or_coarsen_positions(cpython_report
     else:
         assert pos and all(r["lat_e7"] % 100000 == 0 and r["lon_e7"] % 100000 == 0 for r in pos)
     assert any(r["type"] == "trip_end" for r in recs)
+
+
+def test_speed_course_steps_shrink_records_and_keep_positions(cpython_report, tmp_path):
+    """pos_speed_step_mmps / pos_course_step_cdeg: speed and course stored in steps, positions and time
+    untouched (same as the lossless run), billing unchanged, fewer bytes."""
+    from firmware import codec, replay_main
+    from firmware.store import Store
+    from tools import replay as rp
+
+    cfg = {"pos_speed_step_mmps": 100, "pos_course_step_cdeg": 100}
+    rep = replay_trace(TRACE, "cpython", config=cfg)
+    assert rep["odometer_m"] == cpython_report["odometer_m"]
+    assert rep["records"]["bytes"] < cpython_report["records"]["bytes"] * 0.85
+
+    def stored(config, name):
+        d = tmp_path / name
+        d.mkdir()
+        replay_main.run(rp._plain_trace(TRACE, str(tmp_path)), str(d), config)
+        st = Store(str(d / "store"), 1 << 20, 32 * 1024)
+        return [r for b in st.peek(10000) for r in codec.decode_block(b[3])[1] if r["type"] == "pos"]
+
+    exact = stored(None, "exact")
+    stepped = stored(cfg, "stepped")
+    assert len(exact) == len(stepped) > 100
+    for a, b in zip(exact, stepped):
+        assert (a["lat_e7"], a["lon_e7"], a["t_ms"], a["utc_s"]) == (b["lat_e7"], b["lon_e7"], b["t_ms"], b["utc_s"])
+        assert b["speed_mmps"] % 100 == 0 and abs(b["speed_mmps"] - a["speed_mmps"]) <= 50
+        assert b["course_cdeg"] % 100 == 0
+        assert min(abs(b["course_cdeg"] - a["course_cdeg"]), 36000 - abs(b["course_cdeg"] - a["course_cdeg"])) <= 50
