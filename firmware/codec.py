@@ -2,10 +2,10 @@
 # One implementation for the box (MicroPython) and the host (CPython: `from firmware import codec`).
 #
 # Block = byte-aligned header (magic, version, flags, device, boot, first_seq, count, base time and
-# position, all varints) + a bit stream of records + CRC-32.  Inside the bit stream every field is a
-# prediction residual, zigzag-mapped and written with an adaptive Rice code (a bit-granular varint whose
-# parameter follows the running mean of the field, as in LOCO-I/JPEG-LS).  Predictors use integers
-# only, so the box (float32 or no FPU) and the host decode bit-exactly the same values.
+# position, all varints) + a range-coded record stream + CRC-32.  Every field is a prediction residual,
+# zigzag-mapped, binarised (bit length in unary, then the mantissa) and coded with an adaptive binary
+# range coder (LZMA-style probabilities, 28-bit window so every integer stays a MicroPython small int).
+# Predictors use integers only, so the box (float32 or no FPU) and the host decode bit-exactly.
 import struct
 import binascii
 from array import array
@@ -81,7 +81,7 @@ for _name, _fields in TYPES:
 # (accelerating, turning and multipath come in runs)
 _C_PX = _n
 NCTX = _n + 8
-# initial Rice parameter per context (a hint only; contexts adapt within a few records)
+# typical residual bit length per context: the prior of its models (a hint only; they adapt within a few records)
 _K0 = [3, 10, 0, 0, 3] + [4] * (NCTX - _NFIXED)
 for _j, _k in ((0, 6), (1, 6), (2, 5), (3, 5), (4, 0), (5, 0)):
     _K0[_NFIXED + _j] = _k
