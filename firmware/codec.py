@@ -182,7 +182,8 @@ _F_POS = _F_REG + 1  # a pos record (not regular) / another type
 _F_TYPE = _F_REG + 2  # 4-bit type code: binary tree, models 1..15
 _F_SEQ = _F_REG + 18  # seq jump
 _F_HS = _F_REG + 19  # hdop/sats changed
-_NMODELS = _F_REG + 20
+_F_GRID = _F_REG + 20  # pos on a receiver's arc-minute grid; then which one (2 models)
+_NMODELS = _F_REG + 22
 
 
 def _init_models(p):
@@ -198,6 +199,7 @@ def _init_models(p):
     p[_F_REG] = 1024  # a regular fix is the common record
     p[_F_SEQ] = 3600  # seq jumps are rare
     p[_F_HS] = 2800
+    p[_F_GRID] = 600  # positions from NMEA sit on the ddmm.mmmmm grid
 
 
 class _RangeEncoder:
@@ -761,10 +763,28 @@ class BlockEncoder:
             w.uint(base + 4, zigzag(vals[4] - (st[14] if h else 0)))
             w.uint(base + 5, zigzag(vals[5] - (st[15] if h else 0)))
         pa, po = _predict_pos(st, t, vals[2], vals[3], q)
-        u = zigzag(lat - pa)
+        ga = go = None
+        m = 0
+        if q == 1:
+            # a receiver's NMEA gives minutes with 4 or 5 decimals: code the index on that grid
+            for m in _GRID_M:
+                ga = _grid_of(lat, m)
+                go = _grid_of(lon, m) if ga is not None else None
+                if go is not None:
+                    break
+            w.bit(_F_GRID, 0 if go is None else 1)
+            if go is not None:
+                w.bit(_F_GRID + 1, 1 if m == 1000 else 0)
+        if go is None:
+            ra = lat - pa
+            ro = lon - po
+        else:
+            ra = ga - _div_round(pa * 60, m)
+            ro = go - _div_round(po * 60, m)
+        u = zigzag(ra)
         w.uint(_pctx(st, 2), u)
         st[24] = _nbits(u)
-        u = zigzag(lon - po)
+        u = zigzag(ro)
         w.uint(_pctx(st, 3), u)
         st[25] = _nbits(u)
         _push_pos(st, t, st[2], lat, lon, vals[2], vals[3], vals[4], vals[5])
@@ -861,6 +881,24 @@ def _predict_pos(st, t, speed=-1, course=-1, q=1):
     pa = st[7] + _div_round((st[7] - st[10]) * dt1, dt0)
     po = st[8] + _div_round((st[8] - st[11]) * dt1, dt0)
     return pa, po
+
+
+# NMEA arc-minute grids (coarsest first): minutes * 1e4 (M = 1000) and * 1e5 (M = 100); a grid index G
+# is 1e-7 deg sign(G) * ((|G| * M + 30) // 60), what firmware/nmea.py makes of ddmm.mmmm(m)
+_GRID_M = (1000, 100)
+
+
+def _grid_e7(g, m):
+    return (g * m + 30) // 60 if g >= 0 else -((-g * m + 30) // 60)
+
+
+def _grid_of(e7, m):
+    # the grid index whose position is e7, or None when e7 is off that grid
+    g0 = _div_round(e7 * 60, m)
+    for g in (g0, g0 - 1, g0 + 1):
+        if _grid_e7(g, m) == e7:
+            return g
+    return None
 
 
 def _div_round(a, b):
@@ -1054,12 +1092,15 @@ def decode_block(data):
                 hdop = (st[14] if h else 0) + unzigzag(r.uint(base_c + 4))
                 sats = (st[15] if h else 0) + unzigzag(r.uint(base_c + 5))
             pa, po = _predict_pos(st, t, speed, course, q)
+            m = 0
+            if q == 1 and r.bit(_F_GRID):
+                m = 1000 if r.bit(_F_GRID + 1) else 100
             u = r.uint(_pctx(st, 2))
             st[24] = _nbits(u)
-            lat = pa + unzigzag(u)
+            lat = pa + unzigzag(u) if not m else _grid_e7(_div_round(pa * 60, m) + unzigzag(u), m)
             u = r.uint(_pctx(st, 3))
             st[25] = _nbits(u)
-            lon = po + unzigzag(u)
+            lon = po + unzigzag(u) if not m else _grid_e7(_div_round(po * 60, m) + unzigzag(u), m)
             _push_pos(st, t, utc, lat, lon, speed, course, hdop, sats)
             rec["lat_e7"] = lat * q
             rec["lon_e7"] = lon * q

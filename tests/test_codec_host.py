@@ -108,13 +108,13 @@ def test_worked_example_in_the_spec():
     recs = [
         {"type": "pos", "seq": 1000, "t_ms": 60000, "utc_s": 849427200, "lat_e7": 481370000,
          "lon_e7": 115750000, "speed_mmps": 13900, "course_cdeg": 9000, "hdop_x10": 9, "sats": 11},
-        {"type": "pos", "seq": 1001, "t_ms": 61000, "utc_s": 849427201, "lat_e7": 481370003,
-         "lon_e7": 115751869, "speed_mmps": 13950, "course_cdeg": 9010, "hdop_x10": 9, "sats": 11},
-        {"type": "pos", "seq": 1002, "t_ms": 62000, "utc_s": 849427202, "lat_e7": 481370001,
+        {"type": "pos", "seq": 1001, "t_ms": 61000, "utc_s": 849427201, "lat_e7": 481370002,
+         "lon_e7": 115751868, "speed_mmps": 13950, "course_cdeg": 9010, "hdop_x10": 9, "sats": 11},
+        {"type": "pos", "seq": 1002, "t_ms": 62000, "utc_s": 849427202, "lat_e7": 481370000,
          "lon_e7": 115753740, "speed_mmps": 13950, "course_cdeg": 9005, "hdop_x10": 9, "sats": 11},
         {"type": "event", "seq": 1004, "t_ms": 62400, "utc_s": 849427202, "kind": "harsh_brake", "dur_ms": 800,
          "peak_mg": 450, "mean_mg": 310, "speed_start_mmps": 13950, "speed_end_mmps": 9000,
-         "lat_e7": 481370001, "lon_e7": 115754000, "course_cdeg": 9005},
+         "lat_e7": 481370000, "lon_e7": 115754000, "course_cdeg": 9005},
     ]
     enc = codec.BlockEncoder("box-0001", 3, 512)
     for r in recs:

@@ -77,9 +77,9 @@ def run(quick=False):
 
     ev_cuts = 200 if quick else 1000
     results, fails = run_powercut(ncuts=ev_cuts, workers=2, seconds=1200, seed=6, timeout=7200, mode="evict")
-    res["power cuts injected while evicting (8 KiB store)"] = sum(int(r["cuts"]) for r in results)
+    res["power cuts injected while evicting (6 KiB store)"] = sum(int(r["cuts"]) for r in results)
     res["power cuts while evicting with a failure"] = len(fails)
-    res["blocks evicted per replay (8 KiB store)"] = int(results[0]["evicted_blocks"])
+    res["blocks evicted per replay (6 KiB store)"] = int(results[0]["evicted_blocks"])
     return res
 
 

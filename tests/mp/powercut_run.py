@@ -25,7 +25,7 @@ from firmware import codec
 from firmware.store import Store
 
 NBLOCKS = 96
-MAX_BYTES = [96 * 1024]  # [0]: 8 KiB with the "evict" argument (the drive needs ~12 KiB: evictions)
+MAX_BYTES = [96 * 1024]  # [0]: 6 KiB with the "evict" argument (the drive needs ~10 KiB: evictions)
 SEG = [4096]  # 2 KiB in evict mode
 LFS_RW = 256  # littlefs read/program size: a NOR page
 ROOT = "/pc/store"
@@ -209,7 +209,7 @@ def main():
     seconds = int(sys.argv[4]) if len(sys.argv) > 4 else 1500
     seed = int(sys.argv[5]) if len(sys.argv) > 5 else 3
     if len(sys.argv) > 6 and sys.argv[6] == "evict":
-        MAX_BYTES[0] = 8 * 1024
+        MAX_BYTES[0] = 6 * 1024
         SEG[0] = 2048
     t0 = time.ticks_ms()
     # big buffers first (the retained blocks of build_ops would fragment the heap)
