@@ -646,7 +646,6 @@ class BlockEncoder:
             _bad("utc_s", utc)
         # a regular fix: pos after a pos, next seq, utc_s as predicted, hdop and sats unchanged
         regular = code == 0 and st[5] and seq == st[0] + 1 and utc == _pos_utc_pred(st)
-        self._regular = regular
         # type: 1 regular fix, 01 pos, 00 + 4 bits other types
         w.bit(_F_REG, 1 if regular else 0)
         if not regular:
