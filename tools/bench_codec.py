@@ -170,12 +170,12 @@ def position_bits(recs):
     of a symbol is 8 * (bytes shifted out) + log2(range before / range after)."""
     cost = [0.0]
     orig = codec._RangeEncoder.uint
-    lat_ctx = codec.CTX_BASE[0]
+    lat_ctxs = tuple(range(codec._C_PX + 4, codec._C_PX + 8))  # lat, lon: two contexts each
 
     def counting(w, c, u):
         n0, r0 = w.n, w.range
         orig(w, c, u)
-        if c in (lat_ctx, lat_ctx + 1):
+        if c in lat_ctxs:
             cost[0] += 8 * (w.n - n0) + math.log2(r0) - math.log2(w.range)
 
     codec._RangeEncoder.uint = counting
