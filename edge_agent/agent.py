@@ -3,13 +3,22 @@
     paydbox-agent --config agent.toml
 
 Invariants (docs/link-protocol.md, docs/mqtt-topics.md):
-- a block is committed to SQLite (WAL, synchronous=FULL) before the box gets its ACK;
-- a row is deleted only after the broker's PUBACK for it;
-- at the queue limit the agent stops acknowledging (the box keeps the data) and raises an alarm;
+- a block is committed to SQLite (WAL, synchronous=FULL) before the box gets its ACK, and only after its
+  own CRC and header check (a block that fails is quarantined: acknowledged, kept, never forwarded);
+- a row leaves the pending queue only after the consumer's end-to-end acknowledgement (it has committed
+  the block's records): the broker's PUBACK alone is not enough. Unacknowledged rows are published again
+  after `e2e_timeout_s` (doubling per try). With `mqtt.e2e_ack = false` the PUBACK suffices;
+- at the queue limit the agent stops acknowledging (the box keeps the data) and raises an alarm; with
+  `queue.on_full = "drop_oldest"` it drops the oldest lowest-priority rows instead, loudly (alarm, counters);
+- the agent is bound to one box: the configured `device.id`, else the first box it ever stored (kept in
+  the queue database); every other box is refused;
+- no frame, however malformed, stops the agent: it is counted (`bad_frames`) and answered;
 - ordering and ages use sequence numbers and time.monotonic(), never the wall clock.
 One thread: serial I/O, SQLite and paho's network loop are all driven from run().
 """
 import argparse
+import bisect
+import heapq
 import json
 import logging
 import os
@@ -28,6 +37,10 @@ import serial
 from edge_agent.link import AgentLink
 from edge_agent.mqtt import Publisher
 from edge_agent.queue import Queue
+from firmware import codec
+
+_READY, _INFLIGHT, _WAIT = 0, 1, 2
+MAX_RANGES = 256  # seq ranges accepted in one ack / resend message
 
 VERSION = "0.1.0"
 log = logging.getLogger("paydbox.agent")
@@ -76,29 +89,91 @@ def load_config(path):
     return cfg
 
 
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _valid_box_hello(v):
+    """A box HELLO the agent can act on: a dict naming a non-empty device id and an integer boot."""
+    return (isinstance(v, dict) and v.get("role") == "box" and isinstance(v.get("device"), str)
+            and 0 < len(v["device"]) <= 64 and _is_int(v.get("boot")) and v["boot"] >= 0)
+
+
+def _ranges(v):
+    """[[lo, hi], ...] of non-negative ints with lo <= hi (at most MAX_RANGES), else ValueError."""
+    if not isinstance(v, list) or len(v) > MAX_RANGES:
+        raise ValueError("ranges: a list of at most %d [lo, hi] pairs expected" % MAX_RANGES)
+    out = []
+    for r in v:
+        if not (isinstance(r, list) and len(r) == 2 and _is_int(r[0]) and _is_int(r[1]) and 0 <= r[0] <= r[1]):
+            raise ValueError("ranges: bad range %r" % (r,))
+        out.append((r[0], r[1]))
+    return out
+
+
+def _subtract(lo, hi, spans):
+    """Parts of lo..hi not covered by spans [(first, last)] (sorted by first)."""
+    out = []
+    cur = lo
+    for a, b in spans:
+        if b < cur:
+            continue
+        if a > hi:
+            break
+        if a > cur:
+            out.append([cur, a - 1])
+        cur = max(cur, b + 1)
+        if cur > hi:
+            break
+    if cur <= hi:
+        out.append([cur, hi])
+    return out
+
+
 class Agent:
     def __init__(self, cfg):
         self.cfg = cfg
         dev = cfg["device"]
         self.fleet = dev["fleet"]
-        self.device = dev.get("id") or None  # None: take it from the box's HELLO
         q = cfg["queue"]
-        self.queue = Queue(q["path"], int(q.get("max_bytes", 50_000_000)), int(q.get("min_free_bytes", 0)))
+        self.queue = Queue(q["path"], int(q.get("max_bytes", 50_000_000)), int(q.get("min_free_bytes", 0)),
+                           archive_max_bytes=int(q.get("archive_max_bytes", 10_000_000)),
+                           on_full=str(q.get("on_full", "backpressure")))
+        # identity: the configured id, else the first box this queue ever stored (never "whoever speaks first")
+        bound = self.queue.get_meta("device")
+        self.device = dev.get("id") or bound or None
+        if dev.get("id") and bound and bound != dev["id"]:
+            log.warning("queue %s was bound to device %s; the configured id %s takes over", q["path"], bound,
+                        dev["id"])
+        if self.device and bound != self.device:
+            self.queue.set_meta("device", self.device)
         a = cfg["agent"]
+        m = cfg["mqtt"]
         self.status_interval = float(a.get("status_interval_s", 10))
         self.keepalive_s = float(a.get("link_keepalive_s", 2))
         self.link_timeout_s = float(a.get("link_timeout_s", 10))
         self.cmd_retry_s = float(a.get("cmd_retry_s", 2))
         self.cmd_tries = int(a.get("cmd_tries", 5))
         self.republish_after_s = float(a.get("republish_after_s", 120))
+        self.e2e = bool(m.get("e2e_ack", True))
+        self.e2e_timeout_s = float(a.get("e2e_timeout_s", 30))
+        self.e2e_timeout_max_s = float(a.get("e2e_timeout_max_s", 300))
+        self.e2e_stall_s = float(a.get("e2e_stall_s", 600))
+        if self.e2e_timeout_s <= 0 or self.e2e_timeout_max_s < self.e2e_timeout_s:
+            raise ValueError("agent.e2e_timeout_s: must be > 0 and <= agent.e2e_timeout_max_s")
         self.ser = None
         self.link = None
         self.ser_next_try = 0.0
         self.ser_attempt = 0
         self.mq = None
+        # pending rows, scheduled in memory: rid -> [boot, first_seq, last_seq, prio, state, due, tries, t_pub]
+        self.pend = {}
+        self.ready = []  # heap of (-prio, rid): crash first, then oldest
+        self.waitq = []  # heap of (due, rid): published, waiting for the consumer's acknowledgement
+        self.by_boot = {}  # boot -> sorted [(first_seq, rid)] of pending rows
         self.inflight = {}  # mid -> (row id, t_published)
-        self.inflight_ids = set()
         self.first_seen = {}  # row id -> monotonic time this process first saw it
+        self.wanted = []  # (lo, hi, until) seq ranges asked again from the box (stored even if seen before)
         self.pending_cmds = {}  # cmd id -> {"d", "tries", "next"}
         self.recent_cmd_ids = []
         self.box_health = {}
@@ -113,12 +188,61 @@ class Agent:
         self.counters = {
             "blocks_rx": 0, "blocks_dup": 0, "blocks_refused": 0, "published": 0, "puback": 0,
             "republished": 0, "cmds": 0, "results": 0, "serial_errors": 0, "device_mismatch": 0,
+            "bad_frames": 0, "blocks_quarantined": 0, "internal_errors": 0, "e2e_acked": 0, "e2e_resent": 0,
+            "e2e_acks": 0, "bad_acks": 0, "resend_requests": 0, "resent_from_archive": 0, "dropped_blocks": 0,
+            "dropped_records": 0,
         }
+        for k in ("dropped_blocks", "dropped_records"):  # data loss stays visible across restarts
+            self.counters[k] = int(self.queue.get_meta(k) or 0)
         now = time.monotonic()
-        for i in self.queue.ids():
-            self.first_seen[i] = now
+        for rid, boot, fs, ls, prio in self.queue.pending():
+            self._track(rid, boot, fs, ls, prio, now)
         if self.device:
             self._make_mqtt()
+
+    # ---- the in-memory schedule of pending rows
+    def _track(self, rid, boot, fs, ls, prio, now):
+        if rid in self.pend:
+            self._make_ready(rid)
+            return
+        self.pend[rid] = [boot, fs, ls, prio, _READY, 0.0, 0, 0.0]
+        heapq.heappush(self.ready, (-prio, rid))
+        bisect.insort(self.by_boot.setdefault(boot, []), (fs, rid))
+        self.first_seen.setdefault(rid, now)
+
+    def _make_ready(self, rid):
+        e = self.pend.get(rid)
+        if e is not None and e[4] == _WAIT:
+            e[4] = _READY
+            heapq.heappush(self.ready, (-e[3], rid))
+
+    def _untrack(self, rid):
+        e = self.pend.pop(rid, None)
+        self.first_seen.pop(rid, None)
+        if e is None:
+            return
+        lst = self.by_boot.get(e[0])
+        if lst:
+            i = bisect.bisect_left(lst, (e[1], rid))
+            if i < len(lst) and lst[i] == (e[1], rid):
+                del lst[i]
+            if not lst:
+                del self.by_boot[e[0]]
+
+    def _rows_in(self, boot, lo, hi, whole=True):
+        """Pending row ids of `boot` inside lo..hi (whole=True) or overlapping it."""
+        lst = self.by_boot.get(boot)
+        if not lst:
+            return []
+        out = []
+        i = 0 if not whole else bisect.bisect_left(lst, (lo, -1))
+        while i < len(lst) and lst[i][0] <= hi:
+            rid = lst[i][1]
+            ls = self.pend[rid][2]
+            if (ls <= hi and lst[i][0] >= lo) if whole else ls >= lo:
+                out.append(rid)
+            i += 1
+        return out
 
     # ---- topics
     def topic(self, leaf):
@@ -127,8 +251,9 @@ class Agent:
     def _make_mqtt(self):
         m = self.cfg["mqtt"]
         cid = m.get("client_id") or ("paydbox-agent-" + self.device)
+        subs = [self.topic("cmd")] + ([self.topic("ack")] if self.e2e else [])
         self.mq = Publisher(m, cid, self.topic("status"), self._status_json("offline"),
-                            on_message=self._on_mqtt_message, sub_topics=[self.topic("cmd")])
+                            on_message=self._on_mqtt_message, sub_topics=subs)
 
     # ---- serial
     def _open_serial(self):
@@ -161,27 +286,82 @@ class Agent:
         return (self.link is not None and self.link.box is not None and self.link.last_rx is not None
                 and time.monotonic() - self.link.last_rx < self.link_timeout_s)
 
+    def _bad_frame(self, what, v):
+        self.counters["bad_frames"] += 1
+        log.warning("malformed %s frame ignored: %.80r", what, v)
+        # answered: our HELLO tells the box who is listening, so it can start again cleanly
+        if time.monotonic() - self.last_hello_sent > 0.5:
+            self.link.send_hello(reply=False, version=VERSION)
+            self.last_hello_sent = time.monotonic()
+
     def _handle_frames(self, frames):
         data = []
         for kind, v in frames:
-            if kind == "data":
-                data.append(v)
-            elif kind == "hello":
-                if v.get("role") != "box":
-                    continue
-                if self.link.box != v:
-                    log.info("box hello: device %s fw %s boot %s", v.get("device"), v.get("fw"), v.get("boot"))
-                self.link.box = v
-                if self.device is None:
-                    self.device = str(v.get("device"))
-                    self._make_mqtt()
-                self.link.send_hello(reply=True, version=VERSION)
-            elif kind == "keepalive":
-                self.box_health = v
-            elif kind == "result":
-                self._on_result(v)
+            try:
+                if kind == "data":
+                    data.append(v)
+                elif kind == "hello":
+                    self._on_hello(v)
+                elif kind == "keepalive":
+                    if isinstance(v, dict):
+                        self.box_health = v
+                    else:
+                        self._bad_frame(kind, v)
+                elif kind == "result":
+                    if isinstance(v, dict) and isinstance(v.get("id"), (str, int)) and not isinstance(v["id"], bool):
+                        self._on_result(v)
+                    else:
+                        self._bad_frame(kind, v)
+            except Exception:  # the agent is the supervisor: a frame it did not foresee must not stop it
+                self.counters["internal_errors"] += 1
+                log.exception("error handling a %s frame", kind)
         if data:
             self._store_and_ack(data)
+
+    def _on_hello(self, v):
+        if isinstance(v, dict) and v.get("role") == "agent":
+            return  # our own HELLO echoed, or another agent on the line
+        if not _valid_box_hello(v):
+            self._bad_frame("hello", v)
+            return
+        if self.device is not None and v["device"] != self.device:
+            self.counters["device_mismatch"] += 1
+            if self.counters["device_mismatch"] == 1 or self.counters["device_mismatch"] % 100 == 0:
+                log.error("box %r is not this agent's device %r: refused", v["device"], self.device)
+            self.link.box = None
+            return
+        if self.link.box != v:
+            log.info("box hello: device %s fw %s boot %s", v.get("device"), v.get("fw"), v.get("boot"))
+        self.link.box = v
+        if self.device is None:
+            self.device = v["device"]
+            self.queue.set_meta("device", self.device)
+            log.info("agent bound to device %s", self.device)
+            self._make_mqtt()
+        self.link.send_hello(reply=True, version=VERSION)
+
+    def _check_block(self, fs, ls, prio, block):
+        """None if the block is the bound device's and checks (CRC, header), else the reason."""
+        if not (0 <= prio <= 4 and fs <= ls):
+            return "bad DATA header"
+        try:
+            hdr = codec.decode_header(block)[0]
+        except codec.CodecError as e:
+            return "block: %s" % e
+        if hdr["device"] != self.device:
+            self.counters["device_mismatch"] += 1
+            return "block of device %r" % hdr["device"]
+        if hdr["first_seq"] != fs or hdr["count"] < 1 or hdr["count"] > ls - fs + 1:
+            return "block seqs do not match the DATA header"
+        return None
+
+    def _wanted(self, fs):
+        now = time.monotonic()
+        self.wanted = [w for w in self.wanted if w[2] > now]
+        for lo, hi, _ in self.wanted:
+            if lo <= fs <= hi:
+                return True
+        return False
 
     def _store_and_ack(self, data):
         box = self.link.box
@@ -191,24 +371,50 @@ class Agent:
                 self.link.send_hello(reply=False, version=VERSION)
                 self.last_hello_sent = time.monotonic()
             return
-        if str(box.get("device")) != self.device:
-            self.counters["device_mismatch"] += 1
-            return
         self.counters["blocks_rx"] += len(data)
-        before = self.queue.rows
-        ack, refused = self.queue.add_batch(self.device, int(box.get("boot", 0)), data)
-        stored = self.queue.rows - before
-        self.counters["blocks_dup"] += len(ack) - stored
-        if refused:
-            if not self.counters["blocks_refused"]:
-                log.error("queue full (%d bytes): not acknowledging the box", self.queue.bytes)
-            self.counters["blocks_refused"] += len(refused)
-        if stored:
-            now = time.monotonic()
-            for r in self.queue.db.execute("SELECT id FROM q ORDER BY id DESC LIMIT ?", (stored,)):
-                self.first_seen.setdefault(r[0], now)
+        # the row's boot is the block's own (a box sends blocks stored before its last reboot too)
+        by_boot = {}
+        bad = set()
+        for fs, ls, prio, block in data:
+            why = self._check_block(fs, ls, prio, block)
+            if why is None:
+                boot = codec.decode_header(block)[0]["boot"]
+            else:
+                boot = int(box["boot"])
+                bad.add(fs)
+                self.counters["blocks_quarantined"] += 1
+                log.error("block %d quarantined: %s", fs, why)
+            by_boot.setdefault(boot, []).append((fs, ls, min(max(prio, 0), 4), block))
+        ack = []
+        now = time.monotonic()
+        for boot, items in by_boot.items():
+            a, refused, stored, dropped = self.queue.add_batch(self.device, boot, items, wanted=self._wanted,
+                                                               quarantine=bad)
+            ack += a
+            self.counters["blocks_dup"] += len(a) - len(stored) - len([fs for fs, _, _, _ in items if fs in bad])
+            if refused:
+                if not self.counters["blocks_refused"]:
+                    log.error("queue full (%d bytes): not acknowledging the box", self.queue.bytes)
+                self.counters["blocks_refused"] += len(refused)
+            for rid, fs, ls, prio in stored:
+                self._track(rid, boot, fs, ls, prio, now)
+            if dropped:
+                self._dropped(dropped)
         if ack:
             self.link.send_ack(ack)
+
+    def _dropped(self, rows):
+        n_rec = 0
+        for rid, fs, ls in rows:
+            self._untrack(rid)
+            n_rec += ls - fs + 1
+        self.counters["dropped_blocks"] += len(rows)
+        self.counters["dropped_records"] += n_rec
+        self.queue.set_meta("dropped_blocks", str(self.counters["dropped_blocks"]))
+        self.queue.set_meta("dropped_records", str(self.counters["dropped_records"]))
+        log.error("queue full: DROPPED %d unacknowledged blocks (%d records), seqs %s", len(rows), n_rec,
+                  ", ".join("%d-%d" % (fs, ls) for _, fs, ls in rows[:8]))
+        self.last_status_key = None  # the alarm goes out now
 
     def _on_result(self, v):
         cid = v.get("id")
@@ -219,14 +425,50 @@ class Agent:
 
     # ---- downlink
     def _on_mqtt_message(self, msg):
+        try:
+            if msg.topic == self.topic("ack"):
+                self._on_e2e_ack(msg)
+            else:
+                self._on_cmd_message(msg)
+        except Exception:
+            self.counters["internal_errors"] += 1
+            log.exception("error handling a message on %s", msg.topic)
+
+    def _on_e2e_ack(self, msg):
+        """The consumer's end-to-end acknowledgement: JSON {"boot": B, "held": [[lo, hi], ...]}, the seq
+        ranges of boot B it has committed. Every pending row of B inside a range is done."""
+        try:
+            d = json.loads(msg.payload)
+            if not isinstance(d, dict) or not _is_int(d.get("boot")):
+                raise ValueError("boot")
+            held = _ranges(d.get("held"))
+        except (ValueError, TypeError, RecursionError) as e:
+            self.counters["bad_acks"] += 1
+            log.warning("malformed end-to-end ack ignored: %s", e)
+            return
+        self.counters["e2e_acks"] += 1
+        ids = []
+        for lo, hi in held:
+            ids += self._rows_in(d["boot"], lo, hi)
+        if ids:
+            self.queue.archive(ids)
+            for rid in ids:
+                self._untrack(rid)
+            self.counters["e2e_acked"] += len(ids)
+
+    def _on_cmd_message(self, msg):
         if msg.retain:
             log.warning("ignoring retained command on %s", msg.topic)
             return
         try:
             d = json.loads(msg.payload)
+            if not isinstance(d, dict):
+                raise TypeError("not an object")
             cid = d["id"]
             d["cmd"]
-        except (ValueError, KeyError, TypeError):
+            if not isinstance(cid, (str, int)) or isinstance(cid, bool):
+                raise TypeError("id")
+        except (ValueError, KeyError, TypeError, RecursionError):
             self.mq.publish(self.topic("cmd/result"), json.dumps({"id": None, "ok": False,
                             "error": "command must be JSON with id and cmd"}), qos=1)
             return
@@ -234,7 +476,47 @@ class Agent:
             return  # QoS 1 redelivery
         self.recent_cmd_ids = (self.recent_cmd_ids + [cid])[-64:]
         self.counters["cmds"] += 1
+        if d["cmd"] == "resend":
+            self._on_resend(cid, d)
+            return
         self.pending_cmds[cid] = {"d": d, "tries": 0, "next": 0.0}
+
+    def _on_resend(self, cid, d):
+        """Gap repair: {"id", "cmd": "resend", "boot": B, "ranges": [[lo, hi], ...]}. What the agent holds
+        (pending or archived) is published again; what it does not hold is asked from the box."""
+        try:
+            boot = d.get("boot")
+            if not _is_int(boot):
+                raise ValueError("boot: an integer expected")
+            ranges = _ranges(d.get("ranges"))
+        except ValueError as e:
+            self.mq.publish(self.topic("cmd/result"), json.dumps({"id": cid, "cmd": "resend", "ok": False,
+                                                                  "error": str(e)}), qos=1)
+            return
+        self.counters["resend_requests"] += 1
+        now = time.monotonic()
+        n = 0
+        ask = []
+        for lo, hi in ranges:
+            for rid in self._rows_in(boot, lo, hi, whole=False):
+                self._make_ready(rid)
+                n += 1
+            for rid, fs, ls, prio in self.queue.unarchive(self.device, boot, lo, hi):
+                self._track(rid, boot, fs, ls, prio, now)
+                self.counters["resent_from_archive"] += 1
+                n += 1
+            ask += _subtract(lo, hi, self.queue.spans(self.device, boot, lo, hi))
+        res = {"id": cid, "cmd": "resend", "ok": True, "boot": boot, "agent_resent": n}
+        if ask:
+            # the box still holds what it has not evicted; it answers with what it could not find
+            for lo, hi in ask:  # blocks the box sends again for these are stored although seen before
+                self.wanted.append((lo, hi, now + 300.0))
+            self.wanted = self.wanted[-MAX_RANGES:]
+            self.pending_cmds[cid] = {"d": {"id": cid, "cmd": "resend", "boot": boot, "ranges": ask[:64]},
+                                      "tries": 0, "next": 0.0}
+        else:
+            res["missing"] = []
+            self.mq.publish(self.topic("cmd/result"), json.dumps(res), qos=1)
 
     def _service_cmds(self, now):
         for cid in list(self.pending_cmds):
@@ -252,20 +534,41 @@ class Agent:
             p["next"] = now + self.cmd_retry_s
 
     # ---- uplink
-    def _publish_more(self, now):
-        mq = self.mq
-        # PUBACKs: the broker has it, the row may go
-        mids = mq.drain_acks()
+    def _on_pubacks(self, now):
+        # PUBACKs: the broker has it; the row waits for the consumer (or goes, without end-to-end acks)
+        mids = self.mq.drain_acks()
         if mids:
-            ids = []
+            done = []
             for mid in mids:
                 e = self.inflight.pop(mid, None)
-                if e is not None:
-                    ids.append(e[0])
-                    self.inflight_ids.discard(e[0])
-                    self.first_seen.pop(e[0], None)
-            self.queue.delete(ids)
-            self.counters["puback"] += len(ids)
+                if e is None:
+                    continue
+                self.counters["puback"] += 1
+                row = self.pend.get(e[0])
+                if row is None or row[4] != _INFLIGHT:
+                    continue
+                if self.e2e:
+                    row[4] = _WAIT
+                    row[5] = now + min(self.e2e_timeout_max_s, self.e2e_timeout_s * 2 ** min(row[6], 16))
+                    heapq.heappush(self.waitq, (row[5], e[0]))
+                else:
+                    done.append(e[0])
+            if done:
+                self.queue.archive(done)
+                for rid in done:
+                    self._untrack(rid)
+
+    def _publish_more(self, now):
+        mq = self.mq
+        self._on_pubacks(now)
+        # rows the consumer has not confirmed in time are published again (duplicates are harmless)
+        while self.waitq and self.waitq[0][0] <= now:
+            due, rid = heapq.heappop(self.waitq)
+            row = self.pend.get(rid)
+            if row is not None and row[4] == _WAIT and row[5] == due:
+                row[6] += 1
+                self._make_ready(rid)
+                self.counters["e2e_resent"] += 1
         if not mq.connected:
             return
         # after a (re)connection the retained status goes out first, so the backlog built up while the
@@ -275,25 +578,41 @@ class Agent:
         for mid, (rid, t) in list(self.inflight.items()):
             if now - t > self.republish_after_s:
                 del self.inflight[mid]
-                self.inflight_ids.discard(rid)
+                row = self.pend.get(rid)
+                if row is not None and row[4] == _INFLIGHT:
+                    row[4] = _WAIT
+                    self._make_ready(rid)
                 self.counters["republished"] += 1
         free = mq.free_slots(len(self.inflight))
-        if free <= 0:
-            return
-        for rid, device, boot, fs, ls, prio, block in self.queue.head(free, self.inflight_ids):
+        while free > 0 and self.ready:
+            negp, rid = self.ready[0]
+            row = self.pend.get(rid)
+            if row is None or row[4] != _READY:
+                heapq.heappop(self.ready)
+                continue
+            r = self.queue.get(rid)
+            if r is None:  # gone from the database (cannot happen while we track it): forget it
+                heapq.heappop(self.ready)
+                self._untrack(rid)
+                continue
+            _, device, boot, fs, ls, prio, block = r
             leaf = "records" if prio == 0 else "events"
             mid = mq.publish(self.topic(leaf), block, qos=1,
                              user_props=[("boot", boot), ("first_seq", fs), ("last_seq", ls), ("prio", prio)])
             if mid is None:
                 break
+            heapq.heappop(self.ready)
+            row[4] = _INFLIGHT
+            row[7] = now
             self.inflight[mid] = (rid, now)
-            self.inflight_ids.add(rid)
             self.counters["published"] += 1
+            free -= 1
 
     # ---- status
     def _status(self, state="online"):
         now = time.monotonic()
         oldest = min(self.first_seen.values()) if self.first_seen else None
+        awaiting = [r[7] for r in self.pend.values() if r[4] == _WAIT]
         alarms = []
         if self.queue.full:
             alarms.append("queue_full")
@@ -301,6 +620,14 @@ class Agent:
             alarms.append("device_mismatch")
         if not self._link_up():
             alarms.append("link_down")
+        if self.counters["dropped_blocks"]:
+            alarms.append("data_dropped")
+        if self.queue.quarantined:
+            alarms.append("bad_blocks")
+        if awaiting and now - min(awaiting) > self.e2e_stall_s:
+            alarms.append("e2e_stalled")
+        if isinstance(self.box_health, dict) and (self.box_health.get("store_evicted_records") or 0):
+            alarms.append("box_evicted")
         box = self.link.box if self.link is not None else None
         return {
             "state": state,
@@ -311,11 +638,17 @@ class Agent:
             "queue_bytes": self.queue.bytes,
             "queue_max_bytes": self.queue.max_bytes,
             "queue_full": self.queue.full,
+            "on_full": self.queue.on_full,
             # worst since the previous status: an outage's backlog stays visible after it drains
             "queue_rows_peak": max(self.rows_peak, self.queue.rows),
             "queue_was_full": self.was_full or self.queue.full,
             "oldest_unsent_s": 0 if oldest is None else int(now - oldest),
             "inflight": len(self.inflight),
+            "e2e_ack": self.e2e,
+            "awaiting_e2e": len(awaiting),
+            "archive_rows": self.queue.archive_rows,
+            "archive_bytes": self.queue.archive_bytes,
+            "quarantined": self.queue.quarantined,
             "link": "up" if self._link_up() else "down",
             "box": {"fw": box.get("fw"), "boot": box.get("boot")} if box else None,
             "box_health": self.box_health,
@@ -335,7 +668,8 @@ class Agent:
             self.was_full = True
         if self.mq is None or not self.mq.connected:
             return
-        key = (self.queue.full, self._link_up(), self.mq.connects)
+        key = (self.queue.full, self._link_up(), self.mq.connects, self.counters["dropped_blocks"],
+               self.queue.quarantined)
         if key != self.last_status_key or now - self.last_status >= self.status_interval:
             self.last_status_key = key
             self.last_status = now
@@ -387,13 +721,11 @@ class Agent:
 
     def close(self):
         if self.mq is not None:
-            # graceful stop: give outstanding PUBACKs a moment so the rows are not sent twice
+            # graceful stop: give outstanding PUBACKs a moment (rows stay pending until the consumer acks)
             end = time.monotonic() + 2.0
             while self.inflight and self.mq.connected and time.monotonic() < end:
                 self.mq.step(0.02)
-                mids = self.mq.drain_acks()
-                ids = [self.inflight.pop(m)[0] for m in mids if m in self.inflight]
-                self.queue.delete(ids)
+                self._on_pubacks(time.monotonic())
             self.mq.close(self._status_json("offline"))
         if self.ser is not None:
             try:

@@ -58,14 +58,32 @@ class MemStore:
 
 
 def make_block(device, boot, first_seq, count, rng, rec_bytes=12):
-    """A synthetic block: sized like the codec's (rec_bytes per record), self-checking (CRC-32 tail)."""
-    body = struct.pack("<4sIIH", b"PBX1", first_seq, boot, count) + device.encode()[:16].ljust(16, b"\0")
-    body += bytes(rng.getrandbits(8) for _ in range(count * rec_bytes))
-    return body + struct.pack("<I", zlib.crc32(body))
+    """A REAL codec block (firmware.codec) of `count` position records first_seq.. whose random jumps
+    cost about rec_bytes each, so blocks are sized like a noisy drive's. The agent checks the block's
+    own CRC and header before it acknowledges it, as it does for the box's."""
+    from firmware import codec
+
+    enc = codec.BlockEncoder(device, boot, max(512, count * (rec_bytes + 8) + 64))
+    lat, lon = 481370000, 115750000
+    for i in range(count):
+        lat += rng.randrange(-1 << (rec_bytes * 2), 1 << (rec_bytes * 2))
+        lon += rng.randrange(-1 << (rec_bytes * 2), 1 << (rec_bytes * 2))
+        rec = {"type": "pos", "seq": first_seq + i, "t_ms": 1000 * (first_seq + i), "utc_s": first_seq + i,
+               "lat_e7": lat, "lon_e7": lon, "speed_mmps": rng.randrange(0, 40000),
+               "course_cdeg": rng.randrange(0, 36000), "hdop_x10": rng.randrange(5, 30), "sats": rng.randrange(4, 20)}
+        if not enc.add(rec):
+            raise ValueError("make_block: %d records do not fit" % count)
+    return enc.finish()
 
 
 def block_ok(block):
-    return len(block) > 4 and zlib.crc32(block[:-4]) == struct.unpack("<I", block[-4:])[0]
+    from firmware import codec
+
+    try:
+        codec.decode_header(block)
+        return True
+    except codec.CodecError:
+        return False
 
 
 class PtyUart:
@@ -162,11 +180,15 @@ class SimBox:
         return self.uart.path
 
     def produce(self, nblocks, records_per_block=32, prio=0):
-        for _ in range(nblocks):
-            with self.store.lock:
-                fs = self.store.seq
-                self.store.seq += records_per_block
-            b = make_block(self.device, self.boot, fs, records_per_block, self.rng)
+        # encoded first, then appended as one burst (as a box that was offline would hand them over)
+        with self.store.lock:
+            fs0 = self.store.seq
+            self.store.seq += nblocks * records_per_block
+        made = []
+        for i in range(nblocks):
+            fs = fs0 + i * records_per_block
+            made.append((fs, make_block(self.device, self.boot, fs, records_per_block, self.rng)))
+        for fs, b in made:
             with self.lock:
                 self.produced[fs] = b
                 self.records += records_per_block
@@ -191,9 +213,11 @@ class SimBox:
 
 
 class Collector:
-    """Subscribes to paydbox/<fleet>/<device>/# and keeps each block once by (device, first_seq)."""
+    """Subscribes to paydbox/<fleet>/<device>/# and keeps each block once by (device, first_seq).
+    With e2e_ack (the default) it acknowledges each block end to end on .../ack, as the consumer does
+    after its commit (docs/mqtt-topics.md), so the agent may retire the row."""
 
-    def __init__(self, host, port, topic, username=None, password=None, client_id=None):
+    def __init__(self, host, port, topic, username=None, password=None, client_id=None, e2e_ack=True):
         import paho.mqtt.client as mqtt
 
         self.got = {}
@@ -204,6 +228,7 @@ class Collector:
         self.status = []
         self.results = []
         self.other = []
+        self.e2e_ack = e2e_ack
         self.lock = threading.Lock()
         self.c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
                              client_id=client_id or "collector-%d" % os.getpid(), protocol=mqtt.MQTTv5)
@@ -238,10 +263,13 @@ class Collector:
                 self.all.append(bytes(msg.payload))
                 props = dict(getattr(msg.properties, "UserProperty", []) or [])
                 device = msg.topic.split("/")[2]
-                fs = int(props["first_seq"]) if "first_seq" in props else struct.unpack_from("<I", msg.payload, 4)[0]
                 if not block_ok(msg.payload):
                     self.bad += 1
                     return
+                fs = int(props["first_seq"])
+                if self.e2e_ack:
+                    ack = {"boot": int(props["boot"]), "held": [[fs, int(props["last_seq"])]]}
+                    client.publish(msg.topic.rsplit("/", 1)[0] + "/ack", json.dumps(ack), qos=1)
                 key = (device, fs)
                 if key in self.got:
                     self.dups += 1
@@ -254,6 +282,8 @@ class Collector:
                 self.status.append(json.loads(msg.payload))
             elif leaf == "cmd/result":
                 self.results.append(json.loads(msg.payload))
+            elif leaf == "ack":
+                pass
             else:
                 self.other.append((msg.topic, msg.payload))
 
