@@ -435,21 +435,24 @@ class Agent:
             log.exception("error handling a message on %s", msg.topic)
 
     def _on_e2e_ack(self, msg):
-        """The consumer's end-to-end acknowledgement: JSON {"boot": B, "held": [[lo, hi], ...]}, the seq
-        ranges of boot B it has committed. Every pending row of B inside a range is done."""
+        """The consumer's end-to-end acknowledgement: JSON {"boot": B, "held": [[lo, hi], ...], "blocks":
+        [[first_seq, last_seq], ...]}: the seq ranges of boot B it has committed, and the blocks it has just
+        committed. Every pending row of B inside a held range, or named in blocks, is done."""
         try:
             d = json.loads(msg.payload)
             if not isinstance(d, dict) or not _is_int(d.get("boot")):
                 raise ValueError("boot")
             held = _ranges(d.get("held"))
+            blocks = _ranges(d.get("blocks", []))
         except (ValueError, TypeError, RecursionError) as e:
             self.counters["bad_acks"] += 1
             log.warning("malformed end-to-end ack ignored: %s", e)
             return
         self.counters["e2e_acks"] += 1
-        ids = []
-        for lo, hi in held:
-            ids += self._rows_in(d["boot"], lo, hi)
+        ids = set()
+        for lo, hi in held + blocks:
+            ids.update(self._rows_in(d["boot"], lo, hi))
+        ids = sorted(ids)
         if ids:
             self.queue.archive(ids)
             for rid in ids:

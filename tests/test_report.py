@@ -50,11 +50,11 @@ def store(db_path, device, boot, recs, max_bytes=256):
     items = []
     for fs, n, blk in fleet_sim.encode_blocks(device, boot, recs, max_bytes):
         h, rr = codec.decode_block(blk)
-        items.append({"topic": "paydbox/t/%s/records" % device, "fleet": "t", "size": len(blk),
+        items.append({"topic": "paydbox/t/%s/records" % device, "fleet": "t", "device": device, "size": len(blk),
                       "received_at": 0.0, "header": h, "records": rr})
     res = consumer_db.store_blocks(db, items)
     db.close()
-    return res
+    return res[:3]
 
 
 @pytest.fixture
@@ -67,16 +67,43 @@ def tripdb(tmp_path):
 def test_trips_table_from_known_records(tripdb, capsys):
     assert cli(["trips", "--db", tripdb, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
+    n_trip = len([r for r in known_records() if r["seq"] >= 2])  # trip_start (seq 2) .. trip_end
     assert rows == [{"id": 1, "device": "box-7", "boot": 3, "trip": 2, "start": "2026-11-24T01:46:41Z",
                      "end": "2026-11-24T01:47:03Z", "distance_m": 2345, "duration_s": 22, "events": 3,
-                     "score": 71, "complete": True}]
+                     "score": 71, "closed": True, "complete": True, "records_expected": n_trip,
+                     "records_held": n_trip, "records_lost": 0, "gaps": []}]
     assert cli(["trips", "--db", tripdb]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["ID", "DEVICE", "START", "(UTC)", "END", "(UTC)", "KM", "DURATION", "EVENTS", "SCORE"]
+    assert out[0].split() == ["ID", "DEVICE", "START", "(UTC)", "END", "(UTC)", "KM", "DURATION", "EVENTS", "SCORE",
+                              "RECORDS"]
     assert out[1].split() == ["1", "box-7", "2026-11-24", "01:46:41", "2026-11-24", "01:47:03", "2.35", "0:00:22",
-                              "3", "71"]
+                              "3", "71", "%d/%d" % (n_trip, n_trip)]
     assert cli(["trips", "--db", tripdb, "--device", "nope"]) == 0
     assert "no trips" in capsys.readouterr().out
+
+
+def test_trip_with_a_missing_block_is_flagged(tmp_path, capsys):
+    """The summary says 2.35 km and 3 events whatever is missing; completeness must not: a lost block of
+    positions shows as a gap, then as lost once the agent and the box say they no longer have it."""
+    path = str(tmp_path / "g.db")
+    recs = known_records()
+    gone = [r for r in recs if 8 <= r["seq"] <= 12]
+    store(path, "box-g", 3, [r for r in recs if not 8 <= r["seq"] <= 12], max_bytes=4096)
+    assert cli(["trips", "--db", path, "--json"]) == 0
+    (t,) = json.loads(capsys.readouterr().out)
+    assert t["closed"] and not t["complete"]
+    assert (t["records_expected"], t["records_held"]) == (len(recs) - 1, len(recs) - 1 - len(gone))
+    assert t["gaps"] == [[8, 12]] and t["records_lost"] == 0
+    assert cli(["trips", "--db", path]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("GAPS")
+    db = consumer_db.connect(path)
+    assert consumer_db.gaps(db) == [("t", "box-g", 3, 8, 12)]
+    consumer_db.mark_lost(db, "box-g", 3, [[8, 12]], "evicted")
+    assert consumer_db.gaps(db) == []
+    (t,) = consumer_db.list_trips(db)
+    db.close()
+    assert not t["complete"] and t["records_lost"] == len(gone)
+    assert "LOST 5" in trips.format_table([t])
 
 
 def test_open_trip_and_duplicates(tmp_path):
@@ -89,7 +116,7 @@ def test_open_trip_and_duplicates(tmp_path):
     db = consumer_db.connect(path)
     (t,) = consumer_db.list_trips(db)
     db.close()
-    assert not t["complete"] and t["n_events"] == 3 and t["duration_s"] == 20
+    assert not t["closed"] and not t["complete"] and t["n_events"] == 3 and t["duration_s"] == 20
     # 19 steps of (1000, 1500) e-7 deg at 45N: ~ 19 * 15.6 m
     assert 280 < t["distance_m"] < 310
     assert "(open)" in trips.format_table([t])

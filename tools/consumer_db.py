@@ -1,5 +1,15 @@
 """SQLite store of the reference consumer (shared by `paydbox ingest`, `trips`, `report`, `fleet-sim`).
 
+Identity: a block is stored under the fleet and device of the topic it arrived on, which the broker's
+ACL binds to the authenticated client (docs/mqtt-topics.md), never under the device its header names. A
+block whose header disagrees with its topic is quarantined (table `quarantine`) and counted; so is a
+record that arrives again under an existing (device, boot, seq) with different content.
+
+Completeness: `coverage` holds, per (device, boot), the merged seq ranges of every block committed.
+Sequence numbers are contiguous within a boot (firmware/app.py), so a hole between two ranges, or inside
+a trip's [trip_start seq, trip_end seq], is a gap (`gaps()`; `paydbox ingest` asks the agent to send it
+again); `lost` holds ranges the agent and the box both reported they no longer have.
+
 Deduplication: every record is keyed by (device, boot, seq) with a UNIQUE constraint on `records`;
 a record already present is counted as a duplicate and not stored again. Typed tables (positions,
 events, crashes, statuses, tampers, trips) are only written for records that are new, so they inherit
@@ -54,6 +64,15 @@ CREATE TABLE IF NOT EXISTS trips (
     start_utc_s INTEGER, end_utc_s INTEGER, start_lat_e7 INTEGER, start_lon_e7 INTEGER,
     end_lat_e7 INTEGER, end_lon_e7 INTEGER, distance_m INTEGER, duration_s INTEGER, score INTEGER,
     n_events INTEGER, summary TEXT, UNIQUE (device, boot, trip));
+CREATE TABLE IF NOT EXISTS coverage (
+    device TEXT NOT NULL, boot INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS coverage_key ON coverage(device, boot, lo);
+CREATE TABLE IF NOT EXISTS lost (
+    device TEXT NOT NULL, boot INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, reason TEXT,
+    reported_at REAL, UNIQUE (device, boot, lo, hi));
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, topic TEXT, fleet TEXT, device TEXT, claimed_device TEXT, received_at REAL,
+    reason TEXT, payload BLOB);
 CREATE TABLE IF NOT EXISTS consumer_stats (
     consumer TEXT PRIMARY KEY, messages INTEGER, blocks INTEGER, records_new INTEGER,
     records_dup INTEGER, damaged INTEGER, updated_at REAL);
@@ -85,6 +104,9 @@ def connect(path, create=True):
     db.execute("PRAGMA busy_timeout=30000")
     if create:
         db.executescript(SCHEMA)
+        cols = [r[1] for r in db.execute("PRAGMA table_info(blocks)")]
+        if "last_seq" not in cols:  # a database written before coverage was kept
+            db.execute("ALTER TABLE blocks ADD COLUMN last_seq INTEGER")
     return db
 
 
@@ -100,9 +122,13 @@ def _jsonable(rec):
 
 def store_blocks(db, items, consumer="ingest"):
     """Store decoded blocks in ONE transaction and commit. `items`: list of dicts with keys
-    topic, fleet, size, received_at, header, records (decoded) or error (damaged block, payload).
-    Returns (n_new, n_dup, n_damaged). Raises sqlite3.Error if the commit fails (caller must not ack)."""
+    topic, fleet, device (both from the topic), size, received_at, and header + records (decoded), or
+    error (damaged block, payload), or quarantine (reason, payload).
+    Returns (n_new, n_dup, n_damaged, touched): touched = {(fleet, device, boot): [[first_seq, last_seq]]}
+    of the blocks committed now, which the caller acknowledges end to end with the boot's coverage. Raises sqlite3.Error if the commit fails (the
+    caller must then acknowledge nothing)."""
     n_new = n_dup = n_bad = 0
+    touched = {}
     db.execute("BEGIN IMMEDIATE")
     try:
         block_ids = []
@@ -112,20 +138,42 @@ def store_blocks(db, items, consumer="ingest"):
                 db.execute("INSERT INTO damaged(topic, received_at, size, error, payload) VALUES (?,?,?,?,?)",
                            (it["topic"], it["received_at"], it["size"], it["error"], it.get("payload")))
                 continue
+            if it.get("quarantine") is not None:
+                n_bad += 1
+                _quarantine(db, it, it["quarantine"], it.get("payload"))
+                continue
             h = it["header"]
-            device, boot = str(h["device"]), int(h["boot"])
+            device, boot = str(it["device"]), int(h["boot"])
+            last_seq = max([int(r["seq"]) for r in it["records"]] or [h["first_seq"]])
             cur = db.execute(
-                "INSERT INTO blocks(device, boot, first_seq, count, topic, size, received_at, consumer)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (device, boot, h["first_seq"], h["count"], it["topic"], it["size"], it["received_at"], consumer))
+                "INSERT INTO blocks(device, boot, first_seq, last_seq, count, topic, size, received_at, consumer)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (device, boot, h["first_seq"], last_seq, h["count"], it["topic"], it["size"], it["received_at"],
+                 consumer))
             block_id = cur.lastrowid
             block_ids.append(block_id)
             bn = bd = 0
             for rec in it["records"]:
-                if _store_record(db, device, boot, rec, block_id):
+                r = _store_record(db, device, boot, rec, block_id)
+                if r is True:
                     bn += 1
                 else:
                     bd += 1
+                    if r is not None:  # same key, other content: keep the first, quarantine the other
+                        _quarantine(db, it, "record (%s, %d, %d) differs from the one stored" %
+                                    (device, boot, rec["seq"]), r.encode())
+            # coverage from the records themselves (a block may skip seqs): contiguous runs
+            run = None
+            for q in sorted(int(r["seq"]) for r in it["records"]):
+                if run is not None and q == run[1] + 1:
+                    run[1] = q
+                    continue
+                if run is not None:
+                    _cover(db, device, boot, run[0], run[1])
+                run = [q, q]
+            if run is not None:
+                _cover(db, device, boot, run[0], run[1])
+            touched.setdefault((it.get("fleet"), device, boot), []).append([h["first_seq"], last_seq])
             db.execute("UPDATE blocks SET n_new=?, n_dup=? WHERE id=?", (bn, bd, block_id))
             db.execute(
                 "INSERT INTO devices(device, fleet, first_seen, last_seen, last_boot, n_records)"
@@ -149,20 +197,117 @@ def store_blocks(db, items, consumer="ingest"):
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    return n_new, n_dup, n_bad
+    return n_new, n_dup, n_bad, touched
+
+
+def _quarantine(db, it, reason, payload):
+    claimed = it.get("header", {}).get("device") if it.get("header") else None
+    db.execute("INSERT INTO quarantine(topic, fleet, device, claimed_device, received_at, reason, payload)"
+               " VALUES (?,?,?,?,?,?,?)", (it["topic"], it.get("fleet"), it.get("device"), claimed,
+                                           it["received_at"], reason, payload))
+
+
+def _cover(db, device, boot, lo, hi):
+    """Merge lo..hi into the (device, boot) coverage ranges (adjacent ranges join)."""
+    rows = db.execute("SELECT rowid, lo, hi FROM coverage WHERE device=? AND boot=? AND lo<=? AND hi>=?",
+                      (device, boot, hi + 1, lo - 1)).fetchall()
+    for r in rows:
+        lo = min(lo, r[1])
+        hi = max(hi, r[2])
+    if rows:
+        db.executemany("DELETE FROM coverage WHERE rowid=?", [(r[0],) for r in rows])
+    db.execute("INSERT INTO coverage(device, boot, lo, hi) VALUES (?,?,?,?)", (device, boot, lo, hi))
+
+
+def coverage(db, device, boot, limit=None):
+    """[(lo, hi)] seq ranges held for (device, boot), ascending (the newest `limit` when given)."""
+    if limit:
+        rows = db.execute("SELECT lo, hi FROM coverage WHERE device=? AND boot=? ORDER BY lo DESC LIMIT ?",
+                          (device, boot, limit)).fetchall()
+        return sorted((r[0], r[1]) for r in rows)
+    return [(r[0], r[1]) for r in db.execute(
+        "SELECT lo, hi FROM coverage WHERE device=? AND boot=? ORDER BY lo", (device, boot))]
+
+
+def _minus(lo, hi, spans):
+    """Parts of lo..hi not inside spans [(a, b)] (sorted)."""
+    out = []
+    cur = lo
+    for a, b in spans:
+        if b < cur:
+            continue
+        if a > hi:
+            break
+        if a > cur:
+            out.append((cur, a - 1))
+        cur = max(cur, b + 1)
+    if cur <= hi:
+        out.append((cur, hi))
+    return out
+
+
+def gaps(db, device=None):
+    """[(fleet, device, boot, lo, hi)]: seqs missing between held ranges of a boot, or inside a known trip
+    ([trip_start seq, trip_end seq]), minus ranges reported lost."""
+    q = "SELECT DISTINCT c.device, c.boot, d.fleet FROM coverage c LEFT JOIN devices d ON d.device=c.device"
+    args = ()
+    if device:
+        q += " WHERE c.device=?"
+        args = (device,)
+    out = []
+    for dev, boot, fleet in db.execute(q, args).fetchall():
+        cov = coverage(db, dev, boot)
+        want = []
+        if len(cov) > 1:
+            want.append((cov[0][0], cov[-1][1]))
+        for r in db.execute("SELECT trip, end_seq FROM trips WHERE device=? AND boot=? AND end_seq IS NOT NULL",
+                            (dev, boot)):
+            want.append((r[0], r[1]))
+        if not want:
+            continue
+        lost = [(r[0], r[1]) for r in db.execute("SELECT lo, hi FROM lost WHERE device=? AND boot=? ORDER BY lo",
+                                                 (dev, boot))]
+        holes = set()
+        for lo, hi in want:
+            for a, b in _minus(lo, hi, cov):
+                for c in _minus(a, b, lost):
+                    holes.add(c)
+        out += [(fleet, dev, boot, a, b) for a, b in sorted(holes)]
+    return out
+
+
+def mark_lost(db, device, boot, ranges, reason, now=None):
+    """Ranges the agent and the box no longer hold (evicted before they were sent): they stop being asked
+    for and show as lost in the completeness figures."""
+    now = time.time() if now is None else now
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for lo, hi in ranges:
+            db.execute("INSERT OR IGNORE INTO lost(device, boot, lo, hi, reason, reported_at) VALUES (?,?,?,?,?,?)",
+                       (device, boot, int(lo), int(hi), reason, now))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _store_record(db, device, boot, rec, block_id):
-    """Insert one record; False if (device, boot, seq) is already stored (duplicate)."""
+    """Insert one record: True if new, None if (device, boot, seq) is already stored with the same content
+    (a duplicate), or the record's JSON when it is stored with different content (a conflict)."""
     rtype = rec["type"]
     seq = int(rec["seq"])
     t_ms = rec.get("t_ms")
     utc_s = rec.get("utc_s", -1)
+    data = json.dumps(_jsonable(rec), sort_keys=True)
     cur = db.execute(
         "INSERT OR IGNORE INTO records(device, boot, seq, type, t_ms, utc_s, block_id, data) VALUES (?,?,?,?,?,?,?,?)",
-        (device, boot, seq, rtype, t_ms, utc_s, block_id, json.dumps(_jsonable(rec), sort_keys=True)))
+        (device, boot, seq, rtype, t_ms, utc_s, block_id, data))
     if cur.rowcount == 0:
-        return False
+        old = db.execute("SELECT type, data FROM records WHERE device=? AND boot=? AND seq=?",
+                         (device, boot, seq)).fetchone()
+        if old is not None and (old[0] != rtype or old[1] != data):
+            return data
+        return None
     typed = TYPED.get(rtype)
     if typed:
         table, fields = typed
@@ -243,8 +388,9 @@ def trip_row(db, r):
     """A trip as a plain dict (summary decoded; km/duration from trip_end, else from the positions)."""
     t = dict(r)
     t["summary"] = json.loads(r["summary"]) if r["summary"] else None
-    t["complete"] = t["summary"] is not None
-    if not t["complete"]:
+    t["closed"] = t["summary"] is not None  # its trip_end is in
+    _completeness(db, t)
+    if not t["closed"]:
         pos = trip_positions(db, t)
         t["distance_m"] = int(round(path_length_m(pos)))
         if pos:
@@ -257,6 +403,36 @@ def trip_row(db, r):
             "SELECT COUNT(*) FROM records WHERE device=? AND boot=? AND seq>? AND seq<? AND type IN ('event','crash')",
             (t["device"], t["boot"], lo, hi)).fetchone()[0]
     return t
+
+
+def _completeness(db, t):
+    """Records expected against records held. A closed trip spans the seqs [trip_start, trip_end] (seqs
+    are contiguous within a boot), so it expects end_seq - trip + 1 records and is `complete` only when all
+    are held; `gaps` are the missing ranges, `records_lost` those the agent and the box reported gone. An
+    open trip (no trip_end yet) expects at least up to its highest held record and is never complete."""
+    lo = t["trip"]
+    hi = t["end_seq"] if t.get("end_seq") is not None else None
+    if hi is None:
+        nxt = db.execute("SELECT MIN(seq) FROM records WHERE device=? AND boot=? AND seq>? AND type='trip_start'",
+                         (t["device"], t["boot"], lo)).fetchone()[0]
+        top = db.execute("SELECT MAX(seq) FROM records WHERE device=? AND boot=? AND seq>=? AND seq<?",
+                         (t["device"], t["boot"], lo, nxt if nxt is not None else 1 << 62)).fetchone()[0]
+        hi = top if top is not None else lo
+    held = db.execute("SELECT COUNT(*) FROM records WHERE device=? AND boot=? AND seq>=? AND seq<=?",
+                      (t["device"], t["boot"], lo, hi)).fetchone()[0]
+    cov = coverage(db, t["device"], t["boot"])
+    holes = _minus(lo, hi, cov)
+    lost = [(r[0], r[1]) for r in db.execute("SELECT lo, hi FROM lost WHERE device=? AND boot=? ORDER BY lo",
+                                             (t["device"], t["boot"]))]
+    n_lost = 0
+    for a, b in holes:
+        for c, d in lost:
+            n_lost += max(0, min(b, d) - max(a, c) + 1)
+    t["records_expected"] = hi - lo + 1
+    t["records_held"] = held
+    t["records_lost"] = n_lost
+    t["gaps"] = [list(h) for h in holes]
+    t["complete"] = bool(t["closed"] and held == hi - lo + 1)
 
 
 def get_trip(db, trip_id):

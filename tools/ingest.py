@@ -6,8 +6,18 @@ so messages published while it is down are delivered when it comes back. Each pa
 block; it is decoded, deduplicated by (device, boot, seq) and stored in SQLite (tools/consumer_db.py).
 Messages are acknowledged (manual PUBACK) only after the transaction holding them has committed:
 a crash at any point loses nothing, a redelivery only produces counted duplicates.
+
+Durability does not rest on the broker's session (a broker restart without persistence, or a shared
+subscription the broker did not hold messages for, drops QoS 1 messages): after each commit the consumer
+acknowledges end to end, on `paydbox/<fleet>/<device>/ack`, the seq ranges it holds for that (device,
+boot); the agent keeps every block until then and publishes it again after a timeout. Holes in the held
+ranges are asked for again on the device's `cmd` topic (`resend`), with backoff (gap repair).
+
+Identity is the topic's fleet and device (bound to the authenticated client by the broker's ACL), never
+the block header's: a block whose header names another device is quarantined.
 """
 import hashlib
+import json
 import os
 import queue
 import socket
@@ -23,6 +33,9 @@ STATUS_FILTER = "paydbox/+/+/status"
 # the agent publishes position blocks on .../records and every other block (events, trips, crash,
 # tamper, status records) on .../events; both carry codec blocks
 EVENTS_FILTER = "paydbox/+/+/events"
+# the agent's answers to commands; the consumer reads the `resend` ones (ranges nobody holds any more)
+RESULT_FILTER = "paydbox/+/+/cmd/result"
+ACK_RANGES = 256  # seq ranges per end-to-end ack message (the newest)
 
 
 class IngestError(Exception):
@@ -45,7 +58,11 @@ def add_arguments(p):
     p.add_argument("--batch", type=int, default=200, help="max messages per SQLite transaction")
     p.add_argument("--receive-maximum", type=int, default=200, help="unacked messages the broker may send")
     p.add_argument("--once-idle", type=float, default=None, metavar="S",
-                   help="exit after S seconds without a message")
+                   help="exit after S seconds without a message (counted from the first message)")
+    p.add_argument("--connect-timeout", type=float, default=None, metavar="S",
+                   help="give up if the broker cannot be reached within S seconds (default: retry for ever)")
+    p.add_argument("--repair-grace", type=float, default=10.0, metavar="S",
+                   help="a gap older than S seconds is asked for again (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print the final counters as JSON")
 
@@ -101,12 +118,20 @@ def connect(c, timeout=10.0):
         raise IngestError("cannot connect to MQTT broker %s:%d: %s" % (host, port, e))
 
 
+def _topic(topic):
+    """(fleet, device, leaf) of paydbox/<fleet>/<device>/<leaf>, or None."""
+    parts = topic.split("/", 3)
+    if len(parts) != 4 or parts[0] != "paydbox" or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2], parts[3]
+
+
 class Consumer:
     """The ingest loop; usable in-process (tests, fleet-sim) or from the CLI."""
 
     def __init__(self, broker, db_path, group="paydbox", client_id=None, session_expiry=7 * 86400,
                  batch=200, receive_maximum=200, username=None, password=None, cafile=None, cert=None,
-                 key=None, log=None):
+                 key=None, log=None, repair_grace_s=10.0, repair_every_s=2.0, e2e_ack=True):
         from firmware import codec  # the one and only codec (shared with the box)
 
         self.codec = codec
@@ -116,15 +141,23 @@ class Consumer:
         self.client_id = client_id or default_client_id(group, db_path)
         self.batch = max(1, int(batch))
         self.log = log or (lambda s: None)
+        self.e2e_ack = e2e_ack
+        self.repair_grace_s = float(repair_grace_s)
+        self.repair_every_s = float(repair_every_s)
+        self.repair = {}  # (device, boot, lo, hi) -> [first seen, next ask, tries]
+        self.last_repair = 0.0
         self.q = queue.Queue()
         self.subscribed = threading.Event()
         self.connect_error = None
         self.counters = {"messages": 0, "blocks": 0, "records_new": 0, "records_dup": 0, "damaged": 0,
-                         "status_msgs": 0, "unexpected_topic": 0, "device_mismatch": 0, "reconnects": 0}
+                         "quarantined": 0, "status_msgs": 0, "unexpected_topic": 0, "device_mismatch": 0,
+                         "reconnects": 0, "e2e_acks": 0, "repair_requests": 0, "lost_ranges": 0, "results": 0}
+        self.first_msg_at = None
         self.last_msg_at = time.time()
         self.client = make_client(self.client_id, broker, username, password, cafile, cert, key,
                                   manual_ack=True, clean_start=False, session_expiry=session_expiry,
                                   receive_maximum=receive_maximum)
+        self.client.reconnect_delay_set(0.5, 30)  # paho retries with doubling delays, for ever
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
@@ -140,10 +173,9 @@ class Consumer:
             self.counters["reconnects"] += 1
         self._connected_once = True
         from paho.mqtt.subscribeoptions import SubscribeOptions
-        opts = SubscribeOptions(qos=1)
-        client.subscribe([("$share/%s/%s" % (self.group, RECORDS_FILTER), opts),
-                          ("$share/%s/%s" % (self.group, EVENTS_FILTER), SubscribeOptions(qos=1)),
-                          ("$share/%s/%s" % (self.group, STATUS_FILTER), SubscribeOptions(qos=1))])
+        # subscribed again on every connect: a broker that lost its state (no persistence) forgot them
+        client.subscribe([("$share/%s/%s" % (self.group, f), SubscribeOptions(qos=1))
+                          for f in (RECORDS_FILTER, EVENTS_FILTER, STATUS_FILTER, RESULT_FILTER)])
         self.log("connected as %s (session present: %s)" % (self.client_id, flags.session_present))
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
@@ -159,22 +191,30 @@ class Consumer:
         self.q.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time()))
 
     # -- worker side
-    def start(self, timeout=10.0):
-        connect(self.client)
+    def start(self, timeout=None):
+        """Connect and subscribe. While the broker is down it retries with backoff (for ever, or until
+        `timeout` seconds: IngestError). A refused connection or subscription is an IngestError at once."""
+        host, port, clean_start, props = self.client._pb_connect
+        self.client.connect_async(host, port, keepalive=30, clean_start=clean_start, properties=props)
         self.client.loop_start()
-        if not self.subscribed.wait(timeout):
-            self.client.loop_stop()
-            raise IngestError(self.connect_error or "no subscription acknowledgement from the broker within %gs"
-                              % timeout)
+        t0 = time.monotonic()
+        said = False
+        while not self.subscribed.wait(0.2):
+            if self.connect_error:
+                break
+            waited = time.monotonic() - t0
+            if timeout is not None and waited >= timeout:
+                self.client.loop_stop()
+                raise IngestError("cannot connect to MQTT broker %s:%d within %gs" % (host, port, timeout))
+            if waited >= 2 and not said:
+                self.log("broker %s:%d not reachable yet: retrying with backoff" % (host, port))
+                said = True
         if self.connect_error:
             self.client.loop_stop()
             raise IngestError(self.connect_error)
 
-    def _decode(self, topic, payload, received_at):
-        parts = topic.split("/")
-        fleet = parts[1] if len(parts) == 4 else None
-        device = parts[2] if len(parts) == 4 else None
-        item = {"topic": topic, "fleet": fleet, "size": len(payload), "received_at": received_at}
+    def _decode(self, topic, fleet, device, payload, received_at):
+        item = {"topic": topic, "fleet": fleet, "device": device, "size": len(payload), "received_at": received_at}
         try:
             header, records = self.codec.decode_block(payload)
         except Exception as e:  # CodecError (or anything a corrupt payload provokes): counted, not fatal
@@ -182,51 +222,119 @@ class Consumer:
             item["payload"] = payload[:4096]
             self.log("damaged block on %s (%d bytes): %s" % (topic, len(payload), item["error"]))
             return item
-        if device is not None and str(header["device"]) != device:
-            # the ACL binds the topic to the device: a mismatch is suspicious, keep the block but count it
-            self.counters["device_mismatch"] += 1
-            self.log("block for device %s arrived on %s" % (header["device"], topic))
         item["header"] = header
         item["records"] = records
+        if str(header["device"]) != device:
+            # the topic is the identity the broker authenticated: never file this under another device
+            self.counters["device_mismatch"] += 1
+            item["quarantine"] = "header names device %r, topic device %r" % (header["device"], device)
+            item["payload"] = payload
+            self.log("quarantined: block for device %s arrived on %s" % (header["device"], topic))
         return item
 
     def process(self, msgs):
-        """Decode and store a batch of (topic, payload, mid, qos, t) then ack them (after the commit)."""
+        """Decode and store a batch of (topic, payload, mid, qos, t), acknowledge the committed blocks
+        end to end, then PUBACK the messages (after the commit)."""
         items = []
         status = []
+        results = []
         for topic, payload, mid, qos, t in msgs:
-            if topic.endswith("/status"):
-                status.append((topic, payload))
+            ident = _topic(topic)
+            if ident is None:
+                self.counters["unexpected_topic"] += 1
+            elif ident[2] == "status":
+                status.append((ident, payload))
+            elif ident[2] == "cmd/result":
+                results.append((ident, payload))
+            elif ident[2] in ("records", "events"):
+                items.append(self._decode(topic, ident[0], ident[1], payload, t))
             else:
-                items.append(self._decode(topic, payload, t))
-        n_new, n_dup, n_bad = consumer_db.store_blocks(self.db, items, consumer=self.client_id) if items else (0, 0, 0)
+                self.counters["unexpected_topic"] += 1
+        n_new = n_dup = n_bad = 0
+        touched = {}
+        if items:
+            n_new, n_dup, n_bad, touched = consumer_db.store_blocks(self.db, items, consumer=self.client_id)
         if status:
             self.db.execute("BEGIN IMMEDIATE")
-            for topic, payload in status:
-                parts = topic.split("/")
-                if len(parts) == 4 and payload:  # empty payload = retained status cleared
-                    consumer_db.store_agent_status(self.db, parts[1], parts[2], payload)
+            for (fleet, device, _), payload in status:
+                if payload:  # empty payload = retained status cleared
+                    consumer_db.store_agent_status(self.db, fleet, device, payload)
             self.db.execute("COMMIT")
+        for (fleet, device, _), payload in results:
+            self._on_result(device, payload)
+        if self.e2e_ack:
+            for (fleet, device, boot), blocks in touched.items():
+                held = consumer_db.coverage(self.db, device, boot, limit=ACK_RANGES)
+                self.client.publish("paydbox/%s/%s/ack" % (fleet, device), json.dumps(
+                    {"boot": boot, "held": [list(r) for r in held], "blocks": blocks[-ACK_RANGES:]}), qos=1)
+                self.counters["e2e_acks"] += 1
         for topic, payload, mid, qos, t in msgs:  # durable: now the broker may forget them
             if qos > 0:
                 self.client.ack(mid, qos)
         c = self.counters
         c["messages"] += len(msgs)
+        c["quarantined"] += sum(1 for it in items if it.get("quarantine") is not None)
         c["blocks"] += len(items) - n_bad
         c["records_new"] += n_new
         c["records_dup"] += n_dup
-        c["damaged"] += n_bad
+        c["damaged"] += n_bad - sum(1 for it in items if it.get("quarantine") is not None)
         c["status_msgs"] += len(status)
 
+    def _on_result(self, device, payload):
+        """A `resend` answer names the ranges neither the agent nor the box holds any more: lost."""
+        self.counters["results"] += 1
+        try:
+            d = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(d, dict) or d.get("cmd") != "resend" or not isinstance(d.get("missing"), list):
+            return
+        boot = d.get("boot")
+        ranges = [r for r in d["missing"] if isinstance(r, list) and len(r) == 2
+                  and all(isinstance(x, int) and not isinstance(x, bool) for x in r) and 0 <= r[0] <= r[1]]
+        if isinstance(boot, int) and ranges:
+            consumer_db.mark_lost(self.db, device, boot, ranges, "not held by the agent or the box")
+            self.counters["lost_ranges"] += len(ranges)
+            self.log("device %s boot %d: %d seq range(s) reported lost: %s" % (
+                device, boot, len(ranges), ranges[:4]))
+
+    def repair_gaps(self, now=None):
+        """Ask the agents again for the seq ranges missing between what is held (with backoff per gap)."""
+        now = time.monotonic() if now is None else now
+        live = set()
+        for fleet, device, boot, lo, hi in consumer_db.gaps(self.db):
+            key = (device, boot, lo, hi)
+            live.add(key)
+            st = self.repair.get(key)
+            if st is None:
+                self.repair[key] = st = [now, now + self.repair_grace_s, 0]
+            if now < st[1] or fleet is None:
+                continue
+            cid = "resend-%s-%d-%d-%d-%d" % (device, boot, lo, hi, st[2])
+            self.client.publish("paydbox/%s/%s/cmd" % (fleet, device), json.dumps(
+                {"id": cid, "cmd": "resend", "boot": boot, "ranges": [[lo, hi]]}), qos=1)
+            st[2] += 1
+            st[1] = now + min(300.0, self.repair_grace_s * 2 ** st[2])
+            self.counters["repair_requests"] += 1
+        for key in list(self.repair):
+            if key not in live:
+                del self.repair[key]
+
     def run(self, once_idle=None, progress=None, stop=None, progress_every=2.0):
-        """Main loop: batches messages into transactions. Returns the counters."""
+        """Main loop: batches messages into transactions. Returns the counters. `once_idle`: stop after that
+        many seconds without a message, counted only once the first message has arrived."""
         last_progress = time.time()
         self.last_msg_at = time.time()
         while stop is None or not stop.is_set():
+            now = time.monotonic()
+            if self.repair_every_s and now - self.last_repair >= self.repair_every_s:
+                self.last_repair = now
+                self.repair_gaps(now)
             try:
                 first = self.q.get(timeout=0.1)
             except queue.Empty:
-                if once_idle is not None and time.time() - self.last_msg_at >= once_idle:
+                if (once_idle is not None and self.first_msg_at is not None
+                        and time.time() - self.last_msg_at >= once_idle):
                     break
                 if self.connect_error:
                     raise IngestError(self.connect_error)
@@ -239,6 +347,8 @@ class Consumer:
                     break
             self.process(msgs)
             self.last_msg_at = time.time()
+            if self.first_msg_at is None:
+                self.first_msg_at = self.last_msg_at
             if progress and time.time() - last_progress >= progress_every:
                 progress(self.counters)
                 last_progress = time.time()
@@ -254,7 +364,8 @@ class Consumer:
 
 def format_counters(c):
     return ("messages %(messages)d  blocks %(blocks)d  records new %(records_new)d  dup %(records_dup)d"
-            "  damaged %(damaged)d  status %(status_msgs)d" % c)
+            "  damaged %(damaged)d  quarantined %(quarantined)d  status %(status_msgs)d  gap requests %(repair_requests)d"
+            "  lost ranges %(lost_ranges)d" % c)
 
 
 def run(args):
@@ -262,8 +373,8 @@ def run(args):
     cons = Consumer(args.broker, args.db, group=args.group, client_id=args.client_id,
                     session_expiry=args.session_expiry, batch=args.batch, receive_maximum=args.receive_maximum,
                     username=args.username, password=args.password, cafile=args.cafile, cert=args.cert,
-                    key=args.key, log=log)
-    cons.start()
+                    key=args.key, log=log, repair_grace_s=args.repair_grace)
+    cons.start(timeout=args.connect_timeout)
     log("subscribed $share/%s/%s -> %s" % (args.group, RECORDS_FILTER, args.db))
     t0 = time.time()
     try:
@@ -272,7 +383,6 @@ def run(args):
         cons.close()
     dt = time.time() - t0
     if args.json:
-        import json
         print(json.dumps(dict(c, seconds=round(dt, 3))))
     else:
         log("done after %.1f s: %s" % (dt, format_counters(c)))

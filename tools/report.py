@@ -448,7 +448,16 @@ def title(t):
 
 
 def subtitle(t):
-    return "boot %d, trip %d%s" % (t["boot"], t["trip"], "" if t["complete"] else " (open: no trip_end yet)")
+    if not t["closed"]:
+        state = " (open: no trip_end yet; %d records so far)" % t["records_held"]
+    elif t["complete"]:
+        state = ", complete: %d/%d records" % (t["records_held"], t["records_expected"])
+    else:
+        state = ", INCOMPLETE: %d of %d records held%s, missing seqs %s" % (
+            t["records_held"], t["records_expected"],
+            " (%d reported lost)" % t["records_lost"] if t["records_lost"] else "",
+            ", ".join("%d-%d" % (a, b) if a != b else str(a) for a, b in t["gaps"][:6]))
+    return "boot %d, trip %d%s" % (t["boot"], t["trip"], state)
 
 
 def t0_of(t, pos):

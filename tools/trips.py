@@ -29,20 +29,34 @@ def trip_dict(t):
         "id": t["id"], "device": t["device"], "boot": t["boot"], "trip": t["trip"],
         "start": consumer_db.utc_iso(t.get("start_utc_s")), "end": consumer_db.utc_iso(t.get("end_utc_s")),
         "distance_m": t.get("distance_m"), "duration_s": t.get("duration_s"),
-        "events": t.get("n_events"), "score": t.get("score"), "complete": t["complete"],
+        "events": t.get("n_events"), "score": t.get("score"), "closed": t["closed"],
+        # completeness: an insurer must know whether every record of the trip is in before billing it
+        "complete": t["complete"], "records_expected": t["records_expected"], "records_held": t["records_held"],
+        "records_lost": t["records_lost"], "gaps": t["gaps"],
     }
 
 
+def records_cell(t):
+    """'held/expected', flagged when the trip is not complete: 'GAPS' (missing, may still come),
+    'LOST' (reported gone by the agent and the box), 'open' (no trip_end yet)."""
+    cell = "%d/%d" % (t["records_held"], t["records_expected"])
+    if not t["closed"]:
+        return cell + "+ open"
+    if t["complete"]:
+        return cell
+    return cell + (" LOST %d" % t["records_lost"] if t["records_lost"] else " GAPS")
+
+
 def format_table(trips):
-    head = ("ID", "DEVICE", "START (UTC)", "END (UTC)", "KM", "DURATION", "EVENTS", "SCORE")
+    head = ("ID", "DEVICE", "START (UTC)", "END (UTC)", "KM", "DURATION", "EVENTS", "SCORE", "RECORDS")
     rows = []
     for t in trips:
         km = "-" if t.get("distance_m") is None else "%.2f" % (t["distance_m"] / 1000.0)
         score = "-" if t.get("score") is None else str(t["score"])
-        end = fmt_time(t.get("end_utc_s")) + ("" if t["complete"] else " (open)")
+        end = fmt_time(t.get("end_utc_s")) + ("" if t["closed"] else " (open)")
         rows.append((str(t["id"]), t["device"], fmt_time(t.get("start_utc_s")), end, km,
                      fmt_duration(t.get("duration_s")), "-" if t.get("n_events") is None else str(t["n_events"]),
-                     score))
+                     score, records_cell(t)))
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     right = {4, 5, 6, 7}
     out = []
