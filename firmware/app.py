@@ -270,12 +270,19 @@ class Box:
             rec["trip"] = seq
         if self.enc is None:
             self._new_block(rec["t_ms"])
+        dropped = self.enc.dropped
         if not self.enc.add(rec):
             self.flush()
             # a crash trace (10 s of raw samples) gets a block of its own, sized for it
             self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX if rec["type"] == "crash" else 0)
+            dropped = self.enc.dropped
             if not self.enc.add(rec):
                 raise ValueError("record too large for a block: " + rec["type"])
+        if self.enc.dropped != dropped:
+            # dropped by the privacy / thinning mode: its seq is given back, so the seqs of a boot stay
+            # contiguous and a consumer can tell a gap (lost data) from a dropped position
+            self.store.unget_seq(seq)
+            return seq
         if rec["type"] == "tamper" and len(self.tampers) < 16:
             self.tampers.append({"reason": rec["reason"], "value": rec["value"], "t_ms": rec["t_ms"]})
         p = _PRIO.get(rec["type"], 1)

@@ -206,7 +206,9 @@ class BoxLink:
             self._send_payload(T_RESULT, self.last_result)  # retransmitted command: same answer
             return
         try:
-            if self.on_command is not None:
+            if d.get("cmd") == "resend":
+                res = self._resend(d)
+            elif self.on_command is not None:
                 res = self.on_command(d)
             elif d.get("cmd") == "ping":
                 res = {"ok": True, "pong": self.t_ms}
@@ -223,6 +225,23 @@ class BoxLink:
         self.last_cmd_id = cid
         self.last_result = out
         self._send_payload(T_RESULT, out)
+
+    def _resend(self, d):
+        """Gap repair (docs/mqtt-topics.md): blocks of the seq ranges asked for that are still on flash are
+        sent again through the normal window; the answer names the ranges the box no longer holds."""
+        ranges = d.get("ranges")
+        rq = getattr(self.store, "requeue", None)
+        if rq is None or not isinstance(ranges, list):
+            return {"ok": False, "cmd": "resend", "error": "ranges: a list of [lo, hi] expected"}
+        missing = []
+        n = 0
+        for r in ranges[:64]:
+            if not isinstance(r, list) or len(r) != 2 or not isinstance(r[0], int) or not isinstance(r[1], int):
+                return {"ok": False, "cmd": "resend", "error": "ranges: bad range"}
+            m, k = rq(r[0], r[1])
+            missing += m
+            n += k
+        return {"ok": True, "cmd": "resend", "boot": d.get("boot"), "requeued": n, "missing": missing}
 
     def _read(self):
         uart = self.uart

@@ -405,6 +405,42 @@ class Store:
             self._drop_dead()
         return hit
 
+    def requeue(self, lo, hi):
+        """Gap repair: blocks overlapping seqs lo..hi that were acknowledged but are still on flash become
+        live again, so the link sends them once more. Returns (missing, n): the [lo, hi] parts of the
+        committed seqs (up to the highest appended) that no block on flash holds any more (evicted, or
+        deleted once acknowledged), and the number of blocks requeued."""
+        if hi > self._seq_seen:
+            hi = self._seq_seen
+        spans = []
+        n = 0
+        for b in self.blocks:
+            if b[4] >= lo and b[3] <= hi and (b[7] == _LIVE or b[7] == _ACKED):
+                spans.append((b[3], b[4]))
+                if b[7] == _ACKED:
+                    b[7] = _LIVE
+                    n += 1
+        if n:
+            self._save_state()
+        spans.sort()
+        missing = []
+        cur = lo
+        for sp in spans:
+            if sp[1] < cur:
+                continue
+            if sp[0] > cur:
+                missing.append([cur, sp[0] - 1])
+            cur = sp[1] + 1
+        if cur <= hi:
+            missing.append([cur, hi])
+        return missing, n
+
+    def unget_seq(self, seq):
+        """Give back the last seq handed out (its record was not stored: a position the privacy or
+        thinning mode dropped), so the seqs stored within a boot stay contiguous."""
+        if seq == self._next_seq - 1:
+            self._next_seq = seq
+
     def stats(self):
         live = 0
         live_bytes = 0

@@ -100,6 +100,9 @@ def test_privacy_modes_keep_billing_and_drop_or_coarsen_positions(cpython_report
     else:
         assert pos and all(r["lat_e7"] % 100000 == 0 and r["lon_e7"] % 100000 == 0 for r in pos)
     assert any(r["type"] == "trip_end" for r in recs)
+    # dropped positions give their seq back: what is stored is contiguous, so a consumer's gap is a real loss
+    seqs = sorted(r["seq"] for r in recs)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
 def test_speed_course_steps_shrink_records_and_keep_positions(cpython_report, tmp_path):

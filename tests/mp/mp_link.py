@@ -278,3 +278,33 @@ def test_box_link_keepalive_and_timeout():
 def test_box_link_bad_args():
     a, b = uart_pair()
     assert_raises(ValueError, BoxLink, a, FakeStore(), "d", "f", 1, 0)
+
+
+def test_box_link_resend_command_requeues_from_the_store():
+    # gap repair through the link, with the real flash store: acknowledged blocks still on flash go out again
+    from firmware.store import Store
+    from store_fs import fresh_root
+
+    root, bd = fresh_root()
+    st = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    for i in range(5):
+        st.append(bytes([i]) * 60, 100 + 10 * i, 109 + 10 * i, 0)
+    bu, au = uart_pair()
+    link = BoxLink(bu, st, "box-1", "1.0.0", 3, window=4, rto_ms=500)
+    ag = MiniAgent(au)
+    t = 0
+    for step in range(30):
+        t += 100
+        link.poll(t)
+        ag.pump()
+    assert_eq(st.peek(10), [], "drained")
+    ag.order = []
+    ag.uart.write(encode_frame(framing.T_CMD, b'{"id": "r1", "cmd": "resend", "boot": 3, "ranges": [[110, 129], [90, 99]]}'))
+    for step in range(20):
+        t += 100
+        link.poll(t)
+        ag.pump()
+    res = ag.results[-1]
+    assert_eq((res["id"], res["ok"], res["requeued"], res["missing"]), ("r1", True, 2, [[90, 99]]))
+    assert_eq(sorted(ag.order), [110, 120], "the two blocks were sent again")
+    assert_eq(st.peek(10), [], "and acknowledged again")

@@ -166,3 +166,48 @@ def test_damaged_state_file_does_not_stop_the_store():
     s2 = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
     assert_eq(s2.stats()["state_damaged"], 1, "reported")
     assert_eq(2 in [x[0] for x in s2.peek(10)], True, "unacked block kept")
+
+
+def test_requeue_acked_blocks_still_on_flash():
+    # gap repair: the agent lost blocks the box had already seen acknowledged
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    for i in range(6):
+        s.append(_blk(i), i * 10, i * 10 + 9, 0)
+    for i in range(6):
+        s.ack(i * 10)
+    assert_eq(s.peek(100), [], "all acked")
+    missing, n = s.requeue(20, 39)
+    assert_eq((missing, n), ([], 2), "two acked blocks back")
+    assert_eq([x[0] for x in s.peek(100)], [20, 30], "live again, in order")
+    # seqs past the highest appended are not missing (not yet written); evicted / deleted ones are
+    missing, n = s.requeue(50, 500)
+    assert_eq((missing, n), ([], 1), "block 50 back, nothing beyond 59 is claimed missing")
+    root = remount(root, bd)
+    s2 = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    assert_eq([x[0] for x in s2.peek(100)], [20, 30, 50], "requeue survives a reboot")
+
+
+def test_requeue_reports_what_is_gone():
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
+    for i in range(30):
+        s.append(_blk(i, 200), i * 2, i * 2 + 1, 0)
+    for i in range(25):
+        s.ack(i * 2)  # full segments without live blocks are deleted from flash
+    missing, n = s.requeue(0, 59)
+    assert_eq(len(missing) >= 1 and missing[0][0] == 0, True, "the deleted start is missing: %r" % (missing,))
+    held = [x for x in range(60) if not any(a <= x <= b for a, b in missing)]
+    assert_eq(held[-1], 59, "the live tail is held")
+    assert_eq(len(held) >= 10, True, "at least the 5 live blocks are held")
+
+
+def test_unget_seq_keeps_seqs_contiguous():
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    a = s.next_seq()
+    b = s.next_seq()
+    s.unget_seq(a)  # not the last one: ignored
+    s.unget_seq(b)
+    assert_eq(s.next_seq(), b, "the last seq is handed out again")
+    assert_eq(s.next_seq(), b + 1, "then the next")
