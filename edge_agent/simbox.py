@@ -419,6 +419,7 @@ class DriveGen:
             if not self.enc.add(rec):
                 raise ValueError("record too large for a block: " + rec["type"])
         self.enc_prio = max(self.enc_prio, self.PRIO[rec["type"]])
+        self.last_seq = seq
         with self.lock:
             self.produced[(self.device, self.boot, seq)] = dict(rec)
 
@@ -453,6 +454,7 @@ class DriveGen:
                 self.speed = 0
                 self.trip_lat, self.trip_lon = int(self.lat), int(self.lon)
                 self._emit({"type": "trip_start", "lat_e7": self.trip_lat, "lon_e7": self.trip_lon})
+                self.trip_seq = self.last_seq  # the trip's id is its trip_start's seq (firmware/app.py)
         else:
             self._move()
             self._emit({"type": "pos", "lat_e7": int(self.lat), "lon_e7": int(self.lon), "speed_mmps": self.speed,
@@ -470,7 +472,7 @@ class DriveGen:
                             "samples": bytes(r.getrandbits(8) for _ in range(24))})
                 self.flush()
             if s - self.trip_start_s >= self.trip_len_s:
-                self._emit({"type": "trip_end", "trip": 0, "start_t_ms": self.trip_start_s * 1000,
+                self._emit({"type": "trip_end", "trip": self.trip_seq, "start_t_ms": self.trip_start_s * 1000,
                             "end_t_ms": s * 1000, "start_utc_s": self.utc0 + self.trip_start_s,
                             "end_utc_s": self.utc0 + s, "start_lat_e7": self.trip_lat,
                             "start_lon_e7": self.trip_lon, "end_lat_e7": int(self.lat), "end_lon_e7": int(self.lon),
