@@ -45,7 +45,7 @@ class AgentLink:
             else:
                 self.bad_payloads += 1
                 return
-        except (ValueError, struct.error):
+        except (ValueError, struct.error, RecursionError):  # RecursionError: JSON nested deeper than Python's limit
             self.bad_payloads += 1
             return
         self.last_rx = time.monotonic()

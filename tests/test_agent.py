@@ -17,12 +17,15 @@ DEV = "box-0001"
 
 
 class Rig:
-    def __init__(self, tmp_path, broker, loss=0.0, flip=0.0, max_bytes=50_000_000):
+    def __init__(self, tmp_path, broker, loss=0.0, flip=0.0, max_bytes=50_000_000, e2e_ack=True, agent_extra=""):
         self.broker = broker
         self.box = SimBox(DEV, loss=loss, flip=flip).start()
-        self.col = Collector(broker.host, broker.port, "paydbox/%s/%s/#" % (FLEET, DEV))
+        self.col = Collector(broker.host, broker.port, "paydbox/%s/%s/#" % (FLEET, DEV), e2e_ack=e2e_ack)
         cfg = write_agent_config(str(tmp_path / "agent.toml"), FLEET, DEV, self.box.path, str(tmp_path / "q.db"),
                                  broker.host, broker.port, max_bytes=max_bytes)
+        if agent_extra:
+            text = open(cfg).read().replace("[agent]\n", "[agent]\n" + agent_extra + "\n")
+            open(cfg, "w").write(text)
         self.agent = AgentProc(cfg, str(tmp_path / "agent.log")).start()
 
     def all_arrived(self, timeout):
@@ -85,6 +88,57 @@ def test_every_block_once_crash_first_status_and_command(rig_factory):
     # graceful stop: retained offline status
     assert r.agent.terminate() == 0
     assert wait_for(lambda: r.col.status[-1]["state"] == "offline", 5)
+
+
+def _publish(broker, topic, payload):
+    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="t-ack", protocol=mqtt.MQTTv5)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    c.publish(topic, payload, qos=1).wait_for_publish(5)
+    c.loop_stop()
+    c.disconnect()
+
+
+def test_rows_stay_until_the_consumer_acknowledges_them_end_to_end(rig_factory):
+    """The broker's PUBACK is not enough: without the consumer's ack the agent keeps every row and publishes
+    it again after its timeout; the ack retires exactly the rows it covers."""
+    r = rig_factory(e2e_ack=False, agent_extra="e2e_timeout_s = 1.0\ne2e_timeout_max_s = 2.0")
+    r.box.produce(20)
+    assert r.all_arrived(20)
+    assert wait_for(lambda: r.col.status and r.col.status[-1]["awaiting_e2e"] == 20, 10), r.col.status[-1:]
+    assert r.col.status[-1]["queue_rows"] == 20
+    n_first = len(r.col.all)
+    assert wait_for(lambda: len(r.col.all) >= n_first + 20, 10), "not published again after the timeout"
+    fss = sorted(r.box.produced)
+    half = fss[9] + 31  # the first 10 blocks of 32 records
+    _publish(r.broker, "paydbox/%s/%s/ack" % (FLEET, DEV), json.dumps({"boot": 1, "held": [[fss[0], half]]}))
+    assert wait_for(lambda: r.col.status[-1]["queue_rows"] == 10, 10), r.col.status[-1]
+    # a malformed ack is counted, never fatal; an ack of another boot retires nothing
+    _publish(r.broker, "paydbox/%s/%s/ack" % (FLEET, DEV), b'{"boot": "x", "held": 3}')
+    _publish(r.broker, "paydbox/%s/%s/ack" % (FLEET, DEV), json.dumps({"boot": 9, "held": [[0, 10 ** 9]]}))
+    assert wait_for(lambda: r.col.status[-1]["counters"]["bad_acks"] == 1, 10)
+    assert r.col.status[-1]["queue_rows"] == 10
+    _publish(r.broker, "paydbox/%s/%s/ack" % (FLEET, DEV), json.dumps({"boot": 1, "held": [], "blocks": [
+        [fs, fs + 31] for fs in fss[10:]]}))
+    assert wait_for(lambda: r.col.status[-1]["queue_rows"] == 0, 10)
+    assert r.col.status[-1]["archive_rows"] == 20
+
+
+def test_resend_command_serves_the_archive(rig_factory):
+    """Gap repair: a consumer asks again for a range it lost after acknowledging it; the agent publishes it
+    again from its archive and answers with what it did."""
+    r = rig_factory()
+    r.box.produce(10)
+    r.check_all()
+    assert wait_for(lambda: r.col.status and r.col.status[-1]["archive_rows"] == 10, 10)
+    fss = sorted(r.box.produced)
+    before = len(r.col.all)
+    _publish(r.broker, "paydbox/%s/%s/cmd" % (FLEET, DEV), json.dumps(
+        {"id": "resend-1", "cmd": "resend", "boot": 1, "ranges": [[fss[3], fss[4] + 31]]}))
+    assert wait_for(lambda: r.col.results, 10)
+    assert r.col.results[0]["ok"] and r.col.results[0]["agent_resent"] == 2 and r.col.results[0]["missing"] == []
+    assert wait_for(lambda: len(r.col.all) == before + 2, 10)
+    assert sorted(r.col.all[before:]) == sorted([r.box.produced[fss[3]], r.box.produced[fss[4]]])
 
 
 def test_broker_restart_loses_nothing(rig_factory):
