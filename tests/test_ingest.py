@@ -214,3 +214,134 @@ def test_bad_broker_url_and_refused_connection(tmp_path):
     from mosquitto_fixture import free_port
     with pytest.raises(IngestError, match="cannot connect.*within 1s"):
         Consumer("mqtt://127.0.0.1:%d" % free_port(), str(tmp_path / "x.db")).start(timeout=1)
+
+
+class Listener:
+    """Subscribes to a topic filter and keeps (topic, payload, db count at arrival)."""
+
+    def __init__(self, broker_url, topic, db=None):
+        self.got = []
+        self.db = db
+        self.c = make_client("t-listen-%d" % os.getpid(), broker_url, clean_start=True)
+        ev = threading.Event()
+        self.c.on_subscribe = lambda *a: ev.set()
+        self.c.on_connect = lambda cl, *a: cl.subscribe(topic, qos=1)
+        self.c.on_message = lambda cl, u, m: self.got.append(
+            (m.topic, bytes(m.payload), count(db) if db and os.path.exists(db) else 0))
+        connect(self.c)
+        self.c.loop_start()
+        assert ev.wait(10)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_a_forged_header_is_quarantined_and_the_victims_records_survive(mosquitto, tmp_path):
+    """Identity is the topic (bound to the authenticated client), never the header: a box publishing, on its
+    own topic, a block that claims to be another box's cannot add records to that box's account, nor take
+    the victim's (device, boot, seq) keys so that the victim's real records look like duplicates."""
+    db = str(tmp_path / "q.db")
+    recs, blocks = make_blocks("box-victim", 200, seed=4)
+    _, forged = make_blocks("box-victim", 200, seed=99)  # same keys, other content
+    cons = RunningConsumer(url(mosquitto), db, group="gq")
+    pub = Publisher(url(mosquitto))
+    pub.send("paydbox/f/box-evil/records", [b for _, _, b in forged])
+    assert wait_count(db, len(forged), q="SELECT COUNT(*) FROM quarantine") == len(forged)
+    pub.send("paydbox/f/box-victim/records", [b for _, _, b in blocks])
+    assert wait_count(db, len(recs)) == len(recs)
+    cons.close()
+    pub.close()
+    assert_exactly_once(db, "box-victim", recs)
+    assert count(db, "SELECT COUNT(*) FROM records WHERE device='box-evil'") == 0
+    assert count(db, "SELECT SUM(n_dup) FROM blocks") == 0, "the victim's records were taken as duplicates"
+    assert count(db, "SELECT COUNT(*) FROM quarantine WHERE device='box-evil' AND claimed_device='box-victim'") \
+        == len(forged)
+    assert cons.c.counters["quarantined"] == len(forged) and cons.c.counters["damaged"] == 0
+
+
+def test_end_to_end_ack_follows_the_commit_and_names_what_is_held(mosquitto, tmp_path):
+    db = str(tmp_path / "a.db")
+    recs, blocks = make_blocks("box-a", 600, seed=5)
+    lis = Listener(url(mosquitto), "paydbox/f/box-a/ack", db)
+    cons = RunningConsumer(url(mosquitto), db, group="ga")
+    pub = Publisher(url(mosquitto))
+    pub.send("paydbox/f/box-a/records", [b for _, _, b in blocks])
+    assert wait_count(db, len(recs)) == len(recs)
+    end = time.time() + 10
+    seqs = [r["seq"] for r in recs]
+    while time.time() < end and not (lis.got and json.loads(lis.got[-1][1])["held"] == [[seqs[0], seqs[-1]]]):
+        time.sleep(0.05)
+    cons.close()
+    pub.close()
+    lis.close()
+    last = json.loads(lis.got[-1][1])
+    assert last["boot"] == 1 and last["held"] == [[seqs[0], seqs[-1]]]
+    for topic, payload, n_in_db in lis.got:
+        d = json.loads(payload)
+        held = sum(hi - lo + 1 for lo, hi in d["held"])
+        assert n_in_db >= held, "acknowledged %d records before they were committed (%d)" % (held, n_in_db)
+
+
+def test_gaps_are_asked_for_again_then_marked_lost_when_nobody_has_them(mosquitto, tmp_path):
+    db = str(tmp_path / "g.db")
+    recs, blocks = make_blocks("box-g", 600, seed=6)
+    assert len(blocks) >= 3
+    hole = blocks[1]  # (first_seq, n, block)
+    lo, hi = hole[0], hole[0] + hole[1] - 1
+    cmds = Listener(url(mosquitto), "paydbox/f/box-g/cmd")
+    cons = RunningConsumer(url(mosquitto), db, group="gg", repair_grace_s=0.5, repair_every_s=0.2)
+    pub = Publisher(url(mosquitto))
+    pub.send("paydbox/f/box-g/records", [b for fs, _, b in blocks if fs != hole[0]])
+    assert wait_count(db, len(recs) - hole[1]) == len(recs) - hole[1]
+    end = time.time() + 10
+    while time.time() < end and not cmds.got:
+        time.sleep(0.05)
+    req = json.loads(cmds.got[0][1])
+    assert (req["cmd"], req["boot"], req["ranges"]) == ("resend", 1, [[lo, hi]])
+    # the agent and the box answer that nobody holds it any more: lost, and no more requests
+    pub.send("paydbox/f/box-g/cmd/result", [json.dumps({"id": req["id"], "cmd": "resend", "ok": True, "boot": 1,
+                                                        "missing": [[lo, hi]]}).encode()])
+    assert wait_count(db, 1, q="SELECT COUNT(*) FROM lost") == 1
+    time.sleep(1.0)
+    n = len(cmds.got)
+    time.sleep(2.0)
+    cons.close()
+    pub.close()
+    cmds.close()
+    assert len(cmds.got) == n, "a gap reported lost is not asked for again"
+    assert count(db, "SELECT lo || '-' || hi FROM lost") == "%d-%d" % (lo, hi)
+
+
+def test_ingest_waits_for_a_broker_that_is_down_at_start(tmp_path):
+    from mosquitto_fixture import free_port
+    port = free_port()
+    db = str(tmp_path / "w.db")
+    p = subprocess.Popen([sys.executable, "-m", "tools.cli", "ingest", "--broker", "mqtt://127.0.0.1:%d" % port,
+                          "--db", db, "--group", "gw", "--client-id", "ingest-wait"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3.0)
+        assert p.poll() is None, "ingest gave up on a broker that is down: %s" % p.stdout.read()
+        b = Broker(tmp_path / "late", port=port).start()
+        try:
+            recs, blocks = make_blocks("box-w", 100, seed=8)
+            pub = Publisher("mqtt://127.0.0.1:%d" % port)
+            end = time.time() + 30  # paho's backoff: the consumer may need a few seconds to come back
+            while time.time() < end and count_or_zero(db) < len(recs):
+                pub.send("paydbox/f/box-w/records", [b_ for _, _, b_ in blocks])
+                time.sleep(1.0)
+            pub.close()
+            assert count(db) == len(recs)
+        finally:
+            b.stop()
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
+def count_or_zero(db):
+    try:
+        return count(db) if os.path.exists(db) else 0
+    except sqlite3.Error:
+        return 0
