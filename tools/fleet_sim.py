@@ -8,6 +8,12 @@ published QoS 1 on `paydbox/<fleet>/<device>/records`, paced over --duration sec
 possible, a backlog test). By default fleet-sim starts --consumers `paydbox ingest` processes in one
 share group on a fresh database; lag is measured per block from the publish call to the consumer's
 commit (the `blocks.committed_at` column), on one machine and one clock.
+
+Each simulated box keeps the end-to-end contract of the real agent (docs/mqtt-topics.md): it keeps every
+block until the consumer acknowledges it on `.../ack` and publishes it again after a timeout, so a consumer
+that dies mid-run (--kill-consumer-at) costs time, never records. The consumers' idle timer starts at
+their first message (not at their start: 500 boxes take seconds to connect). --repeat N runs the whole
+check N times in a row and reports whether the runs agree.
 """
 import json
 import math
@@ -42,6 +48,12 @@ def add_arguments(p):
     p.add_argument("--max-bytes", type=int, default=512, help="block size limit (default %(default)s)")
     p.add_argument("--timeout", type=float, default=120.0, help="give up waiting for the consumer after S s")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--kill-consumer-at", type=float, default=None, metavar="S",
+                   help="SIGKILL one started consumer S seconds after publishing starts (a share-group member"
+                        " dying mid-run; needs --consumers >= 2 to keep ingesting)")
+    p.add_argument("--e2e-timeout", type=float, default=3.0, metavar="S",
+                   help="a box publishes a block again when its end-to-end ack is S seconds late (default 3)")
+    p.add_argument("--repeat", type=int, default=1, help="run N times in a row and compare (default 1)")
     p.add_argument("--json", action="store_true")
 
 
@@ -159,15 +171,36 @@ def encode_blocks(device, boot, records, max_bytes=512):
 # ------------------------------------------------------------------ agents
 
 class SimAgent(threading.Thread):
-    def __init__(self, broker, fleet, device, blocks, duration, dup_every=0, boot=1):
+    def __init__(self, broker, fleet, device, blocks, duration, dup_every=0, boot=1, e2e_timeout_s=3.0,
+                 give_up_s=120.0):
         threading.Thread.__init__(self, daemon=True)
         self.broker, self.fleet, self.device, self.blocks = broker, fleet, device, blocks
         self.duration, self.dup_every, self.boot = duration, dup_every, boot
+        self.e2e_timeout_s, self.give_up_s = e2e_timeout_s, give_up_s
         self.published = {}  # first_seq -> publish time
         self.dups = 0
         self.sent_records = 0
         self.unacked = 0  # publishes the broker never acknowledged (PUBACK)
+        self.acked = set()  # first_seqs the consumer acknowledged end to end
+        self.resent = 0
         self.error = None
+
+    def _on_ack(self, client, userdata, msg):
+        try:
+            d = json.loads(msg.payload)
+            if d.get("boot") != self.boot:
+                return
+            ranges = list(d.get("held", [])) + list(d.get("blocks", []))
+        except (ValueError, AttributeError, TypeError):
+            return
+        for first_seq, count, _ in self.blocks:
+            if first_seq in self.acked:
+                continue
+            last = first_seq + count - 1
+            for lo, hi in ranges:
+                if lo <= first_seq and last <= hi:
+                    self.acked.add(first_seq)
+                    break
 
     def open(self):
         """Connect and wait for the CONNACK (done one box after another before the clock starts)."""
@@ -175,12 +208,22 @@ class SimAgent(threading.Thread):
         c = make_client("paydbox-sim-" + self.device, self.broker, clean_start=True)
         c.max_inflight_messages_set(100)
         connected = threading.Event()
-        c.on_connect = lambda cl, ud, fl, rc, pr: connected.set() if not rc.is_failure else None
+        subscribed = threading.Event()
+        ack_topic = "paydbox/%s/%s/ack" % (self.fleet, self.device)
+
+        def on_connect(cl, ud, fl, rc, pr):
+            if not rc.is_failure:
+                connected.set()
+                cl.subscribe(ack_topic, qos=1)
+
+        c.on_connect = on_connect
+        c.on_subscribe = lambda *a: subscribed.set()
+        c.message_callback_add(ack_topic, self._on_ack)
         connect(c)
         c.loop_start()
-        if not connected.wait(30):
+        if not connected.wait(30) or not subscribed.wait(30):
             c.loop_stop()
-            raise RuntimeError("box %s: no CONNACK within 30 s" % self.device)
+            raise RuntimeError("box %s: no CONNACK / SUBACK within 30 s" % self.device)
         self.client = c
 
     def run(self):
@@ -211,6 +254,23 @@ class SimAgent(threading.Thread):
                 except (RuntimeError, ValueError):
                     pass
             self.unacked = sum(1 for inf in infos if not inf.is_published())
+            # the end-to-end contract: every block until the consumer says it has committed it
+            sent_at = {fs: time.time() for fs, _, _ in self.blocks}
+            tries = {}
+            end = time.time() + self.give_up_s
+            while len(self.acked) < len(self.blocks) and time.time() < end:
+                now = time.time()
+                for fs, count, blk in self.blocks:
+                    if fs in self.acked:
+                        continue
+                    # capped low: a dead share-group member's session still takes its share of each retry
+                    wait = min(4 * self.e2e_timeout_s, self.e2e_timeout_s * 2 ** tries.get(fs, 0))
+                    if now - sent_at[fs] >= wait:
+                        c.publish(base + "records", blk, qos=1)
+                        sent_at[fs] = now
+                        tries[fs] = tries.get(fs, 0) + 1
+                        self.resent += 1
+                time.sleep(0.2)
             # clear the retained status: a simulated box should not haunt the broker after the run
             c.publish(base + "status", b"", qos=1, retain=True).wait_for_publish(10)
             c.disconnect()
@@ -222,7 +282,8 @@ class SimAgent(threading.Thread):
 BOXES_PER_PROC = 200
 
 
-def _agent_worker(broker, fleet, boxes, records_per_box, max_bytes, duration, dup_every, ready_q, go, result_q):
+def _agent_worker(broker, fleet, boxes, records_per_box, max_bytes, duration, dup_every, ready_q, go, result_q,
+                  e2e_timeout_s=3.0, give_up_s=120.0):
     """One worker process: builds its boxes' blocks, connects them, waits for `go`, publishes."""
     try:
         agents = []
@@ -232,7 +293,8 @@ def _agent_worker(broker, fleet, boxes, records_per_box, max_bytes, duration, du
             blocks = encode_blocks(device, 1, recs, max_bytes)
             n_rec += len(recs)
             n_blk += len(blocks)
-            agents.append(SimAgent(broker, fleet, device, blocks, duration, dup_every))
+            agents.append(SimAgent(broker, fleet, device, blocks, duration, dup_every,
+                                   e2e_timeout_s=e2e_timeout_s, give_up_s=give_up_s))
         for a in agents:
             a.open()
     except Exception as e:
@@ -250,6 +312,8 @@ def _agent_worker(broker, fleet, boxes, records_per_box, max_bytes, duration, du
             published[(a.device, fs)] = t
     result_q.put({"published": published, "dups": sum(a.dups for a in agents),
                   "sent": sum(a.sent_records for a in agents), "unacked": sum(a.unacked for a in agents),
+                  "e2e_unacked": sum(len(a.blocks) - len(a.acked) for a in agents),
+                  "resent": sum(a.resent for a in agents),
                   "errors": [a.error for a in agents if a.error], "t_end": time.time()})
 
 
@@ -288,7 +352,8 @@ def percentile(xs, q):
 
 
 def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=None, group=None, fleet="sim",
-             dup_every=0, max_bytes=512, timeout=120.0, seed=1, log=print):
+             dup_every=0, max_bytes=512, timeout=120.0, seed=1, log=print, kill_consumer_at=None,
+             e2e_timeout_s=3.0):
     if boxes < 1:
         raise ValueError("--boxes: at least 1")
     run_id = "%x" % (int(time.time() * 1000) % 0xFFFFFFF)
@@ -301,7 +366,8 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
         db = os.path.join(tmpdir, "fleet.db")
     consumer_db.connect(db).close()
     devices = ["sim%s-%04d" % (run_id, i) for i in range(boxes)]
-    procs = [start_consumer(broker, db, group, i, idle_s=max(5.0, duration + 5.0)) for i in range(consumers)]
+    # the idle timer is only a safety net (it starts at a consumer's first message); fleet-sim stops them
+    procs = [start_consumer(broker, db, group, i, idle_s=max(60.0, timeout)) for i in range(consumers)]
     if procs:
         log("fleet-sim: %d consumer(s) subscribed in share group %s -> %s" % (len(procs), group, db))
     # agents in worker processes: paho's select() loop cannot use file descriptors >= 1024, that is
@@ -315,7 +381,8 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
     for ch in chunks:
         w = ctx.Process(target=_agent_worker, daemon=True,
                         args=(broker, fleet, [(devices[i], seed * 100003 + i) for i in ch], records_per_box,
-                              max_bytes, duration, dup_every, ready_q, go, result_q))
+                              max_bytes, duration, dup_every, ready_q, go, result_q, e2e_timeout_s,
+                              max(30.0, timeout)))
         w.start()
         workers.append(w)
     n_records = n_blocks = 0
@@ -331,12 +398,21 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
                                   time.time() - t_gen))
     t_pub0 = time.time()
     go.set()
+    killed = []
+    if kill_consumer_at is not None and procs:
+        def _kill():
+            procs[0].send_signal(signal.SIGKILL)
+            killed.append(time.time() - t_pub0)
+            log("fleet-sim: consumer 0 SIGKILLed %.1f s after publishing started" % killed[0])
+        threading.Timer(kill_consumer_at, _kill).start()
     results = [result_q.get(timeout=duration + 600) for _ in workers]
     for w in workers:
         w.join(10)
     t_pub1 = max([r["t_end"] for r in results] or [time.time()])
     errors = [e for r in results for e in r["errors"]]
     unacked = sum(r["unacked"] for r in results)
+    e2e_unacked = sum(r.get("e2e_unacked", 0) for r in results)
+    resent = sum(r.get("resent", 0) for r in results)
     not_sent = n_records - sum(r["sent"] for r in results)
     dups_injected = sum(r["dups"] for r in results)
     pub = {}
@@ -371,18 +447,32 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
     lags = [r[2] - pub[(r[0], r[1])] for r in rows if (r[0], r[1]) in pub and r[2] is not None]
     commit_times = [r[2] for r in rows if r[2] is not None]
     t_end = max(commit_times) if commit_times else time.time()
+    alive = [p.poll() is None for p in procs]
     for p in procs:
-        if stored >= n_records:  # everything is committed: no need to wait for the idle timeout
+        if p.poll() is None:
             p.send_signal(signal.SIGINT)
         try:
-            p.wait(timeout=max(10.0, duration + 10))
+            p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.terminate()
             p.wait(5)
+    # tell a bug in the tool from a loss in the system
+    diagnosis = []
+    if n_records - stored:
+        if not any(alive):
+            diagnosis.append("no consumer was running at the end (exit codes %s)" % [p.returncode for p in procs])
+        if e2e_unacked:
+            diagnosis.append("%d blocks never acknowledged end to end (the boxes gave up after %d s)"
+                             % (e2e_unacked, max(30.0, timeout)))
+        if unacked:
+            diagnosis.append("%d publishes never got a PUBACK (broker side)" % unacked)
+        if errors:
+            diagnosis.append("agent errors")
     res = {
         "boxes": boxes, "consumers": consumers, "records_published": n_records, "blocks_published": n_blocks,
         "records_stored": stored, "records_lost": n_records - stored, "records_not_sent": not_sent,
-        "blocks_without_puback": unacked,
+        "blocks_without_puback": unacked, "blocks_without_e2e_ack": e2e_unacked, "blocks_resent": resent,
+        "consumers_killed": len(killed), "consumers_alive_at_end": sum(alive), "diagnosis": diagnosis,
         "duplicate_records_injected": dups_injected, "duplicate_records_dropped": int(dup_records),
         "damaged_blocks": damaged, "publish_s": round(t_pub1 - t_pub0, 3),
         "offered_records_per_s": round(n_records / max(1e-9, t_pub1 - t_pub0), 1),
@@ -397,7 +487,7 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
 
 def format_result(r):
     lines = [
-        "boxes %(boxes)d, consumers %(consumers)d" % r,
+        "boxes %(boxes)d, consumers %(consumers)d (%(consumers_killed)d killed mid-run)" % r,
         "records published %(records_published)d in %(blocks_published)d blocks, stored %(records_stored)d,"
         " lost %(records_lost)d (agents: %(records_not_sent)d records not sent,"
         " %(blocks_without_puback)d publishes without PUBACK)" % r,
@@ -410,20 +500,50 @@ def format_result(r):
     ]
     for c in r["per_consumer"]:
         lines.append("  consumer %s: %d blocks, %d records" % (c["consumer"], c["blocks"], c["records"] or 0))
+    lines.append("end-to-end: %(blocks_resent)d blocks published again for a late ack, %(blocks_without_e2e_ack)d"
+                 " never acknowledged" % r)
     if r["agent_errors"]:
         lines.append("agent errors: %s" % "; ".join(r["agent_errors"][:3]))
+    if r["diagnosis"]:
+        lines.append("diagnosis: " + "; ".join(r["diagnosis"]))
     return "\n".join(lines)
+
+
+def compare_runs(runs):
+    """Several runs of the same check must agree on what was published and stored."""
+    keys = ("records_published", "records_stored", "records_lost", "duplicate_records_injected",
+            "duplicate_records_dropped", "damaged_blocks")
+    first = {k: runs[0][k] for k in keys}
+    differ = [i + 1 for i, r in enumerate(runs) if {k: r[k] for k in keys} != first]
+    return {"runs": len(runs), "runs_agree": not differ, "runs_differing": differ,
+            "lost_per_run": [r["records_lost"] for r in runs]}
 
 
 def run(args):
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
-    r = simulate(args.broker, args.boxes, args.records_per_box, args.duration, args.consumers, args.db, args.group,
-                 args.fleet, args.dup_every, args.max_bytes, args.timeout, args.seed, log=log)
+    if args.repeat < 1:
+        raise ValueError("--repeat: at least 1")
+    runs = []
+    for i in range(args.repeat):
+        if args.repeat > 1:
+            log("fleet-sim: run %d of %d" % (i + 1, args.repeat))
+        runs.append(simulate(args.broker, args.boxes, args.records_per_box, args.duration, args.consumers, args.db,
+                             args.group, args.fleet, args.dup_every, args.max_bytes, args.timeout, args.seed, log=log,
+                             kill_consumer_at=args.kill_consumer_at, e2e_timeout_s=args.e2e_timeout))
+    cmp_ = compare_runs(runs)
     if args.json:
-        print(json.dumps(r, indent=1))
+        print(json.dumps(runs[0] if args.repeat == 1 else dict(cmp_, results=runs), indent=1))
     else:
-        print(format_result(r))
-    return 0 if r["records_lost"] == 0 and not r["agent_errors"] else 1
+        for i, r in enumerate(runs):
+            if args.repeat > 1:
+                print("run %d:" % (i + 1))
+            print(format_result(r))
+        if args.repeat > 1:
+            print("%d runs: %s (lost per run: %s)" % (cmp_["runs"], "results agree" if cmp_["runs_agree"] else
+                                                      "RESULTS DIFFER in runs %s" % cmp_["runs_differing"],
+                                                      cmp_["lost_per_run"]))
+    ok = all(r["records_lost"] == 0 and not r["agent_errors"] for r in runs) and cmp_["runs_agree"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
