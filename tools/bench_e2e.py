@@ -312,6 +312,13 @@ def chaos_run(workdir, config="demo", seed=1, drive_s=30.0, speedup=60, broker_r
 
 
 def run(quick=False, seeds=None, configs=None, log=None, e2e=True):
+    """Figures for `paydbox bench`: flat, one line per run (the run dicts themselves: _run()["_runs"])."""
+    out = _run(quick, seeds, configs, log, e2e)
+    out.pop("_runs")
+    return out
+
+
+def _run(quick=False, seeds=None, configs=None, log=None, e2e=True):
     seeds = seeds or ([1, 2] if quick else [1, 2, 3, 4, 5])
     configs = configs or list(CONFIGS)
     out = {}
@@ -343,7 +350,12 @@ def run(quick=False, seeds=None, configs=None, log=None, e2e=True):
             out[k + "complete_after_last_fault_s_max"] = max(done) if done else None
             out[k + "trips_complete"] = "%d/%d" % (sum(r["trips_complete"] for r in rs), sum(r["trips"] for r in rs))
         out["e2e_seeds"] = ",".join(str(s) for s in seeds)
-        out["e2e_runs"] = runs
+        for r in runs:
+            out["e2e_%s_seed%d" % (r["config"].replace("-", "_"), r["seed"])] = (
+                "produced %d stored %d lost %d dup %d, complete %s s after the last fault"
+                % (r["records_produced"], r["records_stored"], r["lost"], r["duplicated_rows"],
+                   r["complete_after_last_fault_s"]))
+        out["_runs"] = runs
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -363,15 +375,15 @@ def main(argv=None):
     for c in configs or ():
         if c not in CONFIGS:
             ap.error("--configs: %r is not one of %s" % (c, ", ".join(CONFIGS)))
-    res = run(a.quick, seeds, configs, log=None if a.json else (lambda s: print(s, flush=True)),
-              e2e=not a.puback_only)
+    res = _run(a.quick, seeds, configs, log=None if a.json else (lambda s: print(s, flush=True)),
+               e2e=not a.puback_only)
+    runs = res.pop("_runs")
     if a.json:
-        print(json.dumps(res, indent=1))
-        return 0
-    for k, v in res.items():
-        if k != "e2e_runs":
+        print(json.dumps(dict(res, runs=runs), indent=1))
+    else:
+        for k, v in res.items():
             print("%-44s %s" % (k, v))
-    return 0 if all(r["lost"] == 0 and r["duplicated_rows"] == 0 for r in res["e2e_runs"]) else 1
+    return 0 if all(r["lost"] == 0 and r["duplicated_rows"] == 0 for r in runs) else 1
 
 
 if __name__ == "__main__":
