@@ -251,7 +251,8 @@ class Agent:
     def _make_mqtt(self):
         m = self.cfg["mqtt"]
         cid = m.get("client_id") or ("paydbox-agent-" + self.device)
-        subs = [self.topic("cmd")] + ([self.topic("ack")] if self.e2e else [])
+        # .../resend: gap-repair requests of the consumer, which may not send commands (least privilege)
+        subs = [self.topic("cmd"), self.topic("resend")] + ([self.topic("ack")] if self.e2e else [])
         self.mq = Publisher(m, cid, self.topic("status"), self._status_json("offline"),
                             on_message=self._on_mqtt_message, sub_topics=subs)
 
@@ -428,6 +429,8 @@ class Agent:
         try:
             if msg.topic == self.topic("ack"):
                 self._on_e2e_ack(msg)
+            elif msg.topic == self.topic("resend"):
+                self._on_cmd_message(msg, resend_only=True)
             else:
                 self._on_cmd_message(msg)
         except Exception:
@@ -459,7 +462,7 @@ class Agent:
                 self._untrack(rid)
             self.counters["e2e_acked"] += len(ids)
 
-    def _on_cmd_message(self, msg):
+    def _on_cmd_message(self, msg, resend_only=False):
         if msg.retain:
             log.warning("ignoring retained command on %s", msg.topic)
             return
@@ -474,6 +477,10 @@ class Agent:
         except (ValueError, KeyError, TypeError, RecursionError):
             self.mq.publish(self.topic("cmd/result"), json.dumps({"id": None, "ok": False,
                             "error": "command must be JSON with id and cmd"}), qos=1)
+            return
+        if resend_only and d["cmd"] != "resend":
+            self.counters["bad_acks"] += 1
+            log.warning("only resend requests are taken on %s, not %r", msg.topic, d["cmd"])
             return
         if cid in self.recent_cmd_ids or cid in self.pending_cmds:
             return  # QoS 1 redelivery

@@ -133,7 +133,7 @@ def test_resend_command_serves_the_archive(rig_factory):
     assert wait_for(lambda: r.col.status and r.col.status[-1]["archive_rows"] == 10, 10)
     fss = sorted(r.box.produced)
     before = len(r.col.all)
-    _publish(r.broker, "paydbox/%s/%s/cmd" % (FLEET, DEV), json.dumps(
+    _publish(r.broker, "paydbox/%s/%s/resend" % (FLEET, DEV), json.dumps(
         {"id": "resend-1", "cmd": "resend", "boot": 1, "ranges": [[fss[3], fss[4] + 31]]}))
     assert wait_for(lambda: r.col.results, 10)
     assert r.col.results[0]["ok"] and r.col.results[0]["agent_resent"] == 2 and r.col.results[0]["missing"] == []

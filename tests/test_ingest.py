@@ -289,7 +289,7 @@ def test_gaps_are_asked_for_again_then_marked_lost_when_nobody_has_them(mosquitt
     assert len(blocks) >= 3
     hole = blocks[1]  # (first_seq, n, block)
     lo, hi = hole[0], hole[0] + hole[1] - 1
-    cmds = Listener(url(mosquitto), "paydbox/f/box-g/cmd")
+    cmds = Listener(url(mosquitto), "paydbox/f/box-g/resend")
     cons = RunningConsumer(url(mosquitto), db, group="gg", repair_grace_s=0.5, repair_every_s=0.2)
     pub = Publisher(url(mosquitto))
     pub.send("paydbox/f/box-g/records", [b for fs, _, b in blocks if fs != hole[0]])

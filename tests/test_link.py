@@ -102,18 +102,19 @@ def test_agent_link_against_box_link():
 def test_queue_dedupe_limit_and_restart(tmp_path):
     p = str(tmp_path / "q.db")
     q = Queue(p, max_bytes=1000)
-    ack, refused = q.add_batch("d", 1, [(1, 5, 0, b"a" * 400), (6, 9, 4, b"b" * 400)])
+    ack, refused, _, _ = q.add_batch("d", 1, [(1, 5, 0, b"a" * 400), (6, 9, 4, b"b" * 400)])
     assert ack == [1, 6] and refused == []
-    ack, refused = q.add_batch("d", 1, [(1, 5, 0, b"a" * 400), (10, 12, 0, b"c" * 400)])
+    ack, refused, _, _ = q.add_batch("d", 1, [(1, 5, 0, b"a" * 400), (10, 12, 0, b"c" * 400)])
     assert ack == [1] and refused == [10] and q.full  # duplicate re-acked, over-limit refused
     assert [r[3] for r in q.head(5)] == [6, 1]  # crash first
     q.close()
     q = Queue(p, max_bytes=1000)  # survives a restart, still full
     assert q.rows == 2 and q.bytes == 800
-    assert q.add_batch("d", 1, [(10, 12, 0, b"c" * 400)]) == ([], [10])
+    assert q.add_batch("d", 1, [(10, 12, 0, b"c" * 400)])[:2] == ([], [10])
     q.delete([r[0] for r in q.head(5) if r[3] == 6])
     assert not q.full
-    ack, refused = q.add_batch("d", 1, [(6, 9, 4, b"b" * 400)])
-    assert ack == [6] and q.rows == 1  # already published and deleted: acked again, not requeued
+    ack, refused, _, _ = q.add_batch("d", 1, [(6, 9, 4, b"b" * 400)])
+    assert ack == [6] and q.rows == 1  # already delivered and archived: acked again, not requeued
+    assert q.archive_rows == 1
     assert q.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert q.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

@@ -11,7 +11,7 @@ Durability does not rest on the broker's session (a broker restart without persi
 subscription the broker did not hold messages for, drops QoS 1 messages): after each commit the consumer
 acknowledges end to end, on `paydbox/<fleet>/<device>/ack`, the seq ranges it holds for that (device,
 boot); the agent keeps every block until then and publishes it again after a timeout. Holes in the held
-ranges are asked for again on the device's `cmd` topic (`resend`), with backoff (gap repair).
+ranges are asked for again on the device's `resend` topic, with backoff (gap repair).
 
 Identity is the topic's fleet and device (bound to the authenticated client by the broker's ACL), never
 the block header's: a block whose header names another device is quarantined.
@@ -311,7 +311,7 @@ class Consumer:
             if now < st[1] or fleet is None:
                 continue
             cid = "resend-%s-%d-%d-%d-%d" % (device, boot, lo, hi, st[2])
-            self.client.publish("paydbox/%s/%s/cmd" % (fleet, device), json.dumps(
+            self.client.publish("paydbox/%s/%s/resend" % (fleet, device), json.dumps(
                 {"id": cid, "cmd": "resend", "boot": boot, "ranges": [[lo, hi]]}), qos=1)
             st[2] += 1
             st[1] = now + min(300.0, self.repair_grace_s * 2 ** st[2])
