@@ -161,8 +161,8 @@ def run(args):
         if vbox.returncode != 0:
             raise DemoError("virtual box failed (status %s); see %s/virtual-box.log" % (vbox.returncode, work))
         # let the agent publish its queue and the consumer store it
-        wait_for(lambda: _consumer_has_trip(db), 60, "the consumer to store the trip")
-        time.sleep(2)
+        # ... and hold every record of it: the table's RECORDS column must read held == expected
+        wait_for(lambda: _consumer_has_trip(db), 60, "the consumer to store every record of the trip")
     finally:
         procs.stop_all()
     table = subprocess.run([bin_path("paydbox"), "trips", "--db", db], capture_output=True, text=True)
@@ -202,19 +202,22 @@ def provision(box_dir, device_id, fleet_id):
 
 
 def _consumer_has_trip(db):
+    """A closed trip is in the consumer's database, and complete (every record from trip_start to trip_end)."""
     import sqlite3
+
+    from tools import consumer_db
 
     if not os.path.exists(db):
         return False
     try:
-        con = sqlite3.connect(db, timeout=1)
+        con = consumer_db.connect(db, create=False)
         try:
-            n = con.execute("SELECT COUNT(*) FROM trips WHERE end_t_ms IS NOT NULL").fetchone()[0]
+            trips = consumer_db.list_trips(con)
         finally:
             con.close()
-        return n > 0
-    except sqlite3.Error:
+    except sqlite3.Error:  # the consumer is still creating its tables
         return False
+    return any(t["closed"] and t["complete"] for t in trips)
 
 
 AGENT_TOML = """
