@@ -37,6 +37,7 @@ import serial
 from edge_agent.link import AgentLink
 from edge_agent.mqtt import Publisher
 from edge_agent.queue import Queue
+from edge_agent.seqranges import subtract
 from firmware import codec
 
 _READY, _INFLIGHT, _WAIT = 0, 1, 2
@@ -108,25 +109,6 @@ def _ranges(v):
         if not (isinstance(r, list) and len(r) == 2 and _is_int(r[0]) and _is_int(r[1]) and 0 <= r[0] <= r[1]):
             raise ValueError("ranges: bad range %r" % (r,))
         out.append((r[0], r[1]))
-    return out
-
-
-def _subtract(lo, hi, spans):
-    """Parts of lo..hi not covered by spans [(first, last)] (sorted by first)."""
-    out = []
-    cur = lo
-    for a, b in spans:
-        if b < cur:
-            continue
-        if a > hi:
-            break
-        if a > cur:
-            out.append([cur, a - 1])
-        cur = max(cur, b + 1)
-        if cur > hi:
-            break
-    if cur <= hi:
-        out.append([cur, hi])
     return out
 
 
@@ -515,7 +497,7 @@ class Agent:
                 self._track(rid, boot, fs, ls, prio, now)
                 self.counters["resent_from_archive"] += 1
                 n += 1
-            ask += _subtract(lo, hi, self.queue.spans(self.device, boot, lo, hi))
+            ask += [list(r) for r in subtract(lo, hi, self.queue.spans(self.device, boot, lo, hi))]
         res = {"id": cid, "cmd": "resend", "ok": True, "boot": boot, "agent_resent": n}
         if ask:
             # the box still holds what it has not evicted; it answers with what it could not find

@@ -313,11 +313,11 @@ def write_agent_config(path, fleet, device, serial_url, queue_path, host, port, 
     return path
 
 
-class AgentProc:
-    """The real agent as a subprocess (python -m edge_agent.agent)."""
+class Proc:
+    """A real process of this project (`python -m ...`) that can be SIGKILLed and started again."""
 
-    def __init__(self, config_path, log_path):
-        self.config_path = config_path
+    def __init__(self, args, log_path):
+        self.args = list(args)
         self.log_path = log_path
         self.proc = None
         self.kills = 0
@@ -327,8 +327,7 @@ class AgentProc:
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         env.pop("NOTIFY_SOCKET", None)
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_agent.agent", "--config", self.config_path],
-                                     stdout=logf, stderr=logf, env=env, cwd=root)
+        self.proc = subprocess.Popen([sys.executable] + self.args, stdout=logf, stderr=logf, env=env, cwd=root)
         logf.close()
         return self
 
@@ -354,6 +353,14 @@ class AgentProc:
                 return f.read()
         except OSError:
             return ""
+
+
+class AgentProc(Proc):
+    """The real agent as a subprocess (python -m edge_agent.agent)."""
+
+    def __init__(self, config_path, log_path):
+        Proc.__init__(self, ["-m", "edge_agent.agent", "--config", config_path], log_path)
+        self.config_path = config_path
 
 
 def wait_for(pred, timeout, step=0.05):

@@ -32,7 +32,9 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, workdir, port=None, conf_extra="", anonymous=True, listener=True):
+    """conf_text: a whole configuration (format it with {port} and {workdir}) instead of the generated one."""
+
+    def __init__(self, workdir, port=None, conf_extra="", anonymous=True, listener=True, conf_text=None):
         if MOSQUITTO is None:
             pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
         self.workdir = str(workdir)
@@ -49,8 +51,11 @@ class Broker:
         if listener:
             lines.append("listener %d %s" % (self.port, self.host))
         lines.append("allow_anonymous %s" % ("true" if anonymous else "false"))
+        text = "\n".join(lines) + "\n" + conf_extra + "\n"
+        if conf_text is not None:
+            text = conf_text.format(port=self.port, workdir=self.workdir)
         with open(self.conf, "w") as f:
-            f.write("\n".join(lines) + "\n" + conf_extra + "\n")
+            f.write(text)
         self.proc = None
 
     def start(self, timeout=10.0):

@@ -7,26 +7,16 @@ import time
 
 import pytest
 
-from edge_agent.simbox import DriveGen, SimBox
+from edge_agent.simbox import DriveGen, Proc, SimBox, wait_for
 from tools import bench_e2e
-from tools.bench_e2e import Broker, Proc, agent_toml, db_state
+from tools.bench_e2e import agent_toml, broker_for, db_state
 
 if bench_e2e.MOSQUITTO is None:  # make setup installs it; a machine without it cannot run these at all
     pytest.fail("mosquitto is not installed: run `make setup` (it installs Debian's mosquitto)", pytrace=False)
 
 
-def _wait(pred, timeout, step=0.25):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
-
-
 def _consumer(broker, db, workdir, name="consumer"):
-    import sys
-    return Proc([sys.executable, "-m", "tools.cli", "ingest", "--broker", "mqtt://127.0.0.1:%d" % broker.port,
+    return Proc(["-m", "tools.cli", "ingest", "--broker", "mqtt://127.0.0.1:%d" % broker.port,
                  "--db", db, "--group", "t", "--client-id", "t-ingest", "--quiet", "--repair-grace", "2"],
                 os.path.join(workdir, name + ".log"))
 
@@ -35,12 +25,11 @@ def _restart_while_consumer_away(tmp_path, e2e):
     """Deterministic order of the failure seen in the field: the consumer is down, the broker (demo config,
     no persistence) restarts and forgets the consumer's session, the agent publishes its backlog to a
     broker nobody is subscribed to, then the consumer comes back."""
-    import sys
     w = str(tmp_path)
-    broker = Broker(w, "demo").start()
+    broker = broker_for(w, "demo").start()
     box = SimBox("box-t", window=8, rto_ms=300, poll_ms=5).start()
     gen = DriveGen("box-t", box.boot, box.store, 256, seed=5, crash_at_s=500)
-    agent = Proc([sys.executable, "-m", "edge_agent.agent", "--config",
+    agent = Proc(["-m", "edge_agent.agent", "--config",
                   agent_toml(os.path.join(w, "agent.toml"), "box-t", box.path, os.path.join(w, "q.db"), broker.port,
                              e2e_timeout_s=2.0, e2e=e2e)], os.path.join(w, "agent.log")).start()
     db = os.path.join(w, "c.db")
@@ -49,23 +38,23 @@ def _restart_while_consumer_away(tmp_path, e2e):
         time.sleep(3.0)  # the consumer is subscribed before the drive starts (the control needs it)
         gen.step(700)
         gen.flush()
-        assert _wait(lambda: db_state(db, dict(gen.produced))["lost"] == 0, 30), agent.log()[-2000:]
+        assert wait_for(lambda: db_state(db, dict(gen.produced))["lost"] == 0, 30), agent.log()[-2000:]
         consumer.kill()
         broker.stop()
         gen.step(700)  # the box keeps driving (a trip ends in here)
         gen.flush()
         broker.start()
         # the agent drains its backlog to the restarted broker: PUBACKed, and nobody subscribed
-        assert _wait(lambda: box.store.pending() == 0, 30)
+        assert wait_for(lambda: box.store.pending() == 0, 30)
         time.sleep(2.0)
         consumer.start()
         produced = dict(gen.produced)
-        _wait(lambda: db_state(db, produced)["lost"] == 0, 25 if e2e else 8)
+        wait_for(lambda: db_state(db, produced)["lost"] == 0, 25 if e2e else 8)
         time.sleep(1.0)
         return db_state(db, produced), agent, consumer
     finally:
-        consumer.stop()
-        agent.stop()
+        consumer.terminate()
+        agent.terminate()
         box.stop()
         broker.stop()
 

@@ -20,8 +20,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,21 +27,16 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from edge_agent.simbox import DriveGen, Proc, SimBox, wait_for  # noqa: E402
+from mosquitto_fixture import MOSQUITTO, Broker  # noqa: E402  (the real broker, started as the tests do)
 FLEET = "f1"
 CONFIGS = ("demo", "demo-persist", "deploy")
 
 
 class BenchError(Exception):
     pass
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def make_pki(workdir, names):
@@ -64,7 +57,7 @@ def deploy_conf(port, workdir, pki):
             s = line.rstrip("\n")
             key = s.split()[0] if s.strip() and not s.lstrip().startswith("#") else None
             if key == "listener":
-                s = "listener %d 127.0.0.1" % port
+                s = "listener %s 127.0.0.1" % port
             elif key == "persistence_location":
                 s = "persistence_location %s/" % workdir
             elif key == "log_dest":
@@ -80,90 +73,16 @@ def deploy_conf(port, workdir, pki):
     return "\n".join(out) + "\n"
 
 
-class Broker:
-    def __init__(self, workdir, config, pki=None):
-        if MOSQUITTO is None:
-            raise BenchError("mosquitto is not installed (make setup installs Debian's mosquitto)")
-        self.workdir = workdir
-        self.port = free_port()
-        self.conf = os.path.join(workdir, "mosquitto.conf")
-        self.log = os.path.join(workdir, "mosquitto.log")
-        if config == "deploy":
-            text = deploy_conf(self.port, workdir, pki)
-        else:  # the demo's broker (tools/demo.py start_mosquitto), persistence as the config says
-            text = ("listener %d 127.0.0.1\nallow_anonymous true\npersistence %s\npersistence_location %s/\n"
-                    "max_queued_messages 0\n" % (self.port, "true" if config == "demo-persist" else "false",
-                                                 workdir))
-            if hasattr(os, "geteuid") and os.geteuid() == 0:
-                text += "user root\n"
-        with open(self.conf, "w") as f:
-            f.write(text)
-        self.proc = None
-
-    def start(self, timeout=10.0):
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", self.conf], stdout=logf, stderr=logf)
-        logf.close()
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise BenchError("mosquitto exited: %s" % open(self.log, errors="replace").read()[-800:])
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise BenchError("mosquitto did not listen on %d" % self.port)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
-class Proc:
-    """A real process (agent or consumer) that can be SIGKILLed and started again."""
-
-    def __init__(self, cmd, log_path):
-        self.cmd = cmd
-        self.log_path = log_path
-        self.proc = None
-        self.kills = 0
-
-    def start(self):
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        env.pop("NOTIFY_SOCKET", None)
-        logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=logf, env=env, cwd=ROOT)
-        logf.close()
-        return self
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-            self.kills += 1
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+def broker_for(workdir, config, pki=None):
+    """A real Mosquitto (tests/mosquitto_fixture.Broker) with the demo's or the deploy/ configuration."""
+    if config == "deploy":
+        text = deploy_conf("{port}", "{workdir}", pki)
+    else:  # the demo's broker (tools/demo.py start_mosquitto), persistence as the config says
+        text = ("listener {port} 127.0.0.1\nallow_anonymous true\npersistence %s\npersistence_location {workdir}/\n"
+                "max_queued_messages 0\n" % ("true" if config == "demo-persist" else "false"))
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            text += "user root\n"
+    return Broker(workdir, conf_text=text)
 
 
 def agent_toml(path, dev, serial_url, qpath, port, pki=None, e2e_timeout_s=4.0, e2e=True):
@@ -224,8 +143,6 @@ def chaos_run(workdir, config="demo", seed=1, drive_s=30.0, speedup=60, broker_r
     """One drive of drive_s wall seconds (speedup simulated seconds each) with the faults spread over it.
     e2e=False runs the agent with `mqtt.e2e_ack = false` (rows retired at the broker's PUBACK, the contract
     before end-to-end acknowledgements) to show what the faults cost without them."""
-    from edge_agent.simbox import DriveGen, SimBox
-
     if config not in CONFIGS:
         raise ValueError("config: %r is not one of %s" % (config, ", ".join(CONFIGS)))
     log = log or (lambda s: None)
@@ -233,15 +150,17 @@ def chaos_run(workdir, config="demo", seed=1, drive_s=30.0, speedup=60, broker_r
     dev = "box-e2e"
     os.makedirs(workdir, exist_ok=True)
     pki = make_pki(workdir, [dev, "ingest"]) if config == "deploy" else None
-    broker = Broker(workdir, config, pki).start()
+    if MOSQUITTO is None:
+        raise BenchError("mosquitto is not installed (make setup installs Debian's mosquitto)")
+    broker = broker_for(workdir, config, pki).start()
     box = SimBox(dev, window=8, rto_ms=300, poll_ms=5, seed=seed).start()
     gen = DriveGen(dev, box.boot, box.store, 256, seed=seed, crash_at_s=int(drive_s * speedup * 0.5))
-    agent = Proc([sys.executable, "-m", "edge_agent.agent", "--config",
+    agent = Proc(["-m", "edge_agent.agent", "--config",
                   agent_toml(os.path.join(workdir, "agent.toml"), dev, box.path, os.path.join(workdir, "q.db"),
                              broker.port, pki, e2e=e2e)], os.path.join(workdir, "agent.log")).start()
     db_path = os.path.join(workdir, "consumer.db")
     url = "%s://127.0.0.1:%d" % ("mqtts" if pki else "mqtt", broker.port)
-    cmd = [sys.executable, "-m", "tools.cli", "ingest", "--broker", url, "--db", db_path, "--group", "bench",
+    cmd = ["-m", "tools.cli", "ingest", "--broker", url, "--db", db_path, "--group", "bench",
            "--client-id", "bench-ingest", "--quiet", "--repair-grace", "3"]
     if pki:
         cmd += ["--cafile", os.path.join(pki, "ca.crt"), "--cert", os.path.join(pki, "ingest.crt"),
@@ -286,17 +205,17 @@ def chaos_run(workdir, config="demo", seed=1, drive_s=30.0, speedup=60, broker_r
             log("  %6.1f s %s" % (t_last_fault - t0, what))
         gen.flush()
         produced = dict(gen.produced)
-        state = db_state(db_path, produced)
-        end = time.monotonic() + drain_timeout_s
-        while time.monotonic() < end and (state["lost"] or state["trips_complete"] < state["trips"]):
-            time.sleep(0.5)
-            state = db_state(db_path, produced)
+        def done():
+            st = db_state(db_path, produced)
+            return not st["lost"] and st["trips_complete"] == st["trips"]
+
+        wait_for(done, drain_timeout_s, 0.5)
         t_complete = time.monotonic()
         time.sleep(2.0)  # late duplicates would show now
         state = db_state(db_path, produced)
     finally:
-        consumer.stop()
-        agent.stop()
+        consumer.terminate()
+        agent.terminate()
         box.stop()
         broker.stop()
     res = {"config": config, "seed": seed, "e2e_ack": e2e, "records_produced": len(produced), "records_stored": state["stored"],

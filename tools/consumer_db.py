@@ -23,6 +23,8 @@ import json
 import sqlite3
 import time
 
+from edge_agent.seqranges import subtract
+
 DEFAULT_DB = "paydbox.db"
 UTC2000 = 946684800  # unix time of 2000-01-01T00:00:00Z (record utc_s epoch)
 
@@ -229,23 +231,6 @@ def coverage(db, device, boot, limit=None):
         "SELECT lo, hi FROM coverage WHERE device=? AND boot=? ORDER BY lo", (device, boot))]
 
 
-def _minus(lo, hi, spans):
-    """Parts of lo..hi not inside spans [(a, b)] (sorted)."""
-    out = []
-    cur = lo
-    for a, b in spans:
-        if b < cur:
-            continue
-        if a > hi:
-            break
-        if a > cur:
-            out.append((cur, a - 1))
-        cur = max(cur, b + 1)
-    if cur <= hi:
-        out.append((cur, hi))
-    return out
-
-
 def gaps(db, device=None):
     """[(fleet, device, boot, lo, hi)]: seqs missing between held ranges of a boot, or inside a known trip
     ([trip_start seq, trip_end seq]), minus ranges reported lost."""
@@ -269,8 +254,8 @@ def gaps(db, device=None):
                                                  (dev, boot))]
         holes = set()
         for lo, hi in want:
-            for a, b in _minus(lo, hi, cov):
-                for c in _minus(a, b, lost):
+            for a, b in subtract(lo, hi, cov):
+                for c in subtract(a, b, lost):
                     holes.add(c)
         out += [(fleet, dev, boot, a, b) for a, b in sorted(holes)]
     return out
@@ -421,7 +406,7 @@ def _completeness(db, t):
     held = db.execute("SELECT COUNT(*) FROM records WHERE device=? AND boot=? AND seq>=? AND seq<=?",
                       (t["device"], t["boot"], lo, hi)).fetchone()[0]
     cov = coverage(db, t["device"], t["boot"])
-    holes = _minus(lo, hi, cov)
+    holes = subtract(lo, hi, cov)
     lost = [(r[0], r[1]) for r in db.execute("SELECT lo, hi FROM lost WHERE device=? AND boot=? ORDER BY lo",
                                              (t["device"], t["boot"]))]
     n_lost = 0
