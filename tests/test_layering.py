@@ -40,3 +40,26 @@ def test_the_check_sees_a_violation(tmp_path):
     (tmp_path / "hw").mkdir()
     (tmp_path / "hw" / "x.py").write_text("def f():\n    from firmware import codec\n")
     assert violations(str(tmp_path)) == ["hw/x.py:2 imports firmware"]
+
+
+def test_cli_tells_user_errors_from_bugs(capsys, monkeypatch, tmp_path):
+    from tools import cli, consumer_db
+
+    db = str(tmp_path / "c.db")
+    consumer_db.connect(db).close()
+    assert cli.main(["trips", "--db", __file__]) == 2  # not a database: the user's mistake, one line
+    err = capsys.readouterr().err
+    assert err.startswith("paydbox: error: --db ") and "not a consumer database" in err and err.count("\n") == 1
+
+    def boom_user(args):
+        raise LookupError("trip 9: not in the database")
+
+    def boom_bug(args):
+        return {}["missing"]
+
+    for fn, rc, start in ((boom_user, 2, "paydbox: error: trip 9"), (boom_bug, 70, "paydbox: internal error: KeyError")):
+        monkeypatch.setattr(consumer_db, "list_trips", lambda db, device=None, fn=fn: fn(None))
+        got = cli.main(["trips", "--db", db])
+        err = capsys.readouterr().err
+        assert got == rc and err.startswith(start) and len(err.strip().splitlines()) == 1, err
+    assert cli.is_user_error(consumer_db.sqlite3.Error("x")) is False  # not ours, not a ValueError: a bug

@@ -56,12 +56,31 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("paydbox: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # one clean line unless --debug
+    except Exception as e:
         if args.debug:
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print("paydbox: error: %s" % msg, file=sys.stderr)
-        return 2
+        if is_user_error(e):  # bad input, a link or file fault, a subsystem's own error: one clean line
+            print("paydbox: error: %s" % msg, file=sys.stderr)
+            return 2
+        # anything else is a bug in paydbox: say so, and how to get the traceback
+        print("paydbox: internal error: %s: %s (rerun with --debug for the traceback)" % (type(e).__name__, msg),
+              file=sys.stderr)
+        return 70  # EX_SOFTWARE
+
+
+_PROJECT = ("tools", "firmware", "hw", "edge_agent")
+
+
+def is_user_error(e):
+    """Errors in layers (docs/architecture.md): ValueError for bad arguments, OSError for bus, link and file
+    faults, LookupError for what is not there, and each subsystem's own exception (declared in this
+    project). A KeyError, IndexError, TypeError, AttributeError... is a bug, not the user's doing."""
+    if isinstance(e, (KeyError, IndexError)):
+        return False
+    if isinstance(e, (ValueError, OSError, LookupError, CLIError)):
+        return True
+    return any(c.__module__.split(".")[0] in _PROJECT for c in type(e).__mro__ if c is not Exception)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,11 @@ def connect(path, create=True):
             raise FileNotFoundError("no consumer database at %s (run `paydbox ingest --db %s` first)" % (path, path))
     db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as e:
+        db.close()
+        raise ValueError("--db %s: not a consumer database (%s)" % (path, e))
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA busy_timeout=30000")
     if create:
