@@ -220,3 +220,34 @@ def test_an_agent_without_configured_id_stays_bound_to_its_first_box(tmp_path, l
     assert _acks(got) == [] and b.counters["device_mismatch"] >= 1
     assert "device_mismatch" in b._status()["alarms"]
     b.close()
+
+
+def test_drop_oldest_policy_drops_loudly_and_the_count_survives_a_restart(tmp_path, line):
+    """queue.on_full = drop_oldest: at the limit the oldest lowest-priority pending rows go (never a crash
+    block before a position block), counted, alarmed, logged; the default back-pressure drops nothing."""
+    cfg = {"device": {"fleet": "f", "id": "box-1"}, "serial": {"url": line.path},
+           "queue": {"path": str(tmp_path / "d.db"), "max_bytes": 500, "on_full": "drop_oldest"},
+           "mqtt": {"host": "127.0.0.1", "port": 1, "backoff_min_s": 5, "backoff_max_s": 5}, "agent": {}}
+    a = Agent(cfg)
+    line.pump = lambda: (a.step(), line.read())
+    a.step()
+    line.send(framing.T_HELLO, _hello())
+    rng = random.Random(7)
+    sent = []
+    for i in range(8):
+        fs = 100 + 10 * i
+        prio = 4 if i == 0 else 0
+        line.send(framing.T_DATA, _data(fs, fs + 3, prio, make_block("box-1", 1, fs, 4, rng)))
+        sent.append(fs)
+        _run(a, line, 0.05)
+    _run(a, line, 0.3)
+    kept = sorted(r[3] for r in a.queue.head(100))
+    assert 100 in kept, "the crash block is never the one dropped"
+    dropped = [fs for fs in sent if fs not in kept]
+    assert dropped and dropped == sent[1:1 + len(dropped)], "the oldest position blocks go first: %r" % dropped
+    assert a.counters["dropped_blocks"] == len(dropped) and a.counters["dropped_records"] == 4 * len(dropped)
+    assert "data_dropped" in a._status()["alarms"]
+    a.close()
+    b = _agent(tmp_path, line, qname="d.db")
+    assert b.counters["dropped_blocks"] == len(dropped) and "data_dropped" in b._status()["alarms"]
+    b.close()
