@@ -60,10 +60,6 @@ _COUNTER_NAMES = (
 )
 
 
-class NMEAError(Exception):
-    pass
-
-
 class Fix:
     """One per epoch, reused by the parser: copy what you need inside on_fix."""
 

@@ -26,10 +26,6 @@ COMMANDS = {
 }
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
-
-
 def build_parser(argv):
     p = argparse.ArgumentParser(prog="paydbox", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -78,7 +74,7 @@ def is_user_error(e):
     project). A KeyError, IndexError, TypeError, AttributeError... is a bug, not the user's doing."""
     if isinstance(e, (KeyError, IndexError)):
         return False
-    if isinstance(e, (ValueError, OSError, LookupError, CLIError)):
+    if isinstance(e, (ValueError, OSError, LookupError)):
         return True
     return any(c.__module__.split(".")[0] in _PROJECT for c in type(e).__mro__ if c is not Exception)
 
