@@ -38,7 +38,7 @@ else:
     _TICKS_HALF = _TICKS_PERIOD >> 1
 
     def ticks_ms():
-        return int(_time.monotonic() * 1000) & (_TICKS_PERIOD - 1)
+        return int(_time.monotonic() * 1000) & (_TICKS_PERIOD - 1)  # type: ignore[attr-defined]  # CPython only
 
     def ticks_add(t, delta):
         return (t + delta) & (_TICKS_PERIOD - 1)
