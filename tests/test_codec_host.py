@@ -54,13 +54,21 @@ def record_lists(draw):
 def test_random_records_roundtrip(recs, max_bytes):
     enc = codec.BlockEncoder("dev-\u00e9", 12, max_bytes=max_bytes)
     out = []
+    refused = set()
     i = 0
     while i < len(recs):
         try:
             ok = enc.add(recs[i])
         except ValueError:
-            # only a record that cannot fit even an empty block may be refused
+            # only a record that cannot fit even an empty block may be refused: check it alone
             assert enc.count == 0 or enc._hdr is None
+            alone = codec.BlockEncoder("dev-\u00e9", 12, max_bytes=max_bytes)
+            try:
+                fits = alone.add(recs[i])
+            except ValueError:
+                fits = False
+            assert not fits, "refused a record that fits an empty block: %r" % (recs[i],)
+            refused.add(recs[i]["seq"])
             i += 1
             continue
         if ok:
@@ -75,6 +83,10 @@ def test_random_records_roundtrip(recs, max_bytes):
     want = {r["seq"]: r for r in recs}
     for r in out:
         assert r == want[r["seq"]]
+    # every record that was accepted came out, exactly once, in order
+    assert [r["seq"] for r in out] == [r["seq"] for r in recs if r["seq"] not in refused]
+    if max_bytes >= 512:
+        assert not refused  # a 512-byte block holds any record these strategies draw (strings <= 12, bytes <= 40)
 
 
 @settings(max_examples=100, deadline=None)
@@ -84,6 +96,7 @@ def test_damage_detected(recs, data):
     for r in recs:
         assert enc.add(r)
     blk = bytearray(enc.finish())
+    assert codec.decode_block(bytes(blk))[1] == recs  # intact: every record back
     pos = data.draw(st.integers(0, len(blk) - 1))
     blk[pos] ^= data.draw(st.integers(1, 255))
     try:

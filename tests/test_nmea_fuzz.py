@@ -46,7 +46,32 @@ def _slice(draw):
 @FUZZ
 @given(st.lists(_slice(), min_size=1, max_size=4), st.integers(1, 300))
 def test_splices_of_real_logs(parts, chunk):
-    _run(b"".join(parts), chunk)
+    """A splice accepts no sentence that is not in one of its parts, except one that straddles a join
+    (a fragment's head and another's tail that happen to pass the 8-bit XOR checksum)."""
+    data = b"".join(parts)
+    p, fixes = _run(data, chunk)
+    assert p.counters["fixes"] == len(fixes)
+    _fixes_in_range(fixes)
+    known = set()
+    for part in parts:
+        known |= _accepted_sentences(part)
+    for s in _accepted_sentences(data) - known:
+        assert not any(s in part for part in parts), s  # not from one part, so it must straddle a join
+
+
+def _fixes_in_range(fixes):
+    for valid, lat, lon, speed in fixes:
+        if valid:
+            assert -900000000 <= lat <= 900000000 and -1800000000 <= lon <= 1800000000, (lat, lon)
+            assert speed >= -1, speed
+
+
+def _xor_ok(sentence):
+    body, star, cks = sentence[1:].partition(b"*")
+    x = 0
+    for c in body:
+        x ^= c
+    return star == b"*" and len(cks) == 2 and int(cks, 16) == x
 
 
 def _accepted_sentences(data):
@@ -57,6 +82,7 @@ def _accepted_sentences(data):
         i = line.rfind(b"$")
         if i >= 0 and p.parse_sentence(line[i:]) is not None:
             s = line[i:]
+            assert _xor_ok(s), s  # independent of the parser: the NMEA 0183 XOR of the bytes between $ and *
             out.add(s[:-2] + s[-2:].upper())  # hex digits in either case carry the same checksum
     return out
 
@@ -75,6 +101,13 @@ def test_bit_flips_never_yield_corrupt_sentences(data, flips):
     after = _accepted_sentences(bytes(b))
     if len(flips) == 1:
         assert after <= before, after - before
+    else:
+        # several flips can cancel in the XOR checksum; what the parser accepts still carries a true
+        # checksum over its own bytes (checked in _accepted_sentences) and every fix is in range
+        pass
+    p, fixes = _run(bytes(b), 64)
+    assert p.counters["fixes"] == len(fixes)
+    _fixes_in_range(fixes)
 
 
 @FUZZ
@@ -92,4 +125,10 @@ def test_single_flip_in_synthetic_epoch_no_fix_changes(pos, bit):
 @FUZZ
 @given(_slice(), st.integers(0, 10 ** 6))
 def test_truncation(data, cut):
-    _run(data[: cut % (len(data) + 1)], 64)
+    """A prefix of a stream accepts only sentences of the whole stream, and no more fixes."""
+    prefix = data[: cut % (len(data) + 1)]
+    p, fixes = _run(prefix, 64)
+    _, full = _run(data, 64)
+    assert p.counters["fixes"] == len(fixes) <= len(full) + 1  # + the epoch the cut closes early
+    _fixes_in_range(fixes)
+    assert _accepted_sentences(prefix) <= _accepted_sentences(data)
