@@ -20,7 +20,7 @@ def _spin(clock, n):
     return clock.now
 
 
-def test_virtual_clock_no_alloc():
+def test_virtual_clock_heap_locked():
     c = VirtualClock(0)
     assert_eq(heap_locked(_spin, c, 100), 1000, "clock")
 

@@ -82,7 +82,7 @@ def _feed_partial(d, data, n):
     d.feed(data, n, None)  # no delimiter: on_frame is never called
 
 
-def test_decoder_feed_allocation_free():
+def test_decoder_feed_heap_locked():
     d = FrameDecoder()
     data = bytearray(b"\x05abcdefghijklmnopqrstuvwxyz" * 4)
     heap_locked(_feed_partial, d, data, len(data))

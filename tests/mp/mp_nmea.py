@@ -195,7 +195,7 @@ def _feed_all(p, data, n):
     return p.counters["sentences"]
 
 
-def test_feed_allocation_free():
+def test_feed_heap_locked():
     chunk = bytearray(rmc(b"120000", date=b"010126") + vtg() + gga(b"120000") + b"\xb5\x62\x00" +
                       rmc(b"120001", date=b"010126") + gga(b"120001"))
     fx = []

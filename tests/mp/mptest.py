@@ -28,12 +28,14 @@ def assert_raises(exc, fn, *args):
 
 def heap_locked(fn, a=None, b=None, c=None):
     """Run fn(a[, b[, c]]) with the MicroPython heap locked: any allocation raises MemoryError.
-    No *args: building an argument tuple would itself allocate. On CPython there is no heap lock;
-    the call still runs (the MicroPython item is the proof)."""
-    if IS_MICROPYTHON:
-        import micropython
+    No *args: building an argument tuple would itself allocate. CPython has no heap lock, so a run
+    there would prove nothing: tests that use this are named test_*heap_locked* and tests/conftest.py
+    collects them for MicroPython only; a call under CPython is an error, never a silent pass."""
+    if not IS_MICROPYTHON:
+        raise AssertionError("heap_locked() under CPython proves nothing: name the test test_*heap_locked*")
+    import micropython
 
-        micropython.heap_lock()
+    micropython.heap_lock()
     try:
         if c is not None:
             return fn(a, b, c)
@@ -41,5 +43,4 @@ def heap_locked(fn, a=None, b=None, c=None):
             return fn(a, b)
         return fn(a)
     finally:
-        if IS_MICROPYTHON:
-            micropython.heap_unlock()
+        micropython.heap_unlock()
