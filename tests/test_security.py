@@ -1,0 +1,334 @@
+"""Security suite against a real Mosquitto started with the shipped configuration (deploy/mosquitto/
+mosquitto.conf and deploy/mosquitto/acl, only its paths and port rewritten for a temp dir) and the
+certificates deploy/make-certs.sh issues. Each test is an attack; docs/security.md lists them."""
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from mosquitto_fixture import Broker, free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEPLOY = os.path.join(ROOT, "deploy")
+OPENSSL = shutil.which("openssl")
+BOXES = ["f1/box-a", "f1/box-b", "f2/box-a", "f1/box-r"]
+SETTLE_S = 0.6  # a denied publish is dropped silently: wait this long before saying "nothing came"
+
+
+def make_certs(out, *args):
+    return subprocess.run(["sh", os.path.join(DEPLOY, "make-certs.sh"), str(out)] + list(args),
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    if OPENSSL is None:
+        pytest.fail("openssl is not installed: `make setup` installs it (apt-get install openssl)")
+    out = tmp_path_factory.mktemp("pki")
+    for args in (["127.0.0.1"] + BOXES, ["127.0.0.1", "--service", "ingest", "ops"], ["--revoke", "f1/box-r"]):
+        p = make_certs(out, *args)
+        assert p.returncode == 0, p.stderr
+    return out
+
+
+def deploy_conf(pki, port, workdir):
+    """The shipped broker configuration with only its paths and port pointed at the test's files.
+    Every rewrite must hit exactly once, so a changed deploy file fails here instead of being tested
+    half-way."""
+    with open(os.path.join(DEPLOY, "mosquitto", "mosquitto.conf")) as f:
+        conf = f.read()
+    rewrites = [
+        (r"^listener 8883$", "listener %d 127.0.0.1" % port),
+        (r"^persistence_location /var/lib/mosquitto/$", "persistence_location %s/" % workdir),
+        (r"^log_dest syslog$", "log_dest stderr"),
+        (r"^acl_file /etc/mosquitto/paydbox\.acl$", "acl_file %s" % os.path.join(DEPLOY, "mosquitto", "acl")),
+        (r"^cafile /etc/mosquitto/pki/ca\.crt$", "cafile %s" % (pki / "ca.crt")),
+        (r"^certfile /etc/mosquitto/pki/server\.crt$", "certfile %s" % (pki / "server.crt")),
+        (r"^keyfile /etc/mosquitto/pki/server\.key$", "keyfile %s" % (pki / "server.key")),
+        (r"^crlfile /etc/mosquitto/pki/crl\.pem$", "crlfile %s" % (pki / "crl.pem")),
+    ]
+    for pat, rep in rewrites:
+        conf, n = re.subn(pat, rep, conf, flags=re.M)
+        assert n == 1, "deploy/mosquitto/mosquitto.conf: expected one line matching %r" % pat
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        conf += "\nuser root\n"  # do not drop to `mosquitto`: it could not read the test's temp files
+    return conf
+
+
+@pytest.fixture(scope="module")
+def broker(pki, tmp_path_factory):
+    work = tmp_path_factory.mktemp("broker")
+    b = Broker(work, port=free_port(), anonymous=False, listener=False)
+    with open(b.conf, "w") as f:
+        f.write(deploy_conf(pki, b.port, work))
+    b.start()
+    yield b
+    b.stop()
+
+
+class Client:
+    """A TLS MQTT 5 client holding one identity's certificate; records what it receives."""
+
+    def __init__(self, broker, pki, ident=None, client_id=None, cert=None, key=None):
+        self.got = []
+        self.denied_subs = []
+        self.connected = threading.Event()
+        self.rc = None
+        self._sub_done = threading.Event()
+        stem = ident.replace("/", ".") if ident else None
+        self.c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=client_id or ("t-" + (stem or "anon")), protocol=mqtt.MQTTv5)
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        if cert or stem:
+            ctx.load_cert_chain(str(cert or pki / (stem + ".crt")), str(key or pki / (stem + ".key")))
+        self.c.tls_set_context(ctx)
+        self.c.on_message = lambda cl, u, m: self.got.append((m.topic, m.payload))
+        self.c.on_connect = self._on_connect
+        self.c.on_subscribe = self._on_subscribe
+        self.c.connect(broker.host, broker.port)
+        self.c.loop_start()
+
+    def _on_connect(self, client, userdata, flags, rc, props):
+        self.rc = rc
+        if not rc.is_failure:
+            self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, rcs, props):
+        self.denied_subs.extend(rc for rc in rcs if rc.is_failure)
+        self._sub_done.set()
+
+    def wait_connected(self):
+        assert self.connected.wait(5), "not connected: %s" % self.rc
+        return self
+
+    def subscribe(self, *topics):
+        self._sub_done.clear()
+        self.c.subscribe([(t, 1) for t in topics])
+        assert self._sub_done.wait(5)
+
+    def publish(self, topic, payload):
+        self.c.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def wait_for(pred, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+INGEST_FILTERS = ("paydbox/+/+/records", "paydbox/+/+/events", "paydbox/+/+/status", "paydbox/+/+/cmd/result")
+
+
+def test_box_publishes_only_under_its_own_fleet_and_device(broker, pki):
+    ing = Client(broker, pki, "ingest").wait_connected()
+    ing.subscribe(*INGEST_FILTERS)
+    assert ing.denied_subs == []
+    a = Client(broker, pki, "f1/box-a").wait_connected()
+    for topic in ("paydbox/f1/box-b/records",      # another box of the same fleet
+                  "paydbox/f2/box-a/records",      # the same device name in another fleet
+                  "paydbox/f2/box-a/events",
+                  "paydbox/f1/box-b/status",
+                  "paydbox/f1/box-b/cmd/result",
+                  "paydbox/f1/box-a/extra/records"):  # deeper levels are not the box's topics either
+        a.publish(topic, b"forged")
+    for leaf in ("records", "events", "status", "cmd/result"):
+        a.publish("paydbox/f1/box-a/" + leaf, b"mine")
+    assert wait_for(lambda: len([1 for t, p in ing.got if p == b"mine"]) == 4), ing.got
+    time.sleep(SETTLE_S)
+    assert [t for t, p in ing.got if p == b"forged"] == []
+    assert sorted(t for t, p in ing.got) == sorted("paydbox/f1/box-a/" + x for x in ("records", "events", "status", "cmd/result"))
+    a.close()
+    ing.close()
+
+
+def test_forged_header_arrives_only_under_the_senders_topic(broker, pki):
+    """A block whose header names another device: the broker cannot read headers, but the topic it
+    delivers on is the sender's authenticated identity, which is what the consumer files it under."""
+    from firmware import codec
+
+    enc = codec.BlockEncoder("box-b", 1, 512)  # header says box-b
+    enc.add({"type": "odometer", "seq": 1, "t_ms": 0, "utc_s": -1, "total_m": 1})
+    blk = enc.finish()
+    assert codec.decode_block(blk)[0]["device"] == "box-b"
+    ing = Client(broker, pki, "ingest").wait_connected()
+    ing.subscribe(*INGEST_FILTERS)
+    a = Client(broker, pki, "f1/box-a").wait_connected()
+    a.publish("paydbox/f1/box-b/records", blk)  # refused: not its topic
+    a.publish("paydbox/f1/box-a/records", blk)  # delivered, as box-a's
+    assert wait_for(lambda: len(ing.got) >= 1)
+    time.sleep(SETTLE_S)
+    assert ing.got == [("paydbox/f1/box-a/records", blk)]
+    a.close()
+    ing.close()
+
+
+def test_box_reads_only_its_own_commands_and_acks(broker, pki):
+    a = Client(broker, pki, "f1/box-a").wait_connected()
+    b = Client(broker, pki, "f1/box-b").wait_connected()
+    other = Client(broker, pki, "f2/box-a").wait_connected()
+    a.subscribe("paydbox/f1/box-a/cmd", "paydbox/f1/box-a/ack")
+    assert a.denied_subs == []
+    # Mosquitto 2.0 grants any subscription and applies the read ACL to every message it would
+    # deliver: what counts is that nothing of box-a's arrives
+    b.subscribe("paydbox/f1/box-a/cmd", "paydbox/f1/box-a/ack", "paydbox/+/+/cmd", "paydbox/#")
+    b.subscribe("paydbox/f1/box-b/cmd")
+    other.subscribe("paydbox/f2/box-a/cmd")
+    ing = Client(broker, pki, "ingest").wait_connected()
+    ops = Client(broker, pki, "ops").wait_connected()
+    ing.publish("paydbox/f1/box-a/ack", b"ack-a")
+    ing.publish("paydbox/f1/box-a/cmd", b"repair-a")
+    ops.publish("paydbox/f1/box-a/cmd", b"ping-a")
+    assert wait_for(lambda: len(a.got) == 3), a.got
+    time.sleep(SETTLE_S)
+    assert sorted(p for t, p in a.got) == [b"ack-a", b"ping-a", b"repair-a"]
+    assert b.got == [] and other.got == [], (b.got, other.got)
+    for c in (a, b, other, ing, ops):
+        c.close()
+
+
+def test_box_cannot_write_acks_or_commands(broker, pki):
+    """A box forging the consumer's acks (its own or another's: the box would drop records no one
+    stored) or sending commands to another box."""
+    b = Client(broker, pki, "f1/box-b").wait_connected()
+    b.subscribe("paydbox/f1/box-b/ack", "paydbox/f1/box-b/cmd")
+    a = Client(broker, pki, "f1/box-a").wait_connected()
+    a.subscribe("paydbox/f1/box-a/ack")
+    ops_watch = Client(broker, pki, "ops").wait_connected()
+    ops_watch.subscribe("paydbox/+/+/cmd/result", "paydbox/+/+/status")
+    a.publish("paydbox/f1/box-b/ack", b"forged")
+    a.publish("paydbox/f1/box-b/cmd", b"forged")
+    a.publish("paydbox/f1/box-a/ack", b"forged")
+    ing = Client(broker, pki, "ingest").wait_connected()
+    ing.publish("paydbox/f1/box-b/ack", b"real")
+    assert wait_for(lambda: b.got == [("paydbox/f1/box-b/ack", b"real")]), b.got
+    time.sleep(SETTLE_S)
+    assert b.got == [("paydbox/f1/box-b/ack", b"real")] and a.got == [], (b.got, a.got)
+    for c in (a, b, ops_watch, ing):
+        c.close()
+
+
+def test_services_have_only_their_rights(broker, pki):
+    """ops reads no records; ingest writes no records (it cannot plant data under a box either)."""
+    ops = Client(broker, pki, "ops").wait_connected()
+    ops.subscribe("paydbox/+/+/records", "paydbox/+/+/events", "paydbox/+/+/ack")
+    watch = Client(broker, pki, "ingest", client_id="t-ingest-watch").wait_connected()
+    watch.subscribe("paydbox/+/+/records")
+    ing = Client(broker, pki, "ingest").wait_connected()
+    ing.publish("paydbox/f1/box-a/records", b"planted")
+    ops.publish("paydbox/f1/box-a/records", b"planted")
+    ing.publish("paydbox/f1/box-a/ack", b"ack")  # allowed for ingest, but ops may not read it
+    a = Client(broker, pki, "f1/box-a").wait_connected()
+    a.publish("paydbox/f1/box-a/records", b"real")
+    assert wait_for(lambda: watch.got == [("paydbox/f1/box-a/records", b"real")]), watch.got
+    time.sleep(SETTLE_S)
+    assert watch.got == [("paydbox/f1/box-a/records", b"real")] and ops.got == [], (watch.got, ops.got)
+    a.close()
+    for c in (ops, watch, ing):
+        c.close()
+
+
+def _tls_handshake_refused(broker, pki, cert=None, key=None):
+    """True if the broker refuses the TLS session (no MQTT CONNACK success)."""
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if cert:
+        ctx.load_cert_chain(str(cert), str(key))
+    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="t-refused", protocol=mqtt.MQTTv5)
+    c.tls_set_context(ctx)
+    ok = threading.Event()
+    done = threading.Event()
+    c.on_connect = lambda cl, u, f, rc, p: (ok.set() if not rc.is_failure else None, done.set())
+    c.on_disconnect = lambda *a: done.set()
+    try:
+        c.connect(broker.host, broker.port)
+    except (ssl.SSLError, OSError):
+        return True
+    c.loop_start()
+    done.wait(3.0)
+    got = ok.is_set()
+    c.disconnect()
+    c.loop_stop()
+    return not got
+
+
+def test_no_certificate_and_foreign_ca_are_refused(broker, pki, tmp_path):
+    assert _tls_handshake_refused(broker, pki), "a client without a certificate got in"
+    # a self-made CA issuing "f1/box-b": right name, wrong issuer
+    other = tmp_path / "other"
+    assert make_certs(other, "127.0.0.1", "f1/box-b").returncode == 0
+    assert _tls_handshake_refused(broker, pki, other / "f1.box-b.crt", other / "f1.box-b.key")
+    # plain MQTT on the TLS port gets nothing either
+    s = socket.create_connection((broker.host, broker.port), timeout=2)
+    s.sendall(bytes.fromhex("101000044d5154540402003c0004746573740000"))
+    try:
+        data = s.recv(16)
+    except OSError:
+        data = b""
+    s.close()
+    assert not data.startswith(b"\x20"), "CONNACK on a plain connection"
+    # and the same path with a valid certificate is accepted (so the checks above can fail)
+    assert not _tls_handshake_refused(broker, pki, pki / "f1.box-a.crt", pki / "f1.box-a.key")
+
+
+def test_revoked_certificate_is_refused(broker, pki):
+    assert _tls_handshake_refused(broker, pki, pki / "f1.box-r.crt", pki / "f1.box-r.key"), \
+        "a revoked certificate (in crl.pem) got in"
+    assert not _tls_handshake_refused(broker, pki, pki / "f1.box-b.crt", pki / "f1.box-b.key")
+
+
+def test_make_certs_never_issues_a_service_identity_to_a_box(tmp_path):
+    if OPENSSL is None:
+        pytest.fail("openssl is not installed: `make setup` installs it")
+    for bad in ("ingest", "ops", "box-0001", "f1/ingest/x", "/box", "f1/", "f1/b@d"):
+        p = make_certs(tmp_path, "127.0.0.1", bad)
+        assert p.returncode != 0 and "bad box identity" in p.stderr, (bad, p.stderr)
+    p = make_certs(tmp_path, "127.0.0.1", "--service", "root")
+    assert p.returncode != 0 and "unknown service" in p.stderr
+    assert not (tmp_path / "ingest.crt").exists() and not (tmp_path / "ops.crt").exists()
+
+
+def test_agent_refuses_a_box_whose_hello_names_another_device(tmp_path):
+    """A box (or a swapped box) that says it is box-evil on the link of the agent for box-0001: its
+    blocks are never acked (they stay on the box), no command reaches it, the status alarms."""
+    import json
+
+    from edge_agent.simbox import AgentProc, Collector, SimBox, write_agent_config
+
+    b = Broker(tmp_path / "plain").start()
+    cmds = []
+    box = SimBox("box-evil", on_command=lambda d: cmds.append(d) or {"pong": 1}).start()
+    col = Collector(b.host, b.port, "paydbox/f1/box-0001/#")
+    cfg = write_agent_config(str(tmp_path / "agent.toml"), "f1", "box-0001", box.path, str(tmp_path / "q.db"),
+                             b.host, b.port)
+    agent = AgentProc(cfg, str(tmp_path / "agent.log")).start()
+    try:
+        box.produce(5)
+        ops = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="t-ops", protocol=mqtt.MQTTv5)
+        ops.connect(b.host, b.port)
+        ops.loop_start()
+        assert wait_for(lambda: any("device_mismatch" in s.get("alarms", ()) for s in col.status), 15), agent.log()[-2000:]
+        ops.publish("paydbox/f1/box-0001/cmd", json.dumps({"id": "c1", "cmd": "ping"}), qos=1).wait_for_publish(5)
+        time.sleep(3.0)
+        assert box.store.pending() == 5, "the agent acked a box that is not its own"
+        assert col.count() == 0 and cmds == [] and not [r for r in col.results if r.get("ok")], (cmds, col.results)
+        assert "refusing the box" in agent.log()
+        ops.disconnect()
+        ops.loop_stop()
+    finally:
+        agent.terminate()
+        col.close()
+        box.stop()
+        b.stop()
