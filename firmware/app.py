@@ -131,7 +131,7 @@ class Box:
         # parser's "quiet line ends the epoch" fallback must wait longer than one loop period
         self.parser = NMEAParser(on_fix=self._on_fix, idle_ms=_NMEA_IDLE_MS)
         self.odo = Odometer(odo_cfg, st.get("odo"))
-        self.trip = TripTracker(trip_cfg, emit=self._emit, score_fn=score_trip)
+        self.trip = TripTracker(trip_cfg, emit=self._emit, score_fn=score_trip, before_end=self._flush_motion)
         self._uart_buf = bytearray(_UART_BUF)
         self._last_gnss_ms = now
         self._gnss_missing_reported = False
@@ -256,14 +256,18 @@ class Box:
         if kind == "crash":
             self.flush()  # a crash is committed at once
 
+    def _flush_motion(self):
+        # trip end, before its summary: events motion still holds (pending their speed check, or
+        # held for want of a calibration: they go out as `unclassified`) are emitted now, inside the
+        # trip, so the trip_end counts and score include them
+        if self.motion is not None:
+            self.motion.flush()
+
     # ---- records ----
     def _emit(self, rec):
         """Give a record its sequence number and encode it into the open block. Returns the seq."""
         if "utc_s" not in rec:
             rec["utc_s"] = -1
-        if rec["type"] == "trip_end" and self.motion is not None:
-            # events still held for want of a calibration go out now, as `unclassified`
-            self.motion.flush()
         seq = self.store.next_seq()
         rec["seq"] = seq
         if rec["type"] == "trip_start":

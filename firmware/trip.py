@@ -50,10 +50,13 @@ class TripTracker:
     Records emitted: trip_start, event (overspeed, idle, towing), trip_end (the summary).
     `seq` and `t_ms` of records are filled by the caller's emit (it owns the sequence numbers)."""
 
-    def __init__(self, cfg=None, emit=None, score_fn=None):
+    def __init__(self, cfg=None, emit=None, score_fn=None, before_end=None):
         self.cfg = cfg
         self.emit = emit
         self.score_fn = score_fn
+        # called at trip end before the summary is built, while the trip is still open: events that
+        # are still pending elsewhere (motion's queue) come in through on_event and are counted
+        self.before_end = before_end
         self.state = _IDLE
         self.trip = None        # dict of the current trip's accumulators
         self.trips = []         # finished trip summaries (kept for the replay report; bounded)
@@ -186,6 +189,8 @@ class TripTracker:
         self.trip["trip"] = self.trip_start_seq
 
     def _end(self, end_ms):
+        if self.before_end is not None:
+            self.before_end()
         tr = self.trip
         start = tr["start_t_ms"]
         if end_ms < start:

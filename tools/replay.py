@@ -64,8 +64,16 @@ def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600):
         return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def _count_fields():
+    from firmware import codec
+
+    return [f for f, _ in dict(codec.TYPES)["trip_end"] if f.startswith("n_")]
+
+
 def format_report(raw, trace, runtime):
     from firmware.score import coach
+
+    count_fields = _count_fields()
 
     trips = []
     for s in raw["trips"]:
@@ -77,6 +85,8 @@ def format_report(raw, trace, runtime):
             "max_speed_kmh": round(s["max_speed_mmps"] * 0.0036, 1),
             "idle_s": s["idle_s"], "night_s": s["night_s"], "overspeed_s": s["overspeed_s"],
             "score": s["score"],
+            # the trip_end record's own counts (n_<type>), to check against the events list
+            "counts": {f[2:]: s[f] for f in count_fields},
             "events": [{"type": e["type"], "t": e["t_ms"] / 1000, "dur_s": e["dur_ms"] / 1000,
                         "peak_mg": e["peak_mg"]} for e in s["events"]],
             "coach": coach(summary, "en"), "coach_fr": coach(summary, "fr"),
