@@ -29,7 +29,8 @@ class ConfigError(Exception):
 _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 _VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O, Q
 _PLATE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -"
-DEFAULT_PIN = "0000"
+# No default PIN: a new box has none ("" = unset) and takes its first one with `set installer_pin`
+# (first provisioning, docs/security.md); until then nothing needs a login because nothing can log in.
 
 # key -> (type, default, allowed, description)
 #   type 'int': allowed = (lo, hi) or a tuple of choices (first element a list marks choices)
@@ -37,7 +38,7 @@ DEFAULT_PIN = "0000"
 #   type 'str': allowed = (min_len, max_len, charset)
 #   type 'choice': allowed = tuple of strings
 #   type 'vin': '' or 17 chars of the VIN charset
-#   type 'pin': 4..8 digits, stored as a salted SHA-256 ('' = the default PIN)
+#   type 'pin': 4..8 digits, stored as PBKDF2-HMAC-SHA256 with a per-box salt (firmware/pin.py); '' = no PIN yet
 SCHEMA = {
     "device_id": ("str", "unprovisioned", (1, 32, _ID_CHARS), "box identity, unique in the fleet (MQTT topic)"),
     "fleet_id": ("str", "", (0, 32, _ID_CHARS), "fleet / customer the box belongs to"),
@@ -61,7 +62,7 @@ SCHEMA = {
     "link_baud": ("int", 115200, [9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600], "edge agent link UART baud rate"),
     "status_interval_s": ("int", 3600, (60, 86400), "status record period, s"),
     "store_max_kb": ("int", 1024, (64, 8192), "record store size limit, KiB"),
-    "installer_pin": ("pin", "", None, "installer PIN for set/calibrate/reboot: 4-8 digits (stored hashed)"),
+    "installer_pin": ("pin", "", None, "installer PIN for set/calibrate/reboot/maintenance: 4-8 digits (stored as PBKDF2)"),
 }
 
 KEYS = sorted(SCHEMA)
@@ -99,7 +100,9 @@ def _bad(key, value_str):
     return ConfigError("%s: bad value %r, allowed %s" % (key, value_str, allowed_text(key)))
 
 
-def _pin_hash(pin, salt):
+def _legacy_pin_hash(pin, salt):
+    # firmware before PBKDF2 stored "sha256:<salt>:<hash>"; still checked (and re-hashed at the next
+    # good login) so an updated box keeps its PIN instead of falling back to "no PIN"
     h = hashlib.sha256(("paydbox-pin:" + salt + ":" + pin).encode())
     return "sha256:%s:%s" % (salt, "".join("%02x" % b for b in h.digest()))
 
@@ -149,8 +152,9 @@ def parse_value(key, value_str):
         for ch in s:
             if ch not in "0123456789":
                 raise _bad(key, "****")
-        salt = "".join("%02x" % b for b in os.urandom(4))
-        return _pin_hash(s, salt)
+        from firmware import pin as _pin
+
+        return _pin.hash_pin(s)
     lo, hi, chars = allowed
     if chars == _PLATE_CHARS:
         s = s.upper()
@@ -167,7 +171,7 @@ def format_value(key, v):
     if typ == "dec":
         return fmt_dec(v)
     if typ == "pin":
-        return "default" if v == "" else "set"
+        return "unset" if v == "" else "set"
     return str(v)
 
 
@@ -237,7 +241,7 @@ class Config:
             return
         typ = SCHEMA[k][0]
         if typ == "pin":
-            if isinstance(v, str) and (v == "" or v.startswith("sha256:")):
+            if isinstance(v, str) and (v == "" or v.startswith("sha256:") or v.startswith("pbkdf2-sha256$")):
                 self._v[k] = v
             else:
                 self.dropped.append(k)
@@ -313,14 +317,25 @@ class Config:
             self.on_change(key, old_s, new_s)
         return old_s, new_s
 
+    def pin_set(self):
+        return self._v["installer_pin"] != ""
+
+    def pin_is_legacy(self):
+        return self._v["installer_pin"].startswith("sha256:")
+
     def check_pin(self, pin):
+        """True for the box's PIN; always False while no PIN is set (there is no default PIN)."""
         h = self._v["installer_pin"]
-        if h == "":
-            return pin == DEFAULT_PIN
-        parts = h.split(":")
-        if len(parts) != 3:
-            return False
-        return _pin_hash(str(pin), parts[1]) == h
+        if h.startswith("sha256:"):
+            parts = h.split(":")
+            if len(parts) != 3:
+                return False
+            from firmware.pin import equal
+
+            return equal(_legacy_pin_hash(str(pin), parts[1]).encode(), h.encode())
+        from firmware import pin as _pin
+
+        return _pin.check_pin(pin, h)
 
     def export(self):
         """Every key except the PIN hash, as strings (what `set` accepts)."""

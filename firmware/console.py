@@ -4,9 +4,20 @@
 # (a line starting with "!" gets exactly one line of JSON back: {"ok": true, ...} or
 # {"ok": false, "error": "..."}; `json on` makes every reply JSON).
 # Commands: help, status, get [key], set key value, login PIN, logout, selftest, calibrate, reboot,
-# json on|off, echo on|off. set/calibrate/reboot need `login PIN` first; wrong PINs are rate limited.
+# maintenance, json on|off, echo on|off. set/calibrate/reboot/maintenance need `login PIN` first.
 # The console owns no hardware: the app gives it `status_provider()` -> dict and optional hooks
-# (selftest, calibrate, reboot), so it is testable alone. Runs on MicroPython and CPython.
+# (selftest, calibrate, reboot, kbd_intr), so it is testable alone. Runs on MicroPython and CPython.
+#
+# PIN rules (docs/security.md):
+# - a new box has no PIN; its first `set installer_pin NEW` needs no login (first provisioning),
+#   every later change does. No PIN, no login: there is no default PIN.
+# - wrong PINs: FREE_TRIES, then a lockout that doubles per further wrong PIN. The count is on flash
+#   (lock_path) and is raised *before* the PIN is checked, so neither a reboot nor a power cut in the
+#   middle of a check gives a free try; after a reboot a locked box starts its lockout over.
+# - with a PIN set, Ctrl-C on the console stream reaches no REPL: the console calls
+#   hooks["kbd_intr"](-1) (micropython.kbd_intr on a board); `maintenance` (logged in) gives the REPL
+#   escape back until the next reboot, for `paydbox flash`.
+# - a PIN typed with echo on is echoed as '*'.
 import json
 
 from firmware.config import KEYS, SCHEMA, ConfigError, allowed_text
@@ -25,6 +36,7 @@ HELP = (
     "selftest               check GNSS, accelerometer, storage, config",
     "calibrate              start mounting calibration (login first)",
     "reboot                 restart the box (login first)",
+    "maintenance            allow the REPL escape until reboot, for paydbox flash (login first)",
     "json on|off            one JSON line per reply (or start a line with !)",
     "echo on|off            echo typed characters",
     "keys                   every key with its allowed values",
@@ -32,7 +44,7 @@ HELP = (
 
 
 class Console:
-    def __init__(self, uart, config, status_provider=None, now_ms=None, hooks=None, version="?"):
+    def __init__(self, uart, config, status_provider=None, now_ms=None, hooks=None, version="?", lock_path=None):
         self.uart = uart
         self.config = config
         self.status_provider = status_provider
@@ -46,10 +58,51 @@ class Console:
         self._overflow = False
         self._rbuf = bytearray(64)
         self._session_until = -1
-        self._bad_pins = 0
-        self._locked_until = -1
         self._after = None  # hook to call once the reply is written (reboot)
         self.lines = 0
+        self.lock_path = lock_path
+        self.maintenance = False
+        self._bad_pins = self._load_bad_pins()
+        self._locked_until = -1
+        if self._bad_pins >= FREE_TRIES:  # locked when it went down: the lockout starts over
+            self._locked_until = self._now() + self._lock_ms(self._bad_pins)
+        self._mask = False  # echo: the line being typed carries a PIN
+        self.apply_repl_guard()
+
+    # -- PIN state on flash ----------------------------------------------------------------------
+    def _load_bad_pins(self):
+        if self.lock_path is None:
+            return 0
+        try:
+            with open(self.lock_path) as f:
+                n = json.load(f).get("bad", 0)
+            return n if isinstance(n, int) and n >= 0 else FREE_TRIES
+        except OSError:
+            return 0  # no file: no wrong PIN since the last good login
+        except (ValueError, AttributeError):
+            return FREE_TRIES  # damaged: fail closed (locked), never open
+
+    def _save_bad_pins(self, n):
+        self._bad_pins = n
+        if self.lock_path is None:
+            return
+        import os
+
+        tmp = self.lock_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps({"bad": n}))
+        os.rename(tmp, self.lock_path)
+
+    @staticmethod
+    def _lock_ms(bad):
+        lock = LOCK_BASE_MS << min(bad - FREE_TRIES, 16)
+        return LOCK_MAX_MS if lock > LOCK_MAX_MS or lock <= 0 else lock
+
+    def apply_repl_guard(self):
+        """No REPL escape (Ctrl-C) while a PIN is set, unless a maintenance unlock is active."""
+        fn = self.hooks.get("kbd_intr")
+        if fn is not None:
+            fn(3 if (self.maintenance or not self.config.pin_set()) else -1)
 
     # -- time ---------------------------------------------------------------------------------
     def _now(self):
@@ -74,9 +127,10 @@ class Console:
             data = u.read(k)
             if not data:
                 break
-            if self.echo:
-                u.write(data.replace(b"\r", b"\r\n") if b"\r" in data else data)
+            echo = self.echo
             for b in data:
+                if echo:
+                    self._echo(b)
                 if b == 10 or b == 13:
                     if self._n or self._overflow:
                         line = bytes(self._buf[: self._n])
@@ -90,12 +144,30 @@ class Console:
                         handled += 1
                 elif b == 3:  # Ctrl-C: drop the partial line
                     self._n = 0
+                    self._mask = False
                 elif self._n < MAX_LINE:
                     self._buf[self._n] = b
                     self._n += 1
                 else:
                     self._overflow = True
         return handled
+
+    def _echo(self, b):
+        # a person's terminal: echo as typed, but the PIN of `login` / `set installer_pin` as '*'
+        u = self.uart
+        if b == 13:
+            u.write(b"\r\n")
+            self._mask = False
+        elif b == 10:
+            self._mask = False
+        elif self._mask and b > 32:
+            u.write(b"*")
+        else:
+            u.write(bytes([b]))
+            if b == 32 and self._n:
+                head = bytes(self._buf[: self._n]).lstrip(b"!").lower()
+                if head in (b"login", b"set installer_pin"):
+                    self._mask = True
 
     def _line(self, raw):
         try:
@@ -186,7 +258,8 @@ class Console:
         st = {}
         if self.status_provider is not None:
             st = self.status_provider() or {}
-        rep = {"ok": True, "fw": self.version, "device_id": self.config.get("device_id"), "config": self.config.source}
+        rep = {"ok": True, "fw": self.version, "device_id": self.config.get("device_id"), "config": self.config.source,
+               "pin": "set" if self.config.pin_set() else "unset", "maintenance": 1 if self.maintenance else 0}
         for k in st:
             rep[k] = st[k]
         return rep
@@ -205,10 +278,16 @@ class Console:
         key = args[0]
         if key not in SCHEMA:
             raise ConfigError("unknown key %r, known: %s" % (key, " ".join(KEYS)))
-        rep = self._need_login("set")
-        if rep:
-            return rep
+        first = key == "installer_pin" and not self.config.pin_set()
+        if not first:  # first provisioning: the first PIN needs no login, every other change does
+            rep = self._need_login("set")
+            if rep:
+                return rep
         old, new = self.config.set(key, args[1])
+        if key == "installer_pin":
+            self._save_bad_pins(0)
+            self._session_until = self._now() + SESSION_MS
+            self.apply_repl_guard()
         return {"ok": True, "key": key, "old": old, "new": new}
 
     def _cmd_login(self, args):
@@ -217,20 +296,31 @@ class Console:
             return {"ok": False, "error": "locked after wrong PINs, retry in %d s" % ((self._locked_until - now + 999) // 1000)}
         if not args:
             return {"ok": False, "error": "usage: login PIN"}
+        if not self.config.pin_set():
+            return {"ok": False, "error": "no installer PIN set yet: first provisioning is `set installer_pin NEW`"}
+        bad = self._bad_pins + 1
+        self._save_bad_pins(bad)  # counted before the check: cutting power mid-check is no free try
         if self.config.check_pin(args[0]):
-            self._bad_pins = 0
+            self._save_bad_pins(0)
             self._locked_until = -1
             self._session_until = now + SESSION_MS
+            if self.config.pin_is_legacy():
+                self.config.set("installer_pin", args[0])  # re-hash an old firmware's PIN with PBKDF2
             return {"ok": True, "text": "logged in", "session_s": SESSION_MS // 1000}
-        self._bad_pins += 1
         self._session_until = -1
-        if self._bad_pins >= FREE_TRIES:
-            lock = LOCK_BASE_MS << (self._bad_pins - FREE_TRIES)
-            if lock > LOCK_MAX_MS or lock <= 0:
-                lock = LOCK_MAX_MS
+        if bad >= FREE_TRIES:
+            lock = self._lock_ms(bad)
             self._locked_until = now + lock
             return {"ok": False, "error": "wrong PIN, locked for %d s" % (lock // 1000)}
-        return {"ok": False, "error": "wrong PIN (%d tries left before lockout)" % (FREE_TRIES - self._bad_pins)}
+        return {"ok": False, "error": "wrong PIN (%d tries left before lockout)" % (FREE_TRIES - bad)}
+
+    def _cmd_maintenance(self, args):
+        rep = self._need_login("maintenance")
+        if rep:
+            return rep
+        self.maintenance = True
+        self.apply_repl_guard()
+        return {"ok": True, "text": "maintenance: REPL escape allowed until reboot", "maintenance": 1}
 
     def _cmd_logout(self, args):
         self._session_until = -1
@@ -302,8 +392,9 @@ class Console:
 
 class StdioUart:
     """UART-like view of the board's REPL stream (USB serial on ESP32/RP2), so the console shares
-    the port mpremote uses: `Console(StdioUart(), config, ...)`. Ctrl-C still interrupts the
-    firmware (mpremote's raw REPL entry); non-blocking through select.poll."""
+    the port mpremote uses: `Console(StdioUart(), config, ...)`. Ctrl-C interrupts the firmware
+    (mpremote's raw REPL entry) only while the console allows it (no PIN, or `maintenance`);
+    non-blocking through select.poll."""
 
     def __init__(self, stdin=None, stdout=None):
         import select

@@ -59,15 +59,25 @@ def run():
     box = Box(clock, gnss, i2c, power, b["fs_root"], cfg.values(), link_uart=link)
     cfg.on_change = box.on_config_change  # every change leaves an audit record; applied at reboot
     from firmware.console import Console, StdioUart
+    import micropython
 
+    # the console shares the REPL stream: with a PIN set it turns the Ctrl-C escape off
+    # (micropython.kbd_intr(-1)) until a logged-in `maintenance`; the wrong-PIN count is on flash
     console = Console(StdioUart(), cfg, status_provider=box.status, now_ms=clock.ticks_ms,
-                      hooks={"reboot": machine.reset}, version=VERSION)
+                      hooks={"reboot": machine.reset, "kbd_intr": micropython.kbd_intr}, version=VERSION,
+                      lock_path=b["fs_root"] + "/pinlock.json")
     wdt = machine.WDT(timeout=8000)
-    while True:
-        box.step()
-        console.poll()
-        wdt.feed()
-        time.sleep_ms(100)
+    try:
+        while True:
+            box.step()
+            console.poll()
+            wdt.feed()
+            time.sleep_ms(100)
+    except BaseException:
+        # an error must not end in the REPL of a provisioned box: restart instead
+        if cfg.pin_set() and not console.maintenance:
+            machine.reset()
+        raise
 
 
 if __name__ == "__main__":

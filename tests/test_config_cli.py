@@ -32,8 +32,19 @@ def box(tmp_path, trace):
     vb.stop()
 
 
-def cli(capsys, *argv):
-    rc = main(["config", *argv])
+def cli(capsys, *argv, pin=None):
+    """paydbox config ...; the PIN goes through $PAYDBOX_PIN, never argv."""
+    import os
+
+    old = os.environ.pop("PAYDBOX_PIN", None)
+    if pin is not None:
+        os.environ["PAYDBOX_PIN"] = pin
+    try:
+        rc = main(["config", *argv])
+    finally:
+        os.environ.pop("PAYDBOX_PIN", None)
+        if old is not None:
+            os.environ["PAYDBOX_PIN"] = old
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -44,17 +55,22 @@ def test_status_get_set_selftest_cli(box, capsys):
     st = json.loads(out)
     assert rc == 0 and st["ok"] and st["fw"] and st["device_id"] == "unprovisioned"
     assert "gnss_fix" in st and "accel_ok" in st
-    # set needs the PIN
+    assert st["pin"] == "unset"
+    # set needs the PIN; never from argv
     rc, _, err = cli(capsys, port, "set", "vin", "WVWZZZ1JZXW000001")
     assert rc == 2 and "PIN" in err
-    rc, _, err = cli(capsys, port, "set", "vin", "WVWZZZ1JZXW000001", "--pin", "9999")
-    assert rc == 2 and "wrong PIN" in err
-    rc, out, _ = cli(capsys, port, "set", "vin", "wvwzzz1jzxw000001", "plate", "ab 123", "--pin", "0000")
+    rc, _, err = cli(capsys, port, "set", "vin", "WVWZZZ1JZXW000001", "--pin", "0000")
+    assert rc == 2 and "never goes on the command line" in err
+    # first provisioning: the new box takes the PIN given as its first one
+    rc, out, err = cli(capsys, port, "set", "vin", "wvwzzz1jzxw000001", "plate", "ab 123", pin="0000")
     assert rc == 0 and "vin:  -> WVWZZZ1JZXW000001" in out and "plate:  -> AB 123" in out
+    assert "first provisioning" in err
+    rc, _, err = cli(capsys, port, "set", "vin", "WVWZZZ1JZXW000001", pin="9999")
+    assert rc == 2 and "wrong PIN" in err
     # bad values: one line naming the key and the allowed range (checked on the host, box untouched)
-    rc, _, err = cli(capsys, port, "set", "accel_rate_hz", "75", "--pin", "0000")
+    rc, _, err = cli(capsys, port, "set", "accel_rate_hz", "75", pin="0000")
     assert rc == 2 and err.strip() == "paydbox: error: accel_rate_hz: bad value '75', allowed 50|100|200|400"
-    rc, _, err = cli(capsys, port, "set", "overspeed_kmh", "400", "--pin", "0000")
+    rc, _, err = cli(capsys, port, "set", "overspeed_kmh", "400", pin="0000")
     assert "overspeed_kmh" in err and "30..250" in err
     rc, _, err = cli(capsys, port, "get", "colour")
     assert rc == 2 and "unknown key 'colour'" in err
@@ -67,37 +83,55 @@ def test_status_get_set_selftest_cli(box, capsys):
     assert out.strip() == "WVWZZZ1JZXW000001"
     rc, out, _ = cli(capsys, port, "get", "--json")
     vals = json.loads(out)["values"]
-    assert vals["plate"] == "AB 123" and vals["accel_rate_hz"] == "100" and vals["installer_pin"] == "default"
+    assert vals["plate"] == "AB 123" and vals["accel_rate_hz"] == "100" and vals["installer_pin"] == "set"
     rc, out, _ = cli(capsys, port, "selftest")
     assert "gnss" in out and "accel" in out and "storage" in out and "selftest:" in out
     rc, out, _ = cli(capsys, port, "selftest", "--json")
     r = json.loads(out)
     assert r["checks"]["config"].startswith("ok") and r["checks"]["accel"].startswith("ok")
-    rc, out, _ = cli(capsys, port, "calibrate", "--pin", "0000", "--json")
+    rc, out, _ = cli(capsys, port, "calibrate", "--json", pin="0000")
     assert rc == 0 and "calib" in json.loads(out)
 
 
 def test_pin_change_and_export_import(box, tmp_path, capsys):
     port = box["console"]
-    assert cli(capsys, port, "set", "installer_pin", "482913", "--pin", "0000")[0] == 0
-    rc, _, err = cli(capsys, port, "set", "plate", "X1", "--pin", "0000")
+    import os
+
+    rc, _, err = cli(capsys, port, "set", "installer_pin", "482913", pin="0000")
+    assert rc == 2 and "paydbox config PORT pin" in err  # a PIN as an argument: refused
+    pin_file = tmp_path / "pin"
+    pin_file.write_text("0000\n")
+    os.environ["PAYDBOX_NEW_PIN"] = "482913"
+    try:
+        rc, out, _ = cli(capsys, port, "pin", "--pin-file", str(pin_file))  # first provisioning
+        assert rc == 0 and "first provisioning" in out, out
+        os.environ["PAYDBOX_NEW_PIN"] = "271828"
+        rc, out, _ = cli(capsys, port, "pin", pin="482913")
+        assert rc == 0 and "changed" in out, out
+        os.environ["PAYDBOX_NEW_PIN"] = "12"
+        rc, _, err = cli(capsys, port, "pin", pin="271828")
+        assert rc == 2 and "installer_pin" in err and "12" not in err
+    finally:
+        del os.environ["PAYDBOX_NEW_PIN"]
+    rc, _, err = cli(capsys, port, "set", "plate", "X1", pin="482913")
     assert rc == 2 and "wrong PIN" in err
-    assert cli(capsys, port, "set", "crash_g", "3.3", "fleet_id", "acme", "--pin", "482913")[0] == 0
+    pin_file.write_text("271828\n")
+    assert cli(capsys, port, "set", "crash_g", "3.3", "fleet_id", "acme", "--pin-file", str(pin_file))[0] == 0
     exp = tmp_path / "box.json"
     assert cli(capsys, port, "export", "-o", str(exp))[0] == 0
     doc = json.loads(exp.read_text())
     assert doc["values"]["crash_g"] == "3.30" and "installer_pin" not in doc["values"]
-    rc, out, _ = cli(capsys, port, "import", str(exp), "--pin", "482913")
+    rc, out, _ = cli(capsys, port, "import", str(exp), pin="271828")
     assert rc == 0 and "nothing to change" in out
     doc["values"]["crash_g"] = "4"
     doc["values"]["privacy"] = "rounded"
     exp.write_text(json.dumps(doc))
-    rc, out, _ = cli(capsys, port, "import", str(exp), "--pin", "482913", "--json")
+    rc, out, _ = cli(capsys, port, "import", str(exp), "--json", pin="271828")
     ch = {c["key"]: c["new"] for c in json.loads(out)["changes"]}
     assert ch == {"crash_g": "4.00", "privacy": "rounded"}
     doc["values"]["privacy"] = "sometimes"
     exp.write_text(json.dumps(doc))
-    rc, _, err = cli(capsys, port, "import", str(exp), "--pin", "482913")
+    rc, _, err = cli(capsys, port, "import", str(exp), pin="271828")
     assert rc == 2 and "privacy" in err and "off|no_positions|rounded" in err
 
 
@@ -112,7 +146,7 @@ def test_provision_csv_two_boxes(tmp_path, trace, capsys):
                         "%s,acme-0003,acme,WVWZZZ1JZXW000003,B-AC 103\n"
                         % (infos[0]["console"], infos[1]["console"], str(tmp_path / "ttyGONE")))
         t0 = time.monotonic()
-        rc, out, err = cli(capsys, "provision", "--csv", str(csvp), "--pin", "0000")
+        rc, out, err = cli(capsys, "provision", "--csv", str(csvp), pin="0000")
         dt = time.monotonic() - t0
         assert rc == 1  # the third box is absent
         assert "2 of 3 boxes provisioned" in out and "no device at" in out
@@ -121,7 +155,7 @@ def test_provision_csv_two_boxes(tmp_path, trace, capsys):
             with ConsoleClient(info["console"]) as c:
                 v = c.cmd("get")["values"]
             assert (v["device_id"], v["fleet_id"], v["plate"]) == (dev, "acme", "B-AC 1" + dev[-2:])
-        rc, out, _ = cli(capsys, "provision", "--csv", str(csvp), "--pin", "0000", "--json")
+        rc, out, _ = cli(capsys, "provision", "--csv", str(csvp), "--json", pin="0000")
         res = json.loads(out)["results"]
         per_box = [r["seconds"] for r in res if r["result"] == "ok"]
         assert len(per_box) == 2

@@ -4,6 +4,12 @@
     paydbox config PORT export [-o FILE]        every setting as JSON (no PIN)
     paydbox config PORT import FILE             set every key of a JSON export that differs
     paydbox config provision --csv FILE         batch: one box per row, summary table at the end
+    paydbox config PORT pin                     set or change the installer PIN (asked, never an argument)
+
+The installer PIN never goes on the command line (other users see it in `ps`, shells keep it in
+their history): it comes from $PAYDBOX_PIN, from --pin-file FILE (first line) or from a prompt
+(no echo). A new PIN likewise: $PAYDBOX_NEW_PIN, --new-pin-file FILE or a prompt (asked twice).
+A box with no PIN yet takes the PIN given for the login as its first one (first provisioning).
 
 PORT is anything pyserial's serial_for_url opens (/dev/ttyUSB0, a virtual box pty, socket://...).
 The tool speaks the console's machine mode: it sends "!command" lines and reads one JSON line back.
@@ -18,7 +24,9 @@ import time
 
 from firmware.config import KEYS, SCHEMA, ConfigError, parse_value
 
-ACTIONS = ("status", "get", "set", "selftest", "calibrate", "reboot", "export", "import", "keys")
+ACTIONS = ("status", "get", "set", "selftest", "calibrate", "reboot", "export", "import", "keys", "pin")
+PIN_ON_COMMAND_LINE = ("the PIN never goes on the command line (visible in ps and shell history): "
+                       "use PAYDBOX_PIN, --pin-file FILE or the prompt")
 CSV_ID_COLS = ("port", "serial")
 
 
@@ -48,6 +56,7 @@ class ConsoleClient:
         except Exception:  # noqa: BLE001 - some URL handlers do not support it
             pass
         self._rx = b""
+        self.provisioned_pin = False  # login() gave an unprovisioned box its first PIN
         self.ser.write(b"\x03\n")  # drop any half-typed line on the box
 
     def close(self):
@@ -87,9 +96,17 @@ class ConsoleClient:
         raise ConfigCLIError("no answer from the box console on %s to %r (box off, wrong port or not paydbox firmware?)"
                              % (self.port, line.split()[0] if line else line))
 
-    def login(self, pin):
+    def login(self, pin, provision=True):
+        """Open an installer session. A box without a PIN takes this one as its first PIN
+        (first provisioning) when provision is true."""
         if pin is None:
-            raise ConfigCLIError("this needs the installer PIN: --pin PIN (or PAYDBOX_PIN)")
+            raise ConfigCLIError("this needs the installer PIN: PAYDBOX_PIN, --pin-file FILE or the prompt")
+        if "\n" in pin or "\r" in pin:
+            raise ConfigCLIError("installer PIN: one line of 4-8 digits")
+        if provision and self.cmd("status").get("pin") == "unset":
+            self.cmd("set installer_pin %s" % pin)
+            self.provisioned_pin = True
+            return
         self.cmd("login %s" % pin)
 
     def set_many(self, pairs, pin):
@@ -105,6 +122,8 @@ class ConsoleClient:
 
 
 def validate(key, value):
+    if key == "installer_pin":
+        raise ConfigCLIError("installer_pin: use `paydbox config PORT pin`: " + PIN_ON_COMMAND_LINE)
     try:
         parse_value(key, value)
     except ConfigError as e:
@@ -148,6 +167,18 @@ def do_action(client, action, rest, pin, out=None):
     if action in ("calibrate", "reboot"):
         client.login(pin)
         return client.cmd(action)
+    if action == "pin":
+        new = new_pin_source()
+        try:
+            parse_value("installer_pin", new)
+        except ConfigError as e:
+            raise ConfigCLIError(str(e))
+        if client.cmd("status").get("pin") == "unset":
+            client.cmd("set installer_pin %s" % new)  # first provisioning
+            return {"ok": True, "pin": "set", "first": True}
+        client.login(pin, provision=False)
+        client.cmd("set installer_pin %s" % new)
+        return {"ok": True, "pin": "changed", "first": False}
     if action == "export":
         vals = client.cmd("get")["values"]
         vals.pop("installer_pin", None)
@@ -271,18 +302,77 @@ def summary_table(results):
     return "\n".join(lines)
 
 
+def _read_pin_file(path, what):
+    try:
+        with open(path) as f:
+            line = f.readline().strip()
+    except OSError as e:
+        raise ConfigCLIError("cannot read %s %s: %s" % (what, path, e.strerror))
+    if not line:
+        raise ConfigCLIError("%s %s is empty" % (what, path))
+    return line
+
+
+def _prompt(text):
+    import getpass
+
+    if not sys.stdin.isatty():
+        return None
+    return getpass.getpass(text)
+
+
+def pin_source(args):
+    """The installer PIN: --pin-file, $PAYDBOX_PIN, or a prompt (no echo) on a terminal; None if none."""
+    if getattr(args, "pin_file", None):
+        return _read_pin_file(args.pin_file, "PIN file")
+    if os.environ.get("PAYDBOX_PIN"):
+        return os.environ["PAYDBOX_PIN"]
+    return _prompt("installer PIN: ")
+
+
+_NEW_PIN_FILE = [None]
+
+
+def new_pin_source():
+    if _NEW_PIN_FILE[0]:
+        return _read_pin_file(_NEW_PIN_FILE[0], "new-PIN file")
+    if os.environ.get("PAYDBOX_NEW_PIN"):
+        return os.environ["PAYDBOX_NEW_PIN"]
+    a = _prompt("new installer PIN: ")
+    if a is None:
+        raise ConfigCLIError("the new PIN: PAYDBOX_NEW_PIN, --new-pin-file FILE or the prompt (needs a terminal)")
+    if _prompt("new installer PIN again: ") != a:
+        raise ConfigCLIError("the two new PINs differ")
+    return a
+
+
 def add_arguments(p):
     p.add_argument("port", help="serial port / pyserial URL of the box, or 'provision'")
     p.add_argument("action", nargs="?", help="|".join(ACTIONS))
     p.add_argument("rest", nargs="*", help="KEY [VALUE ...] or FILE")
-    p.add_argument("--pin", default=os.environ.get("PAYDBOX_PIN"), help="installer PIN (default $PAYDBOX_PIN)")
+    p.add_argument("--pin", dest="pin_argv", help=argparse_suppress())
+    p.add_argument("--pin-file", metavar="FILE", help="read the installer PIN from FILE (else $PAYDBOX_PIN, else a prompt)")
+    p.add_argument("--new-pin-file", metavar="FILE", help="pin: read the new PIN from FILE (else $PAYDBOX_NEW_PIN, else a prompt)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("-o", "--output", help="export: write to this file")
     p.add_argument("--csv", help="provision: CSV with port or serial, device_id, fleet_id, vin, plate, ...")
 
 
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+NEEDS_PIN = ("set", "calibrate", "reboot", "import", "pin")
+
+
 def run(args):
+    if args.pin_argv is not None:
+        raise ConfigCLIError("--pin: " + PIN_ON_COMMAND_LINE)
+    _NEW_PIN_FILE[0] = args.new_pin_file
+    args.pin = pin_source(args) if (args.port == "provision" or args.action in NEEDS_PIN) else None
     if args.port == "provision":
         if not args.csv:
             raise ConfigCLIError("provision needs --csv FILE")
@@ -297,8 +387,12 @@ def run(args):
         raise ConfigCLIError("missing action: paydbox config PORT %s" % "|".join(ACTIONS))
     with ConsoleClient(args.port, args.baud) as c:
         res = do_action(c, args.action, args.rest, args.pin, args.output)
+        if c.provisioned_pin:
+            sys.stderr.write("note: %s had no installer PIN; the PIN given is now its PIN (first provisioning)\n" % args.port)
     if args.json:
         print(json.dumps(res, sort_keys=True))
+    elif args.action == "pin":
+        print("installer PIN %s" % ("set (first provisioning)" if res["first"] else "changed"))
     elif args.action == "set" or args.action == "import":
         for ch in res["changes"]:
             print("%s: %s -> %s" % (ch["key"], ch["old"], ch["new"]))

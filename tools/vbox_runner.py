@@ -253,7 +253,7 @@ def main(argv):
 
     hooks = {"calibrate": calibrate, "reboot": reboot}
     con = Console(console_uart, cfg, status_provider=status, now_ms=lambda: sess.clock.now, hooks=hooks,
-                  version=VERSION)
+                  version=VERSION, lock_path="pinlock.json")  # wrong-PIN count survives a reboot
     state["box"] = new_box()
     emit({"event": "ready", "version": VERSION, "config": cfg.source, "source": source,
           "app": type(state["box"]).__name__ if state["box"] is not None else "none"})

@@ -6,6 +6,11 @@ from mptest import assert_eq, assert_raises
 
 from firmware.config import Config, ConfigError, parse_value, fmt_dec, _encode
 from firmware.console import Console, FREE_TRIES
+from firmware import pin as _pin
+
+# the console tests set and check many PINs: size the KDF for 10 ms here (the real budget and its
+# timing on the VM are tests/mp/mp_pin.py and tools/bench_pin.py)
+_pin.CHECK_BUDGET_MS = 10
 
 
 def _tmpdir():
@@ -142,22 +147,42 @@ def test_unknown_and_invalid_stored_keys_dropped():
 
 def test_pin_hashed_and_checked():
     c = Config()
-    assert c.check_pin("0000")
+    assert not c.pin_set()
+    assert not c.check_pin("0000"), "a new box has no PIN, not a default one"
+    assert_eq(c.get_str("installer_pin"), "unset")
     c.set("installer_pin", "482913")
-    assert "482913" not in c.values()["installer_pin"]
-    assert c.values()["installer_pin"].startswith("sha256:")
+    h = c.values()["installer_pin"]
+    assert "482913" not in h
+    assert h.startswith("pbkdf2-sha256$")
     assert c.check_pin("482913")
     assert not c.check_pin("0000")
+    assert_eq(c.get_str("installer_pin"), "set")
     assert "installer_pin" not in c.export()
+    # a stored value from a file keeps working; junk is dropped (no PIN), never accepted
+    assert Config(values={"installer_pin": h}).check_pin("482913")
+    assert not Config(values={"installer_pin": "plain-482913"}).check_pin("482913")
+
+
+def test_legacy_sha256_pin_still_checks():
+    from firmware.config import _legacy_pin_hash
+
+    c = Config(values={"installer_pin": _legacy_pin_hash("4711", "a1b2c3d4")})
+    assert c.pin_set() and c.pin_is_legacy()
+    assert c.check_pin("4711") and not c.check_pin("4712")
+    con = Console(FakeUart(), c, now_ms=lambda: 0)
+    assert_eq(con.execute("login 4711")["ok"], True)
+    assert not c.pin_is_legacy(), "re-hashed with PBKDF2 at the good login"
+    assert c.check_pin("4711")
 
 
 def test_console_machine_mode_set_get():
     now = [0]
     u = FakeUart()
     cfg = Config()
+    cfg.set("installer_pin", "4821")
     con = Console(u, cfg, status_provider=lambda: {"sats": 7, "gnss_fix": 1, "accel_ok": 1, "gnss_bytes": 10},
                   now_ms=lambda: now[0], version="1.2.3")
-    u.feed("!status\n!set vin WVWZZZ1JZXW000001\n!login 0000\r\n!set vin wvwzzz1jzxw000001\n")
+    u.feed("!status\n!set vin WVWZZZ1JZXW000001\n!login 4821\r\n!set vin wvwzzz1jzxw000001\n")
     assert_eq(con.poll(), 4)
     r = u.take_json()
     assert_eq(r[0]["fw"], "1.2.3")
@@ -214,12 +239,112 @@ def test_console_pin_rate_limit():
 def test_console_reboot_after_reply_and_calibrate_hook():
     calls = []
     u = FakeUart()
-    con = Console(u, Config(), now_ms=lambda: 0,
+    cfg = Config()
+    cfg.set("installer_pin", "4821")
+    con = Console(u, cfg, now_ms=lambda: 0,
                   hooks={"reboot": lambda: calls.append(len(u.tx)), "calibrate": lambda: {"calib": "calibrating"}})
-    u.feed("!login 0000\n!calibrate\n!reboot\n")
+    u.feed("!login 4821\n!calibrate\n!reboot\n")
     con.poll()
     assert_eq(len(calls), 1)
     assert calls[0] > 0  # the reply was written before the hook ran
     r = u.take_json()
     assert_eq(r[1]["calib"], "calibrating")
     assert_eq(r[2]["ok"], True)
+
+
+def test_first_provisioning_needs_no_default_pin():
+    u = FakeUart()
+    cfg = Config()
+    con = Console(u, cfg, now_ms=lambda: 0)
+    assert_eq(con.execute("status")["pin"], "unset")
+    r = con.execute("login 0000")
+    assert not r["ok"] and "no installer PIN" in r["error"], r
+    for cmd in ("set plate AB1", "calibrate", "reboot", "maintenance"):
+        assert "login" in con.execute(cmd)["error"], cmd
+    r = con.execute("set installer_pin 482913")  # the first PIN: no login
+    assert r["ok"] and r["new"] == "set", r
+    assert con.logged_in(), "first provisioning opens a session"
+    assert con.execute("set plate AB1")["ok"]
+    con.execute("logout")
+    r = con.execute("set installer_pin 111111")  # a PIN is set: changing it needs a login
+    assert not r["ok"] and "login" in r["error"], r
+    assert cfg.check_pin("482913")
+
+
+def test_lockout_survives_reboot_and_counts_before_the_check():
+    d = _tmpdir()
+    lock = d + "/pinlock.json"
+    now = [1000]
+    cfg = Config()
+    cfg.set("installer_pin", "1234")
+    con = Console(FakeUart(), cfg, now_ms=lambda: now[0], lock_path=lock)
+    for i in range(FREE_TRIES):
+        assert_eq(con.execute("login 9999")["ok"], False)
+    assert "locked" in con.execute("login 1234")["error"]
+    # power cycle: a new box run, a new clock from 0, the same flash
+    now[0] = 0
+    con2 = Console(FakeUart(), cfg, now_ms=lambda: now[0], lock_path=lock)
+    r = con2.execute("login 1234")
+    assert not r["ok"] and "locked" in r["error"], r
+    now[0] = 31000
+    assert_eq(con2.execute("login 1234")["ok"], True)
+    con3 = Console(FakeUart(), cfg, now_ms=lambda: 0, lock_path=lock)
+    assert_eq(con3.execute("login 1234")["ok"], True)  # a good login cleared the count
+    # power cut during the check: the try was counted before the PBKDF2 ran
+
+    def cut(p):
+        raise OSError(5)
+
+    cfg.check_pin = cut
+    assert_raises(OSError, con3._cmd_login, ["5555"])
+    with open(lock) as f:
+        assert_eq(json.load(f)["bad"], 1, "try counted before the check")
+    _rm(lock)
+    os.rmdir(d)
+
+
+def test_damaged_lock_file_fails_closed():
+    d = _tmpdir()
+    lock = d + "/pinlock.json"
+    with open(lock, "w") as f:
+        f.write("{garbage")
+    cfg = Config()
+    cfg.set("installer_pin", "1234")
+    con = Console(FakeUart(), cfg, now_ms=lambda: 0, lock_path=lock)
+    assert "locked" in con.execute("login 1234")["error"]
+    _rm(lock)
+    os.rmdir(d)
+
+
+def test_repl_escape_only_without_pin_or_in_maintenance():
+    calls = []
+    cfg = Config()
+    con = Console(FakeUart(), cfg, now_ms=lambda: 0, hooks={"kbd_intr": calls.append})
+    assert_eq(calls, [3], "no PIN yet: Ctrl-C interrupts (factory / bench)")
+    con.execute("set installer_pin 482913")
+    assert_eq(calls[-1], -1, "PIN set: Ctrl-C is just a byte")
+    con.execute("logout")
+    assert "login" in con.execute("maintenance")["error"]
+    assert_eq(calls[-1], -1)
+    con.execute("login 482913")
+    r = con.execute("maintenance")
+    assert r["ok"] and r["maintenance"] == 1
+    assert_eq(calls[-1], 3, "maintenance unlock")
+    assert_eq(con.execute("status")["maintenance"], 1)
+    calls2 = []
+    Console(FakeUart(), cfg, now_ms=lambda: 0, hooks={"kbd_intr": calls2.append})
+    assert_eq(calls2, [-1], "after a reboot the unlock is gone")
+
+
+def test_echo_never_shows_the_pin():
+    u = FakeUart()
+    cfg = Config()
+    con = Console(u, cfg, now_ms=lambda: 0)
+    u.feed("echo on\r")
+    con.poll()
+    u.tx = bytearray()
+    u.feed("set installer_pin 482913\rlogin 482913\rget plate\r")
+    assert_eq(con.poll(), 3)
+    out = bytes(u.tx)
+    assert b"482913" not in out, out
+    assert b"set installer_pin ******" in out and b"login ******" in out and b"get plate" in out, out
