@@ -332,3 +332,181 @@ def test_agent_refuses_a_box_whose_hello_names_another_device(tmp_path):
         col.close()
         box.stop()
         b.stop()
+
+
+# ---- console attacks --------------------------------------------------------------------------
+def _mp_exe():
+    from tools.virtual_box import micropython_exe
+
+    return micropython_exe()
+
+
+class StdioBox:
+    """The console on the MicroPython VM's stdin/stdout through a pty that is the VM's controlling
+    terminal (so Ctrl-C is a real interrupt, as the REPL stream of a board), with `-i`: a script
+    that stops on KeyboardInterrupt drops into the REPL. On the unix port kbd_intr(-1) makes Ctrl-C
+    the default SIGINT (the VM exits) where a board passes the byte on: either way, no REPL."""
+
+    def __init__(self, boxdir):
+        import fcntl
+        import pty
+        import termios
+
+        self.master, slave = pty.openpty()
+        attrs = termios.tcgetattr(slave)
+        attrs[3] &= ~termios.ECHO  # lflag: no tty echo (ICANON and ISIG stay: Ctrl-C -> SIGINT)
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+
+        def ctty():
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        env = dict(os.environ, MICROPYPATH=ROOT)
+        self.proc = subprocess.Popen([_mp_exe(), "-i", os.path.join(ROOT, "tests", "mp", "stdio_console_box.py"),
+                                      str(boxdir)], stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env,
+                                     preexec_fn=ctty)
+        os.close(slave)
+        self.out = b""
+        assert self.read_until(b"READY", 10), self.out
+
+    def read_until(self, token, timeout=3.0):
+        import select
+
+        end = time.monotonic() + timeout
+        while token not in self.out and time.monotonic() < end:
+            r, _, _ = select.select([self.master], [], [], 0.05)
+            if r:
+                try:
+                    d = os.read(self.master, 4096)
+                except OSError:  # the VM is gone
+                    return token in self.out
+                if not d:
+                    break
+                self.out += d
+        return token in self.out
+
+    def send(self, b):
+        os.write(self.master, b)
+
+    def cmd(self, line, timeout=5.0):
+        import json
+
+        mark = len(self.out)
+        self.send(b"!" + line.encode() + b"\n")
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.read_until(b"}\n", 0.1)
+            for ln in self.out[mark:].splitlines():
+                if ln.startswith(b"{") and ln.endswith(b"}"):
+                    return json.loads(ln)
+        raise AssertionError("no console reply to %r: %r" % (line, self.out[mark:]))
+
+    def escaped(self):
+        """Ctrl-C, then a line of Python: True if a REPL ran it."""
+        self.send(b"\x03")
+        time.sleep(0.5)
+        try:
+            self.send(b"\r\nprint('ESC' + 'APED')\r\n")
+        except OSError:
+            return False
+        return self.read_until(b"ESCAPED", 2.0)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        os.close(self.master)
+
+
+def _box_dir(tmp_path, pin=None):
+    from firmware.config import Config
+
+    d = tmp_path / "box"
+    d.mkdir(parents=True)
+    c = Config(str(d / "config.json"))
+    if pin:
+        c.set("installer_pin", pin)
+    c.save()
+    return d
+
+
+def test_console_ctrl_c_reaches_the_repl_only_without_a_pin(tmp_path):
+    # the attack works on a box with no PIN (factory state): proof that the check below can fail
+    b = StdioBox(_box_dir(tmp_path / "open"))
+    try:
+        assert b.cmd("status")["pin"] == "unset"
+        assert b.escaped(), "an unprovisioned box should still give the REPL (bench, first flash)"
+    finally:
+        b.close()
+    b = StdioBox(_box_dir(tmp_path / "locked", pin="482913"))
+    try:
+        assert b.cmd("status")["pin"] == "set"
+        assert not b.escaped(), "Ctrl-C on a provisioned box's console reached a REPL: %r" % b.out[-300:]
+    finally:
+        b.close()
+    # and firmware/main.py wires the same hook on the board
+    src = open(os.path.join(ROOT, "firmware", "main.py")).read()
+    assert '"kbd_intr": micropython.kbd_intr' in src and "lock_path=" in src
+
+
+def test_console_maintenance_unlock_needs_the_pin(tmp_path):
+    b = StdioBox(_box_dir(tmp_path, pin="482913"))
+    try:
+        assert "login" in b.cmd("maintenance")["error"]
+        assert not b.cmd("login 000000")["ok"]
+        assert b.cmd("login 482913")["ok"]
+        assert b.cmd("maintenance")["maintenance"] == 1
+        assert b.escaped(), "maintenance unlock should allow the REPL escape"
+    finally:
+        b.close()
+
+
+def test_console_lockout_survives_a_power_cycle(tmp_path):
+    d = _box_dir(tmp_path, pin="482913")
+    b = StdioBox(d)
+    try:
+        for pin in ("111111", "222222", "333333"):
+            assert not b.cmd("login " + pin)["ok"]
+        assert "locked" in b.cmd("login 482913")["error"]
+    finally:
+        b.close()  # kill -9: power cut
+    b = StdioBox(d)
+    try:
+        r = b.cmd("login 482913")
+        assert not r["ok"] and "locked" in r["error"], "power cycle gave a free try: %r" % r
+    finally:
+        b.close()
+
+
+def test_flash_on_a_provisioned_box_needs_the_pin(tmp_path):
+    """paydbox flash against a running box's console: with a PIN set it refuses without the PIN and
+    with a wrong one, and only a logged-in maintenance unlock lets it on to the raw REPL. (In the
+    virtual box the console is not the REPL stream, so the last step ends at flash's own "not
+    MicroPython" check, after the box has granted maintenance.)"""
+    from test_virtual_box import make_trace
+    from tools.config_cli import ConsoleClient, maintenance_unlock
+    from tools.flash import FlashError, flash
+    from tools.virtual_box import VirtualBox
+
+    trace = make_trace(tmp_path / "drive.jsonl", 300)
+    vb = VirtualBox(trace, tmp_path / "box", speed=20)
+    port = vb.start()["console"]
+    try:
+        def must_not_ask():
+            raise AssertionError("asked for a PIN on an unprovisioned box")
+
+        assert maintenance_unlock(port, pin=must_not_ask) == "unprovisioned"
+        with ConsoleClient(port) as c:
+            c.login("482913")  # first provisioning
+        with pytest.raises(FlashError, match="needs the PIN"):
+            flash(port, board="unix", progress=False, pin=None)
+        with pytest.raises(FlashError, match="wrong PIN"):
+            flash(port, board="unix", progress=False, pin="000000")
+        with ConsoleClient(port) as c:
+            assert c.cmd("status")["maintenance"] == 0
+        with pytest.raises(FlashError, match="not MicroPython"):
+            flash(port, board="unix", progress=False, pin=lambda: "482913")
+        with ConsoleClient(port) as c:
+            assert c.cmd("status")["maintenance"] == 1
+    finally:
+        vb.stop()

@@ -121,6 +121,32 @@ class ConsoleClient:
         return out
 
 
+def maintenance_unlock(port, baudrate=115200, pin=None, timeout=0.7):
+    """Before `paydbox flash`: a box running the paydbox console with a PIN set has the REPL escape
+    off, so flashing needs a logged-in `maintenance` first. Returns "unlocked", "unprovisioned" (no
+    PIN: nothing to unlock) or "no console" (plain REPL or other firmware). pin: str or callable."""
+    try:
+        c = ConsoleClient(port, baudrate, timeout=timeout)
+    except ConfigCLIError:
+        return "no console"  # flash's own connect reports the port problem
+    with c:
+        try:
+            st = c.cmd("status")
+        except ConfigCLIError:
+            return "no console"
+        if st.get("pin") != "set" or st.get("maintenance"):
+            return "unprovisioned" if st.get("pin") != "set" else "unlocked"
+        if callable(pin):
+            pin = pin()
+        if not pin:
+            raise ConfigCLIError("%s is provisioned (installer PIN set): paydbox flash needs the PIN "
+                                 "(PAYDBOX_PIN, --pin-file FILE or the prompt)" % port)
+        c.timeout = 5.0
+        c.login(pin, provision=False)
+        c.cmd("maintenance")
+    return "unlocked"
+
+
 def validate(key, value):
     if key == "installer_pin":
         raise ConfigCLIError("installer_pin: use `paydbox config PORT pin`: " + PIN_ON_COMMAND_LINE)

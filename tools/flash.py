@@ -335,13 +335,19 @@ def mpy_header_ok(mpy_bytes, dev_mpy):
     return (mpy_bytes[2] >> 2) == 0 or (mpy_bytes[2] & 3) == ((dev_mpy >> 8) & 3)
 
 
-def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_root=ROOT, baudrate=115200):
+def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_root=ROOT, baudrate=115200, pin=None):
     """Build and deploy. callback(phase, path) is called before each device step (tests inject faults).
-    Returns a report dict."""
+    pin (str or callable): installer PIN for a provisioned box (docs/security.md). Returns a report dict."""
     t_start = time.monotonic()
     files = build(board, src_root)
     manifest = make_manifest(files, board)
     t_build = time.monotonic() - t_start
+    from tools.config_cli import ConfigCLIError, maintenance_unlock
+
+    try:  # a provisioned box lets no one at its REPL without the PIN
+        maintenance_unlock(port, baudrate, pin)
+    except ConfigCLIError as e:
+        raise FlashError(str(e))
     t = connect(port, baudrate)
     cb = callback or (lambda phase, path: None)
     try:
@@ -454,13 +460,16 @@ def add_arguments(p):
     p.add_argument("--base-image", metavar="FILE", help="first write this MicroPython firmware with esptool (esp32)")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--pin-file", metavar="FILE", help="installer PIN of a provisioned box (else $PAYDBOX_PIN, else a prompt)")
 
 
 def run(args):
     if args.base_image:
         write_base_image(args.port, args.base_image, args.board)
+    from tools.config_cli import pin_source
+
     rep = flash(args.port, board=args.board, dry_run=args.dry_run, progress=not args.json,
-                baudrate=args.baud)
+                baudrate=args.baud, pin=lambda: pin_source(args))
     if args.json:
         print(json.dumps(rep, sort_keys=True))
     else:
