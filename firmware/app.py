@@ -34,7 +34,7 @@ _PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "odo
          "config": 2, "tamper": 3, "crash": 4}
 
 _EVENT_KINDS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "overspeed", "idle",
-                "towing", "unclassified")
+                "towing", "unclassified", "shock")
 
 DEFAULT_CONFIG = {
     "device_id": "paydbox-0001",
@@ -125,6 +125,7 @@ class Box:
         self.pos_count = 0
         self.blocks = 0
         self.tampers = []  # (bounded) tamper records of this boot, for the replay report
+        self.loose_events = []  # (bounded) motion events outside any trip (a box dropped while parked)
 
         odo_cfg, motion_cfg, trip_cfg = subsystem_configs(cfg)
         # the main loop reads the UART every ~100 ms, so an epoch's bytes span several feeds: the
@@ -253,6 +254,9 @@ class Box:
         rec["utc_s"] = lf[1] - (lf[0] - ev["t_ms"]) // 1000 if (lf and lf[1] >= 0) else -1
         self._emit(rec)
         self.trip.on_event(ev)
+        if self.trip.trip is None and len(self.loose_events) < 16:
+            self.loose_events.append({"type": kind, "t_ms": ev["t_ms"], "dur_ms": ev.get("dur_ms", 0),
+                                      "peak_mg": ev.get("peak_mg", 0)})
         if kind == "crash":
             self.flush()  # a crash is committed at once
 
@@ -273,7 +277,8 @@ class Box:
         if rec["type"] == "trip_start":
             rec["trip"] = seq
         if self.enc is None:
-            self._new_block(rec["t_ms"])
+            # a crash trace (10 s of raw samples) needs a block sized for it even when it opens one
+            self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX if rec["type"] == "crash" else 0)
         dropped = self.enc.dropped
         if not self.enc.add(rec):
             self.flush()
@@ -399,6 +404,7 @@ class Box:
                        "R_q14": m.state()["R"] if m else None,
                        "accel_overruns": self.accel.overruns if self.accel else 0},
             "tamper": list(self.tampers),
+            "events": list(self.loose_events),
             "store": self.store.stats(),
             "boot": self.boot,
         }

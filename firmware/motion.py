@@ -67,6 +67,14 @@ _Q14 = const(16384)
 _QUIET_Q8 = const(80 << 8)  # baseline band: 80 mg
 _CLIP = const(16000)   # LIS3DH full scale at +-16 g: keeps every product a small int on 32-bit ports
 
+# crash confirmation (speeds from the GNSS fixes around the impact, mm/s and ms)
+_CONFIRM_BEFORE_MS = const(2500)   # the last fix at most this long before the impact gives the speed before
+_CONFIRM_SETTLE_MS = const(1000)   # fixes this soon after it may still carry the speed before (receiver lag)
+_CONFIRM_AFTER_MS = const(5000)    # fixes from then up to this long after it (= the post-trigger window) give the speed after
+_CONFIRM_REST_MMPS = const(2000)   # slower than 2 m/s before the impact: standing (fitting, parked)
+_CONFIRM_STOP_MMPS = const(1500)   # after: the car stopped
+_CONFIRM_DV_MMPS = const(2500)     # or its speed changed by >= 2.5 m/s (9 km/h) ...; or by >= 40 %
+
 # crash detector states
 _CR_ARMED = const(0)
 _CR_POST = const(1)
@@ -163,7 +171,7 @@ class Motion:
 
         self.rate_hz = rate_hz
         self.on_event = on_event
-        self.counters = {"queue_full": 0, "held_overflow": 0, "too_long": 0, "gated": 0,
+        self.counters = {"shocks": 0, "queue_full": 0, "held_overflow": 0, "too_long": 0, "gated": 0,
                          "weak": 0, "recalibrations": 0, "knocks": 0, "windows_dropped": 0,
                          "fix_pairs": 0}
         # thresholds
@@ -238,6 +246,7 @@ class Motion:
         self._clon = 0
         self._ccrs = -1
         self._cvalid = 0
+        self._cpost_done = 0
         self._win_n = max(1, rate_hz // 4)
         self._w = array("i", [0] * (5))               # sx, sy, sz, act, n of the open window
         self._wq = array("i", [0] * (_WN * _WF))
@@ -444,6 +453,7 @@ class Motion:
                         # trigger: keep post_n more samples, then freeze the ring
                         self._cst = _CR_POST
                         self._cpost = self._post_n
+                        self._cpost_done = self._post_n
                         self._cdur_n = self._cover
                         self._clat = self._lat
                         self._clon = self._lon
@@ -1008,8 +1018,17 @@ class Motion:
 
     def flush(self):
         """Emit pending events, and candidates still waiting for the calibration as
-        `unclassified` (trip end)."""
+        `unclassified` (trip end, power going). A crash still recording its post-trigger samples
+        is closed with what it has (a collision often cuts the power: it must not be lost)."""
         self.poll()
+        if self._cst == _CR_POST:
+            self._cpost_done = self._post_n - self._cpost
+            # the configured pre-trigger time plus the post-trigger samples it got
+            self._cvalid = self._ring_n - self._post_n + self._cpost_done
+            if self._cvalid > self._filled:
+                self._cvalid = self._filled
+            self._cst = _CR_READY
+            self._csp1 = self._speed_at(self._t_feed)
         self._drain_events(True)
         held = self._held
         self._held = []
@@ -1071,15 +1090,51 @@ class Motion:
                     b[6 * i + 2 * j] = v & 0xFF
                     b[6 * i + 2 * j + 1] = v >> 8
             trace = bytes(b)
-        pre_n = n - self._post_n
+        pre_n = n - self._cpost_done
         dt_ms = 1000 / self.rate_hz
+        confirmed, sp0, sp1 = self._crash_confirmed(self._ct0)
         ev = {"type": "crash", "t_ms": self._ct0, "dur_ms": int(self._cdur_n * dt_ms),
               "peak_mg": int(math.sqrt(self._cpeak2)), "mean_mg": 0,
-              "speed_start_mmps": self._csp0, "speed_end_mmps": self._csp1,
+              "speed_start_mmps": sp0, "speed_end_mmps": sp1,
               "lat_e7": self._clat, "lon_e7": self._clon, "course_cdeg": self._ccrs,
               "trace": trace, "rate_hz": self.rate_hz, "pre_ms": int(pre_n * dt_ms)}
+        if not confirmed:
+            # a spike without a collision's speed change (pothole, kerb, dropped box, door slam):
+            # an event record `shock`, not a crash
+            self.counters["shocks"] += 1
+            ev["type"] = "shock"
+            del ev["trace"]
+            del ev["rate_hz"]
+            del ev["pre_ms"]
         self._cst = _CR_REARM
         self._cover = 0
         self._filled = 0
         if self.on_event is not None:
             self.on_event(ev)
+
+    def _crash_confirmed(self, t0):
+        """(crash?, speed before, speed after) for an impact at box time t0, from the GNSS speeds
+        around it. A collision changes the vehicle's speed within a few seconds: it stops, loses a
+        large part of its speed, or (hit while standing) is pushed. A spike with the speed unchanged
+        is a shock. Speeds unknown (no fix around: tunnel, antenna torn off, power gone): crash, so
+        recall never depends on the GNSS."""
+        v0 = -1
+        vmin = -1
+        vmax = -1
+        for t, v in self._fh:
+            if t <= t0:
+                if t0 - t <= _CONFIRM_BEFORE_MS:
+                    v0 = v
+            elif _CONFIRM_SETTLE_MS < t - t0 <= _CONFIRM_AFTER_MS:
+                if vmin < 0 or v < vmin:
+                    vmin = v
+                if v > vmax:
+                    vmax = v
+        if v0 < 0:
+            v0 = self._csp0
+        if v0 < 0 or vmin < 0:
+            return True, v0, self._csp1 if vmin < 0 else vmin
+        if v0 < _CONFIRM_REST_MMPS:
+            return vmax - v0 >= _CONFIRM_DV_MMPS, v0, vmax  # standing: a crash only if pushed away
+        drop = v0 - vmin
+        return (vmin <= _CONFIRM_STOP_MMPS or drop >= _CONFIRM_DV_MMPS or drop * 10 >= v0 * 4), v0, vmin

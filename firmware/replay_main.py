@@ -51,8 +51,10 @@ def merge(summaries, reboots):
     gnss = {}
     odo = {}
     tamper = []
+    events = []
     for s in summaries:
         tamper.extend(s["tamper"])
+        events.extend(s.get("events", ()))
         trips.extend(s["trips"])
         for k in counts:
             counts[k] += s["records"][k]
@@ -66,6 +68,7 @@ def merge(summaries, reboots):
     out["odometer"] = odo
     out["reboots"] = reboots
     out["tamper"] = tamper
+    out["events"] = events
     return out
 
 

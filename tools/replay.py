@@ -102,6 +102,9 @@ def format_report(raw, trace, runtime):
         "store": raw["store"], "boots": raw.get("reboots", 0) + 1,
         # tamper records: unplugged while driving shows as unaccounted_distance (value in mm)
         "tamper": [{"reason": t["reason"], "value": t["value"], "t": t["t_ms"] / 1000} for t in raw["tamper"]],
+        # motion events outside any trip (shocks or crashes while parked)
+        "events": [{"type": e["type"], "t": e["t_ms"] / 1000, "dur_s": e["dur_ms"] / 1000, "peak_mg": e["peak_mg"]}
+                   for e in raw.get("events", ())],
     }
 
 

@@ -101,6 +101,11 @@ class Drive:
                     vx += imp[2] * s
                     vy += imp[3] * s
                     vz += imp[4] * s
+                    # a longitudinal impulse is a collision: it changes the speed (delta-v), which
+                    # is what the crash confirmation looks for in the GNSS speeds
+                    self.v += imp[2] * s / 1000.0 * G_MPS2 * dt
+                    if self.v < 0:
+                        self.v = 0.0
             # box = R^T * vehicle
             if self.nbuf == 0:
                 self.t0 = self.t_ms
@@ -360,7 +365,7 @@ def test_heap_locked_hot_path():
     d.run(1.5, -4.5)    # harsh brake
     d.run(4)
     t_crash = d.t_ms
-    d.impulses = [(t_crash, 100, 0, -7000, 0)]
+    d.impulses = [(t_crash, 100, -7000, 0, 0)]
     d.run(7)
     assert_eq([e["type"] for e in evs], ["harsh_brake", "crash"], "events fired with the heap locked")
     # a candidate (uncalibrated mode) also queues without allocating
@@ -457,3 +462,70 @@ def test_event_under_way_when_calibration_completes():
     m.flush()
     kinds = [e["type"] for e in evs if abs(e["t_ms"] - t0) < 1000]
     assert_eq(kinds, ["harsh_brake"], "the brake under way is classified, not lost")
+
+
+def test_shock_at_speed_is_not_a_crash():
+    """A 6 g vertical spike (deep pothole, 40 ms) at a steady 14 m/s: the speed does not change, so
+    it is a `shock` event, no crash record (and no raw trace)."""
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, ROTATIONS[2], seed=31)
+    d.run(3)
+    d.run(7, 2.0)
+    d.run(5)
+    t_hit = d.t_ms
+    d.impulses = [(t_hit, 40, 300, 0, 6000)]
+    d.run(8)
+    assert_eq(_events_of(evs, "crash"), [], "no crash")
+    sh = _events_of(evs, "shock")
+    assert_eq(len(sh), 1, "one shock")
+    assert abs(sh[0]["t_ms"] - t_hit) <= 40 and "trace" not in sh[0], sh[0]
+    assert 5000 < sh[0]["peak_mg"] < 7000, sh[0]["peak_mg"]
+    assert_eq(m.counters["shocks"], 1, "counted")
+
+
+def test_shock_while_standing_is_not_a_crash():
+    """A box dropped during fitting: 10 g at rest, nothing moves."""
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, ROTATIONS[1], seed=32)
+    d.run(4)
+    d.impulses = [(d.t_ms, 50, 2000, -6000, 7000)]  # 10 g, 50 ms; a small delta-v along x (0.6 m/s)
+    d.run(8)
+    assert_eq([e["type"] for e in evs], ["shock"], "a drop is a shock")
+
+
+def test_crash_without_gnss_is_still_a_crash():
+    """No fix around the impact (tunnel, antenna torn off): the speed change cannot be seen, so the
+    impact counts as a crash (recall never depends on the GNSS)."""
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, ROTATIONS[3], seed=33)
+    d.fix_every = 10 ** 9  # no fix at all
+    d.run(5)
+    d.impulses = [(d.t_ms, 60, 300, 0, 6000)]  # even a pothole-like spike
+    d.run(8)
+    assert_eq([e["type"] for e in evs], ["crash"], "unknown speed: crash")
+
+
+def test_crash_cut_short_by_power_loss_is_kept():
+    """Power goes 1 s after the impact (battery cable torn): flush() closes the crash with the
+    samples it has instead of losing it."""
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, ROTATIONS[4], seed=34)
+    d.run(10)
+    d.run(6, 2.0)
+    d.run(4)
+    t_crash = d.t_ms
+    d.impulses = [(t_crash, 120, -9000, 1500, 800)]
+    d.run(1)
+    assert_eq(_events_of(evs, "crash"), [], "still recording its post-trigger samples")
+    m.flush()
+    c = _events_of(evs, "crash")
+    assert_eq(len(c), 1, "crash kept at power loss")
+    if not 4900 <= c[0]["pre_ms"] <= 5000:
+        raise AssertionError("pre_ms %d" % c[0]["pre_ms"])
+    post = len(c[0]["trace"]) // 6 - c[0]["pre_ms"] // 10
+    if not 90 <= post <= 110:
+        raise AssertionError("post-trigger samples %d, expected ~100 (1 s)" % post)

@@ -10,6 +10,7 @@ A scenario is a program of commands executed in order by `Sim`:
     ("off",)                            engine and ignition off
     ("remount", seconds)                standing; the box is taken off and re-mounted with a new rotation
     ("unplug", seconds)                 the box is unplugged (off) while standing
+    ("drop", g)                         standing; the loose box is dropped (fitting): a g impact, no speed change
 
 The kinematics run at the accelerometer rate; everything is deterministic for a seed (random.Random).
 """
@@ -630,10 +631,13 @@ class Sim:
         cruise = drv["cruise"]
         wobble = 0.0
         potholes = {}
+        shocks = {}
         for i in idx:
             p = route.pieces[i]
             n = p.opts.get("potholes", 0)
             potholes[i] = sorted(p.s0 + rng.uniform(0, p.length) for _ in range(n))
+            if p.opts.get("shock"):  # (ax, ay, az m/s2 vehicle frame, dur s) at mid-piece: no speed change
+                shocks[i] = p.s0 + p.length / 2
         for i in idx:
             p = route.pieces[i]
             crash = p.opts.get("crash", False)
@@ -683,6 +687,9 @@ class Sim:
                 self.dist += ds
                 curv = (1.0 / p.radius) if p.radius else 0.0
                 self.alat = v * v * curv
+                if i in shocks and self.s >= shocks[i]:
+                    del shocks[i]
+                    self._shock(p.opts["shock"])
                 ph = potholes.get(i)
                 if ph and self.s >= ph[0]:
                     ph.pop(0)
@@ -707,6 +714,22 @@ class Sim:
         self.v = 0.0
         self.a = 0.0
         self.alat = 0.0
+
+    def _shock(self, spec, kind="halfsine"):
+        """A short impact that is not a collision (hard pothole, kerb strike, dropped box): truth
+        `shock` with its peak specific force; the vehicle's speed is unchanged."""
+        ax, ay, az, dur = spec
+        self.pulse(dur, [ax, ay, az], kind)
+        self.truth_event("shock", self.t, self.t + dur, math.sqrt(ax * ax + ay * ay + az * az))
+
+    def cmd_drop(self, g):
+        rng = self.rng
+        a = g * G
+        d = [rng.uniform(-1, 1) for _ in range(3)]
+        n = math.sqrt(sum(x * x for x in d)) or 1.0
+        self._stand(0.5)
+        self._shock((a * d[0] / n, a * d[1] / n, a * d[2] / n, rng.uniform(0.03, 0.05)))
+        self._stand(2.0)
 
     def _crash(self):
         rng = self.rng

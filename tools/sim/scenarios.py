@@ -126,6 +126,38 @@ def crash(rng, duration_s=None):
             "notes": "frontal impact at ~50 km/h"}
 
 
+def crash_slow(rng, duration_s=None):
+    drive = _urban(rng, 2) + [P(200, 0, 25), P(120, 0, 25, crash=True)]
+    return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", drive), ("idle", 20), ("off",),
+                        ("park", 30)],
+            "notes": "low-speed impact at ~25 km/h (car park): the car stops, so it is a crash"}
+
+
+def crash_tunnel(rng, duration_s=None):
+    drive = _urban(rng, 2) + [P(300, 0, 50), P(400, 0, 50, tunnel=True, crash=True)]
+    return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", drive), ("idle", 30), ("off",),
+                        ("park", 30)],
+            "notes": "impact at ~50 km/h inside a tunnel: no GNSS speed to confirm it, still a crash"}
+
+
+def shocks(rng, duration_s=None):
+    """3 g+ spikes that are not collisions: each would trip a threshold-only crash detector."""
+    g = 9.80665
+    drive = _urban(rng, 1) + [
+        P(400, 0, 50, shock=(0.1 * g, 0.05 * g, rng.uniform(5.0, 7.0) * g, 0.04)),     # deep pothole at 50 km/h
+        P(300, 0, 70),
+        P(400, 0, 70, shock=(0.2 * g, rng.uniform(4.0, 6.0) * g, 2.0 * g, 0.04)),      # kerb strike, keeps going
+        P(300, 0, 50, stop=rng.uniform(15, 25)),
+        P(400, 0, 50, shock=(-0.5 * g, 0.3 * g, rng.uniform(6.0, 8.0) * g, 0.05)),     # speed bump taken too fast
+        P(200, 0, 30),
+    ]
+    return {"program": [("park", 10), ("drop", rng.uniform(6.0, 10.0)),             # box dropped while fitting
+                        ("park", 20), ("start",), ("idle", 5), ("drive", drive), ("idle", 5), ("off",),
+                        ("park", 30), ("drop", rng.uniform(8.0, 14.0)), ("park", 10)],
+            "notes": "shocks without a collision: a box dropped during fitting (twice), a deep pothole, a kerb strike and "
+                     "a speed bump at speed; the speed does not change, so none is a crash"}
+
+
 def towing(rng, duration_s=None):
     tow = [P(200, 0, 30), _turn(rng), P(1500, 0, 70), P(50 * QUARTER, 50, 50), P(800, 0, 60), P(200, 0, 30)]
     return {"program": [("park", 60, {"slams": 1}), ("tow", tow), ("park", 60)],
@@ -162,6 +194,9 @@ SCENARIOS = {
     "aggressive": aggressive,
     "calm": calm,
     "crash": crash,
+    "crash_slow": crash_slow,
+    "crash_tunnel": crash_tunnel,
+    "shocks": shocks,
     "towing": towing,
     "unplugged": unplugged,
     "cold_start": cold_start,
