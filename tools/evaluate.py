@@ -65,11 +65,16 @@ def truth_from_trace(path):
             prev = ln
             last = ln
             pos_td.append((ln["t"], ln["dist_m"]))
-    # distance driven before the very first fix of a cold start cannot be known by any box
+    # distance driven before the very first fix of a cold start cannot be known by any box, nor
+    # distance driven into an outage that never ends (a crash inside a tunnel: no fix ever after)
     unobservable = 0.0
+    t_end = last["t"] if last else 0.0
+    fix_dt = 1.0 / float((header.get("gnss") or {}).get("rate_hz") or 1)
     for o in outages:
         if o["reason"] == "cold_start":
             unobservable += _dist_at(pos_td, o["end"]) - _dist_at(pos_td, o["start"])
+        elif o["end"] >= t_end - 1.0:  # from the last fix before it (up to one fix interval earlier)
+            unobservable += _dist_at(pos_td, o["end"]) - _dist_at(pos_td, max(0.0, o["start"] - fix_dt))
     return {
         "unobservable_m": unobservable,
         "scenario": (header.get("sim") or {}).get("scenario") or os.path.basename(path),
