@@ -104,11 +104,13 @@ def test_power_cut_during_config_writes(tmp_path, trace):
             written.add("cut-init")
         for cut in range(6):
             stop = threading.Event()
+            logged_in = threading.Event()
 
             def writer():
                 try:
                     with ConsoleClient(info["console"], timeout=2) as c:
-                        c.login("0000")
+                        c.login("0000")  # a PBKDF2 check (~0.25 s): the cut window starts after it
+                        logged_in.set()
                         i = 0
                         while not stop.is_set():
                             v = "cut-%d-%d" % (cut, i)
@@ -121,6 +123,7 @@ def test_power_cut_during_config_writes(tmp_path, trace):
 
             th = threading.Thread(target=writer)
             th.start()
+            logged_in.wait(10)
             time.sleep(0.15 + rnd.random() * 0.3)
             vb.power_cut()
             stop.set()
