@@ -180,38 +180,42 @@ def test_box_reads_only_its_own_commands_and_acks(broker, pki):
     a = Client(broker, pki, "f1/box-a").wait_connected()
     b = Client(broker, pki, "f1/box-b").wait_connected()
     other = Client(broker, pki, "f2/box-a").wait_connected()
-    a.subscribe("paydbox/f1/box-a/cmd", "paydbox/f1/box-a/ack")
+    a.subscribe("paydbox/f1/box-a/cmd", "paydbox/f1/box-a/ack", "paydbox/f1/box-a/resend")
     assert a.denied_subs == []
     # Mosquitto 2.0 grants any subscription and applies the read ACL to every message it would
     # deliver: what counts is that nothing of box-a's arrives
-    b.subscribe("paydbox/f1/box-a/cmd", "paydbox/f1/box-a/ack", "paydbox/+/+/cmd", "paydbox/#")
+    b.subscribe("paydbox/f1/box-a/cmd", "paydbox/f1/box-a/ack", "paydbox/f1/box-a/resend", "paydbox/+/+/cmd",
+                "paydbox/#")
     b.subscribe("paydbox/f1/box-b/cmd")
     other.subscribe("paydbox/f2/box-a/cmd")
     ing = Client(broker, pki, "ingest").wait_connected()
     ops = Client(broker, pki, "ops").wait_connected()
     ing.publish("paydbox/f1/box-a/ack", b"ack-a")
-    ing.publish("paydbox/f1/box-a/cmd", b"repair-a")
+    ing.publish("paydbox/f1/box-a/resend", b"repair-a")
+    ing.publish("paydbox/f1/box-a/cmd", b"ingest-cmd")  # the consumer may not command a box
     ops.publish("paydbox/f1/box-a/cmd", b"ping-a")
     assert wait_for(lambda: len(a.got) == 3), a.got
     time.sleep(SETTLE_S)
-    assert sorted(p for t, p in a.got) == [b"ack-a", b"ping-a", b"repair-a"]
+    assert sorted(p for t, p in a.got) == [b"ack-a", b"ping-a", b"repair-a"], a.got
     assert b.got == [] and other.got == [], (b.got, other.got)
     for c in (a, b, other, ing, ops):
         c.close()
 
 
 def test_box_cannot_write_acks_or_commands(broker, pki):
-    """A box forging the consumer's acks (its own or another's: the box would drop records no one
-    stored) or sending commands to another box."""
+    """A box forging the consumer's acks or resend requests (its own or another's: the box would drop
+    records no one stored) or sending commands to another box."""
     b = Client(broker, pki, "f1/box-b").wait_connected()
-    b.subscribe("paydbox/f1/box-b/ack", "paydbox/f1/box-b/cmd")
+    b.subscribe("paydbox/f1/box-b/ack", "paydbox/f1/box-b/cmd", "paydbox/f1/box-b/resend")
     a = Client(broker, pki, "f1/box-a").wait_connected()
-    a.subscribe("paydbox/f1/box-a/ack")
+    a.subscribe("paydbox/f1/box-a/ack", "paydbox/f1/box-a/resend")
     ops_watch = Client(broker, pki, "ops").wait_connected()
     ops_watch.subscribe("paydbox/+/+/cmd/result", "paydbox/+/+/status")
     a.publish("paydbox/f1/box-b/ack", b"forged")
+    a.publish("paydbox/f1/box-b/resend", b"forged")
     a.publish("paydbox/f1/box-b/cmd", b"forged")
     a.publish("paydbox/f1/box-a/ack", b"forged")
+    a.publish("paydbox/f1/box-a/resend", b"forged")
     ing = Client(broker, pki, "ingest").wait_connected()
     ing.publish("paydbox/f1/box-b/ack", b"real")
     assert wait_for(lambda: b.got == [("paydbox/f1/box-b/ack", b"real")]), b.got
@@ -324,7 +328,7 @@ def test_agent_refuses_a_box_whose_hello_names_another_device(tmp_path):
         time.sleep(3.0)
         assert box.store.pending() == 5, "the agent acked a box that is not its own"
         assert col.count() == 0 and cmds == [] and not [r for r in col.results if r.get("ok")], (cmds, col.results)
-        assert "refusing the box" in agent.log()
+        assert "box-evil" in agent.log()  # the refusal is logged, naming the box
         ops.disconnect()
         ops.loop_stop()
     finally:

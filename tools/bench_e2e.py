@@ -39,12 +39,15 @@ class BenchError(Exception):
     pass
 
 
-def make_pki(workdir, names):
+def make_pki(workdir, boxes, services=("ingest",)):
+    """Certificates from deploy/make-certs.sh: boxes as "FLEET/DEVICE" (files FLEET.DEVICE.crt/.key),
+    services (ingest, ops) with --service."""
     out = os.path.join(workdir, "pki")
-    p = subprocess.run(["sh", os.path.join(ROOT, "deploy", "make-certs.sh"), out, "127.0.0.1"] + list(names),
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        raise BenchError("deploy/make-certs.sh failed: %s" % (p.stderr.strip() or p.stdout.strip()))
+    for args in (list(boxes), ["--service"] + list(services)):
+        p = subprocess.run(["sh", os.path.join(ROOT, "deploy", "make-certs.sh"), out, "127.0.0.1"] + args,
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise BenchError("deploy/make-certs.sh failed: %s" % (p.stderr.strip() or p.stdout.strip()))
     return out
 
 
@@ -93,8 +96,8 @@ def agent_toml(path, dev, serial_url, qpath, port, pki=None, e2e_timeout_s=4.0, 
              "[mqtt]", 'host = "127.0.0.1"', "port = %d" % port, "backoff_min_s = 0.2", "backoff_max_s = 2.0",
              "e2e_ack = %s" % ("true" if e2e else "false")]
     if pki:
-        lines += ["tls = true", 'ca_file = "%s/ca.crt"' % pki, 'cert_file = "%s/%s.crt"' % (pki, dev),
-                  'key_file = "%s/%s.key"' % (pki, dev)]
+        lines += ["tls = true", 'ca_file = "%s/ca.crt"' % pki, 'cert_file = "%s/%s.%s.crt"' % (pki, FLEET, dev),
+                  'key_file = "%s/%s.%s.key"' % (pki, FLEET, dev)]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
@@ -149,7 +152,7 @@ def chaos_run(workdir, config="demo", seed=1, drive_s=30.0, speedup=60, broker_r
     rng = random.Random(seed)
     dev = "box-e2e"
     os.makedirs(workdir, exist_ok=True)
-    pki = make_pki(workdir, [dev, "ingest"]) if config == "deploy" else None
+    pki = make_pki(workdir, ["%s/%s" % (FLEET, dev)]) if config == "deploy" else None
     if MOSQUITTO is None:
         raise BenchError("mosquitto is not installed (make setup installs Debian's mosquitto)")
     broker = broker_for(workdir, config, pki).start()
