@@ -36,14 +36,13 @@ _PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "odo
 _EVENT_KINDS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "overspeed", "idle",
                 "towing", "unclassified")
 
-DEFAULT_CONFIG = {
-    "device_id": "paydbox-0001",
-    "accel_rate_hz": 100,
-    "accel_range_g": 16,
-    "store_max_bytes": 1024 * 1024,
-    "store_segment_bytes": 32 * 1024,
-    "block_max_bytes": 512,
-}
+# internal sizes (not installer settings; overridable by replay/bench tunables of the same name)
+_STORE_SEGMENT_BYTES = const(32768)
+_BLOCK_MAX_BYTES = const(512)
+# I2C fault handling: after a failed accelerometer read the supervisor retries after
+# _ACCEL_RETRY_MS, doubling on every further failure up to _ACCEL_RETRY_MAX_MS
+_ACCEL_RETRY_MS = const(100)
+_ACCEL_RETRY_MAX_MS = const(10000)
 
 
 def _subset(cfg, keys):
@@ -98,9 +97,18 @@ def save_state(root, state):
 
 class Box:
     def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None):
-        cfg = dict(DEFAULT_CONFIG)
+        # installer settings: defaults from the config schema (firmware/config.py), the one table
+        from firmware.config import defaults
+
+        cfg = defaults()
         if config:
             cfg.update(config)
+        if "store_max_bytes" not in cfg:
+            cfg["store_max_bytes"] = cfg["store_max_kb"] * 1024
+        if "store_segment_bytes" not in cfg:
+            cfg["store_segment_bytes"] = _STORE_SEGMENT_BYTES
+        if "block_max_bytes" not in cfg:
+            cfg["block_max_bytes"] = _BLOCK_MAX_BYTES
         self.cfg = cfg
         self.clock = clock
         self.gnss_uart = gnss_uart
@@ -144,8 +152,15 @@ class Box:
 
         self.accel = None
         self.motion = None
+        self._i2c = i2c
+        self._motion_cfg = motion_cfg
         rate = cfg["accel_rate_hz"]
         self._accel_period_ms = 1000 // rate
+        # supervisor fault counters (status and summary): failed accelerometer reads, outages
+        self.faults = {"i2c_errors": 0, "accel_outages": 0, "accel_reinits": 0}
+        self._accel_down_ms = -1  # box time the current accelerometer outage began (-1: none)
+        self._accel_retry_at = 0
+        self._accel_backoff = _ACCEL_RETRY_MS
         if i2c is not None:
             try:
                 from hw.lis3dh import LIS3DH
@@ -182,8 +197,8 @@ class Box:
         if not self._gnss_missing_reported and now - self._last_gnss_ms >= _GNSS_SILENT_MS:
             self._gnss_missing_reported = True
             self._emit({"type": "tamper", "t_ms": now, "reason": "gnss_missing", "value": 0})
-        if self.accel is not None:
-            k = self.accel.read_fifo()
+        if self.accel is not None and (self._accel_down_ms < 0 or now >= self._accel_retry_at):
+            k = self._read_accel(now)
             if k and self.motion is not None:
                 self.motion.feed(now - (k - 1) * self._accel_period_ms, self.accel.xyz_mg, k)
             if self.motion is not None and hasattr(self.motion, "poll"):
@@ -200,6 +215,41 @@ class Box:
         if self.link is not None:
             self.link.poll(now)
         self._last_step_ms = now
+
+    def _read_accel(self, now):
+        """One FIFO read, guarded: an I2C OSError never leaves the loop. The first failure of an
+        outage is a tamper record `accel_fault` (value: errno); retries back off from 100 ms to 10 s.
+        When the chip answers again it is set up anew (a chip that lost power lost its registers)
+        and a tamper record `accel_restored` (value: outage ms) closes the outage."""
+        accel = self.accel
+        try:
+            if self._accel_down_ms >= 0:
+                accel.setup()
+                self.faults["accel_reinits"] += 1
+            k = accel.read_fifo()
+        except OSError as e:
+            self.faults["i2c_errors"] += 1
+            if self._accel_down_ms < 0:
+                self._accel_down_ms = now
+                self._accel_backoff = _ACCEL_RETRY_MS
+                self.faults["accel_outages"] += 1
+                code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+                self._emit({"type": "tamper", "t_ms": now, "reason": "accel_fault", "value": code})
+            else:
+                self._accel_backoff = min(self._accel_backoff * 2, _ACCEL_RETRY_MAX_MS)
+            self._accel_retry_at = now + self._accel_backoff
+            accel.count = 0
+            return 0
+        if self._accel_down_ms >= 0:
+            self._emit({"type": "tamper", "t_ms": now, "reason": "accel_restored", "value": now - self._accel_down_ms})
+            self._accel_down_ms = -1
+        return k
+
+    def restart_calibration(self):
+        """Console `calibrate`: forget the mounting calibration and learn it again from driving."""
+        if self.accel is None:
+            return
+        self.motion = Motion(self.accel.odr_hz, self._motion_cfg, on_event=self._on_motion_event, state=None)
 
     def shutdown(self):
         """Power is going (supercap time): close the trip, commit everything, persist state."""
@@ -326,7 +376,7 @@ class Box:
         self._emit({"type": "status", "t_ms": now, "fw": VERSION, "boot": self.boot,
                     "store_used": st.get("used_bytes", 0), "store_evicted": st.get("evicted_records", 0),
                     "gnss_ok": 0 if self._gnss_missing_reported else 1,
-                    "accel_ok": 1 if self.accel is not None else 0,
+                    "accel_ok": 1 if self.accel is not None and self._accel_down_ms < 0 else 0,
                     "odometer_m": self.odo.total_mm // 1000,
                     "calib": self.motion.calib_state if self.motion else "none",
                     "calib_quality": self.motion.calib_quality if self.motion else 0})
@@ -350,7 +400,9 @@ class Box:
             "gnss_fix": 1 if lf else 0, "gnss_bytes": self.parser.counters.get("sentences", 0),
             "sats": fix.sats, "hdop_x10": fix.hdop_x10,
             "odometer_m": self.odo.total_mm // 1000,
-            "accel": 1 if self.accel is not None else 0, "accel_ok": 1 if self.accel is not None else 0,
+            "accel": 1 if self.accel is not None else 0,
+            "accel_ok": 1 if self.accel is not None and self._accel_down_ms < 0 else 0,
+            "i2c_errors": self.faults["i2c_errors"],
             "calib": self.motion.calib_state if self.motion else "none",
             "calib_quality": self.motion.calib_quality if self.motion else 0,
             "store_used": st.get("used_bytes", 0), "store_blocks": st.get("blocks", 0),
@@ -395,6 +447,7 @@ class Box:
                        "R_q14": m.state()["R"] if m else None,
                        "accel_overruns": self.accel.overruns if self.accel else 0},
             "tamper": list(self.tampers),
+            "faults": dict(self.faults),
             "store": self.store.stats(),
             "boot": self.boot,
         }

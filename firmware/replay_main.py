@@ -4,38 +4,48 @@
 # same result; it prints one JSON line of ints and strings.
 import json
 
-from firmware.app import Box
+from firmware.config import Config
+from firmware.runner import Board, Runner
 from hw.replay import ReplaySession
 
 _STEP_MS = 100          # main-loop period in box time
 _POWER_OFF_MV = 6000    # below this the box is unpowered (unplugged or cut)
 
 
+def replay_board(sess, fs_root, link_uart=None, console=None):
+    """The Board of a replayed box: the trace's clock, GNSS UART, I2C accelerometer and power."""
+    return Board(sess.clock, sess.gnss_uart, sess.i2c, sess.power if "power" in sess.header else None, fs_root,
+                 link_uart=link_uart, console=console, name="replay")
+
+
+def supply_step(runner, sess):
+    """Power as the trace has it: the supply falling below 6 V is a power cut (the Box commits and is
+    gone; an unpowered MCU's UART receives nothing), its return a boot. Returns 1 when powered."""
+    if runner.board.power is not None and sess.power.supply_mv() < _POWER_OFF_MV:
+        runner.power_off()
+        discard_rx(sess.gnss_uart)
+        return 0
+    if runner.box is None:
+        runner.power_on()
+    return 1
+
+
 def run(trace_path, fs_root, config=None, step_ms=_STEP_MS):
+    """config: settings on top of the schema defaults (installer keys and tunables)."""
     sess = ReplaySession(trace_path)
-    has_power = "power" in sess.header
-    box = Box(sess.clock, sess.gnss_uart, sess.i2c, sess.power if has_power else None, fs_root, config)
-    finished = []   # summaries of boxes that lost power (each reboot is a new Box on the same flash)
-    reboots = 0
+    over = {"gnss_baud": sess.gnss_uart.baudrate}  # the box as installed where the trace was recorded
+    if config:
+        over.update(config)
+    runner = Runner(replay_board(sess, fs_root), Config(None), overrides=over)
+    runner.power_on()
     t = 0
     while not sess.done:
         t += step_ms
         sess.advance(t)
-        if has_power and sess.power.supply_mv() < _POWER_OFF_MV:
-            if box is not None:
-                box.shutdown()
-                finished.append(box.summary())
-                box = None
-            discard_rx(sess.gnss_uart)  # an unpowered MCU's UART receives nothing
-            continue
-        if box is None:
-            reboots += 1
-            box = Box(sess.clock, sess.gnss_uart, sess.i2c, sess.power, fs_root, config)
-        box.step()
-    if box is not None:
-        box.shutdown()
-        finished.append(box.summary())
-    return merge(finished, reboots)
+        if supply_step(runner, sess):
+            runner.step()
+    runner.power_off()
+    return merge(runner.summaries, runner.power_ons - 1)
 
 
 def discard_rx(uart):
@@ -51,6 +61,7 @@ def merge(summaries, reboots):
     gnss = {}
     odo = {}
     tamper = []
+    faults = {}
     for s in summaries:
         tamper.extend(s["tamper"])
         trips.extend(s["trips"])
@@ -60,12 +71,15 @@ def merge(summaries, reboots):
             gnss[k] = gnss.get(k, 0) + v
         for k, v in s["odometer"].items():
             odo[k] = odo.get(k, 0) + v
+        for k, v in s.get("faults", {}).items():
+            faults[k] = faults.get(k, 0) + v
     out["trips"] = trips
     out["records"] = counts
     out["gnss"] = gnss
     out["odometer"] = odo
     out["reboots"] = reboots
     out["tamper"] = tamper
+    out["faults"] = faults
     return out
 
 

@@ -96,6 +96,17 @@ class LIS3DH:
         mv = memoryview(self._raw)
         self._views = [mv[: 6 * k] for k in range(FIFO_DEPTH + 1)]
 
+        self.setup()
+
+    def setup(self):
+        """Check WHO_AM_I and write the configuration (again after the chip lost power). OSError
+        when the chip does not answer."""
+        address = self._addr
+        lowpower = self.lowpower
+        hires = self.hires
+        odr_hz = self.odr_hz
+        fs = _RANGE_CODES[self.range_g]
+        watermark = self.watermark
         who = self._read_reg(_WHO_AM_I)
         if who != _CHIP_ID:
             raise OSError(

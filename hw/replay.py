@@ -144,6 +144,14 @@ def gnss_bytes(o, lineno):
         raise TraceError("trace line %d: field 'b64' is not valid base64" % lineno)
 
 
+def _garble(chunk):
+    """What a UART at the wrong baud rate makes of bytes: a deterministic scramble, no line structure."""
+    out = bytearray(len(chunk))
+    for i in range(len(chunk)):
+        out[i] = (chunk[i] * 167 + 91) & 0xFF
+    return out
+
+
 class ReplayUART:
     """GNSS UART: bytes of a trace line become available at their time plus their time on the wire
     (10 bits per byte at `baudrate`), never faster, in pseudo-random chunks (deterministic for the
@@ -170,6 +178,15 @@ class ReplayUART:
         self.rx_bytes = 0  # bytes delivered into the ring
         self.tx_bytes = 0
         self.tx = bytearray()  # what the firmware wrote (first 4096 bytes)
+        self.rx_baud = baudrate  # the receiving side's rate (init(baudrate=))
+
+    def init(self, baudrate=None, **_kw):
+        """machine.UART.init: the box's receive baud rate. Bytes sent at the trace's rate but
+        sampled at another arrive as garbage (framing errors), as on a real UART."""
+        if baudrate is not None:
+            if baudrate <= 0:
+                raise ValueError("baudrate: %r must be > 0" % (baudrate,))
+            self.rx_baud = baudrate
 
     def _rand_chunk(self):
         self._rng = self._rng * 48271 % 2147483647
@@ -202,6 +219,8 @@ class ReplayUART:
         while ph < np_ and pend[ph][0] <= now:
             chunk = pend[ph][1]
             ph += 1
+            if self.rx_baud != self.baudrate:
+                chunk = _garble(chunk)
             k = len(chunk)
             self.rx_bytes += k
             free = size - self._n

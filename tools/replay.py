@@ -37,6 +37,14 @@ def _plain_trace(path, tmpdir):
     return out
 
 
+def mp_failure(output):
+    """ReplayError for a failed VM run: first line the error, then the MicroPython traceback
+    (`paydbox --debug replay` prints it whole)."""
+    lines = output.strip().splitlines() or ["(no output)"]
+    tb = [ln for ln in lines if not ln.startswith("{")]
+    return ReplayError("firmware failed under MicroPython: %s\n%s" % (lines[-1], "\n".join(tb[-40:])))
+
+
 def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600):
     """The firmware's own summary (ints/strings) for a trace."""
     if not os.path.exists(path):
@@ -59,8 +67,7 @@ def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600):
         p = subprocess.run([micropython_binary(), "-X", "heapsize=" + heap, "-c", code], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0:
-            tail = (p.stdout + p.stderr).strip().splitlines()[-1:] or ["(no output)"]
-            raise ReplayError("firmware failed under MicroPython: %s" % tail[0])
+            raise mp_failure(p.stdout + p.stderr)
         return json.loads(p.stdout.strip().splitlines()[-1])
 
 

@@ -107,6 +107,8 @@ class VirtualBox:
     def _spawn(self):
         env = dict(os.environ)
         env["MICROPYPATH"] = (self.boxdir if self.source == "flashed" else self.mp_path) + os.pathsep + ".frozen"
+        self._log.flush()
+        self._log_start = self._log.tell()  # this boot's stderr (a traceback) starts here
         cmd = [micropython_exe(), "-X", "heapsize=" + self.heapsize, RUNNER, str(self.port), self.boxdir, self.trace,
                repr(float(self.speed)), self.source, "1" if self.exit_at_end else "0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, cwd=self.boxdir, env=env)
@@ -131,6 +133,18 @@ class VirtualBox:
             self.restarts += 1
             self._spawn()
 
+    def boot_log(self, max_lines=40):
+        """The VM's stderr of its last boot (the MicroPython traceback when the firmware failed)."""
+        try:
+            self._log.flush()
+            with open(self.log_path, "rb") as f:
+                f.seek(getattr(self, "_log_start", 0))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return "(no log)"
+        lines = [ln for ln in text.splitlines() if not ln.startswith("{")]  # JSON lines are events
+        return "\n".join(lines[-max_lines:]) or "(no output)"
+
     def wait_event(self, name, timeout=30, after=0):
         """Wait for the VM event `name` at index >= after in self.events; returns it (or raises)."""
         deadline = time.monotonic() + timeout
@@ -140,7 +154,8 @@ class VirtualBox:
                     if ev.get("event") == name:
                         return ev
                     if ev.get("event") == "exit" and name != "exit" and ev.get("code") not in (REBOOT_EXIT,):
-                        raise VirtualBoxError("the VM exited (status %s) before %s: see %s" % (ev.get("code"), name, self.log_path))
+                        raise VirtualBoxError("the VM exited (status %s) before %s (log %s):\n%s"
+                                              % (ev.get("code"), name, self.log_path, self.boot_log()))
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise VirtualBoxError("timeout waiting for the VM event %r (log: %s)" % (name, self.log_path))
