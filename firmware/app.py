@@ -43,6 +43,11 @@ _BLOCK_MAX_BYTES = const(512)
 # _ACCEL_RETRY_MS, doubling on every further failure up to _ACCEL_RETRY_MAX_MS
 _ACCEL_RETRY_MS = const(100)
 _ACCEL_RETRY_MAX_MS = const(10000)
+# flash faults: a refused block is retried after _STORE_RETRY_MS, doubling up to _STORE_RETRY_MAX_MS;
+# at most _UNSTORED_MAX blocks (<= 512 B each) wait in RAM
+_STORE_RETRY_MS = const(1000)
+_STORE_RETRY_MAX_MS = const(60000)
+_UNSTORED_MAX = const(8)
 
 
 def _subset(cfg, keys):
@@ -118,7 +123,10 @@ class Box:
         st = load_state(fs_root)
         self.boot = st.get("boot", 0) + 1
         st["boot"] = self.boot
-        save_state(fs_root, st)
+        try:
+            save_state(fs_root, st)
+        except OSError:  # flash full: the box records anyway (boot count saved with the next state)
+            pass
         self._persist = st
         now = clock.ticks_ms()
 
@@ -157,7 +165,12 @@ class Box:
         rate = cfg["accel_rate_hz"]
         self._accel_period_ms = 1000 // rate
         # supervisor fault counters (status and summary): failed accelerometer reads, outages
-        self.faults = {"i2c_errors": 0, "accel_outages": 0, "accel_reinits": 0}
+        self.faults = {"i2c_errors": 0, "accel_outages": 0, "accel_reinits": 0, "store_errors": 0,
+                       "blocks_lost": 0, "state_errors": 0, "link_errors": 0, "loop_faults": 0}
+        self._unstored = []  # [block, first_seq, last_seq, prio] the store refused (flash fault)
+        self._store_down_ms = -1
+        self._store_retry_at = 0
+        self._store_backoff = _STORE_RETRY_MS
         self._accel_down_ms = -1  # box time the current accelerometer outage began (-1: none)
         self._accel_retry_at = 0
         self._accel_backoff = _ACCEL_RETRY_MS
@@ -212,8 +225,13 @@ class Box:
             self._emit_status(now)
         if self.trip.state and now - self._last_state_ms >= _STATE_EVERY_MS:
             self._save_state(now)
+        if self._unstored:
+            self._retry_store(now)
         if self.link is not None:
-            self.link.poll(now)
+            try:
+                self.link.poll(now)
+            except OSError:  # link UART fault, or the store could not record an ack: next pass retries
+                self.faults["link_errors"] += 1
         self._last_step_ms = now
 
     def _read_accel(self, now):
@@ -365,10 +383,57 @@ class Box:
         if enc is None or enc.count == 0:
             return
         block = enc.finish()
-        self.store.append(block, enc.first_seq, enc.last_seq, self._enc_prio)
+        self.enc = None
         self.records_bytes += len(block)
         self.blocks += 1
-        self.enc = None
+        self._store_block(block, enc.first_seq, enc.last_seq, self._enc_prio)
+
+    def _store_block(self, block, first_seq, last_seq, prio):
+        """Append to the store; a flash fault (OSError: full, worn, corrupt) never leaves the loop:
+        the block waits in RAM (at most _UNSTORED_MAX, the oldest of the lowest priority goes first)
+        and is retried with backoff; the first failure of an outage is a tamper record `store_fault`."""
+        if self._unstored:
+            self._unstored.append([bytes(block), first_seq, last_seq, prio])
+            self._retry_store(self.clock.ticks_ms(), 1)
+            return
+        try:
+            self.store.append(block, first_seq, last_seq, prio)
+        except OSError as e:
+            self._unstored.append([bytes(block), first_seq, last_seq, prio])
+            self._store_failed(e)
+
+    def _store_failed(self, e):
+        now = self.clock.ticks_ms()
+        self.faults["store_errors"] += 1
+        if len(self._unstored) > _UNSTORED_MAX:
+            lo = 0
+            for i in range(len(self._unstored)):
+                if self._unstored[i][3] < self._unstored[lo][3]:
+                    lo = i
+            self._unstored.pop(lo)
+            self.faults["blocks_lost"] += 1
+        if self._store_down_ms < 0:
+            self._store_down_ms = now
+            self._store_backoff = _STORE_RETRY_MS
+            code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+            self._emit({"type": "tamper", "t_ms": now, "reason": "store_fault", "value": code})
+        else:
+            self._store_backoff = min(self._store_backoff * 2, _STORE_RETRY_MAX_MS)
+        self._store_retry_at = now + self._store_backoff
+
+    def _retry_store(self, now, force=0):
+        if not force and now < self._store_retry_at:
+            return
+        q = self._unstored
+        while q:
+            b = q[0]
+            try:
+                self.store.append(b[0], b[1], b[2], b[3])
+            except OSError as e:
+                self._store_failed(e)
+                return
+            q.pop(0)
+        self._store_down_ms = -1
 
     def _emit_status(self, now):
         self._last_status_ms = now
@@ -387,7 +452,10 @@ class Box:
         st["odo"] = self.odo.state()
         if self.motion is not None:
             st["motion"] = self.motion.state()
-        save_state(self.root, st)
+        try:
+            save_state(self.root, st)
+        except OSError:  # flash full or failing: the next save tries again (the store reports it)
+            self.faults["state_errors"] += 1
 
     # ---- reporting ----
     def status(self):

@@ -124,13 +124,28 @@ class Runner:
     # ---- main loop ----
     def step(self):
         """One main-loop pass: the Box, the console, then the watchdog (fed only when the pass returned)."""
-        if self.box is not None:
-            self.box.step()
+        box = self.box
+        if box is not None:
+            try:
+                box.step()
+            except (OSError, MemoryError) as e:
+                # a fault no subsystem guard caught: counted and reported, the next pass goes on
+                # (any other exception is a bug: it goes out, and on the board the watchdog resets)
+                self.loop_fault(box, e)
         if self.console is not None:
             self.console.poll()
         wdt = self.board.watchdog
         if wdt is not None:
             wdt.feed()
+
+    def loop_fault(self, box, e):
+        box.faults["loop_faults"] += 1
+        if box.faults["loop_faults"] <= 3:  # a fault every pass must not fill the store
+            try:
+                box._emit({"type": "tamper", "t_ms": self.board.clock.ticks_ms(), "reason": "loop_fault",
+                           "value": e.args[0] if e.args and isinstance(e.args[0], int) else 0})
+            except (OSError, MemoryError):
+                pass
 
     def run_forever(self, sleep_ms, period_ms=100):
         """The board's loop: power_on, then step every period_ms for ever (the watchdog resets a hang)."""

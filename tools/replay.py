@@ -45,8 +45,9 @@ def mp_failure(output):
     return ReplayError("firmware failed under MicroPython: %s\n%s" % (lines[-1], "\n".join(tb[-40:])))
 
 
-def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600):
-    """The firmware's own summary (ints/strings) for a trace."""
+def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600, src_root=ROOT):
+    """The firmware's own summary (ints/strings) for a trace. src_root: where the VM imports the
+    firmware from (a source tree with firmware/ and hw/)."""
     if not os.path.exists(path):
         raise ReplayError("trace not found: %s" % path)
     with tempfile.TemporaryDirectory(prefix="paydbox-replay-") as tmp:
@@ -63,7 +64,7 @@ def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600):
             raise ReplayError("runtime must be cpython or micropython, not %r" % runtime)
         code = "import firmware.replay_main as r; r.main(%r, %r, %r)" % (
             trace, fs_root, json.dumps(config) if config else None)
-        env = dict(os.environ, MICROPYPATH=ROOT)
+        env = dict(os.environ, MICROPYPATH=src_root)
         p = subprocess.run([micropython_binary(), "-X", "heapsize=" + heap, "-c", code], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0:
