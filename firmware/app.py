@@ -37,7 +37,7 @@ _EVENT_KINDS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner
                 "towing", "unclassified")
 
 # internal sizes (not installer settings; overridable by replay/bench tunables of the same name)
-_STORE_SEGMENT_BYTES = const(32768)
+_STORE_SEGMENT_BYTES = const(32768)  # largest segment
 _BLOCK_MAX_BYTES = const(512)
 # I2C fault handling: after a failed accelerometer read the supervisor retries after
 # _ACCEL_RETRY_MS, doubling on every further failure up to _ACCEL_RETRY_MAX_MS
@@ -111,7 +111,8 @@ class Box:
         if "store_max_bytes" not in cfg:
             cfg["store_max_bytes"] = cfg["store_max_kb"] * 1024
         if "store_segment_bytes" not in cfg:
-            cfg["store_segment_bytes"] = _STORE_SEGMENT_BYTES
+            # segments of 1/8 of the store (32 KiB at most): eviction frees one segment at a time
+            cfg["store_segment_bytes"] = min(_STORE_SEGMENT_BYTES, cfg["store_max_bytes"] // 8)
         if "block_max_bytes" not in cfg:
             cfg["block_max_bytes"] = _BLOCK_MAX_BYTES
         self.cfg = cfg

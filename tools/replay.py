@@ -65,7 +65,7 @@ def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600, src_r
         code = "import firmware.replay_main as r; r.main(%r, %r, %r)" % (
             trace, fs_root, json.dumps(config) if config else None)
         env = dict(os.environ, MICROPYPATH=src_root)
-        p = subprocess.run([micropython_binary(), "-X", "heapsize=" + heap, "-c", code], cwd=ROOT, env=env,
+        p = subprocess.run([micropython_binary(), "-X", "heapsize=" + heap, "-c", code], cwd=src_root, env=env,
                            capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0:
             raise mp_failure(p.stdout + p.stderr)
