@@ -30,7 +30,7 @@ def supply_step(runner, sess):
     return 1
 
 
-def run(trace_path, fs_root, config=None, step_ms=_STEP_MS):
+def run(trace_path, fs_root, config=None, step_ms=_STEP_MS, on_step=None):
     """config: settings on top of the schema defaults (installer keys and tunables)."""
     sess = ReplaySession(trace_path)
     over = {"gnss_baud": sess.gnss_uart.baudrate}  # the box as installed where the trace was recorded
@@ -44,6 +44,8 @@ def run(trace_path, fs_root, config=None, step_ms=_STEP_MS):
         sess.advance(t)
         if supply_step(runner, sess):
             runner.step()
+        if on_step is not None:
+            on_step()
     runner.power_off()
     return merge(runner.summaries, runner.power_ons - 1)
 
@@ -86,3 +88,23 @@ def merge(summaries, reboots):
 def main(trace_path, fs_root, config_json=None):
     cfg = json.loads(config_json) if config_json else None
     print(json.dumps(run(trace_path, fs_root, cfg)))
+
+
+def heap_main(trace_path, fs_root, config_json=None):
+    """`paydbox replay --board-heap`: the replay with the live GC heap measured after every pass
+    (gc.collect() then gc.mem_alloc(), MicroPython only). Prints the usual JSON line with
+    "heap_live_peak" added."""
+    import gc
+
+    cfg = json.loads(config_json) if config_json else None
+    peak = [0]
+
+    def sample():
+        gc.collect()
+        a = gc.mem_alloc()
+        if a > peak[0]:
+            peak[0] = a
+
+    out = run(trace_path, fs_root, cfg, on_step=sample)
+    out["heap_live_peak"] = peak[0]
+    print(json.dumps(out))

@@ -86,7 +86,7 @@ class LIS3DH:
         else:
             self._shift = 6
             self.mg_per_digit = _SENS_NORMAL[fs]
-        self.xyz_mg = array("i", [0] * (3 * FIFO_DEPTH))
+        self.xyz_mg = array("i", bytes(4 * 3 * FIFO_DEPTH))
         self.count = 0
         self.overruns = 0
         self.reads = 0

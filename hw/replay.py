@@ -695,3 +695,25 @@ class ReplaySession:
             if d >= 0 and (best < 0 or d < best):
                 best = d
         return best
+
+
+def harness_heap_peak(trace_path, step_ms=100):
+    """Live GC heap peak (bytes, gc.collect() then gc.mem_alloc() after every 100 ms step) of the
+    replay harness alone: the trace played with no box, the UART drained (`paydbox replay
+    --board-heap` subtracts it to get the firmware's own heap)."""
+    import gc
+
+    sess = ReplaySession(trace_path)
+    peak = 0
+    t = 0
+    while not sess.done:
+        t += step_ms
+        sess.advance(t)
+        u = sess.gnss_uart
+        while u.any():
+            u.read(u.any())
+        gc.collect()
+        a = gc.mem_alloc()
+        if a > peak:
+            peak = a
+    return peak
