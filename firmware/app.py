@@ -131,10 +131,14 @@ class Box:
         self._persist = st
         now = clock.ticks_ms()
 
-        self.store = Store(_join(fs_root, "store"), cfg["store_max_bytes"], cfg["store_segment_bytes"])
-        self.enc = None
+        # the long-lived big buffers first, while the heap is unfragmented: the block encoder
+        # (range coder models) and, below, the motion crash ring
         self._spare_enc = None
         self._spare_key = None
+        self.enc = None
+        self._new_block(clock.ticks_ms())
+        self.enc = None
+        self.store = Store(_join(fs_root, "store"), cfg["store_max_bytes"], cfg["store_segment_bytes"])
         self._enc_prio = 0
         self._enc_t0 = 0
         self.records_count = 0

@@ -10,6 +10,7 @@
 #
 # Nothing here falls back in silence: if the Box cannot be built the exception goes out to the
 # caller (on the board: the REPL shows the traceback; the watchdog then resets the MCU).
+import gc
 import sys
 
 from firmware import VERSION
@@ -109,6 +110,9 @@ class Runner:
         set_baud(b.gnss_uart, cfg["gnss_baud"])
         set_baud(b.link_uart, cfg["link_baud"])
         setup_gnss(b.gnss_uart, cfg["gnss_rate_hz"])
+        # the Box's big buffers (codec models, crash ring) go into a heap freed of boot garbage:
+        # on a 96 KiB heap, fragmentation and not the live bytes is what fails first
+        gc.collect()
         self.box = Box(b.clock, b.gnss_uart, b.i2c, b.power, b.fs_root, cfg, link_uart=b.link_uart)
         self.power_ons += 1
         return self.box
