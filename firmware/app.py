@@ -48,6 +48,8 @@ _ACCEL_RETRY_MAX_MS = const(10000)
 _STORE_RETRY_MS = const(1000)
 _STORE_RETRY_MAX_MS = const(60000)
 _UNSTORED_MAX = const(8)
+_STABLE_MS = const(300000)   # a boot that ran 5 minutes was not part of a reboot loop
+_LOOP_RESETS = const(3)      # this many quick non-power-on resets in a row: tamper reboot_loop
 
 
 def _subset(cfg, keys):
@@ -101,7 +103,7 @@ def save_state(root, state):
 
 
 class Box:
-    def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None):
+    def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None, reset_cause=None):
         # installer settings: defaults from the config schema (firmware/config.py), the one table
         from firmware.config import defaults
 
@@ -124,6 +126,14 @@ class Box:
         st = load_state(fs_root)
         self.boot = st.get("boot", 0) + 1
         st["boot"] = self.boot
+        # reboot loop: a reset that was not a power-on (watchdog, crash, soft reset) before the last
+        # boot had run _STABLE_MS is one more quick reset; _LOOP_RESETS in a row are reported
+        quick = st.get("stable", 1) == 0 and reset_cause is not None and reset_cause != "power_on"
+        self.quick_resets = st.get("quick_resets", 0) + 1 if quick else 0
+        st["quick_resets"] = self.quick_resets
+        st["stable"] = 0
+        self._stable = 0
+        self._boot_ms = clock.ticks_ms()
         try:
             save_state(fs_root, st)
         except OSError:  # flash full: the box records anyway (boot count saved with the next state)
@@ -197,6 +207,8 @@ class Box:
         self._emit_status(now)
         if self.accel is None:
             self._emit({"type": "tamper", "t_ms": now, "reason": "accel_missing", "value": 0})
+        if self.quick_resets >= _LOOP_RESETS:
+            self._emit({"type": "tamper", "t_ms": now, "reason": "reboot_loop", "value": self.quick_resets})
 
     # ---- main loop ----
     def step(self):
@@ -232,6 +244,11 @@ class Box:
             self._save_state(now)
         if self._unstored:
             self._retry_store(now)
+        if not self._stable and now - self._boot_ms >= _STABLE_MS:
+            self._stable = 1
+            self._persist["stable"] = 1
+            self._persist["quick_resets"] = 0
+            self._save_state(now)
         if self.link is not None:
             try:
                 self.link.poll(now)
@@ -478,6 +495,7 @@ class Box:
             "i2c_errors": self.faults["i2c_errors"],
             "calib": self.motion.calib_state if self.motion else "none",
             "calib_quality": self.motion.calib_quality if self.motion else 0,
+            "quick_resets": self.quick_resets,
             "store_used": st.get("used_bytes", 0), "store_blocks": st.get("blocks", 0),
             "next_seq": st.get("next_seq", 0), "trip": 1 if self.trip.state else 0,
         }

@@ -40,6 +40,16 @@ def board_config():
     return b
 
 
+def reset_cause():
+    """machine.reset_cause() as a name (the runner notices a reboot loop from it)."""
+    c = machine.reset_cause()
+    for name, attr in (("power_on", "PWRON_RESET"), ("watchdog", "WDT_RESET"), ("hard", "HARD_RESET"),
+                       ("soft", "SOFT_RESET"), ("deepsleep", "DEEPSLEEP_RESET")):
+        if c == getattr(machine, attr, -1):
+            return name
+    return "hard"
+
+
 def build(b):
     # UARTs open at the schema's default rates; the runner applies the installer's gnss_baud and
     # link_baud (UART.init) at boot, before anything is read
@@ -51,7 +61,7 @@ def build(b):
 
     wdt = machine.WDT(timeout=b["wdt_ms"]) if b.get("wdt_ms") else None
     return Board(SystemClock(), gnss, i2c, power, b["fs_root"], link_uart=link, console=StdioUart(),
-                 watchdog=wdt, reset=machine.reset, name=b.get("board", DEFAULT))
+                 watchdog=wdt, reset=machine.reset, name=b.get("board", DEFAULT), reset_cause=reset_cause)
 
 
 def run():

@@ -28,10 +28,11 @@ class Board:
     init(baudrate=)); i2c: machine.I2C subset; power: ignition() 0/1, supply_mv() (None: no power
     inputs, the box is always on); console: UART-like stream of the installer console (None: no
     console); fs_root: directory of config.json, state and the store; watchdog: feed() (None: no
-    hardware watchdog); reset: callable that restarts the MCU (console `reboot`)."""
+    hardware watchdog); reset: callable that restarts the MCU (console `reboot`); reset_cause:
+    callable -> "power_on" | "watchdog" | "hard" | "soft" | "deepsleep" (None: unknown, e.g. replay)."""
 
     def __init__(self, clock, gnss_uart, i2c, power, fs_root, link_uart=None, console=None, watchdog=None,
-                 reset=None, name="board"):
+                 reset=None, name="board", reset_cause=None):
         self.clock = clock
         self.gnss_uart = gnss_uart
         self.i2c = i2c
@@ -42,6 +43,7 @@ class Board:
         self.watchdog = watchdog
         self.reset = reset
         self.name = name
+        self.reset_cause = reset_cause
 
 
 def set_baud(uart, baud):
@@ -113,7 +115,9 @@ class Runner:
         # the Box's big buffers (codec models, crash ring) go into a heap freed of boot garbage:
         # on a 96 KiB heap, fragmentation and not the live bytes is what fails first
         gc.collect()
-        self.box = Box(b.clock, b.gnss_uart, b.i2c, b.power, b.fs_root, cfg, link_uart=b.link_uart)
+        cause = b.reset_cause() if b.reset_cause is not None else None
+        self.box = Box(b.clock, b.gnss_uart, b.i2c, b.power, b.fs_root, cfg, link_uart=b.link_uart,
+                       reset_cause=cause)
         self.power_ons += 1
         return self.box
 

@@ -166,3 +166,60 @@ def test_virtual_box_fails_with_the_micropython_traceback(tmp_path):
     msg = str(ei.value)
     assert "exited (status 1) before ready" in msg
     assert "Traceback (most recent call last)" in msg and "no_such_module_13" in msg
+
+
+class CountingWatchdog:
+    def __init__(self):
+        self.feeds = 0
+
+    def feed(self):
+        self.feeds += 1
+
+
+def test_watchdog_fed_once_per_pass_and_never_by_a_failing_pass(tmp_path):
+    r, sess = booted(tmp_path)
+    r.board.watchdog = wdt = CountingWatchdog()
+    for i in range(50):
+        sess.advance(100 * (i + 1))
+        r.step()
+    assert wdt.feeds == 50
+
+    def bug():
+        raise KeyError("a firmware bug")
+
+    r.box.step = bug
+    with pytest.raises(KeyError):
+        r.step()
+    assert wdt.feeds == 50  # the hardware watchdog will reset the board
+
+
+def _boot(root, cause, run_ms):
+    sess = ReplaySession(TRACE)
+    board = replay_board(sess, str(root))
+    board.reset_cause = lambda: cause
+    r = Runner(board, Config(None))
+    box = r.power_on()
+    t = 0
+    while t < run_ms:
+        t += 100
+        sess.advance(t)
+        r.step()
+    return box, [x["reason"] for x in box.tampers]
+
+
+def test_boot_counter_notices_a_reboot_loop(tmp_path):
+    # three watchdog resets each within a minute of boot: the third boot reports a reboot loop
+    box, _ = _boot(tmp_path, "power_on", 60000)
+    assert box.quick_resets == 0
+    box, tam = _boot(tmp_path, "watchdog", 60000)
+    assert box.quick_resets == 1 and "reboot_loop" not in tam
+    box, tam = _boot(tmp_path, "watchdog", 60000)
+    assert box.quick_resets == 2 and "reboot_loop" not in tam
+    box, tam = _boot(tmp_path, "watchdog", 310000)  # this one then runs past 5 minutes
+    assert box.quick_resets == 3 and tam.count("reboot_loop") == 1 and box.status()["quick_resets"] == 3
+    assert box.boot == 4
+    # after a stable run, a watchdog reset starts the count again; power-ons never count
+    box, tam = _boot(tmp_path, "watchdog", 1000)
+    assert box.quick_resets == 0
+    box, tam = _boot(tmp_path, "power_on", 1000)
+    assert box.quick_resets == 0
