@@ -122,7 +122,7 @@ def run_board_heap(path, board_heap, config=None, timeout=3600, src_root=ROOT):
         img = os.path.join(tmp, "paydbox.romfs")
         image_bytes = build_image(img, src_root)
         env = dict(os.environ, MICROPYPATH="/rom")
-        code = _MOUNT % img + "import hw.replay as h\nprint(h.harness_heap_peak(%r))" % trace
+        code = _MOUNT % img + "import firmware.replay_main\nimport hw.replay as h\nprint(h.harness_heap_peak(%r))" % trace
         p = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", code], cwd=tmp, env=env,
                            capture_output=True, text=True, timeout=timeout)
         if p.returncode:
