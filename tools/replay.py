@@ -4,6 +4,7 @@ Both runtimes execute the same module (firmware/replay_main.py), which prints in
 host side turns them into the report (seconds, metres, coach sentences), so both give the same JSON.
 """
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -62,9 +63,9 @@ def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600, src_r
             return replay_main.run(trace, fs_root, config)
         if runtime != "micropython":
             raise ReplayError("runtime must be cpython or micropython, not %r" % runtime)
-        code = "import firmware.replay_main as r; r.main(%r, %r, %r)" % (
+        code = _MOUNT % image_for(src_root) + "import firmware.replay_main as r\nr.main(%r, %r, %r)" % (
             trace, fs_root, json.dumps(config) if config else None)
-        env = dict(os.environ, MICROPYPATH=src_root)
+        env = dict(os.environ, MICROPYPATH="/rom")
         p = subprocess.run([micropython_binary(), "-X", "heapsize=" + heap, "-c", code], cwd=src_root, env=env,
                            capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0:
@@ -106,6 +107,27 @@ def build_image(out_path, src_root=ROOT):
     return os.path.getsize(out_path)
 
 
+_IMAGES = {}  # (source root, newest mtime of its manifest modules) -> image path
+
+
+def image_for(src_root=ROOT):
+    """The ROMFS image of src_root's manifest modules, built once per state of those files (kept in
+    the temp directory): what `paydbox replay --runtime micropython` and the virtual box run."""
+    from tools import flash as F
+
+    stamp = max(os.stat(os.path.join(src_root, p)).st_mtime_ns for p in F.source_files("unix", src_root))
+    key = (os.path.abspath(src_root), stamp)
+    if key not in _IMAGES or not os.path.exists(_IMAGES[key]):
+        d = os.path.join(tempfile.gettempdir(), "paydbox-images")
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "%s-%d.romfs" % (hashlib.sha1(key[0].encode()).hexdigest()[:12], stamp))
+        tmp = path + ".%d.tmp" % os.getpid()
+        build_image(tmp, src_root)
+        os.replace(tmp, path)
+        _IMAGES[key] = path
+    return _IMAGES[key]
+
+
 _MOUNT = "import sys, vfs\nf = open(%r, 'rb')\nimg = f.read()\nf.close()\nvfs.mount(vfs.VfsRom(img), '/rom')\nsys.path[:] = ['/rom']\n"
 
 
@@ -119,8 +141,8 @@ def run_board_heap(path, board_heap, config=None, timeout=3600, src_root=ROOT):
     limit = parse_size(board_heap)
     with tempfile.TemporaryDirectory(prefix="paydbox-replay-") as tmp:
         trace = _plain_trace(path, tmp)
-        img = os.path.join(tmp, "paydbox.romfs")
-        image_bytes = build_image(img, src_root)
+        img = image_for(src_root)
+        image_bytes = os.path.getsize(img)
         env = dict(os.environ, MICROPYPATH="/rom")
         code = _MOUNT % img + "import firmware.replay_main\nimport hw.replay as h\nprint(h.harness_heap_peak(%r))" % trace
         p = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", code], cwd=tmp, env=env,

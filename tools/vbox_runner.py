@@ -4,7 +4,8 @@
 # maps them to pseudo-terminals. Started by the host as:
 #   micropython vbox_runner.py PORT BOXDIR TRACE SPEED SOURCE EXIT_AT_END
 # SOURCE: 'flashed' (import firmware/ and hw/ from BOXDIR, as deployed by `paydbox flash`, after
-# finishing any interrupted install) or 'tree' (the import path the host gave).
+# finishing any interrupted install), 'image=PATH' (mount the ROMFS image PATH built from the source
+# tree's manifest modules and import from it) or 'tree' (the import path the host gave).
 # The box is wired by firmware/runner.py (the same composition root as the board and the replay);
 # if the firmware cannot be imported or built the VM exits with the traceback on stderr.
 # Exit status 75 = reboot requested (the host restarts the VM); 0 = trace finished (EXIT_AT_END).
@@ -122,6 +123,16 @@ def main(argv):
 
         if pdboot.recover():
             emit({"event": "install_recovered"})
+    elif source.startswith("image="):
+        # the ROMFS image of the manifest modules (tools/replay.py build_image), bytecode run in place
+        import vfs
+
+        f = open(source[6:], "rb")
+        img = f.read()
+        f.close()
+        vfs.mount(vfs.VfsRom(img), "/rom")
+        sys.path[:] = ["/rom", ".frozen"]
+        source = "tree"
     else:
         while sys.path and sys.path[0].endswith("tools"):  # the script's own directory
             sys.path.pop(0)
@@ -148,8 +159,10 @@ def main(argv):
 
     con.status_provider = status
     runner.power_on()
+    import firmware
+
     emit({"event": "ready", "version": VERSION, "config": runner.config.source, "source": source,
-          "app": type(runner.box).__name__})
+          "app": type(runner.box).__name__, "firmware_from": firmware.__file__})
 
     cpoll = select.poll()
     cpoll.register(console_uart.s, select.POLLIN)
