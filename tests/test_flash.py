@@ -253,3 +253,23 @@ def test_flashed_box_holds_only_manifest_modules(tmp_path, repl):
     assert not {"hw/flashsim.mpy", "hw/blockdev.mpy", "hw/linux.mpy"} & on_box
     with open(os.path.join(repl.boxdir, "board.json")) as f:
         assert json.load(f) == {"board": "unix"}
+
+
+@pytest.mark.parametrize("board", ["esp32-wroom", "esp32-s3"])
+def test_romfs_image_holds_only_manifest_modules(tmp_path, board):
+    """Boards with a ROMFS partition get one image of the compiled manifest modules (mounted here
+    with the VM's vfs.VfsRom, an independent reader of the format); the filesystem gets the stub."""
+    import subprocess
+
+    method, fs, image = F.plan(board)
+    assert method == "romfs" and len(image) <= F.PROFILES[board]["flash"]["romfs_bytes"]
+    assert sorted(fs) == ["board.json", "main.py", "pdboot.py"] and b"/rom" in fs["main.py"]
+    img = tmp_path / "img.romfs"
+    img.write_bytes(image)
+    code = ("import vfs, os\nf = open(%r, 'rb')\nvfs.mount(vfs.VfsRom(f.read()), '/rom')\n"
+            "def walk(d):\n    for n in os.listdir(d):\n        p = d + '/' + n\n"
+            "        if os.stat(p)[0] & 0x4000:\n            walk(p)\n        else:\n            print(p[5:])\n"
+            "walk('/rom')\n" % str(img))
+    out = subprocess.run([micropython_exe(), "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(out) == sorted(p[:-3] + ".mpy" for p in F.source_files(board))
+    assert F.install_method("pico-w") == "files" and F.install_method("unix") == "files"

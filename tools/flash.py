@@ -127,6 +127,23 @@ import firmware.main
 firmware.main.run()
 '''
 
+# Boards with a ROMFS partition: the modules run from the ROMFS image (bytecode in flash, not RAM);
+# the filesystem holds only this stub, pdboot.py, board.json and the manifest.
+MAIN_ROMFS_PY = '''# paydbox boot stub (written by paydbox flash): finish an interrupted install, then run the box
+# from the ROMFS image (its modules first on the path).
+import sys
+try:
+    import pdboot
+    pdboot.recover()
+except Exception as e:
+    print("pdboot:", e)
+if "/rom" in sys.path:
+    sys.path.remove("/rom")
+sys.path.insert(0, "/rom")
+import firmware.main
+firmware.main.run()
+'''
+
 # Device-side helper, sent once per session.
 _DEVICE_HELPERS = r'''
 import os, sys, json, hashlib, binascii
@@ -253,6 +270,92 @@ def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
     return files
 
 
+def install_method(board):
+    """'romfs' where the board's flash layout has a ROMFS partition, else 'files' (file copy)."""
+    name, prof = board_profile(board)
+    return "romfs" if prof["flash"]["romfs_bytes"] and prof["platform"] != "linux" else "files"
+
+
+def build_romfs(files):
+    """The ROMFS image (bytes) of the compiled box modules in `files` (mpremote's ROMFS builder)."""
+    import contextlib
+    import io
+    import tempfile
+
+    from mpremote.romfs import make_romfs
+
+    with tempfile.TemporaryDirectory(prefix="paydbox-romfs-") as d:
+        for p, data in files.items():
+            if p.endswith(".mpy"):
+                os.makedirs(os.path.join(d, os.path.dirname(p)), exist_ok=True)
+                with open(os.path.join(d, p), "wb") as f:
+                    f.write(data)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return make_romfs(d, mpy_cross=False)
+
+
+def plan(board, src_root=ROOT):
+    """What goes to the box: (method, filesystem files {path: bytes}, ROMFS image bytes or None)."""
+    files = build(board, src_root)
+    if install_method(board) == "files":
+        return "files", files, None
+    image = build_romfs(files)
+    limit = board_profile(board)[1]["flash"]["romfs_bytes"]
+    if len(image) > limit:
+        raise FlashError("ROMFS image of %d bytes does not fit the %d-byte partition of --board %s"
+                         % (len(image), limit, board))
+    fs = {p: d for p, d in files.items() if not p.endswith(".mpy")}
+    fs["main.py"] = MAIN_ROMFS_PY.encode()
+    return "romfs", fs, image
+
+
+def _check_platform(port, board, baudrate=115200):
+    """FlashError unless PORT runs MicroPython for --board (before anything is written)."""
+    t = connect(port, baudrate)
+    try:
+        plat = _exec(t, "import sys\nprint(sys.platform)").decode().strip()
+    finally:
+        try:
+            t.exit_raw_repl()
+            t.close()
+        except Exception:  # noqa: BLE001
+            pass
+    if plat not in platforms(board):
+        raise FlashError("wrong device: %s runs MicroPython on %r, this build is for --board %s" % (port, plat, board))
+
+
+def deploy_romfs(port, image):
+    """Write the image into the board's ROMFS partition 0 (`mpremote romfs deploy`), then check its
+    SHA-256 on the device. FlashError naming the step."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".romfs", delete=False) as f:
+        f.write(image)
+        path = f.name
+    mpremote = os.path.join(os.path.dirname(sys.executable), "mpremote")
+    cmd = [mpremote] if os.path.exists(mpremote) else [sys.executable, "-m", "mpremote"]
+    try:
+        p = subprocess.run(cmd + ["connect", port, "resume", "romfs", "-p", "0", "deploy", path],
+                           capture_output=True, text=True, timeout=600)
+    finally:
+        os.unlink(path)
+    if p.returncode or "Invalid" in p.stdout or "too big" in p.stdout or "not enabled" in p.stdout:
+        lines = (p.stdout.strip() + "\n" + p.stderr.strip()).strip().splitlines()
+        raise FlashError("romfs deploy failed: %s" % (lines[-1] if lines else "exit %d" % p.returncode))
+    t = connect(port)
+    try:
+        got = _exec(t, "import vfs, hashlib, binascii\nprint(binascii.hexlify(hashlib.sha256("
+                       "bytes(memoryview(vfs.rom_ioctl(2, 0))[:%d])).digest()).decode())" % len(image)).decode().strip()
+    finally:
+        try:
+            t.exit_raw_repl()
+            t.close()
+        except Exception:  # noqa: BLE001
+            pass
+    if got != sha256(image):
+        raise FlashError("verify failed for the ROMFS image: device SHA-256 %s != %s" % (got[:12], sha256(image)[:12]))
+
+
 def sha256(b):
     return hashlib.sha256(b).hexdigest()
 
@@ -364,13 +467,24 @@ def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_r
     """Build and deploy. callback(phase, path) is called before each device step (tests inject faults).
     Returns a report dict."""
     t_start = time.monotonic()
-    files = build(board, src_root)
+    method, files, image = plan(board, src_root)
     manifest = make_manifest(files, board)
+    if image is not None:
+        manifest["romfs"] = {"sha256": sha256(image), "bytes": len(image)}
     t_build = time.monotonic() - t_start
+    if image is not None and not dry_run:
+        # modules first: the file switch-over below then deletes the old file copies that would
+        # shadow them; until it does, the old files still boot the old firmware
+        _check_platform(port, board, baudrate)
+        deploy_romfs(port, image)
     t = connect(port, baudrate)
     cb = callback or (lambda phase, path: None)
     try:
-        return _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_build)
+        rep = _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_build)
+        rep["method"] = method
+        if image is not None:
+            rep["romfs_bytes"] = len(image)
+        return rep
     except FlashError:
         raise
     except Exception as e:  # noqa: BLE001 - serial/transport faults while the device dies or resets
