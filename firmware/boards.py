@@ -6,7 +6,8 @@
 # after WiFi/BT are left off; RP2040 ~190 KB; ESP32-S3 with 8 MB PSRAM: the PSRAM).
 # romfs_bytes: size of the ROMFS partition of the flash layout the base image must carry (0: none,
 # the firmware is copied as .mpy files into the littlefs filesystem and its bytecode loads into RAM).
-# Pins are GPIO numbers; wiring in docs/installer.md.
+# Pins are GPIO numbers; wiring in docs/installer.md. fs_root: where the VFS (littlefs) is mounted
+# relative to the working directory ("" = "/", where MicroPython mounts it on ESP32 and RP2).
 BOARDS = {
     "esp32-wroom": {
         "desc": "ESP32-WROOM-32 (4 MB flash, no PSRAM)",
@@ -16,7 +17,7 @@ BOARDS = {
         "i2c": 0, "scl": 22, "sda": 21, "i2c_freq": 400000,
         "link_uart": 2, "link_tx": 25, "link_rx": 26, "link_rxbuf": 4096,
         "ign_pin": 34, "supply_adc": 35, "supply_divider_x1000": 5700,
-        "wdt_ms": 8000, "fs_root": "/flash",
+        "wdt_ms": 8000, "fs_root": "",
     },
     "esp32-s3": {
         "desc": "ESP32-S3-WROOM-1 (8 MB flash, 8 MB PSRAM)",
@@ -26,7 +27,7 @@ BOARDS = {
         "i2c": 0, "scl": 9, "sda": 8, "i2c_freq": 400000,
         "link_uart": 2, "link_tx": 4, "link_rx": 5, "link_rxbuf": 8192,
         "ign_pin": 6, "supply_adc": 7, "supply_divider_x1000": 5700,
-        "wdt_ms": 8000, "fs_root": "/flash",
+        "wdt_ms": 8000, "fs_root": "",
     },
     "pico-w": {
         "desc": "Raspberry Pi Pico W (RP2040, 2 MB flash)",

@@ -1,6 +1,6 @@
 # Board entry point: builds the real `machine` objects of this board and hands them to the runner
 # (firmware/runner.py wires config, receiver setup, Box, console and watchdog).
-# Which board: /board.json {"board": NAME, ...pin overrides} written by `paydbox flash --board NAME`,
+# Which board: board.json {"board": NAME, ...pin overrides} written by `paydbox flash --board NAME`,
 # else firmware.boards.DEFAULT. Pins and UARTs come from the profile table (firmware/boards.py).
 import json
 
@@ -28,10 +28,10 @@ class BoardPower:
 
 
 def board_config():
-    """The board profile, with the overrides /board.json carries (a custom harness)."""
+    """The board profile, with the overrides board.json carries (a custom harness)."""
     over = {}
     try:
-        with open("/board.json") as f:
+        with open("board.json") as f:  # the working directory: / on a board
             over = json.load(f)
     except (OSError, ValueError):
         pass
