@@ -148,34 +148,11 @@ class Box:
         self.enc = None
         self._new_block(clock.ticks_ms())
         self.enc = None
-        self.store = Store(_join(fs_root, "store"), cfg["store_max_bytes"], cfg["store_segment_bytes"])
-        self._enc_prio = 0
-        self._enc_t0 = 0
-        self.records_count = 0
-        self.records_bytes = 0
-        self.pos_count = 0
-        self.blocks = 0
-        self.tampers = []  # (bounded) tamper records of this boot, for the replay report
-
-        odo_cfg, motion_cfg, trip_cfg = subsystem_configs(cfg)
-        # the main loop reads the UART every ~100 ms, so an epoch's bytes span several feeds: the
-        # parser's "quiet line ends the epoch" fallback must wait longer than one loop period
-        self.parser = NMEAParser(on_fix=self._on_fix, idle_ms=_NMEA_IDLE_MS)
-        self.odo = Odometer(odo_cfg, st.get("odo"))
-        self.trip = TripTracker(trip_cfg, emit=self._emit, score_fn=score_trip)
-        self._uart_buf = bytearray(_UART_BUF)
-        self._last_gnss_ms = now
-        self._gnss_missing_reported = False
-        self._first_good_fix = True
-        self._last_pos_ms = -_POS_INTERVAL_MS
-        self._last_status_ms = now
-        self._status_every_ms = cfg.get("status_interval_s", _STATUS_EVERY_MS // 1000) * 1000
-        self._last_state_ms = now
-        self._last_step_ms = now
-
+        # then the accelerometer and Motion (its crash ring), before the store's mount litters the heap
         self.accel = None
         self.motion = None
         self._i2c = i2c
+        odo_cfg, motion_cfg, trip_cfg = subsystem_configs(cfg)
         self._motion_cfg = motion_cfg
         rate = cfg["accel_rate_hz"]
         self._accel_period_ms = 1000 // rate
@@ -198,6 +175,30 @@ class Box:
                 self.accel = None
         if self.accel is not None:
             self.motion = Motion(rate, motion_cfg, on_event=self._on_motion_event, state=st.get("motion"))
+        self.store = Store(_join(fs_root, "store"), cfg["store_max_bytes"], cfg["store_segment_bytes"])
+        self._enc_prio = 0
+        self._enc_t0 = 0
+        self.records_count = 0
+        self.records_bytes = 0
+        self.pos_count = 0
+        self.blocks = 0
+        self.tampers = []  # (bounded) tamper records of this boot, for the replay report
+
+        # the main loop reads the UART every ~100 ms, so an epoch's bytes span several feeds: the
+        # parser's "quiet line ends the epoch" fallback must wait longer than one loop period
+        self.parser = NMEAParser(on_fix=self._on_fix, idle_ms=_NMEA_IDLE_MS)
+        self.odo = Odometer(odo_cfg, st.get("odo"))
+        self.trip = TripTracker(trip_cfg, emit=self._emit, score_fn=score_trip)
+        self._uart_buf = bytearray(_UART_BUF)
+        self._last_gnss_ms = now
+        self._gnss_missing_reported = False
+        self._first_good_fix = True
+        self._last_pos_ms = -_POS_INTERVAL_MS
+        self._last_status_ms = now
+        self._status_every_ms = cfg.get("status_interval_s", _STATUS_EVERY_MS // 1000) * 1000
+        self._last_state_ms = now
+        self._last_step_ms = now
+
         self.link = None
         if link_uart is not None:
             from firmware.link import BoxLink

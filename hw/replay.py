@@ -60,36 +60,50 @@ def _open_trace(path):
 class LineReader:
     """Line iterator over a binary stream with a block buffer (MicroPython's readline is per byte)."""
 
-    def __init__(self, stream, block=2048):
+    def __init__(self, stream, block=4096):
         self._s = stream
-        self._block = block
-        self._buf = b""
+        # one buffer for the whole trace (grown only for a line longer than it): reading allocates
+        # nothing but the lines themselves, so the harness does not fragment the firmware's heap
+        self._buf = bytearray(block)
+        self._mv = memoryview(self._buf)
         self._pos = 0
+        self._end = 0
         self._eof = False
         self.lineno = 0
 
     def readline(self):
         """Next line without its newline (bytes), or None at the end."""
         while True:
-            i = self._buf.find(b"\n", self._pos)
+            buf = self._buf
+            i = buf.find(b"\n", self._pos, self._end)
             if i >= 0:
-                line = self._buf[self._pos : i]
+                line = bytes(self._mv[self._pos : i])
                 self._pos = i + 1
                 self.lineno += 1
                 return line
             if self._eof:
-                if self._pos < len(self._buf):
-                    line = self._buf[self._pos :]
-                    self._pos = len(self._buf)
+                if self._pos < self._end:
+                    line = bytes(self._mv[self._pos : self._end])
+                    self._pos = self._end
                     self.lineno += 1
                     return line
                 return None
-            data = self._s.read(self._block)
-            if not data:
+            rest = self._end - self._pos
+            if rest == len(buf):  # a line longer than the buffer: double it
+                nb = bytearray(2 * len(buf))
+                nb[0:rest] = buf
+                self._buf = buf = nb
+                self._mv = memoryview(nb)
+            elif rest:
+                tail = bytes(self._mv[self._pos : self._end])
+                buf[0:rest] = tail
+            self._pos = 0
+            self._end = rest
+            n = self._s.readinto(self._mv[rest:])
+            if not n:
                 self._eof = True
             else:
-                self._buf = self._buf[self._pos :] + data
-                self._pos = 0
+                self._end = rest + n
 
     def close(self):
         try:
