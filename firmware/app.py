@@ -36,14 +36,20 @@ _PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "odo
 _EVENT_KINDS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "overspeed", "idle",
                 "towing", "unclassified", "shock")
 
-DEFAULT_CONFIG = {
-    "device_id": "paydbox-0001",
-    "accel_rate_hz": 100,
-    "accel_range_g": 16,
-    "store_max_bytes": 1024 * 1024,
-    "store_segment_bytes": 32 * 1024,
-    "block_max_bytes": 512,
-}
+# internal sizes (not installer settings; overridable by replay/bench tunables of the same name)
+_STORE_SEGMENT_BYTES = const(32768)  # largest segment
+_BLOCK_MAX_BYTES = const(512)
+# I2C fault handling: after a failed accelerometer read the supervisor retries after
+# _ACCEL_RETRY_MS, doubling on every further failure up to _ACCEL_RETRY_MAX_MS
+_ACCEL_RETRY_MS = const(100)
+_ACCEL_RETRY_MAX_MS = const(10000)
+# flash faults: a refused block is retried after _STORE_RETRY_MS, doubling up to _STORE_RETRY_MAX_MS;
+# at most _UNSTORED_MAX blocks (<= 512 B each) wait in RAM
+_STORE_RETRY_MS = const(1000)
+_STORE_RETRY_MAX_MS = const(60000)
+_UNSTORED_MAX = const(8)
+_STABLE_MS = const(300000)   # a boot that ran 5 minutes was not part of a reboot loop
+_LOOP_RESETS = const(3)      # this many quick non-power-on resets in a row: tamper reboot_loop
 
 
 def _subset(cfg, keys):
@@ -97,10 +103,20 @@ def save_state(root, state):
 
 
 class Box:
-    def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None):
-        cfg = dict(DEFAULT_CONFIG)
+    def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None, reset_cause=None):
+        # installer settings: defaults from the config schema (firmware/config.py), the one table
+        from firmware.config import defaults
+
+        cfg = defaults()
         if config:
             cfg.update(config)
+        if "store_max_bytes" not in cfg:
+            cfg["store_max_bytes"] = cfg["store_max_kb"] * 1024
+        if "store_segment_bytes" not in cfg:
+            # segments of 1/8 of the store (32 KiB at most): eviction frees one segment at a time
+            cfg["store_segment_bytes"] = min(_STORE_SEGMENT_BYTES, cfg["store_max_bytes"] // 8)
+        if "block_max_bytes" not in cfg:
+            cfg["block_max_bytes"] = _BLOCK_MAX_BYTES
         self.cfg = cfg
         self.clock = clock
         self.gnss_uart = gnss_uart
@@ -110,14 +126,56 @@ class Box:
         st = load_state(fs_root)
         self.boot = st.get("boot", 0) + 1
         st["boot"] = self.boot
-        save_state(fs_root, st)
+        # reboot loop: a reset that was not a power-on (watchdog, crash, soft reset) before the last
+        # boot had run _STABLE_MS is one more quick reset; _LOOP_RESETS in a row are reported
+        quick = st.get("stable", 1) == 0 and reset_cause is not None and reset_cause != "power_on"
+        self.quick_resets = st.get("quick_resets", 0) + 1 if quick else 0
+        st["quick_resets"] = self.quick_resets
+        st["stable"] = 0
+        self._stable = 0
+        self._boot_ms = clock.ticks_ms()
+        try:
+            save_state(fs_root, st)
+        except OSError:  # flash full: the box records anyway (boot count saved with the next state)
+            pass
         self._persist = st
         now = clock.ticks_ms()
 
-        self.store = Store(_join(fs_root, "store"), cfg["store_max_bytes"], cfg["store_segment_bytes"])
-        self.enc = None
+        # the long-lived big buffers first, while the heap is unfragmented: the block encoder
+        # (range coder models) and, below, the motion crash ring
         self._spare_enc = None
         self._spare_key = None
+        self.enc = None
+        self._new_block(clock.ticks_ms())
+        self.enc = None
+        # then the accelerometer and Motion (its crash ring), before the store's mount litters the heap
+        self.accel = None
+        self.motion = None
+        self._i2c = i2c
+        odo_cfg, motion_cfg, trip_cfg = subsystem_configs(cfg)
+        self._motion_cfg = motion_cfg
+        rate = cfg["accel_rate_hz"]
+        self._accel_period_ms = 1000 // rate
+        # supervisor fault counters (status and summary): failed accelerometer reads, outages
+        self.faults = {"i2c_errors": 0, "accel_outages": 0, "accel_reinits": 0, "store_errors": 0,
+                       "blocks_lost": 0, "state_errors": 0, "link_errors": 0, "loop_faults": 0}
+        self._unstored = []  # [block, first_seq, last_seq, prio] the store refused (flash fault)
+        self._store_down_ms = -1
+        self._store_retry_at = 0
+        self._store_backoff = _STORE_RETRY_MS
+        self._accel_down_ms = -1  # box time the current accelerometer outage began (-1: none)
+        self._accel_retry_at = 0
+        self._accel_backoff = _ACCEL_RETRY_MS
+        if i2c is not None:
+            try:
+                from hw.lis3dh import LIS3DH
+
+                self.accel = LIS3DH(i2c, odr_hz=rate, range_g=cfg["accel_range_g"])
+            except OSError:
+                self.accel = None
+        if self.accel is not None:
+            self.motion = Motion(rate, motion_cfg, on_event=self._on_motion_event, state=st.get("motion"))
+        self.store = Store(_join(fs_root, "store"), cfg["store_max_bytes"], cfg["store_segment_bytes"])
         self._enc_prio = 0
         self._enc_t0 = 0
         self.records_count = 0
@@ -127,7 +185,6 @@ class Box:
         self.tampers = []  # (bounded) tamper records of this boot, for the replay report
         self.loose_events = []  # (bounded) motion events outside any trip (a box dropped while parked)
 
-        odo_cfg, motion_cfg, trip_cfg = subsystem_configs(cfg)
         # the main loop reads the UART every ~100 ms, so an epoch's bytes span several feeds: the
         # parser's "quiet line ends the epoch" fallback must wait longer than one loop period
         self.parser = NMEAParser(on_fix=self._on_fix, idle_ms=_NMEA_IDLE_MS)
@@ -143,19 +200,6 @@ class Box:
         self._last_state_ms = now
         self._last_step_ms = now
 
-        self.accel = None
-        self.motion = None
-        rate = cfg["accel_rate_hz"]
-        self._accel_period_ms = 1000 // rate
-        if i2c is not None:
-            try:
-                from hw.lis3dh import LIS3DH
-
-                self.accel = LIS3DH(i2c, odr_hz=rate, range_g=cfg["accel_range_g"])
-            except OSError:
-                self.accel = None
-        if self.accel is not None:
-            self.motion = Motion(rate, motion_cfg, on_event=self._on_motion_event, state=st.get("motion"))
         self.link = None
         if link_uart is not None:
             from firmware.link import BoxLink
@@ -165,6 +209,8 @@ class Box:
         self._emit_status(now)
         if self.accel is None:
             self._emit({"type": "tamper", "t_ms": now, "reason": "accel_missing", "value": 0})
+        if self.quick_resets >= _LOOP_RESETS:
+            self._emit({"type": "tamper", "t_ms": now, "reason": "reboot_loop", "value": self.quick_resets})
 
     # ---- main loop ----
     def step(self):
@@ -183,8 +229,8 @@ class Box:
         if not self._gnss_missing_reported and now - self._last_gnss_ms >= _GNSS_SILENT_MS:
             self._gnss_missing_reported = True
             self._emit({"type": "tamper", "t_ms": now, "reason": "gnss_missing", "value": 0})
-        if self.accel is not None:
-            k = self.accel.read_fifo()
+        if self.accel is not None and (self._accel_down_ms < 0 or now >= self._accel_retry_at):
+            k = self._read_accel(now)
             if k and self.motion is not None:
                 self.motion.feed(now - (k - 1) * self._accel_period_ms, self.accel.xyz_mg, k)
             if self.motion is not None and hasattr(self.motion, "poll"):
@@ -198,9 +244,54 @@ class Box:
             self._emit_status(now)
         if self.trip.state and now - self._last_state_ms >= _STATE_EVERY_MS:
             self._save_state(now)
+        if self._unstored:
+            self._retry_store(now)
+        if not self._stable and now - self._boot_ms >= _STABLE_MS:
+            self._stable = 1
+            self._persist["stable"] = 1
+            self._persist["quick_resets"] = 0
+            self._save_state(now)
         if self.link is not None:
-            self.link.poll(now)
+            try:
+                self.link.poll(now)
+            except OSError:  # link UART fault, or the store could not record an ack: next pass retries
+                self.faults["link_errors"] += 1
         self._last_step_ms = now
+
+    def _read_accel(self, now):
+        """One FIFO read, guarded: an I2C OSError never leaves the loop. The first failure of an
+        outage is a tamper record `accel_fault` (value: errno); retries back off from 100 ms to 10 s.
+        When the chip answers again it is set up anew (a chip that lost power lost its registers)
+        and a tamper record `accel_restored` (value: outage ms) closes the outage."""
+        accel = self.accel
+        try:
+            if self._accel_down_ms >= 0:
+                accel.setup()
+                self.faults["accel_reinits"] += 1
+            k = accel.read_fifo()
+        except OSError as e:
+            self.faults["i2c_errors"] += 1
+            if self._accel_down_ms < 0:
+                self._accel_down_ms = now
+                self._accel_backoff = _ACCEL_RETRY_MS
+                self.faults["accel_outages"] += 1
+                code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+                self._emit({"type": "tamper", "t_ms": now, "reason": "accel_fault", "value": code})
+            else:
+                self._accel_backoff = min(self._accel_backoff * 2, _ACCEL_RETRY_MAX_MS)
+            self._accel_retry_at = now + self._accel_backoff
+            accel.count = 0
+            return 0
+        if self._accel_down_ms >= 0:
+            self._emit({"type": "tamper", "t_ms": now, "reason": "accel_restored", "value": now - self._accel_down_ms})
+            self._accel_down_ms = -1
+        return k
+
+    def restart_calibration(self):
+        """Console `calibrate`: forget the mounting calibration and learn it again from driving."""
+        if self.accel is None:
+            return
+        self.motion = Motion(self.accel.odr_hz, self._motion_cfg, on_event=self._on_motion_event, state=None)
 
     def shutdown(self):
         """Power is going (supercap time): close the trip, commit everything, persist state."""
@@ -324,10 +415,57 @@ class Box:
         if enc is None or enc.count == 0:
             return
         block = enc.finish()
-        self.store.append(block, enc.first_seq, enc.last_seq, self._enc_prio)
+        self.enc = None
         self.records_bytes += len(block)
         self.blocks += 1
-        self.enc = None
+        self._store_block(block, enc.first_seq, enc.last_seq, self._enc_prio)
+
+    def _store_block(self, block, first_seq, last_seq, prio):
+        """Append to the store; a flash fault (OSError: full, worn, corrupt) never leaves the loop:
+        the block waits in RAM (at most _UNSTORED_MAX, the oldest of the lowest priority goes first)
+        and is retried with backoff; the first failure of an outage is a tamper record `store_fault`."""
+        if self._unstored:
+            self._unstored.append([bytes(block), first_seq, last_seq, prio])
+            self._retry_store(self.clock.ticks_ms(), 1)
+            return
+        try:
+            self.store.append(block, first_seq, last_seq, prio)
+        except OSError as e:
+            self._unstored.append([bytes(block), first_seq, last_seq, prio])
+            self._store_failed(e)
+
+    def _store_failed(self, e):
+        now = self.clock.ticks_ms()
+        self.faults["store_errors"] += 1
+        if len(self._unstored) > _UNSTORED_MAX:
+            lo = 0
+            for i in range(len(self._unstored)):
+                if self._unstored[i][3] < self._unstored[lo][3]:
+                    lo = i
+            self._unstored.pop(lo)
+            self.faults["blocks_lost"] += 1
+        if self._store_down_ms < 0:
+            self._store_down_ms = now
+            self._store_backoff = _STORE_RETRY_MS
+            code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+            self._emit({"type": "tamper", "t_ms": now, "reason": "store_fault", "value": code})
+        else:
+            self._store_backoff = min(self._store_backoff * 2, _STORE_RETRY_MAX_MS)
+        self._store_retry_at = now + self._store_backoff
+
+    def _retry_store(self, now, force=0):
+        if not force and now < self._store_retry_at:
+            return
+        q = self._unstored
+        while q:
+            b = q[0]
+            try:
+                self.store.append(b[0], b[1], b[2], b[3])
+            except OSError as e:
+                self._store_failed(e)
+                return
+            q.pop(0)
+        self._store_down_ms = -1
 
     def _emit_status(self, now):
         self._last_status_ms = now
@@ -335,7 +473,7 @@ class Box:
         self._emit({"type": "status", "t_ms": now, "fw": VERSION, "boot": self.boot,
                     "store_used": st.get("used_bytes", 0), "store_evicted": st.get("evicted_records", 0),
                     "gnss_ok": 0 if self._gnss_missing_reported else 1,
-                    "accel_ok": 1 if self.accel is not None else 0,
+                    "accel_ok": 1 if self.accel is not None and self._accel_down_ms < 0 else 0,
                     "odometer_m": self.odo.total_mm // 1000,
                     "calib": self.motion.calib_state if self.motion else "none",
                     "calib_quality": self.motion.calib_quality if self.motion else 0})
@@ -346,7 +484,10 @@ class Box:
         st["odo"] = self.odo.state()
         if self.motion is not None:
             st["motion"] = self.motion.state()
-        save_state(self.root, st)
+        try:
+            save_state(self.root, st)
+        except OSError:  # flash full or failing: the next save tries again (the store reports it)
+            self.faults["state_errors"] += 1
 
     # ---- reporting ----
     def status(self):
@@ -359,9 +500,12 @@ class Box:
             "gnss_fix": 1 if lf else 0, "gnss_bytes": self.parser.counters.get("sentences", 0),
             "sats": fix.sats, "hdop_x10": fix.hdop_x10,
             "odometer_m": self.odo.total_mm // 1000,
-            "accel": 1 if self.accel is not None else 0, "accel_ok": 1 if self.accel is not None else 0,
+            "accel": 1 if self.accel is not None else 0,
+            "accel_ok": 1 if self.accel is not None and self._accel_down_ms < 0 else 0,
+            "i2c_errors": self.faults["i2c_errors"],
             "calib": self.motion.calib_state if self.motion else "none",
             "calib_quality": self.motion.calib_quality if self.motion else 0,
+            "quick_resets": self.quick_resets,
             "store_used": st.get("used_bytes", 0), "store_blocks": st.get("blocks", 0),
             "next_seq": st.get("next_seq", 0), "trip": 1 if self.trip.state else 0,
         }
@@ -405,6 +549,7 @@ class Box:
                        "accel_overruns": self.accel.overruns if self.accel else 0},
             "tamper": list(self.tampers),
             "events": list(self.loose_events),
+            "faults": dict(self.faults),
             "store": self.store.stats(),
             "boot": self.boot,
         }

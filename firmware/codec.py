@@ -202,10 +202,27 @@ def _init_models(p):
     p[_F_GRID] = 600  # positions from NMEA sit on the ddmm.mmmmm grid
 
 
+# Rolling a record back restores the models it changed. Instead of a copy of all models per record
+# (2 * _NMODELS bytes), the first change to a context's models in a record saves that context's
+# _NINT models in a slot; the models past _F_REG count as context NCTX. A record touches at most
+# its fields' contexts, the fixed ones, the pos extras and the flag region: _SLOTS never runs out.
+_SLOTS = _NFIXED + 8 + 1
+_mf = 0
+for _name, _fields in TYPES:
+    if len(_fields) > _mf:
+        _mf = len(_fields)
+_SLOTS += _mf
+
+
 class _RangeEncoder:
     def __init__(self, nbytes):
         self.buf = bytearray(nbytes)
         self.p = array("H", bytes(2 * _NMODELS))
+        self._saved = bytearray(NCTX + 1)  # context -> 1 while saved in a slot this record
+        self._slot_c = bytearray(_SLOTS)  # slot -> context
+        self._slot_p = array("H", bytes(2 * _SLOTS * _NINT))
+        self._nslots = 0
+        self._journal = 0
         self.reset()
 
     def reset(self):
@@ -213,7 +230,45 @@ class _RangeEncoder:
         self.low = 0
         self.range = _RTOP
         self.over = False
+        self.end_record()
         _init_models(self.p)
+
+    def begin_record(self):
+        """From here, models changed are saved first (restore_models() undoes them)."""
+        self.end_record()
+        self._journal = 1
+
+    def end_record(self):
+        saved = self._saved
+        for k in range(self._nslots):
+            saved[self._slot_c[k]] = 0
+        self._nslots = 0
+        self._journal = 0
+
+    def restore_models(self):
+        p = self.p
+        sp = self._slot_p
+        for k in range(self._nslots):
+            c = self._slot_c[k]
+            b = c * _NINT
+            n = _NINT if c < NCTX else _NMODELS - _F_REG
+            j = k * _NINT
+            for i in range(n):
+                p[b + i] = sp[j + i]
+        self.end_record()
+
+    def _save(self, c):
+        k = self._nslots
+        self._nslots = k + 1
+        self._slot_c[k] = c
+        self._saved[c] = 1
+        p = self.p
+        sp = self._slot_p
+        b = c * _NINT
+        n = _NINT if c < NCTX else _NMODELS - _F_REG
+        j = k * _NINT
+        for i in range(n):
+            sp[j + i] = p[b + i]
 
     def _carry(self):
         self.low -= _RTOP
@@ -238,6 +293,8 @@ class _RangeEncoder:
             self.range <<= 8
 
     def bit(self, i, b):
+        if self._journal and not self._saved[i // _NINT]:
+            self._save(i // _NINT)
         p = self.p
         p0 = p[i]
         bound = (self.range >> 12) * p0
@@ -475,7 +532,6 @@ class BlockEncoder:
         self.round_e7 = round_e7 if privacy == "rounded" else 1
         self.tolerance_m = tolerance_m
         self._w = _RangeEncoder(max_bytes)
-        self._p_bak = array("H", self._w.p)
         self.dropped = 0  # pos records dropped by bounded-error / privacy mode (all blocks)
         self._thin = None  # (t, lat, lon) of the last two kept positions for bounded-error mode
         self._start()
@@ -553,7 +609,7 @@ class BlockEncoder:
             self.last_seq = -1
             self._begin(rec, seq)
         start = w.mark()
-        self._p_bak[:] = w.p
+        w.begin_record()
         st_bak = self._st[:]
         prev_bak = dict(self._prev)
         err = None
@@ -565,7 +621,7 @@ class BlockEncoder:
             err = e
         if not fits:
             w.rollback(start)
-            w.p[:] = self._p_bak
+            w.restore_models()
             self._st = st_bak
             self._prev = prev_bak
             if first:
@@ -575,6 +631,7 @@ class BlockEncoder:
             if first:
                 raise ValueError("record seq %d does not fit in a %d-byte block" % (seq, self.max_bytes))
             return False
+        w.end_record()
         self.count += 1
         if first:
             self.first_seq = seq

@@ -1,19 +1,15 @@
-# Board entry point: builds the real `machine` objects and runs the Box main loop.
-# Pin and bus numbers come from /board.json when present (written by the installer), else the
-# defaults below (ESP32 DevKit wiring documented in docs/installer.md).
+# Board entry point: builds the real `machine` objects of this board and hands them to the runner
+# (firmware/runner.py wires config, receiver setup, Box, console and watchdog).
+# Which board: board.json {"board": NAME, ...pin overrides} written by `paydbox flash --board NAME`,
+# else firmware.boards.DEFAULT. Pins and UARTs come from the profile table (firmware/boards.py).
 import json
 
 import machine
 import time
 
-from firmware import VERSION
-from firmware.app import Box
+from firmware.boards import DEFAULT, profile
+from firmware.runner import Board, Runner
 from hw.compat import SystemClock
-
-_DEFAULT_BOARD = {"gnss_uart": 1, "gnss_tx": 17, "gnss_rx": 16, "gnss_baud": 9600,
-                  "i2c": 0, "scl": 22, "sda": 21, "ign_pin": 34, "supply_adc": 35,
-                  "supply_divider_x1000": 5700, "link_uart": 2, "link_tx": 25, "link_rx": 26,
-                  "link_baud": 115200, "fs_root": "/flash"}
 
 
 class BoardPower:
@@ -32,52 +28,49 @@ class BoardPower:
 
 
 def board_config():
-    b = dict(_DEFAULT_BOARD)
+    """The board profile, with the overrides board.json carries (a custom harness)."""
+    over = {}
     try:
-        with open("/board.json") as f:
-            b.update(json.load(f))
+        with open("board.json") as f:  # the working directory: / on a board
+            over = json.load(f)
     except (OSError, ValueError):
         pass
+    b = dict(profile(over.get("board", DEFAULT)))
+    b.update(over)
     return b
 
 
-def load_config(root):
-    from firmware.config import Config
+def reset_cause():
+    """machine.reset_cause() as a name (the runner notices a reboot loop from it)."""
+    c = machine.reset_cause()
+    for name, attr in (("power_on", "PWRON_RESET"), ("watchdog", "WDT_RESET"), ("hard", "HARD_RESET"),
+                       ("soft", "SOFT_RESET"), ("deepsleep", "DEEPSLEEP_RESET")):
+        if c == getattr(machine, attr, -1):
+            return name
+    return "hard"
 
-    # Config.load falls back to the backup copy, then to defaults: a box always boots and records
-    return Config.load(root + "/config.json")
+
+def build(b):
+    # UARTs open at the schema's default rates; the runner applies the installer's gnss_baud and
+    # link_baud (UART.init) at boot, before anything is read
+    gnss = machine.UART(b["gnss_uart"], baudrate=9600, tx=b["gnss_tx"], rx=b["gnss_rx"], rxbuf=b["gnss_rxbuf"])
+    i2c = machine.I2C(b["i2c"], scl=machine.Pin(b["scl"]), sda=machine.Pin(b["sda"]), freq=b["i2c_freq"])
+    link = machine.UART(b["link_uart"], baudrate=115200, tx=b["link_tx"], rx=b["link_rx"], rxbuf=b["link_rxbuf"])
+    power = BoardPower(b["ign_pin"], b["supply_adc"], b["supply_divider_x1000"])
+    from firmware.console import StdioUart
+
+    import micropython
+
+    wdt = machine.WDT(timeout=b["wdt_ms"]) if b.get("wdt_ms") else None
+    # the console shares the REPL stream: with a PIN set it turns the Ctrl-C escape off
+    # (micropython.kbd_intr(-1)) until a logged-in `maintenance`
+    return Board(SystemClock(), gnss, i2c, power, b["fs_root"], link_uart=link, console=StdioUart(),
+                 watchdog=wdt, reset=machine.reset, name=b.get("board", DEFAULT), reset_cause=reset_cause,
+                 kbd_intr=micropython.kbd_intr)
 
 
 def run():
-    b = board_config()
-    gnss = machine.UART(b["gnss_uart"], baudrate=b["gnss_baud"], tx=b["gnss_tx"], rx=b["gnss_rx"], rxbuf=2048)
-    i2c = machine.I2C(b["i2c"], scl=machine.Pin(b["scl"]), sda=machine.Pin(b["sda"]), freq=400000)
-    link = machine.UART(b["link_uart"], baudrate=b["link_baud"], tx=b["link_tx"], rx=b["link_rx"], rxbuf=4096)
-    power = BoardPower(b["ign_pin"], b["supply_adc"], b["supply_divider_x1000"])
-    cfg = load_config(b["fs_root"])
-    clock = SystemClock()
-    box = Box(clock, gnss, i2c, power, b["fs_root"], cfg.values(), link_uart=link)
-    cfg.on_change = box.on_config_change  # every change leaves an audit record; applied at reboot
-    from firmware.console import Console, StdioUart
-    import micropython
-
-    # the console shares the REPL stream: with a PIN set it turns the Ctrl-C escape off
-    # (micropython.kbd_intr(-1)) until a logged-in `maintenance`; the wrong-PIN count is on flash
-    console = Console(StdioUart(), cfg, status_provider=box.status, now_ms=clock.ticks_ms,
-                      hooks={"reboot": machine.reset, "kbd_intr": micropython.kbd_intr}, version=VERSION,
-                      lock_path=b["fs_root"] + "/pinlock.json")
-    wdt = machine.WDT(timeout=8000)
-    try:
-        while True:
-            box.step()
-            console.poll()
-            wdt.feed()
-            time.sleep_ms(100)
-    except BaseException:
-        # an error must not end in the REPL of a provisioned box: restart instead
-        if cfg.pin_set() and not console.maintenance:
-            machine.reset()
-        raise
+    Runner(build(board_config())).run_forever(time.sleep_ms)
 
 
 if __name__ == "__main__":

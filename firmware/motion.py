@@ -230,7 +230,7 @@ class Motion:
         self._evq = array("i", [0] * (_QN * _QF))
         self._evq_head = 0
         self._evq_n = 0
-        self._ring = array("h", [0] * (3 * self._ring_n))
+        self._ring = array("h", bytes(6 * self._ring_n))  # from bytes: a [0] * n list would be 4x the ring
         self._rp = 0                          # next write index (samples)
         self._filled = 0
         self._cst = _CR_ARMED

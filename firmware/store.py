@@ -106,6 +106,7 @@ class Store:
         self.evicted_records = 0
         self.evicted_by_prio = [0] * NPRIO
         self.appended_blocks = 0
+        self.seq_write_errors = 0
         self.state_damaged = 0
         self._seq_seen = -1  # highest last_seq ever appended (kept in state: survives deleted segments)
         gone = {}
@@ -223,8 +224,14 @@ class Store:
     def next_seq(self):
         s = self._next_seq
         if s >= self._reserved:
-            self._reserved = s + SEQ_RESERVE
-            _write_atomic(self._p("seq"), ("%d\n" % self._reserved).encode())
+            try:
+                _write_atomic(self._p("seq"), ("%d\n" % (s + SEQ_RESERVE)).encode())
+                self._reserved = s + SEQ_RESERVE
+            except OSError:
+                # flash full: the reservation is tried again at the next seq; a seq handed out now
+                # is reused after a reboot only if its block never reached the store (mount takes
+                # the highest stored seq), so no stored seq is ever given twice
+                self.seq_write_errors += 1
         self._next_seq = s + 1
         return s
 
@@ -279,14 +286,22 @@ class Store:
             self.head_exists = True
             off = 0
         else:
-            f = open(name, "ab")
             try:
-                f.write(h)
-                f.write(block)
-                _sync_file(f)
-            finally:
-                f.close()
-            _sync()
+                f = open(name, "ab")
+                try:
+                    f.write(h)
+                    f.write(block)
+                    _sync_file(f)
+                finally:
+                    f.close()
+                _sync()
+            except OSError:
+                # flash full or failing: the segment may now end in a torn frame (the mount scan
+                # stops there); the next append starts a fresh segment, so no offset is ever wrong
+                self.head += 1
+                self.head_exists = False
+                self.head_size = 0
+                raise
             off = self.head_size
         self.head_size = off + need
         self.seg_size[self.head] = self.head_size

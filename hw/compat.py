@@ -74,3 +74,19 @@ class SystemClock:
         self.now += ticks_diff(t, self._last)
         self._last = t
         return self.now
+
+
+def int16_array(n):
+    """(array('h') of n zeros, writable byte view of the same memory): a bus reads little-endian
+    16-bit registers straight into the bytes and the firmware reads them as signed ints (every
+    supported MCU and host is little-endian)."""
+    from array import array
+
+    a = array("h", bytes(2 * n))
+    if IS_MICROPYTHON:
+        import uctypes
+
+        return a, uctypes.bytearray_at(uctypes.addressof(a), 2 * n)
+    if sys.byteorder != "little":  # pragma: no cover
+        raise OSError("int16_array: big-endian host")
+    return a, memoryview(a).cast("B")

@@ -10,7 +10,7 @@
 from array import array
 import errno
 
-from hw.compat import const
+from hw.compat import const, int16_array
 
 _WHO_AM_I = const(0x0F)
 _CTRL_REG1 = const(0x20)
@@ -86,16 +86,28 @@ class LIS3DH:
         else:
             self._shift = 6
             self.mg_per_digit = _SENS_NORMAL[fs]
-        self.xyz_mg = array("i", [0] * (3 * FIFO_DEPTH))
+        self.xyz_mg = array("i", bytes(4 * 3 * FIFO_DEPTH))
         self.count = 0
         self.overruns = 0
         self.reads = 0
         self._b1 = bytearray(1)
-        self._raw = bytearray(6 * FIFO_DEPTH)
+        # FIFO burst buffer: bytes for the bus, the same memory as signed 16-bit samples for the loop
+        self._raw16, self._raw = int16_array(3 * FIFO_DEPTH)
         # memoryview slicing allocates on MicroPython: one preallocated view per possible sample count
         mv = memoryview(self._raw)
         self._views = [mv[: 6 * k] for k in range(FIFO_DEPTH + 1)]
 
+        self.setup()
+
+    def setup(self):
+        """Check WHO_AM_I and write the configuration (again after the chip lost power). OSError
+        when the chip does not answer."""
+        address = self._addr
+        lowpower = self.lowpower
+        hires = self.hires
+        odr_hz = self.odr_hz
+        fs = _RANGE_CODES[self.range_g]
+        watermark = self.watermark
         who = self._read_reg(_WHO_AM_I)
         if who != _CHIP_ID:
             raise OSError(
@@ -147,17 +159,12 @@ class LIS3DH:
             return 0
         self.reads += 1
         i2c.readfrom_mem_into(addr, _OUT_X_L | _AUTO_INC, self._views[n])
-        raw = self._raw
+        raw = self._raw16  # little-endian, left-justified counts, already signed
         out = self.xyz_mg
         sh = self._shift
         k = self.mg_per_digit
-        j = 0
         for i in range(3 * n):
-            v = raw[j] | (raw[j + 1] << 8)
-            if v & 0x8000:
-                v -= 0x10000
-            out[i] = (v >> sh) * k
-            j += 2
+            out[i] = (raw[i] >> sh) * k
         return n
 
     def read_mg(self):

@@ -60,36 +60,50 @@ def _open_trace(path):
 class LineReader:
     """Line iterator over a binary stream with a block buffer (MicroPython's readline is per byte)."""
 
-    def __init__(self, stream, block=2048):
+    def __init__(self, stream, block=4096):
         self._s = stream
-        self._block = block
-        self._buf = b""
+        # one buffer for the whole trace (grown only for a line longer than it): reading allocates
+        # nothing but the lines themselves, so the harness does not fragment the firmware's heap
+        self._buf = bytearray(block)
+        self._mv = memoryview(self._buf)
         self._pos = 0
+        self._end = 0
         self._eof = False
         self.lineno = 0
 
     def readline(self):
         """Next line without its newline (bytes), or None at the end."""
         while True:
-            i = self._buf.find(b"\n", self._pos)
+            buf = self._buf
+            i = buf.find(b"\n", self._pos, self._end)
             if i >= 0:
-                line = self._buf[self._pos : i]
+                line = bytes(self._mv[self._pos : i])
                 self._pos = i + 1
                 self.lineno += 1
                 return line
             if self._eof:
-                if self._pos < len(self._buf):
-                    line = self._buf[self._pos :]
-                    self._pos = len(self._buf)
+                if self._pos < self._end:
+                    line = bytes(self._mv[self._pos : self._end])
+                    self._pos = self._end
                     self.lineno += 1
                     return line
                 return None
-            data = self._s.read(self._block)
-            if not data:
+            rest = self._end - self._pos
+            if rest == len(buf):  # a line longer than the buffer: double it
+                nb = bytearray(2 * len(buf))
+                nb[0:rest] = buf
+                self._buf = buf = nb
+                self._mv = memoryview(nb)
+            elif rest:
+                tail = bytes(self._mv[self._pos : self._end])
+                buf[0:rest] = tail
+            self._pos = 0
+            self._end = rest
+            n = self._s.readinto(self._mv[rest:])
+            if not n:
                 self._eof = True
             else:
-                self._buf = self._buf[self._pos :] + data
-                self._pos = 0
+                self._end = rest + n
 
     def close(self):
         try:
@@ -144,6 +158,14 @@ def gnss_bytes(o, lineno):
         raise TraceError("trace line %d: field 'b64' is not valid base64" % lineno)
 
 
+def _garble(chunk):
+    """What a UART at the wrong baud rate makes of bytes: a deterministic scramble, no line structure."""
+    out = bytearray(len(chunk))
+    for i in range(len(chunk)):
+        out[i] = (chunk[i] * 167 + 91) & 0xFF
+    return out
+
+
 class ReplayUART:
     """GNSS UART: bytes of a trace line become available at their time plus their time on the wire
     (10 bits per byte at `baudrate`), never faster, in pseudo-random chunks (deterministic for the
@@ -170,6 +192,15 @@ class ReplayUART:
         self.rx_bytes = 0  # bytes delivered into the ring
         self.tx_bytes = 0
         self.tx = bytearray()  # what the firmware wrote (first 4096 bytes)
+        self.rx_baud = baudrate  # the receiving side's rate (init(baudrate=))
+
+    def init(self, baudrate=None, **_kw):
+        """machine.UART.init: the box's receive baud rate. Bytes sent at the trace's rate but
+        sampled at another arrive as garbage (framing errors), as on a real UART."""
+        if baudrate is not None:
+            if baudrate <= 0:
+                raise ValueError("baudrate: %r must be > 0" % (baudrate,))
+            self.rx_baud = baudrate
 
     def _rand_chunk(self):
         self._rng = self._rng * 48271 % 2147483647
@@ -202,6 +233,8 @@ class ReplayUART:
         while ph < np_ and pend[ph][0] <= now:
             chunk = pend[ph][1]
             ph += 1
+            if self.rx_baud != self.baudrate:
+                chunk = _garble(chunk)
             k = len(chunk)
             self.rx_bytes += k
             free = size - self._n
@@ -676,3 +709,25 @@ class ReplaySession:
             if d >= 0 and (best < 0 or d < best):
                 best = d
         return best
+
+
+def harness_heap_peak(trace_path, step_ms=100):
+    """Live GC heap peak (bytes, gc.collect() then gc.mem_alloc() after every 100 ms step) of the
+    replay harness alone: the trace played with no box, the UART drained (`paydbox replay
+    --board-heap` subtracts it to get the firmware's own heap)."""
+    import gc
+
+    sess = ReplaySession(trace_path)
+    peak = 0
+    t = 0
+    while not sess.done:
+        t += step_ms
+        sess.advance(t)
+        u = sess.gnss_uart
+        while u.any():
+            u.read(u.any())
+        gc.collect()
+        a = gc.mem_alloc()
+        if a > peak:
+            peak = a
+    return peak

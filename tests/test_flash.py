@@ -201,3 +201,75 @@ def test_power_cut_at_random_time_during_full_flash(tmp_path, repl, trace):
     st = boots(tmp_path, repl.boxdir, trace)
     man, disk = box_state(repl.boxdir)
     assert disk == man["files"] and st["fw"]
+
+
+def _imports_of(path):
+    """Modules of firmware/ and hw/ a source file imports (any nesting), by the ast."""
+    import ast
+
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [node.module + "." + a.name for a in node.names]
+        else:
+            continue
+        for n in names:
+            rel = n.replace(".", "/") + ".py"
+            if n.split(".")[0] in F.SOURCE_DIRS and os.path.exists(os.path.join(F.ROOT, rel)):
+                out.add(rel)
+    return out
+
+
+def test_manifest_is_the_import_closure_of_the_board_entry_point():
+    """The image holds what firmware/main.py needs, nothing more: no test doubles or host code."""
+    todo, seen = ["firmware/main.py"], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        todo.extend(_imports_of(os.path.join(F.ROOT, p)))
+    seen |= {"firmware/__init__.py", "hw/__init__.py"}  # packages
+    assert set(F.BOX_MODULES) == seen
+    for host_only in ("hw/flashsim.py", "hw/blockdev.py", "hw/linux.py", "hw/replay.py", "firmware/replay_main.py"):
+        assert host_only not in F.source_files("esp32-wroom")
+    assert set(F.source_files("unix")) == seen | {"firmware/replay_main.py", "hw/replay.py"}
+
+
+def test_flashed_box_holds_only_manifest_modules(tmp_path, repl):
+    rep = F.flash(repl.link, board="unix", progress=False)
+    want = {p[:-3] + ".mpy" for p in F.source_files("unix")} | {"main.py", "pdboot.py", "board.json"}
+    on_box = set()
+    for d, _, names in os.walk(repl.boxdir):
+        for n in names:
+            rel = os.path.relpath(os.path.join(d, n), repl.boxdir).replace(os.sep, "/")
+            if rel.endswith((".py", ".mpy", ".json")) and rel != F.MANIFEST:
+                on_box.add(rel)
+    assert on_box == want and rep["files"] == len(want)
+    assert not {"hw/flashsim.mpy", "hw/blockdev.mpy", "hw/linux.mpy"} & on_box
+    with open(os.path.join(repl.boxdir, "board.json")) as f:
+        assert json.load(f) == {"board": "unix"}
+
+
+@pytest.mark.parametrize("board", ["esp32-wroom", "esp32-s3"])
+def test_romfs_image_holds_only_manifest_modules(tmp_path, board):
+    """Boards with a ROMFS partition get one image of the compiled manifest modules (mounted here
+    with the VM's vfs.VfsRom, an independent reader of the format); the filesystem gets the stub."""
+    import subprocess
+
+    method, fs, image = F.plan(board)
+    assert method == "romfs" and len(image) <= F.PROFILES[board]["flash"]["romfs_bytes"]
+    assert sorted(fs) == ["board.json", "main.py", "pdboot.py"] and b"/rom" in fs["main.py"]
+    img = tmp_path / "img.romfs"
+    img.write_bytes(image)
+    code = ("import vfs, os\nf = open(%r, 'rb')\nvfs.mount(vfs.VfsRom(f.read()), '/rom')\n"
+            "def walk(d):\n    for n in os.listdir(d):\n        p = d + '/' + n\n"
+            "        if os.stat(p)[0] & 0x4000:\n            walk(p)\n        else:\n            print(p[5:])\n"
+            "walk('/rom')\n" % str(img))
+    out = subprocess.run([micropython_exe(), "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(out) == sorted(p[:-3] + ".mpy" for p in F.source_files(board))
+    assert F.install_method("pico-w") == "files" and F.install_method("unix") == "files"

@@ -229,6 +229,12 @@ def targets_rows(ev, mods):
     if v is not None and v <= 1.0:
         v = v * 100.0
     row("link efficiency (payload / line bytes, %)", ">= 85 %", v, v is not None and v >= 85)
+    fw = _find(mods, "firmware_cpu_factor")
+    v = fw[2] if fw else None
+    row("firmware CPU factor (box s per CPU s, MicroPython VM)", ">= 1000", v, v is not None and v >= 1000)
+    fw = _find(mods, "board_heap_min_kib")
+    v = fw[2] if fw else None
+    row("smallest --board-heap for the bundled drive (KiB)", "<= 96", v, v is not None and v <= 96)
     return rows
 
 

@@ -26,11 +26,40 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BOARDS = {"esp32": "xtensawin", "rp2": "armv6m", "unix": "x64"}
-PLATFORMS = {"esp32": ("esp32",), "rp2": ("rp2",), "unix": ("linux", "darwin")}
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+from firmware.boards import BOARDS as PROFILES  # noqa: E402 - the one board table (box and host)
+
+# short names of the first releases
+BOARD_ALIASES = {"esp32": "esp32-wroom", "rp2": "pico-w"}
+BOARDS = {name: prof["arch"] for name, prof in PROFILES.items()}
+BOARDS.update({a: PROFILES[n]["arch"] for a, n in BOARD_ALIASES.items()})
 SOURCE_DIRS = ("firmware", "hw")
-# host-replay helpers only the virtual box needs
-VBOX_ONLY = ("hw/replay.py", "firmware/replay_main.py")
+# The image: exactly the modules the box imports (firmware/main.py and what it pulls in; a test
+# checks this list against the import graph). Host-only and test code (hw/flashsim.py,
+# hw/blockdev.py, hw/linux.py) never goes to a box.
+BOX_MODULES = (
+    "firmware/__init__.py", "firmware/app.py", "firmware/boards.py", "firmware/codec.py",
+    "firmware/config.py", "firmware/console.py", "firmware/framing.py", "firmware/link.py",
+    "firmware/main.py", "firmware/motion.py", "firmware/nmea.py", "firmware/odometer.py",
+    "firmware/runner.py", "firmware/score.py", "firmware/store.py", "firmware/trip.py",
+    "firmware/ubx.py", "hw/__init__.py", "hw/compat.py", "hw/lis3dh.py",
+)
+# the virtual box (board unix) also runs the replay backend that plays its sensors
+VBOX_MODULES = ("firmware/replay_main.py", "hw/replay.py")
+
+
+def board_profile(board):
+    """(canonical name, profile) of --board; FlashError naming the known boards."""
+    name = BOARD_ALIASES.get(board, board)
+    if name not in PROFILES:
+        raise FlashError("unknown board %r, allowed %s" % (board, "|".join(sorted(BOARDS))))
+    return name, PROFILES[name]
+
+
+def platforms(board):
+    p = board_profile(board)[1]["platform"]
+    return ("linux", "darwin") if p == "linux" else (p,)
 MANIFEST = "paydbox.json"
 JOURNAL = "paydbox.journal"
 CHUNK = 1024
@@ -94,6 +123,23 @@ try:
     pdboot.recover()
 except Exception as e:
     print("pdboot:", e)
+import firmware.main
+firmware.main.run()
+'''
+
+# Boards with a ROMFS partition: the modules run from the ROMFS image (bytecode in flash, not RAM);
+# the filesystem holds only this stub, pdboot.py, board.json and the manifest.
+MAIN_ROMFS_PY = '''# paydbox boot stub (written by paydbox flash): finish an interrupted install, then run the box
+# from the ROMFS image (its modules first on the path).
+import sys
+try:
+    import pdboot
+    pdboot.recover()
+except Exception as e:
+    print("pdboot:", e)
+if "/rom" in sys.path:
+    sys.path.remove("/rom")
+sys.path.insert(0, "/rom")
 import firmware.main
 firmware.main.run()
 '''
@@ -180,25 +226,19 @@ def mpy_cross_exe():
 
 
 def source_files(board, src_root=ROOT):
-    out = []
-    for d in SOURCE_DIRS:
-        base = os.path.join(src_root, d)
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(x for x in dirnames if not x.startswith((".", "__pycache__")))
-            for fn in sorted(filenames):
-                if fn.endswith(".py"):
-                    rel = os.path.relpath(os.path.join(dirpath, fn), src_root).replace(os.sep, "/")
-                    if board != "unix" and rel in VBOX_ONLY:
-                        continue
-                    out.append(rel)
-    return out
+    """The image's modules for board (the explicit manifest); FlashError if one is missing."""
+    name = board_profile(board)[0]
+    out = list(BOX_MODULES) + (list(VBOX_MODULES) if name == "unix" else [])
+    for rel in out:
+        if not os.path.exists(os.path.join(src_root, rel)):
+            raise FlashError("manifest module %s missing under %s" % (rel, src_root))
+    return sorted(out)
 
 
 def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
     """Compile firmware/ and hw/ to .mpy for board. Returns {device_path: bytes} incl. main.py, pdboot.py."""
-    if board not in BOARDS:
-        raise FlashError("unknown board %r, allowed %s" % (board, "|".join(BOARDS)))
-    out_dir = out_dir or os.path.join(src_root, "build", "mpy-" + board)
+    name = board_profile(board)[0]
+    out_dir = out_dir or os.path.join(src_root, "build", "mpy-" + name)
     srcs = source_files(board, src_root)
     if not srcs:
         raise FlashError("no firmware sources under %s" % src_root)
@@ -211,7 +251,7 @@ def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
         if os.path.exists(dst) and os.stat(dst).st_mtime_ns > os.stat(src).st_mtime_ns:  # up to date
             with open(dst, "rb") as f:
                 return rel[:-3] + ".mpy", f.read()
-        p = subprocess.run(exe + ["-march=" + BOARDS[board], "-s", rel, "-o", dst, os.path.join(src_root, rel)],
+        p = subprocess.run(exe + ["-march=" + PROFILES[name]["arch"], "-s", rel, "-o", dst, os.path.join(src_root, rel)],
                            capture_output=True, text=True)
         if p.returncode:
             msg = (p.stderr.strip() or p.stdout.strip()).splitlines()
@@ -225,7 +265,95 @@ def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
             files[path] = data
     files["pdboot.py"] = PDBOOT_PY.encode()
     files["main.py"] = MAIN_PY.encode()
+    # which profile of firmware/boards.py the box runs (firmware/main.py reads it at boot)
+    files["board.json"] = json.dumps({"board": name}, sort_keys=True).encode()
     return files
+
+
+def install_method(board):
+    """'romfs' where the board's flash layout has a ROMFS partition, else 'files' (file copy)."""
+    name, prof = board_profile(board)
+    return "romfs" if prof["flash"]["romfs_bytes"] and prof["platform"] != "linux" else "files"
+
+
+def build_romfs(files):
+    """The ROMFS image (bytes) of the compiled box modules in `files` (mpremote's ROMFS builder)."""
+    import contextlib
+    import io
+    import tempfile
+
+    from mpremote.romfs import make_romfs
+
+    with tempfile.TemporaryDirectory(prefix="paydbox-romfs-") as d:
+        for p, data in files.items():
+            if p.endswith(".mpy"):
+                os.makedirs(os.path.join(d, os.path.dirname(p)), exist_ok=True)
+                with open(os.path.join(d, p), "wb") as f:
+                    f.write(data)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return make_romfs(d, mpy_cross=False)
+
+
+def plan(board, src_root=ROOT):
+    """What goes to the box: (method, filesystem files {path: bytes}, ROMFS image bytes or None)."""
+    files = build(board, src_root)
+    if install_method(board) == "files":
+        return "files", files, None
+    image = build_romfs(files)
+    limit = board_profile(board)[1]["flash"]["romfs_bytes"]
+    if len(image) > limit:
+        raise FlashError("ROMFS image of %d bytes does not fit the %d-byte partition of --board %s"
+                         % (len(image), limit, board))
+    fs = {p: d for p, d in files.items() if not p.endswith(".mpy")}
+    fs["main.py"] = MAIN_ROMFS_PY.encode()
+    return "romfs", fs, image
+
+
+def _check_platform(port, board, baudrate=115200):
+    """FlashError unless PORT runs MicroPython for --board (before anything is written)."""
+    t = connect(port, baudrate)
+    try:
+        plat = _exec(t, "import sys\nprint(sys.platform)").decode().strip()
+    finally:
+        try:
+            t.exit_raw_repl()
+            t.close()
+        except Exception:  # noqa: BLE001
+            pass
+    if plat not in platforms(board):
+        raise FlashError("wrong device: %s runs MicroPython on %r, this build is for --board %s" % (port, plat, board))
+
+
+def deploy_romfs(port, image):
+    """Write the image into the board's ROMFS partition 0 (`mpremote romfs deploy`), then check its
+    SHA-256 on the device. FlashError naming the step."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".romfs", delete=False) as f:
+        f.write(image)
+        path = f.name
+    mpremote = os.path.join(os.path.dirname(sys.executable), "mpremote")
+    cmd = [mpremote] if os.path.exists(mpremote) else [sys.executable, "-m", "mpremote"]
+    try:
+        p = subprocess.run(cmd + ["connect", port, "resume", "romfs", "-p", "0", "deploy", path],
+                           capture_output=True, text=True, timeout=600)
+    finally:
+        os.unlink(path)
+    if p.returncode or "Invalid" in p.stdout or "too big" in p.stdout or "not enabled" in p.stdout:
+        lines = (p.stdout.strip() + "\n" + p.stderr.strip()).strip().splitlines()
+        raise FlashError("romfs deploy failed: %s" % (lines[-1] if lines else "exit %d" % p.returncode))
+    t = connect(port)
+    try:
+        got = _exec(t, "import vfs, hashlib, binascii\nprint(binascii.hexlify(hashlib.sha256("
+                       "bytes(memoryview(vfs.rom_ioctl(2, 0))[:%d])).digest()).decode())" % len(image)).decode().strip()
+    finally:
+        try:
+            t.exit_raw_repl()
+            t.close()
+        except Exception:  # noqa: BLE001
+            pass
+    if got != sha256(image):
+        raise FlashError("verify failed for the ROMFS image: device SHA-256 %s != %s" % (got[:12], sha256(image)[:12]))
 
 
 def sha256(b):
@@ -339,8 +467,10 @@ def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_r
     """Build and deploy. callback(phase, path) is called before each device step (tests inject faults).
     pin (str or callable): installer PIN for a provisioned box (docs/security.md). Returns a report dict."""
     t_start = time.monotonic()
-    files = build(board, src_root)
+    method, files, image = plan(board, src_root)
     manifest = make_manifest(files, board)
+    if image is not None:
+        manifest["romfs"] = {"sha256": sha256(image), "bytes": len(image)}
     t_build = time.monotonic() - t_start
     from tools.config_cli import ConfigCLIError, maintenance_unlock
 
@@ -348,10 +478,19 @@ def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_r
         maintenance_unlock(port, baudrate, pin)
     except ConfigCLIError as e:
         raise FlashError(str(e))
+    if image is not None and not dry_run:
+        # modules first: the file switch-over below then deletes the old file copies that would
+        # shadow them; until it does, the old files still boot the old firmware
+        _check_platform(port, board, baudrate)
+        deploy_romfs(port, image)
     t = connect(port, baudrate)
     cb = callback or (lambda phase, path: None)
     try:
-        return _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_build)
+        rep = _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_build)
+        rep["method"] = method
+        if image is not None:
+            rep["romfs_bytes"] = len(image)
+        return rep
     except FlashError:
         raise
     except Exception as e:  # noqa: BLE001 - serial/transport faults while the device dies or resets
@@ -371,7 +510,7 @@ def _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_
         if _exec(t, "print(1 if _pd_hash('pdboot.py') else 0)").strip() == b"1":
             _exec(t, "import pdboot\npdboot.recover()")  # finish an interrupted install first
         probe = json.loads(_exec(t, "_pd_probe(%r)" % sorted(files)).decode())
-        plats = PLATFORMS[board]
+        plats = platforms(board)
         if probe["platform"] not in plats:
             raise FlashError("wrong device: %s runs MicroPython on %r, this build is for --board %s" % (port, probe["platform"], board))
         some_mpy = next(d for p, d in files.items() if p.endswith(".mpy"))
@@ -436,7 +575,7 @@ def _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_
 
 
 def write_base_image(port, image, board):
-    if board != "esp32":
+    if board_profile(board)[1]["platform"] != "esp32":
         raise FlashError("--base-image is for esp32 boards (rp2: copy the .uf2 to the RPI-RP2 drive)")
     if not os.path.exists(image):
         raise FlashError("base image not found: %s" % image)
@@ -444,8 +583,9 @@ def write_base_image(port, image, board):
         import esptool  # noqa: F401
     except ImportError:
         raise FlashError("--base-image needs esptool: pip install esptool")
-    cmd = [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", port, "--baud", "460800",
-           "write_flash", "-z", "0x1000", image]
+    chip, offset = ("esp32s3", "0x0") if board_profile(board)[0] == "esp32-s3" else ("esp32", "0x1000")
+    cmd = [sys.executable, "-m", "esptool", "--chip", chip, "--port", port, "--baud", "460800",
+           "write_flash", "-z", offset, image]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode:
         lines = (p.stderr.strip() or p.stdout.strip()).splitlines()
@@ -455,7 +595,8 @@ def write_base_image(port, image, board):
 
 def add_arguments(p):
     p.add_argument("port", help="serial port or pyserial URL of the box (e.g. /dev/ttyUSB0, a virtual box pty)")
-    p.add_argument("--board", choices=sorted(BOARDS), default="esp32", help="target board (mpy-cross -march)")
+    p.add_argument("--board", choices=sorted(BOARDS), default="esp32-wroom",
+                   help="target board profile (firmware/boards.py: pins, mpy-cross arch, flash layout)")
     p.add_argument("--dry-run", action="store_true", help="build and compare, change nothing on the box")
     p.add_argument("--base-image", metavar="FILE", help="first write this MicroPython firmware with esptool (esp32)")
     p.add_argument("--baud", type=int, default=115200)

@@ -4,6 +4,7 @@ Both runtimes execute the same module (firmware/replay_main.py), which prints in
 host side turns them into the report (seconds, metres, coach sentences), so both give the same JSON.
 """
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -37,8 +38,17 @@ def _plain_trace(path, tmpdir):
     return out
 
 
-def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600):
-    """The firmware's own summary (ints/strings) for a trace."""
+def mp_failure(output):
+    """ReplayError for a failed VM run: first line the error, then the MicroPython traceback
+    (`paydbox --debug replay` prints it whole)."""
+    lines = output.strip().splitlines() or ["(no output)"]
+    tb = [ln for ln in lines if not ln.startswith("{")]
+    return ReplayError("firmware failed under MicroPython: %s\n%s" % (lines[-1], "\n".join(tb[-40:])))
+
+
+def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600, src_root=ROOT):
+    """The firmware's own summary (ints/strings) for a trace. src_root: where the VM imports the
+    firmware from (a source tree with firmware/ and hw/)."""
     if not os.path.exists(path):
         raise ReplayError("trace not found: %s" % path)
     with tempfile.TemporaryDirectory(prefix="paydbox-replay-") as tmp:
@@ -53,14 +63,13 @@ def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600):
             return replay_main.run(trace, fs_root, config)
         if runtime != "micropython":
             raise ReplayError("runtime must be cpython or micropython, not %r" % runtime)
-        code = "import firmware.replay_main as r; r.main(%r, %r, %r)" % (
+        code = _MOUNT % image_for(src_root) + "import firmware.replay_main as r\nr.main(%r, %r, %r)" % (
             trace, fs_root, json.dumps(config) if config else None)
-        env = dict(os.environ, MICROPYPATH=ROOT)
-        p = subprocess.run([micropython_binary(), "-X", "heapsize=" + heap, "-c", code], cwd=ROOT, env=env,
+        env = dict(os.environ, MICROPYPATH="/rom")
+        p = subprocess.run([micropython_binary(), "-X", "heapsize=" + heap, "-c", code], cwd=src_root, env=env,
                            capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0:
-            tail = (p.stdout + p.stderr).strip().splitlines()[-1:] or ["(no output)"]
-            raise ReplayError("firmware failed under MicroPython: %s" % tail[0])
+            raise mp_failure(p.stdout + p.stderr)
         return json.loads(p.stdout.strip().splitlines()[-1])
 
 
@@ -68,6 +77,99 @@ def _count_fields():
     from firmware import codec
 
     return [f for f, _ in dict(codec.TYPES)["trip_end"] if f.startswith("n_")]
+def parse_size(text):
+    """'96K', '1M', '98304' -> bytes; ReplayError naming the option."""
+    t = str(text).strip().upper()
+    mult = 1
+    if t.endswith("K"):
+        mult, t = 1024, t[:-1]
+    elif t.endswith("M"):
+        mult, t = 1024 * 1024, t[:-1]
+    try:
+        n = int(t) * mult
+    except ValueError:
+        raise ReplayError("--board-heap: bad size %r (e.g. 96K, 1M)" % text)
+    if n < 16 * 1024:
+        raise ReplayError("--board-heap: %r is below 16K" % text)
+    return n
+
+
+def build_image(out_path, src_root=ROOT):
+    """The virtual box's ROMFS image (`mpremote romfs build` of the manifest modules of
+    tools/flash.py, compiled to .mpy): the same modules `paydbox flash --board unix` deploys."""
+    from tools import flash as F
+
+    with tempfile.TemporaryDirectory(prefix="paydbox-img-") as d:
+        for rel in F.source_files("unix", src_root):
+            os.makedirs(os.path.join(d, os.path.dirname(rel)), exist_ok=True)
+            shutil.copy(os.path.join(src_root, rel), os.path.join(d, rel))
+        mpremote = os.path.join(os.path.dirname(sys.executable), "mpremote")
+        cmd = [mpremote] if os.path.exists(mpremote) else [sys.executable, "-m", "mpremote"]
+        p = subprocess.run(cmd + ["romfs", "-o", out_path, "build", d], capture_output=True, text=True)
+        if p.returncode:
+            raise ReplayError("mpremote romfs build failed: %s" % ((p.stderr or p.stdout).strip().splitlines() or ["?"])[-1])
+    return os.path.getsize(out_path)
+
+
+_IMAGES = {}  # (source root, newest mtime of its manifest modules) -> image path
+
+
+def image_for(src_root=ROOT):
+    """The ROMFS image of src_root's manifest modules, built once per state of those files (kept in
+    the temp directory): what `paydbox replay --runtime micropython` and the virtual box run."""
+    from tools import flash as F
+
+    stamp = max(os.stat(os.path.join(src_root, p)).st_mtime_ns for p in F.source_files("unix", src_root))
+    key = (os.path.abspath(src_root), stamp)
+    if key not in _IMAGES or not os.path.exists(_IMAGES[key]):
+        d = os.path.join(tempfile.gettempdir(), "paydbox-images")
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "%s-%d.romfs" % (hashlib.sha1(key[0].encode()).hexdigest()[:12], stamp))
+        tmp = path + ".%d.tmp" % os.getpid()
+        build_image(tmp, src_root)
+        os.replace(tmp, path)
+        _IMAGES[key] = path
+    return _IMAGES[key]
+
+
+_MOUNT = "import sys, vfs\nf = open(%r, 'rb')\nimg = f.read()\nf.close()\nvfs.mount(vfs.VfsRom(img), '/rom')\nsys.path[:] = ['/rom']\n"
+
+
+def run_board_heap(path, board_heap, config=None, timeout=3600, src_root=ROOT):
+    """The replay in the VM with the firmware run from its ROMFS image and `board_heap` bytes of
+    heap for the firmware alone. The VM's heap is board_heap + H, where H is the live heap peak of
+    the same VM running the harness alone (image buffer, VM baseline, hw/replay.py, the trace
+    reader) measured in a first run; the firmware's peak is the second run's live peak minus H."""
+    if not os.path.exists(path):
+        raise ReplayError("trace not found: %s" % path)
+    limit = parse_size(board_heap)
+    with tempfile.TemporaryDirectory(prefix="paydbox-replay-") as tmp:
+        trace = _plain_trace(path, tmp)
+        img = image_for(src_root)
+        image_bytes = os.path.getsize(img)
+        env = dict(os.environ, MICROPYPATH="/rom")
+        code = _MOUNT % img + "import firmware.replay_main\nimport hw.replay as h\nprint(h.harness_heap_peak(%r))" % trace
+        p = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", code], cwd=tmp, env=env,
+                           capture_output=True, text=True, timeout=timeout)
+        if p.returncode:
+            raise mp_failure(p.stdout + p.stderr)
+        harness = int(p.stdout.strip().splitlines()[-1])
+        fs_root = os.path.join(tmp, "flash")
+        os.mkdir(fs_root)
+        code = _MOUNT % img + "import firmware.replay_main as r\nr.heap_main(%r, %r, %r)" % (
+            trace, fs_root, json.dumps(config) if config else None)
+        p = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % (limit + harness), "-c", code], cwd=tmp,
+                           env=env, capture_output=True, text=True, timeout=timeout)
+        if p.returncode:
+            e = mp_failure(p.stdout + p.stderr)
+            if "MemoryError" in str(e).splitlines()[0]:
+                raise ReplayError("the firmware does not fit in --board-heap %s: %s" % (board_heap, e))
+            raise e
+        raw = json.loads(p.stdout.strip().splitlines()[-1])
+    live = raw.pop("heap_live_peak")
+    raw["heap"] = {"limit_bytes": limit, "peak_bytes": max(0, live - harness), "image_bytes": image_bytes,
+                   "harness_bytes": harness}
+    return raw
 
 
 def format_report(raw, trace, runtime):
@@ -92,7 +194,7 @@ def format_report(raw, trace, runtime):
             "coach": coach(summary, "en"), "coach_fr": coach(summary, "fr"),
         })
     rec = raw["records"]
-    return {
+    out = {
         "trace": trace,
         "trips": trips,
         "odometer_m": raw["odometer_mm"] / 1000,
@@ -106,9 +208,16 @@ def format_report(raw, trace, runtime):
         "events": [{"type": e["type"], "t": e["t_ms"] / 1000, "dur_s": e["dur_ms"] / 1000, "peak_mg": e["peak_mg"]}
                    for e in raw.get("events", ())],
     }
+    if "heap" in raw:
+        out["heap"] = raw["heap"]
+    return out
 
 
-def replay_trace(path, runtime="cpython", heap="2M", config=None):
+def replay_trace(path, runtime="cpython", heap="2M", config=None, board_heap=None):
+    if board_heap is not None:
+        if runtime != "micropython":
+            raise ReplayError("--board-heap needs --runtime micropython")
+        return format_report(run_board_heap(path, board_heap, config), os.path.basename(path), runtime)
     return format_report(run_raw(path, runtime, heap, config), os.path.basename(path), runtime)
 
 
@@ -116,11 +225,14 @@ def add_arguments(p):
     p.add_argument("trace", help="trace file (.jsonl or .jsonl.gz)")
     p.add_argument("--runtime", choices=["cpython", "micropython"], default="cpython")
     p.add_argument("--heap", default="2M", help="MicroPython heap size (e.g. 96K)")
+    p.add_argument("--board-heap", metavar="SIZE",
+                   help="run the firmware from its ROMFS image with SIZE (e.g. 96K) of heap for the firmware "
+                        "alone (harness measured apart); adds \"heap\" to the JSON (needs --runtime micropython)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run(args):
-    rep = replay_trace(args.trace, args.runtime, args.heap)
+    rep = replay_trace(args.trace, args.runtime, args.heap, board_heap=args.board_heap)
     if args.json:
         print(json.dumps(rep, indent=1, sort_keys=True))
         return 0

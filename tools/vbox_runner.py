@@ -4,7 +4,10 @@
 # maps them to pseudo-terminals. Started by the host as:
 #   micropython vbox_runner.py PORT BOXDIR TRACE SPEED SOURCE EXIT_AT_END
 # SOURCE: 'flashed' (import firmware/ and hw/ from BOXDIR, as deployed by `paydbox flash`, after
-# finishing any interrupted install) or 'tree' (the import path the host gave).
+# finishing any interrupted install), 'image=PATH' (mount the ROMFS image PATH built from the source
+# tree's manifest modules and import from it) or 'tree' (the import path the host gave).
+# The box is wired by firmware/runner.py (the same composition root as the board and the replay);
+# if the firmware cannot be imported or built the VM exits with the traceback on stderr.
 # Exit status 75 = reboot requested (the host restarts the VM); 0 = trace finished (EXIT_AT_END).
 # Events for the host are JSON lines on stdout.
 import json
@@ -79,6 +82,11 @@ class SockUart:
         self.rx = self.rx[n:]
         return n
 
+    def init(self, baudrate=None, **_kw):
+        """machine.UART.init: a TCP stream has no baud rate; the setting is kept for status."""
+        if baudrate is not None:
+            self.baudrate = baudrate
+
     def write(self, b):
         if self.closed:
             return 0
@@ -97,67 +105,6 @@ class SockUart:
         return sent
 
 
-class MiniBox:
-    """Stand-in main loop used when firmware.app.Box cannot be built: drains the GNSS UART through
-    firmware.nmea, reads the accelerometer FIFO, answers status. No records, no link traffic."""
-
-    def __init__(self, sess, link_uart, why):
-        self.why = why
-        self.sess = sess
-        self.link_uart = link_uart
-        self.gnss_bytes = 0
-        self.fix = None
-        self._buf = bytearray(512)
-        try:
-            from firmware.nmea import NMEAParser
-
-            self.parser = NMEAParser(on_fix=self._on_fix)
-        except ImportError:
-            self.parser = None
-        self.accel = None
-        try:
-            from hw.lis3dh import LIS3DH
-
-            self.accel = LIS3DH(sess.i2c)
-        except (ImportError, OSError):
-            pass
-        self.last_mg = (0, 0, 0)
-
-    def _on_fix(self, fix):
-        self.fix = (fix.valid, fix.sats, fix.hdop_x10, fix.lat_e7, fix.lon_e7, fix.speed_mmps)
-
-    def step(self):
-        u = self.sess.gnss_uart
-        while u.any():
-            n = u.readinto(self._buf)
-            if not n:
-                break
-            self.gnss_bytes += n
-            if self.parser is not None:
-                self.parser.feed(self._buf, n, self.sess.clock.now)
-        if self.accel is not None:
-            k = self.accel.read_fifo()
-            if k:
-                xyz = self.accel.xyz_mg
-                i = 3 * (k - 1)
-                self.last_mg = (xyz[i], xyz[i + 1], xyz[i + 2])
-        if self.link_uart is not None and self.link_uart.any():
-            self.link_uart.read()
-
-    def status(self):
-        f = self.fix or (0, -1, -1, 0, 0, -1)
-        x, y, z = self.last_mg
-        return {"app": "minimal (%s)" % self.why, "gnss_bytes": self.gnss_bytes, "gnss_fix": f[0], "sats": f[1],
-                "hdop_x10": f[2], "accel_ok": 1 if self.accel is not None else 0,
-                "accel_mg": "%d,%d,%d" % (x, y, z), "calib": "none", "store_used": 0}
-
-    def shutdown(self):
-        pass
-
-    def summary(self):
-        return {"app": "minimal", "gnss_bytes": self.gnss_bytes}
-
-
 def connect(port, name):
     s = socket.socket()
     s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
@@ -172,91 +119,50 @@ def main(argv):
     os.chdir(boxdir)
     if source == "flashed":
         sys.path[:] = [boxdir, ".frozen"]
-        try:
-            import pdboot
+        import pdboot  # written by every `paydbox flash`
 
-            if pdboot.recover():
-                emit({"event": "install_recovered"})
-        except ImportError:
-            pass
+        if pdboot.recover():
+            emit({"event": "install_recovered"})
+    elif source.startswith("image="):
+        # the ROMFS image of the manifest modules (tools/replay.py build_image), bytecode run in place
+        import vfs
+
+        f = open(source[6:], "rb")
+        img = f.read()
+        f.close()
+        vfs.mount(vfs.VfsRom(img), "/rom")
+        sys.path[:] = ["/rom", ".frozen"]
+        source = "tree"
     else:
         while sys.path and sys.path[0].endswith("tools"):  # the script's own directory
             sys.path.pop(0)
 
+    # no fallback: a firmware that cannot be imported or built ends the VM with its traceback on
+    # stderr (the host shows it), never a stand-in box that lets tests pass with a broken app
     from firmware import VERSION
-    from firmware.config import Config
-    from firmware.console import Console
+    from firmware.replay_main import replay_board, supply_step
+    from firmware.runner import Runner
     from hw.replay import ReplaySession
-
-    try:
-        from firmware.app import Box
-    except ImportError as e:
-        Box = None
-        emit({"event": "warning", "text": "firmware.app not importable: %s" % e})
 
     console_uart = connect(int(port), "console")
     link_uart = connect(int(port), "link")
 
     sess = ReplaySession(trace)
-    has_power = "power" in sess.header
-    state = {"box": None, "reboot": 0}
-    cfg = Config.load(boxdir + "/config.json")
-
-    def on_change(key, old, new):
-        box = state["box"]
-        if box is None:
-            return
-        rec = {"type": "config", "t_ms": sess.clock.now, "utc_s": -1, "key": key, "old": old, "new": new}
-        if hasattr(box, "on_config_change"):
-            box.on_config_change(key, old, new)
-        elif hasattr(box, "_emit"):
-            box._emit(rec)
-
-    cfg.on_change = on_change
-
-    def new_box():
-        if Box is not None:
-            try:
-                return Box(sess.clock, sess.gnss_uart, sess.i2c, sess.power if has_power else None, boxdir,
-                           cfg.values(), link_uart=link_uart)
-            except Exception as e:  # noqa: BLE001 - report it and keep the console usable
-                emit({"event": "warning", "text": "Box() failed: %s: %s" % (type(e).__name__, e)})
-                return MiniBox(sess, link_uart, "Box() failed: %s" % e)
-        return MiniBox(sess, link_uart, "no firmware.app")
+    runner = Runner(replay_board(sess, boxdir, link_uart=link_uart, console=console_uart))
+    con = runner.console
 
     def status():
-        box = state["box"]
-        st = {}
-        if box is not None and hasattr(box, "status"):
-            st = box.status()
-        elif box is None:
-            st["powered"] = 0
-        if box is not None and "gnss_bytes" not in st and hasattr(box, "parser"):
-            st["gnss_bytes"] = box.parser.counters.get("sentences", 0)
-        if "accel_ok" not in st and "accel" in st:
-            st["accel_ok"] = st["accel"]
+        st = runner.status()
         st["t_ms"] = sess.clock.now
         st["trace_done"] = 1 if sess.done else 0
         return st
 
-    def calibrate():
-        box = state["box"]
-        m = getattr(box, "motion", None) if box is not None else None
-        if m is None:
-            return {"calib": "none", "text": "no accelerometer"}
-        if hasattr(m, "start_calibration"):
-            m.start_calibration()
-        return {"calib": m.calib_state, "calib_quality": m.calib_quality}
+    con.status_provider = status
+    runner.power_on()
+    import firmware
 
-    def reboot():
-        state["reboot"] = 1
-
-    hooks = {"calibrate": calibrate, "reboot": reboot}
-    con = Console(console_uart, cfg, status_provider=status, now_ms=lambda: sess.clock.now, hooks=hooks,
-                  version=VERSION, lock_path="pinlock.json")  # wrong-PIN count survives a reboot
-    state["box"] = new_box()
-    emit({"event": "ready", "version": VERSION, "config": cfg.source, "source": source,
-          "app": type(state["box"]).__name__ if state["box"] is not None else "none"})
+    emit({"event": "ready", "version": VERSION, "config": runner.config.source, "source": source,
+          "app": type(runner.box).__name__, "firmware_from": firmware.__file__})
 
     cpoll = select.poll()
     cpoll.register(console_uart.s, select.POLLIN)
@@ -266,29 +172,18 @@ def main(argv):
     while True:
         t_box += STEP_MS
         sess.advance(t_box)
-        box = state["box"]
-        if has_power and sess.power.supply_mv() < POWER_OFF_MV:
-            if box is not None:
-                box.shutdown()
-                state["box"] = None
-            while sess.gnss_uart.any():  # an unpowered MCU's UART receives nothing
-                sess.gnss_uart.read(sess.gnss_uart.any())
-        elif box is None:
-            state["box"] = new_box()
-        elif box is not None:
-            box.step()
-        con.poll()
+        supply_step(runner, sess)
+        runner.step()
         if console_uart.closed:  # the host (tools/virtual_box.py) is gone: power off
             return 0
-        if state["reboot"]:
-            if state["box"] is not None:
-                state["box"].shutdown()
+        if runner.reboot_requested:
+            runner.power_off()
             emit({"event": "reboot"})
             sys.exit(REBOOT_EXIT)
         if sess.done and not done_reported:
             done_reported = True
-            box = state["box"]
-            if box is not None and hasattr(box, "flush"):
+            box = runner.box
+            if box is not None:
                 box.flush()
             emit({"event": "trace_done", "t_ms": t_box})
             if exit_at_end:
@@ -314,7 +209,7 @@ def main(argv):
                     break
                 if cpoll.poll(wait):
                     con.poll()
-                    if state["reboot"] or console_uart.closed:
+                    if runner.reboot_requested or console_uart.closed:
                         break
 
 

@@ -6,7 +6,8 @@ edge-agent link UARTs are TCP connections to this process, which relays each to 
 paths stay the same when the VM restarts: reboot, power cut). When ready it prints one JSON line:
     {"console": "/dev/pts/N", "link": "/dev/pts/M", "dir": BOXDIR, "pid": VM_PID, ...}
 Firmware: the one flashed into BOXDIR by `paydbox flash` when BOXDIR has a manifest
-(--source flashed), else the source tree (--source tree).
+(--source flashed: the file copy of boards without a ROMFS partition), else the ROMFS image built
+from the source tree's manifest modules, mounted with vfs.VfsRom (--source tree).
 
 REPL mode (--repl): the VM's raw REPL on a pty (socat PTY <-> EXEC micropython, cwd BOXDIR), so
 `paydbox flash PTY --board unix` and mpremote deploy into BOXDIR. mpremote's soft reset (Ctrl-D)
@@ -107,8 +108,13 @@ class VirtualBox:
     def _spawn(self):
         env = dict(os.environ)
         env["MICROPYPATH"] = (self.boxdir if self.source == "flashed" else self.mp_path) + os.pathsep + ".frozen"
+        self._log.flush()
+        self._log_start = self._log.tell()  # this boot's stderr (a traceback) starts here
+        src = self.source
+        if src == "tree":  # the same ROMFS image `paydbox replay --board-heap` runs
+            src = "image=" + self._image()
         cmd = [micropython_exe(), "-X", "heapsize=" + self.heapsize, RUNNER, str(self.port), self.boxdir, self.trace,
-               repr(float(self.speed)), self.source, "1" if self.exit_at_end else "0"]
+               repr(float(self.speed)), src, "1" if self.exit_at_end else "0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, cwd=self.boxdir, env=env)
         threading.Thread(target=self._read_events, args=(self.proc,), daemon=True).start()
 
@@ -131,6 +137,26 @@ class VirtualBox:
             self.restarts += 1
             self._spawn()
 
+    def _image(self):
+        from tools.replay import ReplayError, image_for
+
+        try:
+            return image_for(self.mp_path)
+        except ReplayError as e:
+            raise VirtualBoxError(str(e))
+
+    def boot_log(self, max_lines=40):
+        """The VM's stderr of its last boot (the MicroPython traceback when the firmware failed)."""
+        try:
+            self._log.flush()
+            with open(self.log_path, "rb") as f:
+                f.seek(getattr(self, "_log_start", 0))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return "(no log)"
+        lines = [ln for ln in text.splitlines() if not ln.startswith("{")]  # JSON lines are events
+        return "\n".join(lines[-max_lines:]) or "(no output)"
+
     def wait_event(self, name, timeout=30, after=0):
         """Wait for the VM event `name` at index >= after in self.events; returns it (or raises)."""
         deadline = time.monotonic() + timeout
@@ -140,7 +166,8 @@ class VirtualBox:
                     if ev.get("event") == name:
                         return ev
                     if ev.get("event") == "exit" and name != "exit" and ev.get("code") not in (REBOOT_EXIT,):
-                        raise VirtualBoxError("the VM exited (status %s) before %s: see %s" % (ev.get("code"), name, self.log_path))
+                        raise VirtualBoxError("the VM exited (status %s) before %s (log %s):\n%s"
+                                              % (ev.get("code"), name, self.log_path, self.boot_log()))
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise VirtualBoxError("timeout waiting for the VM event %r (log: %s)" % (name, self.log_path))
@@ -163,6 +190,7 @@ class VirtualBox:
         if ready:
             d["version"] = ready.get("version")
             d["config"] = ready.get("config")
+            d["firmware_from"] = ready.get("firmware_from")
         return d
 
     @property

@@ -1,0 +1,104 @@
+# Test double of MicroPython's `machine` module for running firmware/main.py in the unix VM (the
+# real module exists only on boards). Byte level: UARTs are byte queues, the I2C bus is hw/replay.py's
+# register-level LIS3DH model, pins and the ADC hold values the test sets. Records what was built.
+from hw.compat import VirtualClock
+from hw.replay import LIS3DHModel
+
+built = []  # (kind, id, kwargs) of every object the entry point built
+clock = VirtualClock(0)
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+cause = [PWRON_RESET]
+resets = [0]
+
+
+def reset_cause():
+    return cause[0]
+
+
+def reset():
+    resets[0] += 1
+
+
+class Pin:
+    IN = 1
+    values = {}
+
+    def __init__(self, n, mode=None):
+        self.n = n
+        built.append(("Pin", n, mode))
+
+    def value(self):
+        return Pin.values.get(self.n, 1)
+
+
+class ADC:
+    uv = 2210000  # 12.6 V through the 5.7 divider
+
+    def __init__(self, pin):
+        built.append(("ADC", pin.n, None))
+
+    def read_uv(self):
+        return ADC.uv
+
+
+class UART:
+    def __init__(self, n, baudrate=9600, tx=None, rx=None, rxbuf=256):
+        self.n = n
+        self.baudrate = baudrate
+        self.rx = bytearray()
+        self.tx = bytearray()
+        built.append(("UART", n, {"baudrate": baudrate, "tx": tx, "rx": rx, "rxbuf": rxbuf}))
+
+    def init(self, baudrate=None, **kw):
+        if baudrate is not None:
+            self.baudrate = baudrate
+            built.append(("UART.init", self.n, {"baudrate": baudrate}))
+
+    def any(self):
+        return len(self.rx)
+
+    def readinto(self, buf, n=-1):
+        k = min(len(buf), len(self.rx)) if n < 0 else min(n, len(buf), len(self.rx))
+        if not k:
+            return None
+        buf[:k] = self.rx[:k]
+        self.rx = self.rx[k:]
+        return k
+
+    def read(self, n=-1):
+        k = len(self.rx) if n < 0 else min(n, len(self.rx))
+        if not k:
+            return None
+        d = bytes(self.rx[:k])
+        self.rx = self.rx[k:]
+        return d
+
+    def write(self, b):
+        self.tx.extend(b)
+        return len(b)
+
+
+class I2C:
+    def __init__(self, n, scl=None, sda=None, freq=400000):
+        built.append(("I2C", n, {"scl": scl.n, "sda": sda.n, "freq": freq}))
+        self.model = LIS3DHModel(clock)
+
+    def readfrom_mem_into(self, addr, memaddr, buf):
+        return self.model.readfrom_mem_into(addr, memaddr, buf)
+
+    def writeto_mem(self, addr, memaddr, buf):
+        return self.model.writeto_mem(addr, memaddr, buf)
+
+
+class WDT:
+    feeds = 0
+
+    def __init__(self, timeout=0):
+        built.append(("WDT", 0, {"timeout": timeout}))
+
+    def feed(self):
+        WDT.feeds += 1
