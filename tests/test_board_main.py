@@ -33,6 +33,6 @@ def test_board_entry_point_builds_the_profile_and_calibrate_works(tmp_path, boar
     assert ["UART.init", prof["gnss_uart"], {"baudrate": 9600}] in out["built"]
     assert ["UART.init", prof["link_uart"], {"baudrate": 115200}] in out["built"]
     assert out["gnss_tx"] > 0 and out["feeds"] == 25 and out["reset_cause"] == "watchdog"
-    login, calib, status = out["replies"]
-    assert login["ok"] and calib["ok"] and "calib" in calib and "not supported" not in json.dumps(calib)
+    setpin, login, calib, status = out["replies"]
+    assert setpin["ok"] and login["ok"] and calib["ok"] and "calib" in calib and "not supported" not in json.dumps(calib)
     assert status["ok"] and status["accel"] == 1

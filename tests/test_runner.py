@@ -127,8 +127,9 @@ def test_console_calibrate_restarts_the_mounting_calibration(tmp_path):
     con = PipeUart()
     r, sess = booted(tmp_path, console=con, steps=3000)  # 300 s of the drive: calibrated by then
     assert r.box.motion.calib_state == "calibrated"
-    con.rx.extend(b"!login 0000\n!calibrate\n")
-    for _ in range(3):
+    # first provisioning sets the PIN (a new box has none), then calibrate needs the login
+    con.rx.extend(b"!set installer_pin 4821\n!login 4821\n!calibrate\n")
+    for _ in range(6):
         r.step()
     replies = [json.loads(ln) for ln in con.tx.decode().splitlines() if ln.startswith("{")]
     assert replies[-1]["ok"] is True, replies

@@ -448,9 +448,11 @@ def test_console_ctrl_c_reaches_the_repl_only_without_a_pin(tmp_path):
         assert not b.escaped(), "Ctrl-C on a provisioned box's console reached a REPL: %r" % b.out[-300:]
     finally:
         b.close()
-    # and firmware/main.py wires the same hook on the board
+    # and the board entry point wires the same hook through the runner (tests/test_board_main.py runs it)
     src = open(os.path.join(ROOT, "firmware", "main.py")).read()
-    assert '"kbd_intr": micropython.kbd_intr' in src and "lock_path=" in src
+    runner = open(os.path.join(ROOT, "firmware", "runner.py")).read()
+    assert "kbd_intr=micropython.kbd_intr" in src and 'hooks["kbd_intr"] = board.kbd_intr' in runner
+    assert 'lock_path=_join(board.fs_root, "pinlock.json")' in runner
 
 
 def test_console_maintenance_unlock_needs_the_pin(tmp_path):

@@ -41,7 +41,7 @@ SOURCE_DIRS = ("firmware", "hw")
 BOX_MODULES = (
     "firmware/__init__.py", "firmware/app.py", "firmware/boards.py", "firmware/codec.py",
     "firmware/config.py", "firmware/console.py", "firmware/framing.py", "firmware/link.py",
-    "firmware/main.py", "firmware/motion.py", "firmware/nmea.py", "firmware/odometer.py",
+    "firmware/main.py", "firmware/motion.py", "firmware/nmea.py", "firmware/odometer.py", "firmware/pin.py",
     "firmware/runner.py", "firmware/score.py", "firmware/store.py", "firmware/trip.py",
     "firmware/ubx.py", "hw/__init__.py", "hw/compat.py", "hw/lis3dh.py",
 )
@@ -60,6 +60,8 @@ def board_profile(board):
 def platforms(board):
     p = board_profile(board)[1]["platform"]
     return ("linux", "darwin") if p == "linux" else (p,)
+
+
 MANIFEST = "paydbox.json"
 JOURNAL = "paydbox.journal"
 CHUNK = 1024

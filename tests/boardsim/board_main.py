@@ -39,7 +39,7 @@ r.power_on()
 for i in range(20):
     machine.clock.now += 100
     r.step()
-con.rx.extend(b"!login 0000\n!calibrate\n!status\n")
+con.rx.extend(b"!set installer_pin 4821\n!login 4821\n!calibrate\n!status\n")  # first provisioning, then login
 for i in range(5):
     machine.clock.now += 100
     r.step()
