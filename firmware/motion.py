@@ -12,6 +12,7 @@
 import math
 import sys
 
+from firmware.calib import LagCalib
 from hw.compat import const
 
 # event kind codes in the queue
@@ -100,6 +101,8 @@ DEFAULTS = {
     "knock_ms": 2000,
     "still_mmps": 500,
     "moving_act_mg": 40,
+    "calib_lag_max_ms": 2000,
+    "calib_forget_pairs": 600,
 }
 
 
@@ -218,6 +221,7 @@ class Motion:
         self._knock_windows = max(1, int(_cfg(cfg, "knock_ms")) // 250)
         self._still_mmps = int(_cfg(cfg, "still_mmps"))
         self._moving_act = int(_cfg(cfg, "moving_act_mg"))
+        self._lc = LagCalib(int(_cfg(cfg, "calib_lag_max_ms")), int(_cfg(cfg, "calib_forget_pairs")))
 
         # --- hot-path state (all preallocated) ---
         self._lp = array("i", [0] * (6))              # two-stage IIR, Q8: s1 x,y,z then s2 x,y,z
@@ -287,16 +291,11 @@ class Motion:
         self._xvec = None            # unit forward in box axes
         self._basis_g = None         # gravity the current R was built with
         self._knock_n = 0
-        self._iv = [0.0, 0.0, 0.0]   # sum of window sums since the anchor fix
         self._anchor = None          # (t_ms, speed_mmps, course_cdeg) opening the baseline
-        self._iv_n = 0
-        # forward regression m = c + b * a_long: sums
-        self._rn = 0
-        self._ra = 0.0
-        self._raa = 0.0
-        self._rm = [0.0, 0.0, 0.0]
-        self._ram = [0.0, 0.0, 0.0]
-        self._rmm = 0.0
+        self._solved = -1
+        self._lc.reset()             # lag bank of forward/lateral regressions (firmware/calib.py)
+        self.calib_lag_ms = -1
+        self.calib_commit = None     # (t_ms, sigma_deg, lag_ms) of the last commit
         self._restored_q = 0
 
     def _restore(self, st):
@@ -783,49 +782,36 @@ class Motion:
         self._drain_events()
 
     def _fix_pair(self, fix, valid):
-        # Forward-axis regression sample over a fixed ~1 s baseline, whatever the fix rate: the
-        # speed difference between fixes 100 ms apart (10 Hz) is mostly speed noise, so pairs are
-        # formed between an anchor fix and the first valid fix >= _PAIR_MIN_MS later, with the
-        # window sums accumulated in between; the pairs do not overlap (independent residuals).
+        # One regression sample per ~1 s baseline of valid fixes, whatever the fix rate: the speed
+        # difference between fixes 100 ms apart (10 Hz) is mostly speed noise, so pairs are formed
+        # between an anchor fix and the first valid fix >= _PAIR_MIN_MS later; the pairs do not
+        # overlap (independent residuals). Straight stretches and bends both count: the bend's
+        # lateral acceleration (course rate x speed) is the second regressor (firmware/calib.py).
         pf = self._prev_fix
         self._prev_fix = (fix.t_ms, fix.speed_mmps, fix.course_cdeg) if valid else None
         an = self._anchor
         if not valid or an is None or pf is None or fix.t_ms - pf[0] > _PAIR_MAX_MS \
                 or fix.t_ms <= pf[0]:
-            # (re)start a baseline here
-            self._anchor = self._prev_fix
-            self._iv = [0.0, 0.0, 0.0]
-            self._iv_n = 0
+            self._anchor = self._prev_fix   # (re)start a baseline here
             return
         dt_ms = fix.t_ms - an[0]
         if dt_ms < _PAIR_MIN_MS:
             return
-        iv_n = self._iv_n
-        iv = self._iv
         self._anchor = self._prev_fix
-        self._iv = [0.0, 0.0, 0.0]
-        self._iv_n = 0
-        if iv_n <= 0 or dt_ms > _PAIR_MAX_MS:
+        if dt_ms > _PAIR_MAX_MS:
             return
         dt = dt_ms / 1000.0
         v1 = an[1] / 1000.0
         v2 = fix.speed_mmps / 1000.0
         if v1 <= 2.0 or v2 <= 2.0 or an[2] < 0 or fix.course_cdeg < 0:
             return
-        rate = abs(_wrap180((fix.course_cdeg - an[2]) / 100.0)) / dt
-        a_lat = math.radians(rate) * (v1 + v2) / 2
-        if rate >= 4.0 or a_lat >= 0.4:
-            return   # not a straight stretch
+        dc = _wrap180((fix.course_cdeg - an[2]) / 100.0)
+        if abs(dc) > 45.0:
+            return   # too sharp for a mean over the interval
+        a_lat = -math.radians(dc) / dt * (v1 + v2) / 2 * _MG_PER_MPS2
         a = (v2 - v1) / dt * _MG_PER_MPS2
-        m = [iv[0] / iv_n, iv[1] / iv_n, iv[2] / iv_n]
-        self._rn += 1
-        self._ra += a
-        self._raa += a * a
-        for j in range(3):
-            self._rm[j] += m[j]
-            self._ram[j] += a * m[j]
-        self._rmm += _dot(m, m)
-        self.counters["fix_pairs"] += 1
+        if self._lc.pair(an[0], fix.t_ms, a, a_lat):
+            self.counters["fix_pairs"] += 1
 
     def _drain_windows(self):
         q = self._wq
@@ -837,9 +823,7 @@ class Motion:
             act = q[o + 4] // n
             self._wq_head = (self._wq_head + 1) % _WN
             self._wq_n -= 1
-            for j in range(3):
-                self._iv[j] += q[o + 1 + j]
-            self._iv_n += n
+            self._lc.window(q[o], q[o + 1], q[o + 2], q[o + 3], n)
             still = (0 <= spd < self._still_mmps) or (spd < 0 and act < self._moving_act // 2)
             gv = self._gvec
             if still:
@@ -874,44 +858,40 @@ class Motion:
             self._ga_n += 1
 
     def _update_calib(self):
-        # gravity ("up" in box axes)
-        gq = 0.0
+        # gravity ("up" in box axes): stopped windows, else (driving from the start) the
+        # regression's intercept, else the mean of all windows (candidates only)
+        still_up = None
         if self._gs_n >= 8:
-            gv = _norm(self._gs)
-            gq = 1.0
-        elif self._ga_n >= 8:
+            still_up = _norm(self._gs)
+        gv = still_up
+        if gv is None and self._ga_n >= 8:
             gv = _norm(self._ga)
-            gq = 0.8
-        else:
-            gv = None
         if gv is None:
             return
-        self._gvec = gv
-        # forward axis from the regression of the box-frame mean on the GNSS longitudinal accel
         xv = None
         q = 0
         err = -1.0
-        n = self._rn
-        if n >= 8:
-            saa = self._raa - self._ra * self._ra / n
-            if saa > 0:
-                b = [(self._ram[j] - self._ra * self._rm[j] / n) / saa for j in range(3)]
-                bh = [b[j] - _dot(b, gv) * gv[j] for j in range(3)]
-                bn = math.sqrt(_dot(bh, bh))
-                smm = self._rmm - _dot(self._rm, self._rm) / n
-                rss = smm - _dot(b, b) * saa
-                if rss < 0:
-                    rss = 0.0
-                sigma = math.sqrt(rss / (3 * (n - 2)))
-                if bn > 0:
-                    err = math.degrees(sigma / (bn * math.sqrt(saa)))
-                    xv = [bh[j] / bn for j in range(3)]
-                    qx = 1.0 - err / 10.0
-                    if bn < 0.4 or bn > 2.5:
-                        qx = 0.0
-                    if qx < 0:
-                        qx = 0.0
-                    q = int(100 * qx * gq)
+        lc = self._lc
+        key = lc.pairs * 2 + (1 if still_up is not None else 0)
+        if key != self._solved:
+            # a new pair or the first stopped gravity: solve again (9 small fits, ~1 Hz)
+            self._solved = key
+            lc.solve(still_up)
+        sig = lc.sigma_deg if lc.fwd is not None else -1.0
+        if sig >= 0:
+            err = sig
+            if still_up is None:
+                gv = lc.up
+            # quality 100 - 10 x (3 sigma in degrees): 60 (the default commit level) is a 3-sigma
+            # forward error of 4 degrees
+            q = int(100 - 30 * sig)
+            if q < 0 or not lc.consistent:
+                q = 0
+            if still_up is None and lc.pairs < 20:
+                q = q * 8 // 10   # up from the intercept needs more pairs than forward
+            xv = lc.fwd
+            self.calib_lag_ms = lc.lag_ms
+        n = lc.pairs
         if self._restored_q and self.calib_state == "calibrated" and (q < self._calib_min_q or n < 30):
             return   # keep the persisted calibration until a fresh one is as good
         if xv is not None and q >= self._calib_min_q:
@@ -920,6 +900,8 @@ class Motion:
                 # it. Switch once it has ended (queued, then classified with the held ones).
                 return
             was = self._mode
+            if self.calib_state == "calibrated" and q < self.calib_quality - 10:
+                return   # a worse fit (noisy stretch) does not replace a better rotation
             self.calib_state = "calibrated"
             self.calib_quality = q
             self.calib_err_deg = err
@@ -927,6 +909,7 @@ class Motion:
             self._xvec = xv
             self._set_R(xv, gv, 2)
             if was != 2:
+                self.calib_commit = (self._t_feed, err, lc.lag_ms)
                 self._classify_held()
             return
         if self.calib_state == "calibrated":

@@ -1,0 +1,312 @@
+# Mount calibration from GNSS and the accelerometer's 250 ms windows, robust to GNSS lag.
+#
+# Not hot: called per 250 ms window (window()) and per GNSS fix pair (pair(), ~1 Hz), by
+# firmware/motion.py. Integer window history, float32 normal-equation sums in preallocated arrays,
+# sized from the configuration (lag range); nothing grows.
+#
+# Model, per fix pair (anchor fix at box time ta, fix at tb, ~1 s apart), for each candidate lag L:
+#     m(ta - L .. tb - L) = c + a_long * X + a_lat * Y
+# m: mean box-frame specific force (mg) over the accelerometer windows of the lagged interval;
+# a_long = dv/dt and a_lat = -(dcourse/dt) * v (mg, vehicle frame, y left) from the GNSS fixes;
+# c: gravity + sensor bias + slow offsets (intercept); X, Y: the vehicle's forward and left axes
+# in box axes (3-vectors, |X| = |Y| = 1 for a perfect sensor). One least-squares problem per lag
+# (sums with exponential forgetting, so a slowly drifting bias is followed by c); the lag whose
+# residual is smallest is the GNSS-to-accelerometer lag. Forward comes from X and, independently,
+# from Y x up (lateral information: a forward/lateral swap would make the two disagree); both are
+# combined by inverse variance. See docs/motion.md.
+import math
+from array import array
+
+WIN_MS = 250
+_NS = 16   # sums per lag: n, Sa, Sl, Saa, Sal, Sll, Sm(3), Sam(3), Slm(3), Smm
+_S_N = 0
+_S_A = 1
+_S_L = 2
+_S_AA = 3
+_S_AL = 4
+_S_LL = 5
+_S_M = 6
+_S_AM = 9
+_S_LM = 12
+_S_MM = 15
+_WF = 5    # window history: t_end, sx, sy, sz, n
+_EXC_MG2 = 400.0   # a regressor needs a spread of >= 20 mg rms over the pairs to be informative
+
+
+def _dot(a, b):
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _cross(a, b):
+    return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+
+
+def _unit(v):
+    n = math.sqrt(_dot(v, v))
+    if n <= 0:
+        return None
+    return [v[0] / n, v[1] / n, v[2] / n]
+
+
+def _horiz(v, up):
+    d = _dot(v, up)
+    return [v[0] - d * up[0], v[1] - d * up[1], v[2] - d * up[2]]
+
+
+def angle_deg(a, b):
+    na = math.sqrt(_dot(a, a))
+    nb = math.sqrt(_dot(b, b))
+    if na <= 0 or nb <= 0:
+        return 180.0
+    c = _dot(a, b) / (na * nb)
+    c = 1.0 if c > 1.0 else (-1.0 if c < -1.0 else c)
+    return math.degrees(math.acos(c))
+
+
+class LagCalib:
+    """Lag bank of forward/lateral regressions. lag_max_ms: largest GNSS-to-accelerometer lag
+    searched (0..lag_max_ms in 250 ms steps); forget_pairs: memory of the sums (pairs)."""
+
+    def __init__(self, lag_max_ms=2000, forget_pairs=600, max_pair_ms=2500):
+        if lag_max_ms < 0 or lag_max_ms > 5000:
+            raise ValueError("calib_lag_max_ms: expected 0..5000, got %r" % (lag_max_ms,))
+        if forget_pairs < 20:
+            raise ValueError("calib_forget_pairs: expected >= 20, got %r" % (forget_pairs,))
+        self.nl = lag_max_ms // WIN_MS + 1
+        self._lam = 1.0 - 1.0 / forget_pairs
+        self._hn = (lag_max_ms + max_pair_ms) // WIN_MS + 4
+        self._h = array("i", [0] * (_WF * self._hn))
+        self._s = array("f", [0.0] * (_NS * self.nl))
+        self._rss = array("f", [0.0] * self.nl)
+        self._ref = [0.0, 0.0, 0.0]
+        self.reset()
+
+    def reset(self):
+        for i in range(len(self._s)):
+            self._s[i] = 0.0
+        self._hh = 0      # next write slot
+        self._hc = 0      # windows held
+        self._has_ref = False
+        self.pairs = 0
+        self.lag_ms = -1
+        # result of the last solve()
+        self.fwd = None
+        self.up = None
+        self.sigma_deg = -1.0
+        self.consistent = False
+        self.info = ""
+
+    def window(self, t_end, sx, sy, sz, n):
+        """One 250 ms window: sums of the raw samples (mg) and their count, ending at box time t_end."""
+        if n <= 0:
+            return
+        h = self._h
+        o = self._hh * _WF
+        h[o] = t_end
+        h[o + 1] = sx
+        h[o + 2] = sy
+        h[o + 3] = sz
+        h[o + 4] = n
+        self._hh = (self._hh + 1) % self._hn
+        if self._hc < self._hn:
+            self._hc += 1
+
+    def _mean(self, t0, t1, out):
+        # mean of the windows whose centre lies in (t0, t1]; False if none or the history is short
+        h = self._h
+        sx = sy = sz = 0
+        n = 0
+        oldest = None
+        for k in range(self._hc):
+            o = ((self._hh - 1 - k) % self._hn) * _WF
+            c = h[o] - WIN_MS // 2
+            oldest = c
+            if t0 < c <= t1:
+                sx += h[o + 1]
+                sy += h[o + 2]
+                sz += h[o + 3]
+                n += h[o + 4]
+        if n == 0 or oldest is None or oldest > t0 + WIN_MS:
+            return False
+        out[0] = sx / n
+        out[1] = sy / n
+        out[2] = sz / n
+        return True
+
+    def pair(self, ta, tb, a_mg, l_mg):
+        """A fix pair: GNSS longitudinal / lateral acceleration (mg) over box times ta..tb.
+        Returns True when it was accumulated (accelerometer windows known for every lag)."""
+        m = [0.0, 0.0, 0.0]
+        ms = []
+        for li in range(self.nl):
+            lag = li * WIN_MS
+            if not self._mean(ta - lag, tb - lag, m):
+                return False
+            ms.append((m[0], m[1], m[2]))
+        if not self._has_ref:
+            # centre the sums (float32): gravity is ~1000 mg, the signal tens of mg
+            self._ref = list(ms[0])
+            self._has_ref = True
+        s = self._s
+        lam = self._lam
+        for i in range(len(s)):
+            s[i] *= lam
+        r = self._ref
+        for li in range(self.nl):
+            o = li * _NS
+            mx = ms[li][0] - r[0]
+            my = ms[li][1] - r[1]
+            mz = ms[li][2] - r[2]
+            s[o + _S_N] += 1.0
+            s[o + _S_A] += a_mg
+            s[o + _S_L] += l_mg
+            s[o + _S_AA] += a_mg * a_mg
+            s[o + _S_AL] += a_mg * l_mg
+            s[o + _S_LL] += l_mg * l_mg
+            s[o + _S_M] += mx
+            s[o + _S_M + 1] += my
+            s[o + _S_M + 2] += mz
+            s[o + _S_AM] += a_mg * mx
+            s[o + _S_AM + 1] += a_mg * my
+            s[o + _S_AM + 2] += a_mg * mz
+            s[o + _S_LM] += l_mg * mx
+            s[o + _S_LM + 1] += l_mg * my
+            s[o + _S_LM + 2] += l_mg * mz
+            s[o + _S_MM] += mx * mx + my * my + mz * mz
+        self.pairs += 1
+        return True
+
+    def _fit(self, li):
+        # -> (X, Y, c, rss, dof, var_x, var_y) for lag index li; X or Y None when not informative.
+        s = self._s
+        o = li * _NS
+        n = s[o + _S_N]
+        if n < 6:
+            return None
+        ma = s[o + _S_A] / n
+        ml = s[o + _S_L] / n
+        mm = [s[o + _S_M] / n, s[o + _S_M + 1] / n, s[o + _S_M + 2] / n]
+        caa = s[o + _S_AA] - n * ma * ma
+        cal = s[o + _S_AL] - n * ma * ml
+        cll = s[o + _S_LL] - n * ml * ml
+        cam = [s[o + _S_AM + j] - n * ma * mm[j] for j in range(3)]
+        clm = [s[o + _S_LM + j] - n * ml * mm[j] for j in range(3)]
+        cmm = s[o + _S_MM] - n * _dot(mm, mm)
+        use_a = caa > _EXC_MG2 * n
+        use_l = cll > _EXC_MG2 * n
+        X = Y = None
+        vx = vy = 0.0
+        if use_a and use_l:
+            det = caa * cll - cal * cal
+            if det <= 0.05 * caa * cll:
+                # the two regressors move together: keep the stronger one only
+                if caa >= cll:
+                    use_l = False
+                else:
+                    use_a = False
+        if use_a and use_l:
+            X = [(cll * cam[j] - cal * clm[j]) / det for j in range(3)]
+            Y = [(caa * clm[j] - cal * cam[j]) / det for j in range(3)]
+            expl = _dot(X, cam) + _dot(Y, clm)
+            k = 3
+            vx = cll / det
+            vy = caa / det
+        elif use_a:
+            X = [cam[j] / caa for j in range(3)]
+            expl = _dot(X, cam)
+            k = 2
+            vx = 1.0 / caa
+        elif use_l:
+            Y = [clm[j] / cll for j in range(3)]
+            expl = _dot(Y, clm)
+            k = 2
+            vy = 1.0 / cll
+        else:
+            return None
+        rss = cmm - expl
+        if rss < 0:
+            rss = 0.0
+        c = [mm[j] + self._ref[j] - (X[j] * ma if X else 0.0) - (Y[j] * ml if Y else 0.0) for j in range(3)]
+        return X, Y, c, rss, 3.0 * (n - k), vx, vy
+
+    def solve(self, up_still=None, min_pairs=10):
+        """Best lag and the axes. up_still: unit 'up' from stopped windows (None: use the intercept).
+        Sets fwd, up (unit vectors, box axes), sigma_deg (1-sigma forward error), lag_ms,
+        consistent (the longitudinal and lateral estimates agree, scales plausible); returns
+        sigma_deg (-1 when not solvable)."""
+        self.fwd = None
+        self.sigma_deg = -1.0
+        self.consistent = False
+        if self.pairs < min_pairs:
+            self.info = "pairs"
+            return -1.0
+        best = -1
+        best_rss = 0.0
+        fits = None
+        for li in range(self.nl):
+            f = self._fit(li)
+            if f is None:
+                self._rss[li] = -1.0
+                continue
+            self._rss[li] = f[3]
+            # compare lags by the residual per degree of freedom (the same pairs for every lag)
+            if best < 0 or f[3] < best_rss:
+                best = li
+                best_rss = f[3]
+                fits = f
+        if best < 0:
+            self.info = "excitation"
+            return -1.0
+        X, Y, c, rss, dof, vx, vy = fits
+        self.lag_ms = best * WIN_MS
+        up = up_still if up_still is not None else _unit(c)
+        if up is None:
+            self.info = "up"
+            return -1.0
+        self.up = up
+        if dof <= 0:
+            self.info = "dof"
+            return -1.0
+        sig2 = rss / dof     # per-axis residual variance (mg^2)
+        ests = []            # (unit forward, variance rad^2, scale)
+        if X is not None:
+            xh = _horiz(X, up)
+            nx = math.sqrt(_dot(xh, xh))
+            if nx > 0:
+                ests.append((_unit(xh), sig2 * vx / (nx * nx), nx))
+        if Y is not None:
+            yh = _horiz(Y, up)
+            ny = math.sqrt(_dot(yh, yh))
+            if ny > 0:
+                ests.append((_unit(_cross(yh, up)), sig2 * vy / (ny * ny), ny))
+        if not ests:
+            self.info = "excitation"
+            return -1.0
+        # a lag that is not the true one attenuates the fit: the neighbouring lags are almost as
+        # good; the estimate's spread over the lags within the noise of the best is part of the error
+        w = 0.0
+        f = [0.0, 0.0, 0.0]
+        ok = True
+        for u, var, sc in ests:
+            if var <= 0:
+                var = 1e-8
+            if sc < 0.6 or sc > 1.6:
+                ok = False   # a scale no real accelerometer has: wrong model (lag, axis, sensor)
+            wi = 1.0 / var
+            w += wi
+            for j in range(3):
+                f[j] += wi * u[j]
+        if len(ests) == 2:
+            d = angle_deg(ests[0][0], ests[1][0])
+            tol = 3.0 * math.degrees(math.sqrt(ests[0][1] + ests[1][1])) + 3.0
+            if d > tol:
+                ok = False
+        fwd = _unit(_horiz(f, up))
+        if fwd is None:
+            self.info = "degenerate"
+            return -1.0
+        self.fwd = fwd
+        self.sigma_deg = math.degrees(math.sqrt(1.0 / w))
+        self.consistent = ok
+        self.info = "ok" if ok else "inconsistent"
+        return self.sigma_deg
