@@ -18,7 +18,7 @@ import math
 from array import array
 
 WIN_MS = 250
-_NS = 16   # sums per lag: n, Sa, Sl, Saa, Sal, Sll, Sm(3), Sam(3), Slm(3), Smm
+_NS = 21   # sums per lag: n, Sa, Sl, Saa, Sal, Sll, Sm(3), Sam(3), Slm(3), Smm(xx, yy, zz, xy, xz, yz)
 _S_N = 0
 _S_A = 1
 _S_L = 2
@@ -51,6 +51,10 @@ def _unit(v):
 def _horiz(v, up):
     d = _dot(v, up)
     return [v[0] - d * up[0], v[1] - d * up[1], v[2] - d * up[2]]
+
+
+def _quad(M, v):
+    return _dot(v, [_dot(M[0], v), _dot(M[1], v), _dot(M[2], v)])
 
 
 def angle_deg(a, b):
@@ -172,7 +176,12 @@ class LagCalib:
             s[o + _S_LM] += l_mg * mx
             s[o + _S_LM + 1] += l_mg * my
             s[o + _S_LM + 2] += l_mg * mz
-            s[o + _S_MM] += mx * mx + my * my + mz * mz
+            s[o + _S_MM] += mx * mx
+            s[o + _S_MM + 1] += my * my
+            s[o + _S_MM + 2] += mz * mz
+            s[o + _S_MM + 3] += mx * my
+            s[o + _S_MM + 4] += mx * mz
+            s[o + _S_MM + 5] += my * mz
         self.pairs += 1
         return True
 
@@ -191,7 +200,10 @@ class LagCalib:
         cll = s[o + _S_LL] - n * ml * ml
         cam = [s[o + _S_AM + j] - n * ma * mm[j] for j in range(3)]
         clm = [s[o + _S_LM + j] - n * ml * mm[j] for j in range(3)]
-        cmm = s[o + _S_MM] - n * _dot(mm, mm)
+        q = o + _S_MM
+        cmm = [[s[q] - n * mm[0] * mm[0], s[q + 3] - n * mm[0] * mm[1], s[q + 4] - n * mm[0] * mm[2]],
+               [0.0, s[q + 1] - n * mm[1] * mm[1], s[q + 5] - n * mm[1] * mm[2]],
+               [0.0, 0.0, s[q + 2] - n * mm[2] * mm[2]]]
         use_a = caa > _EXC_MG2 * n
         use_l = cll > _EXC_MG2 * n
         X = Y = None
@@ -207,27 +219,35 @@ class LagCalib:
         if use_a and use_l:
             X = [(cll * cam[j] - cal * clm[j]) / det for j in range(3)]
             Y = [(caa * clm[j] - cal * cam[j]) / det for j in range(3)]
-            expl = _dot(X, cam) + _dot(Y, clm)
             k = 3
             vx = cll / det
             vy = caa / det
         elif use_a:
             X = [cam[j] / caa for j in range(3)]
-            expl = _dot(X, cam)
             k = 2
             vx = 1.0 / caa
         elif use_l:
             Y = [clm[j] / cll for j in range(3)]
-            expl = _dot(Y, clm)
             k = 2
             vy = 1.0 / cll
         else:
             return None
-        rss = cmm - expl
+        # residual covariance (symmetric, upper triangle filled): Cmm - X Cam' - Y Clm'
+        res = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+        for i in range(3):
+            for j in range(i, 3):
+                v = cmm[i][j]
+                if X is not None:
+                    v -= X[i] * cam[j]
+                if Y is not None:
+                    v -= Y[i] * clm[j]
+                res[i][j] = v
+                res[j][i] = v
+        rss = res[0][0] + res[1][1] + res[2][2]
         if rss < 0:
             rss = 0.0
         c = [mm[j] + self._ref[j] - (X[j] * ma if X else 0.0) - (Y[j] * ml if Y else 0.0) for j in range(3)]
-        return X, Y, c, rss, 3.0 * (n - k), vx, vy
+        return X, Y, c, rss, n - k, vx, vy, res
 
     def solve(self, up_still=None, min_pairs=10):
         """Best lag and the axes. up_still: unit 'up' from stopped windows (None: use the intercept).
@@ -257,56 +277,76 @@ class LagCalib:
         if best < 0:
             self.info = "excitation"
             return -1.0
-        X, Y, c, rss, dof, vx, vy = fits
+        X, Y, c, rss, dof, vx, vy, res = fits
         self.lag_ms = best * WIN_MS
         up = up_still if up_still is not None else _unit(c)
-        if up is None:
+        if up is None or dof <= 0:
             self.info = "up"
             return -1.0
         self.up = up
-        if dof <= 0:
-            self.info = "dof"
+        comb = self._combine(fits, up)
+        if comb is None:
+            self.info = "excitation"
             return -1.0
-        sig2 = rss / dof     # per-axis residual variance (mg^2)
+        fwd, var, ok = comb
+        # lag uncertainty: every lag whose residual is within the noise of the best one
+        # (likelihood-ratio chi2 < 4 on the residual per axis) is plausible; the angle between its
+        # forward axis and the best lag's is added to the error
+        s0 = rss / (3.0 * dof)
+        spread = 0.0
+        for li in range(self.nl):
+            r = self._rss[li]
+            if li == best or r < 0 or (r - rss) / s0 >= 9.0:
+                continue
+            other = self._combine(self._fit(li), up)
+            if other is not None:
+                d = angle_deg(fwd, other[0])
+                if d > spread:
+                    spread = d
+        self.fwd = fwd
+        self.sigma_deg = math.sqrt(math.degrees(math.sqrt(var)) ** 2 + (spread / 2) ** 2)
+        self.consistent = ok
+        self.info = "ok" if ok else "inconsistent"
+        return self.sigma_deg
+
+    def _combine(self, fits, up):
+        # forward from X and from Y x up, by inverse variance -> (unit fwd, variance rad^2, ok).
+        # The angle of an axis in the horizontal plane is disturbed by the residual across it (in
+        # the plane): the vertical residual (road bumps) does not count.
+        X, Y, c, rss, dof, vx, vy, res = fits
         ests = []            # (unit forward, variance rad^2, scale)
         if X is not None:
             xh = _horiz(X, up)
             nx = math.sqrt(_dot(xh, xh))
             if nx > 0:
-                ests.append((_unit(xh), sig2 * vx / (nx * nx), nx))
+                xu = _unit(xh)
+                ests.append((xu, _quad(res, _cross(up, xu)) / dof * vx / (nx * nx), nx))
         if Y is not None:
             yh = _horiz(Y, up)
             ny = math.sqrt(_dot(yh, yh))
             if ny > 0:
-                ests.append((_unit(_cross(yh, up)), sig2 * vy / (ny * ny), ny))
+                yu = _unit(yh)
+                ests.append((_unit(_cross(yu, up)), _quad(res, _cross(yu, up)) / dof * vy / (ny * ny), ny))
         if not ests:
-            self.info = "excitation"
-            return -1.0
-        # a lag that is not the true one attenuates the fit: the neighbouring lags are almost as
-        # good; the estimate's spread over the lags within the noise of the best is part of the error
+            return None
         w = 0.0
         f = [0.0, 0.0, 0.0]
         ok = True
         for u, var, sc in ests:
             if var <= 0:
                 var = 1e-8
-            if sc < 0.6 or sc > 1.6:
-                ok = False   # a scale no real accelerometer has: wrong model (lag, axis, sensor)
+            if (sc < 0.6 or sc > 1.6) and var < 0.03:
+                ok = False   # a well-determined scale no real accelerometer has: wrong model
             wi = 1.0 / var
             w += wi
             for j in range(3):
                 f[j] += wi * u[j]
         if len(ests) == 2:
+            # a forward/lateral swap, or a wrong lag, makes the two estimates disagree
             d = angle_deg(ests[0][0], ests[1][0])
-            tol = 3.0 * math.degrees(math.sqrt(ests[0][1] + ests[1][1])) + 3.0
-            if d > tol:
+            if d > 3.0 * math.degrees(math.sqrt(ests[0][1] + ests[1][1])) + 3.0:
                 ok = False
         fwd = _unit(_horiz(f, up))
         if fwd is None:
-            self.info = "degenerate"
-            return -1.0
-        self.fwd = fwd
-        self.sigma_deg = math.degrees(math.sqrt(1.0 / w))
-        self.consistent = ok
-        self.info = "ok" if ok else "inconsistent"
-        return self.sigma_deg
+            return None
+        return fwd, 1.0 / w, ok

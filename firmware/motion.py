@@ -882,9 +882,10 @@ class Motion:
             err = sig
             if still_up is None:
                 gv = lc.up
-            # quality 100 - 10 x (3 sigma in degrees): 60 (the default commit level) is a 3-sigma
-            # forward error of 4 degrees
-            q = int(100 - 30 * sig)
+            # quality 100 - 16 x sigma (degrees): 60, the default commit level, is sigma 2.5 deg,
+            # a 2-sigma forward error of 5 degrees (sigma includes the lag uncertainty and only
+            # counts while both the longitudinal and lateral estimates agree: firmware/calib.py)
+            q = int(100 - 16 * sig)
             if q < 0 or not lc.consistent:
                 q = 0
             if still_up is None and lc.pairs < 20:

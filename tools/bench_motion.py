@@ -351,3 +351,153 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------------------------------ real drives
+SHARED_IMU = os.path.join(os.path.dirname(ROOT), "shared", "data", "imu")
+REAL_DRIVES = {
+    "genivi": ("genivi-rpi-regensburg/20160209_RPi_GENIVI_Regensburg.log", "load_genivi"),
+    "comma2k19": ("comma2k19-example1", "load_comma2k19"),
+}
+
+
+def load_real(name, root=SHARED_IMU):
+    """A real drive of ../shared/data/imu (tools/imu_logs.py), or None when the directory is absent."""
+    from tools import imu_logs
+
+    rel, fn = REAL_DRIVES[name]
+    path = os.path.join(root, rel)
+    if not os.path.exists(path):
+        return None
+    return getattr(imu_logs, fn)(path)
+
+
+class _Fix:
+    __slots__ = ("t_ms", "valid", "speed_mmps", "course_cdeg", "lat_e7", "lon_e7", "alt_dm")
+
+
+def rotate(Q, v):
+    return [Q[i][0] * v[0] + Q[i][1] * v[1] + Q[i][2] * v[2] for i in range(3)]
+
+
+def run_real(drive, Q, box_hz=100, until_s=None, cfg=None, chunk=10, extra_lag_s=0.0):
+    """Feed a real drive (tools/imu_logs.py dict) to Motion as the box would see it: the sensor's
+    samples rotated by Q (a mounting: box = Q . sensor), held at the box's rate (`box_hz`, as the
+    replayed LIS3DH repeats or drops samples), read in `chunk`-sample FIFO reads; the GNSS fixes at
+    their log times (+ extra_lag_s). Returns (motion, commit) where commit is None or
+    {"t_s", "quality", "sigma_deg", "lag_ms", "R"} at the moment the calibration first committed."""
+    from firmware.motion import Motion
+
+    acc = drive["accel"]
+    fixes = drive["fixes"]
+    events = []
+    m = Motion(box_hz, cfg, on_event=events.append)
+    buf = array("i", [0] * (3 * chunk))
+    ai = fi = n = k = 0
+    t0 = 0
+    cur = None
+    commit = None
+    end = acc[-1][0] if until_s is None else min(acc[-1][0], until_s)
+    while True:
+        t = k / float(box_hz)
+        if t > end:
+            break
+        while ai < len(acc) and acc[ai][0] <= t:
+            cur = rotate(Q, acc[ai][1:4])
+            ai += 1
+        while fi < len(fixes) and fixes[fi][0] + extra_lag_s <= t:
+            f = fixes[fi]
+            fi += 1
+            if n:
+                m.feed(t0, buf, n)
+                m.poll()
+                n = 0
+            x = _Fix()
+            x.t_ms = int(round((f[0] + extra_lag_s) * 1000))
+            x.valid = 1 if f[1] else 0
+            x.speed_mmps = int(round(f[4] * 1000)) if f[1] else -1
+            x.course_cdeg = int(round(f[5] * 100)) % 36000 if (f[1] and f[5] is not None) else -1
+            x.lat_e7 = int(round(f[2] * 1e7))
+            x.lon_e7 = int(round(f[3] * 1e7))
+            m.on_fix(x)
+            if commit is None and m.calib_state == "calibrated":
+                commit = {"t_s": x.t_ms / 1000.0, "quality": m.calib_quality, "sigma_deg": m.calib_err_deg,
+                          "lag_ms": m.calib_lag_ms, "R": [m._R[i] / 16384.0 for i in range(9)]}
+        if cur is not None:
+            if n == 0:
+                t0 = int(round(t * 1000))
+            buf[3 * n] = int(round(cur[0]))
+            buf[3 * n + 1] = int(round(cur[1]))
+            buf[3 * n + 2] = int(round(cur[2]))
+            n += 1
+            if n == chunk:
+                m.feed(t0, buf, n)
+                m.poll()
+                n = 0
+        k += 1
+    m.events = events
+    return m, commit
+
+
+def axis_errors_deg(Rflat, fwd_box, up_box):
+    """(forward error, up error) in degrees of a Q14-derived rotation (rows x, y, z in box axes)."""
+    out = []
+    for row, tv in ((0, fwd_box), (2, up_box)):
+        est = Rflat[3 * row:3 * row + 3]
+        n = math.sqrt(sum(c * c for c in est)) or 1.0
+        c = sum(est[j] * tv[j] for j in range(3)) / n
+        out.append(math.degrees(math.acos(max(-1.0, min(1.0, c)))))
+    return out
+
+
+def drive_start_s(drive, v_mps=2.0, run=3):
+    """Trace time of the first of `run` consecutive valid fixes at >= v_mps (a lone fast fix at
+    GNSS start-up is noise): where 'driving' starts for the time-to-calibrate figure."""
+    fx = drive["fixes"]
+    for i in range(len(fx) - run + 1):
+        if all(f[1] and f[4] >= v_mps for f in fx[i:i + run]):
+            return fx[i][0]
+    return None
+
+
+def real_figures(mounts=20, seed=1):
+    """Time to calibrate (s of driving) and worst axis error at commit on the real drives at `mounts`
+    seeded random mountings. Reference axes: comma2k19's pose; GENIVI: the drive's own parked
+    gravity and whole-drive fit (tests/test_motion_real.py). {} when ../shared/data/imu is absent."""
+    import random
+
+    from tools.sim.engine import random_rotation
+
+    out = {}
+    for name in ("comma2k19", "genivi"):
+        d = load_real(name)
+        if d is None:
+            continue
+        if name == "genivi":
+            sys.path.insert(0, os.path.join(ROOT, "tests"))
+            from test_motion_real import _genivi_reference
+            ref = _genivi_reference(d)
+        else:
+            ref = d["ref"]
+        start = drive_start_s(d)
+        rng = random.Random(seed)
+        times, errs, lags = [], [], []
+        fails = 0
+        for _ in range(mounts):
+            Q = random_rotation(rng)
+            m, c = run_real(d, Q, until_s=start + 120.0)
+            if c is None:
+                fails += 1
+                continue
+            times.append(c["t_s"] - start)
+            errs.append(max(axis_errors_deg(c["R"], rotate(Q, ref["fwd"]), rotate(Q, ref["up"]))))
+            lags.append(c["lag_ms"])
+        out["real_%s_mounts" % name] = mounts
+        out["real_%s_not_calibrated_in_120s" % name] = fails
+        if times:
+            out["real_%s_calib_driving_s_max" % name] = round(max(times), 1)
+            out["real_%s_calib_driving_s_median" % name] = round(sorted(times)[len(times) // 2], 1)
+            out["real_%s_axis_err_at_commit_deg_max" % name] = round(max(errs), 2)
+            out["real_%s_axis_err_at_commit_deg_median" % name] = round(sorted(errs)[len(errs) // 2], 2)
+            out["real_%s_lag_ms_at_commit" % name] = sorted(set(lags))
+    return out
