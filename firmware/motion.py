@@ -176,7 +176,7 @@ class Motion:
         self.on_event = on_event
         self.counters = {"shocks": 0, "queue_full": 0, "held_overflow": 0, "too_long": 0, "gated": 0,
                          "weak": 0, "recalibrations": 0, "knocks": 0, "windows_dropped": 0,
-                         "fix_pairs": 0}
+                         "fix_pairs": 0, "gnss_only": 0, "explained_by_gnss": 0}
         # thresholds
         self._thr_acc = int(_cfg(cfg, "harsh_accel_mps2") * _MG_PER_MPS2 + 0.5)
         self._thr_brk = int(_cfg(cfg, "harsh_brake_mps2") * _MG_PER_MPS2 + 0.5)
@@ -272,6 +272,9 @@ class Motion:
         self.calib_quality = 0
         self.calib_err_deg = -1.0   # estimated 1-sigma error of the forward axis
         self._held = []             # candidates waiting for calibration (max _QN)
+        self._gh = []               # GNSS-only harsh events waiting for calibration (max _QN)
+        self._gx = None             # GNSS-only event under way (see _gnss_harsh)
+        self._gspan = []            # (t0, t1) of the GNSS-only events of this trip (max _QN)
         self._reset_calib()
         self._prev_fix = None       # (t_ms, speed_mmps, course_cdeg)
         self._fh = []               # recent valid fixes [t_ms, speed_mmps], >= ~0.45 s apart
@@ -779,7 +782,101 @@ class Motion:
             self._spd_slope = 0
         self._fix_pair(fix, valid)
         self._update_calib()
+        self._gnss_harsh(fix, valid)
         self._drain_events()
+
+    # ------------------------------------------------------------------ GNSS-only fallback
+    def _gnss_harsh(self, fix, valid):
+        # While uncalibrated, harsh acceleration / braking from the GNSS Doppler speed: the speed
+        # change over the last ~1 s of fixes (1-10 Hz), with the same thresholds, hysteresis,
+        # minimum duration and speed gate as the accelerometer channels. The events are held like
+        # the accelerometer's candidates: the calibration, if it comes, classifies the candidates
+        # and these are dropped; at trip end (flush) they are emitted marked src='gnss', and the
+        # candidates they explain are not reported as `unclassified`.
+        if self._mode == 2 or not valid:
+            self._gx = None
+            return
+        fh = self._fh
+        ref = None
+        for i in range(len(fh) - 2, -1, -1):
+            if fix.t_ms - fh[i][0] >= _PAIR_MIN_MS - 100:
+                ref = fh[i]
+                break
+        if ref is None or fix.t_ms - ref[0] > _PAIR_MAX_MS:
+            self._gx = None
+            return
+        a = (fix.speed_mmps - ref[1]) * 1000 // (fix.t_ms - ref[0]) * 1000 // 9807   # mg
+        gx = self._gx
+        if gx is None:
+            if a >= self._thr_acc:
+                sign = 1
+            elif a <= -self._thr_brk:
+                sign = -1
+            else:
+                return
+            # [sign, t0, t_last, peak, sum, n, sp0, lat, lon, crs]
+            self._gx = gx = [sign, ref[0], fix.t_ms, 0, 0, 0, ref[1], fix.lat_e7, fix.lon_e7, fix.course_cdeg]
+        sign = gx[0]
+        v = a * sign
+        if v >= (self._off_acc if sign > 0 else self._off_brk):
+            gx[2] = fix.t_ms
+            if v > gx[3]:
+                gx[3] = v
+            gx[4] += v
+            gx[5] += 1
+            return
+        self._gx = None
+        dur = gx[2] - gx[1]
+        if dur < self._min_dur or dur > self._max_dur:
+            return
+        sp1 = self._fix_speed(gx[2])
+        if sp1 is None:
+            sp1 = fix.speed_mmps
+        if not self._gate_ok(gx[6], sp1, dur, 0):
+            self.counters["gated"] += 1
+            return
+        rec = [0] * _QF
+        rec[_Q_KIND] = _K_ACCEL if sign > 0 else _K_BRAKE
+        rec[_Q_T] = gx[1]
+        rec[_Q_DUR] = dur
+        rec[_Q_PEAK] = gx[3]
+        rec[_Q_MEAN] = gx[4] // gx[5]
+        rec[_Q_SP0] = gx[6]
+        rec[_Q_SP1] = sp1
+        rec[_Q_LAT] = gx[7]
+        rec[_Q_LON] = gx[8]
+        rec[_Q_CRS] = gx[9]
+        if len(self._gspan) >= _QN:
+            self._gspan.pop(0)
+        self._gspan.append((gx[1], gx[2]))
+        if len(self._gh) >= _QN:
+            self.counters["held_overflow"] += 1
+            self._emit(self._gh.pop(0), "gnss")
+        self._gh.append(rec)
+        self.counters["gnss_only"] += 1
+
+    def _explain_held(self):
+        # each GNSS-only event of the trip explains at most one held candidate: the one, among those
+        # that can be the same manoeuvre given the GNSS lag (the accelerometer sees it 0..lag_max
+        # earlier), whose centre is closest to the event's, shifted by the lag estimate
+        lag_max = (self._lc.nl - 1) * 250
+        lag = self._lc.lag_ms if self._lc.lag_ms >= 0 else lag_max // 2
+        for a, b in self._gspan:
+            best = -1
+            bd = 0
+            for i in range(len(self._held)):
+                rec = self._held[i]
+                t0 = rec[_Q_T]
+                t1 = t0 + rec[_Q_DUR]
+                if t1 + lag_max + 250 < a or t0 > b + 250:
+                    continue
+                d = abs((t0 + t1) // 2 + lag - (a + b) // 2)
+                if best < 0 or d < bd:
+                    best = i
+                    bd = d
+            if best >= 0:
+                self._held.pop(best)
+                self.counters["explained_by_gnss"] += 1
 
     def _fix_pair(self, fix, valid):
         # One regression sample per ~1 s baseline of valid fixes, whatever the fix rate: the speed
@@ -984,13 +1081,16 @@ class Motion:
         if self._cst == _CR_READY:
             self._emit_crash()
 
-    def _emit(self, rec):
+    def _emit(self, rec, src=None):
         if self.on_event is None:
             return
-        self.on_event({"type": KIND_NAMES[rec[_Q_KIND]], "t_ms": rec[_Q_T], "dur_ms": rec[_Q_DUR],
-                       "peak_mg": rec[_Q_PEAK], "mean_mg": rec[_Q_MEAN],
-                       "speed_start_mmps": rec[_Q_SP0], "speed_end_mmps": rec[_Q_SP1],
-                       "lat_e7": rec[_Q_LAT], "lon_e7": rec[_Q_LON], "course_cdeg": rec[_Q_CRS]})
+        ev = {"type": KIND_NAMES[rec[_Q_KIND]], "t_ms": rec[_Q_T], "dur_ms": rec[_Q_DUR],
+              "peak_mg": rec[_Q_PEAK], "mean_mg": rec[_Q_MEAN],
+              "speed_start_mmps": rec[_Q_SP0], "speed_end_mmps": rec[_Q_SP1],
+              "lat_e7": rec[_Q_LAT], "lon_e7": rec[_Q_LON], "course_cdeg": rec[_Q_CRS]}
+        if src is not None:
+            ev["src"] = src   # 'gnss': detected from the GNSS speed alone (no calibration)
+        self.on_event(ev)
 
     def _emit_unclassified(self, rec):
         mb = rec[_Q_MB:_Q_MB + 3]
@@ -1014,12 +1114,23 @@ class Motion:
             self._cst = _CR_READY
             self._csp1 = self._speed_at(self._t_feed)
         self._drain_events(True)
+        gh = self._gh
+        self._gh = []
+        for rec in gh:
+            self._emit(rec, "gnss")
+        self._explain_held()
         held = self._held
         self._held = []
         for rec in held:
             self._emit_unclassified(rec)
+        self._gspan = []
 
     def _classify_held(self):
+        # calibrated: the accelerometer's candidates are classified; the GNSS-only events held
+        # meanwhile describe the same manoeuvres with less precision and are dropped
+        self._gh = []
+        self._gspan = []
+        self._gx = None
         held = self._held
         self._held = []
         for rec in held:

@@ -233,16 +233,45 @@ def test_events_held_until_calibrated():
 
 
 def test_unclassified_on_flush():
+    # never calibrated: a harsh bend stays `unclassified` at trip end; a harsh brake is found from
+    # the GNSS speed alone (marked src 'gnss') and its accelerometer candidate is not reported again
     evs, cb = collect()
     m = Motion(100, on_event=cb)
     d = Drive(m, ROTATIONS[3], seed=5)
     d.run(10)
-    d.run(6, 1.4)
-    d.run(1.5, -4.0)
+    d.run(4.5, 2.0)     # 9 m/s, above the 30 km/h cornering gate; too short to calibrate
+    d.run(1.5, 0.0, 4.5)
+    d.run(1)
+    t_brake = d.t_ms
+    d.run(1.5, -4.0)    # truth: -4.0 m/s2 = 408 mg from 9 to 3 m/s
     d.run(2)
     assert_eq(m.calib_state != "calibrated", True, "not calibrated")
+    assert_eq(evs, [], "held until the trip ends")
     m.flush()
-    assert_eq([e["type"] for e in evs], ["unclassified"], "flushed candidate")
+    assert_eq([(e["type"], e.get("src")) for e in evs], [("harsh_brake", "gnss"), ("unclassified", None)],
+              "flushed events")
+    b = evs[0]
+    if abs(b["t_ms"] - t_brake) > 1100 or not 900 <= b["dur_ms"] <= 2600:
+        raise AssertionError("GNSS brake at %d ms for %d ms, truth %d ms for 1500 ms" % (b["t_ms"], b["dur_ms"], t_brake))
+    if not 330 <= b["peak_mg"] <= 480:
+        raise AssertionError("GNSS brake peak %d mg, truth 408 mg" % b["peak_mg"])
+    assert_eq(m.counters["explained_by_gnss"], 1, "the brake's own candidate")
+
+
+def test_gnss_only_dropped_when_calibrated():
+    # a harsh brake before the calibration: once calibrated, the accelerometer classifies it and
+    # the GNSS-only detection of the same brake is not emitted twice
+    evs, cb = collect()
+    m = Motion(100, on_event=cb)
+    d = Drive(m, ROTATIONS[2], seed=99)
+    d.run(10)
+    d.run(6, 1.4)
+    d.run(1.5, -4.0)
+    d.run(1)
+    assert_eq((m.calib_state != "calibrated", len(m._gh)), (True, 1), "uncalibrated, GNSS-only brake held")
+    calib_drive(d)
+    m.flush()
+    assert_eq([(e["type"], e.get("src")) for e in evs], [("harsh_brake", None)], "one brake, from the accelerometer")
 
 
 def test_speed_gates():
