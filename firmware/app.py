@@ -16,7 +16,7 @@ from hw.compat import const
 
 from firmware.motion import DEFAULTS as _MOTION_KEYS
 from firmware.motion import Motion
-from firmware.score import score as score_trip
+from firmware.score import parts as score_trip
 from firmware import codec
 from firmware.store import Store
 
@@ -34,7 +34,7 @@ _PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "odo
          "config": 2, "tamper": 3, "crash": 4}
 
 _EVENT_KINDS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "overspeed", "idle",
-                "towing", "unclassified", "shock")
+                "towing", "unclassified", "shock", "harsh_accel_gnss", "harsh_brake_gnss")
 
 # internal sizes (not installer settings; overridable by replay/bench tunables of the same name)
 _STORE_SEGMENT_BYTES = const(32768)  # largest segment
@@ -334,6 +334,8 @@ class Box:
                    "speed_mmps": max(ev.get("speed_start_mmps", 0), 0), "rate_hz": ev.get("rate_hz", 0),
                    "pre_ms": ev.get("pre_ms", 0), "samples": ev.get("trace", b"")}
         else:
+            if ev.get("src") == "gnss":
+                kind = kind + "_gnss"   # from the GNSS speed alone (mount not calibrated)
             if kind not in _EVENT_KINDS:
                 kind = "unclassified"
             rec = {"type": "event", "kind": kind, "t_ms": ev["t_ms"], "dur_ms": ev.get("dur_ms", 0),

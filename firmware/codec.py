@@ -10,7 +10,7 @@ import struct
 import binascii
 from array import array
 
-VERSION = 3
+VERSION = 4   # 4: trip_end gains n_unclassified, n_gnss_only, score_note (docs/record-format.md)
 MAGIC0 = 0x50  # 'P'
 MAGIC1 = 0x44  # 'D'
 
@@ -49,7 +49,7 @@ TYPES = (
                   ("max_speed_mmps", "i"), ("n_harsh_accel", "i"), ("n_harsh_brake", "i"),
                   ("n_harsh_corner_left", "i"), ("n_harsh_corner_right", "i"), ("n_crash", "i"),
                   ("n_overspeed", "i"), ("idle_s", "i"), ("night_s", "i"), ("overspeed_s", "i"),
-                  ("score", "i"))),
+                  ("score", "i"), ("n_unclassified", "i"), ("n_gnss_only", "i"), ("score_note", "s"))),
     ("status", (("fw", "s"), ("boot", "i"), ("store_used", "i"), ("store_evicted", "i"), ("gnss_ok", "i"),
                 ("accel_ok", "i"), ("odometer_m", "i"), ("calib", "s"), ("calib_quality", "i"))),
     ("tamper", (("reason", "s"), ("value", "i"))),
@@ -63,7 +63,11 @@ for _i in range(len(TYPES)):
 # Strings coded as a table index (common values), else inline.  Append only: the index is the format.
 STRINGS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "overspeed", "idle",
            "towing", "unclassified", "power_loss", "unaccounted_distance", "accel_missing", "gnss_missing",
-           "uncalibrated", "calibrating", "calibrated", "crash")
+           "uncalibrated", "calibrating", "calibrated", "crash", "", "partial_unclassified", "gnss_only",
+           "partial_unclassified+gnss_only", "harsh_accel_gnss", "harsh_brake_gnss")
+# Optional fields (by name, unique to their record type): absent on encode = this default; a
+# decoded record carries them only when they differ from it (so records round-trip either way).
+OPTIONAL = {"n_unclassified": 0, "n_gnss_only": 0, "score_note": ""}
 
 # Context layout: fixed contexts, then one per (type, field).
 _C_TYPE_T = 0  # t_ms residual, pos records
@@ -748,6 +752,8 @@ class BlockEncoder:
         for j in range(len(fields)):
             name, kind = fields[j]
             v = rec.get(name)
+            if v is None and name in OPTIONAL:
+                v = OPTIONAL[name]
             ci = base + j
             if kind == "s":
                 self._put_str(name, v, ci)
@@ -1214,6 +1220,8 @@ def decode_block(data):
                     prev[code * 64 + j] = v
                 else:
                     v = p + unzigzag(r.uint(ci))
+            if name in OPTIONAL and v == OPTIONAL[name]:
+                continue
             rec[name] = v
         recs.append(rec)
     return hdr, recs

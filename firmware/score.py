@@ -11,6 +11,12 @@
 #   night    = 10 * night_s / duration_s (all-night trip: -10; statistically riskier, not the driver's fault)
 #   crash    = 15 per crash, capped at 30
 # Trips shorter than 200 m with no event score 100 (nothing to judge).
+#
+# Partial scores: events the box saw but could not classify (`n_unclassified`: the mount was not
+# calibrated, so accel, brake and cornering cannot be told apart) each count at the lowest weight
+# (accel, severity 1), and the trip is marked partial (`note` 'partial_unclassified'); a partial
+# trip never scores 100. Harsh accel/brake found from the GNSS speed alone (`n_gnss_only`, counted
+# in n_harsh_accel / n_harsh_brake) are scored like the accelerometer's and noted 'gnss_only'.
 
 _W_ACCEL = 10
 _W_BRAKE = 15
@@ -53,6 +59,8 @@ def _weighted_x100(summary):
                 sev10 = 10 if sev10 < 10 else (20 if sev10 > 20 else sev10)
             total += _WEIGHT[kind] * sev10
             listed[kind] = listed.get(kind, 0) + 1
+    # unclassified events: at least the lightest harsh event each
+    total += _get(summary, "n_unclassified") * _W_ACCEL * 10
     # counts not covered by the list (or no list): severity 1
     for kind, key in (("harsh_accel", "n_harsh_accel"), ("harsh_brake", "n_harsh_brake"),
                       ("harsh_corner_left", "n_harsh_corner_left"),
@@ -63,8 +71,20 @@ def _weighted_x100(summary):
     return total
 
 
+def note(summary):
+    """'' for a complete score, else the reasons joined by '+': 'partial_unclassified' (events not
+    classified: uncalibrated mount), 'gnss_only' (harsh accel/brake from the GNSS speed alone)."""
+    out = ""
+    if _get(summary, "n_unclassified"):
+        out = "partial_unclassified"
+    if _get(summary, "n_gnss_only"):
+        out = out + "+gnss_only" if out else "gnss_only"
+    return out
+
+
 def parts(summary):
-    """The score's penalties (ints): harsh, speeding, night, crash, and the score."""
+    """The score's penalties (ints): harsh, speeding, night, crash, the score, and its note
+    (see note(): '' when complete)."""
     if not isinstance(summary, dict):
         raise ValueError("summary: expected a dict (trip_end record)")
     dist = _get(summary, "distance_m")
@@ -92,7 +112,10 @@ def parts(summary):
     else:
         total = 100 - harsh - speeding - night - crash
     total = 0 if total < 0 else (100 if total > 100 else total)
-    return {"harsh": harsh, "speeding": speeding, "night": night, "crash": crash, "score": total}
+    nt = note(summary)
+    if total == 100 and _get(summary, "n_unclassified"):
+        total = 99   # partial: never a clean 100
+    return {"harsh": harsh, "speeding": speeding, "night": night, "crash": crash, "score": total, "note": nt}
 
 
 def score(summary):
@@ -112,6 +135,8 @@ _TEXT = {
         "good": "Smooth, calm driving: no harsh events on this trip. Well done!",
         "ok": "Good trip overall: keep anticipating to avoid sudden braking.",
         "short": "Short trip: not much to judge, drive safely.",
+        "partial": "Partial score: %d event(s) could not be classified (the box is still learning how it is mounted).",
+        "gnss": "%d harsh acceleration/braking event(s) were measured from GPS speed only.",
     },
     "fr": {
         "score": "Note %d/100.",
@@ -124,6 +149,8 @@ _TEXT = {
         "good": "Conduite souple et calme : aucun événement brusque sur ce trajet. Bravo !",
         "ok": "Bon trajet dans l'ensemble : continuez à anticiper pour eviter les freinages brusques.",
         "short": "Trajet court : peu d'éléments a juger, bonne route.",
+        "partial": "Note partielle : %d événement(s) n'ont pas pu être classés (le boîtier apprend encore sa position de montage).",
+        "gnss": "%d accélération(s)/freinage(s) brusque(s) mesuré(s) par la vitesse GPS seule.",
     },
 }
 
@@ -141,12 +168,18 @@ def coach(summary, lang="en"):
     nc = _get(summary, "n_harsh_corner_left") + _get(summary, "n_harsh_corner_right")
     if n_crash:
         out.append(T["crash"])
+    nu = _get(summary, "n_unclassified")
+    if nu:
+        out.append(T["partial"] % nu)
     # the most frequent problem first
     items = [(nb * _W_BRAKE, "brake", nb), (na * _W_ACCEL, "accel", na), (nc * _W_CORNER, "corner", nc)]
     items.sort(key=lambda it: -it[0])
     for w, key, n in items:
         if n > 0:
             out.append(T[key] % n)
+    ng = _get(summary, "n_gnss_only")
+    if ng:
+        out.append(T["gnss"] % ng)
     dur = _get(summary, "duration_s")
     os_s = _get(summary, "overspeed_s")
     if os_s >= 30 and dur > 0:

@@ -146,6 +146,8 @@ class TripTracker:
         key = "n_" + ev["type"]
         if key in self.trip:
             self.trip[key] += 1
+        if ev.get("src") == "gnss":
+            self.trip["n_gnss_only"] += 1
         self.trip["events"].append(ev)
 
     def tick(self, t_ms):
@@ -178,7 +180,7 @@ class TripTracker:
             "end_lat_e7": lat, "end_lon_e7": lon,
             "distance_mm": 0, "bridged_mm": 0, "max_speed_mmps": 0,
             "n_harsh_accel": 0, "n_harsh_brake": 0, "n_harsh_corner_left": 0, "n_harsh_corner_right": 0,
-            "n_crash": 0, "n_overspeed": 0, "n_idle": 0, "n_towing": 0, "n_unclassified": 0,
+            "n_crash": 0, "n_overspeed": 0, "n_idle": 0, "n_towing": 0, "n_unclassified": 0, "n_gnss_only": 0,
             "idle_ms": 0, "night_ms": 0, "overspeed_ms": 0, "events": [],
         }
         self._overspeed_since = -1
@@ -213,8 +215,18 @@ class TripTracker:
             "idle_s": tr["idle_ms"] // 1000, "night_s": tr["night_ms"] // 1000,
             "overspeed_s": tr["overspeed_ms"] // 1000, "score": -1,
         }
+        # present only when non-zero (the record format's optional trip_end fields)
+        for k in ("n_unclassified", "n_gnss_only"):
+            if tr[k]:
+                s[k] = tr[k]
         if self.score_fn is not None:
-            s["score"] = self.score_fn(s)
+            sc = self.score_fn(s)
+            if isinstance(sc, dict):   # firmware.score.parts: the score and its note
+                s["score"] = sc["score"]
+                if sc.get("note"):
+                    s["score_note"] = sc["note"]
+            else:
+                s["score"] = sc
         self._emit(s)
         s["events"] = tr["events"]
         if len(self.trips) >= 64:

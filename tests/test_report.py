@@ -71,7 +71,7 @@ def test_trips_table_from_known_records(tripdb, capsys):
     assert rows == [{"id": 1, "device": "box-7", "boot": 3, "trip": 2, "start": "2026-11-24T01:46:41Z",
                      "end": "2026-11-24T01:47:03Z", "distance_m": 2345, "duration_s": 22, "events": 3,
                      "score": 71, "closed": True, "complete": True, "records_expected": n_trip,
-                     "records_held": n_trip, "records_lost": 0, "gaps": []}]
+                     "records_held": n_trip, "records_lost": 0, "gaps": [], "score_note": ""}]
     assert cli(["trips", "--db", tripdb]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["ID", "DEVICE", "START", "(UTC)", "END", "(UTC)", "KM", "DURATION", "EVENTS", "SCORE",
@@ -104,6 +104,28 @@ def test_trip_with_a_missing_block_is_flagged(tmp_path, capsys):
     db.close()
     assert not t["complete"] and t["records_lost"] == len(gone)
     assert "LOST 5" in trips.format_table([t])
+
+
+def test_partial_score_shown(tmp_path):
+    """An uncalibrated trip's trip_end (score_note, n_unclassified, n_gnss_only) goes through the real codec
+    to the trips table, its JSON and the report: the score is marked partial, never a clean 100."""
+    recs = known_records()
+    end = recs[-1]
+    end.update(score=93, n_unclassified=2, n_gnss_only=1, score_note="partial_unclassified+gnss_only")
+    next(r for r in recs if r.get("kind") == "harsh_brake")["kind"] = "harsh_brake_gnss"
+    path = str(tmp_path / "p.db")
+    store(path, "box-p", 1, recs)
+    db = consumer_db.connect(path)
+    (t,) = consumer_db.list_trips(db)
+    db.close()
+    assert t["summary"]["n_unclassified"] == 2 and t["n_events"] == 5
+    assert trips.trip_dict(t)["score_note"] == "partial_unclassified+gnss_only"
+    assert trips.format_table([t]).splitlines()[1].split()[-5:-1] == ["5", "93", "partial", "gnss"]
+    out = str(tmp_path / "p.html")
+    assert cli(["report", "1", "--db", path, "-o", out]) == 0
+    html = open(out, encoding="utf-8").read()
+    assert "partial score / 100" in html and "2 event(s) not classified" in html
+    assert "harsh braking (GNSS only)" in html
 
 
 def test_open_trip_and_duplicates(tmp_path):

@@ -90,7 +90,7 @@ TYPED = {
     "tamper": ("tampers", ("reason", "value")),
 }
 EVENT_COUNT_FIELDS = ("n_harsh_accel", "n_harsh_brake", "n_harsh_corner_left", "n_harsh_corner_right",
-                      "n_crash", "n_overspeed")
+                      "n_crash", "n_overspeed", "n_unclassified")
 
 
 def connect(path, create=True):

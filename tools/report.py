@@ -32,6 +32,8 @@ EVENT_STYLE = {  # kind -> (colour, English label, French label)
     "towing": ("#975a16", "towing", "remorquage"),
     "crash": ("#000000", "CRASH", "CHOC"),
     "unclassified": ("#a0aec0", "unclassified", "non classe"),
+    "harsh_accel_gnss": ("#dd6b20", "harsh acceleration (GNSS only)", "acceleration brusque (GNSS seul)"),
+    "harsh_brake_gnss": ("#e53e3e", "harsh braking (GNSS only)", "freinage brusque (GNSS seul)"),
 }
 FONT = "DejaVu Sans, Arial, Helvetica, sans-serif"
 
@@ -440,6 +442,11 @@ def stats(t, pos):
     if s:
         rows.append(("Night / idle", "%s / %s" % (fmt_dur(s.get("night_s", 0)), fmt_dur(s.get("idle_s", 0)))))
         rows.append(("Over speed", fmt_dur(s.get("overspeed_s", 0))))
+        note = s.get("score_note", "")
+        if "partial_unclassified" in note:
+            rows.append(("Score", "partial: %d event(s) not classified (box not calibrated)" % s.get("n_unclassified", 0)))
+        if "gnss_only" in note:
+            rows.append(("GNSS-only events", "%d harsh accel/brake from GNSS speed alone" % s.get("n_gnss_only", 0)))
     return rows
 
 
@@ -499,8 +506,10 @@ def write_html(path, t, pos, events):
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              "<title>%s</title><style>%s</style></head><body>" % (e(title(t)), CSS),
              "<h1>%s</h1><p class=\"sub\">%s</p>" % (e(title(t)), e(subtitle(t))),
-             '<div class="top"><div class="score" style="background:%s"><b>%s</b><span>driving score / 100</span>'
-             "</div>" % (score_color(score), "-" if score is None else int(score)),
+             '<div class="top"><div class="score" style="background:%s"><b>%s</b><span>%s / 100</span>'
+             "</div>" % (score_color(score), "-" if score is None else int(score),
+                         "partial score" if "partial" in ((t.get("summary") or {}).get("score_note") or "")
+                         else "driving score"),
              '<table class="kv">']
     for k, v in stats(t, pos):
         parts.append("<tr><td>%s</td><td><b>%s</b></td></tr>" % (e(k), e(v)))

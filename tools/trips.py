@@ -33,6 +33,7 @@ def trip_dict(t):
         # completeness: an insurer must know whether every record of the trip is in before billing it
         "complete": t["complete"], "records_expected": t["records_expected"], "records_held": t["records_held"],
         "records_lost": t["records_lost"], "gaps": t["gaps"],
+        "score_note": (t.get("summary") or {}).get("score_note", ""),
     }
 
 
@@ -47,12 +48,22 @@ def records_cell(t):
     return cell + (" LOST %d" % t["records_lost"] if t["records_lost"] else " GAPS")
 
 
+def score_text(t):
+    """The score as shown: '94', '94 partial' (events not classified: the box was not calibrated),
+    '91 gnss' (harsh events from GNSS speed only), '-' when unknown."""
+    if t.get("score") is None:
+        return "-"
+    note = (t.get("summary") or {}).get("score_note", "")
+    tags = [w for w, key in (("partial", "partial_unclassified"), ("gnss", "gnss_only")) if key in note]
+    return " ".join([str(t["score"])] + tags)
+
+
 def format_table(trips):
     head = ("ID", "DEVICE", "START (UTC)", "END (UTC)", "KM", "DURATION", "EVENTS", "SCORE", "RECORDS")
     rows = []
     for t in trips:
         km = "-" if t.get("distance_m") is None else "%.2f" % (t["distance_m"] / 1000.0)
-        score = "-" if t.get("score") is None else str(t["score"])
+        score = score_text(t)
         end = fmt_time(t.get("end_utc_s")) + ("" if t["closed"] else " (open)")
         rows.append((str(t["id"]), t["device"], fmt_time(t.get("start_utc_s")), end, km,
                      fmt_duration(t.get("duration_s")), "-" if t.get("n_events") is None else str(t["n_events"]),

@@ -247,12 +247,30 @@ def test_regular_fix_is_small():
     assert_eq(out, recs, "regular fixes")
 
 
-def test_version_3():
+def test_version_4():
     blk = _encode_all(_drive(5))[0][0]
-    assert_eq(blk[2], 3, "version byte")
+    assert_eq(blk[2], 4, "version byte")
     bad = bytearray(blk)
-    bad[2] = 2
-    assert_eq(assert_raises(CodecError, decode_block, bytes(bad)).offset, 2, "version 2 rejected")
+    bad[2] = 3
+    assert_eq(assert_raises(CodecError, decode_block, bytes(bad)).offset, 2, "version 3 rejected")
+
+
+def test_trip_end_optional_fields():
+    # version 4: trip_end carries n_unclassified, n_gnss_only and score_note; absent means 0 / '',
+    # and a decoded record has them only when they say something
+    base = {"type": "trip_end", "seq": 7, "t_ms": 900000, "utc_s": 849428100, "trip": 3, "start_t_ms": 1000,
+            "end_t_ms": 900000, "start_utc_s": 849427200, "end_utc_s": 849428100, "start_lat_e7": 481370000,
+            "start_lon_e7": 115750000, "end_lat_e7": 481470000, "end_lon_e7": 115850000, "distance_m": 12000,
+            "bridged_m": 0, "duration_s": 899, "max_speed_mmps": 22000, "n_harsh_accel": 0, "n_harsh_brake": 1,
+            "n_harsh_corner_left": 0, "n_harsh_corner_right": 0, "n_crash": 0, "n_overspeed": 0, "idle_s": 0,
+            "night_s": 0, "overspeed_s": 0, "score": 80}
+    partial = dict(base, seq=8, n_unclassified=2, n_gnss_only=1, score_note="partial_unclassified+gnss_only")
+    odd = dict(base, seq=9, score_note="partial: a reason not in the string table")
+    h, out = decode_block(_encode_all([base, partial, odd])[0][0])
+    assert_eq(out, [base, partial, odd], "trip_end with and without the optional fields")
+    explicit = dict(base, n_unclassified=0, score_note="")
+    h, out = decode_block(_encode_all([explicit])[0][0])
+    assert_eq(out, [base], "default values are not carried")
 
 def test_range_coder_carries_and_raw_bytes():
     # crash traces of pseudo-random bytes (raw pieces) and runs of 0xff: the coder's carries must reach

@@ -80,3 +80,26 @@ def test_bad_input():
     assert_raises(ValueError, coach, trip(), "de")
     assert_raises(ValueError, score, [1, 2])
     assert_raises(ValueError, score, trip(distance_m=1.5))
+
+
+def test_partial_score_unclassified():
+    # events the box could not classify (uncalibrated mount) count at the lightest weight (accel,
+    # severity 1) and make the score partial: 1 in 25 km = 10 weighted per 25 km = 4 per 100 km x 1.5 -> 6
+    p = parts(trip(n_unclassified=1))
+    assert_eq((p["score"], p["note"]), (94, "partial_unclassified"), "one unclassified event")
+    # a long trip where the penalty rounds to 0 is still not a clean 100
+    p = parts(trip(distance_m=500000, duration_s=18000, n_unclassified=1))
+    assert_eq((p["harsh"], p["score"], p["note"]), (0, 99, "partial_unclassified"), "never 100 when partial")
+    assert_eq(parts(trip())["note"], "", "complete score")
+    c = coach(trip(n_unclassified=2))
+    assert_eq("2 event(s) could not be classified" in c[1], True, "coach says so: %r" % c)
+    assert_eq("Well done" in " ".join(c), False, "no praise on a partial score")
+
+
+def test_gnss_only_events_scored_and_noted():
+    # GNSS-only brakes are counted in n_harsh_brake (scored like any brake) and noted
+    p = parts(trip(n_harsh_brake=1, n_gnss_only=1))
+    assert_eq((p["score"], p["note"]), (91, "gnss_only"), "gnss-only brake")
+    p = parts(trip(n_harsh_brake=1, n_gnss_only=1, n_unclassified=1))
+    assert_eq(p["note"], "partial_unclassified+gnss_only", "both notes")
+    assert_eq("GPS speed only" in " ".join(coach(trip(n_harsh_brake=1, n_gnss_only=1))), True, "coach")

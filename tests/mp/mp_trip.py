@@ -76,3 +76,30 @@ def test_night():
     assert_eq(is_night(23 * 3600 + 1800, 0), True, "23:30")
     assert_eq(is_night(12 * 3600, 0), False, "noon")
     assert_eq(solar_hour(12 * 3600, 900000000), 18, "90 deg east: +6 h")
+
+
+def test_partial_score_in_trip_end():
+    # an uncalibrated trip: one unclassified candidate and one GNSS-only brake -> the trip_end says so
+    from firmware.score import parts
+    sink = Sink()
+    tt = TripTracker({"trip_end_s": 120}, emit=sink, score_fn=parts)
+    t = drive(tt, 0, 10, 0)
+    t = drive(tt, t, 600, 15000)          # 9 km
+    tt.on_event({"type": "unclassified", "t_ms": t - 200000, "peak_mg": 380})
+    tt.on_event({"type": "harsh_brake", "src": "gnss", "t_ms": t - 100000, "peak_mg": 300})
+    t = drive(tt, t, 200, 0)
+    s = sink.recs[-1]
+    assert_eq(s["type"], "trip_end", "ended")
+    assert_eq((s["n_unclassified"], s["n_gnss_only"], s["n_harsh_brake"]), (1, 1, 1), "counts")
+    assert_eq(s["score_note"], "partial_unclassified+gnss_only", "note")
+    # 10 km floor: brake 15 + unclassified 10 weighted = 25 per 10 km = 250 per 100 km -> 37.5 -> 38 (rounded)
+    assert_eq(s["score"], 62, "score")
+    # a complete trip has no optional fields at all
+    sink2 = Sink()
+    tt2 = TripTracker({"trip_end_s": 120}, emit=sink2, score_fn=parts)
+    t = drive(tt2, 0, 10, 0)
+    t = drive(tt2, t, 600, 15000)
+    t = drive(tt2, t, 200, 0)
+    s = sink2.recs[-1]
+    assert_eq([k for k in ("n_unclassified", "n_gnss_only", "score_note") if k in s], [], "no optional fields")
+    assert_eq(s["score"], 100, "clean trip")
