@@ -2,6 +2,7 @@
 
   paydbox trace record --gnss URL [--baud B] [--i2c-bus N] [--duration S] -o OUT
   paydbox trace import --nmea FILE [--accel-csv FILE --accel-columns t,x,y,z --accel-unit g|mg|mps2] -o OUT
+  paydbox trace import --genivi LOG | --comma2k19 DIR [--mount-seed N] -o OUT
   paydbox trace info FILE [--json]
 
 Host only. `TraceWriter` (here) writes traces; the simulator and importer use it.
@@ -359,6 +360,89 @@ def import_nmea(nmea_path, out_path, accel_csv=None, accel_columns="t,x,y,z", ac
             "baud": baud, "accel_samples": len(rows) if rows else 0}
 
 
+def import_imu(drive, out_path, baud=None, mount_seed=None, talker="GN"):
+    """A real accelerometer + GNSS drive (tools/imu_logs.py: GENIVI log, comma2k19 segment) -> trace.
+    GNSS fixes become NMEA epochs (RMC, VTG, GGA, GSA from tools/sim/nmea_gen.py) at the log's fix times;
+    accelerometer samples (mg ints) at the sensor's own rate, in <= 1 s chunks. mount_seed: rotate the
+    samples by a random mounting (uniform over SO(3), seeded); with the drive's reference axes
+    (comma2k19's pose) a truth `mount` line is written so `paydbox evaluate` can score the calibration."""
+    from tools.sim import nmea_gen
+
+    acc = drive["accel"]
+    fixes = drive["fixes"]
+    rate = drive["accel_hz"]
+    if not acc or not fixes or rate <= 0:
+        raise ValueError("%s: no accelerometer samples or no fixes" % drive["source"])
+    Q = None
+    if mount_seed is not None:
+        import random
+
+        from tools.sim.engine import random_rotation
+
+        Q = random_rotation(random.Random(mount_seed))
+    rows = []
+    for t, x, y, z in acc:
+        if Q is not None:
+            x, y, z = [Q[i][0] * x + Q[i][1] * y + Q[i][2] * z for i in range(3)]
+        rows.append((t, x, y, z))
+    epochs = []
+    for f in fixes:
+        t, valid, lat, lon, spd, crs, hdop, sats = f[:8]
+        alt = f[8] if len(f) > 8 and f[8] is not None else 0.0
+        utc = _utc_at(drive["utc0"], t)
+        fx = None
+        if valid:
+            fx = {"lat": lat, "lon": lon, "alt_m": alt, "speed_mps": spd, "course_deg": crs,
+                  "hdop": min(hdop, 99.0), "sats": max(4, min(sats, 12)), "quality": 1}
+        epochs.append((t, nmea_gen.epoch(talker, utc, fx, utc is not None)))
+    dur = max(acc[-1][0], fixes[-1][0])
+    nbytes = sum(len(e[1]) for e in epochs)
+    if baud is None:
+        baud = auto_baud(nbytes, dur)
+    header = {
+        "device": {"id": "import", "source": "import", "notes": "imported from %s%s" % (
+            drive["source"], "" if Q is None else " (mounting seed %d)" % mount_seed)},
+        "start_utc": None,
+        "duration_s": round(dur, 3),
+        "gnss": {"baud": baud, "rate_hz": None, "receiver": "real, re-encoded as NMEA (%s)" % drive["source"]},
+        "accel": {"chip": "real sensor", "rate_hz": rate, "unit": "mg"},
+        "truth": False,
+    }
+    if drive["utc0"] is not None:
+        y, mo, d, h, mi, sec = drive["utc0"]
+        header["start_utc"] = "%04d-%02d-%02dT%02d:%02d:%02dZ" % (y, mo, d, h, mi, int(sec))
+    ref = drive.get("ref")
+    if Q is not None and ref is not None:
+        header["truth"] = True
+    chunks = accel_chunks(rows, rate, t0=0.0)
+    with TraceWriter(out_path, header) as w:
+        if Q is not None and ref is not None:
+            f_, u_ = ref["fwd"], ref["up"]
+            left = [u_[1] * f_[2] - u_[2] * f_[1], u_[2] * f_[0] - u_[0] * f_[2], u_[0] * f_[1] - u_[1] * f_[0]]
+            R = [[round(sum(Q[i][j] * v[j] for j in range(3)), 6) for i in range(3)] for v in (f_, left, u_)]
+            w.truth(0.0, "mount", R=R)
+        ci = 0
+        for t, data in epochs:
+            while ci < len(chunks) and chunks[ci][0] <= t:
+                w.accel(chunks[ci][0], rate, chunks[ci][1])
+                ci += 1
+            w.gnss(t, data)
+        while ci < len(chunks):
+            w.accel(chunks[ci][0], rate, chunks[ci][1])
+            ci += 1
+    return {"source": drive["source"], "fixes": len(epochs), "accel_samples": len(rows), "accel_hz": rate,
+            "baud": baud, "duration_s": w.header["duration_s"], "mount_seed": mount_seed,
+            "truth_mount": bool(Q is not None and ref is not None)}
+
+
+def _utc_at(utc0, t):
+    if utc0 is None:
+        return None
+    from tools.imu_logs import _utc_shift
+
+    return _utc_shift(utc0, t)
+
+
 # ---------------------------------------------------------------------------------------------------
 # info
 
@@ -545,8 +629,13 @@ def add_arguments(parser):
     r.add_argument("--duration", type=float, default=None, metavar="S", help="seconds (default: until Ctrl-C)")
     r.add_argument("--device-id", default="record")
     r.add_argument("-o", "--output", required=True)
-    i = sub.add_parser("import", help="build a trace from an NMEA log (+ accelerometer CSV)")
-    i.add_argument("--nmea", required=True, metavar="FILE")
+    i = sub.add_parser("import", help="build a trace from an NMEA log (+ accelerometer CSV), or a real IMU drive log")
+    src = i.add_mutually_exclusive_group(required=True)
+    src.add_argument("--nmea", metavar="FILE")
+    src.add_argument("--genivi", metavar="LOG", help="GENIVI positioning log-replayer log ($GVSNSACC, $GVGNSPOS)")
+    src.add_argument("--comma2k19", metavar="DIR", help="comma2k19 segment directory (processed_log/, global_pose/)")
+    i.add_argument("--mount-seed", type=int, default=None, metavar="N",
+                   help="--genivi/--comma2k19: rotate the samples by a random mounting (seeded)")
     i.add_argument("--accel-csv", metavar="FILE")
     i.add_argument("--accel-columns", default="t,x,y,z", help="CSV column names (or 0-based indices) for t,x,y,z")
     i.add_argument("--accel-unit", default="g", choices=("g", "mg", "mps2"))
@@ -569,6 +658,21 @@ def run(args):
             print(json.dumps(info, sort_keys=True))
         else:
             _print_info(info)
+        return 0
+    if args.trace_cmd == "import" and (args.genivi or args.comma2k19):
+        from tools import imu_logs
+
+        path = args.genivi or args.comma2k19
+        if not os.path.exists(path):
+            raise ValueError("--%s: %s does not exist" % ("genivi" if args.genivi else "comma2k19", path))
+        drive = imu_logs.load_genivi(path) if args.genivi else imu_logs.load_comma2k19(path)
+        res = import_imu(drive, args.output, args.baud, args.mount_seed)
+        if args.json:
+            print(json.dumps(res, sort_keys=True))
+        else:
+            print("%s: %d fixes, %d accel samples at %d Hz, %.3f s at %d baud%s" % (
+                args.output, res["fixes"], res["accel_samples"], res["accel_hz"], res["duration_s"], res["baud"],
+                ", truth mount" if res["truth_mount"] else ""))
         return 0
     if args.trace_cmd == "import":
         if not os.path.exists(args.nmea):
