@@ -548,6 +548,10 @@ class Box:
             "odometer": dict(self.odo.counters),
             "motion": {"calib_state": m.calib_state if m else "none", "calib_quality": m.calib_quality if m else 0,
                        "R_q14": m.state()["R"] if m else None,
+                       # the last commit of the mount calibration: box ms, 1-sigma x100, lag, rotation
+                       "calib_commit": None if not (m and m.calib_commit) else {
+                           "t_ms": m.calib_commit[0], "sigma_cdeg": int(m.calib_commit[1] * 100),
+                           "lag_ms": m.calib_commit[2], "R_q14": m.calib_commit[3]},
                        "accel_overruns": self.accel.overruns if self.accel else 0},
             "tamper": list(self.tampers),
             "events": list(self.loose_events),

@@ -837,7 +837,7 @@ class Motion:
             return
         rec = [0] * _QF
         rec[_Q_KIND] = _K_ACCEL if sign > 0 else _K_BRAKE
-        rec[_Q_T] = gx[1]
+        rec[_Q_T] = gx[1] - self._lag()   # on the accelerometer's time line
         rec[_Q_DUR] = dur
         rec[_Q_PEAK] = gx[3]
         rec[_Q_MEAN] = gx[4] // gx[5]
@@ -1007,7 +1007,7 @@ class Motion:
             self._xvec = xv
             self._set_R(xv, gv, 2)
             if was != 2:
-                self.calib_commit = (self._t_feed, err, lc.lag_ms)
+                self.calib_commit = (self._t_feed, err, lc.lag_ms, [self._R[i] for i in range(9)])
                 self._classify_held()
             return
         if self.calib_state == "calibrated":
@@ -1041,11 +1041,17 @@ class Motion:
         # extrapolated), or after 2.5 s of samples without one (GNSS lost: extrapolated speeds)
         if force:
             return True
-        te = self._evq[o + _Q_T] + self._evq[o + _Q_DUR]
+        # the fixes describe the road lag_ms before the box receives them (GNSS lag, firmware/calib.py)
+        te = self._evq[o + _Q_T] + self._evq[o + _Q_DUR] + self._lag()
         fh = self._fh
         if fh and fh[-1][0] >= te:
             return True
         return self._t_feed - te > _PAIR_MAX_MS
+
+    def _lag(self):
+        # estimated GNSS-to-accelerometer lag (ms), 0 until the lag bank has solved once
+        v = self._lc.lag_ms
+        return v if v > 0 else 0
 
     def _drain_events(self, force=False):
         e = self._evq
@@ -1056,7 +1062,7 @@ class Motion:
             rec = [e[o + i] for i in range(_QF)]
             self._evq_head = (self._evq_head + 1) % _QN
             self._evq_n -= 1
-            t0 = rec[_Q_T]
+            t0 = rec[_Q_T] + self._lag()
             v = self._fix_speed(t0)
             if v is not None:
                 rec[_Q_SP0] = v

@@ -256,7 +256,19 @@ EXPECT = {
     "unplugged": lambda r: [o["reason"] for o in r["outages"]] == ["unplugged"],
     "cold_start": lambda r: [o["reason"] for o in r["outages"]] == ["cold_start"],
     "remount": lambda r: _clear(r).get("harsh_brake", 0) >= 2,
+    "brake_corner": lambda r: _overlapping(r, "harsh_brake", "harsh_corner") >= 3
+    and _overlapping(r, "harsh_accel", "harsh_corner") >= 1,
 }
+
+
+def _overlapping(r, a, b):
+    """Clear truth events of type a that overlap in time a (clear or marginal) event whose type starts with b."""
+    n = 0
+    for e in r["events"]:
+        if e["type"] == a and not e.get("marginal"):
+            if any(f["type"].startswith(b) and f["start"] < e["end"] and e["start"] < f["end"] for f in r["events"]):
+                n += 1
+    return n
 
 
 def _clear(r):
@@ -275,6 +287,52 @@ def test_every_scenario_has_its_truth(name):
     assert EXPECT[name](r), (name, _clear(r), r["outages"], r["trips"])
     if name != "parked_overnight":
         assert 120 < r["duration_s"] < 1020     # CI-sized (<= 17 min)
+
+
+def test_gnss_lag_shifts_only_the_gnss_lines(tmp_path):
+    # same seed: the truth and the samples are identical, every GNSS line is exactly 2 s later
+    a, b = str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")
+    simulate(a, "commute", seed=4, duration_s=60)
+    simulate(b, "commute", seed=4, duration_s=60, gnss_lag_s=2.0)
+    ha, la = read_trace(a)
+    hb, lb = read_trace(b)
+    assert hb["sim"]["gnss_lag_s"] == 2.0 and "gnss_lag_s" not in ha["sim"]
+    ga = [(ln["t"], ln["d"]) for ln in la if ln["s"] == "gnss"]
+    gb = [(ln["t"], ln["d"]) for ln in lb if ln["s"] == "gnss"]
+    assert len(gb) == len(ga) - 2 or len(gb) == len(ga)   # the last 2 s of epochs may fall past the end
+    for (ta, da), (tb, db) in zip(ga, gb):
+        assert abs(tb - ta - 2.0) < 1e-6 and da == db
+    others = lambda ls: [ln for ln in ls if ln["s"] in ("accel", "truth")]
+    assert others(la) == others(lb)
+
+
+@pytest.mark.parametrize("sensor", ["10hz", "phone"])
+def test_sensor_classes(sensor, tmp_path):
+    from tools.sim.engine import SENSORS
+    p = str(tmp_path / "s.jsonl")
+    simulate(p, "commute", seed=6, duration_s=120, sensor=sensor)
+    h, lines = read_trace(p)
+    acc = [ln for ln in lines if ln["s"] == "accel"]
+    want_hz = 10 if sensor == "10hz" else 100
+    assert h["accel"]["rate_hz"] == want_hz and all(ln["rate"] == want_hz for ln in acc)
+    samples = [s for ln in acc for s in ln["mg"]]
+    assert abs(len(samples) - 120 * want_hz) <= want_hz
+    if sensor == "phone":
+        # interpolated from 10 Hz: within each 100 ms the second differences vanish (straight segments)
+        x = [s[0] for s in samples[:2000]]
+        kinks = sum(1 for i in range(1, len(x) - 1) if abs(x[i + 1] - 2 * x[i] + x[i - 1]) > 2)
+        assert kinks <= len(x) // 10 + 5
+    # bias drift: parked for 10 minutes, the mean reading moves (lis3dh: it does not)
+    means = {}
+    for cls in ("lis3dh", sensor):
+        q = str(tmp_path / ("p-%s.jsonl" % cls))
+        simulate(q, "parked_overnight", seed=6, duration_s=600, sensor=cls)
+        smp = [s for ln in read_trace(q)[1] if ln["s"] == "accel" for s in ln["mg"]]
+        n = len(smp) // 10
+        first = [sum(s[i] for s in smp[:n]) / n for i in range(3)]
+        last = [sum(s[i] for s in smp[-n:]) / n for i in range(3)]
+        means[cls] = max(abs(a - b) for a, b in zip(first, last))
+    assert means["lis3dh"] < 1.0 and means[sensor] > 0.8 * SENSORS[sensor]["drift_mg_per_min"] * 0.5 * 9, means
 
 
 def test_cli_simulate(tmp_path, capsys):

@@ -40,6 +40,7 @@ def truth_from_trace(path):
     driving_s = 0.0
     prev = None
     pos_td = []
+    move_starts = []   # truth times where the vehicle starts moving
     for ln in lines:
         if ln.get("s") != "truth":
             continue
@@ -62,6 +63,8 @@ def truth_from_trace(path):
                     parked_s += dt
                 elif prev["moving"] or ln["moving"]:
                     driving_s += dt
+            if ln.get("moving") and (prev is None or not prev.get("moving")):
+                move_starts.append(ln["t"])
             prev = ln
             last = ln
             pos_td.append((ln["t"], ln["dist_m"]))
@@ -82,7 +85,7 @@ def truth_from_trace(path):
         "dist_m": last["dist_m"] if last else 0.0,
         "parked_h": parked_s / 3600.0,
         "driving_s": driving_s,
-        "events": events, "trips": trips, "mounts": mounts, "outages": outages,
+        "events": events, "trips": trips, "mounts": mounts, "outages": outages, "move_starts": move_starts,
         "thresholds": (header.get("sim") or {}).get("thresholds"),
     }
 
@@ -196,6 +199,37 @@ def _calibration_error(truth, cal):
     return None
 
 
+def _commit_figures(truth, cal):
+    """(seconds of the trip from its first movement to the calibration's last commit, worst of the forward and up
+    axis errors then, degrees) from the box's calib_commit and the truth mount of that moment; Nones when
+    the box never committed or the trace has no truth mount."""
+    cc = cal.get("calib_commit") if isinstance(cal, dict) else None
+    if not cc or not truth["mounts"] or not truth["trips"]:
+        return None, None
+    t = cc["t_ms"] / 1000.0
+    mount = truth["mounts"][0]["R"]
+    for m in truth["mounts"]:
+        if m["t"] <= t:
+            mount = m["R"]
+    Rq = cc["R_q14"]
+    worst = 0.0
+    for row in (0, 2):
+        est = [Rq[3 * row + j] / 16384.0 for j in range(3)]
+        n = math.sqrt(sum(c * c for c in est)) or 1.0
+        c = sum(est[j] * mount[row][j] for j in range(3)) / n
+        worst = max(worst, math.degrees(math.acos(max(-1.0, min(1.0, c)))))
+    start = truth["trips"][0]["start"]
+    for tr in truth["trips"]:
+        if tr["start"] <= t:
+            start = tr["start"]
+    # driving starts with the trip's first movement (a warm-up idle is not driving)
+    for ms in truth.get("move_starts", []):
+        if ms >= start - 1.0:
+            start = max(start, ms) if ms <= t else start
+            break
+    return round(t - start, 1), round(worst, 2)
+
+
 def score(truth, report):
     """Compare one replay report with its truth. Returns the per-scenario metrics dict."""
     det = detected_events(report)
@@ -221,6 +255,7 @@ def score(truth, report):
     harsh_fp = sum(per.get(k, {}).get("fp", 0) for k in HARSH_TYPES + ("crash", "unclassified"))
     cal = report.get("calibration") or {}
     recs = report.get("records") or {}
+    ct, cax = _commit_figures(truth, cal)
     return {
         "scenario": truth["scenario"],
         "duration_s": round(truth["duration_s"], 1),
@@ -246,6 +281,8 @@ def score(truth, report):
         "calibration_state": cal.get("state") or cal.get("calib_state"),
         "calibration_quality": cal.get("quality") if cal.get("quality") is not None else cal.get("calib_quality"),
         "calibration_error_deg": _calibration_error(truth, cal),
+        "calibration_time_s": ct,
+        "calibration_axis_err_at_commit_deg": cax,
         "records": recs.get("count"),
         "record_bytes": recs.get("bytes"),
         "fixes": recs.get("fixes"),
@@ -279,7 +316,14 @@ def aggregate(results):
     rbytes = sum(r["record_bytes"] or 0 for r in ok)
     crashes = [r["crash_detected"] for r in ok if r["crash_truth"]]
     cal = [r["calibration_error_deg"] for r in ok if r["calibration_error_deg"] is not None]
+    ctimes = sorted(r["calibration_time_s"] for r in ok if r.get("calibration_time_s") is not None)
+    caxes = [r["calibration_axis_err_at_commit_deg"] for r in ok
+             if r.get("calibration_axis_err_at_commit_deg") is not None]
     return {
+        "calibration_time_s_median": ctimes[len(ctimes) // 2] if ctimes else None,
+        "calibration_time_s_max": ctimes[-1] if ctimes else None,
+        "calibrated": "%d/%d" % (len(ctimes), sum(1 for r in ok if r["trips_truth"])),
+        "calibration_axis_err_at_commit_deg_max": round(max(caxes), 2) if caxes else None,
         "scenarios": len(results),
         "replayed": len(ok),
         "failed": [r["scenario"] for r in results if "error" in r],
@@ -301,15 +345,17 @@ def aggregate(results):
 
 # ------------------------------------------------------------------------------------------ running
 def _one(job):
-    name, seed, workdir, runtime, gnss_hz, duration_s, replay = job
+    name, seed, workdir, runtime, gnss_hz, duration_s, replay = job[:7]
+    lag_s, sensor = job[7] if len(job) > 7 else (0.0, "lis3dh")
     t0 = time.time()
     try:
         if os.path.exists(name):
             path = name
         else:
             from tools.sim.engine import simulate
-            path = os.path.join(workdir, "%s-s%d-%dhz.jsonl.gz" % (name, seed, gnss_hz))
-            simulate(path, name, seed=seed, gnss_hz=gnss_hz, duration_s=duration_s.get(name))
+            path = os.path.join(workdir, "%s-s%d-%dhz-lag%.1f-%s.jsonl.gz" % (name, seed, gnss_hz, lag_s, sensor))
+            simulate(path, name, seed=seed, gnss_hz=gnss_hz, duration_s=duration_s.get(name), gnss_lag_s=lag_s,
+                     sensor=sensor)
         truth = truth_from_trace(path)
         t1 = time.time()
         if replay is None:
@@ -323,8 +369,10 @@ def _one(job):
     return res
 
 
-def evaluate(scenarios, runtime="cpython", seed=1, gnss_hz=1, workdir=None, jobs=1, duration_s=None, replay=None):
-    """Simulate + replay + score every scenario. Returns {'results': [...], 'totals': {...}}."""
+def evaluate(scenarios, runtime="cpython", seed=1, gnss_hz=1, workdir=None, jobs=1, duration_s=None, replay=None,
+             gnss_lag_s=0.0, sensor="lis3dh"):
+    """Simulate + replay + score every scenario. Returns {'results': [...], 'totals': {...}}.
+    gnss_lag_s / sensor: the simulator's GNSS output latency and accelerometer class (docs/simulator.md)."""
     duration_s = duration_s or {}
     tmp = None
     if workdir is None:
@@ -333,7 +381,7 @@ def evaluate(scenarios, runtime="cpython", seed=1, gnss_hz=1, workdir=None, jobs
     else:
         os.makedirs(workdir, exist_ok=True)
     try:
-        jobsl = [(s, seed, workdir, runtime, gnss_hz, duration_s, replay) for s in scenarios]
+        jobsl = [(s, seed, workdir, runtime, gnss_hz, duration_s, replay, (gnss_lag_s, sensor)) for s in scenarios]
         if jobs > 1 and len(jobsl) > 1 and replay is None:
             import multiprocessing
             with multiprocessing.get_context("spawn").Pool(min(jobs, len(jobsl))) as pool:
@@ -343,8 +391,35 @@ def evaluate(scenarios, runtime="cpython", seed=1, gnss_hz=1, workdir=None, jobs
     finally:
         if tmp is not None:
             tmp.cleanup()
-    return {"runtime": runtime, "seed": seed, "gnss_hz": gnss_hz, "results": results,
-            "totals": aggregate(results), "targets": TARGETS}
+    return {"runtime": runtime, "seed": seed, "gnss_hz": gnss_hz, "gnss_lag_s": gnss_lag_s, "sensor": sensor,
+            "results": results, "totals": aggregate(results), "targets": TARGETS}
+
+
+def evaluate_matrix(scenarios, lags, sensors, **kw):
+    """evaluate() for every (GNSS lag, sensor class) pair -> list of (lag, sensor, evaluation)."""
+    out = []
+    for lag in lags:
+        for sensor in sensors:
+            out.append((lag, sensor, evaluate(scenarios, gnss_lag_s=lag, sensor=sensor, **kw)))
+    return out
+
+
+def format_matrix(rows):
+    """One line per GNSS lag and sensor class: harsh precision / recall, calibration time and axis errors."""
+    out = ["GNSS lag  sensor   harsh P  harsh R   TP  FP  FN  calibrated  calib s med/max  axis err at commit max  "
+           "calib err at end max"]
+    for lag, sensor, ev in rows:
+        t = ev["totals"]
+        ev_h = {"tp": 0, "fp": 0, "fn": 0}
+        for k in HARSH_TYPES:
+            for f in ev_h:
+                ev_h[f] += t["events"].get(k, {}).get(f, 0)
+        out.append("%6.1f s  %-7s  %7s  %7s  %3d %3d %3d  %10s  %7s / %-7s  %22s  %20s" % (
+            lag, sensor, _f(t["harsh_precision"], "%.3f"), _f(t["harsh_recall"], "%.3f"), ev_h["tp"], ev_h["fp"],
+            ev_h["fn"], t["calibrated"], _f(t["calibration_time_s_median"], "%.1f"),
+            _f(t["calibration_time_s_max"], "%.1f"), _f(t["calibration_axis_err_at_commit_deg_max"], "%.1f deg"),
+            _f(t["calibration_error_deg_max"], "%.1f deg")))
+    return "\n".join(out)
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -397,6 +472,10 @@ def format_table(ev):
                    _f(t["harsh_precision"], "%.3f"), _f(t["harsh_recall"], "%.3f"), _f(t["false_events_per_100km"]),
                    t["crash_detected"] or "-", t.get("crash_false_alarms", 0), _f(t["calibration_error_deg_max"], "%.1f"),
                    _f(t["bytes_per_fix"])))
+    out.append("        calibrated %s; time to calibrate median %s s, max %s s (target <= 60); axis error at commit max %s deg "
+               "(target <= 5)" % (t["calibrated"], _f(t["calibration_time_s_median"], "%.1f"),
+                                  _f(t["calibration_time_s_max"], "%.1f"),
+                                  _f(t["calibration_axis_err_at_commit_deg_max"], "%.1f")))
     return "\n".join(out)
 
 
@@ -412,6 +491,10 @@ def add_arguments(p):
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="scenarios replayed in parallel")
     p.add_argument("--keep", metavar="DIR", help="keep the simulated traces in DIR")
     p.add_argument("--json", metavar="OUT", help="write the full results as JSON to OUT ('-' = stdout)")
+    p.add_argument("--gnss-lag-s", default="0", metavar="LIST",
+                   help="GNSS output latency of the simulated receiver, s (comma list, 0..2, e.g. 0,1,2)")
+    p.add_argument("--sensor", default="lis3dh", metavar="LIST",
+                   help="simulated accelerometer class(es): lis3dh, 10hz, phone (comma list)")
 
 
 def resolve(names):
@@ -432,11 +515,41 @@ def resolve(names):
     return out
 
 
+def _lists(args):
+    from tools.sim.engine import SENSORS
+    try:
+        lags = [float(x) for x in args.gnss_lag_s.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError("--gnss-lag-s: expected comma-separated seconds, got %r" % args.gnss_lag_s)
+    for v in lags:
+        if not 0.0 <= v <= 3.0:
+            raise ValueError("--gnss-lag-s: %g is outside 0..3 s" % v)
+    sensors = [x.strip() for x in args.sensor.split(",") if x.strip()]
+    for x in sensors:
+        if x not in SENSORS:
+            raise ValueError("--sensor: %r is not one of %s" % (x, ", ".join(SENSORS)))
+    return lags or [0.0], sensors or ["lis3dh"]
+
+
 def run(args):
     names = resolve(args.scenarios)
     if args.jobs < 1:
         raise ValueError("--jobs: must be >= 1")
-    ev = evaluate(names, runtime=args.runtime, seed=args.seed, gnss_hz=args.gnss_hz, workdir=args.keep, jobs=args.jobs)
+    lags, sensors = _lists(args)
+    if len(lags) > 1 or len(sensors) > 1:
+        rows = evaluate_matrix(names, lags, sensors, runtime=args.runtime, seed=args.seed, gnss_hz=args.gnss_hz,
+                               workdir=args.keep, jobs=args.jobs)
+        if args.json == "-":
+            print(json.dumps([{"gnss_lag_s": a, "sensor": b, "evaluation": c} for a, b, c in rows], indent=1))
+        else:
+            print(format_matrix(rows))
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump([{"gnss_lag_s": a, "sensor": b, "evaluation": c} for a, b, c in rows], f, indent=1)
+                print("wrote %s" % args.json)
+        return 1 if any(c["totals"]["failed"] for _, _, c in rows) else 0
+    ev = evaluate(names, runtime=args.runtime, seed=args.seed, gnss_hz=args.gnss_hz, workdir=args.keep, jobs=args.jobs,
+                  gnss_lag_s=lags[0], sensor=sensors[0])
     if args.json == "-":
         print(json.dumps(ev, indent=1))
     else:

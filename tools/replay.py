@@ -188,7 +188,9 @@ def format_report(raw, trace, runtime):
             "idle_s": s["idle_s"], "night_s": s["night_s"], "overspeed_s": s["overspeed_s"],
             "score": s["score"],
             # the trip_end record's own counts (n_<type>), to check against the events list
-            "counts": {f[2:]: s[f] for f in count_fields},
+            # (optional fields, absent when 0: docs/record-format.md)
+            "counts": {f[2:]: s.get(f, 0) for f in count_fields},
+            "score_note": s.get("score_note", ""),
             "events": [{"type": e["type"], "t": e["t_ms"] / 1000, "dur_s": e["dur_ms"] / 1000,
                         "peak_mg": e["peak_mg"]} for e in s["events"]],
             "coach": coach(summary, "en"), "coach_fr": coach(summary, "fr"),

@@ -45,6 +45,21 @@ DRIVERS = {
 }
 
 
+# Accelerometer classes (docs/simulator.md). out_hz: the sensor's own output rate (None: the trace rate);
+# interp: the sensor's host interpolates its samples to the trace rate (linearly, so one output period
+# late), as a phone app does; bias_mg: initial bias range; drift_mg_per_min: slow bias drift (per axis,
+# random sign) plus a random walk; cradle: (resonance Hz, damping ratio) of a windshield cradle that
+# carries the vibration to the sensor, and tilt_deg_per_mps2 its pitch under longitudinal acceleration.
+SENSORS = {
+    "lis3dh": {"out_hz": None, "interp": False, "noise_mg": 5.0, "bias_mg": 40.0, "drift_mg_per_min": 0.0,
+               "cradle": None, "tilt_deg_per_mps2": 0.0},
+    "10hz": {"out_hz": 10, "interp": False, "noise_mg": 8.0, "bias_mg": 60.0, "drift_mg_per_min": 1.0,
+             "cradle": None, "tilt_deg_per_mps2": 0.0},
+    "phone": {"out_hz": 10, "interp": True, "noise_mg": 15.0, "bias_mg": 80.0, "drift_mg_per_min": 2.0,
+              "cradle": (11.0, 0.06), "tilt_deg_per_mps2": 0.2},
+}
+
+
 def random_rotation(rng):
     """Uniform over SO(3) (unit quaternion from 4 Gaussians). Returns R as 3 rows (box -> vehicle)."""
     while True:
@@ -110,7 +125,12 @@ class _Run:
 
 class Sim:
     def __init__(self, path, scenario, seed, gnss_hz=1, accel_hz=100, duration_s=None,
-                 start_utc="2026-11-23T08:00:00Z", lat0=45.76, lon0=4.84, talker="GN", notes=""):
+                 start_utc="2026-11-23T08:00:00Z", lat0=45.76, lon0=4.84, talker="GN", notes="",
+                 gnss_lag_s=0.0, sensor="lis3dh"):
+        if not 0.0 <= gnss_lag_s <= 3.0:
+            raise ValueError("gnss_lag_s: must be within 0..3 s, got %r" % (gnss_lag_s,))
+        if sensor not in SENSORS:
+            raise ValueError("sensor: must be one of %s, got %r" % (", ".join(SENSORS), sensor))
         if gnss_hz not in (1, 5, 10):
             raise ValueError("gnss_hz: must be 1, 5 or 10, got %r" % gnss_hz)
         if accel_hz not in (25, 50, 100, 200, 400):
@@ -120,6 +140,14 @@ class Sim:
         self.scenario = scenario
         self.gnss_hz = gnss_hz
         self.accel_hz = accel_hz
+        self.gnss_lag_s = float(gnss_lag_s)
+        self.sensor = sensor
+        sc = SENSORS[sensor]
+        self.sc = sc
+        if sc["out_hz"] and (accel_hz % sc["out_hz"] or sc["out_hz"] > accel_hz):
+            raise ValueError("accel_hz: %d is not a multiple of the %s sensor's %d Hz" % (accel_hz, sensor, sc["out_hz"]))
+        # the trace's accelerometer rate: the sensor's own, or the trace rate when its host interpolates
+        self.out_hz = sc["out_hz"] if (sc["out_hz"] and not sc["interp"]) else accel_hz
         self.dt = 1.0 / accel_hz
         self.per_epoch = accel_hz // gnss_hz if accel_hz >= gnss_hz else 1
         self.limit_s = duration_s
@@ -133,7 +161,8 @@ class Sim:
             "start_utc": start_utc,
             "duration_s": 0.0,   # rewritten below through the 'sim' block; readers use the stream
             "gnss": {"baud": self.baud, "rate_hz": gnss_hz, "receiver": "u-blox M8 (simulated)"},
-            "accel": {"chip": "lis3dh", "rate_hz": accel_hz, "unit": "mg"},
+            "accel": {"chip": "lis3dh" if sensor == "lis3dh" else "%s (simulated)" % sensor,
+                      "rate_hz": self.out_hz, "unit": "mg"},
             "power": {"nominal_mv": 12600},
             "truth": True,
             "sim": {"scenario": scenario, "seed": seed, "talker": talker,
@@ -142,6 +171,9 @@ class Sim:
                                    "corner_gate_kmh": CORNER_GATE_KMH, "min_event_s": MIN_EVENT_S,
                                    "idle_min_s": IDLE_MIN_S, "overspeed_kmh": OVERSPEED_KMH}},
         }
+        if self.gnss_lag_s or sensor != "lis3dh":
+            header["sim"]["gnss_lag_s"] = self.gnss_lag_s
+            header["sim"]["sensor"] = sensor
         self.header = header
         self.w = TraceWriter(path, header) if path else None
         rng = self.rng
@@ -163,6 +195,17 @@ class Sim:
         self.R = random_rotation(rng)
         self.bias = [rng.uniform(-40, 40) for _ in range(3)]
         self.noise_mg = 5.0
+        # sensor class effects draw from their own generator: the default LIS3DH traces keep their bytes
+        self.srng = random.Random(seed * 31 + 7)
+        self.drift = [0.0, 0.0, 0.0]
+        if sensor != "lis3dh":
+            sr = self.srng
+            self.noise_mg = sc["noise_mg"]
+            self.bias = [sr.uniform(-sc["bias_mg"], sc["bias_mg"]) for _ in range(3)]
+            self.drift = [sr.choice((-1, 1)) * sr.uniform(0.5, 1.0) * sc["drift_mg_per_min"] / 60.0 for _ in range(3)]
+        self.cradle = [[0.0, 0.0] for _ in range(3)]   # resonator state (position, velocity) per axis
+        self.s_prev = None     # previous sensor output sample (interpolating host)
+        self.s_last = None
         self.ph = [0.0, 0.0, 0.0]
         self.tex = [0.0, 0.0, 0.0]
         self.pulses = []      # (t0, dur, [ax, ay, az] m/s^2 amplitude vehicle frame, kind)
@@ -377,23 +420,70 @@ class Sim:
                 fy += amp[1] * g
                 fz += amp[2] * g
             self.pulses = keep
+        sc = self.sc
+        if sc["cradle"] is not None:
+            fx, fy, fz = self._cradle(fx, fy, fz)
         # into the box frame: b = R^T f
         R = self.R
         k = 1000.0 / G
+        if self.sensor != "lis3dh":
+            sr = self.srng
+            for i in range(3):
+                self.bias[i] += self.drift[i] * dt + sr.gauss(0, 0.02)
+            if sc["out_hz"] and self.n % (self.accel_hz // sc["out_hz"]):
+                # between two output instants of a slow sensor
+                if sc["interp"]:
+                    self._emit_sample(t, self._interp())
+                return
+            noise = [sr.gauss(0, self.noise_mg) for _ in range(3)]
+        else:
+            noise = [rng.gauss(0, self.noise_mg) for _ in range(3)]
         out = []
         for i in range(3):
-            val = (R[0][i] * fx + R[1][i] * fy + R[2][i] * fz) * k + self.bias[i] + rng.gauss(0, self.noise_mg)
+            val = (R[0][i] * fx + R[1][i] * fy + R[2][i] * fz) * k + self.bias[i] + noise[i]
             val = int(round(val))
             out.append(16000 if val > 16000 else (-16000 if val < -16000 else val))
+        if sc["interp"]:
+            self.s_prev = self.s_last if self.s_last is not None else out
+            self.s_last = out
+            self._emit_sample(t, self._interp())
+            return
+        self._emit_sample(t, out)
+
+    def _interp(self):
+        # the host's linear interpolation between the sensor's last two samples (one period late)
+        per = self.accel_hz // self.sc["out_hz"]
+        u = (self.n % per) / float(per)
+        a, b = self.s_prev, self.s_last
+        return [int(round(a[i] + (b[i] - a[i]) * u)) for i in range(3)]
+
+    def _cradle(self, fx, fy, fz):
+        # a windshield cradle: the vibration (everything but the vehicle's own motion and gravity) reaches
+        # the sensor through a lightly damped resonance; the cradle pitches under acceleration
+        f0, zeta = self.sc["cradle"]
+        w = 2 * math.pi * f0
+        dt = self.dt
+        out = []
+        for i, (f, base) in enumerate(((fx, self.a), (fy, self.alat), (fz, G))):
+            st = self.cradle[i]
+            u = f - base
+            st[1] += (w * w * (u - st[0]) - 2 * zeta * w * st[1]) * dt
+            st[0] += st[1] * dt
+            out.append(base + st[0])
+        th = math.radians(self.sc["tilt_deg_per_mps2"] * self.a)
+        c, s_ = math.cos(th), math.sin(th)
+        return c * out[0] - s_ * out[2], out[1], s_ * out[0] + c * out[2]
+
+    def _emit_sample(self, t, out):
         if not self.chunk:
             self.chunk_t = t
         self.chunk.append(out)
-        if len(self.chunk) >= self.accel_hz:
+        if len(self.chunk) >= self.out_hz:
             self._flush_chunk()
 
     def _flush_chunk(self):
         if self.chunk and self.w:
-            self.w.add(self.chunk_t, "accel", mg=self.chunk, rate=self.accel_hz)
+            self.w.add(self.chunk_t, "accel", mg=self.chunk, rate=self.out_hz)
         self.chunk = []
 
     def pulse(self, dur, amp, kind="halfsine", delay=0.0):
@@ -480,9 +570,10 @@ class Sim:
             self._outage_begin(t, "unplugged")
         show_time = t >= self.time_after
         data = nmea_gen.epoch(self.talker, self._utc(t), fix, show_time)
-        # the receiver prints the epoch ~50 ms after the measurement
+        # the receiver prints the epoch ~50 ms after the measurement, plus its output latency (receiver
+        # filtering, a phone's location API, a long burst at 9600 baud): gnss_lag_s
         if self.w:
-            self.w.gnss(t + 0.05, data)
+            self.w.gnss(t + 0.05 + self.gnss_lag_s, data)
 
     poor_len = 30.0
 
@@ -664,6 +755,10 @@ class Sim:
                     if (q.opts.get("stop") is not None or j == idx[-1]) and not q.opts.get("crash"):
                         v_des = min(v_des, math.sqrt(2 * bq * max(0.0, q.s1 - s - 0.8)))
                         break
+                late = p.opts.get("late_brake")
+                if late is not None and s >= p.s0 + late[0] * p.length:
+                    # a hazard inside the piece: brake hard to late[1] km/h (two axes at once in a bend)
+                    v_des = min(v_des, late[1] / 3.6)
                 b = p.opts.get("b", drv["b"])
                 d_stop = p.s1 - s
                 if stop_here and not crash:
@@ -761,7 +856,7 @@ class _Stop(Exception):
     pass
 
 
-def simulate(path, scenario, seed=1, gnss_hz=1, accel_hz=100, duration_s=None):
+def simulate(path, scenario, seed=1, gnss_hz=1, accel_hz=100, duration_s=None, gnss_lag_s=0.0, sensor="lis3dh"):
     """Simulate scenario NAME into the trace at path (None: no file). Returns a summary dict."""
     from tools.sim import scenarios
     build = scenarios.get(scenario)
@@ -769,7 +864,8 @@ def simulate(path, scenario, seed=1, gnss_hz=1, accel_hz=100, duration_s=None):
     spec = build(rng, duration_s)
     sim = Sim(path, scenario, seed, gnss_hz=gnss_hz, accel_hz=accel_hz,
               duration_s=spec.get("limit_s", duration_s), start_utc=spec.get("start_utc", "2026-11-23T08:00:00Z"),
-              talker=spec.get("talker", "GN" if seed % 3 else "GP"), notes=spec.get("notes", ""))
+              talker=spec.get("talker", "GN" if seed % 3 else "GP"), notes=spec.get("notes", ""),
+              gnss_lag_s=gnss_lag_s, sensor=sensor)
     if spec.get("cold_start"):
         sim.cold_start()
     sim.run(spec["program"])

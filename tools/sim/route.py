@@ -37,7 +37,9 @@ class Piece:
     Options (all optional): v_kmh (limit), stop (dwell s at the end), a / b / alat / jerk (driver overrides),
     tunnel, canyon, unplug (box power cut while on it), crash (impact at its end), glitch ('zero'|'jump'),
     potholes (count on this piece), rough (road texture multiplier), shock ((ax, ay, az) m/s2 in the vehicle
-    frame and a duration in s: an impact at mid-piece that does not change the speed, truth `shock`).
+    frame and a duration in s: an impact at mid-piece that does not change the speed, truth `shock`),
+    late_brake ((fraction, km/h): past that fraction of the piece the driver brakes hard to that speed,
+    e.g. braking inside a bend).
     """
 
     def __init__(self, length_m, radius_m=0.0, v_kmh=50.0, **opts):

@@ -185,6 +185,25 @@ def remount(rng, duration_s=None):
             "notes": "the box is taken off and re-mounted at another orientation mid-trip"}
 
 
+def brake_corner(rng, duration_s=None):
+    drive = [P(200, 0, 50)]
+    for _ in range(4):
+        side = rng.choice((-1, 1))
+        r = rng.uniform(55.0, 70.0)
+        drive += [
+            P(rng.uniform(250, 400), 0, 80),
+            # a fast bend, braked hard inside it (a hazard): harsh braking and harsh cornering at once
+            P(r * QUARTER, side * r, 80, alat=5.0, b=4.3, jerk=9.0, late_brake=(0.25, 15)),
+            P(120, 0, 50, stop=rng.uniform(3, 8)),
+            # a hard launch into a fast bend: harsh acceleration while cornering
+            P(0.8 * r * QUARTER, -side * r, 80, a=3.6, jerk=8.0, alat=5.0),
+            P(rng.uniform(150, 300), 0, 60),
+        ]
+        drive += _urban(rng, 1, light_p=0.3)
+    return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", drive, "aggressive"), ("off",), ("park", 10)],
+            "notes": "harsh braking inside fast bends and hard launches into bends (two axes at once)"}
+
+
 SCENARIOS = {
     "commute": commute,
     "highway": highway,
@@ -201,6 +220,7 @@ SCENARIOS = {
     "unplugged": unplugged,
     "cold_start": cold_start,
     "remount": remount,
+    "brake_corner": brake_corner,
 }
 
 # the reduced suite CI replays (short, covering distance, events, crash, parking)
