@@ -18,6 +18,8 @@ import math
 from array import array
 
 WIN_MS = 250
+CHI2 = 9.0
+LAG_STEP_MS = 125   # lag grid; windows are weighted by their overlap with the lagged interval
 _NS = 21   # sums per lag: n, Sa, Sl, Saa, Sal, Sll, Sm(3), Sam(3), Slm(3), Smm(xx, yy, zz, xy, xz, yz)
 _S_N = 0
 _S_A = 1
@@ -30,6 +32,7 @@ _S_AM = 9
 _S_LM = 12
 _S_MM = 15
 _WF = 5    # window history: t_end, sx, sy, sz, n
+_BIAS_RAD = 0.05    # 1-sigma tilt of gravity read through an unknown sensor bias (50 mg: phone-class parts reach 80)
 _EXC_MG2 = 400.0   # a regressor needs a spread of >= 20 mg rms over the pairs to be informative
 
 
@@ -69,14 +72,15 @@ def angle_deg(a, b):
 
 class LagCalib:
     """Lag bank of forward/lateral regressions. lag_max_ms: largest GNSS-to-accelerometer lag
-    searched (0..lag_max_ms in 250 ms steps); forget_pairs: memory of the sums (pairs)."""
+    searched (0..lag_max_ms in 125 ms steps; a best lag at the largest is refused, it may lie
+    beyond); forget_pairs: memory of the sums (pairs)."""
 
     def __init__(self, lag_max_ms=2000, forget_pairs=600, max_pair_ms=2500):
         if lag_max_ms < 0 or lag_max_ms > 5000:
             raise ValueError("calib_lag_max_ms: expected 0..5000, got %r" % (lag_max_ms,))
         if forget_pairs < 20:
             raise ValueError("calib_forget_pairs: expected >= 20, got %r" % (forget_pairs,))
-        self.nl = lag_max_ms // WIN_MS + 1
+        self.nl = lag_max_ms // LAG_STEP_MS + 1
         self._lam = 1.0 - 1.0 / forget_pairs
         self._hn = (lag_max_ms + max_pair_ms) // WIN_MS + 4
         self._h = array("i", [0] * (_WF * self._hn))
@@ -97,6 +101,8 @@ class LagCalib:
         self.fwd = None
         self.up = None
         self.sigma_deg = -1.0
+        self.fwd_sigma_deg = -1.0
+        self.up_sigma_deg = -1.0
         self.consistent = False
         self.info = ""
 
@@ -116,21 +122,28 @@ class LagCalib:
             self._hc += 1
 
     def _mean(self, t0, t1, out):
-        # mean of the windows whose centre lies in (t0, t1]; False if none or the history is short
+        # mean specific force over (t0, t1]: each window (t_end - 250, t_end] counts by the share of it
+        # inside the interval, so the interval need not fall on window edges (the fixes' times do not);
+        # False if the history does not reach back to t0
         h = self._h
-        sx = sy = sz = 0
-        n = 0
+        sx = sy = sz = 0.0
+        n = 0.0
         oldest = None
         for k in range(self._hc):
             o = ((self._hh - 1 - k) % self._hn) * _WF
-            c = h[o] - WIN_MS // 2
-            oldest = c
-            if t0 < c <= t1:
-                sx += h[o + 1]
-                sy += h[o + 2]
-                sz += h[o + 3]
-                n += h[o + 4]
-        if n == 0 or oldest is None or oldest > t0 + WIN_MS:
+            te = h[o]
+            ts = te - WIN_MS
+            oldest = ts
+            a = t0 if t0 > ts else ts
+            b = t1 if t1 < te else te
+            if b <= a:
+                continue
+            f = (b - a) / WIN_MS
+            sx += h[o + 1] * f
+            sy += h[o + 2] * f
+            sz += h[o + 3] * f
+            n += h[o + 4] * f
+        if n <= 0 or oldest is None or oldest > t0:
             return False
         out[0] = sx / n
         out[1] = sy / n
@@ -143,7 +156,7 @@ class LagCalib:
         m = [0.0, 0.0, 0.0]
         ms = []
         for li in range(self.nl):
-            lag = li * WIN_MS
+            lag = li * LAG_STEP_MS
             if not self._mean(ta - lag, tb - lag, m):
                 return False
             ms.append((m[0], m[1], m[2]))
@@ -278,11 +291,16 @@ class LagCalib:
             self.info = "excitation"
             return -1.0
         X, Y, c, rss, dof, vx, vy, res = fits
-        self.lag_ms = best * WIN_MS
+        self.lag_ms = best * LAG_STEP_MS
+        if best == self.nl - 1 and self.nl > 1:
+            # the best lag is the largest searched: the true one may lie beyond the bank
+            self.info = "lag_edge"
+            return -1.0
         up = up_still if up_still is not None else _unit(c)
         if up is None or dof <= 0:
             self.info = "up"
             return -1.0
+        up = self._dyn_up(X, Y, res, dof, vx, vy, up)
         self.up = up
         comb = self._combine(fits, up)
         if comb is None:
@@ -296,7 +314,7 @@ class LagCalib:
         spread = 0.0
         for li in range(self.nl):
             r = self._rss[li]
-            if li == best or r < 0 or (r - rss) / s0 >= 9.0:
+            if li == best or r < 0 or (r - rss) / s0 >= CHI2:
                 continue
             other = self._combine(self._fit(li), up)
             if other is not None:
@@ -304,10 +322,38 @@ class LagCalib:
                 if d > spread:
                     spread = d
         self.fwd = fwd
-        self.sigma_deg = math.sqrt(math.degrees(math.sqrt(var)) ** 2 + (spread / 2) ** 2)
+        self.fwd_sigma_deg = math.sqrt(math.degrees(math.sqrt(var)) ** 2 + (spread / 2) ** 2)
+        # the forward axis classifies the events (a lateral leak into longitudinal grows with its
+        # error); up's error (bias, up_sigma_deg) barely matters once the baselines take the offsets
+        self.sigma_deg = self.fwd_sigma_deg
         self.consistent = ok
         self.info = "ok" if ok else "inconsistent"
         return self.sigma_deg
+
+    def _dyn_up(self, X, Y, res, dof, vx, vy, up0):
+        # Gravity read while stopped (or the intercept) carries the sensor's bias: 40 mg, a LIS3DH's
+        # typical zero-g offset, tilts it by 2.3 deg. The forward and left axes from the regression
+        # are bias-free (the intercept takes the bias), so up = X x Y is too; the two are combined by
+        # inverse variance (the bias as a 1.5 deg 1-sigma prior on the gravity direction: 26 mg).
+        w0 = 1.0 / (_BIAS_RAD * _BIAS_RAD)
+        self.up_sigma_deg = math.degrees(_BIAS_RAD)
+        if X is None or Y is None:
+            return up0
+        nx = math.sqrt(_dot(X, X))
+        ny = math.sqrt(_dot(Y, Y))
+        if nx <= 0 or ny <= 0:
+            return up0
+        u = _unit(_cross(X, Y))
+        if u is None or _dot(u, up0) < 0.9:
+            return up0   # not a right-handed frame near gravity: leave it to the consistency check
+        v = _quad(res, up0) / dof
+        var = v * vx / (nx * nx) + v * vy / (ny * ny)
+        w1 = 1.0 / var if var > 1e-8 else 1e8
+        g = _unit([w0 * up0[j] + w1 * u[j] for j in range(3)])
+        if g is None:
+            return up0
+        self.up_sigma_deg = math.degrees(1.0 / math.sqrt(w0 + w1))
+        return g
 
     def _combine(self, fits, up):
         # forward from X and from Y x up, by inverse variance -> (unit fwd, variance rad^2, ok).

@@ -48,7 +48,7 @@ SCHEMA = {
     "harsh_brake_mps2": ("dec", 2.7, (1.0, 10.0), "harsh braking threshold, m/s2"),
     "harsh_corner_mps2": ("dec", 3.4, (1.0, 10.0), "harsh cornering (lateral) threshold, m/s2"),
     "crash_g": ("dec", 3.0, (1.5, 16.0), "crash detection threshold, g"),
-    "calib_lag_max_ms": ("int", 2000, (0, 3000), "largest GNSS-to-accelerometer lag the mount calibration searches, ms"),
+    "calib_lag_max_ms": ("int", 2500, (0, 3000), "largest GNSS-to-accelerometer lag the mount calibration searches, ms"),
     "overspeed_kmh": ("int", 130, (30, 250), "over-speed threshold, km/h"),
     "accel_rate_hz": ("int", 100, [50, 100, 200, 400], "accelerometer output data rate, Hz"),
     "accel_range_g": ("int", 16, [8, 16], "accelerometer full scale, g"),

@@ -101,7 +101,7 @@ DEFAULTS = {
     "knock_ms": 2000,
     "still_mmps": 500,
     "moving_act_mg": 40,
-    "calib_lag_max_ms": 2000,
+    "calib_lag_max_ms": 2500,
     "calib_forget_pairs": 600,
 }
 
@@ -296,6 +296,7 @@ class Motion:
         self._knock_n = 0
         self._anchor = None          # (t_ms, speed_mmps, course_cdeg) opening the baseline
         self._solved = -1
+        self._sp = []                # stopped windows waiting for the fixes to confirm (t_end, mean)
         self._lc.reset()             # lag bank of forward/lateral regressions (firmware/calib.py)
         self.calib_lag_ms = -1
         self.calib_commit = None     # (t_ms, sigma_deg, lag_ms) of the last commit
@@ -780,6 +781,7 @@ class Motion:
         else:
             self._spd = -1
             self._spd_slope = 0
+        self._confirm_still(fix, valid)
         self._fix_pair(fix, valid)
         self._update_calib()
         self._gnss_harsh(fix, valid)
@@ -859,7 +861,7 @@ class Motion:
         # each GNSS-only event of the trip explains at most one held candidate: the one, among those
         # that can be the same manoeuvre given the GNSS lag (the accelerometer sees it 0..lag_max
         # earlier), whose centre is closest to the event's, shifted by the lag estimate
-        lag_max = (self._lc.nl - 1) * 250
+        lag_max = (self._lc.nl - 1) * 125
         lag = self._lc.lag_ms if self._lc.lag_ms >= 0 else lag_max // 2
         for a, b in self._gspan:
             best = -1
@@ -923,18 +925,17 @@ class Motion:
             self._lc.window(q[o], q[o + 1], q[o + 2], q[o + 3], n)
             still = (0 <= spd < self._still_mmps) or (spd < 0 and act < self._moving_act // 2)
             gv = self._gvec
-            if still:
-                if gv is not None and self._gs_n >= 8 and _angle_deg(m, gv) > self._knock_deg:
-                    self._knock_n += 1
-                    if self._knock_n >= self._knock_windows:
-                        self.counters["knocks"] += 1
-                        self._recalibrate(m)
+            if still and spd >= 0:
+                # stopped by the last fix, but the fixes lag the accelerometer (GNSS lag, up to a fix
+                # period): a launch's first seconds would tilt gravity (and could pass for a knock).
+                # The window waits until fixes show the car still stopped well after it.
+                if len(self._sp) >= 24:
+                    if self._still_window(self._sp.pop(0)[1]):
                         continue
-                    continue   # do not mix a suspicious window into gravity
-                self._knock_n = 0
-                for j in range(3):
-                    self._gs[j] += m[j]
-                self._gs_n += 1
+                self._sp.append((q[o], m))
+            elif still:
+                if self._still_window(m):
+                    continue
             else:
                 self._knock_n = 0
                 if self._gdrive is None:
@@ -953,6 +954,36 @@ class Motion:
             for j in range(3):
                 self._ga[j] += m[j]
             self._ga_n += 1
+
+    def _still_window(self, m):
+        # a window taken while stopped: knock check, then into the gravity sum. True: recalibrated.
+        gv = self._gvec
+        if gv is not None and self._gs_n >= 8 and _angle_deg(m, gv) > self._knock_deg:
+            self._knock_n += 1
+            if self._knock_n >= self._knock_windows:
+                self.counters["knocks"] += 1
+                self._recalibrate(m)
+                return True
+            return False   # do not mix a suspicious window into gravity
+        self._knock_n = 0
+        for j in range(3):
+            self._gs[j] += m[j]
+        self._gs_n += 1
+        return False
+
+    def _confirm_still(self, fix, valid):
+        # pending stopped windows: those older than the lag horizon before a still fix are stopped
+        # for sure; a moving fix discards the ones inside the horizon (the car was already moving)
+        if not valid or not self._sp:
+            return
+        horizon = fix.t_ms - (self._lc.nl * 125 + 1200)
+        moving = fix.speed_mmps >= self._still_mmps
+        sp = self._sp
+        while sp and sp[0][0] <= horizon:
+            if self._still_window(sp.pop(0)[1]):
+                return
+        if moving:
+            self._sp = []
 
     def _update_calib(self):
         # gravity ("up" in box axes): stopped windows, else (driving from the start) the
@@ -977,8 +1008,8 @@ class Motion:
         sig = lc.sigma_deg if lc.fwd is not None else -1.0
         if sig >= 0:
             err = sig
-            if still_up is None:
-                gv = lc.up
+            # the lag bank's up: stopped gravity (or the intercept) refined by the bias-free X x Y
+            gv = lc.up
             # quality 100 - 16 x sigma (degrees): 60, the default commit level, is sigma 2.5 deg,
             # a 2-sigma forward error of 5 degrees (sigma includes the lag uncertainty and only
             # counts while both the longitudinal and lateral estimates agree: firmware/calib.py)
