@@ -808,6 +808,10 @@ class Motion:
             self._gx = None
             return
         a = (fix.speed_mmps - ref[1]) * 1000 // (fix.t_ms - ref[0]) * 1000 // 9807   # mg
+        if fix.speed_mmps < self._gate_long or ref[1] < self._gate_long:
+            # the speed gate holds for the whole difference (as the truth gates each instant): the
+            # last second of a stop, where a receiver's speed drops to 0, is not a harsh brake
+            a = 0
         gx = self._gx
         if gx is None:
             if a >= self._thr_acc:
@@ -820,7 +824,9 @@ class Motion:
             self._gx = gx = [sign, ref[0], fix.t_ms, 0, 0, 0, ref[1], fix.lat_e7, fix.lon_e7, fix.course_cdeg]
         sign = gx[0]
         v = a * sign
-        if v >= (self._off_acc if sign > 0 else self._off_brk):
+        # no hysteresis here: the GNSS speed's noise (0.1-0.3 m/s per fix, up to 10 overlapping ~1 s
+        # differences a second) would keep a brisk but normal stop above 80 % of the threshold
+        if v >= (self._thr_acc if sign > 0 else self._thr_brk):
             gx[2] = fix.t_ms
             if v > gx[3]:
                 gx[3] = v
@@ -830,6 +836,10 @@ class Motion:
         self._gx = None
         dur = gx[2] - gx[1]
         if dur < self._min_dur or dur > self._max_dur:
+            return
+        if gx[5] < 2 and fix.t_ms - gx[1] < 2 * _PAIR_MIN_MS:
+            # at 5-10 Hz one difference above the threshold is not enough: it must hold over a
+            # second difference (at 1 Hz each difference is a whole, independent second)
             return
         sp1 = self._fix_speed(gx[2])
         if sp1 is None:
@@ -1020,6 +1030,7 @@ class Motion:
                 q = q * 8 // 10   # up from the intercept needs more pairs than forward
             xv = lc.fwd
             self.calib_lag_ms = lc.lag_ms
+        self._gvec = gv   # knock / re-mount checks compare with it
         n = lc.pairs
         if self._restored_q and self.calib_state == "calibrated" and (q < self._calib_min_q or n < 30):
             return   # keep the persisted calibration until a fresh one is as good
@@ -1164,7 +1175,18 @@ class Motion:
 
     def _classify_held(self):
         # calibrated: the accelerometer's candidates are classified; the GNSS-only events held
-        # meanwhile describe the same manoeuvres with less precision and are dropped
+        # meanwhile describe the same manoeuvres with less precision and are dropped - unless no
+        # candidate was there to classify (before gravity was known, e.g. right after a re-mount)
+        for g in self._gh:
+            a = g[_Q_T] - 1000
+            b = g[_Q_T] + g[_Q_DUR] + 1000
+            seen = False
+            for rec in self._held:
+                if rec[_Q_T] <= b and rec[_Q_T] + rec[_Q_DUR] >= a:
+                    seen = True
+                    break
+            if not seen:
+                self._emit(g, "gnss")
         self._gh = []
         self._gspan = []
         self._gx = None

@@ -316,11 +316,74 @@ def sim_figures(quick, gnss_hz=1):
     return out
 
 
+MP_CALIB = """
+import time, gc, math
+from firmware.calib import LagCalib
+gc.collect()
+a0 = gc.mem_free()
+lc = LagCalib(2500, 600)
+gc.collect()
+a1 = gc.mem_free()
+t = 0
+for k in range(400):
+    t += 250
+    lc.window(t, int(2500 * math.sin(t / 3000.0)), int(1250 * math.cos(t / 5000.0)), 25000, 25)
+    if k > 30 and k % 4 == 0:
+        lc.pair(t - 1000, t, 100 * math.sin(t / 3000.0), 50 * math.cos(t / 5000.0))
+t0 = time.ticks_us()
+for i in range(20):
+    lc.pair(t - 1000, t, 10.0, 5.0)
+t1 = time.ticks_us()
+for i in range(20):
+    lc.solve([0.0, 0.0, 1.0])
+t2 = time.ticks_us()
+print("@@", a0 - a1, (t1 - t0) // 20, (t2 - t1) // 20)
+"""
+
+
+def mp_calib_cost():
+    """Heap of the lag bank (default 2.5 s range: 21 lags) and the time of one fix pair and one solve
+    (the per-fix work, ~1 Hz) under the MicroPython unix VM."""
+    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if not os.path.exists(exe):
+        return {}
+    env = dict(os.environ, MICROPYPATH=ROOT)
+    p = subprocess.run([exe, "-X", "heapsize=2M", "-c", MP_CALIB], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
+    if not line:
+        raise RuntimeError("micropython calib run failed: " + (p.stderr or p.stdout)[-500:])
+    heap, pair_us, solve_us = [int(x) for x in line[0].split()[1:4]]
+    return {"mp_heap_lag_bank_bytes": heap, "mp_fix_pair_us": pair_us, "mp_calib_solve_us": solve_us}
+
+
+def lag_matrix(quick=False):
+    """Harsh precision / recall, time to calibrate and worst axis error at commit through the real
+    firmware (paydbox evaluate) for each simulated GNSS lag and accelerometer class."""
+    from tools import evaluate as E
+
+    scen = ["brake_corner"] if quick else ["aggressive", "commute", "brake_corner", "calm"]
+    out = {}
+    for lag, sensor, ev in E.evaluate_matrix(scen, (0.0, 1.0, 2.0), ("lis3dh", "10hz", "phone"), jobs=2):
+        t = ev["totals"]
+        k = "lag%ds_%s_" % (int(lag), sensor)
+        out[k + "harsh_precision"] = t["harsh_precision"]
+        out[k + "harsh_recall"] = t["harsh_recall"]
+        out[k + "calib_s_max"] = t["calibration_time_s_max"]
+        out[k + "axis_err_at_commit_deg_max"] = t["calibration_axis_err_at_commit_deg_max"]
+        out[k + "calib_err_end_deg_max"] = t["calibration_error_deg_max"]
+    return out
+
+
 def run(quick=False, gnss_hz=(1, 10)):
     """Figures; the simulated-drive ones for each GNSS rate in gnss_hz (1 Hz unprefixed, others
-    prefixed `gnss<N>hz_`)."""
+    prefixed `gnss<N>hz_`); the real drives (../shared/data/imu, when present) at 20 mountings;
+    the GNSS-lag x sensor-class matrix."""
     out = {}
     out.update(mp_speed(150 if quick else 600))
+    out.update(mp_calib_cost())
+    out.update(real_figures(5 if quick else 20))
+    out.update(lag_matrix(quick))
     for hz in gnss_hz:
         figs = sim_figures(quick, hz)
         if hz == 1:
@@ -348,9 +411,6 @@ def main(argv=None):
         print("%-48s %s" % (k, v))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 # ------------------------------------------------------------------------------------------ real drives
@@ -501,3 +561,7 @@ def real_figures(mounts=20, seed=1):
             out["real_%s_axis_err_at_commit_deg_median" % name] = round(sorted(errs)[len(errs) // 2], 2)
             out["real_%s_lag_ms_at_commit" % name] = sorted(set(lags))
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,6 +13,10 @@ def add_arguments(p):
     p.add_argument("--accel-hz", type=int, default=100, choices=(25, 50, 100, 200, 400))
     p.add_argument("--duration-s", type=float, default=None,
                    help="parked_overnight: parked time; other scenarios: cut the trace at this time")
+    p.add_argument("--gnss-lag-s", type=float, default=0.0, metavar="S",
+                   help="GNSS output latency, s (0..3): epochs reach the UART this much later")
+    p.add_argument("--sensor", default="lis3dh", choices=("lis3dh", "10hz", "phone"),
+                   help="accelerometer class (docs/simulator.md)")
     p.add_argument("--json", action="store_true", help="print the truth summary as JSON")
 
 
@@ -20,8 +24,10 @@ def run(args):
     scenarios.get(args.scenario)   # clear error for an unknown name
     if args.duration_s is not None and args.duration_s <= 0:
         raise ValueError("--duration-s: must be > 0")
+    if not 0.0 <= args.gnss_lag_s <= 3.0:
+        raise ValueError("--gnss-lag-s: %g is outside 0..3 s" % args.gnss_lag_s)
     r = simulate(args.output, args.scenario, seed=args.seed, gnss_hz=args.gnss_hz, accel_hz=args.accel_hz,
-                 duration_s=args.duration_s)
+                 duration_s=args.duration_s, gnss_lag_s=args.gnss_lag_s, sensor=args.sensor)
     if args.json:
         print(json.dumps(r, indent=1))
     else:
