@@ -39,7 +39,7 @@ SOURCE_DIRS = ("firmware", "hw")
 # checks this list against the import graph). Host-only and test code (hw/flashsim.py,
 # hw/blockdev.py, hw/linux.py) never goes to a box.
 BOX_MODULES = (
-    "firmware/__init__.py", "firmware/app.py", "firmware/boards.py", "firmware/codec.py",
+    "firmware/__init__.py", "firmware/app.py", "firmware/boards.py", "firmware/calib.py", "firmware/codec.py",
     "firmware/config.py", "firmware/console.py", "firmware/framing.py", "firmware/link.py",
     "firmware/main.py", "firmware/motion.py", "firmware/nmea.py", "firmware/odometer.py", "firmware/pin.py",
     "firmware/runner.py", "firmware/score.py", "firmware/store.py", "firmware/trip.py",
