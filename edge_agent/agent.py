@@ -1,4 +1,4 @@
-"""paydbox edge agent: box (UART link) -> SQLite queue -> MQTT (QoS 1).
+"""paydbox edge agent: box (UART link) -> SQLite queue -> MQTT (QoS 1), Traccar (Codec 8 Extended), OsmAnd.
 
     paydbox-agent --config agent.toml
 
@@ -7,7 +7,9 @@ Invariants (docs/link-protocol.md, docs/mqtt-topics.md):
   own CRC and header check (a block that fails is quarantined: acknowledged, kept, never forwarded);
 - a row leaves the pending queue only after the consumer's end-to-end acknowledgement (it has committed
   the block's records): the broker's PUBACK alone is not enough. Unacknowledged rows are published again
-  after `e2e_timeout_s` (doubling per try). With `mqtt.e2e_ack = false` the PUBACK suffices;
+  after `e2e_timeout_s` (doubling per try). With `mqtt.e2e_ack = false` the PUBACK suffices. Other
+  outputs (Traccar: the server's record count, OsmAnd: HTTP 200) must be done with it too
+  (edge_agent/outputs.py);
 - at the queue limit the agent stops acknowledging (the box keeps the data) and raises an alarm; with
   `queue.on_full = "drop_oldest"` it drops the oldest lowest-priority rows instead, loudly (alarm, counters);
 - the agent is bound to one box: the configured `device.id`, else the first box it ever stored (kept in
@@ -36,6 +38,7 @@ import serial
 
 from edge_agent.link import AgentLink
 from edge_agent.mqtt import Publisher
+from edge_agent.outputs import Delivery
 from edge_agent.queue import Queue
 from edge_agent.seqranges import subtract
 from firmware import codec
@@ -87,7 +90,33 @@ def load_config(path):
         raise ConfigError("config: queue.path is required")
     cfg.setdefault("mqtt", {})
     cfg.setdefault("agent", {})
+    if not output_names(cfg):
+        raise ConfigError("config: no output: enable [mqtt], or configure [traccar] or [osmand]")
     return cfg
+
+
+def output_names(cfg):
+    """Configured outputs, MQTT first: a queue row leaves the pending queue once all of them are done."""
+    out = []
+    if cfg.get("mqtt", {}).get("enabled", True):
+        out.append("mqtt")
+    for name in ("traccar", "osmand"):
+        if name in cfg:
+            out.append(name)
+    return out
+
+
+def make_forwarders(cfg, delivery):
+    fw = []
+    if "traccar" in cfg:
+        from edge_agent.traccar import TraccarForwarder
+
+        fw.append(TraccarForwarder(cfg["traccar"], delivery))
+    if "osmand" in cfg:
+        from edge_agent.osmand import OsmAndForwarder
+
+        fw.append(OsmAndForwarder(cfg["osmand"], delivery))
+    return fw
 
 
 def _is_int(v):
@@ -177,9 +206,16 @@ class Agent:
         for k in ("dropped_blocks", "dropped_records"):  # data loss stays visible across restarts
             self.counters[k] = int(self.queue.get_meta(k) or 0)
         now = time.monotonic()
+        # per-output delivery state (edge_agent/outputs.py): with Traccar / OsmAnd configured a row
+        # stays pending until every output is done with it
+        self.use_mqtt = "mqtt" in output_names(cfg)
+        self.delivery = Delivery(self.queue, output_names(cfg))
+        self.forwarders = make_forwarders(cfg, self.delivery)
+        mqtt_done = self.delivery.done_ids("mqtt")
         for rid, boot, fs, ls, prio in self.queue.pending():
-            self._track(rid, boot, fs, ls, prio, now)
-        if self.device:
+            if self.use_mqtt and rid not in mqtt_done:
+                self._track(rid, boot, fs, ls, prio, now)
+        if self.device and self.use_mqtt:
             self._make_mqtt()
 
     # ---- the in-memory schedule of pending rows
@@ -320,7 +356,8 @@ class Agent:
             self.device = v["device"]
             self.queue.set_meta("device", self.device)
             log.info("agent bound to device %s", self.device)
-            self._make_mqtt()
+            if self.use_mqtt:
+                self._make_mqtt()
         self.link.send_hello(reply=True, version=VERSION)
 
     def _check_block(self, fs, ls, prio, block):
@@ -439,7 +476,7 @@ class Agent:
             ids.update(self._rows_in(d["boot"], lo, hi))
         ids = sorted(ids)
         if ids:
-            self.queue.archive(ids)
+            self.delivery.done("mqtt", ids)
             for rid in ids:
                 self._untrack(rid)
             self.counters["e2e_acked"] += len(ids)
@@ -546,7 +583,7 @@ class Agent:
                 else:
                     done.append(e[0])
             if done:
-                self.queue.archive(done)
+                self.delivery.done("mqtt", done)
                 for rid in done:
                     self._untrack(rid)
 
@@ -648,6 +685,7 @@ class Agent:
             "uptime_s": int(now - self.started),
             "counters": dict(self.counters),
             "link_counters": self.link.stats() if self.link is not None else {},
+            "outputs": {f.name: f.stats() for f in self.forwarders},
         }
 
     def _status_json(self, state="online"):
@@ -690,6 +728,8 @@ class Agent:
                     self.last_ka_sent = now
             except (serial.SerialException, OSError) as e:
                 self._serial_failed(e)
+        for f in self.forwarders:
+            f.step(now, self.device)
         if self.mq is not None:
             self.mq.step(0.0)
             self._publish_more(now)
@@ -719,6 +759,8 @@ class Agent:
                 self.mq.step(0.02)
                 self._on_pubacks(time.monotonic())
             self.mq.close(self._status_json("offline"))
+        for f in self.forwarders:
+            f.close()
         if self.ser is not None:
             try:
                 self.ser.close()

@@ -388,6 +388,24 @@ class Box:
             # contiguous and a consumer can tell a gap (lost data) from a dropped position
             self.store.unget_seq(seq)
             return seq
+        if (self.enc.count == 1 and rec["type"] != "status") or rec["type"] == "trip_start":
+            # every block carries the box's odometer right after its first record (so the block's
+            # base position stays the first record's), and so does a trip start (the odometer at the
+            # trip's start time): a block read alone (the edge agent's
+            # Traccar output, a consumer) knows the total distance of its records. (A full block
+            # leaves it out: the next record opens a new block with its own.)
+            total_mm = self.odo.total_mm
+            if rec["type"] == "trip_start":
+                # the odometer at the trip's start time: the distance counted while the start was being
+                # confirmed is the trip's; a second record then gives the odometer now
+                total_mm -= self.trip.trip["distance_mm"]
+            if self.enc.add({"type": "odometer", "t_ms": rec["t_ms"], "utc_s": rec["utc_s"],
+                             "seq": self.store.next_seq(), "total_m": total_mm // 1000}):
+                self.records_count += 1
+                if total_mm // 1000 != self.odo.total_mm // 1000 and self.enc.add(
+                        {"type": "odometer", "t_ms": self.clock.ticks_ms(), "utc_s": -1,
+                         "seq": self.store.next_seq(), "total_m": self.odo.total_mm // 1000}):
+                    self.records_count += 1
         if rec["type"] == "tamper" and len(self.tampers) < 16:
             self.tampers.append({"reason": rec["reason"], "value": rec["value"], "t_ms": rec["t_ms"]})
         p = _PRIO.get(rec["type"], 1)

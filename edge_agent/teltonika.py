@@ -1,0 +1,374 @@
+"""Teltonika Codec 8 Extended (codec id 0x8E) over TCP, and paydbox records -> AVL records.
+
+Pure functions, no I/O: the Traccar forwarder (edge_agent/traccar.py), `paydbox export codec8e` and
+the tests' fake server all use them. docs/traccar.md lists the mapping and where Traccar shows it.
+
+Packet (all integers big-endian):
+    00 00 00 00 | data length (4) | 8E | n | n AVL records | n | CRC-16/IBM of [8E .. n] (4, upper 2 = 0)
+AVL record: timestamp ms since 1970 (8) | priority (1) | longitude 1e-7 deg, signed (4) | latitude (4) |
+altitude m, signed (2) | angle deg (2) | satellites (1) | speed km/h (2) | event IO id (2) |
+IO count (2) | then for 1, 2, 4, 8-byte values: count (2) and (id (2), value) each | NX count (2) and
+(id (2), length (2), bytes) each.
+Login: IMEI length (2) + ASCII; the server answers 01 (accepted) or 00 (refused). A data packet is
+answered with the number of records it accepted (4 bytes).
+"""
+import math
+import struct
+
+CODEC_8E = 0x8E
+EPOCH_2000_S = 946684800  # records' utc_s count from 2000-01-01 UTC
+MAX_RECORDS = 255         # one byte of record count
+MAX_PACKET = 1280         # Teltonika devices' largest AVL packet; the forwarder stays within it
+
+# IO element ids, as Traccar's TeltonikaProtocolDecoder reads them (size in bytes)
+IO_IGNITION = 239          # 1: ignition (Traccar "ignition")
+IO_MOVEMENT = 240          # 1: movement (Traccar "motion")
+IO_ODOMETER = 16           # 4: total odometer, m (Traccar "odometer")
+IO_TRIP_ODOMETER = 199     # 4: trip odometer, m (Traccar "tripOdometer")
+IO_POWER = 66              # 2: external voltage, mV (Traccar "power", V)
+IO_GREEN_TYPE = 253        # 1: green driving type 1 accel, 2 brake, 3 cornering (Traccar alarm)
+IO_GREEN_VALUE = 254       # 1: green driving value, 0.01 g (Traccar "io254")
+IO_GREEN_DURATION = 243    # 2: green driving event duration, ms (Traccar "io243")
+IO_TOWING = 246            # 1: towing (Traccar alarm "tow", FMB models)
+IO_CRASH = 247             # 1: crash detection (Traccar alarm "accident", FMB models)
+IO_IDLING = 251            # 1: idling (Traccar alarm "idle", FMB models)
+IO_UNPLUG = 252            # 1: unplug (Traccar alarm "powerCut", FMB models)
+IO_OVERSPEED = 255         # 1: over speeding, km/h (Traccar "io255")
+
+_SIZES = {IO_IGNITION: 1, IO_MOVEMENT: 1, IO_ODOMETER: 4, IO_TRIP_ODOMETER: 4, IO_POWER: 2,
+          IO_GREEN_TYPE: 1, IO_GREEN_VALUE: 1, IO_GREEN_DURATION: 2, IO_TOWING: 1, IO_CRASH: 1,
+          IO_IDLING: 1, IO_UNPLUG: 1, IO_OVERSPEED: 1}
+
+_GREEN = {"harsh_accel": 1, "harsh_brake": 2, "harsh_corner_left": 3, "harsh_corner_right": 3}
+_MOVE_MMPS = 2000          # the box's own "moving" speed (firmware/trip.py _MOVE_MMPS)
+_STILL_MMPS = 800          # below this the box's odometer counts nothing (odometer.py move_off_mmps)
+
+
+class AvlError(Exception):
+    """A malformed packet; .offset is the byte offset of the problem."""
+
+    def __init__(self, msg, offset=-1):
+        Exception.__init__(self, msg if offset < 0 else "%s (byte %d)" % (msg, offset))
+        self.offset = offset
+
+
+def crc16_ibm(data):
+    """CRC-16/IBM (ARC): poly 0x8005 reflected (0xA001), init 0, no final xor."""
+    crc = 0
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def login_packet(imei):
+    b = str(imei).encode("ascii", "strict") if str(imei).isascii() else b""
+    if not 1 <= len(b) <= 64 or not all(0x21 <= c < 0x7F for c in b):
+        raise ValueError("imei: 1..64 printable ASCII characters, got %r" % (imei,))
+    return struct.pack(">H", len(b)) + b
+
+
+def _io_bytes(io, nx):
+    groups = {1: [], 2: [], 4: [], 8: []}
+    for k, (size, v) in sorted(io.items()):
+        if size not in groups:
+            raise ValueError("io %d: size %r is not 1, 2, 4 or 8" % (k, size))
+        if not 0 <= v < 1 << (8 * size):
+            raise ValueError("io %d: value %r does not fit %d bytes" % (k, v, size))
+        groups[size].append((k, v))
+    out = [struct.pack(">H", len(io) + len(nx))]
+    for size, fmt in ((1, "B"), (2, "H"), (4, "I"), (8, "Q")):
+        out.append(struct.pack(">H", len(groups[size])))
+        for k, v in groups[size]:
+            out.append(struct.pack(">H" + fmt, k, v))
+    out.append(struct.pack(">H", len(nx)))
+    for k, v in sorted(nx.items()):
+        out.append(struct.pack(">HH", k, len(v)) + bytes(v))
+    return b"".join(out)
+
+
+def avl_record(r):
+    """One AVL record dict -> bytes. Keys: ts_ms, priority, lat_e7, lon_e7, alt_m, angle, sats,
+    speed_kmh, event_id, io {id: (size, value)}, nx {id: bytes} (optional)."""
+    try:
+        head = struct.pack(">QBiihHBHH", r["ts_ms"], r["priority"], r["lon_e7"], r["lat_e7"], r["alt_m"],
+                           r["angle"], r["sats"], r["speed_kmh"], r["event_id"])
+    except struct.error as e:
+        raise ValueError("avl record field out of range: %s" % e)
+    return head + _io_bytes(r.get("io", {}), r.get("nx", {}))
+
+
+def avl_packet(records):
+    """AVL records (dicts) -> one Codec 8 Extended TCP packet."""
+    n = len(records)
+    if not 1 <= n <= MAX_RECORDS:
+        raise ValueError("avl packet: 1..%d records, got %d" % (MAX_RECORDS, n))
+    data = bytes([CODEC_8E, n]) + b"".join(avl_record(r) for r in records) + bytes([n])
+    return b"\0\0\0\0" + struct.pack(">I", len(data)) + data + struct.pack(">I", crc16_ibm(data))
+
+
+def split_packets(records, max_bytes=MAX_PACKET, max_records=MAX_RECORDS):
+    """Consecutive runs of records, each packet within max_bytes (a lone larger record goes alone):
+    [(i, j, packet bytes)] covering records[i:j]."""
+    out = []
+    i = 0
+    while i < len(records):
+        size = 15  # preamble, length, codec, 2 counts, crc
+        j = i
+        while j < len(records) and j - i < max_records:
+            s = len(avl_record(records[j]))
+            if j > i and size + s > max_bytes:
+                break
+            size += s
+            j += 1
+        out.append((i, j, avl_packet(records[i:j])))
+        i = j
+    return out
+
+
+def packet_length(buf):
+    """Bytes of the whole packet starting at buf[0] once its 8-byte header is in, else None."""
+    if len(buf) < 8:
+        return None
+    if buf[:4] != b"\0\0\0\0":
+        raise AvlError("preamble is not four zero bytes", 0)
+    return 8 + struct.unpack(">I", bytes(buf[4:8]))[0] + 4
+
+
+def decode_packet(pkt):
+    """One complete TCP packet -> list of AVL record dicts (the inverse of avl_packet). Raises AvlError."""
+    pkt = bytes(pkt)
+    total = packet_length(pkt)
+    if total is None or len(pkt) < total:
+        raise AvlError("truncated packet", len(pkt))
+    dlen = total - 12
+    data = pkt[8:8 + dlen]
+    crc = struct.unpack(">I", pkt[8 + dlen:12 + dlen])[0]
+    if crc != crc16_ibm(data):
+        raise AvlError("CRC-16 mismatch: got %04x, computed %04x" % (crc, crc16_ibm(data)), 8 + dlen)
+    if not data or data[0] != CODEC_8E:
+        raise AvlError("codec id %s is not 0x8E" % (hex(data[0]) if data else "missing"), 8)
+    n = data[1]
+    off = 2
+    recs = []
+    try:
+        for _ in range(n):
+            ts, prio, lon, lat, alt, ang, sats, spd, ev, _tot = struct.unpack_from(">QBiihHBHHH", data, off)
+            off += 28
+            io = {}
+            for size, fmt in ((1, "B"), (2, "H"), (4, "I"), (8, "Q")):
+                (cnt,) = struct.unpack_from(">H", data, off)
+                off += 2
+                for _k in range(cnt):
+                    k, v = struct.unpack_from(">H" + fmt, data, off)
+                    off += 2 + size
+                    io[k] = (size, v)
+            (cnt,) = struct.unpack_from(">H", data, off)
+            off += 2
+            nx = {}
+            for _k in range(cnt):
+                k, ln = struct.unpack_from(">HH", data, off)
+                off += 4
+                if off + ln > len(data):
+                    raise struct.error("nx value")
+                nx[k] = data[off:off + ln]
+                off += ln
+            recs.append({"ts_ms": ts, "priority": prio, "lon_e7": lon, "lat_e7": lat, "alt_m": alt,
+                         "angle": ang, "sats": sats, "speed_kmh": spd, "event_id": ev, "io": io, "nx": nx})
+    except struct.error:
+        raise AvlError("record %d runs past the data" % (len(recs) + 1), 8 + off)
+    if off != len(data) - 1 or data[off] != n:
+        raise AvlError("record count at the end (%d) does not match %d" % (data[-1], n), 8 + len(data) - 1)
+    return recs
+
+
+# ---- paydbox records -> AVL records
+
+def _step_m(p, r):
+    """Distance between two consecutive fixes of a block the way the box's odometer counts it
+    (firmware/odometer.py): Doppler speed, trapezoid, nothing while (nearly) still or across a gap."""
+    if r["utc_s"] >= 0 and p["utc_s"] >= 0 and r["utc_s"] > p["utc_s"]:
+        dt_ms = 1000 * (r["utc_s"] - p["utc_s"])
+    else:
+        dt_ms = r["t_ms"] - p["t_ms"]
+    if dt_ms <= 0 or dt_ms > 3000 or p["speed_mmps"] < _STILL_MMPS or r["speed_mmps"] < _STILL_MMPS:
+        return 0.0
+    return (p["speed_mmps"] + r["speed_mmps"]) * dt_ms / 2e6
+
+
+def _kmh(mmps):
+    return max(0, min(65535, int(mmps * 36 // 10000 + (1 if mmps * 36 % 10000 >= 5000 else 0)))) if mmps > 0 else 0
+
+
+def _deg(cdeg):
+    return 0 if cdeg is None or cdeg < 0 else ((cdeg + 50) // 100) % 360
+
+
+class Mapper:
+    """Decoded blocks -> AVL records (one per `pos`, event, crash, trip start/end and unplug tamper).
+
+    Odometer: blocks carry the box's odometer (an `odometer` record follows every block's first
+    record, `status` has `odometer_m`); between such anchors the mapper adds the great-circle distance between the block's
+    consecutive fixes. Records before the first anchor of their block carry no IO 16 (never a guess).
+    Trip odometer: total odometer minus its value at the trip's `trip_start` (state kept per device, so
+    it works when the trip's blocks arrive in different packets); the `trip_end` record carries the
+    box's own trip distance.
+    `state` is a JSON-able dict the caller may persist; mapping the same block again gives the same
+    records."""
+
+    def __init__(self, state=None):
+        self.state = state if state is not None else {}
+        self.skipped_no_time = 0
+
+    def _dev(self, device):
+        return self.state.setdefault(device, {"trips": {}, "last": None})
+
+    def _trip_of(self, dev, seq):
+        best = None
+        for k, v in dev["trips"].items():
+            ts = int(k)
+            if ts <= seq and (v[1] is None or v[1] >= seq) and (best is None or ts > best[0]):
+                best = (ts, v)
+        return best
+
+    def map_block(self, header, records):
+        """-> [(seq, avl record dict)] in block order."""
+        dev = self._dev(str(header["device"]))
+        refs = [(r["t_ms"], r["utc_s"]) for r in records if r["type"] == "pos" and r["utc_s"] >= 0]
+        odo = None
+        if len(records) > 1 and records[1]["type"] == "odometer" and records[1]["t_ms"] == records[0]["t_ms"]:
+            # the box writes its odometer right after a block's first record (firmware/app.py), with
+            # that record's distance already counted
+            odo = float(records[1]["total_m"])
+        prev = None  # previous pos of the block (lat_e7, lon_e7)
+        last_pos = dev["last"]  # (lat, lon, sats) of the latest fix seen for this device
+        out = []
+        for r in records:
+            t = r["type"]
+            if t == "odometer":
+                odo = float(r["total_m"])
+                continue
+            if t == "status":
+                odo = float(r["odometer_m"])
+                continue
+            if t == "pos":
+                if odo is not None and prev is not None:
+                    odo += _step_m(prev, r)
+                prev = r
+                last_pos = (r["lat_e7"], r["lon_e7"], r["sats"])
+            if t == "trip_start":
+                dev["trips"][str(r["seq"])] = [None if odo is None else int(round(odo)), None]
+                if len(dev["trips"]) > 16:
+                    del dev["trips"][str(min(int(k) for k in dev["trips"]))]
+            if t == "trip_end":
+                tr = dev["trips"].get(str(r["trip"]))
+                if tr is not None:
+                    tr[1] = r["seq"]
+            avl = self._record(r, refs, odo, last_pos, dev)
+            if avl is None:
+                continue
+            out.append((r["seq"], avl))
+        dev["last"] = list(last_pos) if last_pos else None
+        return out
+
+    def _ts_ms(self, r, refs):
+        t = r["type"]
+        if t == "pos" and r["utc_s"] >= 0:
+            return (r["utc_s"] + EPOCH_2000_S) * 1000
+        if t == "trip_end" and r.get("end_utc_s", -1) >= 0:
+            return (r["end_utc_s"] + EPOCH_2000_S) * 1000
+        if refs:
+            # the block's fix nearest in box time: a ms-exact time for an event between two fixes
+            ref = min(refs, key=lambda x: abs(x[0] - r["t_ms"]))
+            return (ref[1] + EPOCH_2000_S) * 1000 + (r["t_ms"] - ref[0])
+        if r["utc_s"] >= 0:
+            return (r["utc_s"] + EPOCH_2000_S) * 1000
+        return None
+
+    def _record(self, r, refs, odo, last_pos, dev):
+        t = r["type"]
+        io = {}
+        event_id = 0
+        prio = 1
+        speed = 0
+        course = -1
+        lat = r.get("lat_e7")
+        lon = r.get("lon_e7")
+        sats = last_pos[2] if last_pos else 0
+        ign, moving = 1, 0
+        if t == "pos":
+            prio, speed, course, sats = 0, r["speed_mmps"], r["course_cdeg"], r["sats"]
+            moving = 1 if speed >= _MOVE_MMPS else 0  # pos records exist only while a trip is open
+        elif t == "event":
+            kind = r["kind"]
+            speed, course = r["speed_start_mmps"], r["course_cdeg"]
+            moving = 1 if speed >= _MOVE_MMPS else 0
+            if kind in _GREEN:
+                event_id = IO_GREEN_TYPE
+                io[IO_GREEN_TYPE] = (1, _GREEN[kind])
+                io[IO_GREEN_VALUE] = (1, max(0, min(255, (r["peak_mg"] + 5) // 10)))
+                io[IO_GREEN_DURATION] = (2, max(0, min(65535, r["dur_ms"])))
+            elif kind == "towing":
+                event_id, ign, moving = IO_TOWING, 0, 1
+                io[IO_TOWING] = (1, 1)
+            elif kind == "idle":
+                event_id, moving = IO_IDLING, 0
+                io[IO_IDLING] = (1, 1)
+            elif kind == "overspeed":
+                event_id = IO_OVERSPEED
+                io[IO_OVERSPEED] = (1, min(255, _kmh(max(r["speed_start_mmps"], r["speed_end_mmps"]))))
+        elif t == "crash":
+            prio, event_id = 2, IO_CRASH
+            speed = r["speed_mmps"]
+            moving = 1 if speed >= _MOVE_MMPS else 0
+            io[IO_CRASH] = (1, 1)
+        elif t == "trip_start":
+            event_id, moving = IO_IGNITION, 1
+        elif t == "trip_end":
+            event_id, ign = IO_IGNITION, 0
+            lat, lon = r["end_lat_e7"], r["end_lon_e7"]
+            io[IO_TRIP_ODOMETER] = (4, max(0, r["distance_m"]))
+        elif t == "tamper" and r["reason"] in ("power_loss", "unaccounted_distance"):
+            # unplugged: the box lost its supply, or the car moved while it was off
+            event_id, ign = IO_UNPLUG, 0
+            io[IO_UNPLUG] = (1, 1)
+        else:
+            return None  # config, other tamper reasons: no AVL record
+        ts = self._ts_ms(r, refs)
+        if ts is None:
+            self.skipped_no_time += 1
+            return None
+        if lat is None or lon is None:
+            lat, lon = (last_pos[0], last_pos[1]) if last_pos else (0, 0)
+        if lat == 0 and lon == 0:
+            sats = 0  # no position (privacy no_positions, or none known): Traccar marks it invalid
+        io[IO_IGNITION] = (1, ign)
+        io[IO_MOVEMENT] = (1, moving)
+        if odo is not None:
+            # the estimate between two anchors may run ahead of the box's next anchor: a later record
+            # never shows less than an earlier one did
+            o = int(round(odo))
+            hi = dev.get("odo_hi")
+            if hi is not None and r["seq"] > hi[0]:
+                o = max(o, hi[1])
+            if hi is None or r["seq"] > hi[0]:
+                dev["odo_hi"] = [r["seq"], o]
+            odo_m = o
+            io[IO_ODOMETER] = (4, o)
+            if IO_TRIP_ODOMETER not in io and ign:
+                tr = self._trip_of(dev, r["seq"])
+                if tr is not None and tr[1][0] is not None:
+                    io[IO_TRIP_ODOMETER] = (4, max(0, odo_m - tr[1][0]))
+        # speed_mmps / course_cdeg / hdop_x10: full resolution for outputs that can carry it (OsmAnd)
+        return {"ts_ms": ts, "priority": prio, "lat_e7": lat, "lon_e7": lon, "alt_m": 0,
+                "angle": _deg(course), "sats": max(0, min(255, sats)), "speed_kmh": _kmh(speed),
+                "event_id": event_id, "io": io, "speed_mmps": max(0, speed), "course_cdeg": course,
+                "hdop_x10": r.get("hdop_x10", -1)}
+
+
+def records_of_block(block):
+    """(header, records) of a paydbox block (firmware.codec.decode_block)."""
+    from firmware import codec
+
+    return codec.decode_block(block)

@@ -1,0 +1,188 @@
+"""Traccar output of the edge agent: Teltonika Codec 8 Extended over TCP (Traccar's `teltonika`
+protocol, port 5027 by default).
+
+    [traccar]
+    host = "traccar.example.net"
+    port = 5027
+    imei = "356307042441013"     # the device's identifier in Traccar; default: the box's device id
+
+Delivery (docs/traccar.md): login with the IMEI, wait for 01 (00 = refused: back off, nothing is
+dropped); then one AVL packet at a time (records of one queue row, at most 1280 bytes), and the next
+only after the server's 4-byte record count. A count equal to the packet's records moves this
+output's progress on the row (edge_agent/outputs.py); the row leaves the queue once every output is
+done with it. No answer within ack_timeout_s, a short count or a dropped connection: reconnect and
+send the unacknowledged packet again. So nothing is lost, and a record reaches Traccar twice only when
+its ACK was lost (at-least-once, as with MQTT QoS 1).
+"""
+import logging
+import struct
+import time
+
+from edge_agent import teltonika
+from edge_agent.netout import Backoff, Conn, LinkDown
+
+log = logging.getLogger("paydbox.agent.traccar")
+
+NAME = "traccar"
+
+
+class TraccarForwarder:
+    name = NAME
+
+    def __init__(self, cfg, delivery):
+        if not cfg.get("host"):
+            raise ValueError("traccar.host is required")
+        self.cfg = cfg
+        self.host = cfg["host"]
+        self.port = int(cfg.get("port", 5027))
+        self.imei = cfg.get("imei")
+        if self.imei is not None:
+            teltonika.login_packet(self.imei)  # ValueError now rather than at the first connection
+        self.ack_timeout_s = float(cfg.get("ack_timeout_s", 30))
+        self.packet_bytes = int(cfg.get("packet_bytes", teltonika.MAX_PACKET))
+        self.refused_retry_s = float(cfg.get("refused_retry_s", 60))
+        self.backoff = Backoff(cfg.get("backoff_min_s", 0.5), cfg.get("backoff_max_s", 60))
+        self.delivery = delivery
+        self.mapper = teltonika.Mapper(delivery.load_state(NAME))
+        self.conn = None
+        self.state = "down"  # down, connecting, login, ready, wait_ack
+        self.next_try = 0.0
+        self.t_sent = 0.0
+        self.current = None  # (qid, [avl records], sent) of the row being delivered
+        self.packet = None   # (i, j) of the packet waiting for its ACK
+        self.last_error = ""
+        self.counters = {"connects": 0, "refused": 0, "packets": 0, "records": 0, "resent": 0,
+                         "ack_timeouts": 0, "bad_acks": 0, "link_errors": 0, "rows": 0, "undecodable": 0}
+
+    # ---- connection
+    def _down(self, why, delay=None):
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+        if self.packet is not None:
+            self.counters["resent"] += 1  # the packet in flight goes again on the next connection
+        self.packet = None
+        self.state = "down"
+        self.last_error = why
+        d = self.backoff.next_delay(delay or 0.0)
+        self.next_try = time.monotonic() + d
+        log.warning("traccar %s:%d: %s (retry in %.1f s)", self.host, self.port, why, d)
+
+    def step(self, now, device):
+        if device is None:
+            return
+        try:
+            self._step(now, device)
+        except LinkDown as e:
+            self.counters["link_errors"] += 1
+            self._down(str(e))
+
+    def _step(self, now, device):
+        if self.state == "down":
+            if now < self.next_try:
+                return
+            self.conn = Conn(self.host, self.port)
+            self.conn.connect()
+            self.state = "connecting"
+            self.t_sent = now
+        c = self.conn
+        if self.state == "connecting":
+            if not c.poll():
+                if now - self.t_sent > self.ack_timeout_s:
+                    raise LinkDown("connect timed out")
+                return
+            c.send(teltonika.login_packet(self.imei or device))
+            self.state = "login"
+            self.t_sent = now
+            self.counters["connects"] += 1
+        c.poll()
+        if self.state == "login":
+            if not c.rx:
+                if now - self.t_sent > self.ack_timeout_s:
+                    raise LinkDown("no answer to the login")
+                return
+            b = c.rx[0]
+            del c.rx[:1]
+            if b != 1:
+                self.counters["refused"] += 1
+                self._down("server refused IMEI %r (answer %02x)" % (self.imei or device, b), self.refused_retry_s)
+                return
+            log.info("traccar %s:%d: logged in as %s", self.host, self.port, self.imei or device)
+            self.backoff.reset()
+            self.state = "ready"
+        if self.state == "wait_ack":
+            if len(c.rx) < 4:
+                if now - self.t_sent > self.ack_timeout_s:
+                    self.counters["ack_timeouts"] += 1
+                    raise LinkDown("no ACK within %.0f s" % self.ack_timeout_s)
+                return
+            (n,) = struct.unpack(">I", bytes(c.rx[:4]))
+            del c.rx[:4]
+            self._on_ack(n)
+        if self.state == "ready":
+            self._send_next(now)
+
+    # ---- delivery
+    def _load_row(self):
+        rows = self.delivery.head(NAME, 1)
+        if not rows:
+            return False
+        qid, _dev, _boot, _fs, _ls, _prio, block, sent = rows[0]
+        try:
+            hdr, recs = teltonika.records_of_block(block)
+        except Exception as e:  # noqa: BLE001  (codec.CodecError: a block this output cannot read)
+            self.counters["undecodable"] += 1
+            log.error("traccar: queue row %d cannot be decoded (%s); skipped for this output", qid, e)
+            self.delivery.done(NAME, [qid])
+            return True
+        avl = [a for _seq, a in self.mapper.map_block(hdr, recs)]
+        self.delivery.save_state(NAME, self.mapper.state)
+        self.current = (qid, avl, min(sent, len(avl)))
+        return True
+
+    def _send_next(self, now):
+        while self.current is None or self.current[2] >= len(self.current[1]):
+            if self.current is not None:
+                self._row_done()
+            if not self._load_row():
+                return
+        qid, avl, sent = self.current
+        i, j, pkt = teltonika.split_packets(avl[sent:], self.packet_bytes)[0]
+        self.packet = (sent + i, sent + j)
+        self.conn.send(pkt)
+        self.conn.poll()
+        self.t_sent = now
+        self.state = "wait_ack"
+        self.counters["packets"] += 1
+
+    def _on_ack(self, n):
+        qid, avl, sent = self.current
+        i, j = self.packet
+        self.packet = None
+        self.state = "ready"
+        if n == 0 or n > j - i:
+            # Traccar answers the number of records it decoded; anything else is not an acceptance
+            self.counters["bad_acks"] += 1
+            raise LinkDown("ACK for %d records, %d sent" % (n, j - i))
+        # n < j - i: the first n were accepted, the rest goes again
+        self.counters["records"] += n
+        self.current = (qid, avl, i + n)
+        if i + n >= len(avl):
+            self._row_done()
+        else:
+            self.delivery.progress(NAME, qid, i + n)
+
+    def _row_done(self):
+        qid = self.current[0]
+        self.current = None
+        self.delivery.done(NAME, [qid])
+        self.counters["rows"] += 1
+
+    def stats(self):
+        return {"state": self.state, "pending_rows": self.delivery.pending(NAME), "last_error": self.last_error,
+                "counters": dict(self.counters), "skipped_no_time": self.mapper.skipped_no_time}
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None

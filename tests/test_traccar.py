@@ -1,0 +1,264 @@
+"""Traccar output: Codec 8 Extended packets (Teltonika's documented examples, byte for byte), the
+record -> AVL mapping read back by an independent decoder (PyPI codecs-protocol), and the agent's
+delivery to a byte-level fake Traccar server through lost ACKs, a refused IMEI and a connection
+dropped mid-packet."""
+import os
+import sqlite3
+import tempfile
+
+import pytest
+
+from edge_agent import teltonika as T
+from edge_agent.simbox import AgentProc, SimBox, wait_for
+from traccar_fake import FakeTraccar, oracle_decode, oracle_signed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMUTE = os.path.join(ROOT, "tests", "traces", "commute.jsonl.gz")
+IMEI = "356307042441013"
+
+# Teltonika wiki, "Codec" page, Codec 8 Extended: the current example (1 record, IO 1, 17, 16, 11, 14)
+WIKI_8E = bytes.fromhex(
+    "000000000000004A8E010000016B412CEE000100000000000000000000000000000000010005000100010100010011001D"
+    "00010010015E2C880002000B000000003544C87A000E000000001DD7E06A00000100002994")
+# the same page's 2018 example (a position, IO 239, 17, 16, 11, 14 and a variable-length IO 256)
+WIKI_8E_2018 = bytes.fromhex(
+    "000000000000005F8E010000015FBA40B620000F0DCDE420959D30008A000006000000000006000100EF00000100110"
+    "01E000100100000CBDF0002000B000000003544C875000E0000000029BFE4D10001010000110000000000000000000000"
+    "000000000000010000D153")
+WIKI_LOGIN = bytes.fromhex("000f333536333037303432343431303133")  # IMEI 356307042441013
+
+
+def test_crc16_ibm_check_value():
+    # the CRC catalogue's check value of CRC-16/ARC (= IBM) over "123456789"
+    assert T.crc16_ibm(b"123456789") == 0xBB3D
+
+
+def test_wiki_examples_byte_for_byte():
+    assert T.login_packet(IMEI) == WIKI_LOGIN
+    r = {"ts_ms": 0x16B412CEE00, "priority": 1, "lat_e7": 0, "lon_e7": 0, "alt_m": 0, "angle": 0, "sats": 0,
+         "speed_kmh": 0, "event_id": 1,
+         "io": {1: (1, 1), 17: (2, 0x1D), 16: (4, 0x15E2C88), 11: (8, 0x3544C87A), 14: (8, 0x1DD7E06A)}}
+    assert T.avl_packet([r]) == WIKI_8E
+    # the wiki's own field reading of the 2018 example: 14.11.2017 11:18:44, 25.2562916 E 54.6676016 N,
+    # 138 m, 6 satellites, IO 239 = 0, 17 = 0x1E, 16 = 0xCBDF, 11, 14, and IO 256 (17 bytes)
+    r2 = {"ts_ms": 1510658324000, "priority": 0, "lon_e7": 252562916, "lat_e7": 546676016, "alt_m": 138,
+          "angle": 0, "sats": 6, "speed_kmh": 0, "event_id": 0,
+          "io": {239: (1, 0), 17: (2, 0x1E), 16: (4, 0xCBDF), 11: (8, 0x3544C875), 14: (8, 0x29BFE4D1)},
+          "nx": {256: bytes(17)}}
+    assert T.avl_packet([r2]) == WIKI_8E_2018
+    for pkt, rec in ((WIKI_8E, r), (WIKI_8E_2018, r2)):
+        got = T.decode_packet(pkt)[0]
+        assert got == dict(rec, nx=rec.get("nx", {}))
+
+
+def test_decoder_errors_name_the_byte():
+    bad = bytearray(WIKI_8E)
+    bad[30] ^= 1
+    with pytest.raises(T.AvlError, match="CRC-16 mismatch.*byte 82"):
+        T.decode_packet(bad)
+    with pytest.raises(T.AvlError, match="truncated"):
+        T.decode_packet(WIKI_8E[:40])
+    with pytest.raises(ValueError, match="imei"):
+        T.login_packet("")
+
+
+def _rec(**kw):
+    r = {"ts_ms": 1_760_000_000_123, "priority": 0, "lat_e7": -338688000, "lon_e7": -704506000, "alt_m": 0,
+         "angle": 271, "sats": 9, "speed_kmh": 87, "event_id": 253,
+         "io": {239: (1, 1), 240: (1, 1), 253: (1, 2), 254: (1, 45), 243: (2, 800), 16: (4, 123456789),
+                199: (4, 4321)}}
+    r.update(kw)
+    return r
+
+
+def test_independent_decoder_reads_ours_and_gets_signed_coordinates_wrong():
+    pkt = T.avl_packet([_rec(), _rec(lat_e7=481370000, lon_e7=115750000, event_id=0)])
+    resp, ack = oracle_decode(pkt)
+    assert ack == "00000002"
+    a, b = resp["records"]
+    # Santiago de Chile (south, west): codecs-protocol reads the int32s unsigned
+    assert a["latitude"] == pytest.approx((-338688000 + 2 ** 32) / 1e7)
+    assert oracle_signed(a["latitude"]) == pytest.approx(-33.8688)
+    assert oracle_signed(a["longitude"]) == pytest.approx(-70.4506)
+    assert (b["latitude"], b["longitude"]) == (48.137, 11.575)
+    assert a["timestamp"] == "09.10.2025 08:53:20"  # seconds only: the oracle drops the ms
+    assert (a["angle"], a["satellites"], a["speed"], a["priority"]) == (271, 9, 87, 0)
+    io = a["io_data"]
+    assert io["event_id"] == 253 and io["total_io_elements"] == 7
+    assert {e["id"]: e["value"] for e in io["one_byte_io"]} == {239: 1, 240: 1, 253: 2, 254: 45}
+    assert io["two_byte_io"] == [{"id": 243, "value": 800}]
+    assert {e["id"]: e["value"] for e in io["four_byte_io"]} == {16: 123456789, 199: 4321}
+
+
+# ---- records from the real firmware
+
+def firmware_blocks(trace, config=None):
+    """Replay `trace` through the firmware (CPython): the blocks in its store (seq order), the box's own
+    odometer (m) when each record was made (ground truth for IO 16) and the replay summary."""
+    from firmware import app, replay_main
+    from firmware.store import Store
+    from tools.replay import _plain_trace
+
+    truth = {}
+    orig = app.Box._emit
+
+    def emit(self, rec):
+        seq = orig(self, rec)
+        truth[seq] = self.odo.total_mm / 1000
+        return seq
+
+    app.Box._emit = emit
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            fs = os.path.join(d, "flash")
+            os.mkdir(fs)
+            summary = replay_main.run(_plain_trace(trace, d), fs, config)
+            blocks = sorted(Store(os.path.join(fs, "store"), 1 << 24, 32768).peek(1 << 20))
+    finally:
+        app.Box._emit = orig
+    return blocks, truth, summary
+
+
+@pytest.fixture(scope="module")
+def commute():
+    return firmware_blocks(COMMUTE)
+
+
+def _decoded(blocks):
+    recs = []
+    for _fs, _ls, _p, b in blocks:
+        recs += T.records_of_block(b)[1]
+    return recs
+
+
+def check_against_box(avl_by_seq, blocks, truth, summary, oracle=False):
+    """Every pos / event / trip record has its AVL record with the box's odometer; harsh events as
+    green driving. avl_by_seq: seq -> AVL record dict (ours) or oracle record (oracle=True)."""
+    recs = _decoded(blocks)
+    want = [r for r in recs if r["type"] in ("pos", "event", "crash", "trip_start", "trip_end")]
+    assert sorted(avl_by_seq) == sorted(r["seq"] for r in want)
+    fixes = [r for r in recs if r["type"] == "pos"]
+    assert len(fixes) == summary["records"]["pos"]
+    for r in want:
+        a = avl_by_seq[r["seq"]]
+        if oracle:
+            io = {e["id"]: e["value"] for g in ("one_byte_io", "two_byte_io", "four_byte_io")
+                  for e in a["io_data"][g]}
+            ev = a["io_data"]["event_id"]
+            lat = oracle_signed(a["latitude"])
+        else:
+            io = {k: v for k, (_s, v) in a["io"].items()}
+            ev = a["event_id"]
+            lat = a["lat_e7"] / 1e7
+        # the box's odometer at that record, within the distance between two anchors' estimate
+        assert abs(io[16] - truth[r["seq"]]) <= 25, (r, io[16], truth[r["seq"]])
+        if r["type"] == "pos":
+            assert lat == pytest.approx(r["lat_e7"] / 1e7, abs=1e-7)
+            assert io[239] == 1 and ev == 0
+        if r["type"] == "event" and r["kind"].startswith("harsh_"):
+            assert ev == 253 and io[253] == {"harsh_accel": 1, "harsh_brake": 2}.get(r["kind"], 3)
+            assert io[243] == r["dur_ms"] and io[254] == (r["peak_mg"] + 5) // 10
+        if r["type"] == "trip_end":
+            assert io[199] == r["distance_m"] and io[239] == 0
+    last = max(avl_by_seq)
+    a = avl_by_seq[last]
+    final = ({e["id"]: e["value"] for e in a["io_data"]["four_byte_io"]} if oracle
+             else {k: v for k, (_s, v) in a["io"].items()})[16]
+    assert final == summary["odometer_mm"] // 1000
+
+
+def test_mapping_of_a_replayed_drive(commute):
+    blocks, truth, summary = commute
+    m = T.Mapper()
+    avl = {}
+    for _fs, _ls, _p, b in blocks:
+        hdr, recs = T.records_of_block(b)
+        for seq, a in m.map_block(hdr, recs):
+            avl[seq] = a
+    check_against_box(avl, blocks, truth, summary)
+    kinds = [r["kind"] for r in _decoded(blocks) if r["type"] == "event"]
+    assert kinds == ["harsh_accel", "harsh_brake", "harsh_corner_left"]  # the trace's truth events
+    odos = [avl[s]["io"][16][1] for s in sorted(avl)]
+    assert odos == sorted(odos)
+
+
+# ---- the agent against the fake server
+
+def _agent_cfg(path, box, qpath, traccar=None, mqtt=None, osmand=None):
+    lines = ["[device]", 'fleet = "f1"', 'id = "%s"' % box.device, "",
+             "[serial]", 'url = "%s"' % box.path, "", "[queue]", 'path = "%s"' % qpath, "",
+             "[agent]", "status_interval_s = 1", ""]
+    if mqtt is None:
+        lines += ["[mqtt]", "enabled = false", ""]
+    else:
+        lines += ["[mqtt]", 'host = "%s"' % mqtt.host, "port = %d" % mqtt.port, "backoff_min_s = 0.2",
+                  "backoff_max_s = 1.0", ""]
+    if traccar is not None:
+        lines += ["[traccar]", 'host = "%s"' % traccar.host, "port = %d" % traccar.port, 'imei = "%s"' % IMEI,
+                  "ack_timeout_s = 2", "refused_retry_s = 0.5", "backoff_min_s = 0.1", "backoff_max_s = 0.5",
+                  "packet_bytes = 400", ""]
+    if osmand is not None:
+        lines += ["[osmand]", 'url = "http://%s:%d/"' % osmand, 'id = "%s"' % IMEI, "timeout_s = 2",
+                  "backoff_min_s = 0.1", "backoff_max_s = 0.5", ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+def _queue_rows(qpath):
+    db = sqlite3.connect(qpath, timeout=5)
+    try:
+        return db.execute("SELECT COUNT(*) FROM q").fetchone()[0]
+    finally:
+        db.close()
+
+
+def _by_seq(srv, blocks):
+    """Map the fake server's records back to record seqs through their (timestamp, position) order."""
+    m = T.Mapper()
+    mine = []
+    for _fs, _ls, _p, b in blocks:
+        hdr, recs = T.records_of_block(b)
+        mine += m.map_block(hdr, recs)
+    key = {}
+    for seq, a in mine:
+        k = T.avl_record(a)
+        key.setdefault(k, []).append(seq)
+    return mine, key
+
+
+def test_agent_delivers_through_refused_imei_lost_ack_and_drop(tmp_path, commute):
+    blocks, truth, summary = commute
+    srv = FakeTraccar(imeis=())  # the device is not registered yet: login refused
+    box = SimBox("paydbox-0001").start()
+    for fs, ls, prio, b in blocks:
+        box.store.append(b, fs, ls, prio)
+    q = str(tmp_path / "q.db")
+    agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), box, q, traccar=srv), str(tmp_path / "a.log")).start()
+    try:
+        assert srv.wait(lambda s: len(s.logins) >= 2, 20), agent.log()
+        assert all(not ok for _i, ok in srv.logins) and not srv.records
+        assert wait_for(lambda: _queue_rows(q) == len(blocks), 20), agent.log()  # nothing dropped meanwhile
+        srv.faults = [None, "lose_ack", None, "drop_mid", None, "close_before_ack"]
+        srv.imeis.add(IMEI)
+        assert wait_for(lambda: _queue_rows(q) == 0, 60), agent.log()[-3000:]
+    finally:
+        agent.terminate()
+        box.stop()
+        srv.close()
+    assert srv.bad_crc == 0
+    # every record arrived; duplicates are exactly the two packets whose ACK was lost
+    mine, _ = _by_seq(srv, blocks)
+    got = [T.decode_packet(p) for p in srv.packets]
+    flat = [T.avl_record(a) for pk in got for a in pk]
+    want = [T.avl_record(a) for _s, a in mine]
+    assert sorted(set(flat)) == sorted(set(want)), "records lost"
+    # kept packets: 1, 2 (ACK lost), 2 again, 3 (its first try was cut), 4 (closed before the ACK), 4 again
+    assert srv.packets[1] == srv.packets[2] and srv.packets[4] == srv.packets[5]
+    assert len(flat) - len(want) == len(got[1]) + len(got[4])
+    # the independent decoder read every record with the box's odometer and events
+    oracle = {}
+    for (_imei, r), raw in zip(srv.records, flat):
+        oracle.setdefault(raw, r)
+    seq_of = {T.avl_record(a): s for s, a in mine}
+    check_against_box({seq_of[k]: v for k, v in oracle.items()}, blocks, truth, summary, oracle=True)
