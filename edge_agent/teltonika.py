@@ -209,7 +209,7 @@ class Mapper:
     """Decoded blocks -> AVL records (one per `pos`, event, crash, trip start/end and unplug tamper).
 
     Odometer: blocks carry the box's odometer (an `odometer` record follows every block's first
-    record, `status` has `odometer_m`); between such anchors the mapper adds the great-circle distance between the block's
+    record and every trip start, `status` has `odometer_m`); between such anchors the mapper adds the great-circle distance between the block's
     consecutive fixes. Records before the first anchor of their block carry no IO 16 (never a guess).
     Trip odometer: total odometer minus its value at the trip's `trip_start` (state kept per device, so
     it works when the trip's blocks arrive in different packets); the `trip_end` record carries the
@@ -237,15 +237,18 @@ class Mapper:
         dev = self._dev(str(header["device"]))
         refs = [(r["t_ms"], r["utc_s"]) for r in records if r["type"] == "pos" and r["utc_s"] >= 0]
         odo = None
-        if len(records) > 1 and records[1]["type"] == "odometer" and records[1]["t_ms"] == records[0]["t_ms"]:
-            # the box writes its odometer right after a block's first record (firmware/app.py), with
-            # that record's distance already counted
-            odo = float(records[1]["total_m"])
         prev = None  # previous pos of the block (lat_e7, lon_e7)
         last_pos = dev["last"]  # (lat, lon, sats) of the latest fix seen for this device
         out = []
-        for r in records:
+        for i, r in enumerate(records):
             t = r["type"]
+            nxt = records[i + 1] if i + 1 < len(records) else None
+            if nxt is not None and nxt["type"] == "odometer" and nxt["t_ms"] == r["t_ms"] and nxt["seq"] == r["seq"] + 1:
+                # the box writes its odometer right after a block's first record and after a trip
+                # start (firmware/app.py), with that record's distance already counted
+                odo = float(nxt["total_m"])
+                if t == "pos":
+                    prev = None
             if t == "odometer":
                 odo = float(r["total_m"])
                 continue

@@ -22,6 +22,7 @@ COMMANDS = {
     "trips": ("tools.trips", "list the trips stored by the consumer"),
     "report": ("tools.report", "write an HTML/PNG report, GPX or GeoJSON of one trip"),
     "fleet-sim": ("tools.fleet_sim", "load-test the broker and consumer with N simulated boxes"),
+    "export": ("tools.export", "export a trace's records for other platforms (codec8e: Traccar / Teltonika)"),
     "demo": ("tools.demo", "the main job: a box drives a recorded trip end to end"),
 }
 
