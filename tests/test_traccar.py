@@ -3,6 +3,7 @@ record -> AVL mapping read back by an independent decoder (PyPI codecs-protocol)
 delivery to a byte-level fake Traccar server through lost ACKs, a refused IMEI and a connection
 dropped mid-packet."""
 import os
+import time
 import sqlite3
 import tempfile
 
@@ -10,6 +11,7 @@ import pytest
 
 from edge_agent import teltonika as T
 from edge_agent.simbox import AgentProc, SimBox, wait_for
+from mosquitto_fixture import mosquitto  # noqa: F401  (pytest fixture)
 from traccar_fake import FakeTraccar, oracle_decode, oracle_signed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,7 +200,7 @@ def _agent_cfg(path, box, qpath, traccar=None, mqtt=None, osmand=None):
                   "ack_timeout_s = 2", "refused_retry_s = 0.5", "backoff_min_s = 0.1", "backoff_max_s = 0.5",
                   "packet_bytes = 400", ""]
     if osmand is not None:
-        lines += ["[osmand]", 'url = "http://%s:%d/"' % osmand, 'id = "%s"' % IMEI, "timeout_s = 2",
+        lines += ["[osmand]", 'url = "http://%s:%d/"' % osmand, 'id = "%s"' % IMEI, "timeout_s = 2", "refused_retry_s = 0.5",
                   "backoff_min_s = 0.1", "backoff_max_s = 0.5", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -351,3 +353,120 @@ def test_drive_through_virtual_box_and_agent_reaches_traccar(tmp_path, commute):
     check_against_box(oracle, blocks, truth, summary, oracle=True)
     harsh = [r["io_data"] for r in oracle.values() if r["io_data"]["event_id"] == 253]
     assert sorted(e["value"] for io in harsh for e in io["one_byte_io"] if e["id"] == 253) == [1, 2, 3]
+
+
+# ---- alongside MQTT, and OsmAnd
+
+def test_alongside_mqtt_rows_stay_until_both_outputs_are_done(tmp_path, commute, mosquitto):
+    from edge_agent.simbox import Collector
+
+    blocks, _truth, _summary = commute
+    srv = FakeTraccar(imeis=[IMEI])
+    srv.faults = ["drop_mid"] * 1000  # Traccar unreachable in effect: every packet cut
+    box = SimBox("paydbox-0001").start()
+    col = Collector(mosquitto.host, mosquitto.port, "paydbox/f1/paydbox-0001/#")
+    for fs, ls, prio, b in blocks:
+        box.store.append(b, fs, ls, prio)
+    q = str(tmp_path / "q.db")
+    agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), box, q, traccar=srv, mqtt=mosquitto),
+                      str(tmp_path / "a.log")).start()
+    try:
+        assert wait_for(lambda: col.count() == len(blocks), 30), agent.log()[-2000:]
+        time.sleep(1.0)
+        assert _queue_rows(q) == len(blocks)  # MQTT has them all, Traccar none: every row stays
+        srv.faults = []
+        assert wait_for(lambda: _queue_rows(q) == 0, 30), agent.log()[-2000:]
+    finally:
+        agent.terminate()
+        col.close()
+        box.stop()
+        srv.close()
+    mine, _ = _by_seq(None, blocks)
+    flat = [T.avl_record(a) for p in srv.packets for a in T.decode_packet(p)]
+    assert sorted(flat) == sorted(T.avl_record(a) for _s, a in mine)  # exactly once (no ACK was lost)
+    assert col.dups == 0
+
+
+class FakeOsmAnd:
+    """Traccar's OsmAnd endpoint at byte level (HTTP/1.1 keep-alive): 200 for a known id, 400 else.
+    fail_next: answer the next n requests 503 (the record must come again)."""
+
+    def __init__(self, ids):
+        import http.server
+        import threading
+        from urllib.parse import parse_qsl, urlsplit
+
+        fake = self
+        self.ids = set(ids)
+        self.got = []
+        self.fail_next = 0
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                q = dict(parse_qsl(urlsplit(self.path).query))
+                if fake.fail_next:
+                    fake.fail_next -= 1
+                    code = 503
+                elif q.get("id") in fake.ids:
+                    fake.got.append(q)
+                    code = 200
+                else:
+                    code = 400
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.addr = self.httpd.server_address
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_osmand_output(tmp_path, commute):
+    from edge_agent.osmand import params
+
+    blocks, truth, summary = commute
+    web = FakeOsmAnd(ids=[])
+    box = SimBox("paydbox-0001").start()
+    for fs, ls, prio, b in blocks:
+        box.store.append(b, fs, ls, prio)
+    q = str(tmp_path / "q.db")
+    agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), box, q, osmand=web.addr), str(tmp_path / "a.log")).start()
+    try:
+        time.sleep(1.5)
+        assert not web.got and _queue_rows(q) == len(blocks)  # unknown device: refused, nothing dropped
+        web.fail_next = 3
+        web.ids.add(IMEI)
+        assert wait_for(lambda: _queue_rows(q) == 0, 60), agent.log()[-2000:]
+    finally:
+        agent.terminate()
+        box.stop()
+        web.close()
+    mine, _ = _by_seq(None, blocks)
+    assert len(web.got) == len(mine)
+    recs = {r["seq"]: r for r in _decoded(blocks)}
+    alarms = {"harsh_accel": "hardAcceleration", "harsh_brake": "hardBraking", "harsh_corner_left": "hardCornering"}
+    by_key = {}
+    for g in web.got:
+        by_key.setdefault((g["timestamp"], g["lat"], g["lon"], g.get("alarm")), []).append(g)
+    for seq, a in mine:
+        p = dict(params(a, IMEI))
+        g = by_key[(p["timestamp"], p["lat"], p["lon"], p.get("alarm"))].pop()
+        r = recs[seq]
+        assert abs(float(g["odometer"]) - truth[seq]) <= 25
+        if r["type"] == "pos":
+            assert float(g["lat"]) == pytest.approx(r["lat_e7"] / 1e7, abs=1e-7)
+            assert float(g["speed"]) == pytest.approx(r["speed_mmps"] / 1000 * 3600 / 1852, abs=0.01)  # knots
+            assert g["ignition"] == "true"
+        if r["type"] == "event":
+            assert g["alarm"] == alarms[r["kind"]]
+        if r["type"] == "trip_end":
+            assert int(g["tripOdometer"]) == r["distance_m"] and g["ignition"] == "false"
