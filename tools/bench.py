@@ -238,7 +238,7 @@ def targets_rows(ev, mods):
     return rows
 
 
-def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s):
+def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s, kept=None):
     from tools.evaluate import format_table
     L = []
     L.append("# paydbox benchmarks")
@@ -309,8 +309,123 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s)
         for k, v in r["figures"].items():
             L.append("| %s | %s |" % (k, _fmt(v)))
         L.append("")
+    for name in sorted(kept or {}):
+        sec = kept[name].split("\n", 1)
+        L.append(sec[0])
+        L.append("")
+        L.append("(from the previous run of this file: not rerun by this `--only` run)")
+        L.append(sec[1] if len(sec) > 1 else "")
+        L.append("")
     with open(path, "w") as f:
         f.write("\n".join(L).rstrip() + "\n")
+
+
+# ------------------------------------------------------------------------------------------ generated doc tables
+# Figures quoted in other docs are written there by the bench too, between
+#   <!-- bench:MODULE --> ... <!-- /bench -->
+# so they never go stale by hand: (label, format, figure keys) per row.
+def _pr(f, kind):
+    return "%s / %s" % (_fmt(f.get(kind + "_precision")), _fmt(f.get(kind + "_recall")))
+
+
+DOC_TABLES = {
+    "docs/motion.md": ("bench_motion", [
+        ("harsh_accel precision / recall (%s truth events)", lambda f: _pr(f, "harsh_accel"), "harsh_accel_truth_n"),
+        ("harsh_brake precision / recall (%s)", lambda f: _pr(f, "harsh_brake"), "harsh_brake_truth_n"),
+        ("harsh_corner_left precision / recall (%s)", lambda f: _pr(f, "harsh_corner_left"), "harsh_corner_left_truth_n"),
+        ("harsh_corner_right precision / recall (%s)", lambda f: _pr(f, "harsh_corner_right"), "harsh_corner_right_truth_n"),
+        ("crash precision / recall (%s)", lambda f: _pr(f, "crash"), "crash_truth_n"),
+        ("false events on calm drives with potholes and rough roads, per 100 km",
+         lambda f: _fmt(f.get("calm_false_events_per_100km")), None),
+        ("time to `calibrated` after trip start (median, s)", lambda f: _fmt(f.get("calib_time_to_calibrated_median_s")), None),
+        ("axis error once calibrated, median / max, at 30 s / 120 s / 300 s (deg)", lambda f: ", ".join(
+            "%s / %s" % (_fmt(f.get("calib_err_deg_median_at_%ds" % t)), _fmt(f.get("calib_err_deg_max_at_%ds" % t)))
+            for t in (30, 120, 300)), None),
+        ("MicroPython unix VM, samples/s calibrated / calibrating (varies with host load)", lambda f: "%s / %s" % (
+            _fmt(f.get("mp_samples_per_s_calibrated")), _fmt(f.get("mp_samples_per_s_calibrating"))), None),
+        ("heap of one Motion at 100 Hz (bytes, 10 s crash ring included)", lambda f: _fmt(f.get("mp_heap_motion_bytes")), None),
+        ("feed() under heap_lock", lambda f: "allocation-free" if f.get("mp_feed_runs_under_heap_lock") == 1 else "**allocates**", None),
+    ]),
+    "docs/installer.md": ("bench_installer", [
+        ("full firmware (%s files), bytes of .mpy", lambda f: _fmt(f.get("firmware_bytes")), "firmware_files"),
+        ("cold build (s)", lambda f: _fmt(f.get("build_cold_s")), None),
+        ("full flash into the virtual box, build cached (s)", lambda f: _fmt(f.get("flash_full_s")), None),
+        ("re-flash, nothing changed (s)", lambda f: _fmt(f.get("flash_noop_s")), None),
+        ("boot of the flashed firmware in the VM (s)", lambda f: _fmt(f.get("boot_flashed_vm_s")), None),
+        ("provision one box: keys, selftest, status (s)", lambda f: _fmt(f.get("provision_one_box_s")), None),
+        ("console round trip (ms)", lambda f: _fmt(f.get("console_roundtrip_ms")), None),
+        ("the same firmware over a real 115200-baud line (8N1: 11520 B/s), transfer alone (s)",
+         lambda f: _fmt(round(f["firmware_bytes"] / 11520.0, 1)) if f.get("firmware_bytes") else "-", None),
+    ]),
+}
+
+
+def update_doc_tables(mods, root=ROOT):
+    """Rewrite each DOC_TABLES table from its module's figures (modules that ran without error)."""
+    done = []
+    for rel, (mod, rows) in DOC_TABLES.items():
+        r = mods.get(mod)
+        if not r or "figures" not in r:
+            continue
+        path = os.path.join(root, rel)
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            continue
+        start = "<!-- bench:%s -->" % mod
+        i = text.find(start)
+        j = text.find("<!-- /bench -->", i)
+        if i < 0 or j < 0:
+            continue
+        f = r["figures"]
+        L = [start, "", "| figure | value |", "|---|---|"]
+        for label, fmt, nkey in rows:
+            L.append("| %s | %s |" % (label % _fmt(f.get(nkey)) if nkey else label, fmt(f)))
+        L.append("")
+        new = text[:i] + "\n".join(L) + "\n" + text[j:]
+        if new != text:
+            with open(path, "w") as fo:
+                fo.write(new)
+        done.append(rel)
+    return done
+
+
+def previous_sections(path):
+    """{module: its section text} from an existing BENCHMARKS.md (kept when --only reruns others)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return {}
+    out = {}
+    parts = text.split("\n### ")
+    for p in parts[1:]:
+        name = p.split(" ", 1)[0]
+        if name.startswith("bench_"):
+            out[name] = "### " + p.rstrip("\n")
+    return out
+
+
+def figures_from_markdown(path):
+    """{module: {"figures": {name: value}}} read back from a BENCHMARKS.md (its module tables)."""
+    out = {}
+    for name, sec in previous_sections(path).items():
+        figs = {}
+        for line in sec.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) != 2 or cells[0] in ("figure", "") or cells[0].startswith("---"):
+                continue
+            v = cells[1]
+            for conv in (int, float):
+                try:
+                    v = conv(v)
+                    break
+                except ValueError:
+                    pass
+            figs[cells[0]] = v
+        out[name] = {"figures": figs}
+    return out
 
 
 def run_bench(quick=False, out=None, modules=None, scenarios=None, jobs=2):
@@ -346,7 +461,12 @@ def run_bench(quick=False, out=None, modules=None, scenarios=None, jobs=2):
             ev_extra[-1] = (ev_extra[-1][0], dict(ev_extra[-1][1], totals=E.aggregate(ev_extra[-1][1]["results"])))
             ev_extra.append(("MicroPython VM", E.evaluate(["commute"], runtime="micropython", jobs=1)))
     out = out or os.path.join(ROOT, "docs", "BENCHMARKS.md")
-    write_markdown(out, info, mods, ev, ev_extra, refs, quick, started, time.time() - t0)
+    kept = {}
+    if modules is not None:
+        # a partial run keeps the other modules' sections of the previous run, marked as such
+        kept = {k: v for k, v in previous_sections(out).items() if k not in mods}
+    write_markdown(out, info, mods, ev, ev_extra, refs, quick, started, time.time() - t0, kept)
+    update_doc_tables(mods)
     return {"machine": info, "modules": mods, "evaluation": ev, "extra": ev_extra, "reference": refs, "out": out}
 
 
