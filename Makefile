@@ -1,30 +1,50 @@
 # Two commands from a fresh clone: `make demo` (the main job) and `make test`.
-# Both install what they need: a venv with the pip packages, and Debian's mosquitto + socat + openssl.
+# Both install what they need: Debian's packages for the tools below (each one that is missing), then a
+# venv with the pip packages (pyproject.toml, dev extras included) and the MicroPython ESP32 stubs.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench setup clean
+# command:Debian package. mosquitto (broker tests, demo), socat (virtual-box REPL pty: flash tests),
+# nats-server (an MQTT 3.1.1-only broker: the agent's fallback test), systemd-analyze (the unit check),
+# openssl (deploy/make-certs.sh, the security tests).
+SYSTEM_TOOLS := mosquitto:mosquitto socat:socat nats-server:nats-server systemd-analyze:systemd openssl:openssl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+
+.PHONY: demo test bench setup system-tools clean
+
+# Checked on every run (a `command -v` each), so a tool added here reaches existing checkouts too.
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	    { $(SUDO) apt-get update -q >/dev/null 2>&1; $(SUDO) apt-get install -y -q $$missing; } || true; \
+	fi; \
+	still=""; for pair in $(SYSTEM_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || still="$$still $$pkg"; done; \
+	if [ -n "$$still" ]; then \
+	  echo "error: could not install the Debian packages:$$still (needs apt-get as root or passwordless sudo);"; \
+	  echo "       install them by hand, then run make again"; exit 1; fi
 
 $(STAMP): pyproject.toml
-	@command -v mosquitto >/dev/null 2>&1 || ( command -v apt-get >/dev/null && ( (apt-get install -y -q mosquitto socat || (apt-get update -q && apt-get install -y -q mosquitto socat)) >/dev/null 2>&1 || sudo -n apt-get install -y -q mosquitto socat >/dev/null 2>&1 ) ) || echo "note: mosquitto could not be installed; the demo falls back to its embedded broker"
-	@command -v socat >/dev/null 2>&1 || true
-	@command -v openssl >/dev/null 2>&1 || ( command -v apt-get >/dev/null && ( (apt-get install -y -q openssl || (apt-get update -q && apt-get install -y -q openssl)) >/dev/null 2>&1 || sudo -n apt-get install -y -q openssl >/dev/null 2>&1 ) ) || echo "note: openssl could not be installed; deploy/make-certs.sh and tests/test_security.py need it"
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	$(VENV)/bin/pip install -q --target $(VENV)/stubs/esp32 micropython-esp32-stubs
 	@touch $(STAMP)
 
-setup: $(STAMP)
+setup: system-tools $(STAMP)
 
-demo: $(STAMP)
+demo: setup
 	$(VENV)/bin/paydbox demo
 
-test: $(STAMP)
+test: setup
 	$(VENV)/bin/pytest -q -n 2 tests
 
-bench: $(STAMP)
+bench: setup
 	$(VENV)/bin/paydbox bench
 
 clean:
