@@ -470,3 +470,24 @@ def test_osmand_output(tmp_path, commute):
             assert g["alarm"] == alarms[r["kind"]]
         if r["type"] == "trip_end":
             assert int(g["tripOdometer"]) == r["distance_m"] and g["ignition"] == "false"
+
+
+def test_config_errors_are_one_line(tmp_path):
+    from edge_agent.agent import main
+
+    base = '[device]\nfleet = "f"\nid = "b"\n[serial]\nurl = "loop://"\n[queue]\npath = "%s"\n' % (tmp_path / "q.db")
+    cases = [("[mqtt]\nenabled = false\n", "no output"),
+             ("[traccar]\nport = 5027\n", "traccar.host is required"),
+             ('[traccar]\nhost = "h"\nimei = ""\n', "imei"),
+             ('[osmand]\nurl = "ftp://x/"\n', "osmand.url")]
+    for extra, msg in cases:
+        p = tmp_path / "a.toml"
+        p.write_text(base + extra)
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert main(["--config", str(p)]) == 2
+        line = err.getvalue().strip()
+        assert msg in line and "\n" not in line, line
