@@ -197,6 +197,24 @@ def _step_m(p, r):
     return (p["speed_mmps"] + r["speed_mmps"]) * dt_ms / 2e6
 
 
+def _at(hist, t_ms):
+    """The odometer at box time t_ms from [(fix t_ms, odometer)], when a later fix is known: the fix at
+    most 1.5 s before t_ms, else (a hole in the history: no fix then, or its block not seen yet) the
+    first fix after t_ms, the closest bound the records give."""
+    before = after = None
+    for tf, o in hist:
+        if tf <= t_ms:
+            if before is None or tf > before[0]:
+                before = (tf, o)
+        elif after is None or tf < after[0]:
+            after = (tf, o)
+    if after is None:
+        return None
+    if before is not None and t_ms - before[0] <= 1500:
+        return before[1]
+    return after[1]
+
+
 def _kmh(mmps):
     return max(0, min(65535, int(mmps * 36 // 10000 + (1 if mmps * 36 % 10000 >= 5000 else 0)))) if mmps > 0 else 0
 
@@ -237,18 +255,27 @@ class Mapper:
         dev = self._dev(str(header["device"]))
         refs = [(r["t_ms"], r["utc_s"]) for r in records if r["type"] == "pos" and r["utc_s"] >= 0]
         odo = None
-        prev = None  # previous pos of the block (lat_e7, lon_e7)
+        boot = header["boot"]
+        # (t_ms, odometer) after each fix of this boot, the last ~2 min carried over from the blocks
+        # before: a record stamped earlier than the latest fix reads its odometer from it
+        hist = [(h[1], h[2]) for h in dev.get("hist", []) if h[0] == boot]
+        n_old = len(hist)
+        # previous fix: the last one of the block before, when it is the box's fix just before this
+        # block (same boot, < 3 s earlier): an anchor taken after it counts nothing from it onwards
+        prev = None
+        lf = dev.get("last_fix")
+        if lf and records and lf["boot"] == header["boot"] and 0 < records[0]["t_ms"] - lf["t_ms"] <= 3000:
+            prev = lf
         last_pos = dev["last"]  # (lat, lon, sats) of the latest fix seen for this device
         out = []
         for i, r in enumerate(records):
             t = r["type"]
             nxt = records[i + 1] if i + 1 < len(records) else None
+            own = None  # this record's odometer when the box wrote it right after the record
             if nxt is not None and nxt["type"] == "odometer" and nxt["t_ms"] == r["t_ms"] and nxt["seq"] == r["seq"] + 1:
-                # the box writes its odometer right after a block's first record and after a trip
-                # start (firmware/app.py), with that record's distance already counted
-                odo = float(nxt["total_m"])
-                if t == "pos":
-                    prev = None
+                # firmware/app.py: after a block's first record (its distance counted) and after a trip
+                # start (the odometer at the start time; the odometer now follows when it differs)
+                own = float(nxt["total_m"])
             if t == "odometer":
                 odo = float(r["total_m"])
                 continue
@@ -256,23 +283,49 @@ class Mapper:
                 odo = float(r["odometer_m"])
                 continue
             if t == "pos":
-                if odo is not None and prev is not None:
+                if own is not None:
+                    odo, prev = own, None
+                elif odo is not None and prev is not None:
                     odo += _step_m(prev, r)
                 prev = r
                 last_pos = (r["lat_e7"], r["lon_e7"], r["sats"])
+                if odo is not None:
+                    hist.append((r["t_ms"], odo))
+                rec_odo = odo
+            elif t != "trip_start" and _at(hist, r["t_ms"]) is not None:
+                # stamped before the latest fix (an over-speed, idle or towing event is written when it
+                # has lasted long enough, a crash after its post-trigger trace, each with its start
+                # time): the odometer at that time
+                rec_odo = _at(hist, r["t_ms"])
+            elif own is not None:
+                rec_odo = own
+            else:
+                rec_odo = odo
+            if own is not None and t != "pos" and odo is None:
+                odo = own  # the odometer now (firmware/app.py writes it when the record is made)
             if t == "trip_start":
-                dev["trips"][str(r["seq"])] = [None if odo is None else int(round(odo)), None]
+                dev["trips"][str(r["seq"])] = [None if rec_odo is None else int(round(rec_odo)), None]
                 if len(dev["trips"]) > 16:
                     del dev["trips"][str(min(int(k) for k in dev["trips"]))]
             if t == "trip_end":
                 tr = dev["trips"].get(str(r["trip"]))
                 if tr is not None:
                     tr[1] = r["seq"]
-            avl = self._record(r, refs, odo, last_pos, dev)
+                    if tr[0] is not None:
+                        # the box's own trip distance: the odometer at the trip's end, exactly
+                        rec_odo = float(tr[0] + max(0, r["distance_m"]))
+                        odo = rec_odo if odo is None else max(odo, rec_odo)
+            avl = self._record(r, refs, rec_odo, last_pos, dev)
             if avl is None:
                 continue
             out.append((r["seq"], avl))
         dev["last"] = list(last_pos) if last_pos else None
+        if len(hist) > n_old:
+            keep = [h for h in dev.get("hist", []) if h[0] == boot] + [[boot, tf, o] for tf, o in hist[n_old:]]
+            dev["hist"] = keep[-120:]
+        if prev is not None and prev is not lf:
+            dev["last_fix"] = {"boot": header["boot"], "t_ms": prev["t_ms"], "utc_s": prev["utc_s"],
+                               "speed_mmps": prev["speed_mmps"]}
         return out
 
     def _ts_ms(self, r, refs):
@@ -349,14 +402,14 @@ class Mapper:
         io[IO_IGNITION] = (1, ign)
         io[IO_MOVEMENT] = (1, moving)
         if odo is not None:
-            # the estimate between two anchors may run ahead of the box's next anchor: a later record
-            # never shows less than an earlier one did
+            # the estimate between two anchors may run ahead of the box's next anchor
+            # (in time order: a record stamped later than another never shows less)
             o = int(round(odo))
             hi = dev.get("odo_hi")
-            if hi is not None and r["seq"] > hi[0]:
+            if hi is not None and ts > hi[0]:
                 o = max(o, hi[1])
-            if hi is None or r["seq"] > hi[0]:
-                dev["odo_hi"] = [r["seq"], o]
+            if hi is None or ts >= hi[0]:
+                dev["odo_hi"] = [ts, max(o, hi[1]) if hi is not None else o]
             odo_m = o
             io[IO_ODOMETER] = (4, o)
             if IO_TRIP_ODOMETER not in io and ign:

@@ -110,8 +110,7 @@ class TripTracker:
             # distance covered while motion is being confirmed belongs to the trip it starts
             self._pending_mm = self._pending_mm + credited_mm if moving else 0
             if moving and t_ms - self._moving_since >= _MOVE_CONFIRM_MS:
-                self._start(self._moving_since)
-                self.trip["distance_mm"] += self._pending_mm
+                self._start(self._moving_since, self._pending_mm)
                 self._pending_mm = 0
             self._towing(t_ms, moving, speed)
             return
@@ -167,7 +166,8 @@ class TripTracker:
             self._end(self._last_move_ms if self._last_move_ms >= 0 else t_ms)
 
     # ---- internals ----
-    def _start(self, t_ms):
+    def _start(self, t_ms, pending_mm=0):
+        # pending_mm: distance covered while the start was being confirmed; it belongs to this trip
         lf = self.last_fix
         lat = lf[2] if lf else 0
         lon = lf[3] if lf else 0
@@ -178,7 +178,7 @@ class TripTracker:
         self.trip = {
             "start_t_ms": t_ms, "start_utc_s": utc, "start_lat_e7": lat, "start_lon_e7": lon,
             "end_lat_e7": lat, "end_lon_e7": lon,
-            "distance_mm": 0, "bridged_mm": 0, "max_speed_mmps": 0,
+            "distance_mm": pending_mm, "bridged_mm": 0, "max_speed_mmps": 0,
             "n_harsh_accel": 0, "n_harsh_brake": 0, "n_harsh_corner_left": 0, "n_harsh_corner_right": 0,
             "n_crash": 0, "n_overspeed": 0, "n_idle": 0, "n_towing": 0, "n_unclassified": 0, "n_gnss_only": 0,
             "idle_ms": 0, "night_ms": 0, "overspeed_ms": 0, "events": [],
