@@ -346,6 +346,13 @@ DOC_TABLES = {
         ("heap of one Motion at 100 Hz (bytes, 10 s crash ring included)", lambda f: _fmt(f.get("mp_heap_motion_bytes")), None),
         ("feed() under heap_lock", lambda f: "allocation-free" if f.get("mp_feed_runs_under_heap_lock") == 1 else "**allocates**", None),
     ]),
+    "docs/brokers.md": ("bench_brokers", [
+        ("Mosquitto 2.0.11, MQTT 5", lambda f: _fmt(f.get("Mosquitto MQTT 5 blocks/s (median)")), None),
+        ("Mosquitto 2.0.11, MQTT 3.1.1 (forced)", lambda f: _fmt(f.get("Mosquitto MQTT 3.1.1 blocks/s (median)")), None),
+        ("NATS 2.9.10 MQTT mode (3.1.1 only), agent on `auto`",
+         lambda f: _fmt(f.get("NATS MQTT (3.1.1 only), agent on auto blocks/s (median)")), None),
+        ("the agent fell back to 3.1.1 by itself on NATS", lambda f: _fmt(f.get("agent fell back to 3.1.1 on NATS")), None),
+    ]),
     "docs/installer.md": ("bench_installer", [
         ("full firmware (%s files), bytes of .mpy", lambda f: _fmt(f.get("firmware_bytes")), "firmware_files"),
         ("cold build (s)", lambda f: _fmt(f.get("build_cold_s")), None),
