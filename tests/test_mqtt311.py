@@ -8,6 +8,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
+from firmware import codec
+
 from edge_agent.simbox import AgentProc, SimBox, block_ok, wait_for, write_agent_config
 from nats_fixture import NatsMqtt
 
@@ -45,7 +47,7 @@ class Sub311:
                 if not block_ok(msg.payload):
                     self.bad += 1
                     return
-                fs = int.from_bytes(msg.payload[4:8], "little")
+                fs = codec.decode_header(bytes(msg.payload))[0]["first_seq"]
                 if fs in self.got:
                     self.dups += 1
                 self.got[fs] = bytes(msg.payload)

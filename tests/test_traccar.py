@@ -235,7 +235,7 @@ def _agent_cfg(path, box, qpath, traccar=None, mqtt=None, osmand=None):
 def _queue_rows(qpath):
     db = sqlite3.connect(qpath, timeout=5)
     try:
-        return db.execute("SELECT COUNT(*) FROM q").fetchone()[0]
+        return db.execute("SELECT COUNT(*) FROM q WHERE state = 0").fetchone()[0]  # pending
     finally:
         db.close()
 

@@ -7,6 +7,7 @@ import tempfile
 import threading
 import time
 
+from firmware import codec
 from edge_agent.simbox import AgentProc, SimBox, wait_for, write_agent_config
 from tools.brokers import Mosquitto, NatsMqtt
 
@@ -24,7 +25,7 @@ def _one(kind, proto, blocks, work):
     def on_msg(c, u, m):
         if m.topic.endswith("/records"):
             with lock:
-                got.add(bytes(m.payload[4:8]))
+                got.add(codec.decode_header(bytes(m.payload))[0]["first_seq"])
                 t_last[0] = time.monotonic()
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub", protocol=mqtt.MQTTv311,
