@@ -240,6 +240,11 @@ def _queue_rows(qpath):
         db.close()
 
 
+def _device_of(blocks):
+    """The device id the firmware wrote into its blocks (the agent checks it against the box's)."""
+    return T.records_of_block(blocks[0][3])[0]["device"]
+
+
 def mapped(blocks):
     """Our mapping of the blocks in seq order: [(seq, AVL record)]."""
     m = T.Mapper()
@@ -261,7 +266,7 @@ def ident(a):
 def test_agent_delivers_through_refused_imei_lost_ack_and_drop(tmp_path, commute):
     blocks, truth, summary = commute
     srv = FakeTraccar(imeis=())  # the device is not registered yet: login refused
-    box = SimBox("paydbox-0001").start()
+    box = SimBox(_device_of(blocks)).start()
     for fs, ls, prio, b in blocks:
         box.store.append(b, fs, ls, prio)
     q = str(tmp_path / "q.db")
@@ -386,8 +391,8 @@ def test_alongside_mqtt_rows_stay_until_both_outputs_are_done(tmp_path, commute,
     blocks, _truth, _summary = commute
     srv = FakeTraccar(imeis=[IMEI])
     srv.faults = ["drop_mid"] * 1000  # Traccar unreachable in effect: every packet cut
-    box = SimBox("paydbox-0001").start()
-    col = Collector(mosquitto.host, mosquitto.port, "paydbox/f1/paydbox-0001/#")
+    box = SimBox(_device_of(blocks)).start()
+    col = Collector(mosquitto.host, mosquitto.port, "paydbox/f1/%s/#" % box.device)
     for fs, ls, prio, b in blocks:
         box.store.append(b, fs, ls, prio)
     q = str(tmp_path / "q.db")
@@ -458,7 +463,7 @@ def test_osmand_output(tmp_path, commute):
 
     blocks, truth, summary = commute
     web = FakeOsmAnd(ids=[])
-    box = SimBox("paydbox-0001").start()
+    box = SimBox(_device_of(blocks)).start()
     for fs, ls, prio, b in blocks:
         box.store.append(b, fs, ls, prio)
     q = str(tmp_path / "q.db")
@@ -523,7 +528,7 @@ def test_agent_killed_mid_delivery_loses_nothing(tmp_path, commute):
 
     blocks, _truth, _summary = commute
     srv = FakeTraccar(imeis=[IMEI])
-    box = SimBox("paydbox-0001").start()
+    box = SimBox(_device_of(blocks)).start()
     for fs, ls, prio, b in blocks:
         box.store.append(b, fs, ls, prio)
     q = str(tmp_path / "q.db")
