@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	@command -v mosquitto >/dev/null 2>&1 || ( command -v apt-get >/dev/null && ( (apt-get install -y -q mosquitto socat || (apt-get update -q && apt-get install -y -q mosquitto socat)) >/dev/null 2>&1 || sudo -n apt-get install -y -q mosquitto socat >/dev/null 2>&1 ) ) || echo "note: mosquitto could not be installed; the demo falls back to its embedded broker"
 	@command -v socat >/dev/null 2>&1 || true
 	@command -v openssl >/dev/null 2>&1 || ( command -v apt-get >/dev/null && ( (apt-get install -y -q openssl || (apt-get update -q && apt-get install -y -q openssl)) >/dev/null 2>&1 || sudo -n apt-get install -y -q openssl >/dev/null 2>&1 ) ) || echo "note: openssl could not be installed; deploy/make-certs.sh and tests/test_security.py need it"
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || apt-get install -y -q postgresql >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q postgresql) >/dev/null 2>&1 || sudo -n apt-get install -y -q postgresql >/dev/null 2>&1 || (echo 'error: PostgreSQL (Debian package postgresql) could not be installed; the consumer tests need it' >&2; exit 1)
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
