@@ -242,7 +242,7 @@ class Listener:
         self.c.on_subscribe = lambda *a: ev.set()
         self.c.on_connect = lambda cl, *a: cl.subscribe(topic, qos=1)
         self.c.on_message = lambda cl, u, m: self.got.append(
-            (m.topic, bytes(m.payload), count(db) if db and os.path.exists(db) else 0))
+            (m.topic, bytes(m.payload), count_or_zero(db) if db else 0))
         connect(self.c)
         self.c.loop_start()
         assert ev.wait(10)
