@@ -115,7 +115,17 @@ class _PgRow(tuple):
 def _pg_row_factory(cursor):
     names = tuple(c.name for c in (cursor.description or ()))
     cls = type("Row", (_PgRow,), {"__slots__": (), "_names": names})
-    return lambda values: cls(values)
+
+    def make(values):  # SUM() of BIGINT is NUMERIC (Decimal) in PostgreSQL; SQLite gives int
+        return cls(_num(v) for v in values)
+    return make
+
+
+def _num(v):
+    import decimal
+    if isinstance(v, decimal.Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    return v
 
 
 class PgConnection:
