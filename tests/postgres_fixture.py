@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 
 import pytest
 
@@ -86,11 +85,3 @@ def postgres_server():
 def pg_url(postgres_server):
     return postgres_server.new_database()
 
-
-def _wait(pred, timeout=10.0):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
