@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 
 # command:Debian package. mosquitto (broker tests, demo), socat (virtual-box REPL pty: flash tests),
 # nats-server (an MQTT 3.1.1-only broker: the agent's fallback test), systemd-analyze (the unit check),
-# openssl (deploy/make-certs.sh, the security tests).
-SYSTEM_TOOLS := mosquitto:mosquitto socat:socat nats-server:nats-server systemd-analyze:systemd openssl:openssl
+# openssl (deploy/make-certs.sh, the security tests), postgresql (the consumer on PostgreSQL: its tests
+# start a server with the package's initdb; pg_ctlcluster comes with it).
+SYSTEM_TOOLS := mosquitto:mosquitto socat:socat nats-server:nats-server systemd-analyze:systemd openssl:openssl \
+	pg_ctlcluster:postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
 .PHONY: demo test bench setup system-tools clean

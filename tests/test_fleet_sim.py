@@ -2,7 +2,8 @@
 import json
 
 from mosquitto_fixture import mosquitto, Broker  # noqa: F401  (fixture imported by name)
-from tools import fleet_sim
+from postgres_fixture import postgres_server, pg_url  # noqa: F401
+from tools import consumer_db, fleet_sim
 from tools.cli import main as cli
 from firmware import codec
 
@@ -61,3 +62,25 @@ def test_a_consumer_killed_mid_run_loses_nothing_and_repeated_runs_agree(mosquit
     for r in out["results"]:
         assert r["consumers_killed"] == 1 and r["records_lost"] == 0 and r["blocks_without_e2e_ack"] == 0
         assert r["records_stored"] == r["records_published"] >= 5400
+
+
+def test_fleet_sim_two_consumers_on_postgresql(mosquitto, pg_url, capsys):
+    """The fleet load check against a real PostgreSQL: two consumers of one share group write one database;
+    every record published is stored once, injected duplicates are dropped, nothing is lost."""
+    url = "mqtt://%s:%d" % (mosquitto.host, mosquitto.port)
+    rc = cli(["fleet-sim", "--broker", url, "--db", pg_url, "--boxes", "5", "--records-per-box", "300",
+              "--dup-every", "3", "--consumers", "2", "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert rc == 0, r
+    assert r["boxes"] == 5 and r["records_published"] >= 1500
+    assert r["records_stored"] == r["records_published"] and r["records_lost"] == 0
+    assert r["duplicate_records_injected"] > 0
+    assert r["duplicate_records_dropped"] == r["duplicate_records_injected"]
+    assert r["damaged_blocks"] == 0 and r["agent_errors"] == []
+    assert sum(c["records"] for c in r["per_consumer"]) == r["records_stored"]
+    db = consumer_db.connect(pg_url, create=False)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM records").fetchone()[0] == r["records_published"]
+        assert consumer_db.gaps(db) == []
+    finally:
+        db.close()

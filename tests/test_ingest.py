@@ -11,6 +11,7 @@ import time
 import pytest
 
 from mosquitto_fixture import mosquitto, Broker  # noqa: F401  (fixture imported by name)
+from postgres_fixture import postgres_server  # noqa: F401
 from tools import consumer_db, fleet_sim
 from tools.ingest import Consumer, make_client, connect
 
@@ -57,8 +58,17 @@ class RunningConsumer:
         self.c.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dbt(request, tmp_path):
+    """--db target on each backend: dbt("x.db") is a SQLite path, or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return lambda name: str(tmp_path / name)
+    srv = request.getfixturevalue("postgres_server")
+    return lambda name: srv.new_database()
+
+
 def count(db_path, q="SELECT COUNT(*) FROM records", args=()):
-    db = sqlite3.connect(db_path, timeout=30)
+    db = consumer_db.connect(db_path, create=False)
     try:
         return db.execute(q, args).fetchone()[0]
     finally:
@@ -69,8 +79,13 @@ def wait_count(db_path, n, timeout=20.0, q="SELECT COUNT(*) FROM records", args=
     end = time.time() + timeout
     got = -1
     while time.time() < end:
-        if os.path.exists(db_path):
-            got = count(db_path, q, args)
+        if consumer_db.is_postgres(db_path) or os.path.exists(db_path):
+            try:
+                got = count(db_path, q, args)
+            except Exception as e:  # the consumer is still creating its tables
+                if "does not exist" not in str(e) and "no such table" not in str(e):
+                    raise
+                got = -1
             if got >= n:
                 return got
         time.sleep(0.05)
@@ -78,16 +93,16 @@ def wait_count(db_path, n, timeout=20.0, q="SELECT COUNT(*) FROM records", args=
 
 
 def assert_exactly_once(db_path, device, recs):
-    db = sqlite3.connect(db_path)
+    db = consumer_db.connect(db_path, create=False)
     seqs = [r[0] for r in db.execute("SELECT seq FROM records WHERE device=? ORDER BY seq", (device,))]
     db.close()
     assert seqs == [r["seq"] for r in recs]
 
 
-def test_restart_no_loss_no_duplicates(mosquitto, tmp_path):
+def test_restart_no_loss_no_duplicates(mosquitto, tmp_path, dbt):
     """Blocks published while the consumer is down arrive after restart (persistent session);
     everything republished is stored once."""
-    db = str(tmp_path / "c.db")
+    db = dbt("c.db")
     recs, blocks = make_blocks("box-r", 900, seed=7)
     assert len(blocks) >= 6
     topic = "paydbox/f1/box-r/records"
@@ -227,7 +242,7 @@ class Listener:
         self.c.on_subscribe = lambda *a: ev.set()
         self.c.on_connect = lambda cl, *a: cl.subscribe(topic, qos=1)
         self.c.on_message = lambda cl, u, m: self.got.append(
-            (m.topic, bytes(m.payload), count(db) if db and os.path.exists(db) else 0))
+            (m.topic, bytes(m.payload), count_or_zero(db) if db else 0))
         connect(self.c)
         self.c.loop_start()
         assert ev.wait(10)
@@ -237,11 +252,11 @@ class Listener:
         self.c.loop_stop()
 
 
-def test_a_forged_header_is_quarantined_and_the_victims_records_survive(mosquitto, tmp_path):
+def test_a_forged_header_is_quarantined_and_the_victims_records_survive(mosquitto, tmp_path, dbt):
     """Identity is the topic (bound to the authenticated client), never the header: a box publishing, on its
     own topic, a block that claims to be another box's cannot add records to that box's account, nor take
     the victim's (device, boot, seq) keys so that the victim's real records look like duplicates."""
-    db = str(tmp_path / "q.db")
+    db = dbt("q.db")
     recs, blocks = make_blocks("box-victim", 200, seed=4)
     _, forged = make_blocks("box-victim", 200, seed=99)  # same keys, other content
     cons = RunningConsumer(url(mosquitto), db, group="gq")
@@ -260,8 +275,8 @@ def test_a_forged_header_is_quarantined_and_the_victims_records_survive(mosquitt
     assert cons.c.counters["quarantined"] == len(forged) and cons.c.counters["damaged"] == 0
 
 
-def test_end_to_end_ack_follows_the_commit_and_names_what_is_held(mosquitto, tmp_path):
-    db = str(tmp_path / "a.db")
+def test_end_to_end_ack_follows_the_commit_and_names_what_is_held(mosquitto, tmp_path, dbt):
+    db = dbt("a.db")
     recs, blocks = make_blocks("box-a", 600, seed=5)
     lis = Listener(url(mosquitto), "paydbox/f/box-a/ack", db)
     cons = RunningConsumer(url(mosquitto), db, group="ga")
@@ -283,8 +298,8 @@ def test_end_to_end_ack_follows_the_commit_and_names_what_is_held(mosquitto, tmp
         assert n_in_db >= held, "acknowledged %d records before they were committed (%d)" % (held, n_in_db)
 
 
-def test_gaps_are_asked_for_again_then_marked_lost_when_nobody_has_them(mosquitto, tmp_path):
-    db = str(tmp_path / "g.db")
+def test_gaps_are_asked_for_again_then_marked_lost_when_nobody_has_them(mosquitto, tmp_path, dbt):
+    db = dbt("g.db")
     recs, blocks = make_blocks("box-g", 600, seed=6)
     assert len(blocks) >= 3
     hole = blocks[1]  # (first_seq, n, block)
@@ -342,6 +357,8 @@ def test_ingest_waits_for_a_broker_that_is_down_at_start(tmp_path):
 
 def count_or_zero(db):
     try:
-        return count(db) if os.path.exists(db) else 0
-    except sqlite3.Error:
-        return 0
+        return count(db) if (consumer_db.is_postgres(db) or os.path.exists(db)) else 0
+    except Exception as e:  # not created yet: sqlite3.Error, or PostgreSQL's "relation ... does not exist"
+        if isinstance(e, sqlite3.Error) or "does not exist" in str(e):
+            return 0
+        raise

@@ -9,6 +9,8 @@ from firmware import codec
 from tools import consumer_db, fleet_sim, report, trips
 from tools.cli import main as cli
 
+from postgres_fixture import postgres_server  # noqa: F401  (fixture imported by name)
+
 UTC0 = 848800000  # 2026-11-24T01:46:40Z in record time (s since 2000)
 
 
@@ -57,9 +59,18 @@ def store(db_path, device, boot, recs, max_bytes=256):
     return res[:3]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dbt(request, tmp_path):
+    """--db target on each backend: dbt("x.db") is a SQLite path, or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return lambda name: str(tmp_path / name)
+    srv = request.getfixturevalue("postgres_server")
+    return lambda name: srv.new_database()
+
+
 @pytest.fixture
-def tripdb(tmp_path):
-    path = str(tmp_path / "r.db")
+def tripdb(dbt):
+    path = dbt("r.db")
     assert store(path, "box-7", 3, known_records()) == (len(known_records()), 0, 0)
     return path
 
@@ -82,10 +93,10 @@ def test_trips_table_from_known_records(tripdb, capsys):
     assert "no trips" in capsys.readouterr().out
 
 
-def test_trip_with_a_missing_block_is_flagged(tmp_path, capsys):
+def test_trip_with_a_missing_block_is_flagged(dbt, capsys):
     """The summary says 2.35 km and 3 events whatever is missing; completeness must not: a lost block of
     positions shows as a gap, then as lost once the agent and the box say they no longer have it."""
-    path = str(tmp_path / "g.db")
+    path = dbt("g.db")
     recs = known_records()
     gone = [r for r in recs if 8 <= r["seq"] <= 12]
     store(path, "box-g", 3, [r for r in recs if not 8 <= r["seq"] <= 12], max_bytes=4096)
@@ -128,10 +139,10 @@ def test_partial_score_shown(tmp_path):
     assert "harsh braking (GNSS only)" in html
 
 
-def test_open_trip_and_duplicates(tmp_path):
+def test_open_trip_and_duplicates(dbt):
     """A trip whose trip_end has not arrived is listed as open with km from its positions; storing the
     same records again adds nothing."""
-    path = str(tmp_path / "o.db")
+    path = dbt("o.db")
     recs = known_records()[:-1]
     store(path, "box-o", 1, recs)
     assert store(path, "box-o", 1, recs) == (0, len(recs), 0)

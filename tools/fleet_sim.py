@@ -40,7 +40,7 @@ def add_arguments(p):
                    help="spread each box's blocks over S seconds (default 0: as fast as possible)")
     p.add_argument("--consumers", type=int, default=1,
                    help="ingest processes to start in one share group (0: measure an external consumer via --db)")
-    p.add_argument("--db", help="consumer database (default: a fresh temporary file)")
+    p.add_argument("--db", help="consumer database, SQLite path or postgresql:// URL (default: a fresh temporary SQLite file)")
     p.add_argument("--group", help="share group for the started consumers (default: unique per run)")
     p.add_argument("--fleet", default="sim", help="fleet part of the topic (default %(default)s)")
     p.add_argument("--dup-every", type=int, default=0,

@@ -44,7 +44,7 @@ class IngestError(Exception):
 
 def add_arguments(p):
     p.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
-    p.add_argument("--db", default=consumer_db.DEFAULT_DB, help="SQLite file (default %(default)s)")
+    p.add_argument("--db", default=consumer_db.DEFAULT_DB, help="SQLite file or postgresql:// URL (default %(default)s)")
     p.add_argument("--group", default="paydbox", help="shared-subscription group (default %(default)s)")
     p.add_argument("--client-id", default=None,
                    help="fixed MQTT client id (default: derived from group, host and db path)")

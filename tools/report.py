@@ -40,7 +40,7 @@ FONT = "DejaVu Sans, Arial, Helvetica, sans-serif"
 
 def add_arguments(p):
     p.add_argument("trip", metavar="TRIP", help="trip id from `paydbox trips` (or DEVICE:BOOT:TRIP)")
-    p.add_argument("--db", default=consumer_db.DEFAULT_DB, help="consumer SQLite file (default %(default)s)")
+    p.add_argument("--db", default=consumer_db.DEFAULT_DB, help="consumer SQLite file or postgresql:// URL (default %(default)s)")
     p.add_argument("-o", "--output", required=True, help="FILE.html, FILE.png, FILE.gpx or FILE.geojson")
 
 

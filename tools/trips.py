@@ -6,7 +6,7 @@ from tools import consumer_db
 
 
 def add_arguments(p):
-    p.add_argument("--db", default=consumer_db.DEFAULT_DB, help="consumer SQLite file (default %(default)s)")
+    p.add_argument("--db", default=consumer_db.DEFAULT_DB, help="consumer SQLite file or postgresql:// URL (default %(default)s)")
     p.add_argument("--device", help="only this device")
     p.add_argument("--json", action="store_true", help="one JSON list on stdout")
 
