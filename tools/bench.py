@@ -123,17 +123,10 @@ def _fixes_from_trace(path):
     return fixes, raw, raw_rmc_gga, epochs
 
 
-def _crc16_ibm(data):
-    crc = 0
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
 def codec8_packets(fixes, io_n1=0, io_n2=0, io_n4=0, per_packet=60):
     """Real Teltonika Codec 8 AVL packets for the fixes (IO elements: counts of 1/2/4-byte values)."""
+    from edge_agent.teltonika import crc16_ibm  # the forwarder's own CRC (one home)
+
     total = 0
     nrec = 0
     for i in range(0, len(fixes), per_packet):
@@ -150,7 +143,7 @@ def codec8_packets(fixes, io_n1=0, io_n2=0, io_n4=0, per_packet=60):
             io += struct.pack(">B", 0)
             recs.append(struct.pack(">QB", ts_ms, 0) + gps + io)
         data = struct.pack(">BB", 0x08, len(recs)) + b"".join(recs) + struct.pack(">B", len(recs))
-        pkt = b"\x00\x00\x00\x00" + struct.pack(">I", len(data)) + data + struct.pack(">I", _crc16_ibm(data))
+        pkt = b"\x00\x00\x00\x00" + struct.pack(">I", len(data)) + data + struct.pack(">I", crc16_ibm(data))
         total += len(pkt)
         nrec += len(recs)
     return total, nrec, (len(recs[0]) if fixes else 0)
