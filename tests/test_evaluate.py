@@ -179,7 +179,8 @@ def test_bench_reference_codec8_and_report(tmp_path):
     # 3 packets (60 + 60 + 10 records): 4 preamble + 4 length + 1 codec + 2 counts + 4 CRC each
     assert total == 130 * 30 + 3 * 15
     assert bench.codec8_packets(fixes[:1], io_n1=2, io_n2=1)[2] == 30 + 2 * 2 + 3
-    assert bench._crc16_ibm(b"123456789") == 0xBB3D   # CRC-16/ARC check value
+    from edge_agent.teltonika import crc16_ibm
+    assert crc16_ibm(b"123456789") == 0xBB3D   # CRC-16/ARC check value
     ev = E.evaluate(["crash"], seed=2, workdir=str(tmp_path), replay=_oracle)
     mods = {"bench_fake": {"figures": {"link efficiency %": 91.0}, "wall_s": 1.0},
             "bench_broken": {"error": "ImportError: nope", "wall_s": 0.1}}
