@@ -52,6 +52,17 @@ def _sync():
         os.sync()
 
 
+def _write_frame(path, mode, hdr, block):
+    """One frame (header + block) written and synced: a new segment ("wb") or the head ("ab")."""
+    f = open(path, mode)
+    try:
+        f.write(hdr)
+        f.write(block)
+        _sync_file(f)
+    finally:
+        f.close()
+
+
 def _write_atomic(path, data):
     tmp = path + ".tmp"
     f = open(tmp, "wb")
@@ -274,26 +285,14 @@ class Store:
         if not self.head_exists:
             # atomic rotation: a segment appears with its first frame complete
             tmp = self._p("seg.tmp")
-            f = open(tmp, "wb")
-            try:
-                f.write(h)
-                f.write(block)
-                _sync_file(f)
-            finally:
-                f.close()
+            _write_frame(tmp, "wb", h, block)
             os.rename(tmp, name)
             _sync()
             self.head_exists = True
             off = 0
         else:
             try:
-                f = open(name, "ab")
-                try:
-                    f.write(h)
-                    f.write(block)
-                    _sync_file(f)
-                finally:
-                    f.close()
+                _write_frame(name, "ab", h, block)
                 _sync()
             except OSError:
                 # flash full or failing: the segment may now end in a torn frame (the mount scan
