@@ -10,7 +10,7 @@ import struct
 import binascii
 from array import array
 
-VERSION = 4   # 4: trip_end gains n_unclassified, n_gnss_only, score_note (docs/record-format.md)
+VERSION = 4  # the version this encoder writes; FORMATS says what each version a decoder reads holds
 MAGIC0 = 0x50  # 'P'
 MAGIC1 = 0x44  # 'D'
 
@@ -68,6 +68,19 @@ STRINGS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_righ
 # Optional fields (by name, unique to their record type): absent on encode = this default; a
 # decoded record carries them only when they differ from it (so records round-trip either way).
 OPTIONAL = {"n_unclassified": 0, "n_gnss_only": 0, "score_note": ""}
+
+# Every version the decoder reads (docs/record-format.md "Versions"): version -> (entries of STRINGS,
+# fields per record type in TYPES order; a type past the end of the tuple is not in that version).
+# A version only appends: record types to TYPES, fields to the end of their type (each with a default in
+# OPTIONAL), strings to STRINGS; so an older block is read with today's tables cut to its counts, and a
+# field it does not have decodes as absent (its default). Contexts' priors depend on the kind of field,
+# never on a context's index, so appending does not change how older fields decode. A new version is
+# one row here (tests check the VERSION row against TYPES and STRINGS). 1 and 2 (Rice codes) were
+# never deployed and are not read.
+FORMATS = {
+    3: (16, (6, 9, 7, 3, 23, 9, 2, 3, 1)),  # range coder, NMEA grid, odometer record
+    4: (22, (6, 9, 7, 3, 26, 9, 2, 3, 1)),  # trip_end + n_unclassified, n_gnss_only, score_note
+}
 
 # Context layout: fixed contexts, then one per (type, field).
 _C_TYPE_T = 0  # t_ms residual, pos records
@@ -1030,8 +1043,10 @@ def decode_header(data):
     n = len(data)
     if n < 4 or data[0] != MAGIC0 or data[1] != MAGIC1:
         raise CodecError("bad magic", 0)
-    if data[2] != VERSION:
-        raise CodecError("unsupported version %d" % data[2], 2)
+    ver = data[2]
+    if ver not in FORMATS:
+        raise CodecError("unsupported record-format version %d (this decoder reads %s)"
+                         % (ver, ", ".join([str(v) for v in sorted(FORMATS)])), 2)
     if n < 12:
         raise CodecError("block truncated (%d bytes)" % n, n)
     end = n - 4
@@ -1076,7 +1091,7 @@ def decode_header(data):
         cq, off = _get_varint(data, off, end)
         if sq < 1 or cq < 1 or 36000 % cq:
             raise CodecError("bad speed/course step", off - 1)
-    hdr = {"version": VERSION, "device": device, "boot": boot, "first_seq": first_seq, "count": count,
+    hdr = {"version": ver, "device": device, "boot": boot, "first_seq": first_seq, "count": count,
            "flags": flags, "base_utc_s": utc, "base_t_ms": t, "base_lat_e7": lat * q, "base_lon_e7": lon * q,
            "privacy": "no_positions" if flags & FLAG_NO_POS else ("rounded" if flags & FLAG_ROUNDED else "off"),
            "round_e7": q, "tolerance_m": tol, "speed_q_mmps": sq, "course_q_cdeg": cq, "size": n}
@@ -1084,9 +1099,12 @@ def decode_header(data):
 
 
 def decode_block(data):
-    """bytes -> (header dict, [record dicts]). CodecError(offset) on any damage."""
+    """bytes -> (header dict, [record dicts]). CodecError(offset) on any damage. A block of an older
+    version (FORMATS) decodes with the fields it had; hdr["version"] says which."""
     hdr, off, base = decode_header(data)
     utc0, t0, lat0, lon0, q, first_seq, sq, cq = base
+    ver = hdr["version"]
+    nstr, nfields = FORMATS[ver]
     end = len(data) - 4
     r = _RangeDecoder(data, off, end)
     st = [0] * _NST
@@ -1114,8 +1132,8 @@ def decode_block(data):
             for _j in range(4):
                 node = 2 * node + r.bit(_F_TYPE + node)
             code = node - 16
-            if code == 0 or code >= len(TYPES):
-                raise CodecError("unknown record type %d" % code, rstart)
+            if code == 0 or code >= len(nfields):
+                raise CodecError("unknown record type %d (version %d)" % (code, ver), rstart)
         if not regular and r.bit(_F_SEQ):
             seq = st[0] + 1 + unzigzag(r.uint(_C_SEQ) + 1)
         else:
@@ -1172,14 +1190,14 @@ def decode_block(data):
             rec["sats"] = sats
             recs.append(rec)
             continue
-        for j in range(len(fields)):
+        for j in range(nfields[code]):
             name, kind = fields[j]
             ci = base_c + j
             if kind == "s":
                 idx = r.uint(ci)
                 if idx:
-                    if idx > len(STRINGS):
-                        raise CodecError("unknown string index %d" % idx, r.pos())
+                    if idx > nstr:
+                        raise CodecError("unknown string index %d (version %d)" % (idx, ver), r.pos())
                     v = STRINGS[idx - 1]
                 else:
                     ln = r.uint(_C_STRLEN)

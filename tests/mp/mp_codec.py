@@ -247,12 +247,40 @@ def test_regular_fix_is_small():
     assert_eq(out, recs, "regular fixes")
 
 
-def test_version_4():
+# The last block of tests/codec_old/v3_blocks.json (512-byte set): written by the version 3 encoder
+# (commit ace2aab), with the records given to it: a trip_end without the fields version 4 added, then more
+_V3_BLOCK = ("5044030006626f782d763304bc2903d6f089aa06888e1486fe88cb03bcd1b16e080a752b8eadfffffa468fc9fa484780de"
+             "647345fffedaaa03fffffffa3f2abcdffc7c89e3e805b87fff860f8ce9a1a1e1633caaa63a410d83ab5eaaf03ad83fe602"
+             "7fe0499e3fffff12ed1ec21bc4f4c5c10affffe78c58bf7b4289c1")
+_V3_RECORDS = [
+    {"type": "trip_end", "seq": 5308, "t_ms": 329480, "utc_s": 849427499, "trip": 4999, "start_t_ms": 29897,
+     "end_t_ms": 329080, "start_utc_s": 849427200, "end_utc_s": 849427499, "start_lat_e7": 481369987,
+     "start_lon_e7": 115749982, "end_lat_e7": 481214985, "end_lon_e7": 116030710, "distance_m": 4321,
+     "bridged_m": 12, "duration_s": 299, "max_speed_mmps": 24500, "n_harsh_accel": 1, "n_harsh_brake": 2,
+     "n_harsh_corner_left": 0, "n_harsh_corner_right": 1, "n_crash": 1, "n_overspeed": 0, "idle_s": 61,
+     "night_s": 0, "overspeed_s": 0, "score": 83},
+    {"type": "status", "seq": 5309, "t_ms": 329580, "utc_s": 849427499, "fw": "0.1.0", "boot": 4,
+     "store_used": 49152, "store_evicted": 0, "gnss_ok": 1, "accel_ok": 1, "odometer_m": 1238888,
+     "calib": "calibrated", "calib_quality": 91},
+    {"type": "odometer", "seq": 5310, "t_ms": 329680, "utc_s": 849427499, "total_m": 1238888},
+]
+
+
+def test_version_4_and_older_blocks():
+    import binascii
+
     blk = _encode_all(_drive(5))[0][0]
     assert_eq(blk[2], 4, "version byte")
-    bad = bytearray(blk)
-    bad[2] = 3
-    assert_eq(assert_raises(CodecError, decode_block, bytes(bad)).offset, 2, "version 3 rejected")
+    v3 = binascii.unhexlify(_V3_BLOCK)
+    h, recs = decode_block(v3)
+    assert_eq(h["version"], 3, "version of a version 3 block")
+    assert_eq(recs, _V3_RECORDS, "version 3 block")
+    for v in (2, 5):
+        bad = bytearray(blk)
+        bad[2] = v
+        e = assert_raises(CodecError, decode_block, bytes(bad))
+        assert_eq(e.offset, 2, "version %d rejected" % v)
+        assert_eq(("version %d " % v) in str(e), True, "message names the version")
 
 
 def test_trip_end_optional_fields():
