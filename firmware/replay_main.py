@@ -1,5 +1,5 @@
 # Replays a recorded trace through the real firmware (Box) in accelerated time.
-# The same code runs under CPython (imported by tools/replay.py) and inside the MicroPython VM
+# The same code runs under CPython (imported by tools/trace/replay.py) and inside the MicroPython VM
 # (`micropython -c "import firmware.replay_main as r; r.main(trace, root)"`), so both runtimes give the
 # same result; it prints one JSON line of ints and strings.
 import json

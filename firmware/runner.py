@@ -1,7 +1,7 @@
 # The box's composition root: the one place where config, GNSS receiver setup, the Box supervisor,
 # the installer console and the watchdog are wired together. Every way of running the firmware uses
 # it: the board entry point (firmware/main.py builds the `machine` objects), the replay
-# (firmware/replay_main.py) and the virtual box (tools/vbox_runner.py) only build a Board.
+# (firmware/replay_main.py) and the virtual box (tools/installer/vbox_runner.py) only build a Board.
 #
 #   board = Board(clock, gnss_uart, i2c, power, fs_root, link_uart=..., console=..., watchdog=...)
 #   r = Runner(board)        # loads <fs_root>/config.json (schema defaults when absent)

@@ -9,7 +9,7 @@ import pytest
 
 from firmware.app import Box
 from hw.replay import ReplaySession
-from tools.trace import TraceWriter
+from tools.trace.cli import TraceWriter
 
 _LSB = 12   # mg per digit of the LIS3DH at +-16 g, high resolution
 

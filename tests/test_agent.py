@@ -197,7 +197,7 @@ def test_drivegen_real_codec_blocks_and_chaos_verifier():
     """The chaos benchmark's box (real codec blocks) and its record-level verifier, without a broker."""
     from edge_agent.simbox import DriveGen, MemStore
     from firmware import codec
-    from tools.bench_link import verify
+    from tools.bench.bench_link import verify
 
     store = MemStore()
     gen = DriveGen("box-v", 3, store, 128, seed=5, crash_at_s=200)

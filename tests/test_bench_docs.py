@@ -4,7 +4,7 @@ and a partial (--only) run keeps the other modules' sections."""
 import os
 import shutil
 
-from tools import bench
+from tools.bench import runner as bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tools.replay import ReplayError, image_for, replay_trace
+from tools.trace.replay import ReplayError, image_for, replay_trace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACE = os.path.join(ROOT, "tests", "traces", "commute.jsonl.gz")

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from tools.cli import main
-from tools.config_cli import ConfigCLIError, ConsoleClient, read_csv
-from tools.virtual_box import VirtualBox, micropython_exe
+from tools.installer.config_cli import ConfigCLIError, ConsoleClient, read_csv
+from tools.installer.virtual_box import VirtualBox, micropython_exe
 
 try:
     micropython_exe()

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from tools import evaluate as E
-from tools.replay import replay_trace
+from tools.trace import evaluate as E
+from tools.trace.replay import replay_trace
 from tools.sim.engine import simulate
 
 

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from edge_agent.simbox import DriveGen, Proc, SimBox, wait_for
-from tools import bench_e2e
-from tools.bench_e2e import agent_toml, broker_for, db_state
+from tools.bench import bench_e2e
+from tools.bench.bench_e2e import agent_toml, broker_for, db_state
 
 if bench_e2e.MOSQUITTO is None:  # make setup installs it; a machine without it cannot run these at all
     pytest.fail("mosquitto is not installed: run `make setup` (it installs Debian's mosquitto)", pytrace=False)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tools import evaluate as E
+from tools.trace import evaluate as E
 from tools.sim.engine import random_rotation, simulate
 
 
@@ -172,7 +172,7 @@ def test_end_to_end_reduced_suite(tmp_path):
 
 
 def test_bench_reference_codec8_and_report(tmp_path):
-    from tools import bench
+    from tools.bench import runner as bench
     fixes = [(880000000 + i, 457600000 + i * 10, 48400000 - i * 7, 13000, 9000, 9, 11, 1700) for i in range(130)]
     total, nrec, rec_len = bench.codec8_packets(fixes)
     assert rec_len == 30 and nrec == 130

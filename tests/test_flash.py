@@ -11,8 +11,8 @@ import time
 import pytest
 import serial
 
-from tools import flash as F
-from tools.virtual_box import ReplBox, VirtualBox, micropython_exe
+from tools.installer import flash as F
+from tools.installer.virtual_box import ReplBox, VirtualBox, micropython_exe
 
 try:
     micropython_exe()
@@ -60,7 +60,7 @@ def boots(tmp_path, boxdir, trace, then=None):
     then(console_client) runs against the booted box."""
     with VirtualBox(trace, boxdir, speed=20, source="flashed") as vb:
         info = vb.start(timeout=30)
-        from tools.config_cli import ConsoleClient
+        from tools.installer.config_cli import ConsoleClient
 
         with ConsoleClient(info["console"]) as c:
             st = c.cmd("status")
@@ -102,7 +102,7 @@ def test_flash_verify_reflash_one_file(tmp_path, repl, trace):
     print("\nflash full firmware: %.2f s (%d files, %d bytes); one-file reflash: %.2f s"
           % (t_full, rep["files"], rep["bytes_total"], rep3["flash_s"]))
     def configure(c):
-        from tools.config_cli import ConfigCLIError
+        from tools.installer.config_cli import ConfigCLIError
 
         c.set_many([("device_id", "fl-0001"), ("vin", "WVWZZZ1JZXW000001")], "0000")
         with pytest.raises(ConfigCLIError, match="trip_end_s: bad value '5', allowed 30..3600"):

@@ -3,7 +3,8 @@ import json
 
 from mosquitto_fixture import mosquitto, Broker  # noqa: F401  (fixture imported by name)
 from postgres_fixture import postgres_server, pg_url  # noqa: F401
-from tools import consumer_db, fleet_sim
+from tools.consumer import db as consumer_db
+from tools.consumer import fleet_sim
 from tools.cli import main as cli
 from firmware import codec
 

@@ -12,8 +12,9 @@ import pytest
 
 from mosquitto_fixture import mosquitto, Broker  # noqa: F401  (fixture imported by name)
 from postgres_fixture import postgres_server  # noqa: F401
-from tools import consumer_db, fleet_sim
-from tools.ingest import Consumer, make_client, connect
+from tools.consumer import db as consumer_db
+from tools.consumer import fleet_sim
+from tools.consumer.ingest import Consumer, make_client, connect
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -222,7 +223,7 @@ def test_agent_status_is_stored(mosquitto, tmp_path):
 
 
 def test_bad_broker_url_and_refused_connection(tmp_path):
-    from tools.ingest import IngestError, parse_broker
+    from tools.consumer.ingest import IngestError, parse_broker
     with pytest.raises(ValueError, match="--broker"):
         parse_broker("http://x:1")
     assert parse_broker("mqtts://h") == ("h", 8883, True, None, None)

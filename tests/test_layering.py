@@ -43,7 +43,8 @@ def test_the_check_sees_a_violation(tmp_path):
 
 
 def test_cli_tells_user_errors_from_bugs(capsys, monkeypatch, tmp_path):
-    from tools import cli, consumer_db
+    from tools import cli
+    from tools.consumer import db as consumer_db
 
     db = str(tmp_path / "c.db")
     consumer_db.connect(db).close()

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tools.replay import ReplayError, replay_trace
+from tools.trace.replay import ReplayError, replay_trace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACE = os.path.join(ROOT, "tests", "traces", "commute.jsonl.gz")
@@ -76,7 +76,7 @@ def test_privacy_modes_keep_billing_and_drop_or_coarsen_positions(cpython_report
     """The odometer and trips are the same whatever the privacy mode; what is stored is not."""
 
     from firmware import codec
-    from tools import replay as rp
+    from tools.trace import replay as rp
 
     raw_dir = tmp_path / "flash"
     rep = replay_trace(TRACE, "cpython", config={"privacy": privacy})
@@ -110,7 +110,7 @@ def test_speed_course_steps_shrink_records_and_keep_positions(cpython_report, tm
     untouched (same as the lossless run), billing unchanged, fewer bytes."""
     from firmware import codec, replay_main
     from firmware.store import Store
-    from tools import replay as rp
+    from tools.trace import replay as rp
 
     cfg = {"pos_speed_step_mmps": 100, "pos_course_step_cdeg": 100}
     rep = replay_trace(TRACE, "cpython", config=cfg)

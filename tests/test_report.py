@@ -6,7 +6,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from firmware import codec
-from tools import consumer_db, fleet_sim, report, trips
+from tools.consumer import db as consumer_db
+from tools.consumer import fleet_sim
+from tools.consumer import report
+from tools.consumer import trips
 from tools.cli import main as cli
 
 from postgres_fixture import postgres_server  # noqa: F401  (fixture imported by name)

@@ -11,7 +11,7 @@ from firmware.config import Config
 from firmware.replay_main import replay_board
 from firmware.runner import Runner
 from hw.replay import ReplaySession
-from tools.replay import ReplayError, run_raw
+from tools.trace.replay import ReplayError, run_raw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACE = os.path.join(ROOT, "tests", "traces", "commute.jsonl.gz")
@@ -157,7 +157,7 @@ def test_replay_fails_with_the_micropython_traceback(tmp_path):
 
 def test_virtual_box_fails_with_the_micropython_traceback(tmp_path):
     from test_virtual_box import make_trace
-    from tools.virtual_box import VirtualBox, VirtualBoxError
+    from tools.installer.virtual_box import VirtualBox, VirtualBoxError
 
     src = broken_tree(tmp_path)
     trace = make_trace(tmp_path / "t.jsonl", 30)

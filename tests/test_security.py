@@ -340,7 +340,7 @@ def test_agent_refuses_a_box_whose_hello_names_another_device(tmp_path):
 
 # ---- console attacks --------------------------------------------------------------------------
 def _mp_exe():
-    from tools.virtual_box import micropython_exe
+    from tools.installer.virtual_box import micropython_exe
 
     return micropython_exe()
 
@@ -490,9 +490,9 @@ def test_flash_on_a_provisioned_box_needs_the_pin(tmp_path):
     virtual box the console is not the REPL stream, so the last step ends at flash's own "not
     MicroPython" check, after the box has granted maintenance.)"""
     from test_virtual_box import make_trace
-    from tools.config_cli import ConsoleClient, maintenance_unlock
-    from tools.flash import FlashError, flash
-    from tools.virtual_box import VirtualBox
+    from tools.installer.config_cli import ConsoleClient, maintenance_unlock
+    from tools.installer.flash import FlashError, flash
+    from tools.installer.virtual_box import VirtualBox
 
     trace = make_trace(tmp_path / "drive.jsonl", 300)
     vb = VirtualBox(trace, tmp_path / "box", speed=20)

@@ -101,7 +101,7 @@ def firmware_blocks(trace, config=None):
     import bisect
 
     from firmware import app
-    from tools.export import replay_blocks
+    from tools.trace.export import replay_blocks
 
     history = {}  # boot -> [(fix t_ms, box odometer m after that fix)], from the odometer it boots with
     orig, orig_init = app.Box._on_fix, app.Box.__init__
@@ -346,7 +346,7 @@ def test_drive_through_virtual_box_and_agent_reaches_traccar(tmp_path, commute):
     """Done-when of issue 16: the bundled drive replayed by the firmware in the MicroPython VM (virtual
     box), its link to the real agent process, the agent's Traccar output to the fake server; the
     independent decoder reads back every record with the box's odometer and events."""
-    from tools.virtual_box import VirtualBox
+    from tools.installer.virtual_box import VirtualBox
 
     blocks, truth, summary = commute  # the same firmware under CPython: the records' ground truth
     srv = FakeTraccar(imeis=[IMEI])

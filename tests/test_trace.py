@@ -1,4 +1,4 @@
-"""Host tests for tools/trace.py: NMEA import round trip on the real-receiver corpus, accel CSV, info,
+"""Host tests for tools/trace/cli.py: NMEA import round trip on the real-receiver corpus, accel CSV, info,
 TraceWriter, record (GNSS over a pty), gzip traces under the MicroPython VM."""
 import gzip
 import json
@@ -11,7 +11,7 @@ import time
 import pytest
 
 from hw.replay import ReplaySession, TraceError
-from tools import trace as tr
+from tools.trace import cli as tr
 from tools.cli import main as cli_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

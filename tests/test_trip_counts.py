@@ -102,7 +102,7 @@ def test_power_cut_right_after_an_event_counts_it(tmp_path, which):
 
 
 def test_replay_json_counts_next_to_events():
-    from tools.replay import replay_trace
+    from tools.trace.replay import replay_trace
 
     rep = replay_trace(COMMUTE)
     for t in rep["trips"]:

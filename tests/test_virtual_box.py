@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tools.virtual_box import VirtualBox, micropython_exe
+from tools.installer.virtual_box import VirtualBox, micropython_exe
 
 try:
     micropython_exe()
@@ -54,7 +54,7 @@ def trace(tmp_path):
 
 
 def test_virtual_box_ptys_console_and_link(tmp_path, trace):
-    from tools.config_cli import ConsoleClient
+    from tools.installer.config_cli import ConsoleClient
 
     with VirtualBox(trace, tmp_path / "box", speed=20, console_pty_link=str(tmp_path / "console")) as vb:
         info = vb.start()
@@ -75,7 +75,7 @@ def test_virtual_box_ptys_console_and_link(tmp_path, trace):
 
 
 def test_reboot_keeps_ptys_and_config(tmp_path, trace):
-    from tools.config_cli import ConsoleClient
+    from tools.installer.config_cli import ConsoleClient
 
     with VirtualBox(trace, tmp_path / "box", speed=20) as vb:
         info = vb.start()
@@ -95,7 +95,7 @@ def test_reboot_keeps_ptys_and_config(tmp_path, trace):
 def test_power_cut_during_config_writes(tmp_path, trace):
     """kill -9 the VM while the console keeps rewriting the config: after each power-on the config
     is valid (CRC-checked) and holds a value that was written, never the defaults."""
-    from tools.config_cli import ConfigCLIError, ConsoleClient
+    from tools.installer.config_cli import ConfigCLIError, ConsoleClient
 
     rnd = random.Random(7)
     written = set()
@@ -151,7 +151,7 @@ def test_cli_subprocess_prints_ptys_and_stops_cleanly(tmp_path, trace):
     try:
         info = json.loads(p.stdout.readline())
         assert os.path.realpath(str(link)) == info["link"]
-        from tools.config_cli import ConsoleClient
+        from tools.installer.config_cli import ConsoleClient
 
         with ConsoleClient(info["console"]) as c:
             assert c.cmd("status")["ok"]

@@ -10,19 +10,19 @@ import sys
 
 # name -> (module, one-line help). Nested groups ("trace import") use a module exposing SUBCOMMANDS.
 COMMANDS = {
-    "trace": ("tools.trace", "record, import and inspect sensor traces"),
-    "replay": ("tools.replay", "replay a trace through the firmware (CPython or the MicroPython VM)"),
+    "trace": ("tools.trace.cli", "record, import and inspect sensor traces"),
+    "replay": ("tools.trace.replay", "replay a trace through the firmware (CPython or the MicroPython VM)"),
     "simulate": ("tools.sim.cli", "simulate a drive with ground truth into a trace"),
-    "evaluate": ("tools.evaluate", "replay scenarios and score the box against the ground truth"),
-    "bench": ("tools.bench", "run every benchmark and write docs/BENCHMARKS.md"),
-    "flash": ("tools.flash", "compile and deploy the firmware to a box over serial"),
-    "config": ("tools.config_cli", "configure, self-test and provision boxes over serial"),
-    "virtual-box": ("tools.virtual_box", "run the real firmware in the MicroPython VM behind a pty"),
-    "ingest": ("tools.ingest", "reference MQTT consumer: store trips, positions and events in SQLite"),
-    "trips": ("tools.trips", "list the trips stored by the consumer"),
-    "report": ("tools.report", "write an HTML/PNG report, GPX or GeoJSON of one trip"),
-    "fleet-sim": ("tools.fleet_sim", "load-test the broker and consumer with N simulated boxes"),
-    "export": ("tools.export", "export a trace's records for other platforms (codec8e: Traccar / Teltonika)"),
+    "evaluate": ("tools.trace.evaluate", "replay scenarios and score the box against the ground truth"),
+    "bench": ("tools.bench.runner", "run every benchmark and write docs/BENCHMARKS.md"),
+    "flash": ("tools.installer.flash", "compile and deploy the firmware to a box over serial"),
+    "config": ("tools.installer.config_cli", "configure, self-test and provision boxes over serial"),
+    "virtual-box": ("tools.installer.virtual_box", "run the real firmware in the MicroPython VM behind a pty"),
+    "ingest": ("tools.consumer.ingest", "reference MQTT consumer: store trips, positions and events in SQLite"),
+    "trips": ("tools.consumer.trips", "list the trips stored by the consumer"),
+    "report": ("tools.consumer.report", "write an HTML/PNG report, GPX or GeoJSON of one trip"),
+    "fleet-sim": ("tools.consumer.fleet_sim", "load-test the broker and consumer with N simulated boxes"),
+    "export": ("tools.trace.export", "export a trace's records for other platforms (codec8e: Traccar / Teltonika)"),
     "demo": ("tools.demo", "the main job: a box drives a recorded trip end to end"),
 }
 

@@ -205,7 +205,7 @@ def _consumer_has_trip(db):
     """A closed trip is in the consumer's database, and complete (every record from trip_start to trip_end)."""
     import sqlite3
 
-    from tools import consumer_db
+    from tools.consumer import db as consumer_db
 
     if not os.path.exists(db):
         return False

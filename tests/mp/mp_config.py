@@ -9,7 +9,7 @@ from firmware.console import Console, FREE_TRIES
 from firmware import pin as _pin
 
 # the console tests set and check many PINs: size the KDF for 10 ms here (the real budget and its
-# timing on the VM are tests/mp/mp_pin.py and tools/bench_pin.py)
+# timing on the VM are tests/mp/mp_pin.py and tools/bench/bench_pin.py)
 _pin.CHECK_BUDGET_MS = 10
 
 

@@ -1,4 +1,4 @@
-# Power-cut fault injection (run by tests/test_powercut.py and tools/bench_store.py under the real
+# Power-cut fault injection (run by tests/test_powercut.py and tools/bench/bench_store.py under the real
 # MicroPython VM; needs vfs.VfsLfs2, so CPython cannot run it).
 #
 #   micropython powercut_run.py NCUTS [WORKER NWORKERS [SECONDS [SEED]]]

@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if os.path.join(ROOT, "tests", "mp") not in sys.path:
     sys.path.append(os.path.join(ROOT, "tests", "mp"))
 

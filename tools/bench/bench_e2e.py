@@ -1,7 +1,7 @@
 """Benchmark: end to end, nothing lost. Box -> edge agent -> Mosquitto -> `paydbox ingest` -> SQLite, with the
 broker restarted, the consumer SIGKILLed and the agent SIGKILLed at random moments during a drive.
 
-    python -m tools.bench_e2e [--quick] [--seeds 1,2,3,4,5] [--configs demo,demo-persist,deploy]
+    python -m tools.bench.bench_e2e [--quick] [--seeds 1,2,3,4,5] [--configs demo,demo-persist,deploy]
 
 The box is the real firmware link (firmware/link.py BoxLink over a pty) sending REAL codec blocks of a
 simulated drive (edge_agent.simbox.DriveGen: 1 Hz positions, trips, harsh events, status, one crash);
@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from edge_agent.simbox import DriveGen, Proc, SimBox, wait_for  # noqa: E402
@@ -105,7 +105,7 @@ def agent_toml(path, dev, serial_url, qpath, port, pki=None, e2e_timeout_s=4.0, 
 
 def db_state(db_path, produced):
     """Compare the consumer's database with what the box produced, record by record."""
-    from tools import consumer_db
+    from tools.consumer import db as consumer_db
 
     # a trip is complete once its trip_end is in and every record of it; the drive may end mid-trip (open)
     out = {"stored": 0, "lost": len(produced), "corrupted": 0, "unknown": 0, "dup_rows": 0, "trips": 0,
@@ -284,7 +284,7 @@ def _run(quick=False, seeds=None, configs=None, log=None, e2e=True):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m tools.bench_e2e")
+    ap = argparse.ArgumentParser(prog="python -m tools.bench.bench_e2e")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 20 s drives")
     ap.add_argument("--seeds", help="comma-separated seeds (default 1..5)")
     ap.add_argument("--configs", help="comma-separated of %s" % ", ".join(CONFIGS))

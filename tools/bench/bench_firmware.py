@@ -7,14 +7,14 @@ second (wall share of the loop scaled by the loop's process CPU from /proc), bes
 Heap: `paydbox replay --board-heap` (firmware from its ROMFS image, the harness measured apart):
 image bytes, the firmware's live heap peak, and the smallest --board-heap (KiB, 4 KiB steps) with
 which the drive completes with the CPython report; then the same on a synthetic 3-hour 1 Hz drive
-and a 20-minute drive with the 100 Hz accelerometer. `python -m tools.bench_firmware [--quick]`."""
+and a 20-minute drive with the 100 Hz accelerometer. `python -m tools.bench.bench_firmware [--quick]`."""
 import json
 import os
 import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUNDLED = os.path.join(ROOT, "tests", "traces", "commute.jsonl.gz")
 
 
@@ -58,7 +58,7 @@ def long_drive(path, seconds=3 * 3600, accel_hz=0):
 
 
 def cpu_factor(trace, runs=3):
-    from tools.replay import _plain_trace, micropython_binary
+    from tools.trace.replay import _plain_trace, micropython_binary
 
     best = None
     with tempfile.TemporaryDirectory(prefix="paydbox-cpu-") as tmp:
@@ -84,7 +84,7 @@ def cpu_factor(trace, runs=3):
 
 
 def heap(trace, quick=False):
-    from tools.replay import ReplayError, replay_trace
+    from tools.trace.replay import ReplayError, replay_trace
 
     ref = replay_trace(trace, "cpython")
     rep = replay_trace(trace, "micropython", board_heap="512K")
@@ -116,7 +116,7 @@ def heap(trace, quick=False):
 def long_heap(seconds, accel_hz, tag):
     """Firmware heap peak on a long synthetic drive, and whether --board-heap 512K and 96K give the
     CPython report."""
-    from tools.replay import ReplayError, replay_trace
+    from tools.trace.replay import ReplayError, replay_trace
 
     out = {}
     with tempfile.TemporaryDirectory(prefix="paydbox-long-") as d:

@@ -8,7 +8,7 @@ import tempfile
 
 from tools.brokers import Mosquitto
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNS = [  # (boxes, records per box, duration s)
     (5, 400, 5),
     (200, 120, 60),

@@ -1,6 +1,6 @@
 """GNSS benchmarks: NMEA parser throughput (CPython and the MicroPython VM), bytes allocated per
 sentence under MicroPython, odometer accuracy on synthetic drives with noise.
-Run: python -m tools.bench_gnss [--quick]"""
+Run: python -m tools.bench.bench_gnss [--quick]"""
 import glob
 import os
 import subprocess
@@ -8,7 +8,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(os.path.dirname(ROOT), "shared", "data", "nmea")
 
 SYNTH = (b"$GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230326,003.1,W*60\r\n"

@@ -1,15 +1,15 @@
 """Installer figures against the virtual box (MicroPython VM on a pty; no UART speed limit, so the
 figures are the protocol and VM cost; a real 115200-baud USB-serial link adds ~9 s per 100 kB).
 
-    python -m tools.bench_installer
+    python -m tools.bench.bench_installer
 """
 import os
 import tempfile
 import time
 
-from tools import flash as F
-from tools.config_cli import ConsoleClient, provision
-from tools.virtual_box import ReplBox, VirtualBox
+from tools.installer import flash as F
+from tools.installer.config_cli import ConsoleClient, provision
+from tools.installer.virtual_box import ReplBox, VirtualBox
 
 
 def _trace(path):

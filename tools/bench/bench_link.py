@@ -1,6 +1,6 @@
 """Benchmark: box link -> edge agent -> Mosquitto.
 
-    python -m tools.bench_link [--quick]
+    python -m tools.bench.bench_link [--quick]
 
 drain: a backlog of 100,000 records (~3,100 blocks of 32 records, ~12 bytes per record like the
 codec's) from a simulated box (real firmware BoxLink over a pty, unthrottled) through the real agent
@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from edge_agent.simbox import AgentProc, Collector, SimBox, wait_for, write_agent_config  # noqa: E402

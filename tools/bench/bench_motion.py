@@ -11,7 +11,7 @@ Figures:
 The simulated traces are fed straight to Motion: accelerometer samples in 32-sample chunks, GNSS
 bytes through firmware/nmea.py, interleaved in time order (samples up to a GNSS line first).
 
-    python -m tools.bench_motion [--quick] [--gnss-hz=1,5,10]    (default 1,10)
+    python -m tools.bench.bench_motion [--quick] [--gnss-hz=1,5,10]    (default 1,10)
 """
 import gzip
 import json
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from array import array
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HARSH = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right")
 TYPES = HARSH + ("crash",)
 
@@ -360,7 +360,7 @@ def mp_calib_cost():
 def lag_matrix(quick=False):
     """Harsh precision / recall, time to calibrate and worst axis error at commit through the real
     firmware (paydbox evaluate) for each simulated GNSS lag and accelerometer class."""
-    from tools import evaluate as E
+    from tools.trace import evaluate as E
 
     scen = ["brake_corner"] if quick else ["aggressive", "commute", "brake_corner", "calm"]
     out = {}
@@ -422,8 +422,8 @@ REAL_DRIVES = {
 
 
 def load_real(name, root=SHARED_IMU):
-    """A real drive of ../shared/data/imu (tools/imu_logs.py), or None when the directory is absent."""
-    from tools import imu_logs
+    """A real drive of ../shared/data/imu (tools/trace/imu_logs.py), or None when the directory is absent."""
+    from tools.trace import imu_logs
 
     rel, fn = REAL_DRIVES[name]
     path = os.path.join(root, rel)
@@ -441,7 +441,7 @@ def rotate(Q, v):
 
 
 def run_real(drive, Q, box_hz=100, until_s=None, cfg=None, chunk=10, extra_lag_s=0.0):
-    """Feed a real drive (tools/imu_logs.py dict) to Motion as the box would see it: the sensor's
+    """Feed a real drive (tools/trace/imu_logs.py dict) to Motion as the box would see it: the sensor's
     samples rotated by Q (a mounting: box = Q . sensor), held at the box's rate (`box_hz`, as the
     replayed LIS3DH repeats or drops samples), read in `chunk`-sample FIFO reads; the GNSS fixes at
     their log times (+ extra_lag_s). Returns (motion, commit) where commit is None or

@@ -4,14 +4,14 @@ The iteration count is sized on the box that sets the PIN (pin.size_iterations: 
 pin.CHECK_BUDGET_MS), so the figure that matters is the check time on the box itself; here it is
 the unix VM's. `vm_check_ms` must stay under 500 (the limit), `vm_size_ms` is the sizing probe.
 
-    python -m tools.bench_pin
+    python -m tools.bench.bench_pin
 """
 import json
 import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _VM_CODE = r'''
 import time, json

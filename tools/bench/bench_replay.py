@@ -2,7 +2,7 @@
 ReplaySession + the LIS3DH driver reading the FIFO every 100 ms and the GNSS UART drained every step,
 under CPython (in process) and under the MicroPython VM (subprocess). Figures are trace seconds per
 wall second (and per CPU second, which is stable on a loaded machine).
-`python -m tools.bench_replay [--quick]`."""
+`python -m tools.bench.bench_replay [--quick]`."""
 import math
 import os
 import subprocess
@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _LOOP = """
 import sys
@@ -40,7 +40,7 @@ print(t, n, nb, d.overruns, (t1 - t0) if hasattr(time, "ticks_ms") else t1 - t0)
 
 
 def make_trace(path, duration_s=3600):
-    from tools.trace import TraceWriter
+    from tools.trace.cli import TraceWriter
 
     hdr = {"device": {"id": "bench", "source": "simulate"}, "gnss": {"baud": 9600, "rate_hz": 1},
            "accel": {"chip": "lis3dh", "rate_hz": 100, "unit": "mg"}, "power": {"nominal_mv": 12600}}
@@ -128,7 +128,7 @@ def firmware_replay(quick=False):
     import json
     import time
 
-    from tools.replay import replay_trace
+    from tools.trace.replay import replay_trace
 
     res = {}
     dur = 300 if quick else 3600
@@ -138,7 +138,7 @@ def firmware_replay(quick=False):
 
         subprocess.run([sys.executable, "-m", "tools.cli", "simulate", "--scenario", "parked_overnight", "--seed", "3",
                         "--duration-s", str(dur), "-o", hour], check=True, capture_output=True)
-        bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "traces",
+        bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tests", "traces",
                                "commute.jsonl.gz")
         for tag, path, tdur in (("parked_%ds" % dur, hour, dur), ("drive_bundled", bundled, 457.8)):
             out = {}

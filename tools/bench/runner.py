@@ -1,6 +1,6 @@
 """paydbox bench: every benchmark of the project in one command, written to docs/BENCHMARKS.md.
 
-Runs each `tools/bench_*.py` module (`run(quick=False) -> dict`) in its own subprocess (a failing or
+Runs each `tools/bench/bench_*.py` module (`run(quick=False) -> dict`) in its own subprocess (a failing or
 hanging module is reported in the file, never fatal), the full evaluation against the simulator's ground
 truth, and computes the storage reference points (raw NMEA, CSV + gzip, Teltonika Codec 8) on the same
 simulated drive, then writes the figures side by side with the targets of the issues.
@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARK = "@@PAYDBOX-BENCH@@"
 
 _CHILD = """
@@ -57,11 +57,11 @@ def machine_info():
 # ------------------------------------------------------------------------------------------ modules
 def bench_modules():
     return sorted(os.path.splitext(os.path.basename(p))[0]
-                  for p in glob.glob(os.path.join(ROOT, "tools", "bench_*.py")))
+                  for p in glob.glob(os.path.join(ROOT, "tools", "bench", "bench_*.py")))
 
 
 def run_module(name, quick, timeout):
-    code = _CHILD % {"root": ROOT, "mod": "tools." + name, "quick": bool(quick), "mark": MARK}
+    code = _CHILD % {"root": ROOT, "mod": "tools.bench." + name, "quick": bool(quick), "mark": MARK}
     t0 = time.time()
     try:
         p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -232,7 +232,7 @@ def targets_rows(ev, mods):
 
 
 def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s, kept=None):
-    from tools.evaluate import format_table
+    from tools.trace.evaluate import format_table
     L = []
     L.append("# paydbox benchmarks")
     L.append("")
@@ -289,7 +289,7 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s,
     L.append("## Benchmark modules")
     L.append("")
     if not mods:
-        L.append("(no tools/bench_*.py module found)")
+        L.append("(no tools/bench/bench_*.py module found)")
     for name, r in mods.items():
         L.append("### %s (%.0f s)" % (name, r.get("wall_s", 0)))
         L.append("")
@@ -429,7 +429,7 @@ def figures_from_markdown(path):
 
 
 def run_bench(quick=False, out=None, modules=None, scenarios=None, jobs=2):
-    from tools import evaluate as E
+    from tools.trace import evaluate as E
     from tools.sim import scenarios as sc
 
     started = datetime.datetime.utcnow()
@@ -487,7 +487,7 @@ def run(args):
         for m in args.only:
             m = m if m.startswith("bench_") else "bench_" + m
             if m not in known:
-                raise ValueError("--only: no module tools/%s.py (have: %s)" % (m, ", ".join(known) or "none"))
+                raise ValueError("--only: no module tools/bench/%s.py (have: %s)" % (m, ", ".join(known) or "none"))
             modules.append(m)
     r = run_bench(quick=args.quick, out=args.output, modules=modules, scenarios=args.scenarios, jobs=args.jobs)
     if args.json:

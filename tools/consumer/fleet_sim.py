@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 
-from tools import consumer_db
+from tools.consumer import db as consumer_db
 
 BASE_LAT_E7 = 488566000  # Paris
 BASE_LON_E7 = 23522000
@@ -204,7 +204,7 @@ class SimAgent(threading.Thread):
 
     def open(self):
         """Connect and wait for the CONNACK (done one box after another before the clock starts)."""
-        from tools.ingest import make_client, connect
+        from tools.consumer.ingest import make_client, connect
         c = make_client("paydbox-sim-" + self.device, self.broker, clean_start=True)
         c.max_inflight_messages_set(100)
         connected = threading.Event()
@@ -320,7 +320,7 @@ def _agent_worker(broker, fleet, boxes, records_per_box, max_bytes, duration, du
 def start_consumer(broker, db, group, idx, idle_s):
     cmd = [sys.executable, "-m", "tools.cli", "ingest", "--broker", broker, "--db", db, "--group", group,
            "--client-id", "%s-c%d" % (group, idx), "--session-expiry", "60", "--once-idle", str(idle_s), "--json"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     p = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", "")))
     ready = threading.Event()

@@ -3,7 +3,7 @@
 Subscribes (MQTT 5, QoS 1) with a shared subscription `$share/<group>/paydbox/+/+/records` so several
 consumers split a fleet, on a persistent session (fixed client id, clean_start False, session expiry)
 so messages published while it is down are delivered when it comes back. Each payload is one codec
-block; it is decoded, deduplicated by (device, boot, seq) and stored in SQLite (tools/consumer_db.py).
+block; it is decoded, deduplicated by (device, boot, seq) and stored in SQLite (tools/consumer/db.py).
 Messages are acknowledged (manual PUBACK) only after the transaction holding them has committed:
 a crash at any point loses nothing, a redelivery only produces counted duplicates.
 
@@ -26,7 +26,7 @@ import threading
 import time
 from urllib.parse import urlparse
 
-from tools import consumer_db
+from tools.consumer import db as consumer_db
 
 RECORDS_FILTER = "paydbox/+/+/records"
 STATUS_FILTER = "paydbox/+/+/status"

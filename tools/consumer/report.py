@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from tools import consumer_db
+from tools.consumer import db as consumer_db
 
 SPEED_BINS = [  # (upper bound km/h, colour, label)
     (30, "#2b6cb0", "< 30"),

@@ -2,7 +2,7 @@
 import json
 import sys
 
-from tools import consumer_db
+from tools.consumer import db as consumer_db
 
 
 def add_arguments(p):

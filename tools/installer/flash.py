@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 from firmware.boards import BOARDS as PROFILES  # noqa: E402 - the one board table (box and host)
@@ -474,7 +474,7 @@ def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_r
     if image is not None:
         manifest["romfs"] = {"sha256": sha256(image), "bytes": len(image)}
     t_build = time.monotonic() - t_start
-    from tools.config_cli import ConfigCLIError, maintenance_unlock
+    from tools.installer.config_cli import ConfigCLIError, maintenance_unlock
 
     try:  # a provisioned box lets no one at its REPL without the PIN
         maintenance_unlock(port, baudrate, pin)
@@ -609,7 +609,7 @@ def add_arguments(p):
 def run(args):
     if args.base_image:
         write_base_image(args.port, args.base_image, args.board)
-    from tools.config_cli import pin_source
+    from tools.installer.config_cli import pin_source
 
     rep = flash(args.port, board=args.board, dry_run=args.dry_run, progress=not args.json,
                 baudrate=args.baud, pin=lambda: pin_source(args))

@@ -1,6 +1,6 @@
 # Virtual box, MicroPython side: runs the box firmware in the MicroPython unix VM with the box
 # directory as its filesystem (VfsPosix), replaying a trace through hw/replay.py in paced time.
-# The console and the edge-agent link are TCP connections to the host (tools/virtual_box.py), which
+# The console and the edge-agent link are TCP connections to the host (tools/installer/virtual_box.py), which
 # maps them to pseudo-terminals. Started by the host as:
 #   micropython vbox_runner.py PORT BOXDIR TRACE SPEED SOURCE EXIT_AT_END
 # SOURCE: 'flashed' (import firmware/ and hw/ from BOXDIR, as deployed by `paydbox flash`, after
@@ -124,7 +124,7 @@ def main(argv):
         if pdboot.recover():
             emit({"event": "install_recovered"})
     elif source.startswith("image="):
-        # the ROMFS image of the manifest modules (tools/replay.py build_image), bytecode run in place
+        # the ROMFS image of the manifest modules (tools/trace/replay.py build_image), bytecode run in place
         import vfs
 
         f = open(source[6:], "rb")
@@ -134,7 +134,7 @@ def main(argv):
         sys.path[:] = ["/rom", ".frozen"]
         source = "tree"
     else:
-        while sys.path and sys.path[0].endswith("tools"):  # the script's own directory
+        while sys.path and sys.path[0].endswith("installer"):  # the script's own directory
             sys.path.pop(0)
 
     # no fallback: a firmware that cannot be imported or built ends the VM with its traceback on
@@ -174,7 +174,7 @@ def main(argv):
         sess.advance(t_box)
         supply_step(runner, sess)
         runner.step()
-        if console_uart.closed:  # the host (tools/virtual_box.py) is gone: power off
+        if console_uart.closed:  # the host (tools/installer/virtual_box.py) is gone: power off
             return 0
         if runner.reboot_requested:
             runner.power_off()

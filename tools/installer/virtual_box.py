@@ -1,6 +1,6 @@
 """paydbox virtual-box: the real box firmware in the MicroPython VM behind pseudo-terminals.
 
-Run mode (default): `micropython tools/vbox_runner.py` runs the firmware with BOXDIR as its
+Run mode (default): `micropython tools/installer/vbox_runner.py` runs the firmware with BOXDIR as its
 filesystem, replaying TRACE through hw/replay.py at --speed times real time. The VM's console and
 edge-agent link UARTs are TCP connections to this process, which relays each to a host pty (the pty
 paths stay the same when the VM restarts: reboot, power cut). When ready it prints one JSON line:
@@ -25,8 +25,8 @@ import threading
 import time
 import tty
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNNER = os.path.join(ROOT, "tools", "vbox_runner.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUNNER = os.path.join(ROOT, "tools", "installer", "vbox_runner.py")
 REBOOT_EXIT = 75
 
 
@@ -138,7 +138,7 @@ class VirtualBox:
             self._spawn()
 
     def _image(self):
-        from tools.replay import ReplayError, image_for
+        from tools.trace.replay import ReplayError, image_for
 
         try:
             return image_for(self.mp_path)

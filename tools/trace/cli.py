@@ -361,7 +361,7 @@ def import_nmea(nmea_path, out_path, accel_csv=None, accel_columns="t,x,y,z", ac
 
 
 def import_imu(drive, out_path, baud=None, mount_seed=None, talker="GN"):
-    """A real accelerometer + GNSS drive (tools/imu_logs.py: GENIVI log, comma2k19 segment) -> trace.
+    """A real accelerometer + GNSS drive (tools/trace/imu_logs.py: GENIVI log, comma2k19 segment) -> trace.
     GNSS fixes become NMEA epochs (RMC, VTG, GGA, GSA from tools/sim/nmea_gen.py) at the log's fix times;
     accelerometer samples (mg ints) at the sensor's own rate, in <= 1 s chunks. mount_seed: rotate the
     samples by a random mounting (uniform over SO(3), seeded); with the drive's reference axes
@@ -438,7 +438,7 @@ def import_imu(drive, out_path, baud=None, mount_seed=None, talker="GN"):
 def _utc_at(utc0, t):
     if utc0 is None:
         return None
-    from tools.imu_logs import _utc_shift
+    from tools.trace.imu_logs import _utc_shift
 
     return _utc_shift(utc0, t)
 
@@ -660,7 +660,7 @@ def run(args):
             _print_info(info)
         return 0
     if args.trace_cmd == "import" and (args.genivi or args.comma2k19):
-        from tools import imu_logs
+        from tools.trace import imu_logs
 
         path = args.genivi or args.comma2k19
         if not os.path.exists(path):

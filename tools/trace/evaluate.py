@@ -1,7 +1,7 @@
 """paydbox evaluate: replay scenarios through the firmware and score the box against the ground truth.
 
 For each scenario (a name from the simulator's suite, or a trace file with a truth stream): simulate it,
-replay it through the real firmware (`tools.replay.replay_trace`), compare with the truth:
+replay it through the real firmware (`tools.trace.replay.replay_trace`), compare with the truth:
 distance error %, phantom metres per parked hour, event precision / recall per type (a detected event
 matches a truth event of the same type when its `t` lies in [start - 2 s, end + 2 s]; each truth event
 matches at most once), false events per 100 km, crash detected, calibration error, bytes per fix.
@@ -359,7 +359,7 @@ def _one(job):
         truth = truth_from_trace(path)
         t1 = time.time()
         if replay is None:
-            from tools.replay import replay_trace as replay
+            from tools.trace.replay import replay_trace as replay
         report = replay(path, runtime=runtime)
         res = score(truth, report)
         res["replay_s"] = round(time.time() - t1, 2)

@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ExportError(Exception):
@@ -26,7 +26,7 @@ def replay_blocks(trace, config=None):
         sys.path.insert(0, ROOT)
     from firmware import replay_main
     from firmware.store import Store
-    from tools.replay import _plain_trace
+    from tools.trace.replay import _plain_trace
 
     with tempfile.TemporaryDirectory(prefix="paydbox-export-") as d:
         fs = os.path.join(d, "flash")

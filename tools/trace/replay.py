@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ReplayError(Exception):
@@ -96,8 +96,8 @@ def parse_size(text):
 
 def build_image(out_path, src_root=ROOT):
     """The virtual box's ROMFS image (`mpremote romfs build` of the manifest modules of
-    tools/flash.py, compiled to .mpy): the same modules `paydbox flash --board unix` deploys."""
-    from tools import flash as F
+    tools/installer/flash.py, compiled to .mpy): the same modules `paydbox flash --board unix` deploys."""
+    from tools.installer import flash as F
 
     with tempfile.TemporaryDirectory(prefix="paydbox-img-") as d:
         for rel in F.source_files("unix", src_root):
@@ -117,7 +117,7 @@ _IMAGES = {}  # (source root, newest mtime of its manifest modules) -> image pat
 def image_for(src_root=ROOT):
     """The ROMFS image of src_root's manifest modules, built once per state of those files (kept in
     the temp directory): what `paydbox replay --runtime micropython` and the virtual box run."""
-    from tools import flash as F
+    from tools.installer import flash as F
 
     stamp = max(os.stat(os.path.join(src_root, p)).st_mtime_ns for p in F.source_files("unix", src_root))
     key = (os.path.abspath(src_root), stamp)
