@@ -7,7 +7,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_agent.simbox import AgentProc, Collector, SimBox, wait_for, write_agent_config
+from testbed.simbox import AgentProc, Collector, SimBox, wait_for, write_agent_config
 from mosquitto_fixture import Broker, mosquitto  # noqa: F401  (pytest fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -195,7 +195,7 @@ def test_disk_limit_stops_acking_and_alarms(rig_factory):
 
 def test_drivegen_real_codec_blocks_and_chaos_verifier():
     """The chaos benchmark's box (real codec blocks) and its record-level verifier, without a broker."""
-    from edge_agent.simbox import DriveGen, MemStore
+    from testbed.simbox import DriveGen, MemStore
     from firmware import codec
     from tools.bench.bench_link import verify
 

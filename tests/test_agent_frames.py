@@ -10,7 +10,7 @@ import time
 import pytest
 
 from edge_agent.agent import Agent
-from edge_agent.simbox import make_block
+from testbed.simbox import make_block
 from firmware import framing
 from firmware.framing import FrameDecoder, encode_frame
 

@@ -1,13 +1,13 @@
 """End to end, nothing lost: box (real BoxLink, real codec blocks) -> real agent process -> real Mosquitto
 -> real `paydbox ingest` process -> SQLite, with the broker restarted and the consumer killed during a drive.
-Truth: the records the simulated box produced (edge_agent.simbox.DriveGen), compared one by one with the
+Truth: the records the simulated box produced (testbed.simbox.DriveGen), compared one by one with the
 consumer's database."""
 import os
 import time
 
 import pytest
 
-from edge_agent.simbox import DriveGen, Proc, SimBox, wait_for
+from testbed.simbox import DriveGen, Proc, SimBox, wait_for
 from tools.bench import bench_e2e
 from tools.bench.bench_e2e import agent_toml, broker_for, db_state
 

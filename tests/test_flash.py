@@ -235,8 +235,9 @@ def test_manifest_is_the_import_closure_of_the_board_entry_point():
         todo.extend(_imports_of(os.path.join(F.ROOT, p)))
     seen |= {"firmware/__init__.py", "hw/__init__.py"}  # packages
     assert set(F.BOX_MODULES) == seen
-    for host_only in ("hw/flashsim.py", "hw/blockdev.py", "hw/linux.py", "hw/replay.py", "firmware/replay_main.py"):
+    for host_only in ("hw/linux.py", "hw/replay.py", "firmware/replay_main.py"):
         assert host_only not in F.source_files("esp32-wroom")
+    assert all(p.startswith(F.SOURCE_DIRS) for p in F.source_files("unix"))  # never testbed/ (test doubles)
     assert set(F.source_files("unix")) == seen | {"firmware/replay_main.py", "hw/replay.py"}
 
 
@@ -250,7 +251,7 @@ def test_flashed_box_holds_only_manifest_modules(tmp_path, repl):
             if rel.endswith((".py", ".mpy", ".json")) and rel != F.MANIFEST:
                 on_box.add(rel)
     assert on_box == want and rep["files"] == len(want)
-    assert not {"hw/flashsim.mpy", "hw/blockdev.mpy", "hw/linux.mpy"} & on_box
+    assert "hw/linux.mpy" not in on_box and not any(p.startswith("testbed/") for p in on_box)
     with open(os.path.join(repl.boxdir, "board.json")) as f:
         assert json.load(f) == {"board": "unix"}
 

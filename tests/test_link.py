@@ -8,7 +8,7 @@ from edge_agent.link import AgentLink
 from edge_agent.queue import Queue
 from firmware import framing
 from firmware.link import BoxLink
-from edge_agent.simbox import MemStore
+from testbed.simbox import MemStore
 
 
 class Pipe:

@@ -10,7 +10,7 @@ import pytest
 
 from firmware import codec
 
-from edge_agent.simbox import AgentProc, SimBox, block_ok, wait_for, write_agent_config
+from testbed.simbox import AgentProc, SimBox, block_ok, wait_for, write_agent_config
 from nats_fixture import NatsMqtt
 
 DEV = "box-0311"

@@ -1,7 +1,7 @@
 """Power-cut fault injection under the real MicroPython VM (tests/mp/powercut_run.py).
 
 A 20-minute drive (1 Hz positions + harsh events, ~1250 records) is encoded with firmware.codec and
-appended to firmware.store on littlefs2 (vfs.VfsLfs2) over the emulated NOR flash hw/flashsim.py; power
+appended to firmware.store on littlefs2 (vfs.VfsLfs2) over the emulated NOR flash testbed/flashsim.py; power
 is cut at 1000 distinct points spread over every byte programmed (torn writes, interrupted erases).
 After each cut the store must mount, return every committed block intact, never repeat a sequence
 number, and take new blocks. Two VM processes share the cut points. A second run uses a store too small

@@ -309,7 +309,7 @@ def test_agent_refuses_a_box_whose_hello_names_another_device(tmp_path):
     blocks are never acked (they stay on the box), no command reaches it, the status alarms."""
     import json
 
-    from edge_agent.simbox import AgentProc, Collector, SimBox, write_agent_config
+    from testbed.simbox import AgentProc, Collector, SimBox, write_agent_config
 
     b = Broker(tmp_path / "plain").start()
     cmds = []

@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 from edge_agent import teltonika as T
-from edge_agent.simbox import AgentProc, SimBox, wait_for
+from testbed.simbox import AgentProc, SimBox, wait_for
 from mosquitto_fixture import mosquitto  # noqa: F401  (pytest fixture)
 from traccar_fake import FakeTraccar, oracle_decode, oracle_signed
 
@@ -386,7 +386,7 @@ def test_drive_through_virtual_box_and_agent_reaches_traccar(tmp_path, commute):
 # ---- alongside MQTT, and OsmAnd
 
 def test_alongside_mqtt_rows_stay_until_both_outputs_are_done(tmp_path, commute, mosquitto):
-    from edge_agent.simbox import Collector
+    from testbed.simbox import Collector
 
     blocks, _truth, _summary = commute
     srv = FakeTraccar(imeis=[IMEI])

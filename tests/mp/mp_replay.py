@@ -191,8 +191,8 @@ def test_malformed_traces_name_line_and_field():
 
 
 def test_ram_block_device_protocol():
-    # hw/blockdev.py (test helper shared by the storage tests): extended block protocol + littlefs
-    from hw.blockdev import RAMBlockDevice
+    # testbed/blockdev.py (test helper shared by the storage tests): extended block protocol + littlefs
+    from testbed.blockdev import RAMBlockDevice
 
     bd = RAMBlockDevice(512, 16)
     assert_eq((bd.ioctl(4, 0), bd.ioctl(5, 0)), (16, 512), "count, size")

@@ -1,4 +1,4 @@
-# Firmware tests for firmware/store.py (MicroPython: littlefs2 over hw/flashsim.py; CPython: temp dir).
+# Firmware tests for firmware/store.py (MicroPython: littlefs2 over testbed/flashsim.py; CPython: temp dir).
 from firmware.store import Store, StoreError
 from mptest import assert_eq, assert_raises
 from store_fs import fresh_root, remount

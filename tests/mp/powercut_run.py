@@ -5,7 +5,7 @@
 #
 # 1. Reference run: a deterministic drive (tests/mp/drive_gen.py, 1 Hz positions + events) is encoded
 #    with firmware.codec.BlockEncoder and appended to firmware.store.Store on littlefs2 over
-#    hw/flashsim.py; the store operations (seq allocations, appends, agent acks) are recorded, and the
+#    testbed/flashsim.py; the store operations (seq allocations, appends, agent acks) are recorded, and the
 #    bytes programmed on the flash counted.
 # 2. For each cut point c (NCUTS points spread over the programmed bytes, this worker's share): start
 #    from the freshly formatted image, replay the store operations with power cut after c programmed
@@ -20,7 +20,7 @@ import time
 import vfs
 import gc
 
-from hw.flashsim import FlashSim, PowerCut
+from testbed.flashsim import FlashSim, PowerCut
 from firmware import codec
 from firmware.store import Store
 

@@ -1,5 +1,5 @@
 # Helper for store tests (not a test script): a fresh empty directory on both runtimes.
-# MicroPython: a littlefs2 filesystem on an emulated NOR flash (hw/flashsim.py) mounted at a fresh
+# MicroPython: a littlefs2 filesystem on an emulated NOR flash (testbed/flashsim.py) mounted at a fresh
 # mount point; CPython: a temporary directory.
 import sys
 
@@ -12,7 +12,7 @@ def fresh_root(nblocks=48):
     _n[0] += 1
     if sys.implementation.name == "micropython":
         import vfs
-        from hw.flashsim import FlashSim
+        from testbed.flashsim import FlashSim
 
         while _mounted:
             try:

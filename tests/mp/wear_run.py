@@ -1,12 +1,12 @@
 # Flash wear measurement (run by tools/bench/bench_store.py under the MicroPython VM):
 #   micropython wear_run.py SECONDS NBLOCKS SEGMENT_BYTES MAX_BYTES ACK(0/1) [BLOCK_BYTES]
-# Drives SECONDS of 1 Hz fixes (+ events) through BlockEncoder + Store on littlefs2 over hw/flashsim.py
+# Drives SECONDS of 1 Hz fixes (+ events) through BlockEncoder + Store on littlefs2 over testbed/flashsim.py
 # (NBLOCKS x 4 KiB NOR flash) and prints "RESULT k=v ..." with erase counts.
 import sys
 import gc
 import vfs
 
-from hw.flashsim import FlashSim
+from testbed.flashsim import FlashSim
 from firmware import codec
 from firmware.store import Store
 import drive_gen

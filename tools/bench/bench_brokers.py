@@ -8,7 +8,7 @@ import threading
 import time
 
 from firmware import codec
-from edge_agent.simbox import AgentProc, SimBox, wait_for, write_agent_config
+from testbed.simbox import AgentProc, SimBox, wait_for, write_agent_config
 from tools.brokers import Mosquitto, NatsMqtt
 
 

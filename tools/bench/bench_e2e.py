@@ -4,7 +4,7 @@ broker restarted, the consumer SIGKILLed and the agent SIGKILLed at random momen
     python -m tools.bench.bench_e2e [--quick] [--seeds 1,2,3,4,5] [--configs demo,demo-persist,deploy]
 
 The box is the real firmware link (firmware/link.py BoxLink over a pty) sending REAL codec blocks of a
-simulated drive (edge_agent.simbox.DriveGen: 1 Hz positions, trips, harsh events, status, one crash);
+simulated drive (testbed.simbox.DriveGen: 1 Hz positions, trips, harsh events, status, one crash);
 the agent (`python -m edge_agent.agent`) and the consumer (`python -m tools.cli ingest`) are real
 processes and the broker is a real Mosquitto, in one of three configurations:
 - demo:          the demo's broker (tools/demo.py): anonymous, `persistence false`: a restart forgets
@@ -29,7 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from edge_agent.simbox import DriveGen, Proc, SimBox, wait_for  # noqa: E402
+from testbed.simbox import DriveGen, Proc, SimBox, wait_for  # noqa: E402
 from mosquitto_fixture import MOSQUITTO, Broker  # noqa: E402  (the real broker, started as the tests do)
 FLEET = "f1"
 CONFIGS = ("demo", "demo-persist", "deploy")

@@ -29,7 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from edge_agent.simbox import AgentProc, Collector, SimBox, wait_for, write_agent_config  # noqa: E402
+from testbed.simbox import AgentProc, Collector, SimBox, wait_for, write_agent_config  # noqa: E402
 
 
 def _proc_usage(pid):
@@ -162,7 +162,7 @@ def chaos(tmp, outage_s=180.0, pre_s=15.0, post_s=60.0, kills=24, speedup=10, bl
 
     from mosquitto_fixture import Broker
 
-    from edge_agent.simbox import DriveGen, MemStore
+    from testbed.simbox import DriveGen, MemStore
 
     rng = random.Random(seed)
     dev = "box-chaos"

@@ -1,5 +1,5 @@
 """Flash store benchmark (runs the real MicroPython VM): flash erases per driving hour on littlefs2 over
-the emulated 4 MiB NOR flash (hw/flashsim.py, 4 KiB erase blocks), the resulting lifetime at 2 hours
+the emulated 4 MiB NOR flash (testbed/flashsim.py, 4 KiB erase blocks), the resulting lifetime at 2 hours
 of driving a day (100k erase cycles per block, typical NOR), and the power-cut fault injection with more
 cut points than CI.
 

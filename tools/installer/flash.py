@@ -36,8 +36,8 @@ BOARDS = {name: prof["arch"] for name, prof in PROFILES.items()}
 BOARDS.update({a: PROFILES[n]["arch"] for a, n in BOARD_ALIASES.items()})
 SOURCE_DIRS = ("firmware", "hw")
 # The image: exactly the modules the box imports (firmware/main.py and what it pulls in; a test
-# checks this list against the import graph). Host-only and test code (hw/flashsim.py,
-# hw/blockdev.py, hw/linux.py) never goes to a box.
+# checks this list against the import graph). Host-only code (hw/linux.py) and the test doubles
+# (testbed/: emulated flash, simulated box) never go to a box.
 BOX_MODULES = (
     "firmware/__init__.py", "firmware/app.py", "firmware/boards.py", "firmware/calib.py", "firmware/codec.py",
     "firmware/config.py", "firmware/console.py", "firmware/framing.py", "firmware/link.py",

@@ -1,0 +1,5 @@
+# Test doubles and simulated peers for the tests and benchmarks; never shipped to a box or an agent
+# (tests/test_layering.py: firmware/, hw/, edge_agent/ and the CLI never import this package).
+#   flashsim.py  emulated NOR flash block device with a power-cut injector (littlefs in the VM)
+#   blockdev.py  RAM block device (block device protocol, extended form)
+#   simbox.py    a simulated box (the real firmware BoxLink over a pty), agent process, MQTT collector
