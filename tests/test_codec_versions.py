@@ -192,8 +192,8 @@ def test_formats_table_matches_the_current_tables():
 def test_v3_blocks_through_the_edge_agent_and_the_consumer(tmp_path):
     """A box with version 3 blocks on flash after the agent and consumer were upgraded: the real agent
     process checks and forwards them over a real Mosquitto, the real `paydbox ingest` stores every record."""
-    from edge_agent.simbox import Proc, SimBox, wait_for
-    from tools import bench_e2e
+    from testbed.simbox import Proc, SimBox, wait_for
+    from tools.bench import bench_e2e
 
     if bench_e2e.MOSQUITTO is None:
         pytest.fail("mosquitto is not installed: run `make setup`", pytrace=False)
