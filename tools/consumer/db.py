@@ -18,6 +18,11 @@ the same guarantee. A trip is keyed by (device, boot, trip) where `trip` is the 
 The database runs in WAL mode with synchronous=FULL: `store_blocks()` commits before the caller
 acknowledges the MQTT messages, so a consumer killed at any point loses nothing and a redelivered
 message only yields duplicates.
+
+A batch is one transaction of a few statements whatever its size (a PostgreSQL server is a round trip
+away): the keys already held are read in one SELECT, the new records and their typed rows are appended
+with one COPY per table (SQLite: executemany), coverage ranges are read, merged and rewritten once for the
+whole batch. Only trip_start / trip_end rows are upserted one by one (a few per drive).
 """
 import json
 import sqlite3
@@ -112,9 +117,14 @@ class _PgRow(tuple):
         return list(self._names)
 
 
+_ROW_CLASSES = {}  # column names -> row class (one class per result shape, not per cursor)
+
+
 def _pg_row_factory(cursor):
     names = tuple(c.name for c in (cursor.description or ()))
-    cls = type("Row", (_PgRow,), {"__slots__": (), "_names": names})
+    cls = _ROW_CLASSES.get(names)
+    if cls is None:
+        cls = _ROW_CLASSES[names] = type("Row", (_PgRow,), {"__slots__": (), "_names": names})
 
     def make(values):  # SUM() of BIGINT is NUMERIC (Decimal) in PostgreSQL; SQLite gives int
         return cls(_num(v) for v in values)
@@ -141,6 +151,7 @@ class PgConnection:
         class Cursor(psycopg.Cursor):
             lastrowid = None  # set by an INSERT into a table with an id column, as sqlite3's
         self._c = psycopg.connect(url, autocommit=True, row_factory=_pg_row_factory, cursor_factory=Cursor)
+        self._types = None
 
     @staticmethod
     def _sql(q):
@@ -160,13 +171,38 @@ class PgConnection:
             return cur
         q = self._sql(q)
         cur = self._c.cursor()
-        if q.startswith("INSERT INTO ") and q.split("(", 1)[0].split()[2] in _ID_TABLES:
+        if (q.startswith("INSERT INTO ") and q.split("(", 1)[0].split()[2] in _ID_TABLES
+                and " RETURNING " not in q and "(id," not in q):
             cur.execute(q + " RETURNING id", args)
             row = cur.fetchone()
             cur.lastrowid = row[0] if row else None
             return cur
         cur.execute(q, args)
         return cur
+
+    def execute_translated(self, q, args):
+        """A query already in psycopg's syntax (%s / %b placeholders)."""
+        cur = self._c.cursor()
+        cur.execute(q, args)
+        return cur
+
+    def copy_rows(self, table, cols, rows):
+        """COPY rows into table(cols), binary, typed after the table's columns."""
+        types = self.column_types(table)
+        with self._c.cursor() as cur:
+            with cur.copy("COPY %s (%s) FROM STDIN (FORMAT BINARY)" % (table, ", ".join(cols))) as cp:
+                cp.set_types([types[c] for c in cols])
+                for r in rows:
+                    cp.write_row(r)
+
+    def column_types(self, table):
+        """{column: PostgreSQL type} of a consumer table (read once per connection)."""
+        if self._types is None:
+            self._types = {}
+            for t, c, ty in self.execute("SELECT table_name, column_name, data_type FROM information_schema.columns"
+                                         " WHERE table_schema = current_schema()").fetchall():
+                self._types.setdefault(t, {})[c] = ty
+        return self._types[table]
 
     def executemany(self, q, rows):
         cur = self._c.cursor()
@@ -244,14 +280,24 @@ def store_blocks(db, items, consumer="ingest"):
     topic, fleet, device (both from the topic), size, received_at, and header + records (decoded), or
     error (damaged block, payload), or quarantine (reason, payload).
     Returns (n_new, n_dup, n_damaged, touched): touched = {(fleet, device, boot): [[first_seq, last_seq]]}
-    of the blocks committed now, which the caller acknowledges end to end with the boot's coverage. Raises sqlite3.Error if the commit fails (the
-    caller must then acknowledge nothing)."""
+    of the blocks committed now, which the caller acknowledges end to end with the boot's coverage. Raises
+    the database's error if the commit fails (the caller must then acknowledge nothing).
+
+    The batch costs a handful of statements, not one per record (PostgreSQL is a round trip away): one
+    multi-row INSERT per table (records ... RETURNING the keys that were new), one SELECT for the stored
+    content of the keys that were not, one SELECT / DELETE / INSERT for the coverage ranges of every
+    (device, boot) in the batch. The result is the same as storing the blocks one by one in order: within
+    the batch the first copy of a key wins and later copies count as duplicates (or conflicts)."""
     n_new = n_dup = n_bad = 0
     touched = {}
     db.execute("BEGIN IMMEDIATE")
     try:
-        block_ids = []
-        for it in items:
+        blocks = []  # good blocks, in order: [device, boot, first_seq, last_seq, count, topic, size, received_at, fleet, n_new, n_dup]
+        quar = []  # ((item index, record index), quarantine row): written in arrival order
+        first = {}  # (device, boot, seq) -> (block index, record index, rec, type, data): first copy in the batch
+        repeats = []  # (block index, record index, key, type, data, item): later copies in the batch
+        runs = {}  # (device, boot) -> [[lo, hi]] seq runs of the batch's blocks (coverage)
+        for ii, it in enumerate(items):
             if it.get("error") is not None:
                 n_bad += 1
                 db.execute("INSERT INTO damaged(topic, received_at, size, error, payload) VALUES (?,?,?,?,?)",
@@ -259,52 +305,93 @@ def store_blocks(db, items, consumer="ingest"):
                 continue
             if it.get("quarantine") is not None:
                 n_bad += 1
-                _quarantine(db, it, it["quarantine"], it.get("payload"))
+                quar.append(((ii, -1), _quarantine_row(it, it["quarantine"], it.get("payload"))))
                 continue
             h = it["header"]
             device, boot = str(it["device"]), int(h["boot"])
-            last_seq = max([int(r["seq"]) for r in it["records"]] or [h["first_seq"]])
-            cur = db.execute(
-                "INSERT INTO blocks(device, boot, first_seq, last_seq, count, topic, size, received_at, consumer)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                (device, boot, h["first_seq"], last_seq, h["count"], it["topic"], it["size"], it["received_at"],
-                 consumer))
-            block_id = cur.lastrowid
-            block_ids.append(block_id)
-            bn = bd = 0
-            for rec in it["records"]:
-                r = _store_record(db, device, boot, rec, block_id)
-                if r is True:
-                    bn += 1
+            seqs = [int(r["seq"]) for r in it["records"]]
+            last_seq = max(seqs or [h["first_seq"]])
+            bi = len(blocks)
+            blocks.append([device, boot, h["first_seq"], last_seq, h["count"], it["topic"], it["size"],
+                           it["received_at"], it.get("fleet"), 0, 0, ii])
+            for ri, rec in enumerate(it["records"]):
+                key = (device, boot, int(rec["seq"]))
+                data = json.dumps(_jsonable(rec), sort_keys=True)
+                if key in first:
+                    repeats.append((bi, ri, key, rec["type"], data, it))
                 else:
-                    bd += 1
-                    if r is not None:  # same key, other content: keep the first, quarantine the other
-                        _quarantine(db, it, "record (%s, %d, %d) differs from the one stored" %
-                                    (device, boot, rec["seq"]), r.encode())
+                    first[key] = (bi, ri, rec, rec["type"], data)
             # coverage from the records themselves (a block may skip seqs): contiguous runs
-            run = None
-            for q in sorted(int(r["seq"]) for r in it["records"]):
-                if run is not None and q == run[1] + 1:
-                    run[1] = q
-                    continue
-                if run is not None:
-                    _cover(db, device, boot, run[0], run[1])
-                run = [q, q]
-            if run is not None:
-                _cover(db, device, boot, run[0], run[1])
+            rs = runs.setdefault((device, boot), [])
+            for q in sorted(seqs):
+                if rs and rs[-1][0] <= q <= rs[-1][1] + 1:
+                    rs[-1][1] = max(rs[-1][1], q)
+                else:
+                    rs.append([q, q])
             touched.setdefault((it.get("fleet"), device, boot), []).append([h["first_seq"], last_seq])
-            db.execute("UPDATE blocks SET n_new=?, n_dup=? WHERE id=?", (bn, bd, block_id))
-            db.execute(
-                "INSERT INTO devices(device, fleet, first_seen, last_seen, last_boot, n_records)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT(device) DO UPDATE SET last_seen=excluded.last_seen,"
-                " last_boot=MAX(devices.last_boot, excluded.last_boot), n_records=devices.n_records+excluded.n_records,"
-                " fleet=COALESCE(excluded.fleet, devices.fleet)",
-                (device, it.get("fleet"), it["received_at"], it["received_at"], boot, bn))
-            n_new += bn
-            n_dup += bd
+        ids = _new_ids(db, "blocks", len(blocks))
+        # records: the keys already held are read (one statement), every other first copy is new and
+        # written in one COPY; the write lock (BEGIN IMMEDIATE) keeps any other writer out in between
+        order = sorted(first.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+        stored = _stored_records(db, first)  # key -> (type, data) already held
+        new = set(k for k in first if k not in stored)
+        _copy(db, "records", ("device", "boot", "seq", "type", "t_ms", "utc_s", "block_id", "data"),
+              [(k[0], k[1], k[2], v[3], v[2].get("t_ms"), v[2].get("utc_s", -1), ids[v[0]], v[4])
+               for k, v in order if k in new])
+        for k, v in order:
+            if k in new:
+                stored[k] = (v[3], v[4])
+        resolved = [(v[0], v[1], k, v[3], v[4], items[blocks[v[0]][11]]) for k, v in order if k not in new]
+        for bi, ri, key, rtype, data, it in sorted(resolved + repeats, key=lambda x: (x[0], x[1])):
+            blocks[bi][10] += 1
+            old = stored.get(key)
+            if old is not None and (old[0] != rtype or old[1] != data):
+                # same key, other content: keep the first, quarantine the other
+                quar.append(((blocks[bi][11], ri), _quarantine_row(
+                    it, "record (%s, %d, %d) differs from the one stored" % key, data.encode())))
+        typed = {}
+        for k, v in order:
+            if k not in new:
+                continue
+            blocks[v[0]][9] += 1
+            rec, rtype = v[2], v[3]
+            if rtype in TYPED:
+                table, fields = TYPED[rtype]
+                vals = [rec.get(f) for f in fields]
+                if rtype == "crash" and vals[-1] is not None:
+                    vals[-1] = bytes(vals[-1])
+                typed.setdefault(rtype, []).append([k[0], k[1], k[2], rec.get("t_ms"), rec.get("utc_s", -1)] + vals)
+            elif rtype in ("trip_start", "trip_end"):  # upserts of one row: in record order, one by one
+                _store_trip(db, k[0], k[1], rec)
+        for rtype, rows in typed.items():
+            table, fields = TYPED[rtype]
+            _copy(db, table, ("device", "boot", "seq", "t_ms", "utc_s") + fields, rows)  # new records only
+        if quar:
+            quar.sort(key=lambda q: q[0])
+            db.executemany("INSERT INTO quarantine(topic, fleet, device, claimed_device, received_at, reason, payload)"
+                           " VALUES (?,?,?,?,?,?,?)", [q[1] for q in quar])
+        _cover_many(db, runs)
+        devs = {}  # device -> [fleet, first_seen, last_seen, last_boot, n_records] as block-by-block upserts leave it
+        for b in blocks:
+            d = devs.get(b[0])
+            if d is None:
+                devs[b[0]] = [b[8], b[7], b[7], b[1], b[9]]
+            else:
+                d[0] = b[8] if b[8] is not None else d[0]
+                d[2], d[3], d[4] = b[7], max(d[3], b[1]), d[4] + b[9]
+        _bulk(db, "devices", ("device", "fleet", "first_seen", "last_seen", "last_boot", "n_records"),
+              [[dev] + d for dev, d in devs.items()],
+              "INSERT INTO devices({c}) SELECT {c} FROM {r} WHERE true"
+              " ON CONFLICT(device) DO UPDATE SET last_seen=excluded.last_seen,"
+              " last_boot=MAX(devices.last_boot, excluded.last_boot), n_records=devices.n_records+excluded.n_records,"
+              " fleet=COALESCE(excluded.fleet, devices.fleet)")
         # committed_at: taken just before COMMIT (the fsync of the WAL is the only thing after it)
         now = time.time()
-        db.executemany("UPDATE blocks SET committed_at=? WHERE id=?", [(now, b) for b in block_ids])
+        _copy(db, "blocks", ("id", "device", "boot", "first_seq", "last_seq", "count", "topic", "size", "received_at",
+                             "committed_at", "n_new", "n_dup", "consumer"),
+              [[ids[i]] + b[:8] + [now, b[9], b[10], consumer] for i, b in enumerate(blocks)])
+        n_new = sum(b[9] for b in blocks)
+        n_dup = sum(b[10] for b in blocks)
         db.execute(
             "INSERT INTO consumer_stats(consumer, messages, blocks, records_new, records_dup, damaged, updated_at)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT(consumer) DO UPDATE SET messages=consumer_stats.messages+excluded.messages,"
@@ -319,23 +406,122 @@ def store_blocks(db, items, consumer="ingest"):
     return n_new, n_dup, n_bad, touched
 
 
-def _quarantine(db, it, reason, payload):
+def _chunks(rows, n):
+    rows = list(rows)
+    return [rows[i:i + n] for i in range(0, len(rows), n)]
+
+
+def _bulk(db, table, cols, rows, sql):
+    """Run `sql` over many rows at once and return what it selects or RETURNs. In `sql`, {r} is a FROM item
+    holding the rows as a table r(cols) and {c} the column list. PostgreSQL: unnest() of one array per
+    column, typed after `table`'s columns: one short statement whatever the number of rows, parsed and
+    planned once per shape. SQLite: a VALUES list (in-process, so only its variable limit cuts it up)."""
+    out = []
+    if not rows:
+        return out
+    names = ", ".join(cols)
+    if getattr(db, "dialect", None) == "postgresql":
+        types = db.column_types(table)
+        # binary parameters (%b): text arrays go as they are, not quoted and escaped element by element
+        frag = "unnest(%s) AS r(%s)" % (", ".join("%%b::%s[]" % types[c] for c in cols), names)
+        q = db._sql(sql.format(r="\0R\0", c=names)).replace("\0R\0", frag)
+        for ch in _chunks(rows, 20000):
+            cur = db.execute_translated(q, [list(col) for col in zip(*ch)])
+            if cur.description:
+                out += cur.fetchall()
+        return out
+    per = max(1, 30000 // len(cols))  # SQLite's limit: 32766 variables per statement
+    for ch in _chunks(rows, per):
+        frag = "(SELECT %s FROM (VALUES %s)) AS r" % (
+            ", ".join("column%d AS %s" % (i + 1, c) for i, c in enumerate(cols)),
+            ",".join(["(" + ",".join("?" * len(cols)) + ")"] * len(ch)))
+        cur = db.execute(sql.format(r=frag, c=names), [x for r in ch for x in r])
+        if cur.description:
+            out += cur.fetchall()
+    return out
+
+
+def _copy(db, table, cols, rows):
+    """Append rows that are known to be new (no conflict handling): PostgreSQL's COPY (binary), SQLite's
+    executemany of one INSERT."""
+    if not rows:
+        return
+    if getattr(db, "dialect", None) == "postgresql":
+        db.copy_rows(table, cols, rows)
+    else:
+        db.executemany("INSERT INTO %s(%s) VALUES (%s)" % (table, ", ".join(cols), ",".join("?" * len(cols))), rows)
+
+
+def _new_ids(db, table, n):
+    """n ids for new rows of `table`, taken inside the writer's transaction (BEGIN IMMEDIATE)."""
+    if n == 0:
+        return []
+    if getattr(db, "dialect", None) == "postgresql":
+        return [r[0] for r in db.execute("SELECT nextval(pg_get_serial_sequence(?, 'id')) FROM generate_series(1, ?)",
+                                         (table, n)).fetchall()]
+    top = db.execute("SELECT COALESCE(MAX(id), 0) FROM %s" % table).fetchone()[0]  # the write lock is ours
+    return list(range(top + 1, top + 1 + n))
+
+
+def _stored_records(db, keys):
+    """{(device, boot, seq): (type, data)} of the keys already in `records` (one statement)."""
+    return {(r[0], r[1], r[2]): (r[3], r[4]) for r in _bulk(
+        db, "records", ("device", "boot", "seq"), list(keys),
+        "SELECT x.device, x.boot, x.seq, x.type, x.data FROM records x JOIN {r}"
+        " ON x.device=r.device AND x.boot=r.boot AND x.seq=r.seq")}
+
+
+def _merge(ranges):
+    """Union of [lo, hi] ranges, adjacent ones joined, ascending."""
+    out = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out
+
+
+def _quarantine_row(it, reason, payload):
     claimed = it.get("header", {}).get("device") if it.get("header") else None
-    db.execute("INSERT INTO quarantine(topic, fleet, device, claimed_device, received_at, reason, payload)"
-               " VALUES (?,?,?,?,?,?,?)", (it["topic"], it.get("fleet"), it.get("device"), claimed,
-                                           it["received_at"], reason, payload))
+    return (it["topic"], it.get("fleet"), it.get("device"), claimed, it["received_at"], reason, payload)
 
 
-def _cover(db, device, boot, lo, hi):
-    """Merge lo..hi into the (device, boot) coverage ranges (adjacent ranges join)."""
-    rows = db.execute("SELECT " + _rowid(db) + ", lo, hi FROM coverage WHERE device=? AND boot=? AND lo<=? AND hi>=?",
-                      (device, boot, hi + 1, lo - 1)).fetchall()
-    for r in rows:
-        lo = min(lo, r[1])
-        hi = max(hi, r[2])
-    if rows:
-        db.executemany("DELETE FROM coverage WHERE " + _rowid(db) + "=?", [(r[0],) for r in rows])
-    db.execute("INSERT INTO coverage(device, boot, lo, hi) VALUES (?,?,?,?)", (device, boot, lo, hi))
+def _cover_many(db, runs):
+    """Merge the seq runs {(device, boot): [[lo, hi]]} into the coverage table (adjacent ranges join): the
+    stored ranges touching any run are read in one statement, merged here, and only changed rows rewritten.
+    Stored ranges never touch one another, so a merged range cannot reach a range that was not read."""
+    rid = _rowid(db)
+    new = {k: _merge(v) for k, v in runs.items() if v}
+    old = {}
+    for r in _bulk(db, "coverage", ("device", "boot", "lo", "hi"),
+                   [(k[0], k[1], lo, hi) for k, rs in new.items() for lo, hi in rs],
+                   "SELECT c.%s, c.device, c.boot, c.lo, c.hi FROM coverage c JOIN {r} ON c.device=r.device"
+                   " AND c.boot=r.boot AND c.lo<=r.hi+1 AND c.hi>=r.lo-1" % rid):
+        old.setdefault((r[1], r[2]), {})[r[0]] = (r[3], r[4])
+    dead, fresh = [], []
+    for k, rs in new.items():
+        have = old.get(k, {})
+        merged = _merge(rs + [list(v) for v in have.values()])
+        keep = set(tuple(m) for m in merged)
+        dead += [(i,) for i, v in have.items() if v not in keep]
+        held = set(have.values())
+        fresh += [(k[0], k[1], lo, hi) for lo, hi in merged if (lo, hi) not in held]
+    _bulk(db, "coverage", ("id",), dead, "DELETE FROM coverage WHERE %s IN (SELECT id FROM {r})" % rid)
+    _copy(db, "coverage", ("device", "boot", "lo", "hi"), fresh)
+
+
+def coverage_many(db, keys, limit=None):
+    """{(device, boot): [(lo, hi)]} for many (device, boot) at once (the newest `limit` ranges of each),
+    ascending: what `coverage()` gives for each, in one statement."""
+    out = {tuple(k): [] for k in keys}
+    rank = "ROW_NUMBER() OVER (PARTITION BY c.device, c.boot ORDER BY c.lo DESC)"
+    for r in _bulk(db, "coverage", ("device", "boot"), list(out),
+                   "SELECT device, boot, lo, hi FROM (SELECT c.device, c.boot, c.lo, c.hi, %s AS rn FROM coverage c"
+                   " JOIN {r} ON c.device=r.device AND c.boot=r.boot) AS z%s" % (
+                       rank, " WHERE rn <= %d" % int(limit) if limit else "")):
+        out[(r[0], r[1])].append((r[2], r[3]))
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def _rowid(db):
@@ -397,33 +583,13 @@ def mark_lost(db, device, boot, ranges, reason, now=None):
         raise
 
 
-def _store_record(db, device, boot, rec, block_id):
-    """Insert one record: True if new, None if (device, boot, seq) is already stored with the same content
-    (a duplicate), or the record's JSON when it is stored with different content (a conflict)."""
-    rtype = rec["type"]
+def _store_trip(db, device, boot, rec):
+    """A new trip_start or trip_end record into its trip row (keyed by (device, boot, trip)): a trip_end
+    fills the whole row, a trip_start fills only what is still unknown."""
     seq = int(rec["seq"])
     t_ms = rec.get("t_ms")
     utc_s = rec.get("utc_s", -1)
-    data = json.dumps(_jsonable(rec), sort_keys=True)
-    cur = db.execute(
-        "INSERT OR IGNORE INTO records(device, boot, seq, type, t_ms, utc_s, block_id, data) VALUES (?,?,?,?,?,?,?,?)",
-        (device, boot, seq, rtype, t_ms, utc_s, block_id, data))
-    if cur.rowcount == 0:
-        old = db.execute("SELECT type, data FROM records WHERE device=? AND boot=? AND seq=?",
-                         (device, boot, seq)).fetchone()
-        if old is not None and (old[0] != rtype or old[1] != data):
-            return data
-        return None
-    typed = TYPED.get(rtype)
-    if typed:
-        table, fields = typed
-        vals = [rec.get(f) for f in fields]
-        if rtype == "crash" and vals[-1] is not None:
-            vals[-1] = bytes(vals[-1])
-        db.execute("INSERT OR IGNORE INTO %s(device, boot, seq, t_ms, utc_s, %s) VALUES (?,?,?,?,?,%s)"
-                   % (table, ", ".join(fields), ",".join("?" * len(fields))),
-                   [device, boot, seq, t_ms, utc_s] + vals)
-    elif rtype == "trip_start":
+    if rec["type"] == "trip_start":
         trip = int(rec.get("trip", seq))
         db.execute(
             "INSERT INTO trips(device, boot, trip, start_seq, start_t_ms, start_utc_s, start_lat_e7, start_lon_e7)"
@@ -433,7 +599,7 @@ def _store_record(db, device, boot, rec, block_id):
             " start_lat_e7=COALESCE(trips.start_lat_e7, excluded.start_lat_e7),"
             " start_lon_e7=COALESCE(trips.start_lon_e7, excluded.start_lon_e7)",
             (device, boot, trip, seq, t_ms, utc_s, rec.get("lat_e7"), rec.get("lon_e7")))
-    elif rtype == "trip_end":
+    elif rec["type"] == "trip_end":
         trip = int(rec["trip"])
         n_events = sum(int(rec.get(f, 0) or 0) for f in EVENT_COUNT_FIELDS)
         db.execute(
@@ -450,7 +616,6 @@ def _store_record(db, device, boot, rec, block_id):
              rec.get("end_utc_s"), rec.get("start_lat_e7"), rec.get("start_lon_e7"), rec.get("end_lat_e7"),
              rec.get("end_lon_e7"), rec.get("distance_m"), rec.get("duration_s"), rec.get("score"), n_events,
              json.dumps(_jsonable(rec), sort_keys=True)))
-    return True
 
 
 def store_agent_status(db, fleet, device, payload, now=None):

@@ -262,9 +262,10 @@ class Consumer:
             self.db.execute("COMMIT")
         for (fleet, device, _), payload in results:
             self._on_result(device, payload)
-        if self.e2e_ack:
+        if self.e2e_ack and touched:  # after the commit: what is acknowledged is durable
+            held_by = consumer_db.coverage_many(self.db, [(d, b) for _, d, b in touched], limit=ACK_RANGES)
             for (fleet, device, boot), blocks in touched.items():
-                held = consumer_db.coverage(self.db, device, boot, limit=ACK_RANGES)
+                held = held_by[(device, boot)]
                 self.client.publish("paydbox/%s/%s/ack" % (fleet, device), json.dumps(
                     {"boot": boot, "held": [list(r) for r in held], "blocks": blocks[-ACK_RANGES:]}), qos=1)
                 self.counters["e2e_acks"] += 1
