@@ -1,6 +1,13 @@
 """MQTT side of the agent: paho-mqtt 2.x client driven from the agent's single main loop (no paho
 thread), QoS 1, MQTT 5 with fallback to 3.1.1, TLS or username/password, reconnect with exponential
-backoff and full jitter (time.monotonic only)."""
+backoff and full jitter (time.monotonic only).
+
+Persistent session: a stable client id (the agent's `paydbox-agent-<device>`, or the broker's identity when
+it binds ids to identities, deploy/mosquitto/mosquitto.conf), MQTT 3.1.1 clean_session=False, MQTT 5
+clean_start=False with a session expiry (`mqtt.session_expiry_s`, default 7 days). The broker keeps the
+agent's subscriptions and queues the QoS 1 commands, acks and resend requests published while the agent is
+away (network loss, a restart, the Pi powered off), and delivers them when it connects again. A command that
+comes twice (QoS 1 redelivery) is answered once: the agent keeps the ids of recent commands."""
 import logging
 import random
 import ssl
@@ -30,6 +37,10 @@ class Publisher:
         self.backoff_min = float(cfg.get("backoff_min_s", 0.5))
         self.backoff_max = float(cfg.get("backoff_max_s", 60.0))
         self.window = int(cfg.get("inflight", 32))
+        # seconds the broker keeps the session (subscriptions, queued commands) while we are away
+        self.session_expiry = int(cfg.get("session_expiry_s", 7 * 86400))
+        if self.session_expiry < 0:
+            raise ValueError("mqtt.session_expiry_s: must be >= 0, got %d" % self.session_expiry)
         proto = str(cfg.get("protocol", "auto"))
         if proto not in ("auto", "5", "3.1.1"):
             raise ValueError("mqtt.protocol: %r is not one of auto, 5, 3.1.1" % proto)
@@ -63,7 +74,7 @@ class Publisher:
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
-            clean_session=None if self.v5 else True,
+            clean_session=None if self.v5 else self.session_expiry == 0,
         )
         c.max_inflight_messages_set(self.window)
         c.max_queued_messages_set(0)
@@ -105,7 +116,8 @@ class Publisher:
         self.attempt = 0
         self.no_connack = 0
         self.connects += 1
-        log.info("connected to %s:%d (MQTT %s)", self.host, self.port, "5" if self.v5 else "3.1.1")
+        log.info("connected to %s:%d (MQTT %s, session present: %s)", self.host, self.port,
+                 "5" if self.v5 else "3.1.1", bool(getattr(flags, "session_present", False)))
         for t in self.sub_topics:
             client.subscribe(t, qos=1)
 
@@ -158,7 +170,14 @@ class Publisher:
                 time.sleep(min(timeout, self.next_try - now))
             return
         try:
-            c.connect(self.host, self.port, keepalive=self.keepalive)
+            if self.v5:
+                props = Properties(PacketTypes.CONNECT)
+                if self.session_expiry:
+                    props.SessionExpiryInterval = self.session_expiry
+                c.connect(self.host, self.port, keepalive=self.keepalive, clean_start=self.session_expiry == 0,
+                          properties=props)
+            else:
+                c.connect(self.host, self.port, keepalive=self.keepalive)
             self._connecting_since = now
         except (OSError, ssl.SSLError, ValueError) as e:
             self.last_error = str(e)
