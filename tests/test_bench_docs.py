@@ -45,3 +45,21 @@ def test_partial_run_keeps_other_sections(tmp_path):
                          __import__("datetime").datetime(2026, 1, 1), 1.0, {"bench_b": prev["bench_b"]})
     t = out.read_text()
     assert "| x | 3 |" in t and "| y | 2.5 |" in t and "not rerun by this `--only` run" in t
+
+
+def test_only_run_rewrites_its_sections_in_place(tmp_path):
+    """`paydbox bench --only M`: M's section (heading with its run time, the module's NOTE, its table) is
+    replaced where it stands; every other byte of the file, the evaluation included, stays."""
+    out = tmp_path / "B.md"
+    head = "# b\n\n## Evaluation\n\n```\nhand-run table\n```\n\n## Benchmark modules\n\n"
+    a = "### bench_a (1 s)\n\n| figure | value |\n|---|---|\n| x | 1 |\n\n"
+    c = "### bench_c (2 s)\n\nits note\n\n| figure | value |\n|---|---|\n| y | 2.5 |\n"
+    out.write_text(head + a + c)
+    bench.splice_sections(str(out), {"bench_a": {"figures": {"x": 3}, "wall_s": 4, "note": "what it runs",
+                                                 "at": "2026-12-02 01:00 UTC"},
+                                     "bench_new": {"figures": {"z": 1}, "wall_s": 1}})
+    t = out.read_text()
+    assert t.startswith(head) and c in t
+    assert "### bench_a (4 s, 2026-12-02 01:00 UTC)\n\nwhat it runs\n\n| figure | value |\n|---|---|\n| x | 3 |\n" in t
+    assert "| x | 1 |" not in t and t.rstrip().endswith("| z | 1 |")
+    assert bench.figures_from_markdown(str(out))["bench_a"]["figures"] == {"x": 3}

@@ -26,7 +26,7 @@ sys.path.insert(0, %(root)r)
 import importlib
 m = importlib.import_module(%(mod)r)
 r = m.run(quick=%(quick)r)
-print(%(mark)r + json.dumps(r, default=str))
+print(%(mark)r + json.dumps({"figures": r, "note": getattr(m, "NOTE", None)}, default=str))
 """
 
 
@@ -74,9 +74,11 @@ def run_module(name, quick, timeout):
                 res = json.loads(line[len(MARK):])
             except ValueError as e:
                 return {"error": "bad result: %s" % e, "wall_s": wall}
+            note, res = res.get("note"), res.get("figures")
             if not isinstance(res, dict):
                 return {"error": "run() returned %s, not a dict" % type(res).__name__, "wall_s": wall}
-            return {"figures": res, "wall_s": wall}
+            return {"figures": res, "wall_s": wall, "note": note,
+                    "at": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC")}
     tail = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or ["exit status %d" % p.returncode])[-1]
     return {"error": tail[:300], "wall_s": wall}
 
@@ -291,17 +293,7 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s,
     if not mods:
         L.append("(no tools/bench/bench_*.py module found)")
     for name, r in mods.items():
-        L.append("### %s (%.0f s)" % (name, r.get("wall_s", 0)))
-        L.append("")
-        if "error" in r:
-            L.append("**failed**: `%s`" % r["error"])
-            L.append("")
-            continue
-        L.append("| figure | value |")
-        L.append("|---|---|")
-        for k, v in r["figures"].items():
-            L.append("| %s | %s |" % (k, _fmt(v)))
-        L.append("")
+        L += module_section(name, r)
     for name in sorted(kept or {}):
         sec = kept[name].split("\n", 1)
         L.append(sec[0])
@@ -313,6 +305,37 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s,
         f.write("\n".join(L).rstrip() + "\n")
 
 
+def module_section(name, r):
+    """The lines of one module's section: heading (wall time, when it ran), the module's NOTE, its table."""
+    L = ["### %s (%.0f s%s)" % (name, r.get("wall_s", 0), ", " + r["at"] if r.get("at") else ""), ""]
+    if r.get("note"):
+        L += [r["note"], ""]
+    if "error" in r:
+        return L + ["**failed**: `%s`" % r["error"], ""]
+    L += ["| figure | value |", "|---|---|"]
+    for k, v in r["figures"].items():
+        L.append("| %s | %s |" % (k, _fmt(v)))
+    return L + [""]
+
+
+def splice_sections(path, mods):
+    """Rewrite only the sections of the modules in `mods` in an existing BENCHMARKS.md (an --only run):
+    everything else, the evaluation included, stays as the run that wrote it left it. A module without a
+    section yet is added at the end of the modules."""
+    with open(path) as f:
+        text = f.read()
+    for name, r in mods.items():
+        sec = "\n".join(module_section(name, r)).rstrip("\n") + "\n"
+        i = text.find("\n### %s " % name)
+        if i < 0:
+            text = text.rstrip("\n") + "\n\n" + sec
+            continue
+        j = min([k for k in (text.find("\n### ", i + 1), text.find("\n## ", i + 1)) if k >= 0] or [len(text)])
+        text = text[:i + 1] + sec + text[j:]
+    with open(path, "w") as f:
+        f.write(text.rstrip("\n") + "\n")
+
+
 # ------------------------------------------------------------------------------------------ generated doc tables
 # Figures quoted in other docs are written there by the bench too, between
 #   <!-- bench:MODULE --> ... <!-- /bench -->
@@ -321,7 +344,34 @@ def _pr(f, kind):
     return "%s / %s" % (_fmt(f.get(kind + "_precision")), _fmt(f.get(kind + "_recall")))
 
 
+def _fleet_rows():
+    """docs/fleet.md: each fleet-sim configuration of bench_fleet on SQLite and on PostgreSQL."""
+    from tools.bench.bench_fleet import RUNS, name_of
+
+    def both(cfg, key):
+        return lambda f: " / ".join(_fmt(f.get("%s, %s: %s" % (db, name_of(*cfg), key))) for db in ("sqlite", "postgresql"))
+
+    def store(f):
+        return " / ".join(_fmt(next((v for k, v in f.items() if k.startswith(db + ", store_blocks alone")), None))
+                          for db in ("sqlite", "postgresql"))
+
+    rows = [("store_blocks alone, 20 blocks per transaction (records/s), SQLite / PostgreSQL", store, None)]
+    for cfg in RUNS:
+        n = name_of(*cfg)
+        rows += [
+            ("%s: stored / lost, SQLite; PostgreSQL" % n, lambda f, n=n: "; ".join(
+                "%s / %s" % (_fmt(f.get("%s, %s: records_stored" % (db, n))), _fmt(f.get("%s, %s: records_lost" % (db, n))))
+                for db in ("sqlite", "postgresql")), None),
+            ("%s: consumer kept up with (records/s), SQLite / PostgreSQL" % n, both(cfg, "ingest_records_per_s"), None),
+            ("%s: PostgreSQL / SQLite" % n, lambda f, n=n: _fmt(f.get("%s: postgresql / sqlite ingest rate" % n)), None),
+            ("%s: lag p50 (ms), SQLite / PostgreSQL" % n, both(cfg, "lag_p50_ms"), None),
+            ("%s: lag p95 (ms), SQLite / PostgreSQL" % n, both(cfg, "lag_p95_ms"), None),
+        ]
+    return rows
+
+
 DOC_TABLES = {
+    "docs/fleet.md": ("bench_fleet", _fleet_rows()),
     "docs/motion.md": ("bench_motion", [
         ("harsh_accel precision / recall (%s truth events)", lambda f: _pr(f, "harsh_accel"), "harsh_accel_truth_n"),
         ("harsh_brake precision / recall (%s)", lambda f: _pr(f, "harsh_brake"), "harsh_brake_truth_n"),
@@ -440,6 +490,12 @@ def run_bench(quick=False, out=None, modules=None, scenarios=None, jobs=2):
     for name in names:
         print("bench: %s ..." % name, file=sys.stderr)
         mods[name] = run_module(name, quick, timeout=900 if quick else 3000)
+    out = out or os.path.join(ROOT, "docs", "BENCHMARKS.md")
+    if modules is not None and scenarios is None and os.path.exists(out):
+        # --only: those modules' sections are rewritten in place, the rest of the file is left as it is
+        splice_sections(out, mods)
+        update_doc_tables(mods)
+        return {"machine": info, "modules": mods, "evaluation": None, "extra": [], "reference": None, "out": out}
     ev = None
     ev_extra = []
     with tempfile.TemporaryDirectory(prefix="paydbox-bench-") as tmp:
@@ -460,7 +516,6 @@ def run_bench(quick=False, out=None, modules=None, scenarios=None, jobs=2):
                                                      seed=3, jobs=jobs)["results"]
             ev_extra[-1] = (ev_extra[-1][0], dict(ev_extra[-1][1], totals=E.aggregate(ev_extra[-1][1]["results"])))
             ev_extra.append(("MicroPython VM", E.evaluate(["commute"], runtime="micropython", jobs=1)))
-    out = out or os.path.join(ROOT, "docs", "BENCHMARKS.md")
     kept = {}
     if modules is not None:
         # a partial run keeps the other modules' sections of the previous run, marked as such
@@ -473,7 +528,8 @@ def run_bench(quick=False, out=None, modules=None, scenarios=None, jobs=2):
 def add_arguments(p):
     p.add_argument("--quick", action="store_true", help="reduced runs (CI-sized)")
     p.add_argument("-o", "--output", default=None, help="markdown file (default docs/BENCHMARKS.md)")
-    p.add_argument("--only", nargs="*", metavar="MODULE", help="only these bench modules (e.g. bench_codec)")
+    p.add_argument("--only", nargs="*", metavar="MODULE", help="only these bench modules (e.g. bench_codec): their sections of the existing file are"
+                   " rewritten in place, the rest of it (evaluation included) is left as it is")
     p.add_argument("--scenarios", nargs="*", metavar="SCENARIO", help="evaluate only these scenarios")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--json", metavar="OUT", help="also write everything as JSON")
