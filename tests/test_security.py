@@ -226,12 +226,12 @@ def test_box_cannot_write_acks_or_commands(broker, pki):
 
 
 def test_services_have_only_their_rights(broker, pki):
-    """ops reads no records; ingest writes no records (it cannot plant data under a box either)."""
+    """ops reads no records; ingest writes no records (it cannot plant data under a box either). One
+    session per identity (client ids are bound to identities): the consumer watches what it tries to plant."""
     ops = Client(broker, pki, "ops").wait_connected()
     ops.subscribe("paydbox/+/+/records", "paydbox/+/+/events", "paydbox/+/+/ack")
-    watch = Client(broker, pki, "ingest", client_id="t-ingest-watch").wait_connected()
+    watch = ing = Client(broker, pki, "ingest").wait_connected()
     watch.subscribe("paydbox/+/+/records")
-    ing = Client(broker, pki, "ingest").wait_connected()
     ing.publish("paydbox/f1/box-a/records", b"planted")
     ops.publish("paydbox/f1/box-a/records", b"planted")
     ing.publish("paydbox/f1/box-a/ack", b"ack")  # allowed for ingest, but ops may not read it
@@ -241,7 +241,80 @@ def test_services_have_only_their_rights(broker, pki):
     time.sleep(SETTLE_S)
     assert watch.got == [("paydbox/f1/box-a/records", b"real")] and ops.got == [], (watch.got, ops.got)
     a.close()
-    for c in (ops, watch, ing):
+    for c in (ops, watch):
+        c.close()
+
+
+class SessionClient:
+    """A box's agent as the broker sees it: certificate, its own client id, a persistent MQTT 5 session
+    subscribed to its commands; counts the times the broker dropped it."""
+
+    def __init__(self, broker, pki, ident, client_id, topic=None):
+        self.got, self.drops = [], 0
+        self.connected = threading.Event()
+        self.ready = threading.Event()
+        stem = ident.replace("/", ".")
+        self.c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv5)
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / (stem + ".crt")), str(pki / (stem + ".key")))
+        self.c.tls_set_context(ctx)
+        self.topic = topic
+        self.c.on_connect = self._on_connect
+        self.c.on_subscribe = lambda *a: self.ready.set()
+        self.c.on_disconnect = self._on_disconnect
+        self.c.on_message = lambda cl, u, m: self.got.append(m.payload)
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.c.connect(broker.host, broker.port, clean_start=False, properties=props)
+        self.c.loop_start()
+        assert self.connected.wait(5), "not connected"
+        if topic:
+            self.c.subscribe(topic, qos=1)
+            assert self.ready.wait(5)
+
+    def _on_connect(self, client, userdata, flags, rc, props):
+        if not rc.is_failure:
+            self.connected.set()
+
+    def _on_disconnect(self, *a):
+        if self.connected.is_set():
+            self.drops += 1
+        self.connected.clear()
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_a_box_cannot_take_over_another_boxs_session(broker, pki):
+    """Session takeover: a client that connects with another box's client id would make the broker drop the
+    real box (a denial of service) and take over its session (its queued commands). The broker binds the
+    client id to the identity it authenticated (`use_username_as_clientid`): box-b, claiming box-a's id, gets
+    a session of its own; box-a stays connected, keeps receiving its commands, and finds the ones sent while
+    it was away in its session when it comes back."""
+    cmd = "paydbox/f1/box-a/cmd"
+    a = SessionClient(broker, pki, "f1/box-a", "paydbox-agent-box-a", topic=cmd)
+    ops = Client(broker, pki, "ops").wait_connected()
+    impostors = []
+    for cid in ("paydbox-agent-box-a", "f1/box-a"):  # box-a's agent's id, then box-a's identity
+        impostors.append(SessionClient(broker, pki, "f1/box-b", cid))
+        time.sleep(SETTLE_S)
+        assert a.drops == 0 and a.connected.is_set(), "the real box was dropped by a client claiming id %r" % cid
+    # both impostors are box-b to the broker, whatever id they asked for: the second took the first's session
+    assert impostors[0].drops >= 1
+    ops.publish(cmd, b"ping-1")
+    assert wait_for(lambda: a.got == [b"ping-1"]), a.got
+    a.close()  # box-a away; its persistent session holds what comes for it
+    ops.publish(cmd, b"ping-2")
+    late = SessionClient(broker, pki, "f1/box-b", "paydbox-agent-box-a")  # box-b again, after box-a left
+    time.sleep(SETTLE_S)
+    assert late.got == [] and all(i.got == [] for i in impostors), "box-a's session went to box-b"
+    back = SessionClient(broker, pki, "f1/box-a", "paydbox-agent-box-a")  # no new subscription: the session's
+    assert wait_for(lambda: back.got == [b"ping-2"]), back.got
+    for c in impostors + [late, back, ops]:
         c.close()
 
 
