@@ -11,6 +11,10 @@ from firmware import codec
 from testbed.simbox import AgentProc, SimBox, wait_for, write_agent_config
 from tools.brokers import Mosquitto, NatsMqtt
 
+NOTE = ("The real agent process fed by a simulated box (real link protocol over a pty), publishing to a broker "
+        "started by the bench on the same host; a 3.1.1 subscriber counts the blocks. Median of the runs, on "
+        "a shared machine (the figures move with its load).")
+
 
 def _one(kind, proto, blocks, work):
     import paho.mqtt.client as mqtt
