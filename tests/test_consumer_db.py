@@ -7,7 +7,8 @@ import random
 import pytest
 
 from firmware import codec
-from tools import consumer_db, fleet_sim
+from tools.consumer import db as consumer_db
+from tools.consumer import fleet_sim
 
 from postgres_fixture import postgres_server  # noqa: F401  (fixture imported by name)
 

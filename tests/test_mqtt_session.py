@@ -10,7 +10,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_agent.simbox import AgentProc, SimBox, wait_for, write_agent_config
+from testbed.simbox import AgentProc, SimBox, wait_for, write_agent_config
 from mosquitto_fixture import Broker, free_port
 from nats_fixture import NatsMqtt
 
