@@ -10,7 +10,7 @@ Usage in a test file under tests/ (pytest puts tests/ on sys.path because tests/
 
 For auth/ACL/TLS tests build one yourself: `Broker(tmp_path, conf_extra="...", anonymous=False)`;
 `conf_extra` is appended to the generated config (listener line is added for you unless
-`listener=False`). Skips cleanly when the mosquitto binary is absent.
+`listener=False`). A missing mosquitto binary fails the test (`make setup` installs it), never skips.
 """
 import os
 import shutil
@@ -36,7 +36,7 @@ class Broker:
 
     def __init__(self, workdir, port=None, conf_extra="", anonymous=True, listener=True, conf_text=None):
         if MOSQUITTO is None:
-            pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+            pytest.fail("mosquitto is not installed: `make setup` installs Debian's mosquitto")
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.host = "127.0.0.1"

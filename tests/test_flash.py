@@ -20,7 +20,11 @@ try:
 except Exception:  # noqa: BLE001
     HAVE = False
 
-pytestmark = pytest.mark.skipif(not HAVE, reason="needs the MicroPython VM and socat")
+@pytest.fixture(autouse=True)
+def _tools_installed():
+    """A missing tool is a setup failure, never a skip: `make setup` installs both."""
+    if not HAVE:
+        pytest.fail("needs the MicroPython VM and socat: `make setup` installs them")
 
 
 def src_copy(tmp_path, name="src"):

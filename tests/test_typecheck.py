@@ -13,7 +13,7 @@ BOARD_FILES = ["firmware/main.py", "firmware/app.py", "firmware/trip.py", "hw/co
 
 def mypy(files, cwd):
     if not os.path.isdir(STUBS):
-        pytest.skip("micropython-esp32-stubs not installed in .venv/stubs/esp32 (run `make test`, which installs them)")
+        pytest.fail("micropython-esp32-stubs not installed in .venv/stubs/esp32: `make setup` installs them")
     env = dict(os.environ, MYPYPATH=os.path.abspath(STUBS))
     # --check-untyped-defs: the firmware has no annotations, and without it mypy checks no call inside a
     # function body (a wrong `machine.WDTT()` in run() passed). What stays on: every call and attribute
