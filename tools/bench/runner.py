@@ -388,6 +388,9 @@ DOC_TABLES = {
             _fmt(f.get("mp_samples_per_s_calibrated")), _fmt(f.get("mp_samples_per_s_calibrating"))), None),
         ("heap of one Motion at 100 Hz (bytes, 10 s crash ring included)", lambda f: _fmt(f.get("mp_heap_motion_bytes")), None),
         ("feed() under heap_lock", lambda f: "allocation-free" if f.get("mp_feed_runs_under_heap_lock") == 1 else "**allocates**", None),
+        ("calibration lag bank, heap (bytes)", lambda f: _fmt(f.get("mp_heap_lag_bank_bytes")), None),
+        ("calibration, one fix pair / one solve (us, MicroPython unix VM)", lambda f: "%s / %s" % (
+            _fmt(f.get("mp_fix_pair_us")), _fmt(f.get("mp_calib_solve_us"))), None),
     ]),
     "docs/brokers.md": ("bench_brokers", [
         ("Mosquitto 2.0.11, MQTT 5", lambda f: _fmt(f.get("Mosquitto MQTT 5 blocks/s (median)")), None),
