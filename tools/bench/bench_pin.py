@@ -11,6 +11,11 @@ import os
 import subprocess
 import sys
 
+NOTE = ("Installer PIN check (PBKDF2-HMAC-SHA256, firmware/pin.py) in the MicroPython VM "
+        "(`python -m tools.bench.bench_pin`). The iteration count is sized on the box that sets the PIN "
+        "(250 ms budget, limit 500 ms), so the check time on an ESP32 is its own ~250 ms with fewer "
+        "iterations; the VM figures:")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _VM_CODE = r'''
