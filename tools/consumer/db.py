@@ -166,8 +166,7 @@ class PgConnection:
     def execute(self, q, args=()):
         if q == "BEGIN IMMEDIATE":  # one writer at a time, as in SQLite: coverage merges read then write
             cur = self._c.cursor()
-            cur.execute("BEGIN")
-            cur.execute("SELECT pg_advisory_xact_lock(4243)")
+            cur.execute("BEGIN; SELECT pg_advisory_xact_lock(4243)")  # one round trip (no parameters)
             return cur
         q = self._sql(q)
         cur = self._c.cursor()
