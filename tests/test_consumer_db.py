@@ -153,3 +153,15 @@ def test_a_failed_batch_leaves_nothing(db):
     assert db.execute("SELECT COUNT(*) FROM coverage").fetchone()[0] == 0
     n, d, b, _ = consumer_db.store_blocks(db, its)
     assert (n, d, b) == (sum(len(it["records"]) for it in its), 0, 0)
+
+
+def test_a_device_first_seen_by_its_status_gets_its_boot(db):
+    """The agent's retained status can create the device row before any block (last_boot unknown): the
+    first blocks then set last_boot to their boot (SQLite's MAX(NULL, x) is NULL, PostgreSQL's GREATEST is x)."""
+    db.execute("BEGIN IMMEDIATE")
+    consumer_db.store_agent_status(db, "f", "box-s", b'{"online": true}')
+    db.execute("COMMIT")
+    recs = fleet_sim.synth_records(100, seed=6, boot=4)
+    consumer_db.store_blocks(db, items_for("box-s", recs, boot=4))
+    row = db.execute("SELECT last_boot, n_records, fleet FROM devices WHERE device='box-s'").fetchone()
+    assert tuple(row) == (4, len(recs), "f")

@@ -160,7 +160,7 @@ class PgConnection:
             q = "INSERT " + q[len("INSERT OR IGNORE "):] + " ON CONFLICT DO NOTHING"
         elif q == "BEGIN IMMEDIATE":
             q = "BEGIN"
-        q = q.replace("MAX(devices.last_boot,", "GREATEST(devices.last_boot,")  # two-argument MAX is SQLite's
+        q = q.replace("MAX(COALESCE(devices.last_boot,", "GREATEST(COALESCE(devices.last_boot,")  # 2-arg MAX: SQLite's
         return q
 
     def execute(self, q, args=()):
@@ -283,10 +283,11 @@ def store_blocks(db, items, consumer="ingest"):
     the database's error if the commit fails (the caller must then acknowledge nothing).
 
     The batch costs a handful of statements, not one per record (PostgreSQL is a round trip away): one
-    multi-row INSERT per table (records ... RETURNING the keys that were new), one SELECT for the stored
-    content of the keys that were not, one SELECT / DELETE / INSERT for the coverage ranges of every
-    (device, boot) in the batch. The result is the same as storing the blocks one by one in order: within
-    the batch the first copy of a key wins and later copies count as duplicates (or conflicts)."""
+    SELECT for the keys already held (and their content), one COPY per table for the new records and
+    their typed rows (SQLite: executemany), one SELECT / DELETE / INSERT for the coverage ranges of every
+    (device, boot) in the batch, one upsert for the devices; only trip_start / trip_end rows are upserted
+    one by one. The result is the same as storing the blocks one by one in order: within the batch the
+    first copy of a key wins and later copies count as duplicates (or conflicts)."""
     n_new = n_dup = n_bad = 0
     touched = {}
     db.execute("BEGIN IMMEDIATE")
@@ -382,8 +383,8 @@ def store_blocks(db, items, consumer="ingest"):
               [[dev] + d for dev, d in devs.items()],
               "INSERT INTO devices({c}) SELECT {c} FROM {r} WHERE true"
               " ON CONFLICT(device) DO UPDATE SET last_seen=excluded.last_seen,"
-              " last_boot=MAX(devices.last_boot, excluded.last_boot), n_records=devices.n_records+excluded.n_records,"
-              " fleet=COALESCE(excluded.fleet, devices.fleet)")
+              " last_boot=MAX(COALESCE(devices.last_boot, -1), excluded.last_boot),"  # a status-only row has none
+              " n_records=devices.n_records+excluded.n_records, fleet=COALESCE(excluded.fleet, devices.fleet)")
         # committed_at: taken just before COMMIT (the fsync of the WAL is the only thing after it)
         now = time.time()
         _copy(db, "blocks", ("id", "device", "boot", "first_seq", "last_seq", "count", "topic", "size", "received_at",
