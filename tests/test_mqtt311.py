@@ -107,7 +107,7 @@ def test_agent_falls_back_to_311_and_delivers_everything(tmp_path, nats):
         sub.close()
         box.stop()
     log = agent.log()
-    assert "falling back to MQTT 3.1.1" in log and "(MQTT 3.1.1)" in log
+    assert "falling back to MQTT 3.1.1" in log and "(MQTT 3.1.1, session present:" in log
     assert sub.bad == 0
     for fs, payload in sub.got.items():
         assert payload == box.produced[fs]
