@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(ROOT, "deploy")
 OPENSSL = shutil.which("openssl")
 BOXES = ["f1/box-a", "f1/box-b", "f2/box-a", "f1/box-r"]
+SERVICES = ("ingest", "ops")
 SETTLE_S = 0.6  # a denied publish is dropped silently: wait this long before saying "nothing came"
 
 
@@ -38,25 +39,26 @@ def pki(tmp_path_factory):
     return out
 
 
-def deploy_conf(pki, port, workdir):
+def deploy_conf(pki, port, workdir, services_port):
     """The shipped broker configuration with only its paths and port pointed at the test's files.
     Every rewrite must hit exactly once, so a changed deploy file fails here instead of being tested
     half-way."""
     with open(os.path.join(DEPLOY, "mosquitto", "mosquitto.conf")) as f:
         conf = f.read()
-    rewrites = [
-        (r"^listener 8883$", "listener %d 127.0.0.1" % port),
-        (r"^persistence_location /var/lib/mosquitto/$", "persistence_location %s/" % workdir),
-        (r"^log_dest syslog$", "log_dest stderr"),
-        (r"^acl_file /etc/mosquitto/paydbox\.acl$", "acl_file %s" % os.path.join(DEPLOY, "mosquitto", "acl")),
-        (r"^cafile /etc/mosquitto/pki/ca\.crt$", "cafile %s" % (pki / "ca.crt")),
-        (r"^certfile /etc/mosquitto/pki/server\.crt$", "certfile %s" % (pki / "server.crt")),
-        (r"^keyfile /etc/mosquitto/pki/server\.key$", "keyfile %s" % (pki / "server.key")),
-        (r"^crlfile /etc/mosquitto/pki/crl\.pem$", "crlfile %s" % (pki / "crl.pem")),
+    rewrites = [  # (pattern, replacement, lines it must hit: the TLS lines once per listener)
+        (r"^listener 8883$", "listener %d 127.0.0.1" % port, 1),
+        (r"^listener 8884 127\.0\.0\.1$", "listener %d 127.0.0.1" % services_port, 1),
+        (r"^persistence_location /var/lib/mosquitto/$", "persistence_location %s/" % workdir, 1),
+        (r"^log_dest syslog$", "log_dest stderr", 1),
+        (r"^acl_file /etc/mosquitto/paydbox\.acl$", "acl_file %s" % os.path.join(DEPLOY, "mosquitto", "acl"), 1),
+        (r"^cafile /etc/mosquitto/pki/ca\.crt$", "cafile %s" % (pki / "ca.crt"), 2),
+        (r"^certfile /etc/mosquitto/pki/server\.crt$", "certfile %s" % (pki / "server.crt"), 2),
+        (r"^keyfile /etc/mosquitto/pki/server\.key$", "keyfile %s" % (pki / "server.key"), 2),
+        (r"^crlfile /etc/mosquitto/pki/crl\.pem$", "crlfile %s" % (pki / "crl.pem"), 2),
     ]
-    for pat, rep in rewrites:
+    for pat, rep, want in rewrites:
         conf, n = re.subn(pat, rep, conf, flags=re.M)
-        assert n == 1, "deploy/mosquitto/mosquitto.conf: expected one line matching %r" % pat
+        assert n == want, "deploy/mosquitto/mosquitto.conf: expected %d line(s) matching %r" % (want, pat)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         conf += "\nuser root\n"  # do not drop to `mosquitto`: it could not read the test's temp files
     return conf
@@ -66,8 +68,9 @@ def deploy_conf(pki, port, workdir):
 def broker(pki, tmp_path_factory):
     work = tmp_path_factory.mktemp("broker")
     b = Broker(work, port=free_port(), anonymous=False, listener=False)
+    b.services_port = free_port()  # the deploy's internal listener for ingest / ops
     with open(b.conf, "w") as f:
-        f.write(deploy_conf(pki, b.port, work))
+        f.write(deploy_conf(pki, b.port, work, b.services_port))
     b.start()
     yield b
     b.stop()
@@ -76,7 +79,7 @@ def broker(pki, tmp_path_factory):
 class Client:
     """A TLS MQTT 5 client holding one identity's certificate; records what it receives."""
 
-    def __init__(self, broker, pki, ident=None, client_id=None, cert=None, key=None):
+    def __init__(self, broker, pki, ident=None, client_id=None, cert=None, key=None, box_listener=False):
         self.got = []
         self.denied_subs = []
         self.connected = threading.Event()
@@ -92,7 +95,9 @@ class Client:
         self.c.on_message = lambda cl, u, m: self.got.append((m.topic, m.payload))
         self.c.on_connect = self._on_connect
         self.c.on_subscribe = self._on_subscribe
-        self.c.connect(broker.host, broker.port)
+        # services on the deploy's internal listener; boxes (and tests of the public one) on the box listener
+        port = broker.services_port if ident in SERVICES and not box_listener else broker.port
+        self.c.connect(broker.host, port)
         self.c.loop_start()
 
     def _on_connect(self, client, userdata, flags, rc, props):
@@ -226,12 +231,14 @@ def test_box_cannot_write_acks_or_commands(broker, pki):
 
 
 def test_services_have_only_their_rights(broker, pki):
-    """ops reads no records; ingest writes no records (it cannot plant data under a box either). One
-    session per identity (client ids are bound to identities): the consumer watches what it tries to plant."""
+    """ops reads no records; ingest writes no records (it cannot plant data under a box either). Two ingest
+    processes with the one `ingest` certificate and their own client ids (a share group) both stay connected
+    on the services listener."""
     ops = Client(broker, pki, "ops").wait_connected()
     ops.subscribe("paydbox/+/+/records", "paydbox/+/+/events", "paydbox/+/+/ack")
-    watch = ing = Client(broker, pki, "ingest").wait_connected()
+    watch = Client(broker, pki, "ingest", client_id="t-ingest-watch").wait_connected()
     watch.subscribe("paydbox/+/+/records")
+    ing = Client(broker, pki, "ingest").wait_connected()
     ing.publish("paydbox/f1/box-a/records", b"planted")
     ops.publish("paydbox/f1/box-a/records", b"planted")
     ing.publish("paydbox/f1/box-a/ack", b"ack")  # allowed for ingest, but ops may not read it
@@ -240,8 +247,9 @@ def test_services_have_only_their_rights(broker, pki):
     assert wait_for(lambda: watch.got == [("paydbox/f1/box-a/records", b"real")]), watch.got
     time.sleep(SETTLE_S)
     assert watch.got == [("paydbox/f1/box-a/records", b"real")] and ops.got == [], (watch.got, ops.got)
+    assert watch.c.is_connected() and ing.c.is_connected(), "two ingest processes could not share the identity"
     a.close()
-    for c in (ops, watch):
+    for c in (ops, watch, ing):
         c.close()
 
 
@@ -318,8 +326,8 @@ def test_a_box_cannot_take_over_another_boxs_session(broker, pki):
         c.close()
 
 
-def _tls_handshake_refused(broker, pki, cert=None, key=None):
-    """True if the broker refuses the TLS session (no MQTT CONNACK success)."""
+def _tls_handshake_refused(broker, pki, cert=None, key=None, port=None):
+    """True if the broker refuses the TLS session (no MQTT CONNACK success) on `port` (the box listener)."""
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     if cert:
         ctx.load_cert_chain(str(cert), str(key))
@@ -330,7 +338,7 @@ def _tls_handshake_refused(broker, pki, cert=None, key=None):
     c.on_connect = lambda cl, u, f, rc, p: (ok.set() if not rc.is_failure else None, done.set())
     c.on_disconnect = lambda *a: done.set()
     try:
-        c.connect(broker.host, broker.port)
+        c.connect(broker.host, port or broker.port)
     except (ssl.SSLError, OSError):
         return True
     c.loop_start()
@@ -341,14 +349,18 @@ def _tls_handshake_refused(broker, pki, cert=None, key=None):
     return not got
 
 
-def test_no_certificate_and_foreign_ca_are_refused(broker, pki, tmp_path):
-    assert _tls_handshake_refused(broker, pki), "a client without a certificate got in"
-    # a self-made CA issuing "f1/box-b": right name, wrong issuer
+@pytest.mark.parametrize("listener", ["boxes", "services"])
+def test_no_certificate_and_foreign_ca_are_refused(broker, pki, tmp_path, listener):
+    port = broker.port if listener == "boxes" else broker.services_port
+    assert _tls_handshake_refused(broker, pki, port=port), "a client without a certificate got in"
+    # a self-made CA issuing "f1/box-b" / "ingest": right name, wrong issuer
     other = tmp_path / "other"
     assert make_certs(other, "127.0.0.1", "f1/box-b").returncode == 0
-    assert _tls_handshake_refused(broker, pki, other / "f1.box-b.crt", other / "f1.box-b.key")
+    assert make_certs(other, "127.0.0.1", "--service", "ingest").returncode == 0
+    assert _tls_handshake_refused(broker, pki, other / "f1.box-b.crt", other / "f1.box-b.key", port=port)
+    assert _tls_handshake_refused(broker, pki, other / "ingest.crt", other / "ingest.key", port=port)
     # plain MQTT on the TLS port gets nothing either
-    s = socket.create_connection((broker.host, broker.port), timeout=2)
+    s = socket.create_connection((broker.host, port), timeout=2)
     s.sendall(bytes.fromhex("101000044d5154540402003c0004746573740000"))
     try:
         data = s.recv(16)
@@ -357,13 +369,16 @@ def test_no_certificate_and_foreign_ca_are_refused(broker, pki, tmp_path):
     s.close()
     assert not data.startswith(b"\x20"), "CONNACK on a plain connection"
     # and the same path with a valid certificate is accepted (so the checks above can fail)
-    assert not _tls_handshake_refused(broker, pki, pki / "f1.box-a.crt", pki / "f1.box-a.key")
+    assert not _tls_handshake_refused(broker, pki, pki / "f1.box-a.crt", pki / "f1.box-a.key", port=port)
+    assert not _tls_handshake_refused(broker, pki, pki / "ingest.crt", pki / "ingest.key", port=port)
 
 
-def test_revoked_certificate_is_refused(broker, pki):
-    assert _tls_handshake_refused(broker, pki, pki / "f1.box-r.crt", pki / "f1.box-r.key"), \
+@pytest.mark.parametrize("listener", ["boxes", "services"])
+def test_revoked_certificate_is_refused(broker, pki, listener):
+    port = broker.port if listener == "boxes" else broker.services_port
+    assert _tls_handshake_refused(broker, pki, pki / "f1.box-r.crt", pki / "f1.box-r.key", port=port), \
         "a revoked certificate (in crl.pem) got in"
-    assert not _tls_handshake_refused(broker, pki, pki / "f1.box-b.crt", pki / "f1.box-b.key")
+    assert not _tls_handshake_refused(broker, pki, pki / "f1.box-b.crt", pki / "f1.box-b.key", port=port)
 
 
 def test_make_certs_never_issues_a_service_identity_to_a_box(tmp_path):

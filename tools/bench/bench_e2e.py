@@ -53,14 +53,17 @@ def make_pki(workdir, boxes, services=("ingest",)):
 
 def deploy_conf(port, workdir, pki):
     """deploy/mosquitto/mosquitto.conf with its paths and listener rewritten for workdir (nothing else)."""
+    from mosquitto_fixture import free_port
     acl = os.path.join(ROOT, "deploy", "mosquitto", "acl")
     out = []
+    listeners = 0
     with open(os.path.join(ROOT, "deploy", "mosquitto", "mosquitto.conf")) as f:
         for line in f:
             s = line.rstrip("\n")
             key = s.split()[0] if s.strip() and not s.lstrip().startswith("#") else None
-            if key == "listener":
-                s = "listener %s 127.0.0.1" % port
+            if key == "listener":  # the box listener on `port` (agent and consumer); the services one aside
+                s = "listener %s 127.0.0.1" % (port if listeners == 0 else free_port())
+                listeners += 1
             elif key == "persistence_location":
                 s = "persistence_location %s/" % workdir
             elif key == "log_dest":
