@@ -274,3 +274,21 @@ def test_romfs_image_holds_only_manifest_modules(tmp_path, board):
     out = subprocess.run([micropython_exe(), "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert sorted(out) == sorted(p[:-3] + ".mpy" for p in F.source_files(board))
     assert F.install_method("pico-w") == "files" and F.install_method("unix") == "files"
+
+
+def test_device_files_are_real_micropython_modules(tmp_path):
+    """What the installer writes besides the compiled modules (boot stubs, pdboot.py) and the helpers it
+    sends over the REPL are files of their own that mpy-cross compiles, and what goes to the box is them."""
+    import subprocess
+
+    names = sorted(n for n in os.listdir(F.DEVICE_DIR) if n.endswith(".py"))
+    assert names == ["main.py", "main_romfs.py", "pdboot.py", "session.py"]
+    for n in names:
+        p = subprocess.run(F.mpy_cross_exe() + ["-o", str(tmp_path / "x.mpy"), os.path.join(F.DEVICE_DIR, n)],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, (n, p.stderr)
+    files = F.build("unix")
+    with open(os.path.join(F.DEVICE_DIR, "pdboot.py"), "rb") as f:
+        assert files["pdboot.py"] == f.read()
+    with open(os.path.join(F.DEVICE_DIR, "main_romfs.py"), "rb") as f:
+        assert F.plan("esp32-s3")[1]["main.py"] == f.read()
