@@ -235,10 +235,10 @@ def test_manifest_is_the_import_closure_of_the_board_entry_point():
         todo.extend(_imports_of(os.path.join(F.ROOT, p)))
     seen |= {"firmware/__init__.py", "hw/__init__.py"}  # packages
     assert set(F.BOX_MODULES) == seen
-    for host_only in ("hw/linux.py", "hw/replay.py", "firmware/replay_main.py"):
+    for host_only in ("hw/linux.py", "hw/replay.py", "hw/trace_format.py", "firmware/replay_main.py"):
         assert host_only not in F.source_files("esp32-wroom")
     assert all(p.startswith(F.SOURCE_DIRS) for p in F.source_files("unix"))  # never testbed/ (test doubles)
-    assert set(F.source_files("unix")) == seen | {"firmware/replay_main.py", "hw/replay.py"}
+    assert set(F.source_files("unix")) == seen | {"firmware/replay_main.py", "hw/replay.py", "hw/trace_format.py"}
 
 
 def test_flashed_box_holds_only_manifest_modules(tmp_path, repl):

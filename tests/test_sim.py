@@ -9,7 +9,7 @@ import pytest
 from tools.sim import engine, nmea_gen
 from tools.sim.engine import Sim, random_rotation, simulate
 from tools.sim.route import Frame
-from tools.sim.trace_writer import read_trace
+from hw.trace_format import read_trace
 
 
 def _trace(tmp_path, scenario, seed=3, **kw):

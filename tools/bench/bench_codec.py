@@ -84,7 +84,7 @@ def parse_nmea(lines_with_t):
 
 def sim_drive(scenario, seed, duration_s):
     from tools.sim.engine import simulate
-    from tools.sim.trace_writer import read_trace
+    from hw.trace_format import read_trace
 
     fd, path = tempfile.mkstemp(suffix=".jsonl")
     os.close(fd)

@@ -13,8 +13,6 @@ bytes through firmware/nmea.py, interleaved in time order (samples up to a GNSS 
 
     python -m tools.bench.bench_motion [--quick] [--gnss-hz=1,5,10]    (default 1,10)
 """
-import gzip
-import json
 import math
 import os
 import subprocess
@@ -22,23 +20,11 @@ import sys
 import tempfile
 from array import array
 
+from hw.trace_format import iter_trace
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HARSH = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right")
 TYPES = HARSH + ("crash",)
-
-
-def read_trace(path):
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    op = gzip.open if magic == b"\x1f\x8b" else open
-    with op(path, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            line = line.strip()
-            if line:
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    raise ValueError("%s: line %d is not JSON" % (path, i + 1))
 
 
 def _axis_err(m, R):
@@ -58,7 +44,7 @@ def run_trace(path, cfg=None):
     from firmware.motion import Motion
     from firmware.nmea import NMEAParser
 
-    it = read_trace(path)
+    it = iter_trace(path)
     header = next(it)
     if header.get("format") != "paydbox-trace":
         raise ValueError("%s: format: not a paydbox trace" % path)

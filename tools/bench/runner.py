@@ -86,7 +86,7 @@ def _fixes_from_trace(path):
     """(utc_s, lat_e7, lon_e7, speed_mmps, course_cdeg, hdop_x10, sats, alt_dm) per valid epoch + raw bytes."""
     import pynmea2
 
-    from tools.sim.trace_writer import read_trace
+    from hw.trace_format import read_trace
     _, lines = read_trace(path)
     raw = 0
     raw_rmc_gga = 0

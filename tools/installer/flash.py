@@ -47,7 +47,7 @@ BOX_MODULES = (
     "firmware/ubx.py", "hw/__init__.py", "hw/compat.py", "hw/lis3dh.py",
 )
 # the virtual box (board unix) also runs the replay backend that plays its sensors
-VBOX_MODULES = ("firmware/replay_main.py", "hw/replay.py")
+VBOX_MODULES = ("firmware/replay_main.py", "hw/replay.py", "hw/trace_format.py")
 
 
 def board_profile(board):

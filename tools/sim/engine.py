@@ -20,7 +20,7 @@ import random
 
 from tools.sim import nmea_gen
 from tools.sim.route import Frame, Route, course_deg
-from tools.sim.trace_writer import TraceWriter
+from hw.trace_format import TraceWriter
 
 G = 9.80665
 
@@ -175,7 +175,7 @@ class Sim:
             header["sim"]["gnss_lag_s"] = self.gnss_lag_s
             header["sim"]["sensor"] = sensor
         self.header = header
-        self.w = TraceWriter(path, header) if path else None
+        self.w = TraceWriter(path, header, window_s=5.0) if path else None
         rng = self.rng
         # vehicle state
         self.route = Route(heading_deg=rng.uniform(0, 360))
