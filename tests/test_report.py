@@ -8,7 +8,8 @@ import pytest
 from firmware import codec
 from tools.consumer import db as consumer_db
 from tools.consumer import fleet_sim
-from tools.consumer import report
+from tools.consumer.report import cli as report
+from tools.consumer.report.draw import map_canvas
 from tools.consumer import trips
 from tools.cli import main as cli
 
@@ -179,7 +180,7 @@ def test_report_html_svg_route_and_coach(tripdb, tmp_path):
 
 def test_route_is_drawn_in_the_bbox(tripdb):
     t, pos, ev = report.load(tripdb, "box-7:3:2")
-    c = report.map_canvas(pos, ev, 600, 400)
+    c = map_canvas(pos, ev, 600, 400)
     pts = [p for op in c.ops if op[0] == "poly" for p in op[1]]
     assert pts and all(0 <= x <= 600 and 0 <= y <= 400 - 34 for x, y in pts)
     # north-east drive: x grows and y (screen) shrinks from the first to the last point
