@@ -13,7 +13,8 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, micropython_binary
+from conftest import ROOT
+from tools.mpvm import micropython_binary
 
 NCUTS = 1000
 WORKERS = 2
@@ -22,8 +23,6 @@ SECONDS = 1200
 
 def run_powercut(ncuts=NCUTS, workers=WORKERS, seconds=SECONDS, seed=3, timeout=900, mode="normal"):
     exe = micropython_binary()
-    if exe is None:
-        pytest.skip("micropython VM not installed")
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([os.path.join(ROOT, "tests", "mp"), ROOT]))
     script = os.path.join(ROOT, "tests", "mp", "powercut_run.py")
     procs = [

@@ -151,13 +151,9 @@ def test_info_cli_and_errors(tmp_path, capsys):
 
 
 def test_gzip_trace_replays_under_micropython(tmp_path):
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        import shutil
+    from tools.mpvm import micropython_binary
 
-        exe = shutil.which("micropython")
-    if exe is None:
-        pytest.skip("no micropython binary")
+    exe = micropython_binary()
     out = str(tmp_path / "g.jsonl.gz")
     data = b"".join(b"$GPGGA,%06d.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n" % i for i in range(60))
     with tr.TraceWriter(out, {"gnss": {"baud": 9600}, "accel": {"chip": "lis3dh", "rate_hz": 100}}) as w:

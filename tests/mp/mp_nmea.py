@@ -2,13 +2,11 @@
 from firmware.nmea import NMEAParser, days_from_civil
 from firmware import ubx
 from mptest import assert_eq, assert_raises, heap_locked
+from tools.sim.nmea_gen import sentence
 
 
 def ck(body):
-    x = 0
-    for b in body:
-        x ^= b
-    return b"$" + body + b"*" + ("%02X" % x).encode()
+    return sentence(body)[:-2]  # without the CRLF
 
 
 def rmc(t, lat=b"4807.038", ns=b"N", lon=b"01131.000", ew=b"E", spd=b"022.4", crs=b"084.4",

@@ -235,9 +235,9 @@ def mp_speed(seconds):
     """(encode, decode) microseconds per fix under the MicroPython unix VM (host CPU)."""
     import subprocess
 
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        return None
+    from tools.mpvm import micropython_binary
+
+    exe = micropython_binary()
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([os.path.join(ROOT, "tests", "mp"), ROOT]))
     p = subprocess.run([exe, "-X", "heapsize=32M", "-c", _SPEED_SCRIPT % seconds], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)

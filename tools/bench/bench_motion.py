@@ -194,9 +194,9 @@ print("@@", CH * 32, us_cal, us_calib, a1 - a0, locked_ok, m2._mode, m._mode)
 
 
 def mp_speed(chunks=400):
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        return {}
+    from tools.mpvm import micropython_binary
+
+    exe = micropython_binary()
     env = dict(os.environ, MICROPYPATH=ROOT)
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(MP_SCRIPT % chunks)
@@ -330,9 +330,9 @@ print("@@", a0 - a1, (t1 - t0) // 20, (t2 - t1) // 20)
 def mp_calib_cost():
     """Heap of the lag bank (default 2.5 s range: 21 lags) and the time of one fix pair and one solve
     (the per-fix work, ~1 Hz) under the MicroPython unix VM."""
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        return {}
+    from tools.mpvm import micropython_binary
+
+    exe = micropython_binary()
     env = dict(os.environ, MICROPYPATH=ROOT)
     p = subprocess.run([exe, "-X", "heapsize=2M", "-c", MP_CALIB], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=300)

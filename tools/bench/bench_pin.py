@@ -32,7 +32,9 @@ print(json.dumps({"vm_us_per_iteration": round(per_us, 2), "vm_sized_iterations"
 
 
 def run(quick=False):
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
+    from tools.mpvm import micropython_binary
+
+    exe = micropython_binary()
     p = subprocess.run([exe, "-X", "heapsize=256K", "-c", _VM_CODE % (2 if quick else 5)], cwd=ROOT,
                        env=dict(os.environ, MICROPYPATH=ROOT), capture_output=True, text=True, timeout=120)
     if p.returncode:

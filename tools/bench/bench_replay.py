@@ -74,9 +74,9 @@ def _run_cpython(path):
 
 
 def _run_micropython(path):
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        return None
+    from tools.mpvm import micropython_binary
+
+    exe = micropython_binary()
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(_LOOP % {"root": ROOT, "path": path})
         script = f.name

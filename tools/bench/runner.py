@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 
+from tools.mpvm import MicroPythonNotFound, micropython_binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARK = "@@PAYDBOX-BENCH@@"
 
@@ -42,8 +44,11 @@ def machine_info():
     except OSError:
         pass
     mp = None
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if os.path.exists(exe):
+    try:
+        exe = micropython_binary()
+    except MicroPythonNotFound:
+        exe = None
+    if exe:
         try:
             p = subprocess.run([exe, "-c", "import sys; print('%d.%d.%d' % sys.implementation.version[:3], '(' + sys.version + ')')"],
                                capture_output=True, text=True, timeout=20)

