@@ -109,7 +109,8 @@ class RowForwarder:
     teltonika.Mapper, the mapper's state saved with the row), this output's progress on the row saved
     after every accepted record, the row done for this output when all are accepted; any LinkDown
     closes the connection and retries after a backoff. A subclass gives `name`, the counter a link
-    error bumps, `_step(now, device)` (its protocol) and calls `_next_records()` / `_accepted(first, n)`."""
+    error bumps, `_opened(now)` and `_step(now, device)` (its protocol), and calls `_next_records()` and
+    `_accepted(first, n)`."""
 
     name = None
     link_error_counter = "link_errors"
@@ -135,6 +136,9 @@ class RowForwarder:
     def _on_down(self):
         """Subclass hook: the connection just went down."""
 
+    def _opened(self, now):
+        """Subclass hook: a new connection is under way (self.conn); set the protocol's first state."""
+
     def _down(self, why, delay=0.0):
         if self.conn is not None:
             self.conn.close()
@@ -150,6 +154,12 @@ class RowForwarder:
         if device is None:
             return
         try:
+            if self.state == "down":
+                if now < self.next_try:
+                    return
+                self.conn = Conn(self.host, self.port)
+                self.conn.connect()
+                self._opened(now)
             self._step(now, device)
         except LinkDown as e:
             self.counters[self.link_error_counter] += 1

@@ -15,7 +15,7 @@ refused IMEI; anything else, no answer, a dropped connection: the same record go
 from urllib.parse import urlencode, urlsplit
 
 from edge_agent import teltonika as T
-from edge_agent.netout import Conn, LinkDown, RowForwarder
+from edge_agent.netout import LinkDown, RowForwarder
 
 NAME = "osmand"
 _ALARMS = {T.IO_CRASH: "accident", T.IO_TOWING: "tow", T.IO_UNPLUG: "powerCut", T.IO_IDLING: "idle",
@@ -66,13 +66,10 @@ class OsmAndForwarder(RowForwarder):
         self.device_id = cfg.get("id")
         self.timeout_s = float(cfg.get("timeout_s", 30))
 
+    def _opened(self, now):
+        self.state = "ready"
+
     def _step(self, now, device):
-        if self.state == "down":
-            if now < self.next_try:
-                return
-            self.conn = Conn(self.host, self.port)
-            self.conn.connect()
-            self.state = "ready"
         c = self.conn
         c.poll()
         if self.state == "wait":

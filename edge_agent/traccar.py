@@ -17,7 +17,7 @@ its ACK was lost (at-least-once, as with MQTT QoS 1).
 import struct
 
 from edge_agent import teltonika
-from edge_agent.netout import Conn, LinkDown, RowForwarder
+from edge_agent.netout import LinkDown, RowForwarder
 
 NAME = "traccar"
 
@@ -46,14 +46,11 @@ class TraccarForwarder(RowForwarder):
             self.counters["resent"] += 1  # the packet in flight goes again on the next connection
         self.packet = None
 
+    def _opened(self, now):
+        self.state = "connecting"
+        self.t_sent = now
+
     def _step(self, now, device):
-        if self.state == "down":
-            if now < self.next_try:
-                return
-            self.conn = Conn(self.host, self.port)
-            self.conn.connect()
-            self.state = "connecting"
-            self.t_sent = now
         c = self.conn
         if self.state == "connecting":
             if not c.poll():
