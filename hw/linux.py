@@ -2,6 +2,7 @@
 #   LinuxUART(url, baudrate)   pyserial serial_for_url -> machine.UART subset: any/read/readinto/write
 #   SMBusI2C(bus_number)       smbus2 -> machine.I2C subset: readfrom_mem_into/readfrom_mem/writeto_mem
 #   FileBlockDevice(path, block_size=4096, block_count=N)  block device protocol (extended form)
+#   RawPty()                   a pty pair as a raw serial line (virtual box, simulated box)
 # No GPIO pin class: ignition/supply sensing on Linux needs board-specific wiring (gpiod line numbers,
 # an ADC for the supply); the app takes any object with ignition()/supply_mv().
 import errno
@@ -52,6 +53,26 @@ class LinuxUART:
 
     def close(self):
         self._s.close()
+
+
+class RawPty:
+    """A pty pair as a plain serial line: raw mode on the slave (no echo, no line discipline), the
+    master non-blocking. Give `path` (the slave) to the program on the far end; use `master` here."""
+
+    def __init__(self):
+        import tty
+
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self.slave)
+
+    def close(self):
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class SMBusI2C:

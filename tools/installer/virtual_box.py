@@ -23,8 +23,8 @@ import subprocess
 import sys
 import threading
 import time
-import tty
 
+from hw.linux import RawPty
 from tools.mpvm import micropython_binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,15 +36,12 @@ class VirtualBoxError(Exception):
     pass
 
 
-class _PtyEnd:
+class _PtyEnd(RawPty):
     """A host pty whose slave path is given to users; the master side is relayed to the VM."""
 
     def __init__(self, name, link=None):
+        RawPty.__init__(self)
         self.name = name
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)  # no echo, no line discipline: a plain serial line
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self.slave)
         self.link = link
         if link:
             try:
@@ -56,11 +53,7 @@ class _PtyEnd:
         self.pending = b""  # VM -> pty bytes not yet accepted by the pty
 
     def close(self):
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        RawPty.close(self)
         if self.link:
             try:
                 if os.path.islink(self.link):
