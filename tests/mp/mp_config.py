@@ -3,6 +3,7 @@ import json
 import os
 
 from mptest import assert_eq, assert_raises
+from testbed.byteuart import ByteUart
 
 from firmware.config import Config, ConfigError, parse_value, fmt_dec, _encode
 from firmware.console import Console, FREE_TRIES
@@ -26,22 +27,8 @@ def _rm(p):
         pass
 
 
-class FakeUart:
-    def __init__(self):
-        self.rx = bytearray()
-        self.tx = bytearray()
-
-    def any(self):
-        return len(self.rx)
-
-    def read(self, n):
-        d = bytes(self.rx[:n])
-        self.rx = self.rx[n:]
-        return d
-
-    def write(self, b):
-        self.tx.extend(b)
-        return len(b)
+class FakeUart(ByteUart):
+    """The console's UART, with helpers to type a line and read the JSON it answered."""
 
     def feed(self, s):
         self.rx.extend(s.encode())
