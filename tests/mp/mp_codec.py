@@ -2,6 +2,7 @@
 from firmware import codec
 from firmware.codec import BlockEncoder, decode_block, CodecError
 from mptest import assert_eq, assert_raises
+from testbed.blocks import encode_blocks
 import drive_gen
 
 
@@ -47,16 +48,7 @@ def _others(seq):
 
 
 def _encode_all(recs, **kw):
-    enc = BlockEncoder("box-0001", 3, **kw)
-    blocks = []
-    i = 0
-    while i < len(recs):
-        if enc.add(recs[i]):
-            i += 1
-        else:
-            blocks.append((enc.finish(), enc.first_seq, enc.last_seq, enc.count))
-    blocks.append((enc.finish(), enc.first_seq, enc.last_seq, enc.count))
-    return blocks
+    return encode_blocks(BlockEncoder("box-0001", 3, **kw), recs)
 
 
 def test_roundtrip_drive():

@@ -148,15 +148,9 @@ def encode(recs, max_bytes, **kw):
     for r in recs:
         r["seq"] = seq
         seq += 1
-    enc = codec.BlockEncoder("box-00000001", 12, max_bytes=max_bytes, **kw)
-    blocks = []
-    i = 0
-    while i < len(recs):
-        if enc.add(recs[i]):
-            i += 1
-        else:
-            blocks.append(enc.finish())
-    blocks.append(enc.finish())
+    from testbed.blocks import encode_blocks
+
+    blocks = [b[0] for b in encode_blocks(codec.BlockEncoder("box-00000001", 12, max_bytes=max_bytes, **kw), recs)]
     out = []
     for b in blocks:
         out.extend(codec.decode_block(b)[1])
