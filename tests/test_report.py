@@ -13,7 +13,7 @@ from tools.consumer.report.draw import map_canvas
 from tools.consumer import trips
 from tools.cli import main as cli
 
-from postgres_fixture import postgres_server  # noqa: F401  (fixture imported by name)
+from postgres_fixture import dbt, postgres_server  # noqa: F401  (fixtures imported by name)
 
 UTC0 = 848800000  # 2026-11-24T01:46:40Z in record time (s since 2000)
 
@@ -61,15 +61,6 @@ def store(db_path, device, boot, recs, max_bytes=256):
     res = consumer_db.store_blocks(db, items)
     db.close()
     return res[:3]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def dbt(request, tmp_path):
-    """--db target on each backend: dbt("x.db") is a SQLite path, or a fresh PostgreSQL database's URL."""
-    if request.param == "sqlite":
-        return lambda name: str(tmp_path / name)
-    srv = request.getfixturevalue("postgres_server")
-    return lambda name: srv.new_database()
 
 
 @pytest.fixture
