@@ -134,30 +134,28 @@ def read_accel_csv(path, columns, unit, rate_hz=None):
     k = _UNITS[unit]
     rows = []
     idx = None
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
+    from tools.trace.imu_logs import data_lines
+
+    for lineno, line in data_lines(path, "utf-8"):
+        delim = ";" if line.count(";") > line.count(",") else ","
+        fields = [x.strip().strip('"') for x in (line.split(delim) if delim in line else line.split())]
+        if idx is None:
+            if all(c.isdigit() for c in cols):
+                idx = [int(c) for c in cols]
+            else:
+                missing = [c for c in cols if c not in fields]
+                if missing:
+                    raise ValueError("%s line %d: header has no column %r (columns: %s)" % (path, lineno, missing[0], ",".join(fields)))
+                idx = [fields.index(c) for c in cols]
                 continue
-            delim = ";" if line.count(";") > line.count(",") else ","
-            fields = [x.strip().strip('"') for x in (line.split(delim) if delim in line else line.split())]
-            if idx is None:
-                if all(c.isdigit() for c in cols):
-                    idx = [int(c) for c in cols]
-                else:
-                    missing = [c for c in cols if c not in fields]
-                    if missing:
-                        raise ValueError("%s line %d: header has no column %r (columns: %s)" % (path, lineno, missing[0], ",".join(fields)))
-                    idx = [fields.index(c) for c in cols]
-                    continue
-            try:
-                vals = [float(fields[i]) for i in idx]
-            except IndexError:
-                raise ValueError("%s line %d: fewer than %d columns" % (path, lineno, max(idx) + 1))
-            except ValueError:
-                bad = next(i for i in idx if not _isfloat(fields[i]))
-                raise ValueError("%s line %d: column %s is %r, not a number" % (path, lineno, cols[idx.index(bad)], fields[bad]))
-            rows.append((vals[0], vals[1] * k, vals[2] * k, vals[3] * k))
+        try:
+            vals = [float(fields[i]) for i in idx]
+        except IndexError:
+            raise ValueError("%s line %d: fewer than %d columns" % (path, lineno, max(idx) + 1))
+        except ValueError:
+            bad = next(i for i in idx if not _isfloat(fields[i]))
+            raise ValueError("%s line %d: column %s is %r, not a number" % (path, lineno, cols[idx.index(bad)], fields[bad]))
+        rows.append((vals[0], vals[1] * k, vals[2] * k, vals[3] * k))
     if not rows:
         raise ValueError("%s: no accelerometer rows" % path)
     rows.sort(key=lambda r: r[0])
