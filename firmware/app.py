@@ -75,14 +75,6 @@ def _join(a, b):
     return a + "/" + b if a else b
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 def load_state(root):
     """Persisted box state (boot count, odometer, calibration). Written atomically by save_state:
     a power cut leaves the old or the new file, never a torn one."""
