@@ -206,17 +206,22 @@ def plan(board, src_root=ROOT):
     return "romfs", fs, image
 
 
+def _close(t):
+    """Leave the raw REPL and close the link; a device that is already gone is no error here."""
+    try:
+        t.exit_raw_repl()
+        t.close()
+    except Exception:  # noqa: BLE001 - the device may be gone
+        pass
+
+
 def _check_platform(port, board, baudrate=115200):
     """FlashError unless PORT runs MicroPython for --board (before anything is written)."""
     t = connect(port, baudrate)
     try:
         plat = _exec(t, "import sys\nprint(sys.platform)").decode().strip()
     finally:
-        try:
-            t.exit_raw_repl()
-            t.close()
-        except Exception:  # noqa: BLE001
-            pass
+        _close(t)
     if plat not in platforms(board):
         raise FlashError("wrong device: %s runs MicroPython on %r, this build is for --board %s" % (port, plat, board))
 
@@ -244,11 +249,7 @@ def deploy_romfs(port, image):
         got = _exec(t, "import vfs, hashlib, binascii\nprint(binascii.hexlify(hashlib.sha256("
                        "bytes(memoryview(vfs.rom_ioctl(2, 0))[:%d])).digest()).decode())" % len(image)).decode().strip()
     finally:
-        try:
-            t.exit_raw_repl()
-            t.close()
-        except Exception:  # noqa: BLE001
-            pass
+        _close(t)
     if got != sha256(image):
         raise FlashError("verify failed for the ROMFS image: device SHA-256 %s != %s" % (got[:12], sha256(image)[:12]))
 
@@ -394,11 +395,7 @@ def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_r
         raise FlashError("lost the device during the install (%s: %s); run paydbox flash again"
                          % (type(e).__name__, (str(e).strip().splitlines() or ["?"])[-1]))
     finally:
-        try:
-            t.exit_raw_repl()
-            t.close()
-        except Exception:  # noqa: BLE001 - the device may be gone
-            pass
+        _close(t)
 
 
 def _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_build):
