@@ -6,8 +6,8 @@
 # zigzag-mapped, binarised (bit length in unary, then the mantissa) and coded with an adaptive binary
 # range coder (LZMA-style probabilities, 28-bit window so every integer stays a MicroPython small int).
 # Predictors use integers only, so the box (float32 or no FPU) and the host decode bit-exactly.
-import struct
 import binascii
+import struct
 from array import array
 
 VERSION = 4  # the version this encoder writes; FORMATS says what each version a decoder reads holds

@@ -6,9 +6,9 @@
 #                     segment_bytes long; a new segment appears atomically (written as tmp, renamed)
 # root/state          acknowledged / evicted blocks + eviction counters (rewritten via tmp + rename)
 # root/seq            reserved upper bound of sequence numbers (rewritten via tmp + rename)
+import binascii
 import os
 import struct
-import binascii
 
 from hw.compat import path_exists
 

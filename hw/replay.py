@@ -10,14 +10,19 @@
 #   s.power       ReplayPower: ignition() 0/1, supply_mv(); `recorded` 0 when the trace has no power
 #                 stream (then ignition() reads 1 and supply_mv() the header's nominal_mv or 12600)
 #   s.advance(t_ms); s.done; s.header; s.duration_ms
-import json
-import binascii
 import errno
 from array import array
 
-from hw.compat import const, IS_MICROPYTHON, VirtualClock
+from hw.compat import IS_MICROPYTHON, VirtualClock, const
 from hw.trace_format import (  # noqa: F401  (FORMAT, VERSION, TraceError: part of the replay API)
-    FORMAT, VERSION, LineReader, TraceError, gnss_bytes, open_trace, parse_header, parse_line,
+    FORMAT,
+    VERSION,
+    LineReader,
+    TraceError,
+    gnss_bytes,
+    open_trace,
+    parse_header,
+    parse_line,
 )
 
 _WHO_AM_I = const(0x0F)

@@ -8,8 +8,8 @@
 #   power {"mv": supply mV, "ign": 0/1}             truth {"kind": ..., ...}   note {"text": ...}
 # The reader runs on MicroPython (json, binascii; deflate for gzip) and never holds the whole trace.
 # The writer is host only (CPython: gzip, heapq, tempfile imported when used).
-import json
 import binascii
+import json
 
 from hw.compat import IS_MICROPYTHON
 

@@ -3,7 +3,6 @@ under CPython; each test_* function of a script is one pytest item per runtime, 
 MicroPython traceback. test_*heap_locked* functions (allocation proofs under micropython.heap_lock())
 run under MicroPython only: CPython has no heap lock to prove anything with."""
 import os
-import shutil
 import subprocess
 import sys
 

@@ -1,12 +1,12 @@
 """paydbox fleet-sim: a small fleet against a real Mosquitto with the real consumer processes."""
 import json
 
-from mosquitto_fixture import mosquitto, Broker  # noqa: F401  (fixture imported by name)
-from postgres_fixture import postgres_server, pg_url  # noqa: F401
+from firmware import codec
+from mosquitto_fixture import Broker, mosquitto  # noqa: F401  (fixture imported by name)
+from postgres_fixture import pg_url, postgres_server  # noqa: F401
+from tools.cli import main as cli
 from tools.consumer import db as consumer_db
 from tools.consumer import fleet_sim
-from tools.cli import main as cli
-from firmware import codec
 
 
 def test_synthetic_drive_is_realistic_and_encodes():

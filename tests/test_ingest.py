@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from mosquitto_fixture import mosquitto, Broker  # noqa: F401  (fixture imported by name)
+from mosquitto_fixture import Broker, mosquitto  # noqa: F401  (fixture imported by name)
 from postgres_fixture import dbt, postgres_server  # noqa: F401  (fixtures imported by name)
 from tools.consumer import db as consumer_db
 from tools.consumer import fleet_sim
-from tools.consumer.ingest import Consumer, make_client, connect
+from tools.consumer.ingest import Consumer, connect, make_client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

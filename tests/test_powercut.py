@@ -11,8 +11,6 @@ import os
 import re
 import subprocess
 
-import pytest
-
 from conftest import ROOT
 from tools.mpvm import micropython_binary
 

@@ -1,19 +1,16 @@
 """trips table and trip report (HTML/PNG/GPX/GeoJSON) from known records stored through the real codec."""
 import json
-import os
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from firmware import codec
+from postgres_fixture import dbt, postgres_server  # noqa: F401  (fixtures imported by name)
+from tools.cli import main as cli
 from tools.consumer import db as consumer_db
-from tools.consumer import fleet_sim
+from tools.consumer import fleet_sim, trips
 from tools.consumer.report import cli as report
 from tools.consumer.report.draw import map_canvas
-from tools.consumer import trips
-from tools.cli import main as cli
-
-from postgres_fixture import dbt, postgres_server  # noqa: F401  (fixtures imported by name)
 
 UTC0 = 848800000  # 2026-11-24T01:46:40Z in record time (s since 2000)
 

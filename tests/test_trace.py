@@ -1,18 +1,16 @@
 """Host tests for tools/trace/cli.py: NMEA import round trip on the real-receiver corpus, accel CSV, info,
 TraceWriter, record (GNSS over a pty), gzip traces under the MicroPython VM."""
-import gzip
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from hw.replay import ReplaySession, TraceError
-from tools.trace import cli as tr
 from tools.cli import main as cli_main
+from tools.trace import cli as tr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,11 +4,10 @@ import json
 import os
 import sys
 
-import machine
 import firmware.main as M
+import machine
 from firmware.runner import Runner
 from testbed.byteuart import ByteUart
-
 
 root = sys.argv[1]
 os.chdir(root)

@@ -1,9 +1,9 @@
 # Firmware tests for firmware/codec.py, run under MicroPython and CPython.
+import drive_gen
 from firmware import codec
-from firmware.codec import BlockEncoder, decode_block, CodecError
+from firmware.codec import BlockEncoder, CodecError, decode_block
 from mptest import assert_eq, assert_raises
 from testbed.blocks import encode_blocks
-import drive_gen
 
 
 def _drive(n=300, seed=5, start=1000, pos_only=False):

@@ -2,12 +2,11 @@
 import json
 import os
 
+from firmware import pin as _pin
+from firmware.config import Config, ConfigError, _encode, fmt_dec, parse_value
+from firmware.console import FREE_TRIES, Console
 from mptest import assert_eq, assert_raises
 from testbed.byteuart import ByteUart
-
-from firmware.config import Config, ConfigError, parse_value, fmt_dec, _encode
-from firmware.console import Console, FREE_TRIES
-from firmware import pin as _pin
 
 # the console tests set and check many PINs: size the KDF for 10 ms here (the real budget and its
 # timing on the VM are tests/mp/mp_pin.py and tools/bench/bench_pin.py)

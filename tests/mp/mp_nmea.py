@@ -1,6 +1,6 @@
 # Firmware tests for firmware/nmea.py and firmware/ubx.py, run under MicroPython and CPython.
-from firmware.nmea import NMEAParser, days_from_civil
 from firmware import ubx
+from firmware.nmea import NMEAParser, days_from_civil
 from mptest import assert_eq, assert_raises, heap_locked
 from tools.sim.nmea_gen import sentence
 
@@ -196,7 +196,6 @@ def _feed_all(p, data, n):
 def test_feed_heap_locked():
     chunk = bytearray(rmc(b"120000", date=b"010126") + vtg() + gga(b"120000") + b"\xb5\x62\x00" +
                       rmc(b"120001", date=b"010126") + gga(b"120001"))
-    fx = []
     p = NMEAParser(lambda f: None)
     p.feed(chunk)  # warm up (first-use allocations)
     n0 = p.counters["sentences"]

@@ -1,6 +1,6 @@
 # Replay session (hw/replay.py): GNSS UART timing and chunking, trace errors, power; MicroPython + CPython.
-import json
 import binascii
+import json
 
 from hw.replay import ReplaySession, TraceError
 from mptest import assert_eq, assert_raises, heap_locked

@@ -83,8 +83,8 @@ def parse_nmea(lines_with_t):
 
 
 def sim_drive(scenario, seed, duration_s):
-    from tools.sim.engine import simulate
     from hw.trace_format import read_trace
+    from tools.sim.engine import simulate
 
     fd, path = tempfile.mkstemp(suffix=".jsonl")
     os.close(fd)

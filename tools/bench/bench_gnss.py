@@ -98,8 +98,6 @@ def odometer_figures(quick=False):
     sys.path.insert(0, os.path.join(ROOT, "tests", "mp"))
     import mp_odometer as sim  # deterministic fix-level drive simulator shared with the tests
 
-    from firmware.odometer import Odometer
-
     out = {}
     dur = 600 if quick else 1800
     worst = 0.0

@@ -9,7 +9,6 @@ the unix VM's. `vm_check_ms` must stay under 500 (the limit), `vm_size_ms` is th
 import json
 import os
 import subprocess
-import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

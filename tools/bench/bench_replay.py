@@ -59,8 +59,8 @@ def make_trace(path, duration_s=3600):
 def _run_cpython(path):
     ns = {}
     code = _LOOP % {"root": ROOT, "path": path}
-    import io
     import contextlib
+    import io
 
     out = io.StringIO()
     t0 = time.perf_counter()

@@ -434,8 +434,8 @@ def figures_from_markdown(path):
 
 
 def run_bench(quick=False, out=None, modules=None, scenarios=None, jobs=2):
-    from tools.trace import evaluate as E
     from tools.sim import scenarios as sc
+    from tools.trace import evaluate as E
 
     started = datetime.datetime.utcnow()
     t0 = time.time()

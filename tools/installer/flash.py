@@ -17,7 +17,6 @@ Install protocol (a power cut at any point leaves the old firmware or the new on
   On boot, pdboot.recover() replays step 3 if the journal is there (every .new it names was verified).
 Unchanged files (device hash == build hash) are not sent.
 """
-import binascii
 import concurrent.futures
 import hashlib
 import json

@@ -18,9 +18,9 @@ import datetime
 import math
 import random
 
+from hw.trace_format import TraceWriter
 from tools.sim import nmea_gen
 from tools.sim.route import Frame, Route, course_deg
-from hw.trace_format import TraceWriter
 
 G = 9.80665
 
@@ -290,7 +290,6 @@ class Sim:
             self.done = True
             raise _Stop()
         t = self.t
-        rng = self.rng
         # heading / position from the route
         x, y, h = self.route.pose(self.s)
         self.heading = h
@@ -717,7 +716,6 @@ class Sim:
         first = len(route.pieces)
         route.extend(pieces)
         idx = list(range(first, len(route.pieces)))
-        end_s = route.total
         dt = self.dt
         cruise = drv["cruise"]
         wobble = 0.0

@@ -14,7 +14,14 @@ import sys
 import time
 
 from hw.trace_format import (
-    LineReader, TraceError, TraceWriter, gnss_bytes, open_trace, parse_header, parse_line, printable,
+    LineReader,
+    TraceError,
+    TraceWriter,
+    gnss_bytes,
+    open_trace,
+    parse_header,
+    parse_line,
+    printable,
 )
 
 STANDARD_BAUDS = (4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)

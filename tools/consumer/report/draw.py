@@ -7,10 +7,21 @@ import math
 import os
 
 from tools.consumer.report.trip import (
-    EVENT_STYLE, SPEED_BINS, coach_sentences, event_counts, event_detail, event_label, nice_step, score_color,
-    speed_color, speed_kmh, stats, subtitle, t0_of, title,
+    EVENT_STYLE,
+    SPEED_BINS,
+    coach_sentences,
+    event_counts,
+    event_detail,
+    event_label,
+    nice_step,
+    score_color,
+    speed_color,
+    speed_kmh,
+    stats,
+    subtitle,
+    t0_of,
+    title,
 )
-
 
 FONT = "DejaVu Sans, Arial, Helvetica, sans-serif"
 

@@ -5,10 +5,17 @@ import time
 from tools.consumer import db as consumer_db
 from tools.consumer.report.draw import map_canvas, profile_canvas
 from tools.consumer.report.trip import (
-    EVENT_STYLE, coach_sentences, event_counts, event_detail, event_label, score_color, stats, subtitle, t0_of,
+    EVENT_STYLE,
+    coach_sentences,
+    event_counts,
+    event_detail,
+    event_label,
+    score_color,
+    stats,
+    subtitle,
+    t0_of,
     title,
 )
-
 
 CSS = """
 body{font-family:DejaVu Sans,Arial,Helvetica,sans-serif;color:#1a202c;margin:24px auto;max-width:940px;background:#fff}

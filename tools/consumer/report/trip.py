@@ -4,7 +4,6 @@ import math
 
 from tools.consumer import db as consumer_db
 
-
 SPEED_BINS = [  # (upper bound km/h, colour, label)
     (30, "#2b6cb0", "< 30"),
     (50, "#0ea5a5", "30-50"),

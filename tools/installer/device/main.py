@@ -5,4 +5,5 @@ try:
 except Exception as e:
     print("pdboot:", e)
 import firmware.main
+
 firmware.main.run()

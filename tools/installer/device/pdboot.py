@@ -1,5 +1,6 @@
 # paydbox install journal: finish an interrupted firmware switch-over (written by paydbox flash).
 import os
+
 JOURNAL = "paydbox.journal"
 MANIFEST = "paydbox.json"
 

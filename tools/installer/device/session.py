@@ -1,5 +1,11 @@
 # Device-side helpers of `paydbox flash`, exec'd over the raw REPL once per session (never installed).
-import os, sys, json, hashlib, binascii
+import binascii
+import hashlib
+import json
+import os
+import sys
+
+
 def _pd_hash(p):
     try:
         f = open(p, 'rb')
