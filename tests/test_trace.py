@@ -207,7 +207,8 @@ def test_record_gnss_from_pty(tmp_path):
 
 
 def test_linux_backends(tmp_path):
-    from hw.linux import FileBlockDevice, LinuxUART
+    from hw.linux import LinuxUART
+    from testbed.blockdev import FileBlockDevice
 
     u = LinuxUART("loop://", 9600)
     assert u.any() == 0 and u.read() is None
