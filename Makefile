@@ -1,4 +1,4 @@
-# Two commands from a fresh clone: `make demo` (the main job) and `make test`.
+# Two commands from a fresh clone: `make demo` (the main job) and `make test` (lint, then the tests).
 # Both install what they need: Debian's packages for the tools below (each one that is missing), then a
 # venv with the pip packages (pyproject.toml, dev extras included) and the MicroPython ESP32 stubs.
 VENV ?= .venv
@@ -13,7 +13,7 @@ SYSTEM_TOOLS := mosquitto:mosquitto socat:socat nats-server:nats-server systemd-
 	pg_ctlcluster:postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
-.PHONY: demo test bench setup system-tools clean
+.PHONY: demo test lint bench setup system-tools clean
 
 # Checked on every run (a `command -v` each), so a tool added here reaches existing checkouts too.
 system-tools:
@@ -43,8 +43,12 @@ setup: system-tools $(STAMP)
 demo: setup
 	$(VENV)/bin/paydbox demo
 
-test: setup
+# lint first (seconds): pyflakes, import order, syntax (pyproject.toml [tool.ruff]); `ruff check --fix .` sorts imports
+test: setup lint
 	$(VENV)/bin/pytest -q -n 2 tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 bench: setup
 	$(VENV)/bin/paydbox bench

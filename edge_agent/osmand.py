@@ -12,14 +12,10 @@ hardCornering | accident | tow | powerCut | idle | overspeed. HTTP 200 = accepte
 progress on the queue row moves on (edge_agent/outputs.py). 400 (unknown device) backs off like a
 refused IMEI; anything else, no answer, a dropped connection: the same record goes again.
 """
-import logging
-import time
 from urllib.parse import urlencode, urlsplit
 
 from edge_agent import teltonika as T
-from edge_agent.netout import Backoff, Conn, LinkDown
-
-log = logging.getLogger("paydbox.agent.osmand")
+from edge_agent.netout import LinkDown, RowForwarder
 
 NAME = "osmand"
 _ALARMS = {T.IO_CRASH: "accident", T.IO_TOWING: "tow", T.IO_UNPLUG: "powerCut", T.IO_IDLING: "idle",
@@ -53,8 +49,9 @@ def params(avl, device_id):
     return p
 
 
-class OsmAndForwarder:
+class OsmAndForwarder(RowForwarder):
     name = NAME
+    link_error_counter = "errors"
 
     def __init__(self, cfg, delivery):
         url = cfg.get("url")
@@ -63,47 +60,16 @@ class OsmAndForwarder:
         u = urlsplit(url)
         if u.scheme != "http" or not u.hostname:
             raise ValueError("osmand.url: http://host[:port]/path, got %r" % url)
-        self.host, self.port, self.path = u.hostname, u.port or 5055, u.path or "/"
+        RowForwarder.__init__(self, cfg, delivery, u.hostname, u.port or 5055,
+                              {"requests": 0, "refused": 0, "errors": 0})
+        self.path = u.path or "/"
         self.device_id = cfg.get("id")
         self.timeout_s = float(cfg.get("timeout_s", 30))
-        self.refused_retry_s = float(cfg.get("refused_retry_s", 60))
-        self.backoff = Backoff(cfg.get("backoff_min_s", 0.5), cfg.get("backoff_max_s", 60))
-        self.delivery = delivery
-        self.mapper = T.Mapper(delivery.load_state(NAME))
-        self.conn = None
-        self.state = "down"
-        self.next_try = 0.0
-        self.t_sent = 0.0
-        self.current = None  # (qid, [avl], sent)
-        self.last_error = ""
-        self.counters = {"requests": 0, "records": 0, "refused": 0, "errors": 0, "rows": 0, "undecodable": 0}
 
-    def _down(self, why, delay=0.0):
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
-        self.state = "down"
-        self.last_error = why
-        d = self.backoff.next_delay(delay)
-        self.next_try = time.monotonic() + d
-        log.warning("osmand %s:%d: %s (retry in %.1f s)", self.host, self.port, why, d)
-
-    def step(self, now, device):
-        if device is None:
-            return
-        try:
-            self._step(now, device)
-        except LinkDown as e:
-            self.counters["errors"] += 1
-            self._down(str(e))
+    def _opened(self, now):
+        self.state = "ready"
 
     def _step(self, now, device):
-        if self.state == "down":
-            if now < self.next_try:
-                return
-            self.conn = Conn(self.host, self.port)
-            self.conn.connect()
-            self.state = "ready"
         c = self.conn
         c.poll()
         if self.state == "wait":
@@ -116,7 +82,7 @@ class OsmAndForwarder:
             self.state = "ready"
             if status == 200:
                 self.backoff.reset()
-                self._accepted()
+                self._on_http_200()
             elif status in (400, 404):
                 self.counters["refused"] += 1
                 self._down("server refused device %r (HTTP %d)" % (self.device_id or device, status),
@@ -153,29 +119,9 @@ class OsmAndForwarder:
         del c.rx[:end + 4 + length]
         return status, close
 
-    def _load_row(self):
-        rows = self.delivery.head(NAME, 1)
-        if not rows:
-            return False
-        qid, _dev, _boot, _fs, _ls, _prio, block, sent = rows[0]
-        try:
-            hdr, recs = T.records_of_block(block)
-        except Exception as e:  # noqa: BLE001
-            self.counters["undecodable"] += 1
-            log.error("osmand: queue row %d cannot be decoded (%s); skipped for this output", qid, e)
-            self.delivery.done(NAME, [qid])
-            return True
-        avl = [a for _s, a in self.mapper.map_block(hdr, recs)]
-        self.delivery.save_state(NAME, self.mapper.state)
-        self.current = (qid, avl, min(sent, len(avl)))
-        return True
-
     def _send_next(self, now, device):
-        while self.current is None or self.current[2] >= len(self.current[1]):
-            if self.current is not None:
-                self._row_done()
-            if not self._load_row():
-                return
+        if self._next_records() is None:
+            return
         qid, avl, sent = self.current
         q = urlencode(params(avl[sent], self.device_id or device))
         req = "POST %s?%s HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 0\r\nUser-Agent: paydbox-agent\r\n\r\n" % (
@@ -186,26 +132,5 @@ class OsmAndForwarder:
         self.state = "wait"
         self.counters["requests"] += 1
 
-    def _accepted(self):
-        qid, avl, sent = self.current
-        self.counters["records"] += 1
-        self.current = (qid, avl, sent + 1)
-        if sent + 1 >= len(avl):
-            self._row_done()
-        else:
-            self.delivery.progress(NAME, qid, sent + 1)
-
-    def _row_done(self):
-        qid = self.current[0]
-        self.current = None
-        self.delivery.done(NAME, [qid])
-        self.counters["rows"] += 1
-
-    def stats(self):
-        return {"state": self.state, "pending_rows": self.delivery.pending(NAME), "last_error": self.last_error,
-                "counters": dict(self.counters)}
-
-    def close(self):
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
+    def _on_http_200(self):
+        self._accepted(self.current[2], 1)

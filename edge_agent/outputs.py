@@ -11,6 +11,8 @@ again (queue.unarchive) is MQTT's business only: its other outputs stay done.
 """
 import json
 
+from edge_agent.queue import first_rows
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS out_done(
     qid INTEGER NOT NULL,
@@ -50,18 +52,11 @@ class Delivery:
     def head(self, output, n, skip_ids=()):
         """Up to n queue rows `output` has not finished, crash first then oldest (as Queue.head), with
         the number of records already delivered: [(id, device, boot, first_seq, last_seq, prio, block, sent)]."""
-        out = []
-        limit = n + len(skip_ids)
-        for row in self.db.execute(
+        return first_rows(self.db.execute(
             "SELECT q.id, q.device, q.boot, q.first_seq, q.last_seq, q.prio, q.block, COALESCE(d.sent, 0) "
             "FROM q LEFT JOIN out_done d ON d.qid = q.id AND d.output = ? "
-            "WHERE q.state = 0 AND COALESCE(d.done, 0) = 0 ORDER BY q.prio DESC, q.id LIMIT ?", (output, limit)):
-            if row[0] in skip_ids:
-                continue
-            out.append(row)
-            if len(out) >= n:
-                break
-        return out
+            "WHERE q.state = 0 AND COALESCE(d.done, 0) = 0 ORDER BY q.prio DESC, q.id LIMIT ?",
+            (output, n + len(skip_ids))), n, skip_ids)
 
     def progress(self, output, qid, sent):
         """`output` has delivered the first `sent` records of row qid (committed on return)."""

@@ -50,6 +50,18 @@ CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT);
 """
 
 
+
+def first_rows(rows, n, skip_ids=()):
+    """The first n of `rows` whose id (row[0]) is not in skip_ids (the queue's and the outputs' head)."""
+    out = []
+    for row in rows:
+        if row[0] in skip_ids:
+            continue
+        out.append(row)
+        if len(out) >= n:
+            break
+    return out
+
 class QueueFull(Exception):
     pass
 
@@ -280,18 +292,9 @@ class Queue:
     def head(self, n, skip_ids=()):
         """Up to n pending rows not in skip_ids, crash (highest prio) first, then oldest:
         [(id, device, boot, first_seq, last_seq, prio, block)]."""
-        out = []
-        limit = n + len(skip_ids)
-        for row in self.db.execute(
+        return first_rows(self.db.execute(
             "SELECT id, device, boot, first_seq, last_seq, prio, block FROM q WHERE state=0"
-            " ORDER BY prio DESC, id LIMIT ?", (limit,),
-        ):
-            if row[0] in skip_ids:
-                continue
-            out.append(row)
-            if len(out) >= n:
-                break
-        return out
+            " ORDER BY prio DESC, id LIMIT ?", (n + len(skip_ids),)), n, skip_ids)
 
     def ids(self):
         return [r[0] for r in self.db.execute("SELECT id FROM q WHERE state=0")]

@@ -12,7 +12,6 @@ IO count (2) | then for 1, 2, 4, 8-byte values: count (2) and (id (2), value) ea
 Login: IMEI length (2) + ASCII; the server answers 01 (accepted) or 00 (refused). A data packet is
 answered with the number of records it accepted (4 bytes).
 """
-import math
 import struct
 
 CODEC_8E = 0x8E

@@ -14,77 +14,43 @@ done with it. No answer within ack_timeout_s, a short count or a dropped connect
 send the unacknowledged packet again. So nothing is lost, and a record reaches Traccar twice only when
 its ACK was lost (at-least-once, as with MQTT QoS 1).
 """
-import logging
 import struct
-import time
 
 from edge_agent import teltonika
-from edge_agent.netout import Backoff, Conn, LinkDown
-
-log = logging.getLogger("paydbox.agent.traccar")
+from edge_agent.netout import LinkDown, RowForwarder
 
 NAME = "traccar"
 
 
-class TraccarForwarder:
+class TraccarForwarder(RowForwarder):
     name = NAME
 
     def __init__(self, cfg, delivery):
         if not cfg.get("host"):
             raise ValueError("traccar.host is required")
+        RowForwarder.__init__(self, cfg, delivery, cfg["host"], int(cfg.get("port", 5027)),
+                              {"connects": 0, "refused": 0, "packets": 0, "resent": 0, "ack_timeouts": 0,
+                               "bad_acks": 0, "link_errors": 0})
         self.cfg = cfg
-        self.host = cfg["host"]
-        self.port = int(cfg.get("port", 5027))
         self.imei = cfg.get("imei")
         if self.imei is not None:
             teltonika.login_packet(self.imei)  # ValueError now rather than at the first connection
         self.ack_timeout_s = float(cfg.get("ack_timeout_s", 30))
         self.packet_bytes = int(cfg.get("packet_bytes", teltonika.MAX_PACKET))
-        self.refused_retry_s = float(cfg.get("refused_retry_s", 60))
-        self.backoff = Backoff(cfg.get("backoff_min_s", 0.5), cfg.get("backoff_max_s", 60))
-        self.delivery = delivery
-        self.mapper = teltonika.Mapper(delivery.load_state(NAME))
-        self.conn = None
-        self.state = "down"  # down, connecting, login, ready, wait_ack
-        self.next_try = 0.0
-        self.t_sent = 0.0
-        self.current = None  # (qid, [avl records], sent) of the row being delivered
+        # state: down, connecting, login, ready, wait_ack
         self.packet = None   # (i, j) of the packet waiting for its ACK
-        self.last_error = ""
-        self.counters = {"connects": 0, "refused": 0, "packets": 0, "records": 0, "resent": 0,
-                         "ack_timeouts": 0, "bad_acks": 0, "link_errors": 0, "rows": 0, "undecodable": 0}
 
     # ---- connection
-    def _down(self, why, delay=None):
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
+    def _on_down(self):
         if self.packet is not None:
             self.counters["resent"] += 1  # the packet in flight goes again on the next connection
         self.packet = None
-        self.state = "down"
-        self.last_error = why
-        d = self.backoff.next_delay(delay or 0.0)
-        self.next_try = time.monotonic() + d
-        log.warning("traccar %s:%d: %s (retry in %.1f s)", self.host, self.port, why, d)
 
-    def step(self, now, device):
-        if device is None:
-            return
-        try:
-            self._step(now, device)
-        except LinkDown as e:
-            self.counters["link_errors"] += 1
-            self._down(str(e))
+    def _opened(self, now):
+        self.state = "connecting"
+        self.t_sent = now
 
     def _step(self, now, device):
-        if self.state == "down":
-            if now < self.next_try:
-                return
-            self.conn = Conn(self.host, self.port)
-            self.conn.connect()
-            self.state = "connecting"
-            self.t_sent = now
         c = self.conn
         if self.state == "connecting":
             if not c.poll():
@@ -107,7 +73,7 @@ class TraccarForwarder:
                 self.counters["refused"] += 1
                 self._down("server refused IMEI %r (answer %02x)" % (self.imei or device, b), self.refused_retry_s)
                 return
-            log.info("traccar %s:%d: logged in as %s", self.host, self.port, self.imei or device)
+            self.log.info("traccar %s:%d: logged in as %s", self.host, self.port, self.imei or device)
             self.backoff.reset()
             self.state = "ready"
         if self.state == "wait_ack":
@@ -123,29 +89,9 @@ class TraccarForwarder:
             self._send_next(now)
 
     # ---- delivery
-    def _load_row(self):
-        rows = self.delivery.head(NAME, 1)
-        if not rows:
-            return False
-        qid, _dev, _boot, _fs, _ls, _prio, block, sent = rows[0]
-        try:
-            hdr, recs = teltonika.records_of_block(block)
-        except Exception as e:  # noqa: BLE001  (codec.CodecError: a block this output cannot read)
-            self.counters["undecodable"] += 1
-            log.error("traccar: queue row %d cannot be decoded (%s); skipped for this output", qid, e)
-            self.delivery.done(NAME, [qid])
-            return True
-        avl = [a for _seq, a in self.mapper.map_block(hdr, recs)]
-        self.delivery.save_state(NAME, self.mapper.state)
-        self.current = (qid, avl, min(sent, len(avl)))
-        return True
-
     def _send_next(self, now):
-        while self.current is None or self.current[2] >= len(self.current[1]):
-            if self.current is not None:
-                self._row_done()
-            if not self._load_row():
-                return
+        if self._next_records() is None:
+            return
         qid, avl, sent = self.current
         i, j, pkt = teltonika.split_packets(avl[sent:], self.packet_bytes)[0]
         self.packet = (sent + i, sent + j)
@@ -156,7 +102,6 @@ class TraccarForwarder:
         self.counters["packets"] += 1
 
     def _on_ack(self, n):
-        qid, avl, sent = self.current
         i, j = self.packet
         self.packet = None
         self.state = "ready"
@@ -165,24 +110,9 @@ class TraccarForwarder:
             self.counters["bad_acks"] += 1
             raise LinkDown("ACK for %d records, %d sent" % (n, j - i))
         # n < j - i: the first n were accepted, the rest goes again
-        self.counters["records"] += n
-        self.current = (qid, avl, i + n)
-        if i + n >= len(avl):
-            self._row_done()
-        else:
-            self.delivery.progress(NAME, qid, i + n)
-
-    def _row_done(self):
-        qid = self.current[0]
-        self.current = None
-        self.delivery.done(NAME, [qid])
-        self.counters["rows"] += 1
+        self._accepted(i, n)
 
     def stats(self):
-        return {"state": self.state, "pending_rows": self.delivery.pending(NAME), "last_error": self.last_error,
-                "counters": dict(self.counters), "skipped_no_time": self.mapper.skipped_no_time}
-
-    def close(self):
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
+        st = RowForwarder.stats(self)
+        st["skipped_no_time"] = self.mapper.skipped_no_time
+        return st

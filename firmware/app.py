@@ -6,19 +6,17 @@
 import json
 import os
 
-from firmware import VERSION
+from firmware import VERSION, codec
+from firmware.motion import DEFAULTS as _MOTION_KEYS
+from firmware.motion import Motion
 from firmware.nmea import NMEAParser
-from firmware.odometer import Odometer
 from firmware.odometer import DEFAULTS as _ODO_KEYS
+from firmware.odometer import Odometer
+from firmware.score import parts as score_trip
+from firmware.store import Store
 from firmware.trip import DEFAULTS as _TRIP_KEYS
 from firmware.trip import TripTracker
 from hw.compat import const
-
-from firmware.motion import DEFAULTS as _MOTION_KEYS
-from firmware.motion import Motion
-from firmware.score import parts as score_trip
-from firmware import codec
-from firmware.store import Store
 
 _UART_BUF = const(512)
 _BLOCK_MAX_AGE_MS = const(60000)   # a block is committed at the latest 60 s after its first record
@@ -73,14 +71,6 @@ def subsystem_configs(cfg):
 
 def _join(a, b):
     return a + "/" + b if a else b
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def load_state(root):

@@ -6,8 +6,8 @@
 # zigzag-mapped, binarised (bit length in unary, then the mantissa) and coded with an adaptive binary
 # range coder (LZMA-style probabilities, 28-bit window so every integer stays a MicroPython small int).
 # Predictors use integers only, so the box (float32 or no FPU) and the host decode bit-exactly.
-import struct
 import binascii
+import struct
 from array import array
 
 VERSION = 4  # the version this encoder writes; FORMATS says what each version a decoder reads holds
@@ -676,6 +676,21 @@ class BlockEncoder:
                 lon = self._q(rec[name])
                 break
         q = self.round_e7
+        h = self._header(seq, utc, t, lat // q, lon // q)
+        cnt = bytearray()
+        _put_varint(cnt, self.max_bytes * 8)
+        self._budget = self.max_bytes - len(h) - len(cnt) - 4
+        st[0] = seq - 1
+        st[1] = t
+        st[2] = utc
+        st[3] = lat // q
+        st[4] = lon // q
+        st[5] = 0
+
+    def _header(self, seq, utc, t, lat_q, lon_q):
+        """The block header (docs/record-format.md), written here only: magic, version, flags, device,
+        boot, first seq, [the record count goes in at _count_at when the block is finished], the first
+        record's bases (utc, t, lat and lon in rounding units), then the parameters its flags name."""
         h = bytearray()
         h.append(MAGIC0)
         h.append(MAGIC1)
@@ -689,25 +704,17 @@ class BlockEncoder:
         self._count_at = len(h)
         _put_varint(h, zigzag(utc))
         _put_varint(h, t)
-        _put_varint(h, zigzag(lat // q))
-        _put_varint(h, zigzag(lon // q))
+        _put_varint(h, zigzag(lat_q))
+        _put_varint(h, zigzag(lon_q))
         if self.flags & FLAG_ROUNDED:
-            _put_varint(h, q)
+            _put_varint(h, self.round_e7)
         if self.flags & FLAG_THINNED:
             _put_varint(h, self.tolerance_m)
         if self.flags & FLAG_QUANT:
             _put_varint(h, self.speed_q)
             _put_varint(h, self.course_q)
         self._hdr = h
-        cnt = bytearray()
-        _put_varint(cnt, self.max_bytes * 8)
-        self._budget = self.max_bytes - len(h) - len(cnt) - 4
-        st[0] = seq - 1
-        st[1] = t
-        st[2] = utc
-        st[3] = lat // q
-        st[4] = lon // q
-        st[5] = 0
+        return h
 
     def _encode(self, rec, code, seq):
         w = self._w
@@ -890,24 +897,7 @@ class BlockEncoder:
         """The block as bytes (header + records + CRC-32). Call reset() (or let add() after finish
         start anew: finish() resets the encoder itself) before adding more records."""
         if self._hdr is None:
-            # empty block: header with neutral bases
-            h = bytearray([MAGIC0, MAGIC1, VERSION, self.flags])
-            d = self.device.encode()
-            _put_varint(h, len(d))
-            h.extend(d)
-            _put_varint(h, self.boot)
-            _put_varint(h, 0)
-            self._count_at = len(h)
-            for v in (1, 0, 0, 0):  # utc -1 (zigzag 1), t 0, lat 0, lon 0
-                _put_varint(h, v)
-            if self.flags & FLAG_ROUNDED:
-                _put_varint(h, self.round_e7)
-            if self.flags & FLAG_THINNED:
-                _put_varint(h, self.tolerance_m)
-            if self.flags & FLAG_QUANT:
-                _put_varint(h, self.speed_q)
-                _put_varint(h, self.course_q)
-            self._hdr = h
+            self._header(0, -1, 0, 0, 0)  # empty block: header with neutral bases
         h = self._hdr
         out = bytearray(h[: self._count_at])
         _put_varint(out, self.count)

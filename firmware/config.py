@@ -9,6 +9,8 @@
 import json
 import os
 
+from hw.compat import path_exists
+
 try:
     import binascii
 
@@ -214,14 +216,6 @@ def _read(path):
         return None
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 class Config:
     """Validated configuration values. `on_change(key, old_str, new_str)` is called after each
     successful set (the app turns it into a `config` record)."""
@@ -273,7 +267,7 @@ class Config:
         tmp = self.path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(_encode(self._v))
-        if _exists(self.path):
+        if path_exists(self.path):
             bak = self.path + ".bak"
             try:
                 os.rename(self.path, bak)

@@ -3,18 +3,18 @@
 import json
 import struct
 
-from hw.compat import const
 from firmware import framing
 from firmware.framing import (
-    T_HELLO,
-    T_DATA,
+    DATA_HDR,
     T_ACK,
     T_CMD,
-    T_RESULT,
+    T_DATA,
+    T_HELLO,
     T_KEEPALIVE,
-    DATA_HDR,
+    T_RESULT,
     LinkError,
 )
+from hw.compat import const
 
 _ST_HELLO = const(0)
 _ST_UP = const(1)

@@ -3,10 +3,9 @@
 # Which board: board.json {"board": NAME, ...pin overrides} written by `paydbox flash --board NAME`,
 # else firmware.boards.DEFAULT. Pins and UARTs come from the profile table (firmware/boards.py).
 import json
-
-import machine
 import time
 
+import machine
 from firmware.boards import DEFAULT, profile
 from firmware.runner import Board, Runner
 from hw.compat import SystemClock
@@ -57,9 +56,9 @@ def build(b):
     i2c = machine.I2C(b["i2c"], scl=machine.Pin(b["scl"]), sda=machine.Pin(b["sda"]), freq=b["i2c_freq"])
     link = machine.UART(b["link_uart"], baudrate=115200, tx=b["link_tx"], rx=b["link_rx"], rxbuf=b["link_rxbuf"])
     power = BoardPower(b["ign_pin"], b["supply_adc"], b["supply_divider_x1000"])
-    from firmware.console import StdioUart
-
     import micropython
+
+    from firmware.console import StdioUart
 
     wdt = machine.WDT(timeout=b["wdt_ms"]) if b.get("wdt_ms") else None
     # the console shares the REPL stream: with a PIN set it turns the Ctrl-C escape off

@@ -6,9 +6,11 @@
 #                     segment_bytes long; a new segment appears atomically (written as tmp, renamed)
 # root/state          acknowledged / evicted blocks + eviction counters (rewritten via tmp + rename)
 # root/seq            reserved upper bound of sequence numbers (rewritten via tmp + rename)
+import binascii
 import os
 import struct
-import binascii
+
+from hw.compat import path_exists
 
 try:
     from firmware import codec as _codec
@@ -27,14 +29,6 @@ _DUP = 3
 
 class StoreError(Exception):
     pass
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def _sync_file(f):
@@ -122,7 +116,7 @@ class Store:
         self._seq_seen = -1  # highest last_seq ever appended (kept in state: survives deleted segments)
         gone = {}
         for name in ("state.tmp", "seq.tmp", "seg.tmp"):
-            if _exists(self._p(name)):
+            if path_exists(self._p(name)):
                 os.remove(self._p(name))
         # state file
         try:

@@ -26,6 +26,17 @@ except (ImportError, AttributeError):  # CPython: no GC heap to lock
         return 0
 
 
+def path_exists(path):
+    """os.path.exists for both runtimes (MicroPython's os has no os.path)."""
+    import os
+
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 import time as _time
 
 if hasattr(_time, "ticks_ms"):

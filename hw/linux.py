@@ -1,7 +1,7 @@
 # Linux backends of the hardware contract (host only: a Pi-hosted box or a bench rig).
 #   LinuxUART(url, baudrate)   pyserial serial_for_url -> machine.UART subset: any/read/readinto/write
 #   SMBusI2C(bus_number)       smbus2 -> machine.I2C subset: readfrom_mem_into/readfrom_mem/writeto_mem
-#   FileBlockDevice(path, block_size=4096, block_count=N)  block device protocol (extended form)
+#   RawPty()                   a pty pair as a raw serial line (virtual box, simulated box)
 # No GPIO pin class: ignition/supply sensing on Linux needs board-specific wiring (gpiod line numbers,
 # an ADC for the supply); the app takes any object with ignition()/supply_mv().
 import errno
@@ -54,6 +54,26 @@ class LinuxUART:
         self._s.close()
 
 
+class RawPty:
+    """A pty pair as a plain serial line: raw mode on the slave (no echo, no line discipline), the
+    master non-blocking. Give `path` (the slave) to the program on the far end; use `master` here."""
+
+    def __init__(self):
+        import tty
+
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self.slave)
+
+    def close(self):
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class SMBusI2C:
     """machine.I2C subset over smbus2 (i2c_rdwr, so bursts are one transaction with a repeated start).
     A NACK / absent device raises OSError (ENODEV or EIO from the kernel)."""
@@ -89,67 +109,3 @@ class SMBusI2C:
 
     def close(self):
         self._bus.close()
-
-
-class FileBlockDevice:
-    """Block device in a file (created/extended to block_size * block_count bytes, erased = 0xFF).
-    MicroPython block device protocol, extended form: readblocks(n, buf, offset=0),
-    writeblocks(n, buf, offset=None) (offset None: whole-block write, implies erase), ioctl(op, arg)."""
-
-    def __init__(self, path, block_size=4096, block_count=256):
-        if block_size <= 0 or block_count <= 0:
-            raise ValueError("block_size and block_count must be > 0")
-        self.path = path
-        self.block_size = block_size
-        self.block_count = block_count
-        size = block_size * block_count
-        mode = "r+b" if os.path.exists(path) else "w+b"
-        self._f = open(path, mode)
-        self._f.seek(0, 2)
-        have = self._f.tell()
-        if have < size:
-            self._f.write(b"\xff" * (size - have))
-            self._f.flush()
-
-    def _check(self, n, offset, length):
-        start = n * self.block_size + offset
-        if n < 0 or offset < 0 or start + length > self.block_size * self.block_count:
-            raise OSError(errno.EINVAL, "block %d offset %d length %d outside the device" % (n, offset, length))
-        return start
-
-    def readblocks(self, n, buf, offset=0):
-        start = self._check(n, offset, len(buf))
-        self._f.seek(start)
-        data = self._f.read(len(buf))
-        buf[: len(data)] = data
-
-    def writeblocks(self, n, buf, offset=None):
-        if offset is None:
-            offset = 0
-        start = self._check(n, offset, len(buf))
-        self._f.seek(start)
-        self._f.write(buf)
-
-    def ioctl(self, op, arg):
-        if op == 1:  # init
-            return 0
-        if op == 2:  # deinit
-            self._f.flush()
-            return 0
-        if op == 3:  # sync
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            return 0
-        if op == 4:  # block count
-            return self.block_count
-        if op == 5:  # block size
-            return self.block_size
-        if op == 6:  # erase block arg
-            self._check(arg, 0, self.block_size)
-            self._f.seek(arg * self.block_size)
-            self._f.write(b"\xff" * self.block_size)
-            return 0
-        return None
-
-    def close(self):
-        self._f.close()

@@ -7,8 +7,8 @@
 #     HR 12-bit                 1     2     4     12
 #     normal 10-bit             4     8    16     48
 #     low-power 8-bit          16    32    64    192
-from array import array
 import errno
+from array import array
 
 from hw.compat import const, int16_array
 

@@ -10,15 +10,20 @@
 #   s.power       ReplayPower: ignition() 0/1, supply_mv(); `recorded` 0 when the trace has no power
 #                 stream (then ignition() reads 1 and supply_mv() the header's nominal_mv or 12600)
 #   s.advance(t_ms); s.done; s.header; s.duration_ms
-import json
-import binascii
 import errno
 from array import array
 
-from hw.compat import const, IS_MICROPYTHON, VirtualClock
-
-FORMAT = "paydbox-trace"
-VERSION = 1
+from hw.compat import IS_MICROPYTHON, VirtualClock, const
+from hw.trace_format import (  # noqa: F401  (FORMAT, VERSION, TraceError: part of the replay API)
+    FORMAT,
+    VERSION,
+    LineReader,
+    TraceError,
+    gnss_bytes,
+    open_trace,
+    parse_header,
+    parse_line,
+)
 
 _WHO_AM_I = const(0x0F)
 _CTRL_REG1 = const(0x20)
@@ -35,127 +40,6 @@ _ODR_HZ = (0, 1, 10, 25, 50, 100, 200, 400, 1600, 1344)
 _SENS_HR = (1, 2, 4, 12)
 _SENS_NORMAL = (4, 8, 16, 48)
 _SENS_LP = (16, 32, 64, 192)
-
-
-class TraceError(ValueError):
-    """A malformed trace: the message names the line and field."""
-
-
-def _open_trace(path):
-    """Binary stream of the (possibly gzip-compressed) trace, detected by the gzip magic bytes."""
-    f = open(path, "rb")
-    magic = f.read(2)
-    f.seek(0)
-    if magic == b"\x1f\x8b":
-        if IS_MICROPYTHON:
-            import deflate
-
-            return deflate.DeflateIO(f, deflate.GZIP)
-        import gzip
-
-        return gzip.GzipFile(fileobj=f, mode="rb")
-    return f
-
-
-class LineReader:
-    """Line iterator over a binary stream with a block buffer (MicroPython's readline is per byte)."""
-
-    def __init__(self, stream, block=4096):
-        self._s = stream
-        # one buffer for the whole trace (grown only for a line longer than it): reading allocates
-        # nothing but the lines themselves, so the harness does not fragment the firmware's heap
-        self._buf = bytearray(block)
-        self._mv = memoryview(self._buf)
-        self._pos = 0
-        self._end = 0
-        self._eof = False
-        self.lineno = 0
-
-    def readline(self):
-        """Next line without its newline (bytes), or None at the end."""
-        while True:
-            buf = self._buf
-            i = buf.find(b"\n", self._pos, self._end)
-            if i >= 0:
-                line = bytes(self._mv[self._pos : i])
-                self._pos = i + 1
-                self.lineno += 1
-                return line
-            if self._eof:
-                if self._pos < self._end:
-                    line = bytes(self._mv[self._pos : self._end])
-                    self._pos = self._end
-                    self.lineno += 1
-                    return line
-                return None
-            rest = self._end - self._pos
-            if rest == len(buf):  # a line longer than the buffer: double it
-                nb = bytearray(2 * len(buf))
-                nb[0:rest] = buf
-                self._buf = buf = nb
-                self._mv = memoryview(nb)
-            elif rest:
-                tail = bytes(self._mv[self._pos : self._end])
-                buf[0:rest] = tail
-            self._pos = 0
-            self._end = rest
-            n = self._s.readinto(self._mv[rest:])
-            if not n:
-                self._eof = True
-            else:
-                self._end = rest + n
-
-    def close(self):
-        try:
-            self._s.close()
-        except Exception:
-            pass
-
-
-def parse_header(line, where="trace line 1"):
-    try:
-        h = json.loads(line)
-    except ValueError:
-        raise TraceError("%s: header is not JSON" % where)
-    if not isinstance(h, dict):
-        raise TraceError("%s: header is not a JSON object" % where)
-    if h.get("format") != FORMAT:
-        raise TraceError("%s: field 'format' is %r, expected %r" % (where, h.get("format"), FORMAT))
-    if h.get("version") != VERSION:
-        raise TraceError("%s: field 'version' is %r, this reader knows %d" % (where, h.get("version"), VERSION))
-    return h
-
-
-def parse_line(raw, lineno):
-    """-> (t_ms, stream, obj). Raises TraceError naming the line and field."""
-    try:
-        o = json.loads(raw)
-    except ValueError:
-        raise TraceError("trace line %d: not JSON" % lineno)
-    if not isinstance(o, dict):
-        raise TraceError("trace line %d: not a JSON object" % lineno)
-    t = o.get("t")
-    if not isinstance(t, (int, float)) or isinstance(t, bool) or t < 0:
-        raise TraceError("trace line %d: field 't' is %r, expected a number >= 0" % (lineno, t))
-    s = o.get("s")
-    if not isinstance(s, str):
-        raise TraceError("trace line %d: field 's' is %r, expected a stream name" % (lineno, s))
-    return int(t * 1000 + 0.5), s, o
-
-
-def gnss_bytes(o, lineno):
-    d = o.get("d")
-    if d is not None:
-        if not isinstance(d, str):
-            raise TraceError("trace line %d: field 'd' is not a string" % lineno)
-        return d.encode()
-    b = o.get("b64")
-    if not isinstance(b, str):
-        raise TraceError("trace line %d: gnss line has neither 'd' nor 'b64'" % lineno)
-    try:
-        return binascii.a2b_base64(b)
-    except Exception:
-        raise TraceError("trace line %d: field 'b64' is not valid base64" % lineno)
 
 
 def _garble(chunk):
@@ -597,7 +481,7 @@ class ReplayPower:
 class ReplaySession:
     def __init__(self, trace_path, chunk_seed=1, rxbuf=4096, on_truth=None):
         self.path = trace_path
-        self._r = LineReader(_open_trace(trace_path))
+        self._r = LineReader(open_trace(trace_path))
         line = self._r.readline()
         if line is None:
             raise TraceError("trace line 1: empty file, no header")

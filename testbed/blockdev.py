@@ -1,5 +1,9 @@
-# RAM block device for tests, MicroPython and CPython (MicroPython block device protocol, extended
-# form). Erased bytes are 0xFF. No fault injection (the storage tests have their own flash model).
+# Block devices for tests (MicroPython block device protocol, extended form; erased bytes are 0xFF):
+# RAMBlockDevice (MicroPython and CPython) and FileBlockDevice (a file, CPython). No fault injection
+# (the storage tests have their own flash model, testbed/flashsim.py).
+import errno
+import os
+
 from hw.compat import const
 
 _IOCTL_INIT = const(1)
@@ -54,3 +58,67 @@ class RAMBlockDevice:
                 self.data[i] = 0xFF
             return 0
         return None
+
+
+class FileBlockDevice:
+    """Block device in a file (created/extended to block_size * block_count bytes, erased = 0xFF).
+    MicroPython block device protocol, extended form: readblocks(n, buf, offset=0),
+    writeblocks(n, buf, offset=None) (offset None: whole-block write, implies erase), ioctl(op, arg)."""
+
+    def __init__(self, path, block_size=4096, block_count=256):
+        if block_size <= 0 or block_count <= 0:
+            raise ValueError("block_size and block_count must be > 0")
+        self.path = path
+        self.block_size = block_size
+        self.block_count = block_count
+        size = block_size * block_count
+        mode = "r+b" if os.path.exists(path) else "w+b"
+        self._f = open(path, mode)
+        self._f.seek(0, 2)
+        have = self._f.tell()
+        if have < size:
+            self._f.write(b"\xff" * (size - have))
+            self._f.flush()
+
+    def _check(self, n, offset, length):
+        start = n * self.block_size + offset
+        if n < 0 or offset < 0 or start + length > self.block_size * self.block_count:
+            raise OSError(errno.EINVAL, "block %d offset %d length %d outside the device" % (n, offset, length))
+        return start
+
+    def readblocks(self, n, buf, offset=0):
+        start = self._check(n, offset, len(buf))
+        self._f.seek(start)
+        data = self._f.read(len(buf))
+        buf[: len(data)] = data
+
+    def writeblocks(self, n, buf, offset=None):
+        if offset is None:
+            offset = 0
+        start = self._check(n, offset, len(buf))
+        self._f.seek(start)
+        self._f.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == 1:  # init
+            return 0
+        if op == 2:  # deinit
+            self._f.flush()
+            return 0
+        if op == 3:  # sync
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            return 0
+        if op == 4:  # block count
+            return self.block_count
+        if op == 5:  # block size
+            return self.block_size
+        if op == 6:  # erase block arg
+            self._check(arg, 0, self.block_size)
+            self._f.seek(arg * self.block_size)
+            self._f.write(b"\xff" * self.block_size)
+            return 0
+        return None
+
+    def close(self):
+        self._f.close()

@@ -8,15 +8,13 @@ import math
 import os
 import random
 import select
-import struct
 import subprocess
 import sys
 import threading
 import time
-import tty
-import zlib
 
 from firmware.link import BoxLink
+from hw.linux import RawPty
 
 
 class MemStore:
@@ -86,15 +84,12 @@ def block_ok(block):
         return False
 
 
-class PtyUart:
+class PtyUart(RawPty):
     """machine.UART subset (any/readinto/write) over a pty master; writes nobody reads are lost,
     like bits on a wire. loss/flip: per-byte probabilities applied in both directions."""
 
     def __init__(self, loss=0.0, flip=0.0, seed=1):
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self.slave)
+        RawPty.__init__(self)
         self.loss = loss
         self.flip = flip
         self.rng = random.Random(seed)
@@ -146,13 +141,6 @@ class PtyUart:
             if e.errno not in (errno.EAGAIN, errno.EIO):
                 raise
         return len(b)
-
-    def close(self):
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 class SimBox:

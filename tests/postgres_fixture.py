@@ -3,7 +3,7 @@ never a mock).
 
 Usage in a test file under tests/:
 
-    from postgres_fixture import postgres_server, pg_url   # noqa: F401
+    from postgres_fixture import postgres_server, pg_url   # noqa: F401  (or dbt: each backend in turn)
 
     def test_x(pg_url):
         pg_url  # postgresql://paydbox@127.0.0.1:<port>/<fresh database for this test>
@@ -29,3 +29,13 @@ def postgres_server():
 @pytest.fixture
 def pg_url(postgres_server):
     return postgres_server.new_database()
+
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dbt(request, tmp_path):
+    """--db target on each backend: dbt("x.db") is a SQLite path, or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return lambda name: str(tmp_path / name)
+    srv = request.getfixturevalue("postgres_server")
+    return lambda name: srv.new_database()

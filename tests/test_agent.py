@@ -7,8 +7,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from testbed.simbox import AgentProc, Collector, SimBox, wait_for, write_agent_config
 from mosquitto_fixture import Broker, mosquitto  # noqa: F401  (pytest fixture)
+from testbed.simbox import AgentProc, Collector, SimBox, wait_for, write_agent_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLEET = "f1"
@@ -195,8 +195,8 @@ def test_disk_limit_stops_acking_and_alarms(rig_factory):
 
 def test_drivegen_real_codec_blocks_and_chaos_verifier():
     """The chaos benchmark's box (real codec blocks) and its record-level verifier, without a broker."""
-    from testbed.simbox import DriveGen, MemStore
     from firmware import codec
+    from testbed.simbox import DriveGen, MemStore
     from tools.bench.bench_link import verify
 
     store = MemStore()

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from edge_agent.agent import Agent
-from testbed.simbox import make_block
 from firmware import framing
 from firmware.framing import FrameDecoder, encode_frame
+from testbed.simbox import make_block
 
 
 class Line:

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from firmware.boards import BOARDS
-from tools.trace.replay import micropython_binary
+from tools.mpvm import micropython_binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,7 +1,8 @@
 """Host-side codec checks (CPython, hypothesis): random records of every type round-trip exactly through
 `from firmware import codec` (the same module the box runs), in any block size; any single-byte damage
 is reported as CodecError."""
-from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from firmware import codec
 

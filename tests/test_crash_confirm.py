@@ -6,9 +6,9 @@ import os
 
 import pytest
 
+from tools.sim.engine import simulate
 from tools.trace import evaluate as E
 from tools.trace.replay import replay_trace
-from tools.sim.engine import simulate
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,10 @@
 """Evaluation: event matching and metrics on hand-made inputs, then a reduced end-to-end run."""
 import json
-import os
 
 import pytest
 
+from tools.sim.engine import random_rotation
 from tools.trace import evaluate as E
-from tools.sim.engine import random_rotation, simulate
 
 
 def T(kind, start, end):

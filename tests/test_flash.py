@@ -12,19 +12,10 @@ import pytest
 import serial
 
 from tools.installer import flash as F
-from tools.installer.virtual_box import ReplBox, VirtualBox, micropython_exe
+from tools.installer.virtual_box import ReplBox, VirtualBox
+from tools.mpvm import micropython_binary
 
-try:
-    micropython_exe()
-    HAVE = bool(shutil.which("socat"))
-except Exception:  # noqa: BLE001
-    HAVE = False
-
-@pytest.fixture(autouse=True)
-def _tools_installed():
-    """A missing tool is a setup failure, never a skip: `make setup` installs both."""
-    if not HAVE:
-        pytest.fail("needs the MicroPython VM and socat: `make setup` installs them")
+# no skip when the VM or socat is missing: `make setup` installs both; a missing install step must fail
 
 
 def src_copy(tmp_path, name="src"):
@@ -239,10 +230,10 @@ def test_manifest_is_the_import_closure_of_the_board_entry_point():
         todo.extend(_imports_of(os.path.join(F.ROOT, p)))
     seen |= {"firmware/__init__.py", "hw/__init__.py"}  # packages
     assert set(F.BOX_MODULES) == seen
-    for host_only in ("hw/linux.py", "hw/replay.py", "firmware/replay_main.py"):
+    for host_only in ("hw/linux.py", "hw/replay.py", "hw/trace_format.py", "firmware/replay_main.py"):
         assert host_only not in F.source_files("esp32-wroom")
     assert all(p.startswith(F.SOURCE_DIRS) for p in F.source_files("unix"))  # never testbed/ (test doubles)
-    assert set(F.source_files("unix")) == seen | {"firmware/replay_main.py", "hw/replay.py"}
+    assert set(F.source_files("unix")) == seen | {"firmware/replay_main.py", "hw/replay.py", "hw/trace_format.py"}
 
 
 def test_flashed_box_holds_only_manifest_modules(tmp_path, repl):
@@ -275,6 +266,24 @@ def test_romfs_image_holds_only_manifest_modules(tmp_path, board):
             "def walk(d):\n    for n in os.listdir(d):\n        p = d + '/' + n\n"
             "        if os.stat(p)[0] & 0x4000:\n            walk(p)\n        else:\n            print(p[5:])\n"
             "walk('/rom')\n" % str(img))
-    out = subprocess.run([micropython_exe(), "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run([micropython_binary(), "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert sorted(out) == sorted(p[:-3] + ".mpy" for p in F.source_files(board))
     assert F.install_method("pico-w") == "files" and F.install_method("unix") == "files"
+
+
+def test_device_files_are_real_micropython_modules(tmp_path):
+    """What the installer writes besides the compiled modules (boot stubs, pdboot.py) and the helpers it
+    sends over the REPL are files of their own that mpy-cross compiles, and what goes to the box is them."""
+    import subprocess
+
+    names = sorted(n for n in os.listdir(F.DEVICE_DIR) if n.endswith(".py"))
+    assert names == ["main.py", "main_romfs.py", "pdboot.py", "session.py"]
+    for n in names:
+        p = subprocess.run(F.mpy_cross_exe() + ["-o", str(tmp_path / "x.mpy"), os.path.join(F.DEVICE_DIR, n)],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, (n, p.stderr)
+    files = F.build("unix")
+    with open(os.path.join(F.DEVICE_DIR, "pdboot.py"), "rb") as f:
+        assert files["pdboot.py"] == f.read()
+    with open(os.path.join(F.DEVICE_DIR, "main_romfs.py"), "rb") as f:
+        assert F.plan("esp32-s3")[1]["main.py"] == f.read()

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from mosquitto_fixture import mosquitto, Broker  # noqa: F401  (fixture imported by name)
-from postgres_fixture import postgres_server  # noqa: F401
+from mosquitto_fixture import Broker, mosquitto  # noqa: F401  (fixture imported by name)
+from postgres_fixture import dbt, postgres_server  # noqa: F401  (fixtures imported by name)
 from tools.consumer import db as consumer_db
 from tools.consumer import fleet_sim
-from tools.consumer.ingest import Consumer, make_client, connect
+from tools.consumer.ingest import Consumer, connect, make_client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,15 +57,6 @@ class RunningConsumer:
         self.stop_ev.set()
         self.th.join(10)
         self.c.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def dbt(request, tmp_path):
-    """--db target on each backend: dbt("x.db") is a SQLite path, or a fresh PostgreSQL database's URL."""
-    if request.param == "sqlite":
-        return lambda name: str(tmp_path / name)
-    srv = request.getfixturevalue("postgres_server")
-    return lambda name: srv.new_database()
 
 
 def count(db_path, q="SELECT COUNT(*) FROM records", args=()):

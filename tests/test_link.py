@@ -1,8 +1,8 @@
 """Host tests: the agent's link (edge_agent/link.py) against the box's (firmware/link.py) in-process,
 the SQLite queue's durability/dedupe/limit rules, and framing properties (hypothesis)."""
-import struct
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent.link import AgentLink
 from edge_agent.queue import Queue

@@ -149,9 +149,9 @@ def test_trace_import_real_drives_replay_through_the_box(tmp_path):
     import json
 
     from tools.cli import main as cli
+    from tools.trace.cli import trace_info
     from tools.trace.evaluate import rotation_angle_deg
     from tools.trace.replay import replay_trace
-    from tools.trace.cli import trace_info
 
     _drive("comma2k19")
     src = os.path.join(bm.SHARED_IMU, bm.REAL_DRIVES["comma2k19"][0])

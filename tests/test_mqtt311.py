@@ -9,9 +9,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from firmware import codec
-
-from testbed.simbox import AgentProc, SimBox, block_ok, wait_for, write_agent_config
 from nats_fixture import NatsMqtt
+from testbed.simbox import AgentProc, SimBox, block_ok, wait_for, write_agent_config
 
 DEV = "box-0311"
 

@@ -3,7 +3,8 @@ Never an exception; never a fix from a corrupt sentence."""
 import glob
 import os
 
-from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from firmware.nmea import NMEAParser
 

@@ -1,9 +1,9 @@
 """End to end through the real firmware: a trip the box cannot calibrate for (commit level out of reach) gets
 its harsh acceleration and braking from the GNSS speed (GNSS-only), its harsh bend as `unclassified`, and a
 partial score with the reason - never a clean 100. Truth: the simulator's labels."""
-from tools.trace.replay import replay_trace
 from tools.sim.engine import Sim
 from tools.sim.route import Piece as P
+from tools.trace.replay import replay_trace
 
 QUARTER = 1.5707963267948966
 

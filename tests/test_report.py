@@ -1,18 +1,16 @@
 """trips table and trip report (HTML/PNG/GPX/GeoJSON) from known records stored through the real codec."""
 import json
-import os
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from firmware import codec
-from tools.consumer import db as consumer_db
-from tools.consumer import fleet_sim
-from tools.consumer import report
-from tools.consumer import trips
+from postgres_fixture import dbt, postgres_server  # noqa: F401  (fixtures imported by name)
 from tools.cli import main as cli
-
-from postgres_fixture import postgres_server  # noqa: F401  (fixture imported by name)
+from tools.consumer import db as consumer_db
+from tools.consumer import fleet_sim, trips
+from tools.consumer.report import cli as report
+from tools.consumer.report.draw import map_canvas
 
 UTC0 = 848800000  # 2026-11-24T01:46:40Z in record time (s since 2000)
 
@@ -60,15 +58,6 @@ def store(db_path, device, boot, recs, max_bytes=256):
     res = consumer_db.store_blocks(db, items)
     db.close()
     return res[:3]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def dbt(request, tmp_path):
-    """--db target on each backend: dbt("x.db") is a SQLite path, or a fresh PostgreSQL database's URL."""
-    if request.param == "sqlite":
-        return lambda name: str(tmp_path / name)
-    srv = request.getfixturevalue("postgres_server")
-    return lambda name: srv.new_database()
 
 
 @pytest.fixture
@@ -179,7 +168,7 @@ def test_report_html_svg_route_and_coach(tripdb, tmp_path):
 
 def test_route_is_drawn_in_the_bbox(tripdb):
     t, pos, ev = report.load(tripdb, "box-7:3:2")
-    c = report.map_canvas(pos, ev, 600, 400)
+    c = map_canvas(pos, ev, 600, 400)
     pts = [p for op in c.ops if op[0] == "poly" for p in op[1]]
     assert pts and all(0 <= x <= 600 and 0 <= y <= 400 - 34 for x, y in pts)
     # north-east drive: x grows and y (screen) shrinks from the first to the last point

@@ -428,9 +428,9 @@ def test_agent_refuses_a_box_whose_hello_names_another_device(tmp_path):
 
 # ---- console attacks --------------------------------------------------------------------------
 def _mp_exe():
-    from tools.installer.virtual_box import micropython_exe
+    from tools.mpvm import micropython_binary
 
-    return micropython_exe()
+    return micropython_binary()
 
 
 class StdioBox:

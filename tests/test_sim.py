@@ -6,10 +6,10 @@ import random
 import pynmea2
 import pytest
 
-from tools.sim import engine, nmea_gen
+from hw.trace_format import read_trace
+from tools.sim import nmea_gen
 from tools.sim.engine import Sim, random_rotation, simulate
 from tools.sim.route import Frame
-from tools.sim.trace_writer import read_trace
 
 
 def _trace(tmp_path, scenario, seed=3, **kw):

@@ -3,15 +3,14 @@ record -> AVL mapping read back by an independent decoder (PyPI codecs-protocol)
 delivery to a byte-level fake Traccar server through lost ACKs, a refused IMEI and a connection
 dropped mid-packet."""
 import os
-import time
 import sqlite3
-import tempfile
+import time
 
 import pytest
 
 from edge_agent import teltonika as T
-from testbed.simbox import AgentProc, SimBox, wait_for
 from mosquitto_fixture import mosquitto  # noqa: F401  (pytest fixture)
+from testbed.simbox import AgentProc, SimBox, wait_for
 from traccar_fake import FakeTraccar, oracle_decode, oracle_signed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

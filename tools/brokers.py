@@ -8,7 +8,7 @@ import subprocess
 import time
 
 
-class BrokerError(Exception):
+class BrokerError(RuntimeError):
     pass
 
 
@@ -20,25 +20,34 @@ def free_port():
     return p
 
 
-def _exe(name):
+def exe_path(name):
+    """A Debian system tool by name (PATH, then /usr/sbin, /usr/bin), or None."""
     return shutil.which(name) or next((p for p in ("/usr/sbin/" + name, "/usr/bin/" + name) if os.path.exists(p)), None)
 
 
-class _Proc:
+class BrokerProc:
+    """A broker process on 127.0.0.1:port (a free one unless given), its log in the work directory;
+    start() returns once it listens (BrokerError with the log's tail if it exits or never listens),
+    stop() then start() restarts it on the same port. A subclass gives `_cmd()`."""
     name = "broker"
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, port=None, log_name=None):
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.host = "127.0.0.1"
-        self.port = free_port()
-        self.log = os.path.join(self.workdir, self.name + ".log")
+        self.port = port or free_port()
+        self.log = os.path.join(self.workdir, log_name or self.name + ".log")
         self.proc = None
 
     def _cmd(self):
         raise NotImplementedError
 
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
     def start(self, timeout=15):
+        if self.running():
+            return self
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(self._cmd(), stdout=logf, stderr=logf)
         logf.close()
@@ -53,21 +62,25 @@ class _Proc:
                 time.sleep(0.05)
         raise BrokerError("%s did not listen on %d: %s" % (self.name, self.port, self.tail()))
 
-    def tail(self):
+    def read_log(self):
         try:
             with open(self.log, errors="replace") as f:
-                return f.read()[-2000:]
+                return f.read()
         except OSError:
             return ""
 
+    def tail(self):
+        return self.read_log()[-2000:]
+
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
+        if self.running():
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.proc = None
 
     def __enter__(self):
         return self.start()
@@ -76,11 +89,11 @@ class _Proc:
         self.stop()
 
 
-class Mosquitto(_Proc):
+class Mosquitto(BrokerProc):
     name = "mosquitto"
 
     def _cmd(self):
-        exe = _exe("mosquitto")
+        exe = exe_path("mosquitto")
         if not exe:
             raise BrokerError("mosquitto is not installed (make setup installs Debian's mosquitto)")
         conf = os.path.join(self.workdir, "mosquitto.conf")
@@ -93,19 +106,19 @@ class Mosquitto(_Proc):
         return [exe, "-c", conf]
 
 
-class NatsMqtt(_Proc):
+class NatsMqtt(BrokerProc):
     """NATS 2.9 answers an MQTT 5 CONNECT with "unsupported protocol version": a 3.1.1-only broker."""
     name = "nats-server"
 
     def __init__(self, workdir):
-        _Proc.__init__(self, workdir)
+        BrokerProc.__init__(self, workdir)
         self.conf = os.path.join(self.workdir, "nats.conf")
         with open(self.conf, "w") as f:
             f.write('server_name: paydbox\nlisten: 127.0.0.1:%d\njetstream { store_dir: "%s" }\n'
                     "mqtt { listen: 127.0.0.1:%d }\n" % (free_port(), os.path.join(self.workdir, "js"), self.port))
 
     def _cmd(self):
-        exe = _exe("nats-server")
+        exe = exe_path("nats-server")
         if not exe:
             raise BrokerError("nats-server is not installed (make setup installs Debian's nats-server)")
         return [exe, "-c", self.conf]

@@ -20,7 +20,7 @@ COMMANDS = {
     "virtual-box": ("tools.installer.virtual_box", "run the real firmware in the MicroPython VM behind a pty"),
     "ingest": ("tools.consumer.ingest", "reference MQTT consumer: store trips, positions and events in SQLite"),
     "trips": ("tools.consumer.trips", "list the trips stored by the consumer"),
-    "report": ("tools.consumer.report", "write an HTML/PNG report, GPX or GeoJSON of one trip"),
+    "report": ("tools.consumer.report.cli", "write an HTML/PNG report, GPX or GeoJSON of one trip"),
     "fleet-sim": ("tools.consumer.fleet_sim", "load-test the broker and consumer with N simulated boxes"),
     "export": ("tools.trace.export", "export a trace's records for other platforms (codec8e: Traccar / Teltonika)"),
     "demo": ("tools.demo", "the main job: a box drives a recorded trip end to end"),

@@ -4,35 +4,17 @@ import json
 import os
 import sys
 
-import machine
 import firmware.main as M
+import machine
 from firmware.runner import Runner
-
-
-class Pipe:
-    def __init__(self):
-        self.rx = bytearray()
-        self.tx = bytearray()
-
-    def any(self):
-        return len(self.rx)
-
-    def read(self, n=1):
-        d = bytes(self.rx[:n])
-        self.rx = self.rx[n:]
-        return d
-
-    def write(self, b):
-        self.tx.extend(b)
-        return len(b)
-
+from testbed.byteuart import ByteUart
 
 root = sys.argv[1]
 os.chdir(root)
 machine.cause[0] = machine.WDT_RESET
 b = M.board_config()
 board = M.build(b)
-board.console = con = Pipe()  # the REPL stream (StdioUart) replaced by a pipe the test types into
+board.console = con = ByteUart()  # the REPL stream (StdioUart) replaced by a pipe the test types into
 board.clock = machine.clock
 r = Runner(board)
 r.power_on()

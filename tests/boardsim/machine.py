@@ -3,6 +3,7 @@
 # register-level LIS3DH model, pins and the ADC hold values the test sets. Records what was built.
 from hw.compat import VirtualClock
 from hw.replay import LIS3DHModel
+from testbed.byteuart import ByteUart
 
 built = []  # (kind, id, kwargs) of every object the entry point built
 clock = VirtualClock(0)
@@ -45,41 +46,17 @@ class ADC:
         return ADC.uv
 
 
-class UART:
+class UART(ByteUart):
     def __init__(self, n, baudrate=9600, tx=None, rx=None, rxbuf=256):
+        ByteUart.__init__(self)
         self.n = n
         self.baudrate = baudrate
-        self.rx = bytearray()
-        self.tx = bytearray()
         built.append(("UART", n, {"baudrate": baudrate, "tx": tx, "rx": rx, "rxbuf": rxbuf}))
 
     def init(self, baudrate=None, **kw):
         if baudrate is not None:
             self.baudrate = baudrate
             built.append(("UART.init", self.n, {"baudrate": baudrate}))
-
-    def any(self):
-        return len(self.rx)
-
-    def readinto(self, buf, n=-1):
-        k = min(len(buf), len(self.rx)) if n < 0 else min(n, len(buf), len(self.rx))
-        if not k:
-            return None
-        buf[:k] = self.rx[:k]
-        self.rx = self.rx[k:]
-        return k
-
-    def read(self, n=-1):
-        k = len(self.rx) if n < 0 else min(n, len(self.rx))
-        if not k:
-            return None
-        d = bytes(self.rx[:k])
-        self.rx = self.rx[k:]
-        return d
-
-    def write(self, b):
-        self.tx.extend(b)
-        return len(b)
 
 
 class I2C:

@@ -90,18 +90,9 @@ def records():
 
 def encode(codec, recs, kw):
     """[(block bytes, first_seq, last_seq, count)] as the box's encoder describes each finished block."""
-    enc = codec.BlockEncoder(DEVICE, BOOT, **kw)
-    blocks = []
-    i = 0
-    while i < len(recs):
-        if enc.add(recs[i]):
-            i += 1
-        else:
-            b = enc.finish()
-            blocks.append((b, enc.first_seq, enc.last_seq, enc.count))
-    b = enc.finish()
-    blocks.append((b, enc.first_seq, enc.last_seq, enc.count))
-    return blocks
+    from testbed.blocks import encode_blocks
+
+    return encode_blocks(codec.BlockEncoder(DEVICE, BOOT, **kw), recs)
 
 
 def jsonable(r):

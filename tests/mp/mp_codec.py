@@ -1,8 +1,9 @@
 # Firmware tests for firmware/codec.py, run under MicroPython and CPython.
-from firmware import codec
-from firmware.codec import BlockEncoder, decode_block, CodecError
-from mptest import assert_eq, assert_raises
 import drive_gen
+from firmware import codec
+from firmware.codec import BlockEncoder, CodecError, decode_block
+from mptest import assert_eq, assert_raises
+from testbed.blocks import encode_blocks
 
 
 def _drive(n=300, seed=5, start=1000, pos_only=False):
@@ -47,16 +48,7 @@ def _others(seq):
 
 
 def _encode_all(recs, **kw):
-    enc = BlockEncoder("box-0001", 3, **kw)
-    blocks = []
-    i = 0
-    while i < len(recs):
-        if enc.add(recs[i]):
-            i += 1
-        else:
-            blocks.append((enc.finish(), enc.first_seq, enc.last_seq, enc.count))
-    blocks.append((enc.finish(), enc.first_seq, enc.last_seq, enc.count))
-    return blocks
+    return encode_blocks(BlockEncoder("box-0001", 3, **kw), recs)
 
 
 def test_roundtrip_drive():

@@ -1,5 +1,5 @@
 # Firmware tests for hw/compat.py, run under MicroPython and CPython.
-from hw.compat import const, ticks_add, ticks_diff, VirtualClock
+from hw.compat import VirtualClock, const, ticks_add, ticks_diff
 from mptest import assert_eq, heap_locked
 
 _X = const(0x20)

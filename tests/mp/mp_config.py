@@ -2,11 +2,11 @@
 import json
 import os
 
-from mptest import assert_eq, assert_raises
-
-from firmware.config import Config, ConfigError, parse_value, fmt_dec, _encode
-from firmware.console import Console, FREE_TRIES
 from firmware import pin as _pin
+from firmware.config import Config, ConfigError, _encode, fmt_dec, parse_value
+from firmware.console import FREE_TRIES, Console
+from mptest import assert_eq, assert_raises
+from testbed.byteuart import ByteUart
 
 # the console tests set and check many PINs: size the KDF for 10 ms here (the real budget and its
 # timing on the VM are tests/mp/mp_pin.py and tools/bench/bench_pin.py)
@@ -26,22 +26,8 @@ def _rm(p):
         pass
 
 
-class FakeUart:
-    def __init__(self):
-        self.rx = bytearray()
-        self.tx = bytearray()
-
-    def any(self):
-        return len(self.rx)
-
-    def read(self, n):
-        d = bytes(self.rx[:n])
-        self.rx = self.rx[n:]
-        return d
-
-    def write(self, b):
-        self.tx.extend(b)
-        return len(b)
+class FakeUart(ByteUart):
+    """The console's UART, with helpers to type a line and read the JSON it answered."""
 
     def feed(self, s):
         self.rx.extend(s.encode())

@@ -3,10 +3,10 @@
 import json
 import struct
 
-from mptest import assert_eq, assert_raises, heap_locked
 from firmware import framing
-from firmware.framing import FrameDecoder, encode_frame, cobs_encode, cobs_decode
+from firmware.framing import FrameDecoder, cobs_decode, cobs_encode, encode_frame
 from firmware.link import BoxLink
+from mptest import assert_eq, assert_raises, heap_locked
 
 
 class Rng:

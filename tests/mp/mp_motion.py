@@ -161,6 +161,13 @@ def collect():
     return evs, on_event
 
 
+def drive(R, rate=100, **kw):
+    """The events list, a Motion at `rate` Hz that fills it, and a Drive of that Motion mounted with R."""
+    evs, cb = collect()
+    m = Motion(rate, on_event=cb)
+    return evs, m, Drive(m, R, rate=rate, **kw)
+
+
 def test_calibration_any_rotation():
     for k, R in enumerate(ROTATIONS):
         evs, cb = collect()
@@ -182,9 +189,7 @@ def _events_of(evs, kind):
 
 def test_harsh_events_any_rotation():
     for k, R in enumerate(ROTATIONS[1:]):
-        evs, cb = collect()
-        m = Motion(100, on_event=cb)
-        d = Drive(m, R, seed=7 + k)
+        evs, m, d = drive(R, seed=7 + k)
         calib_drive(d)
         assert_eq(m.calib_state, "calibrated", "calibrated before events")
         d.run(3, 0.5)
@@ -216,9 +221,7 @@ def test_harsh_events_any_rotation():
 
 def test_events_held_until_calibrated():
     R = ROTATIONS[2]
-    evs, cb = collect()
-    m = Motion(100, on_event=cb)
-    d = Drive(m, R, seed=99)
+    evs, m, d = drive(R, seed=99)
     d.run(10)
     d.run(6, 1.4)
     d.run(1.5, -4.0)    # harsh brake while only gravity is known
@@ -235,9 +238,7 @@ def test_events_held_until_calibrated():
 def test_unclassified_on_flush():
     # never calibrated: a harsh bend stays `unclassified` at trip end; a harsh brake is found from
     # the GNSS speed alone (marked src 'gnss') and its accelerometer candidate is not reported again
-    evs, cb = collect()
-    m = Motion(100, on_event=cb)
-    d = Drive(m, ROTATIONS[3], seed=5)
+    evs, m, d = drive(ROTATIONS[3], seed=5)
     d.run(10)
     d.run(4.5, 2.0)     # 9 m/s, above the 30 km/h cornering gate; too short to calibrate
     d.run(1.5, 0.0, 4.5)
@@ -261,9 +262,7 @@ def test_unclassified_on_flush():
 def test_gnss_only_dropped_when_calibrated():
     # a harsh brake before the calibration: once calibrated, the accelerometer classifies it and
     # the GNSS-only detection of the same brake is not emitted twice
-    evs, cb = collect()
-    m = Motion(100, on_event=cb)
-    d = Drive(m, ROTATIONS[2], seed=99)
+    evs, m, d = drive(ROTATIONS[2], seed=99)
     d.run(10)
     d.run(6, 1.4)
     d.run(1.5, -4.0)
@@ -275,9 +274,7 @@ def test_gnss_only_dropped_when_calibrated():
 
 
 def test_speed_gates():
-    evs, cb = collect()
-    m = Motion(100, on_event=cb)
-    d = Drive(m, ROTATIONS[1], seed=11)
+    evs, m, d = drive(ROTATIONS[1], seed=11)
     calib_drive(d)
     d.run(19, -1.0)     # slow down to ~5 m/s: below the 30 km/h cornering gate
     v = d.v
@@ -290,9 +287,7 @@ def test_speed_gates():
 
 def test_vibration_potholes_doorslams_no_events():
     for k, R in enumerate(ROTATIONS[:3]):
-        evs, cb = collect()
-        m = Motion(100, on_event=cb)
-        d = Drive(m, R, vib_mg=120, seed=31 + k)
+        evs, m, d = drive(R, vib_mg=120, seed=31 + k)
         # door slams while parked: 3 g, 20 ms, mostly lateral; then potholes while driving
         d.impulses = [(2000, 20, 0, 2500, 1500), (4000, 30, 1800, -2000, 500)]
         t = 60000
@@ -306,9 +301,7 @@ def test_vibration_potholes_doorslams_no_events():
 
 
 def test_crash_trace():
-    evs, cb = collect()
-    m = Motion(100, on_event=cb)
-    d = Drive(m, ROTATIONS[4], seed=3)
+    evs, m, d = drive(ROTATIONS[4], seed=3)
     d.run(10)
     d.run(6, 2.0)
     d.run(10)
@@ -346,9 +339,7 @@ def test_crash_trace():
 
 
 def test_crash_early_in_boot_short_pretrigger():
-    evs, cb = collect()
-    m = Motion(100, on_event=cb)
-    d = Drive(m, ROTATIONS[0], seed=4)
+    evs, m, d = drive(ROTATIONS[0], seed=4)
     d.impulses = [(2000, 100, 6000, 0, 0)]
     d.run(8)
     c = _events_of(evs, "crash")
@@ -417,9 +408,7 @@ def test_bad_arguments():
 
 def test_other_rates():
     for rate in (50, 200):
-        evs, cb = collect()
-        m = Motion(rate, on_event=cb)
-        d = Drive(m, ROTATIONS[1], rate=rate, seed=rate)
+        evs, m, d = drive(ROTATIONS[1], seed=rate, rate=rate)
         calib_drive(d)
         d.run(1.5, -4.5)
         d.run(5)
@@ -433,9 +422,7 @@ def test_calibration_fast_gnss():
     # converge, as fast as at 1 Hz, and classify the events held meanwhile
     for hz, k in ((5, 1), (10, 3)):
         R = ROTATIONS[k]
-        evs, cb = collect()
-        m = Motion(100, on_event=cb)
-        d = Drive(m, R, seed=7 * hz + k, gnss_hz=hz, speed_noise_mmps=200)
+        evs, m, d = drive(R, seed=7 * hz + k, gnss_hz=hz, speed_noise_mmps=200)
         d.run(10)
         d.run(6, 1.4)
         d.run(1.5, -4.0)    # harsh brake while still calibrating: held, classified later
@@ -477,9 +464,7 @@ def test_event_under_way_when_calibration_completes():
     m = Motion(100)
     n_cal = _calib_chunks(Drive(m, R, seed=77), -1)
     assert_eq(n_cal > 20, True, "the reference drive calibrates: %r" % n_cal)
-    evs, cb = collect()
-    m = Motion(100, on_event=cb)
-    d = Drive(m, R, seed=77)
+    evs, m, d = drive(R, seed=77)
     _calib_chunks(d, n_cal - 2)
     assert_eq(m.calib_state != "calibrated", True, "not calibrated before the brake")
     t0 = d.t_ms
@@ -496,9 +481,7 @@ def test_event_under_way_when_calibration_completes():
 def test_shock_at_speed_is_not_a_crash():
     """A 6 g vertical spike (deep pothole, 40 ms) at a steady 14 m/s: the speed does not change, so
     it is a `shock` event, no crash record (and no raw trace)."""
-    evs, cb = collect()
-    m = Motion(100, on_event=cb)
-    d = Drive(m, ROTATIONS[2], seed=31)
+    evs, m, d = drive(ROTATIONS[2], seed=31)
     d.run(3)
     d.run(7, 2.0)
     d.run(5)
@@ -515,9 +498,7 @@ def test_shock_at_speed_is_not_a_crash():
 
 def test_shock_while_standing_is_not_a_crash():
     """A box dropped during fitting: 10 g at rest, nothing moves."""
-    evs, cb = collect()
-    m = Motion(100, on_event=cb)
-    d = Drive(m, ROTATIONS[1], seed=32)
+    evs, m, d = drive(ROTATIONS[1], seed=32)
     d.run(4)
     d.impulses = [(d.t_ms, 50, 2000, -6000, 7000)]  # 10 g, 50 ms; a small delta-v along x (0.6 m/s)
     d.run(8)
@@ -527,9 +508,7 @@ def test_shock_while_standing_is_not_a_crash():
 def test_crash_without_gnss_is_still_a_crash():
     """No fix around the impact (tunnel, antenna torn off): the speed change cannot be seen, so the
     impact counts as a crash (recall never depends on the GNSS)."""
-    evs, cb = collect()
-    m = Motion(100, on_event=cb)
-    d = Drive(m, ROTATIONS[3], seed=33)
+    evs, m, d = drive(ROTATIONS[3], seed=33)
     d.fix_every = 10 ** 9  # no fix at all
     d.run(5)
     d.impulses = [(d.t_ms, 60, 300, 0, 6000)]  # even a pothole-like spike
@@ -540,9 +519,7 @@ def test_crash_without_gnss_is_still_a_crash():
 def test_crash_cut_short_by_power_loss_is_kept():
     """Power goes 1 s after the impact (battery cable torn): flush() closes the crash with the
     samples it has instead of losing it."""
-    evs, cb = collect()
-    m = Motion(100, on_event=cb)
-    d = Drive(m, ROTATIONS[4], seed=34)
+    evs, m, d = drive(ROTATIONS[4], seed=34)
     d.run(10)
     d.run(6, 2.0)
     d.run(4)

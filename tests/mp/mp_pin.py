@@ -3,9 +3,8 @@
 # hashlib.pbkdf2_hmac (an independent implementation), never from this code.
 import binascii
 
-from mptest import assert_eq, assert_raises
-
 from firmware import pin
+from mptest import assert_eq, assert_raises
 
 
 def _h(b):

@@ -1,9 +1,10 @@
 # Replay session (hw/replay.py): GNSS UART timing and chunking, trace errors, power; MicroPython + CPython.
-import json
 import binascii
+import json
 
 from hw.replay import ReplaySession, TraceError
 from mptest import assert_eq, assert_raises, heap_locked
+from tools.sim.nmea_gen import sentence
 
 _N = [0]
 
@@ -26,10 +27,7 @@ def _trace(lines, baud=9600, header=None, raw_lines=None):
 
 def _sentence(i):
     body = "GPGGA,%06d.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,," % i
-    c = 0
-    for ch in body:
-        c ^= ord(ch)
-    return "$%s*%02X\r\n" % (body, c)
+    return sentence(body).decode()
 
 
 def _burst(n):

@@ -1,5 +1,5 @@
 # Firmware tests for firmware/store.py (MicroPython: littlefs2 over testbed/flashsim.py; CPython: temp dir).
-from firmware.store import Store, StoreError
+from firmware.store import Store
 from mptest import assert_eq, assert_raises
 from store_fs import fresh_root, remount
 

@@ -195,6 +195,7 @@ def test_flash_full_then_freed():
     if not IS_MICROPYTHON:
         skip("needs littlefs (vfs.VfsLfs2), which only the MicroPython VM has")
     import vfs
+
     from testbed.blockdev import RAMBlockDevice
 
     bdev = RAMBlockDevice(512, 320)  # small blocks: files outgrow littlefs inline storage

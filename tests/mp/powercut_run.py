@@ -15,14 +15,15 @@
 #    is above every sequence number handed out before the cut, and appending continues (the new block
 #    is listed, and for every 4th cut point read back after another reboot).
 # Output: one "FAIL cut=<c> ..." line per failure, then a summary line "RESULT k=v ...".
+import gc
 import sys
 import time
-import vfs
-import gc
 
-from testbed.flashsim import FlashSim, PowerCut
+import vfs
+
 from firmware import codec
 from firmware.store import Store
+from testbed.flashsim import FlashSim, PowerCut
 
 NBLOCKS = 96
 MAX_BYTES = [96 * 1024]  # [0]: 6 KiB with the "evict" argument (the drive needs ~10 KiB: evictions)
@@ -230,7 +231,6 @@ def main():
     gc.collect()
     fails = 0
     done = 0
-    torn_seen = 0
     cut_in_append = 0
     for i in range(worker, ncuts, nworkers):
         # spread over the programmed bytes, odd offsets so cuts land inside pages and frames

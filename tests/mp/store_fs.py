@@ -12,6 +12,7 @@ def fresh_root(nblocks=48):
     _n[0] += 1
     if sys.implementation.name == "micropython":
         import vfs
+
         from testbed.flashsim import FlashSim
 
         while _mounted:

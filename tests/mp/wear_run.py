@@ -2,14 +2,15 @@
 #   micropython wear_run.py SECONDS NBLOCKS SEGMENT_BYTES MAX_BYTES ACK(0/1) [BLOCK_BYTES]
 # Drives SECONDS of 1 Hz fixes (+ events) through BlockEncoder + Store on littlefs2 over testbed/flashsim.py
 # (NBLOCKS x 4 KiB NOR flash) and prints "RESULT k=v ..." with erase counts.
-import sys
 import gc
+import sys
+
 import vfs
 
-from testbed.flashsim import FlashSim
+import drive_gen
 from firmware import codec
 from firmware.store import Store
-import drive_gen
+from testbed.flashsim import FlashSim
 
 
 def main():

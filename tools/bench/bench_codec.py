@@ -83,8 +83,8 @@ def parse_nmea(lines_with_t):
 
 
 def sim_drive(scenario, seed, duration_s):
+    from hw.trace_format import read_trace
     from tools.sim.engine import simulate
-    from tools.sim.trace_writer import read_trace
 
     fd, path = tempfile.mkstemp(suffix=".jsonl")
     os.close(fd)
@@ -148,15 +148,9 @@ def encode(recs, max_bytes, **kw):
     for r in recs:
         r["seq"] = seq
         seq += 1
-    enc = codec.BlockEncoder("box-00000001", 12, max_bytes=max_bytes, **kw)
-    blocks = []
-    i = 0
-    while i < len(recs):
-        if enc.add(recs[i]):
-            i += 1
-        else:
-            blocks.append(enc.finish())
-    blocks.append(enc.finish())
+    from testbed.blocks import encode_blocks
+
+    blocks = [b[0] for b in encode_blocks(codec.BlockEncoder("box-00000001", 12, max_bytes=max_bytes, **kw), recs)]
     out = []
     for b in blocks:
         out.extend(codec.decode_block(b)[1])
@@ -235,9 +229,9 @@ def mp_speed(seconds):
     """(encode, decode) microseconds per fix under the MicroPython unix VM (host CPU)."""
     import subprocess
 
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        return None
+    from tools.mpvm import micropython_binary
+
+    exe = micropython_binary()
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([os.path.join(ROOT, "tests", "mp"), ROOT]))
     p = subprocess.run([exe, "-X", "heapsize=32M", "-c", _SPEED_SCRIPT % seconds], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)

@@ -29,8 +29,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from testbed.simbox import DriveGen, Proc, SimBox, wait_for  # noqa: E402
 from mosquitto_fixture import MOSQUITTO, Broker  # noqa: E402  (the real broker, started as the tests do)
+from testbed.simbox import DriveGen, Proc, SimBox, wait_for  # noqa: E402
+
 FLEET = "f1"
 CONFIGS = ("demo", "demo-persist", "deploy")
 

@@ -19,10 +19,9 @@ BUNDLED = os.path.join(ROOT, "tests", "traces", "commute.jsonl.gz")
 
 
 def _nmea(body):
-    c = 0
-    for ch in body.encode():
-        c ^= ch
-    return "$%s*%02X\r\n" % (body, c)
+    from tools.sim.nmea_gen import sentence
+
+    return sentence(body).decode()
 
 
 def _ddmm(deg, width):
@@ -58,7 +57,8 @@ def long_drive(path, seconds=3 * 3600, accel_hz=0):
 
 
 def cpu_factor(trace, runs=3):
-    from tools.trace.replay import _plain_trace, micropython_binary
+    from tools.mpvm import micropython_binary
+    from tools.trace.replay import _plain_trace
 
     best = None
     with tempfile.TemporaryDirectory(prefix="paydbox-cpu-") as tmp:

@@ -57,11 +57,6 @@ def _stream():
     return SYNTH * 2000, "synthetic"
 
 
-def _mp_binary():
-    c = os.path.join(os.path.dirname(sys.executable), "micropython")
-    return c if os.path.exists(c) else None
-
-
 def parser_figures(quick=False):
     from firmware.nmea import NMEAParser
 
@@ -76,7 +71,9 @@ def parser_figures(quick=False):
     dt = time.perf_counter() - t0
     out["cpython_sentences_per_s"] = int(p.counters["sentences"] / dt)
     out["cpython_bytes_per_s"] = int(len(data) / dt)
-    exe = _mp_binary()
+    from tools.mpvm import micropython_binary
+
+    exe = micropython_binary()
     if exe:
         for name, blob in (("corpus", data), ("synthetic", SYNTH * (300 if quick else 3000))):
             with tempfile.NamedTemporaryFile(suffix=".nmea", delete=False) as fh:
@@ -100,8 +97,6 @@ def parser_figures(quick=False):
 def odometer_figures(quick=False):
     sys.path.insert(0, os.path.join(ROOT, "tests", "mp"))
     import mp_odometer as sim  # deterministic fix-level drive simulator shared with the tests
-
-    from firmware.odometer import Odometer
 
     out = {}
     dur = 600 if quick else 1800

@@ -161,7 +161,6 @@ def chaos(tmp, outage_s=180.0, pre_s=15.0, post_s=60.0, kills=24, speedup=10, bl
     import threading
 
     from mosquitto_fixture import Broker
-
     from testbed.simbox import DriveGen, MemStore
 
     rng = random.Random(seed)

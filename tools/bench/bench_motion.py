@@ -13,8 +13,6 @@ bytes through firmware/nmea.py, interleaved in time order (samples up to a GNSS 
 
     python -m tools.bench.bench_motion [--quick] [--gnss-hz=1,5,10]    (default 1,10)
 """
-import gzip
-import json
 import math
 import os
 import subprocess
@@ -22,23 +20,11 @@ import sys
 import tempfile
 from array import array
 
+from hw.trace_format import iter_trace
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HARSH = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right")
 TYPES = HARSH + ("crash",)
-
-
-def read_trace(path):
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    op = gzip.open if magic == b"\x1f\x8b" else open
-    with op(path, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            line = line.strip()
-            if line:
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    raise ValueError("%s: line %d is not JSON" % (path, i + 1))
 
 
 def _axis_err(m, R):
@@ -58,7 +44,7 @@ def run_trace(path, cfg=None):
     from firmware.motion import Motion
     from firmware.nmea import NMEAParser
 
-    it = read_trace(path)
+    it = iter_trace(path)
     header = next(it)
     if header.get("format") != "paydbox-trace":
         raise ValueError("%s: format: not a paydbox trace" % path)
@@ -208,9 +194,9 @@ print("@@", CH * 32, us_cal, us_calib, a1 - a0, locked_ok, m2._mode, m._mode)
 
 
 def mp_speed(chunks=400):
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        return {}
+    from tools.mpvm import micropython_binary
+
+    exe = micropython_binary()
     env = dict(os.environ, MICROPYPATH=ROOT)
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(MP_SCRIPT % chunks)
@@ -344,9 +330,9 @@ print("@@", a0 - a1, (t1 - t0) // 20, (t2 - t1) // 20)
 def mp_calib_cost():
     """Heap of the lag bank (default 2.5 s range: 21 lags) and the time of one fix pair and one solve
     (the per-fix work, ~1 Hz) under the MicroPython unix VM."""
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        return {}
+    from tools.mpvm import micropython_binary
+
+    exe = micropython_binary()
     env = dict(os.environ, MICROPYPATH=ROOT)
     p = subprocess.run([exe, "-X", "heapsize=2M", "-c", MP_CALIB], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=300)

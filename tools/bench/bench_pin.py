@@ -9,7 +9,6 @@ the unix VM's. `vm_check_ms` must stay under 500 (the limit), `vm_size_ms` is th
 import json
 import os
 import subprocess
-import sys
 
 NOTE = ("Installer PIN check (PBKDF2-HMAC-SHA256, firmware/pin.py) in the MicroPython VM "
         "(`python -m tools.bench.bench_pin`). The iteration count is sized on the box that sets the PIN "
@@ -37,7 +36,9 @@ print(json.dumps({"vm_us_per_iteration": round(per_us, 2), "vm_sized_iterations"
 
 
 def run(quick=False):
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
+    from tools.mpvm import micropython_binary
+
+    exe = micropython_binary()
     p = subprocess.run([exe, "-X", "heapsize=256K", "-c", _VM_CODE % (2 if quick else 5)], cwd=ROOT,
                        env=dict(os.environ, MICROPYPATH=ROOT), capture_output=True, text=True, timeout=120)
     if p.returncode:

@@ -59,8 +59,8 @@ def make_trace(path, duration_s=3600):
 def _run_cpython(path):
     ns = {}
     code = _LOOP % {"root": ROOT, "path": path}
-    import io
     import contextlib
+    import io
 
     out = io.StringIO()
     t0 = time.perf_counter()
@@ -74,9 +74,9 @@ def _run_cpython(path):
 
 
 def _run_micropython(path):
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        return None
+    from tools.mpvm import micropython_binary
+
+    exe = micropython_binary()
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(_LOOP % {"root": ROOT, "path": path})
         script = f.name

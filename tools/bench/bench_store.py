@@ -21,10 +21,9 @@ HOURS_PER_DAY = 2
 
 
 def _mp():
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if not os.path.exists(exe):
-        exe = os.path.join(ROOT, ".venv", "bin", "micropython")
-    return exe
+    from tools.mpvm import micropython_binary
+
+    return micropython_binary()
 
 
 def _env():

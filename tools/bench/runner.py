@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 
+from tools.mpvm import MicroPythonNotFound, micropython_binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARK = "@@PAYDBOX-BENCH@@"
 
@@ -42,8 +44,11 @@ def machine_info():
     except OSError:
         pass
     mp = None
-    exe = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if os.path.exists(exe):
+    try:
+        exe = micropython_binary()
+    except MicroPythonNotFound:
+        exe = None
+    if exe:
         try:
             p = subprocess.run([exe, "-c", "import sys; print('%d.%d.%d' % sys.implementation.version[:3], '(' + sys.version + ')')"],
                                capture_output=True, text=True, timeout=20)
@@ -88,7 +93,7 @@ def _fixes_from_trace(path):
     """(utc_s, lat_e7, lon_e7, speed_mmps, course_cdeg, hdop_x10, sats, alt_dm) per valid epoch + raw bytes."""
     import pynmea2
 
-    from tools.sim.trace_writer import read_trace
+    from hw.trace_format import read_trace
     _, lines = read_trace(path)
     raw = 0
     raw_rmc_gga = 0
@@ -482,8 +487,8 @@ def figures_from_markdown(path):
 
 
 def run_bench(quick=False, out=None, modules=None, scenarios=None, jobs=2):
-    from tools.trace import evaluate as E
     from tools.sim import scenarios as sc
+    from tools.trace import evaluate as E
 
     started = datetime.datetime.utcnow()
     t0 = time.time()

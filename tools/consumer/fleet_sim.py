@@ -204,7 +204,7 @@ class SimAgent(threading.Thread):
 
     def open(self):
         """Connect and wait for the CONNACK (done one box after another before the clock starts)."""
-        from tools.consumer.ingest import make_client, connect
+        from tools.consumer.ingest import connect, make_client
         c = make_client("paydbox-sim-" + self.device, self.broker, clean_start=True)
         c.max_inflight_messages_set(100)
         connected = threading.Event()

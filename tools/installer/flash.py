@@ -4,6 +4,7 @@ Device layout (paths relative to the device's working directory: "/" on a board,
 on the virtual box):
     main.py            boot stub: finishes an interrupted install (pdboot.recover()), then runs firmware.main
     pdboot.py          install journal roll-forward (also used by the virtual box runner)
+                       (both are files of tools/installer/device/)
     firmware/*.mpy, hw/*.mpy
     paydbox.json       manifest: version, git hash, board, {path: sha256}; written last
     paydbox.journal    present only while an install is being switched over
@@ -16,7 +17,6 @@ Install protocol (a power cut at any point leaves the old firmware or the new on
   On boot, pdboot.recover() replays step 3 if the journal is there (every .new it names was verified).
 Unchanged files (device hash == build hash) are not sent.
 """
-import binascii
 import concurrent.futures
 import hashlib
 import json
@@ -46,7 +46,7 @@ BOX_MODULES = (
     "firmware/ubx.py", "hw/__init__.py", "hw/compat.py", "hw/lis3dh.py",
 )
 # the virtual box (board unix) also runs the replay backend that plays its sensors
-VBOX_MODULES = ("firmware/replay_main.py", "hw/replay.py")
+VBOX_MODULES = ("firmware/replay_main.py", "hw/replay.py", "hw/trace_format.py")
 
 
 def board_profile(board):
@@ -67,129 +67,23 @@ JOURNAL = "paydbox.journal"
 CHUNK = 1024
 CHUNK_BY_BOARD = {"unix": 4096, "esp32": 2048}  # bytes per write command (bigger = fewer round trips)
 
-# Installed on the device as pdboot.py (kept small: runs at every boot).
-PDBOOT_PY = r'''# paydbox install journal: finish an interrupted firmware switch-over (written by paydbox flash).
-import os
-JOURNAL = "paydbox.journal"
-MANIFEST = "paydbox.json"
+# What the installer puts on the device besides the compiled modules, as real files in
+# tools/installer/device/ (MicroPython; a test compiles each with mpy-cross):
+#   pdboot.py      installed as pdboot.py: the install journal's roll-forward (kept small: runs at every boot)
+#   main.py        the boot stub of file-copy boards; main_romfs.py the one of ROMFS boards (installed as main.py)
+#   session.py     device-side helpers, sent over the raw REPL once per flash session (never installed)
+DEVICE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "device")
 
 
-def _exists(p):
-    try:
-        os.stat(p)
-        return True
-    except OSError:
-        return False
+def _device_file(name):
+    with open(os.path.join(DEVICE_DIR, name), encoding="utf-8") as f:
+        return f.read()
 
 
-def _rename(a, b):
-    try:
-        os.rename(a, b)
-    except OSError:
-        try:
-            os.remove(b)
-        except OSError:
-            pass
-        os.rename(a, b)
-
-
-def recover():
-    """Replay the journal if an install was interrupted after its commit; returns 1 if it did."""
-    if not _exists(JOURNAL):
-        return 0
-    import json
-    try:
-        with open(JOURNAL) as f:
-            j = json.load(f)
-    except (OSError, ValueError):
-        os.remove(JOURNAL)  # torn journal: never committed (the commit is its rename)
-        return 0
-    for dst in j["renames"]:
-        if _exists(dst + ".new"):
-            _rename(dst + ".new", dst)
-    with open(MANIFEST + ".tmp", "w") as f:
-        f.write(j["manifest"])
-    _rename(MANIFEST + ".tmp", MANIFEST)
-    for p in j.get("delete", ()):
-        try:
-            os.remove(p)
-        except OSError:
-            pass
-    os.remove(JOURNAL)
-    return 1
-'''
-
-MAIN_PY = '''# paydbox boot stub (written by paydbox flash): finish an interrupted install, then run the box.
-try:
-    import pdboot
-    pdboot.recover()
-except Exception as e:
-    print("pdboot:", e)
-import firmware.main
-firmware.main.run()
-'''
-
-# Boards with a ROMFS partition: the modules run from the ROMFS image (bytecode in flash, not RAM);
-# the filesystem holds only this stub, pdboot.py, board.json and the manifest.
-MAIN_ROMFS_PY = '''# paydbox boot stub (written by paydbox flash): finish an interrupted install, then run the box
-# from the ROMFS image (its modules first on the path).
-import sys
-try:
-    import pdboot
-    pdboot.recover()
-except Exception as e:
-    print("pdboot:", e)
-if "/rom" in sys.path:
-    sys.path.remove("/rom")
-sys.path.insert(0, "/rom")
-import firmware.main
-firmware.main.run()
-'''
-
-# Device-side helper, sent once per session.
-_DEVICE_HELPERS = r'''
-import os, sys, json, hashlib, binascii
-def _pd_hash(p):
-    try:
-        f = open(p, 'rb')
-    except OSError:
-        return None
-    h = hashlib.sha256()
-    b = bytearray(512)
-    while True:
-        n = f.readinto(b)
-        if not n:
-            break
-        h.update(b if n == 512 else b[:n])
-    f.close()
-    return binascii.hexlify(h.digest()).decode()
-def _pd_mkdirs(p):
-    parts = p.split('/')[:-1]
-    cur = ''
-    for d in parts:
-        cur = cur + '/' + d if cur else d
-        try:
-            os.mkdir(cur)
-        except OSError:
-            pass
-def _pd_probe(paths):
-    m = None
-    try:
-        with open('paydbox.json') as f:
-            m = json.load(f)
-    except (OSError, ValueError):
-        pass
-    hs = {}
-    for p in paths:
-        hs[p] = _pd_hash(p)
-    try:
-        os.stat('paydbox.journal')
-        jn = 1
-    except OSError:
-        jn = 0
-    print(json.dumps({'platform': sys.platform, 'mpy': getattr(sys.implementation, '_mpy', 0),
-                      'version': list(sys.implementation.version[:3]), 'manifest': m, 'hashes': hs, 'journal': jn}))
-'''
+PDBOOT_PY = _device_file("pdboot.py")
+MAIN_PY = _device_file("main.py")
+MAIN_ROMFS_PY = _device_file("main_romfs.py")
+_DEVICE_HELPERS = _device_file("session.py")
 
 
 class FlashError(Exception):
@@ -311,17 +205,22 @@ def plan(board, src_root=ROOT):
     return "romfs", fs, image
 
 
+def _close(t):
+    """Leave the raw REPL and close the link; a device that is already gone is no error here."""
+    try:
+        t.exit_raw_repl()
+        t.close()
+    except Exception:  # noqa: BLE001 - the device may be gone
+        pass
+
+
 def _check_platform(port, board, baudrate=115200):
     """FlashError unless PORT runs MicroPython for --board (before anything is written)."""
     t = connect(port, baudrate)
     try:
         plat = _exec(t, "import sys\nprint(sys.platform)").decode().strip()
     finally:
-        try:
-            t.exit_raw_repl()
-            t.close()
-        except Exception:  # noqa: BLE001
-            pass
+        _close(t)
     if plat not in platforms(board):
         raise FlashError("wrong device: %s runs MicroPython on %r, this build is for --board %s" % (port, plat, board))
 
@@ -349,11 +248,7 @@ def deploy_romfs(port, image):
         got = _exec(t, "import vfs, hashlib, binascii\nprint(binascii.hexlify(hashlib.sha256("
                        "bytes(memoryview(vfs.rom_ioctl(2, 0))[:%d])).digest()).decode())" % len(image)).decode().strip()
     finally:
-        try:
-            t.exit_raw_repl()
-            t.close()
-        except Exception:  # noqa: BLE001
-            pass
+        _close(t)
     if got != sha256(image):
         raise FlashError("verify failed for the ROMFS image: device SHA-256 %s != %s" % (got[:12], sha256(image)[:12]))
 
@@ -499,11 +394,7 @@ def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_r
         raise FlashError("lost the device during the install (%s: %s); run paydbox flash again"
                          % (type(e).__name__, (str(e).strip().splitlines() or ["?"])[-1]))
     finally:
-        try:
-            t.exit_raw_repl()
-            t.close()
-        except Exception:  # noqa: BLE001 - the device may be gone
-            pass
+        _close(t)
 
 
 def _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_build):

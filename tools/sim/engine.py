@@ -18,9 +18,9 @@ import datetime
 import math
 import random
 
+from hw.trace_format import TraceWriter
 from tools.sim import nmea_gen
 from tools.sim.route import Frame, Route, course_deg
-from tools.sim.trace_writer import TraceWriter
 
 G = 9.80665
 
@@ -175,7 +175,7 @@ class Sim:
             header["sim"]["gnss_lag_s"] = self.gnss_lag_s
             header["sim"]["sensor"] = sensor
         self.header = header
-        self.w = TraceWriter(path, header) if path else None
+        self.w = TraceWriter(path, header, window_s=5.0) if path else None
         rng = self.rng
         # vehicle state
         self.route = Route(heading_deg=rng.uniform(0, 360))
@@ -290,7 +290,6 @@ class Sim:
             self.done = True
             raise _Stop()
         t = self.t
-        rng = self.rng
         # heading / position from the route
         x, y, h = self.route.pose(self.s)
         self.heading = h
@@ -717,7 +716,6 @@ class Sim:
         first = len(route.pieces)
         route.extend(pieces)
         idx = list(range(first, len(route.pieces)))
-        end_s = route.total
         dt = self.dt
         cruise = drv["cruise"]
         wobble = 0.0

@@ -2,14 +2,18 @@
 
 
 def checksum(body):
+    """NMEA checksum: the XOR of the bytes between '$' and '*' (body as str or bytes)."""
     c = 0
-    for ch in body.encode("ascii"):
+    for ch in body.encode("ascii") if isinstance(body, str) else body:
         c ^= ch
     return c
 
 
 def sentence(body):
-    """'GNRMC,...' -> b'$GNRMC,...*hh\\r\\n'"""
+    """'GNRMC,...' (str or bytes) -> b'$GNRMC,...*hh\\r\\n'. The one NMEA sentence builder: the simulator,
+    the tests (also under MicroPython) and the benchmarks use it."""
+    if isinstance(body, bytes):
+        body = body.decode("ascii")
     return ("$%s*%02X\r\n" % (body, checksum(body))).encode("ascii")
 
 

@@ -5,130 +5,26 @@
   paydbox trace import --genivi LOG | --comma2k19 DIR [--mount-seed N] -o OUT
   paydbox trace info FILE [--json]
 
-Host only. `TraceWriter` (here) writes traces; the simulator and importer use it.
+Host only. The format, its reader and its writer (`TraceWriter`) live in hw/trace_format.py.
 """
-import binascii
-import gzip
 import json
 import os
 import re
 import sys
 import time
 
-from hw.replay import LineReader, TraceError, _open_trace, gnss_bytes, parse_header, parse_line, FORMAT, VERSION
+from hw.trace_format import (
+    LineReader,
+    TraceError,
+    TraceWriter,
+    gnss_bytes,
+    open_trace,
+    parse_header,
+    parse_line,
+    printable,
+)
 
 STANDARD_BAUDS = (4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
-
-
-def _fmt_t(t):
-    return "%.3f" % t
-
-
-def _printable(b):
-    for c in b:
-        if not (32 <= c < 127 or c == 10 or c == 13):
-            return False
-    return True
-
-
-class TraceWriter:
-    """Writes a v1 trace. Times `t` are seconds since the trace start (non-decreasing; ValueError if
-    not). The header's `duration_s` is set at close() to max(given, end of the last event).
-    gzip when `path` ends with .gz. The body goes to `path + '.part'` until close()."""
-
-    def __init__(self, path, header):
-        if not isinstance(header, dict):
-            raise ValueError("header: expected a dict")
-        self.path = path
-        self.header = dict(header)
-        self.header["format"] = FORMAT
-        self.header["version"] = VERSION
-        self._tmp = path + ".part"
-        self._f = open(self._tmp, "w", encoding="utf-8", newline="\n")
-        self._last_t = 0.0
-        self.end_t = 0.0
-        self.lines = 0
-
-    def _line(self, t, text):
-        if t < 0 or t + 1e-9 < self._last_t:
-            raise ValueError("t: %.3f is before the previous line's t %.3f (trace lines are in time order)" % (t, self._last_t))
-        self._last_t = t
-        if t > self.end_t:
-            self.end_t = t
-        self._f.write(text)
-        self._f.write("\n")
-        self.lines += 1
-
-    def gnss(self, t, data):
-        data = bytes(data)
-        if not data:
-            return
-        if _printable(data):
-            self._line(t, '{"t":%s,"s":"gnss","d":%s}' % (_fmt_t(t), json.dumps(data.decode("ascii"))))
-        else:
-            b64 = binascii.b2a_base64(data).decode("ascii").strip()
-            self._line(t, '{"t":%s,"s":"gnss","b64":"%s"}' % (_fmt_t(t), b64))
-
-    def accel(self, t, rate, samples_mg):
-        if rate <= 0:
-            raise ValueError("rate: %r must be > 0" % (rate,))
-        parts = []
-        for s in samples_mg:
-            parts.append("[%d,%d,%d]" % (int(s[0]), int(s[1]), int(s[2])))
-        rate_s = "%d" % rate if rate == int(rate) else repr(float(rate))
-        self._line(t, '{"t":%s,"s":"accel","rate":%s,"mg":[%s]}' % (_fmt_t(t), rate_s, ",".join(parts)))
-        end = t + len(parts) / float(rate)
-        if end > self.end_t:
-            self.end_t = end
-
-    def power(self, t, mv, ign):
-        self._line(t, '{"t":%s,"s":"power","mv":%d,"ign":%d}' % (_fmt_t(t), int(mv), 1 if ign else 0))
-
-    def truth(self, t, kind, **fields):
-        o = {"t": 0, "s": "truth", "kind": kind}
-        o.update(fields)
-        body = json.dumps(o, separators=(",", ":"), sort_keys=False)
-        self._line(t, '{"t":%s' % _fmt_t(t) + body[len('{"t":0') :])
-
-    def note(self, t, text):
-        self._line(t, '{"t":%s,"s":"note","text":%s}' % (_fmt_t(t), json.dumps(text)))
-
-    def close(self):
-        if self._f is None:
-            return
-        self._f.close()
-        self._f = None
-        d = self.header.get("duration_s") or 0
-        self.header["duration_s"] = round(max(float(d), self.end_t), 3)
-        head = json.dumps(self.header, separators=(", ", ": ")) + "\n"
-        if self.path.endswith(".gz"):
-            out = gzip.open(self.path, "wb", compresslevel=6)
-        else:
-            out = open(self.path, "wb")
-        with out, open(self._tmp, "rb") as body:
-            out.write(head.encode("utf-8"))
-            while True:
-                blk = body.read(1 << 20)
-                if not blk:
-                    break
-                out.write(blk)
-        os.remove(self._tmp)
-
-    def abort(self):
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-        if os.path.exists(self._tmp):
-            os.remove(self._tmp)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, et, ev, tb):
-        if et is None:
-            self.close()
-        else:
-            self.abort()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -245,30 +141,28 @@ def read_accel_csv(path, columns, unit, rate_hz=None):
     k = _UNITS[unit]
     rows = []
     idx = None
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
+    from tools.trace.imu_logs import data_lines
+
+    for lineno, line in data_lines(path, "utf-8"):
+        delim = ";" if line.count(";") > line.count(",") else ","
+        fields = [x.strip().strip('"') for x in (line.split(delim) if delim in line else line.split())]
+        if idx is None:
+            if all(c.isdigit() for c in cols):
+                idx = [int(c) for c in cols]
+            else:
+                missing = [c for c in cols if c not in fields]
+                if missing:
+                    raise ValueError("%s line %d: header has no column %r (columns: %s)" % (path, lineno, missing[0], ",".join(fields)))
+                idx = [fields.index(c) for c in cols]
                 continue
-            delim = ";" if line.count(";") > line.count(",") else ","
-            fields = [x.strip().strip('"') for x in (line.split(delim) if delim in line else line.split())]
-            if idx is None:
-                if all(c.isdigit() for c in cols):
-                    idx = [int(c) for c in cols]
-                else:
-                    missing = [c for c in cols if c not in fields]
-                    if missing:
-                        raise ValueError("%s line %d: header has no column %r (columns: %s)" % (path, lineno, missing[0], ",".join(fields)))
-                    idx = [fields.index(c) for c in cols]
-                    continue
-            try:
-                vals = [float(fields[i]) for i in idx]
-            except IndexError:
-                raise ValueError("%s line %d: fewer than %d columns" % (path, lineno, max(idx) + 1))
-            except ValueError:
-                bad = next(i for i in idx if not _isfloat(fields[i]))
-                raise ValueError("%s line %d: column %s is %r, not a number" % (path, lineno, cols[idx.index(bad)], fields[bad]))
-            rows.append((vals[0], vals[1] * k, vals[2] * k, vals[3] * k))
+        try:
+            vals = [float(fields[i]) for i in idx]
+        except IndexError:
+            raise ValueError("%s line %d: fewer than %d columns" % (path, lineno, max(idx) + 1))
+        except ValueError:
+            bad = next(i for i in idx if not _isfloat(fields[i]))
+            raise ValueError("%s line %d: column %s is %r, not a number" % (path, lineno, cols[idx.index(bad)], fields[bad]))
+        rows.append((vals[0], vals[1] * k, vals[2] * k, vals[3] * k))
     if not rows:
         raise ValueError("%s: no accelerometer rows" % path)
     rows.sort(key=lambda r: r[0])
@@ -318,7 +212,7 @@ def import_nmea(nmea_path, out_path, accel_csv=None, accel_columns="t,x,y,z", ac
     # merge consecutive segments with the same time and the same encoding into one line (<= 4 KiB)
     lines = []
     for seg, t in zip(segs, times):
-        p = _printable(seg)
+        p = printable(seg)
         if lines and lines[-1][0] == t and lines[-1][2] == p and len(lines[-1][1]) + len(seg) <= 4096:
             lines[-1][1] += seg
         else:
@@ -448,7 +342,7 @@ def _utc_at(utc0, t):
 
 
 def trace_info(path, gap_s=2.0, max_gaps=20):
-    r = LineReader(_open_trace(path))
+    r = LineReader(open_trace(path))
     first = r.readline()
     if first is None:
         raise TraceError("%s: empty file, no header" % path)

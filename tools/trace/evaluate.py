@@ -29,7 +29,7 @@ TARGETS = {
 # ------------------------------------------------------------------------------------------ truth
 def truth_from_trace(path):
     """Ground truth of a trace: events, trips, mounts, outages, distance and parked time."""
-    from tools.sim.trace_writer import read_trace
+    from hw.trace_format import read_trace
 
     header, lines = read_trace(path)
     if not header.get("truth"):

@@ -17,6 +17,15 @@ G = 9.80665
 
 
 # ------------------------------------------------------------------------------------------ npy
+def data_lines(path, encoding):
+    """(line number, stripped line) of a text log, blank lines and # comments left out."""
+    with open(path, "r", encoding=encoding, errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                yield lineno, line
+
+
 def read_npy(path):
     """-> (shape tuple, flat list in C order). Little-endian float64/float32/int64/int32/uint8/bool,
     C or (2-D) Fortran order (comma2k19 ships both). One-line ValueError naming the file otherwise."""
@@ -72,42 +81,38 @@ def load_genivi(path):
     utc0 = None
     t_first = None
     last_pos_t = None
-    with open(path, "r", encoding="ascii", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            p = line.split(",")
-            if len(p) < 4:
-                continue
-            tag = p[2]
-            try:
-                if tag == "$GVSNSACC":
-                    t = int(p[3]) / 1000.0
-                    x, y, z = float(p[4]), float(p[5]), float(p[6])
-                    acc.append((t, x * 1000.0 / G, y * 1000.0 / G, z * 1000.0 / G))
-                elif tag == "$GVGNSPOS":
-                    t = int(p[0]) / 1000.0   # when the box would have the fix: receive time
-                    if last_pos_t is not None and abs(t - last_pos_t) < 0.2:
-                        fixes.pop()          # the log repeats an epoch as its fields fill in
-                    last_pos_t = t
-                    lat, lon = float(p[4]), float(p[5])
-                    hs = float(p[8])
-                    hd = float(p[10])
-                    hdop = float(p[12])
-                    sats = int(p[14]) if p[14].strip().isdigit() else 0
-                    status = int(p[22]) if len(p) > 22 and p[22].strip().isdigit() else 0
-                    valid = status >= 2 and hs < 9000 and hdop < 50
-                    alt = float(p[6])
-                    fixes.append((t, valid, lat, lon, hs if hs < 9000 else 0.0,
-                                  hd if hd < 9000 else None, hdop if hdop < 50 else 99.0, sats,
-                                  alt if abs(alt) < 9000 and alt != 0.0 else None))
-                elif tag == "$GVGNSTIM" and utc0 is None:
-                    t = int(p[3]) / 1000.0
-                    y_, mo, d, h, mi, s, ms = (int(v) for v in p[4:11])
-                    utc0 = (t, (y_, mo, d, h, mi, s + ms / 1000.0))
-            except (ValueError, IndexError):
-                raise ValueError("%s line %d: malformed %s sentence" % (path, lineno, tag))
+    for lineno, line in data_lines(path, "ascii"):
+        p = line.split(",")
+        if len(p) < 4:
+            continue
+        tag = p[2]
+        try:
+            if tag == "$GVSNSACC":
+                t = int(p[3]) / 1000.0
+                x, y, z = float(p[4]), float(p[5]), float(p[6])
+                acc.append((t, x * 1000.0 / G, y * 1000.0 / G, z * 1000.0 / G))
+            elif tag == "$GVGNSPOS":
+                t = int(p[0]) / 1000.0   # when the box would have the fix: receive time
+                if last_pos_t is not None and abs(t - last_pos_t) < 0.2:
+                    fixes.pop()          # the log repeats an epoch as its fields fill in
+                last_pos_t = t
+                lat, lon = float(p[4]), float(p[5])
+                hs = float(p[8])
+                hd = float(p[10])
+                hdop = float(p[12])
+                sats = int(p[14]) if p[14].strip().isdigit() else 0
+                status = int(p[22]) if len(p) > 22 and p[22].strip().isdigit() else 0
+                valid = status >= 2 and hs < 9000 and hdop < 50
+                alt = float(p[6])
+                fixes.append((t, valid, lat, lon, hs if hs < 9000 else 0.0,
+                              hd if hd < 9000 else None, hdop if hdop < 50 else 99.0, sats,
+                              alt if abs(alt) < 9000 and alt != 0.0 else None))
+            elif tag == "$GVGNSTIM" and utc0 is None:
+                t = int(p[3]) / 1000.0
+                y_, mo, d, h, mi, s, ms = (int(v) for v in p[4:11])
+                utc0 = (t, (y_, mo, d, h, mi, s + ms / 1000.0))
+        except (ValueError, IndexError):
+            raise ValueError("%s line %d: malformed %s sentence" % (path, lineno, tag))
     if not acc or not fixes:
         raise ValueError("%s: no $GVSNSACC or no $GVGNSPOS lines" % path)
     t_first = min(acc[0][0], fixes[0][0])

