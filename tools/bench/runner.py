@@ -228,6 +228,21 @@ def targets_rows(ev, mods):
     fw = _find(mods, "board_heap_min_kib")
     v = fw[2] if fw else None
     row("smallest --board-heap for the bundled drive (KiB)", "<= 96", v, v is not None and v <= 96)
+    # issue 19: calibration on the real drives (../shared/data/imu, 20 mountings each) and at 2 s GNSS lag
+    m = (mods.get("bench_motion") or {}).get("figures") or {}
+    for drive in ("comma2k19", "genivi"):
+        if ("real_%s_mounts" % drive) not in m:
+            continue
+        fails = m.get("real_%s_not_calibrated_in_120s" % drive)
+        v = m.get("real_%s_calib_driving_s_max" % drive)
+        row("%s drive: calibrated within (s of driving, worst of %s mountings)" % (drive, m["real_%s_mounts" % drive]),
+            "<= 60 s", v, v is not None and v <= 60 and not fails)
+        v = m.get("real_%s_axis_err_at_commit_deg_max" % drive)
+        row("%s drive: worst axis error at commit (deg)" % drive, "<= 5", v, v is not None and v <= 5)
+    for what in ("precision", "recall"):
+        vals = [v for k, v in m.items() if k.startswith("lag2s_") and k.endswith("_harsh_" + what)]
+        v = min(vals) if vals else None
+        row("harsh %s at 2 s GNSS lag (worst sensor class)" % what, ">= 0.95", v, v is not None and v >= 0.95)
     return rows
 
 
