@@ -263,9 +263,15 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s,
     L.append("")
     L.append("| figure | target | measured | |")
     L.append("|---|---|---|---|")
-    for r in targets_rows(ev, mods):
+    # modules an --only run did not rerun count with their kept figures (their sections below say so)
+    figs = figures_of_sections(kept or {})
+    figs.update(mods)
+    for r in targets_rows(ev, figs):
         L.append("| %s | %s | %s | %s |" % r)
     L.append("")
+    if kept:
+        L.append("Figures of modules not rerun by this `--only` run are from their kept sections below.")
+        L.append("")
     L.append("## Storage per position fix, against the reference points")
     L.append("")
     L.append("Same simulated commute (1 Hz fixes); raw NMEA is what the receiver prints, CSV + gzip a naive log, "
@@ -317,12 +323,14 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s,
         for k, v in r["figures"].items():
             L.append("| %s | %s |" % (k, _fmt(v)))
         L.append("")
+    mark = "(from the previous run of this file: not rerun by this `--only` run)"
     for name in sorted(kept or {}):
         sec = kept[name].split("\n", 1)
         L.append(sec[0])
         L.append("")
-        L.append("(from the previous run of this file: not rerun by this `--only` run)")
-        L.append(sec[1] if len(sec) > 1 else "")
+        L.append(mark)
+        # a section kept twice keeps one mark
+        L.append((sec[1] if len(sec) > 1 else "").replace("\n" + mark + "\n", "\n", 1))
         L.append("")
     with open(path, "w") as f:
         f.write("\n".join(L).rstrip() + "\n")
@@ -424,8 +432,13 @@ def previous_sections(path):
 
 def figures_from_markdown(path):
     """{module: {"figures": {name: value}}} read back from a BENCHMARKS.md (its module tables)."""
+    return figures_of_sections(previous_sections(path))
+
+
+def figures_of_sections(sections):
+    """{module: {"figures": {name: value}}} from module sections' text ({module: text})."""
     out = {}
-    for name, sec in previous_sections(path).items():
+    for name, sec in sections.items():
         figs = {}
         for line in sec.splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
