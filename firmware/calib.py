@@ -378,15 +378,29 @@ class LagCalib:
         w = 0.0
         f = [0.0, 0.0, 0.0]
         ok = True
+        n_low = 0
         for u, var, sc in ests:
             if var <= 0:
                 var = 1e-8
-            if (sc < 0.6 or sc > 1.6) and var < 0.03:
+            if sc > 1.6 and var < 0.03:
                 ok = False   # a well-determined scale no real accelerometer has: wrong model
+            if sc < 0.6 and var < 0.03:
+                # attenuated: its GNSS regressor is mostly noise (errors in variables: the course rate
+                # in an urban canyon shrinks the lateral scale to 0.2). It does not steer the axis, and
+                # the other estimate must carry it; it still checks against a swap below.
+                n_low += 1
+                continue
             wi = 1.0 / var
             w += wi
             for j in range(3):
                 f[j] += wi * u[j]
+        if n_low == len(ests):
+            ok = False   # nothing but attenuated estimates: no axis
+            for u, var, sc in ests:
+                wi = 1.0 / (var if var > 0 else 1e-8)
+                w += wi
+                for j in range(3):
+                    f[j] += wi * u[j]
         if len(ests) == 2:
             # a forward/lateral swap, or a wrong lag, makes the two estimates disagree
             d = angle_deg(ests[0][0], ests[1][0])

@@ -64,6 +64,7 @@ _WN = const(64)
 _MG_PER_MPS2 = 1000.0 / 9.80665
 _PAIR_MIN_MS = const(950)    # forward regression baseline between fixes (any fix rate)
 _PAIR_MAX_MS = const(2500)   # longer gaps restart the baseline
+_LOW_MIN_PAIRS = const(8)    # pairs at speed before one below 2 m/s (a stop, a launch) is taken
 _Q14 = const(16384)
 _QUIET_Q8 = const(80 << 8)  # baseline band: 80 mg
 _CLIP = const(16000)   # LIS3DH full scale at +-16 g: keeps every product a small int on 32-bit ports
@@ -912,11 +913,17 @@ class Motion:
         dt = dt_ms / 1000.0
         v1 = an[1] / 1000.0
         v2 = fix.speed_mmps / 1000.0
-        if v1 <= 2.0 or v2 <= 2.0 or an[2] < 0 or fix.course_cdeg < 0:
+        if v1 < 0 or v2 < 0 or an[2] < 0 or fix.course_cdeg < 0:
             return
         dc = _wrap180((fix.course_cdeg - an[2]) / 100.0)
         if abs(dc) > 45.0:
             return   # too sharp for a mean over the interval
+        if (v1 <= 2.0 or v2 <= 2.0) and (v1 + v2 < 1.0 or abs(dc) > 10.0 or self._lc.pairs < _LOW_MIN_PAIRS):
+            # below 2 m/s the course is unreliable: only a straight stop or launch (the strongest
+            # longitudinal excitation of a town drive; a stopped receiver repeats its last course),
+            # and only after pairs at speed (parked at start-up, a receiver reports speeds of up to
+            # 3 m/s the accelerometer does not see: the GENIVI drive)
+            return
         a_lat = -math.radians(dc) / dt * (v1 + v2) / 2 * _MG_PER_MPS2
         a = (v2 - v1) / dt * _MG_PER_MPS2
         if self._lc.pair(an[0], fix.t_ms, a, a_lat):

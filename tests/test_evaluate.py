@@ -221,3 +221,15 @@ def test_two_second_gnss_lag_phone_sensor(tmp_path):
     assert t["calibration_axis_err_at_commit_deg_max"] <= 5.0
     rows = E.format_matrix([(2.0, "phone", ev)])
     assert "phone" in rows.splitlines()[1]
+
+
+def test_urban_canyon_calibrates(tmp_path):
+    """Real firmware, the urban-canyon drive (multipath: the GNSS course rate is mostly noise, which shrinks
+    the lateral regression's scale to ~0.2): the box still calibrates from the longitudinal estimate, with
+    an axis error <= 5 deg at commit, and its held candidates are classified (no `unclassified` left)."""
+    ev = E.evaluate(["urban_canyon"], seed=1, workdir=str(tmp_path))
+    t = ev["totals"]
+    assert t["failed"] == [], ev["results"]
+    assert t["calibrated"] == "1/1", ev["results"]
+    assert t["calibration_axis_err_at_commit_deg_max"] <= 5.0
+    assert "unclassified" not in t["events"], t["events"]

@@ -235,6 +235,21 @@ def targets_rows(ev, mods):
     fw = _find(mods, "board_heap_min_kib")
     v = fw[2] if fw else None
     row("smallest --board-heap for the bundled drive (KiB)", "<= 96", v, v is not None and v <= 96)
+    # issue 19: calibration on the real drives (../shared/data/imu, 20 mountings each) and at 2 s GNSS lag
+    m = (mods.get("bench_motion") or {}).get("figures") or {}
+    for drive in ("comma2k19", "genivi"):
+        if ("real_%s_mounts" % drive) not in m:
+            continue
+        fails = m.get("real_%s_not_calibrated_in_120s" % drive)
+        v = m.get("real_%s_calib_driving_s_max" % drive)
+        row("%s drive: calibrated within (s of driving, worst of %s mountings)" % (drive, m["real_%s_mounts" % drive]),
+            "<= 60 s", v, v is not None and v <= 60 and not fails)
+        v = m.get("real_%s_axis_err_at_commit_deg_max" % drive)
+        row("%s drive: worst axis error at commit (deg)" % drive, "<= 5", v, v is not None and v <= 5)
+    for what in ("precision", "recall"):
+        vals = [v for k, v in m.items() if k.startswith("lag2s_") and k.endswith("_harsh_" + what)]
+        v = min(vals) if vals else None
+        row("harsh %s at 2 s GNSS lag (worst sensor class)" % what, ">= 0.95", v, v is not None and v >= 0.95)
     return rows
 
 
@@ -255,9 +270,15 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s,
     L.append("")
     L.append("| figure | target | measured | |")
     L.append("|---|---|---|---|")
-    for r in targets_rows(ev, mods):
+    # modules an --only run did not rerun count with their kept figures (their sections below say so)
+    figs = figures_of_sections(kept or {})
+    figs.update(mods)
+    for r in targets_rows(ev, figs):
         L.append("| %s | %s | %s | %s |" % r)
     L.append("")
+    if kept:
+        L.append("Figures of modules not rerun by this `--only` run are from their kept sections below.")
+        L.append("")
     L.append("## Storage per position fix, against the reference points")
     L.append("")
     L.append("Same simulated commute (1 Hz fixes); raw NMEA is what the receiver prints, CSV + gzip a naive log, "
@@ -299,12 +320,14 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s,
         L.append("(no tools/bench/bench_*.py module found)")
     for name, r in mods.items():
         L += module_section(name, r)
+    mark = "(from the previous run of this file: not rerun by this `--only` run)"
     for name in sorted(kept or {}):
         sec = kept[name].split("\n", 1)
         L.append(sec[0])
         L.append("")
-        L.append("(from the previous run of this file: not rerun by this `--only` run)")
-        L.append(sec[1] if len(sec) > 1 else "")
+        L.append(mark)
+        # a section kept twice keeps one mark
+        L.append((sec[1] if len(sec) > 1 else "").replace("\n" + mark + "\n", "\n", 1))
         L.append("")
     with open(path, "w") as f:
         f.write("\n".join(L).rstrip() + "\n")
@@ -467,8 +490,13 @@ def previous_sections(path):
 
 def figures_from_markdown(path):
     """{module: {"figures": {name: value}}} read back from a BENCHMARKS.md (its module tables)."""
+    return figures_of_sections(previous_sections(path))
+
+
+def figures_of_sections(sections):
+    """{module: {"figures": {name: value}}} from module sections' text ({module: text})."""
     out = {}
-    for name, sec in previous_sections(path).items():
+    for name, sec in sections.items():
         figs = {}
         for line in sec.splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
