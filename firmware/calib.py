@@ -94,6 +94,8 @@ class LagCalib:
             self._s[i] = 0.0
         self._hh = 0      # next write slot
         self._hc = 0      # windows held
+        self._last_te = -0x3FFFFFFF   # t_end of the last window written
+        self._disorder = 0   # windows to go until the history is in time order again
         self._has_ref = False
         self.pairs = 0
         self.lag_ms = -1
@@ -112,6 +114,14 @@ class LagCalib:
             return
         h = self._h
         o = self._hh * _WF
+        # _mean stops at the first window that ends before its interval when the history is in
+        # time order; a window ending before the previous one (a FIFO burst after a fault) turns
+        # that off until it has left the history (_hn windows later)
+        if t_end < self._last_te:
+            self._disorder = self._hn
+        elif self._disorder:
+            self._disorder -= 1
+        self._last_te = t_end
         h[o] = t_end
         h[o + 1] = sx
         h[o + 2] = sy
@@ -124,16 +134,27 @@ class LagCalib:
     def _mean(self, t0, t1, out):
         # mean specific force over (t0, t1]: each window (t_end - 250, t_end] counts by the share of it
         # inside the interval, so the interval need not fall on window edges (the fixes' times do not);
-        # False if the history does not reach back to t0
+        # False if the history does not reach back to t0 (its oldest window starts after t0).
+        # Windows are summed newest first; those outside the interval add nothing, so the walk stops
+        # at the first one ending at or before t0 when the history is in time order (same sums).
         h = self._h
+        hn = self._hn
+        hc = self._hc
+        if hc == 0 or h[((self._hh - hc) % hn) * _WF] - WIN_MS > t0:
+            return False
+        ordered = self._disorder == 0
         sx = sy = sz = 0.0
         n = 0.0
-        oldest = None
-        for k in range(self._hc):
-            o = ((self._hh - 1 - k) % self._hn) * _WF
+        o = self._hh * _WF
+        end = hn * _WF
+        for k in range(hc):
+            o -= _WF
+            if o < 0:
+                o += end
             te = h[o]
+            if te <= t0 and ordered:
+                break
             ts = te - WIN_MS
-            oldest = ts
             a = t0 if t0 > ts else ts
             b = t1 if t1 < te else te
             if b <= a:
@@ -143,7 +164,7 @@ class LagCalib:
             sy += h[o + 2] * f
             sz += h[o + 3] * f
             n += h[o + 4] * f
-        if n <= 0 or oldest is None or oldest > t0:
+        if n <= 0:
             return False
         out[0] = sx / n
         out[1] = sy / n
@@ -169,17 +190,24 @@ class LagCalib:
         for i in range(len(s)):
             s[i] *= lam
         r = self._ref
+        r0 = r[0]
+        r1 = r[1]
+        r2 = r[2]
+        aa = a_mg * a_mg   # the same for every lag: computed once (the same float as per lag)
+        al = a_mg * l_mg
+        ll = l_mg * l_mg
         for li in range(self.nl):
             o = li * _NS
-            mx = ms[li][0] - r[0]
-            my = ms[li][1] - r[1]
-            mz = ms[li][2] - r[2]
+            mi = ms[li]
+            mx = mi[0] - r0
+            my = mi[1] - r1
+            mz = mi[2] - r2
             s[o + _S_N] += 1.0
             s[o + _S_A] += a_mg
             s[o + _S_L] += l_mg
-            s[o + _S_AA] += a_mg * a_mg
-            s[o + _S_AL] += a_mg * l_mg
-            s[o + _S_LL] += l_mg * l_mg
+            s[o + _S_AA] += aa
+            s[o + _S_AL] += al
+            s[o + _S_LL] += ll
             s[o + _S_M] += mx
             s[o + _S_M + 1] += my
             s[o + _S_M + 2] += mz
@@ -205,18 +233,29 @@ class LagCalib:
         n = s[o + _S_N]
         if n < 6:
             return None
+        # no comprehensions (a closure each on MicroPython); n * a * b is (n * a) * b, so the
+        # products n * a are formed once with the same floats
         ma = s[o + _S_A] / n
         ml = s[o + _S_L] / n
-        mm = [s[o + _S_M] / n, s[o + _S_M + 1] / n, s[o + _S_M + 2] / n]
-        caa = s[o + _S_AA] - n * ma * ma
-        cal = s[o + _S_AL] - n * ma * ml
-        cll = s[o + _S_LL] - n * ml * ml
-        cam = [s[o + _S_AM + j] - n * ma * mm[j] for j in range(3)]
-        clm = [s[o + _S_LM + j] - n * ml * mm[j] for j in range(3)]
+        m0 = s[o + _S_M] / n
+        m1 = s[o + _S_M + 1] / n
+        m2 = s[o + _S_M + 2] / n
+        mm = [m0, m1, m2]
+        nma = n * ma
+        nml = n * ml
+        caa = s[o + _S_AA] - nma * ma
+        cal = s[o + _S_AL] - nma * ml
+        cll = s[o + _S_LL] - nml * ml
+        q = o + _S_AM
+        cam = [s[q] - nma * m0, s[q + 1] - nma * m1, s[q + 2] - nma * m2]
+        q = o + _S_LM
+        clm = [s[q] - nml * m0, s[q + 1] - nml * m1, s[q + 2] - nml * m2]
         q = o + _S_MM
-        cmm = [[s[q] - n * mm[0] * mm[0], s[q + 3] - n * mm[0] * mm[1], s[q + 4] - n * mm[0] * mm[2]],
-               [0.0, s[q + 1] - n * mm[1] * mm[1], s[q + 5] - n * mm[1] * mm[2]],
-               [0.0, 0.0, s[q + 2] - n * mm[2] * mm[2]]]
+        n0 = n * m0
+        n1 = n * m1
+        cmm = [[s[q] - n0 * m0, s[q + 3] - n0 * m1, s[q + 4] - n0 * m2],
+               [0.0, s[q + 1] - n1 * m1, s[q + 5] - n1 * m2],
+               [0.0, 0.0, s[q + 2] - n * m2 * m2]]
         use_a = caa > _EXC_MG2 * n
         use_l = cll > _EXC_MG2 * n
         X = Y = None
@@ -230,17 +269,19 @@ class LagCalib:
                 else:
                     use_a = False
         if use_a and use_l:
-            X = [(cll * cam[j] - cal * clm[j]) / det for j in range(3)]
-            Y = [(caa * clm[j] - cal * cam[j]) / det for j in range(3)]
+            X = [(cll * cam[0] - cal * clm[0]) / det, (cll * cam[1] - cal * clm[1]) / det,
+                 (cll * cam[2] - cal * clm[2]) / det]
+            Y = [(caa * clm[0] - cal * cam[0]) / det, (caa * clm[1] - cal * cam[1]) / det,
+                 (caa * clm[2] - cal * cam[2]) / det]
             k = 3
             vx = cll / det
             vy = caa / det
         elif use_a:
-            X = [cam[j] / caa for j in range(3)]
+            X = [cam[0] / caa, cam[1] / caa, cam[2] / caa]
             k = 2
             vx = 1.0 / caa
         elif use_l:
-            Y = [clm[j] / cll for j in range(3)]
+            Y = [clm[0] / cll, clm[1] / cll, clm[2] / cll]
             k = 2
             vy = 1.0 / cll
         else:
@@ -259,7 +300,10 @@ class LagCalib:
         rss = res[0][0] + res[1][1] + res[2][2]
         if rss < 0:
             rss = 0.0
-        c = [mm[j] + self._ref[j] - (X[j] * ma if X else 0.0) - (Y[j] * ml if Y else 0.0) for j in range(3)]
+        c = [0.0, 0.0, 0.0]
+        ref = self._ref
+        for j in range(3):
+            c[j] = mm[j] + ref[j] - (X[j] * ma if X else 0.0) - (Y[j] * ml if Y else 0.0)
         return X, Y, c, rss, n - k, vx, vy, res
 
     def solve(self, up_still=None, min_pairs=10):
