@@ -383,6 +383,8 @@ class Motion:
                 lp[j] = v << 8
                 lp[3 + j] = v << 8
             self._lp_init = 1
+        # per-sample state in locals (attribute and array reads cost more than the arithmetic);
+        # written back after the loop, and the window sums before _close_window reads them
         s1x = lp[0]
         s1y = lp[1]
         s1z = lp[2]
@@ -403,12 +405,29 @@ class Motion:
         mode = self._mode
         ring = self._ring
         rp = self._rp
-        rlen = 3 * self._ring_n
+        ring_n = self._ring_n
+        rlen = 3 * ring_n
+        filled = self._filled
         cthr2 = self._cthr2
+        cst = self._cst
         w = self._w
         wn = self._win_n
+        wx = w[0]
+        wy = w[1]
+        wz = w[2]
+        wa = w[3]
+        wc = w[4]
         base = self._base
+        b0 = base[0]
+        b1 = base[1]
         ch = self._ch
+        # an idle channel stays idle below its start thresholds: _channel / _candidate are only
+        # called when they have something to do
+        on_acc = self._thr_acc
+        on_brk = -self._thr_brk
+        on_cor = self._thr_cor
+        on_cor_n = -on_cor
+        thr_min2 = self._thr_min2
         for i in range(n):
             j = 3 * i
             x = xyz_mg[j]
@@ -428,7 +447,6 @@ class Motion:
                 z = -_CLIP
             t = t0_ms + (i * 1000) // rate
             # --- crash: pre-trigger ring and raw dynamic magnitude
-            cst = self._cst
             if cst != _CR_READY:
                 ring[rp] = x
                 ring[rp + 1] = y
@@ -436,8 +454,8 @@ class Motion:
                 rp += 3
                 if rp >= rlen:
                     rp = 0
-                if self._filled < self._ring_n:
-                    self._filled += 1
+                if filled < ring_n:
+                    filled += 1
             dx = x - gx
             dy = y - gy
             dz = z - gz
@@ -454,7 +472,7 @@ class Motion:
                         self._cpeak2 = m2
                     if self._cover >= self._cmin_n:
                         # trigger: keep post_n more samples, then freeze the ring
-                        self._cst = _CR_POST
+                        self._cst = cst = _CR_POST
                         self._cpost = self._post_n
                         self._cpost_done = self._post_n
                         self._cdur_n = self._cover
@@ -462,9 +480,9 @@ class Motion:
                         self._clon = self._lon
                         self._ccrs = self._crs
                         # samples before the trigger that the ring will still hold
-                        self._cvalid = self._filled + self._post_n
-                        if self._cvalid > self._ring_n:
-                            self._cvalid = self._ring_n
+                        self._cvalid = filled + self._post_n
+                        if self._cvalid > ring_n:
+                            self._cvalid = ring_n
                 elif self._cover:
                     self._cmiss += 1
                     if self._cmiss > 1:
@@ -476,11 +494,11 @@ class Motion:
                         self._cpeak2 = m2
                 self._cpost -= 1
                 if self._cpost <= 0:
-                    self._cst = _CR_READY
+                    self._cst = cst = _CR_READY
                     self._csp1 = self._speed_at(t)
             elif cst == _CR_REARM:
                 if m2 < cthr2:
-                    self._cst = _CR_ARMED
+                    self._cst = cst = _CR_ARMED
                     self._cover = 0
             # --- two-stage low-pass (Q8)
             s1x += ((x << 8) - s1x) >> k
@@ -492,14 +510,25 @@ class Motion:
             fx = s2x >> 8
             fy = s2y >> 8
             fz = s2z >> 8
-            # --- calibration window sums and activity
-            w[0] += x
-            w[1] += y
-            w[2] += z
-            w[3] += abs(x - fx) + abs(y - fy) + abs(z - fz)
-            w[4] += 1
-            if w[4] >= wn:
+            # --- calibration window sums and activity (|x - fx| + ..., without abs() calls)
+            wx += x
+            wy += y
+            wz += z
+            d = x - fx
+            wa += d if d >= 0 else -d
+            d = y - fy
+            wa += d if d >= 0 else -d
+            d = z - fz
+            wa += d if d >= 0 else -d
+            wc += 1
+            if wc >= wn:
+                w[0] = wx
+                w[1] = wy
+                w[2] = wz
+                w[3] = wa
+                w[4] = wc
                 self._close_window(t)
+                wx = wy = wz = wa = wc = 0
             if mode == 0:
                 continue
             # --- vehicle frame (mode 2) or gravity-aligned horizontal basis (mode 1)
@@ -508,27 +537,29 @@ class Motion:
             # baselines follow slow offsets (road grade, camber, residual tilt) only while the
             # channel is quiet; manoeuvres and long curves pull them 16x slower
             if ch[_C_ACT] == 0:
-                d = (vx << 8) - base[0]
+                d = (vx << 8) - b0
                 if -_QUIET_Q8 < d < _QUIET_Q8:
-                    base[0] += d >> kb
+                    b0 += d >> kb
                 else:
-                    base[0] += d >> (kb + 4)
+                    b0 += d >> (kb + 4)
             if ch[_CF + _C_ACT] == 0:
-                d = (vy << 8) - base[1]
+                d = (vy << 8) - b1
                 if -_QUIET_Q8 < d < _QUIET_Q8:
-                    base[1] += d >> kb
+                    b1 += d >> kb
                 else:
-                    base[1] += d >> (kb + 4)
-            vx -= base[0] >> 8
-            vy -= base[1] >> 8
-            if self._cst == _CR_POST or self._cst == _CR_READY:
+                    b1 += d >> (kb + 4)
+            vx -= b0 >> 8
+            vy -= b1 >> 8
+            if cst == _CR_POST or cst == _CR_READY:
                 # an impact is not a harsh manoeuvre: no events while a crash is being recorded
                 ch[_C_ACT] = 0
                 ch[_CF + _C_ACT] = 0
             elif mode == 2:
-                self._channel(0, vx, t)
-                self._channel(1, vy, t)
-            else:
+                if ch[_C_ACT] != 0 or vx >= on_acc or vx <= on_brk:
+                    self._channel(0, vx, t)
+                if ch[_CF + _C_ACT] != 0 or vy >= on_cor or vy <= on_cor_n:
+                    self._channel(1, vy, t)
+            elif ch[_C_ACT] != 0 or vx * vx + vy * vy >= thr_min2:
                 self._candidate(vx, vy, t)
         lp[0] = s1x
         lp[1] = s1y
@@ -536,7 +567,15 @@ class Motion:
         lp[3] = s2x
         lp[4] = s2y
         lp[5] = s2z
+        w[0] = wx
+        w[1] = wy
+        w[2] = wz
+        w[3] = wa
+        w[4] = wc
+        base[0] = b0
+        base[1] = b1
         self._rp = rp
+        self._filled = filled
 
     def _close_window(self, t):
         w = self._w
