@@ -253,9 +253,13 @@ class LagCalib:
         q = o + _S_MM
         n0 = n * m0
         n1 = n * m1
-        cmm = [[s[q] - n0 * m0, s[q + 3] - n0 * m1, s[q + 4] - n0 * m2],
-               [0.0, s[q + 1] - n1 * m1, s[q + 5] - n1 * m2],
-               [0.0, 0.0, s[q + 2] - n * m2 * m2]]
+        # Cmm, upper triangle (rows 0, 1, 2)
+        r00 = s[q] - n0 * m0
+        r01 = s[q + 3] - n0 * m1
+        r02 = s[q + 4] - n0 * m2
+        r11 = s[q + 1] - n1 * m1
+        r12 = s[q + 5] - n1 * m2
+        r22 = s[q + 2] - n * m2 * m2
         use_a = caa > _EXC_MG2 * n
         use_l = cll > _EXC_MG2 * n
         X = Y = None
@@ -286,25 +290,40 @@ class LagCalib:
             vy = 1.0 / cll
         else:
             return None
-        # residual covariance (symmetric, upper triangle filled): Cmm - X Cam' - Y Clm'
-        res = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
-        for i in range(3):
-            for j in range(i, 3):
-                v = cmm[i][j]
-                if X is not None:
-                    v -= X[i] * cam[j]
-                if Y is not None:
-                    v -= Y[i] * clm[j]
-                res[i][j] = v
-                res[j][i] = v
-        rss = res[0][0] + res[1][1] + res[2][2]
+        # residual covariance (symmetric): Cmm - X Cam' - Y Clm', entry (i, j) for j >= i
+        if X is not None:
+            x0 = X[0]
+            x1 = X[1]
+            r00 -= x0 * cam[0]
+            r01 -= x0 * cam[1]
+            r02 -= x0 * cam[2]
+            r11 -= x1 * cam[1]
+            r12 -= x1 * cam[2]
+            r22 -= X[2] * cam[2]
+        if Y is not None:
+            y0 = Y[0]
+            y1 = Y[1]
+            r00 -= y0 * clm[0]
+            r01 -= y0 * clm[1]
+            r02 -= y0 * clm[2]
+            r11 -= y1 * clm[1]
+            r12 -= y1 * clm[2]
+            r22 -= Y[2] * clm[2]
+        res = [[r00, r01, r02], [r01, r11, r12], [r02, r12, r22]]
+        rss = r00 + r11 + r22
         if rss < 0:
             rss = 0.0
+        # the intercept c is needed for the best lag only: _intercept(fit) from (mm, ma, ml)
+        return X, Y, None, rss, n - k, vx, vy, res, mm, ma, ml
+
+    def _intercept(self, fit):
+        X, Y = fit[0], fit[1]
+        mm, ma, ml = fit[8], fit[9], fit[10]
         c = [0.0, 0.0, 0.0]
         ref = self._ref
         for j in range(3):
             c[j] = mm[j] + ref[j] - (X[j] * ma if X else 0.0) - (Y[j] * ml if Y else 0.0)
-        return X, Y, c, rss, n - k, vx, vy, res
+        return c
 
     def solve(self, up_still=None, min_pairs=10):
         """Best lag and the axes. up_still: unit 'up' from stopped windows (None: use the intercept).
@@ -334,13 +353,13 @@ class LagCalib:
         if best < 0:
             self.info = "excitation"
             return -1.0
-        X, Y, c, rss, dof, vx, vy, res = fits
+        X, Y, _c, rss, dof, vx, vy, res = fits[:8]
         self.lag_ms = best * LAG_STEP_MS
         if best == self.nl - 1 and self.nl > 1:
             # the best lag is the largest searched: the true one may lie beyond the bank
             self.info = "lag_edge"
             return -1.0
-        up = up_still if up_still is not None else _unit(c)
+        up = up_still if up_still is not None else _unit(self._intercept(fits))
         if up is None or dof <= 0:
             self.info = "up"
             return -1.0
@@ -403,7 +422,7 @@ class LagCalib:
         # forward from X and from Y x up, by inverse variance -> (unit fwd, variance rad^2, ok).
         # The angle of an axis in the horizontal plane is disturbed by the residual across it (in
         # the plane): the vertical residual (road bumps) does not count.
-        X, Y, c, rss, dof, vx, vy, res = fits
+        X, Y, _c, rss, dof, vx, vy, res = fits[:8]
         ests = []            # (unit forward, variance rad^2, scale)
         if X is not None:
             xh = _horiz(X, up)
