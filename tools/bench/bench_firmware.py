@@ -237,16 +237,20 @@ def cpu_factor(trace, runs=5, profile=True):
                "firmware_cpu_us_per_pass": round(cpu_med * 1e6 / r["steps"], 1),
                "peers_cpu_us_per_box_s_subtracted": round(_median(peers) * 1e6 / box_s, 1),
                "bundled_drive_box_s": box_s}
+        root = os.path.join(tmp, "flash-alloc")
+        os.mkdir(root)
+        al = _vm("import tools.bench.firmware_cpu_vm as c; c.alloc(%r, %r)" % (rec, root), heap)
+        out["firmware_alloc_bytes_per_box_s"] = round(al["alloc_bytes"] / box_s)
         if profile:
             root = os.path.join(tmp, "flash-prof")
             os.mkdir(root)
             p = _vm("import tools.bench.firmware_cpu_vm as c; c.profile(%r, %r)" % (rec, root), heap)
-            tot = float(sum(p["excl_us"].values()))
-            out["firmware_alloc_bytes_per_box_s"] = round(p["alloc_bytes"] / box_s)
-            out["profile_wrapper_us_calibrated_out"] = round(p["wrapper_us"], 1)
-            # shares of the instrumented wall time, in us of the median CPU figure
-            for k in sorted(p["excl_us"], key=lambda k: -p["excl_us"][k]):
-                sh = p["excl_us"][k] / tot
+            # shares of the instrumented time, in us of the median (uninstrumented) CPU figure
+            tot = float(sum(p["us"].values()))
+            out["profile_instrumented_wall_us_per_box_s"] = round(tot / box_s)
+            out["profile_wrapper_us_per_call"] = p["wrapper_us_per_call"]
+            for k in sorted(p["us"], key=lambda k: -p["us"][k]):
+                sh = p["us"][k] / tot
                 out["profile: %s (us per box s, share)" % k] = "%.0f (%.1f %%)" % (
                     sh * cpu_med * 1e6 / box_s, 100.0 * sh)
     return out

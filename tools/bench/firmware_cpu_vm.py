@@ -13,8 +13,8 @@
 # same peer calls with no firmware, minus a third that only walks the recording: it is subtracted.
 #
 #   micropython -X heapsize=... -c "import tools.bench.firmware_cpu_vm as c; c.main(REC, FS_ROOT)"
-#   (one JSON line); c.profile(REC, FS_ROOT): exclusive wall us per subsystem under instrumentation
-#   and the bytes allocated per pass
+#   (one JSON line); c.profile(REC, FS_ROOT): exclusive process CPU per subsystem under
+#   instrumentation; c.alloc(REC, FS_ROOT): the bytes the passes allocate
 import gc
 import json
 import sys
@@ -286,30 +286,36 @@ def main(path, fs_root):
 
 
 # ------------------------------------------------------------------ profile (instrumented)
+def _now():
+    # wall us (vDSO clock: cheap beside process CPU, which is a system call here and 1 ms steps)
+    return time.ticks_us()
+
+
+_OVER = [0]  # wrapper cost outside the child's window, 0.01 us (calibrated by _overhead)
+
+
 def _wrap(obj, name, label, acc, stack):
-    """obj.name timed: its exclusive wall us (minus the instrumented calls it made and the
-    wrappers' own cost outside them, calibrated by _overhead) added to acc[label]."""
+    """obj.name timed: its exclusive wall time (minus the instrumented calls it made, and the
+    wrappers' own cost outside them, calibrated by _overhead) added to acc[label], 0.01 us units."""
     f = getattr(obj, name)
-    us = time.ticks_us
-    diff = time.ticks_diff
     if label not in acc:
         acc[label] = [0, 0]
     a = acc[label]
+    now = _now
+    diff = time.ticks_diff
+    over = _OVER
 
     def w(*args):
-        t0 = us()
+        t0 = now()
         stack.append(0)
         r = f(*args)
-        dt = diff(us(), t0)
+        dt = diff(now(), t0) * 100
         a[0] += dt - stack.pop()
         a[1] += 1
-        stack[-1] += dt + _OVER[0]
+        stack[-1] += dt + over[0]
         return r
 
     setattr(obj, name, w)
-
-
-_OVER = [0]
 
 
 class _Nop:
@@ -317,28 +323,28 @@ class _Nop:
         return x
 
 
-def _overhead(n=20000):
-    """Wall us a wrapper adds to its caller beyond the child's own window (calibrated on a no-op;
-    best of 5 so a preemption does not count)."""
-    us = time.ticks_us
-    diff = time.ticks_diff
+def _overhead(n=50000):
+    """(out, in): wall time (0.01 us) a wrapper adds per call outside the child's window (its
+    caller is charged that much less) and inside it (taken off the wrapped function), calibrated on
+    a no-op method; best of 5."""
     best = None
+    _OVER[0] = 0
+    diff = time.ticks_diff
     for _ in range(5):
         o = _Nop()
-        t0 = us()
+        t0 = _now()
         for i in range(n):
             o.f(i)
-        raw = diff(us(), t0)
+        raw = diff(_now(), t0) * 100
         acc = {}
         st = [0]
-        _OVER[0] = 0
         _wrap(o, "f", "x", acc, st)
-        t0 = us()
+        t0 = _now()
         for i in range(n):
             o.f(i)
-        wr = diff(us(), t0)
-        v = (wr - raw - st[0]) / n + acc["x"][0] / n   # what the caller sees beyond the raw call
-        if best is None or v < best:
+        wr = diff(_now(), t0) * 100
+        v = ((wr - st[0]) // n, (st[0] - raw) // n)
+        if best is None or v[0] + v[1] < best[0] + best[1]:
             best = v
     return best
 
@@ -376,18 +382,38 @@ def _instrument(box, acc, stack):
 
 
 def profile(path, fs_root):
-    """Exclusive wall us per subsystem (the time inside it minus the instrumented calls it made,
-    wrapper cost calibrated out) and the bytes the passes allocate (gc.mem_alloc before and after
-    each pass; passes with a collection are left out and the rest scaled up). Peers are the
-    recording's (no harness models)."""
-    over = _overhead()
-    _OVER[0] = int(over + 0.5)
+    """Exclusive wall time per subsystem (the time inside it minus the instrumented calls it made;
+    the wrappers' own cost, calibrated on a no-op, taken off). Wall, not process CPU: the CPU clock
+    is a system call of ~8 us here, more than most calls it would time; a preemption lands in
+    whatever runs, so the shares hold and bench_firmware scales them to the CPU figure. Peers are
+    the recording's (no harness models). One JSON line (us)."""
+    over, over_in = _overhead()
+    _OVER[0] = over
     acc = {}
     stack = [0]
     rec = Rec(path)
     hdr = _header(rec)
     runner = Runner(_board(rec, hdr, fs_root), Config(None), overrides={"gnss_baud": hdr["gnss_baud"]})
     done = []
+
+    def on_step():
+        if runner.box is not None and runner.box not in done:
+            done.append(runner.box)
+            _instrument(runner.box, acc, stack)
+
+    # the first pass is not instrumented (the Box is instrumented after it)
+    cpu, steps = _loop(rec, runner, on_step)
+    calls = {k: v[1] for k, v in acc.items()}
+    print(json.dumps({"box_ms": hdr["box_ms"], "steps": steps, "wrapper_us_per_call": (over + over_in) / 100.0,
+                      "us": {k: (v[0] - v[1] * over_in) / 100.0 for k, v in acc.items()}, "calls": calls}))
+
+
+def alloc(path, fs_root):
+    """Bytes the passes allocate (gc.mem_alloc before and after each pass, not instrumented;
+    passes with a collection are left out and the rest scaled up). One JSON line."""
+    rec = Rec(path)
+    hdr = _header(rec)
+    runner = Runner(_board(rec, hdr, fs_root), Config(None), overrides={"gnss_baud": hdr["gnss_baud"]})
     al = [0, 0, -1]  # bytes allocated in passes without a collection, those passes, last mem_alloc
 
     def on_step():
@@ -395,17 +421,11 @@ def profile(path, fs_root):
         if al[2] >= 0 and m >= al[2]:
             al[0] += m - al[2]
             al[1] += 1
-        if runner.box is not None and runner.box not in done:
-            done.append(runner.box)
-            _instrument(runner.box, acc, stack)
-            m = gc.mem_alloc()
-        al[2] = m
+        al[2] = gc.mem_alloc()
 
     cpu, steps = _loop(rec, runner, on_step)
-    print(json.dumps({"box_ms": hdr["box_ms"], "steps": steps, "wrapper_us": over,
-                      "alloc_bytes": al[0] * steps // max(1, al[1]), "alloc_steps": al[1],
-                      "excl_us": {k: v[0] for k, v in acc.items()},
-                      "calls": {k: v[1] for k, v in acc.items()}}))
+    print(json.dumps({"box_ms": hdr["box_ms"], "steps": steps, "alloc_bytes": al[0] * steps // max(1, al[1]),
+                      "alloc_steps": al[1]}))
 
 
 if __name__ == "__main__":
