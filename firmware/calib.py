@@ -159,6 +159,13 @@ class LagCalib:
             b = t1 if t1 < te else te
             if b <= a:
                 continue
+            if b - a == WIN_MS:
+                # the whole window: f is 1.0 and h * 1.0 the same float as h (fewer float objects)
+                sx += h[o + 1]
+                sy += h[o + 2]
+                sz += h[o + 3]
+                n += h[o + 4]
+                continue
             f = (b - a) / WIN_MS
             sx += h[o + 1] * f
             sy += h[o + 2] * f
@@ -435,7 +442,8 @@ class LagCalib:
             ny = math.sqrt(_dot(yh, yh))
             if ny > 0:
                 yu = _unit(yh)
-                ests.append((_unit(_cross(yu, up)), _quad(res, _cross(yu, up)) / dof * vy / (ny * ny), ny))
+                yx = _cross(yu, up)
+                ests.append((_unit(yx), _quad(res, yx) / dof * vy / (ny * ny), ny))
         if not ests:
             return None
         w = 0.0

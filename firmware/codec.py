@@ -314,17 +314,21 @@ class _RangeEncoder:
             self._save(i // _NINT)
         p = self.p
         p0 = p[i]
-        bound = (self.range >> 12) * p0
+        r = self.range
+        bound = (r >> 12) * p0
         if b:
-            self.low += bound
-            self.range -= bound
+            low = self.low + bound
+            self.low = low
+            r -= bound
+            self.range = r
             p[i] = p0 - (p0 >> 4)
-            if self.low >= _RTOP:
+            if low >= _RTOP:
                 self._carry()
         else:
-            self.range = bound
+            r = bound
+            self.range = r
             p[i] = p0 + ((4096 - p0) >> 4)
-        if self.range < _RBOT:
+        if r < _RBOT:
             self._shift()
 
     def raw(self, v, k):
