@@ -20,7 +20,7 @@ from array import array
 WIN_MS = 250
 CHI2 = 9.0
 LAG_STEP_MS = 125   # lag grid; windows are weighted by their overlap with the lagged interval
-_NS = 21   # sums per lag: n, Sa, Sl, Saa, Sal, Sll, Sm(3), Sam(3), Slm(3), Smm(xx, yy, zz, xy, xz, yz)
+_NS = 21   # sums per lag: n, Sa, Sl, Saa, Sal, Sll (the same for every lag: lag 0 holds them), Sm(3), Sam(3), Slm(3), Smm(xx, yy, zz, xy, xz, yz)
 _S_N = 0
 _S_A = 1
 _S_L = 2
@@ -194,27 +194,29 @@ class LagCalib:
             self._has_ref = True
         s = self._s
         lam = self._lam
-        for i in range(len(s)):
+        # the count and the GNSS sums (n, Sa, Sl, Saa, Sal, Sll) get the same additions and decay
+        # for every lag: they live once, in lag 0's slots (the other lags' stay 0, never read)
+        for i in range(_NS):
             s[i] *= lam
+        for o in range(_NS, len(s), _NS):
+            for i in range(o + _S_M, o + _NS):
+                s[i] *= lam
+        s[_S_N] += 1.0
+        s[_S_A] += a_mg
+        s[_S_L] += l_mg
+        s[_S_AA] += a_mg * a_mg
+        s[_S_AL] += a_mg * l_mg
+        s[_S_LL] += l_mg * l_mg
         r = self._ref
         r0 = r[0]
         r1 = r[1]
         r2 = r[2]
-        aa = a_mg * a_mg   # the same for every lag: computed once (the same float as per lag)
-        al = a_mg * l_mg
-        ll = l_mg * l_mg
         for li in range(self.nl):
             o = li * _NS
             mi = ms[li]
             mx = mi[0] - r0
             my = mi[1] - r1
             mz = mi[2] - r2
-            s[o + _S_N] += 1.0
-            s[o + _S_A] += a_mg
-            s[o + _S_L] += l_mg
-            s[o + _S_AA] += aa
-            s[o + _S_AL] += al
-            s[o + _S_LL] += ll
             s[o + _S_M] += mx
             s[o + _S_M + 1] += my
             s[o + _S_M + 2] += mz
@@ -233,26 +235,49 @@ class LagCalib:
         self.pairs += 1
         return True
 
-    def _fit(self, li):
-        # -> (X, Y, c, rss, dof, var_x, var_y) for lag index li; X or Y None when not informative.
+    def _shared(self):
+        # what every lag's fit shares: the count and the GNSS regressors' moments (lag 0's slots),
+        # and which regressors are informative. None: no lag is solvable.
         s = self._s
-        o = li * _NS
-        n = s[o + _S_N]
+        n = s[_S_N]
         if n < 6:
             return None
         # no comprehensions (a closure each on MicroPython); n * a * b is (n * a) * b, so the
         # products n * a are formed once with the same floats
-        ma = s[o + _S_A] / n
-        ml = s[o + _S_L] / n
+        ma = s[_S_A] / n
+        ml = s[_S_L] / n
+        nma = n * ma
+        nml = n * ml
+        caa = s[_S_AA] - nma * ma
+        cal = s[_S_AL] - nma * ml
+        cll = s[_S_LL] - nml * ml
+        use_a = caa > _EXC_MG2 * n
+        use_l = cll > _EXC_MG2 * n
+        det = 0.0
+        if use_a and use_l:
+            det = caa * cll - cal * cal
+            if det <= 0.05 * caa * cll:
+                # the two regressors move together: keep the stronger one only
+                if caa >= cll:
+                    use_l = False
+                else:
+                    use_a = False
+        if not use_a and not use_l:
+            return None
+        return n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det
+
+    def _fit(self, li, sh):
+        # -> (X, Y, c, rss, dof, var_x, var_y, res, mm, ma, ml) for lag index li (sh: _shared());
+        # X or Y None when not informative
+        if sh is None:
+            return None
+        n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det = sh
+        s = self._s
+        o = li * _NS
         m0 = s[o + _S_M] / n
         m1 = s[o + _S_M + 1] / n
         m2 = s[o + _S_M + 2] / n
         mm = [m0, m1, m2]
-        nma = n * ma
-        nml = n * ml
-        caa = s[o + _S_AA] - nma * ma
-        cal = s[o + _S_AL] - nma * ml
-        cll = s[o + _S_LL] - nml * ml
         q = o + _S_AM
         cam = [s[q] - nma * m0, s[q + 1] - nma * m1, s[q + 2] - nma * m2]
         q = o + _S_LM
@@ -267,18 +292,8 @@ class LagCalib:
         r11 = s[q + 1] - n1 * m1
         r12 = s[q + 5] - n1 * m2
         r22 = s[q + 2] - n * m2 * m2
-        use_a = caa > _EXC_MG2 * n
-        use_l = cll > _EXC_MG2 * n
         X = Y = None
         vx = vy = 0.0
-        if use_a and use_l:
-            det = caa * cll - cal * cal
-            if det <= 0.05 * caa * cll:
-                # the two regressors move together: keep the stronger one only
-                if caa >= cll:
-                    use_l = False
-                else:
-                    use_a = False
         if use_a and use_l:
             X = [(cll * cam[0] - cal * clm[0]) / det, (cll * cam[1] - cal * clm[1]) / det,
                  (cll * cam[2] - cal * clm[2]) / det]
@@ -291,12 +306,10 @@ class LagCalib:
             X = [cam[0] / caa, cam[1] / caa, cam[2] / caa]
             k = 2
             vx = 1.0 / caa
-        elif use_l:
+        else:
             Y = [clm[0] / cll, clm[1] / cll, clm[2] / cll]
             k = 2
             vy = 1.0 / cll
-        else:
-            return None
         # residual covariance (symmetric): Cmm - X Cam' - Y Clm', entry (i, j) for j >= i
         if X is not None:
             x0 = X[0]
@@ -346,8 +359,9 @@ class LagCalib:
         best = -1
         best_rss = 0.0
         fits = None
+        sh = self._shared()
         for li in range(self.nl):
-            f = self._fit(li)
+            f = self._fit(li, sh)
             if f is None:
                 self._rss[li] = -1.0
                 continue
@@ -386,7 +400,7 @@ class LagCalib:
             r = self._rss[li]
             if li == best or r < 0 or (r - rss) / s0 >= CHI2:
                 continue
-            other = self._combine(self._fit(li), up)
+            other = self._combine(self._fit(li, sh), up)
             if other is not None:
                 d = angle_deg(fwd, other[0])
                 if d > spread:
