@@ -346,17 +346,51 @@ class _RangeEncoder:
 
     def uint(self, c, u):
         # u >= 0 in integer context c: bit length n in unary (adaptive), the bit below the leading one
-        # (adaptive, per n), the other n - 2 bits raw
+        # (adaptive, per n), the other n - 2 bits raw. The adaptive bits are bit() written out with
+        # range and low in locals; every model they use lies in context c's _NINT slots, so the
+        # journal check is made once, before the first of them (as bit() would at its first).
         n = 0
         x = u
         while x:
             x >>= 1
             n += 1
+        if self._journal and not self._saved[c]:
+            self._save(c)
+        p = self.p
         b = c * _NINT
         last = b + _NPRE - 1
-        for i in range(n):
-            self.bit(b + i if i < _NPRE - 1 else last, 1)
-        self.bit(b + n if n < _NPRE - 1 else last, 0)
+        r = self.range
+        low = self.low
+        for k in range(n):  # n ones
+            i = b + k if k < _NPRE - 1 else last
+            p0 = p[i]
+            bound = (r >> 12) * p0
+            low += bound
+            r -= bound
+            p[i] = p0 - (p0 >> 4)
+            if low >= _RTOP:
+                self.low = low
+                self._carry()
+                low = self.low
+            if r < _RBOT:
+                self.low = low
+                self.range = r
+                self._shift()
+                low = self.low
+                r = self.range
+        # the closing zero
+        i = b + n if n < _NPRE - 1 else last
+        p0 = p[i]
+        r = (r >> 12) * p0
+        p[i] = p0 + ((4096 - p0) >> 4)
+        if r < _RBOT:
+            self.low = low
+            self.range = r
+            self._shift()
+            low = self.low
+            r = self.range
+        self.low = low
+        self.range = r
         if n >= 2:
             self.bit(b + _NPRE + (n if n < _NPRE else _NPRE - 1), (u >> (n - 2)) & 1)
             if n > 2:
