@@ -424,6 +424,9 @@ class Motion:
         b0 = base[0]
         b1 = base[1]
         ch = self._ch
+        act0 = ch[_C_ACT]         # the channels' active flags, read again after _channel/_candidate
+        act1 = ch[_CF + _C_ACT]
+        cover = self._cover
         # an idle channel stays idle below its start thresholds: _channel / _candidate are only
         # called when they have something to do
         on_acc = self._thr_acc
@@ -465,20 +468,21 @@ class Motion:
             m2 = dx * dx + dy * dy + dz * dz
             if cst == _CR_ARMED:
                 if m2 >= cthr2:
-                    if self._cover == 0:
+                    if cover == 0:
                         self._ct0 = t
                         self._cpeak2 = 0
                         self._csp0 = self._speed_at(t)
-                    self._cover += 1
+                    cover += 1
+                    self._cover = cover
                     self._cmiss = 0
                     if m2 > self._cpeak2:
                         self._cpeak2 = m2
-                    if self._cover >= self._cmin_n:
+                    if cover >= self._cmin_n:
                         # trigger: keep post_n more samples, then freeze the ring
                         self._cst = cst = _CR_POST
                         self._cpost = self._post_n
                         self._cpost_done = self._post_n
-                        self._cdur_n = self._cover
+                        self._cdur_n = cover
                         self._clat = self._lat
                         self._clon = self._lon
                         self._ccrs = self._crs
@@ -486,10 +490,10 @@ class Motion:
                         self._cvalid = filled + self._post_n
                         if self._cvalid > ring_n:
                             self._cvalid = ring_n
-                elif self._cover:
+                elif cover:
                     self._cmiss += 1
                     if self._cmiss > 1:
-                        self._cover = 0
+                        self._cover = cover = 0
             elif cst == _CR_POST:
                 if m2 >= cthr2:
                     self._cdur_n += 1
@@ -502,7 +506,7 @@ class Motion:
             elif cst == _CR_REARM:
                 if m2 < cthr2:
                     self._cst = cst = _CR_ARMED
-                    self._cover = 0
+                    self._cover = cover = 0
             # --- two-stage low-pass (Q8)
             s1x += ((x << 8) - s1x) >> k
             s1y += ((y << 8) - s1y) >> k
@@ -539,13 +543,13 @@ class Motion:
             vy = (r3 * fx + r4 * fy + r5 * fz) >> 14
             # baselines follow slow offsets (road grade, camber, residual tilt) only while the
             # channel is quiet; manoeuvres and long curves pull them 16x slower
-            if ch[_C_ACT] == 0:
+            if act0 == 0:
                 d = (vx << 8) - b0
                 if -_QUIET_Q8 < d < _QUIET_Q8:
                     b0 += d >> kb
                 else:
                     b0 += d >> (kb + 4)
-            if ch[_CF + _C_ACT] == 0:
+            if act1 == 0:
                 d = (vy << 8) - b1
                 if -_QUIET_Q8 < d < _QUIET_Q8:
                     b1 += d >> kb
@@ -555,15 +559,18 @@ class Motion:
             vy -= b1 >> 8
             if cst == _CR_POST or cst == _CR_READY:
                 # an impact is not a harsh manoeuvre: no events while a crash is being recorded
-                ch[_C_ACT] = 0
-                ch[_CF + _C_ACT] = 0
+                ch[_C_ACT] = act0 = 0
+                ch[_CF + _C_ACT] = act1 = 0
             elif mode == 2:
-                if ch[_C_ACT] != 0 or vx >= on_acc or vx <= on_brk:
+                if act0 != 0 or vx >= on_acc or vx <= on_brk:
                     self._channel(0, vx, t)
-                if ch[_CF + _C_ACT] != 0 or vy >= on_cor or vy <= on_cor_n:
+                    act0 = ch[_C_ACT]
+                if act1 != 0 or vy >= on_cor or vy <= on_cor_n:
                     self._channel(1, vy, t)
-            elif ch[_C_ACT] != 0 or vx * vx + vy * vy >= thr_min2:
+                    act1 = ch[_CF + _C_ACT]
+            elif act0 != 0 or vx * vx + vy * vy >= thr_min2:
                 self._candidate(vx, vy, t)
+                act0 = ch[_C_ACT]
         lp[0] = s1x
         lp[1] = s1y
         lp[2] = s1z
