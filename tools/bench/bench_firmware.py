@@ -245,12 +245,13 @@ def cpu_factor(trace, runs=5, profile=True):
             root = os.path.join(tmp, "flash-prof")
             os.mkdir(root)
             p = _vm("import tools.bench.firmware_cpu_vm as c; c.profile(%r, %r)" % (rec, root), heap)
-            # shares of the instrumented time, in us of the median (uninstrumented) CPU figure
+            # shares of the instrumented firmware time, in us of the median (uninstrumented) CPU figure
             tot = float(sum(p["us"].values()))
             out["profile_instrumented_wall_us_per_box_s"] = round(tot / box_s)
             out["profile_wrapper_us_per_call"] = p["wrapper_us_per_call"]
             for k in sorted(p["us"], key=lambda k: -p["us"][k]):
-                sh = p["us"][k] / tot
+                # (a residue the calibrated wrapper cost turns below 0 is shown as 0)
+                sh = max(0.0, p["us"][k]) / tot
                 out["profile: %s (us per box s, share)" % k] = "%.0f (%.1f %%)" % (
                     sh * cpu_med * 1e6 / box_s, 100.0 * sh)
     return out
