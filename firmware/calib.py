@@ -336,6 +336,49 @@ class LagCalib:
         # the intercept c is needed for the best lag only: _intercept(fit) from (mm, ma, ml)
         return X, Y, None, rss, n - k, vx, vy, res, mm, ma, ml
 
+    def _rss_of(self, li, sh):
+        # _fit(li, sh)[3] alone: the trace of the residual covariance (its diagonal only, each
+        # entry by the same operations as in _fit, so the same float); None when not solvable
+        if sh is None:
+            return None
+        n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det = sh
+        s = self._s
+        o = li * _NS
+        m0 = s[o + _S_M] / n
+        m1 = s[o + _S_M + 1] / n
+        m2 = s[o + _S_M + 2] / n
+        q = o + _S_AM
+        a0 = s[q] - nma * m0
+        a1 = s[q + 1] - nma * m1
+        a2 = s[q + 2] - nma * m2
+        q = o + _S_LM
+        l0 = s[q] - nml * m0
+        l1 = s[q + 1] - nml * m1
+        l2 = s[q + 2] - nml * m2
+        q = o + _S_MM
+        r00 = s[q] - n * m0 * m0
+        r11 = s[q + 1] - n * m1 * m1
+        r22 = s[q + 2] - n * m2 * m2
+        if use_a and use_l:
+            r00 -= (cll * a0 - cal * l0) / det * a0
+            r11 -= (cll * a1 - cal * l1) / det * a1
+            r22 -= (cll * a2 - cal * l2) / det * a2
+            r00 -= (caa * l0 - cal * a0) / det * l0
+            r11 -= (caa * l1 - cal * a1) / det * l1
+            r22 -= (caa * l2 - cal * a2) / det * l2
+        elif use_a:
+            r00 -= a0 / caa * a0
+            r11 -= a1 / caa * a1
+            r22 -= a2 / caa * a2
+        else:
+            r00 -= l0 / cll * l0
+            r11 -= l1 / cll * l1
+            r22 -= l2 / cll * l2
+        rss = r00 + r11 + r22
+        if rss < 0:
+            rss = 0.0
+        return rss
+
     def _intercept(self, fit):
         X, Y = fit[0], fit[1]
         mm, ma, ml = fit[8], fit[9], fit[10]
@@ -361,19 +404,19 @@ class LagCalib:
         fits = None
         sh = self._shared()
         for li in range(self.nl):
-            f = self._fit(li, sh)
-            if f is None:
+            r = self._rss_of(li, sh)
+            if r is None:
                 self._rss[li] = -1.0
                 continue
-            self._rss[li] = f[3]
+            self._rss[li] = r
             # compare lags by the residual per degree of freedom (the same pairs for every lag)
-            if best < 0 or f[3] < best_rss:
+            if best < 0 or r < best_rss:
                 best = li
-                best_rss = f[3]
-                fits = f
+                best_rss = r
         if best < 0:
             self.info = "excitation"
             return -1.0
+        fits = self._fit(best, sh)   # the whole fit for the best lag only
         X, Y, _c, rss, dof, vx, vy, res = fits[:8]
         self.lag_ms = best * LAG_STEP_MS
         if best == self.nl - 1 and self.nl > 1:
