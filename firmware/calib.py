@@ -94,7 +94,6 @@ class LagCalib:
             self._s[i] = 0.0
         self._hh = 0      # next write slot
         self._hc = 0      # windows held
-        self._last_te = -0x3FFFFFFF   # t_end of the last window written
         self._disorder = 0   # windows to go until the history is in time order again
         self._has_ref = False
         self.pairs = 0
@@ -117,11 +116,10 @@ class LagCalib:
         # _mean stops at the first window that ends before its interval when the history is in
         # time order; a window ending before the previous one (a FIFO burst after a fault) turns
         # that off until it has left the history (_hn windows later)
-        if t_end < self._last_te:
+        if self._hc and t_end < h[((self._hh - 1) % self._hn) * _WF]:
             self._disorder = self._hn
         elif self._disorder:
             self._disorder -= 1
-        self._last_te = t_end
         h[o] = t_end
         h[o + 1] = sx
         h[o + 2] = sy

@@ -238,9 +238,6 @@ class _RangeEncoder:
         self._saved = bytearray(NCTX + 1)  # context -> 1 while saved in a slot this record
         self._slot_c = bytearray(_SLOTS)  # slot -> context
         self._slot_p = array("H", bytes(2 * _SLOTS * _NINT))
-        # views for _save's block copy (a slice assignment, not a loop of _NINT items)
-        self._pv = memoryview(self.p)
-        self._spv = memoryview(self._slot_p)
         self._nslots = 0
         self._journal = 0
         self.reset()
@@ -285,7 +282,7 @@ class _RangeEncoder:
         b = c * _NINT
         n = _NINT if c < NCTX else _NMODELS - _F_REG
         j = k * _NINT
-        self._spv[j:j + n] = self._pv[b:b + n]
+        self._slot_p[j:j + n] = self.p[b:b + n]   # one slice copy, not a loop of _NINT items
 
     def _carry(self):
         self.low -= _RTOP

@@ -230,8 +230,6 @@ class Motion:
         self._g = array("i", [0] * (3))               # gravity (mg, box axes) for the crash magnitude
         self._base = array("i", [0] * (2))            # Q8 baselines of the two channels (slope, camber)
         self._mode = 0                        # 0 no gravity, 1 gravity only (candidates), 2 calibrated
-        self._r_xv = None                     # forward and up the calibrated R was last built from
-        self._r_gv = None
         self._ch = array("i", [0] * (2 * _CF))
         self._evq = array("i", [0] * (_QN * _QF))
         self._evq_head = 0
@@ -334,7 +332,6 @@ class Motion:
                 "R": [self._R[i] for i in range(9)], "recal": self.counters["recalibrations"]}
 
     def _set_R(self, xv, gv, mode):
-        self._r_xv = None   # _update_calib's "same rotation" memo (set again by its caller)
         if xv is None:
             # arbitrary horizontal basis for candidate detection
             ref = [1.0, 0.0, 0.0]
@@ -1095,13 +1092,12 @@ class Motion:
             self.calib_quality = q
             self.calib_err_deg = err
             self._restored_q = 0
-            self._xvec = xv
-            if was != 2 or xv is not self._r_xv or gv is not self._r_gv:
-                # (the same two vectors of the same solve give the same R and g, and no reset:
-                # skipped, ~5 times a second once calibrated)
+            if was != 2 or xv is not self._xvec or gv is not self._basis_g:
+                # (R was last built, in mode 2, from these two vectors of the same solve when they
+                # are the very objects: the same R and g, and no reset. Skipped, ~5 times a second
+                # once calibrated; _restore's vectors are its own, never the lag bank's.)
                 self._set_R(xv, gv, 2)
-                self._r_xv = xv
-                self._r_gv = gv
+            self._xvec = xv
             if was != 2:
                 self.calib_commit = (self._t_feed, err, lc.lag_ms, [self._R[i] for i in range(9)])
                 self._classify_held()

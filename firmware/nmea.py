@@ -124,11 +124,9 @@ class NMEAParser:
         self._fs = [0] * (_MAXFIELDS + 1)  # field start offsets (list of small ints: no alloc on store)
         self._nf = 0
         self._end = 0  # offset of '*'
-        # gathered by feed() while a line is stored (see _check)
+        # gathered by feed() while a line is stored (see _check); _nf counts the field starts so far
         self._x = 0  # XOR of line[1:_len]
-        self._nfa = 1  # field starts in _fs so far
-        self._star = 0  # offset of the first '*' (0: none)
-        self._over = 0  # offset of the first comma past _MAXFIELDS (0: none)
+        self._marks = 0  # offset of the first '*' | offset of the first comma past _MAXFIELDS << 8 (0: none)
         self.counters = {}
         for k in _COUNTER_NAMES:
             self.counters[k] = 0
@@ -185,10 +183,10 @@ class NMEAParser:
         ln = self._len
         # the checksum and the field starts are gathered here, byte by byte, so _check needs no
         # second pass: x (XOR of line[1:ln]), nf field starts in _fs, the first '*' and the comma
-        # past _MAXFIELDS (their offsets; 0 none)
+        # past _MAXFIELDS (their offsets, in _marks; 0 none)
         x = self._x
         fs = self._fs
-        nf = self._nfa
+        nf = self._nf
         c = self.counters
         for i in range(n):
             b = buf[i]
@@ -204,15 +202,14 @@ class NMEAParser:
                 ln = 1
                 x = 0
                 nf = 1
-                self._star = 0
-                self._over = 0
+                self._marks = 0
             elif ln == 0:
                 if b != _CR and b != _LF:
                     c["junk_bytes"] += 1
             elif b == _CR or b == _LF:
                 self._len = ln
                 self._x = x
-                self._nfa = nf
+                self._nf = nf
                 self._end_line(t_ms)
                 ln = 0
             elif b < 0x20 or b > 0x7E:
@@ -226,16 +223,16 @@ class NMEAParser:
                     if nf < _MAXFIELDS:
                         fs[nf] = ln + 1
                         nf += 1
-                    elif not self._over:
-                        self._over = ln
-                elif b == _STAR and not self._star:
-                    self._star = ln
+                    elif not (self._marks >> 8):
+                        self._marks |= ln << 8
+                elif b == _STAR and not (self._marks & 0xFF):
+                    self._marks |= ln
                 line[ln] = b
                 ln += 1
                 x ^= b
         self._len = ln
         self._x = x
-        self._nfa = nf
+        self._nf = nf
 
     def flush(self, t_ms=0):
         """End of input: emit the open epoch (if any)."""
@@ -264,8 +261,8 @@ class NMEAParser:
             c["bad_checksum"] += 1
             return False
         end = ln - 3
-        over = self._over
-        star = self._star
+        over = self._marks >> 8
+        star = self._marks & 0xFF
         if over and over < end and not (star and star < over):
             c["malformed"] += 1
             return False
@@ -278,9 +275,7 @@ class NMEAParser:
             return False
         fs = self._fs
         fs[0] = 1
-        nf = self._nfa
-        fs[nf] = end + 1  # sentinel: start of a virtual next field (end + 1)
-        self._nf = nf
+        fs[self._nf] = end + 1  # sentinel: start of a virtual next field (end + 1)
         self._end = end
         return True
 
@@ -291,8 +286,8 @@ class NMEAParser:
         fs = self._fs
         x = 0
         nf = 1
-        self._star = 0
-        self._over = 0
+        star = 0
+        over = 0
         for k in range(1, self._len):
             b = line[k]
             x ^= b
@@ -300,12 +295,13 @@ class NMEAParser:
                 if nf < _MAXFIELDS:
                     fs[nf] = k + 1
                     nf += 1
-                elif not self._over:
-                    self._over = k
-            elif b == _STAR and not self._star:
-                self._star = k
+                elif not over:
+                    over = k
+            elif b == _STAR and not star:
+                star = k
         self._x = x
-        self._nfa = nf
+        self._nf = nf
+        self._marks = star | (over << 8)
 
     def _fend(self, i):
         return self._fs[i + 1] - 1
