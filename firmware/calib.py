@@ -20,7 +20,9 @@ from array import array
 WIN_MS = 250
 CHI2 = 9.0
 LAG_STEP_MS = 125   # lag grid; windows are weighted by their overlap with the lagged interval
-_NS = 21   # sums per lag: n, Sa, Sl, Saa, Sal, Sll (the same for every lag: lag 0 holds them), Sm(3), Sam(3), Slm(3), Smm(xx, yy, zz, xy, xz, yz)
+# sums per lag: n, Sa, Sl, Saa, Sal, Sll (the same for every lag: only lag 0's are kept), Sm(3), Sam(3),
+# Slm(3), Smm(xx, yy, zz, xy, xz, yz)
+_NS = 21
 _S_N = 0
 _S_A = 1
 _S_L = 2

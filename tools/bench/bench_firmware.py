@@ -192,7 +192,8 @@ def _vm(code, heap, timeout=600):
     p = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % heap, "-c", code], cwd=ROOT,
                        env=dict(os.environ, MICROPYPATH=ROOT), capture_output=True, text=True, timeout=timeout)
     if p.returncode:
-        raise RuntimeError("firmware CPU run failed in the VM: %s" % ((p.stdout + p.stderr).strip().splitlines() or ["?"])[-1])
+        tail = ((p.stdout + p.stderr).strip().splitlines() or ["?"])[-1]
+        raise RuntimeError("firmware CPU run failed in the VM: %s" % tail)
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
