@@ -206,31 +206,37 @@ class Box:
     def step(self):
         now = self.clock.ticks_ms()
         uart = self.gnss_uart
+        buf = self._uart_buf
+        parser = self.parser
         got = 0
         while uart.any():
-            n = uart.readinto(self._uart_buf)
+            n = uart.readinto(buf)
             if not n:
                 break
             got += n
             self._last_gnss_ms = now
-            self.parser.feed(self._uart_buf, n, now)
+            parser.feed(buf, n, now)
         if not got:
-            self.parser.feed(self._uart_buf, 0, now)  # lets a quiet line close the epoch
+            parser.feed(buf, 0, now)  # lets a quiet line close the epoch
         if not self._gnss_missing_reported and now - self._last_gnss_ms >= _GNSS_SILENT_MS:
             self._gnss_missing_reported = True
             self._emit({"type": "tamper", "t_ms": now, "reason": "gnss_missing", "value": 0})
-        if self.accel is not None and (self._accel_down_ms < 0 or now >= self._accel_retry_at):
+        accel = self.accel
+        if accel is not None and (self._accel_down_ms < 0 or now >= self._accel_retry_at):
             k = self._read_accel(now)
-            if k and self.motion is not None:
+            motion = self.motion
+            if k and motion is not None:
                 # the last sample of a FIFO read is the newest one: now; the others go back at the
                 # sample period, the same spacing Motion gives a chunk ((i * 1000) // rate: 2.5 ms
                 # at 400 Hz, not 1000 // 400 = 2, which stamped every read 10-15 ms into the future)
-                self.motion.feed(now - (k - 1) * 1000 // self._accel_rate, self.accel.xyz_mg, k)
-            if self.motion is not None and hasattr(self.motion, "poll"):
-                self.motion.poll()
-        if self.power is not None:
-            self.trip.on_power(now, self.power.ignition(), self.power.supply_mv())
-        self.trip.tick(now)
+                motion.feed(now - (k - 1) * 1000 // self._accel_rate, accel.xyz_mg, k)
+            if motion is not None and hasattr(motion, "poll"):
+                motion.poll()
+        trip = self.trip
+        power = self.power
+        if power is not None:
+            trip.on_power(now, power.ignition(), power.supply_mv())
+        trip.tick(now)
         if self.enc is not None and now - self._enc_t0 >= _BLOCK_MAX_AGE_MS:
             self.flush()
         if now - self._last_status_ms >= self._status_every_ms:

@@ -20,7 +20,9 @@ from array import array
 WIN_MS = 250
 CHI2 = 9.0
 LAG_STEP_MS = 125   # lag grid; windows are weighted by their overlap with the lagged interval
-_NS = 21   # sums per lag: n, Sa, Sl, Saa, Sal, Sll, Sm(3), Sam(3), Slm(3), Smm(xx, yy, zz, xy, xz, yz)
+# sums per lag: n, Sa, Sl, Saa, Sal, Sll (the same for every lag: only lag 0's are kept), Sm(3), Sam(3),
+# Slm(3), Smm(xx, yy, zz, xy, xz, yz)
+_NS = 21
 _S_N = 0
 _S_A = 1
 _S_L = 2
@@ -94,6 +96,7 @@ class LagCalib:
             self._s[i] = 0.0
         self._hh = 0      # next write slot
         self._hc = 0      # windows held
+        self._disorder = 0   # windows to go until the history is in time order again
         self._has_ref = False
         self.pairs = 0
         self.lag_ms = -1
@@ -112,6 +115,13 @@ class LagCalib:
             return
         h = self._h
         o = self._hh * _WF
+        # _mean stops at the first window that ends before its interval when the history is in
+        # time order; a window ending before the previous one (a FIFO burst after a fault) turns
+        # that off until it has left the history (_hn windows later)
+        if self._hc and t_end < h[((self._hh - 1) % self._hn) * _WF]:
+            self._disorder = self._hn
+        elif self._disorder:
+            self._disorder -= 1
         h[o] = t_end
         h[o + 1] = sx
         h[o + 2] = sy
@@ -124,26 +134,44 @@ class LagCalib:
     def _mean(self, t0, t1, out):
         # mean specific force over (t0, t1]: each window (t_end - 250, t_end] counts by the share of it
         # inside the interval, so the interval need not fall on window edges (the fixes' times do not);
-        # False if the history does not reach back to t0
+        # False if the history does not reach back to t0 (its oldest window starts after t0).
+        # Windows are summed newest first; those outside the interval add nothing, so the walk stops
+        # at the first one ending at or before t0 when the history is in time order (same sums).
         h = self._h
+        hn = self._hn
+        hc = self._hc
+        if hc == 0 or h[((self._hh - hc) % hn) * _WF] - WIN_MS > t0:
+            return False
+        ordered = self._disorder == 0
         sx = sy = sz = 0.0
         n = 0.0
-        oldest = None
-        for k in range(self._hc):
-            o = ((self._hh - 1 - k) % self._hn) * _WF
+        o = self._hh * _WF
+        end = hn * _WF
+        for k in range(hc):
+            o -= _WF
+            if o < 0:
+                o += end
             te = h[o]
+            if te <= t0 and ordered:
+                break
             ts = te - WIN_MS
-            oldest = ts
             a = t0 if t0 > ts else ts
             b = t1 if t1 < te else te
             if b <= a:
+                continue
+            if b - a == WIN_MS:
+                # the whole window: f is 1.0 and h * 1.0 the same float as h (fewer float objects)
+                sx += h[o + 1]
+                sy += h[o + 2]
+                sz += h[o + 3]
+                n += h[o + 4]
                 continue
             f = (b - a) / WIN_MS
             sx += h[o + 1] * f
             sy += h[o + 2] * f
             sz += h[o + 3] * f
             n += h[o + 4] * f
-        if n <= 0 or oldest is None or oldest > t0:
+        if n <= 0:
             return False
         out[0] = sx / n
         out[1] = sy / n
@@ -166,20 +194,29 @@ class LagCalib:
             self._has_ref = True
         s = self._s
         lam = self._lam
-        for i in range(len(s)):
+        # the count and the GNSS sums (n, Sa, Sl, Saa, Sal, Sll) get the same additions and decay
+        # for every lag: they live once, in lag 0's slots (the other lags' stay 0, never read)
+        for i in range(_NS):
             s[i] *= lam
+        for o in range(_NS, len(s), _NS):
+            for i in range(o + _S_M, o + _NS):
+                s[i] *= lam
+        s[_S_N] += 1.0
+        s[_S_A] += a_mg
+        s[_S_L] += l_mg
+        s[_S_AA] += a_mg * a_mg
+        s[_S_AL] += a_mg * l_mg
+        s[_S_LL] += l_mg * l_mg
         r = self._ref
+        r0 = r[0]
+        r1 = r[1]
+        r2 = r[2]
         for li in range(self.nl):
             o = li * _NS
-            mx = ms[li][0] - r[0]
-            my = ms[li][1] - r[1]
-            mz = ms[li][2] - r[2]
-            s[o + _S_N] += 1.0
-            s[o + _S_A] += a_mg
-            s[o + _S_L] += l_mg
-            s[o + _S_AA] += a_mg * a_mg
-            s[o + _S_AL] += a_mg * l_mg
-            s[o + _S_LL] += l_mg * l_mg
+            mi = ms[li]
+            mx = mi[0] - r0
+            my = mi[1] - r1
+            mz = mi[2] - r2
             s[o + _S_M] += mx
             s[o + _S_M + 1] += my
             s[o + _S_M + 2] += mz
@@ -198,29 +235,25 @@ class LagCalib:
         self.pairs += 1
         return True
 
-    def _fit(self, li):
-        # -> (X, Y, c, rss, dof, var_x, var_y) for lag index li; X or Y None when not informative.
+    def _shared(self):
+        # what every lag's fit shares: the count and the GNSS regressors' moments (lag 0's slots),
+        # and which regressors are informative. None: no lag is solvable.
         s = self._s
-        o = li * _NS
-        n = s[o + _S_N]
+        n = s[_S_N]
         if n < 6:
             return None
-        ma = s[o + _S_A] / n
-        ml = s[o + _S_L] / n
-        mm = [s[o + _S_M] / n, s[o + _S_M + 1] / n, s[o + _S_M + 2] / n]
-        caa = s[o + _S_AA] - n * ma * ma
-        cal = s[o + _S_AL] - n * ma * ml
-        cll = s[o + _S_LL] - n * ml * ml
-        cam = [s[o + _S_AM + j] - n * ma * mm[j] for j in range(3)]
-        clm = [s[o + _S_LM + j] - n * ml * mm[j] for j in range(3)]
-        q = o + _S_MM
-        cmm = [[s[q] - n * mm[0] * mm[0], s[q + 3] - n * mm[0] * mm[1], s[q + 4] - n * mm[0] * mm[2]],
-               [0.0, s[q + 1] - n * mm[1] * mm[1], s[q + 5] - n * mm[1] * mm[2]],
-               [0.0, 0.0, s[q + 2] - n * mm[2] * mm[2]]]
+        # no comprehensions (a closure each on MicroPython); n * a * b is (n * a) * b, so the
+        # products n * a are formed once with the same floats
+        ma = s[_S_A] / n
+        ml = s[_S_L] / n
+        nma = n * ma
+        nml = n * ml
+        caa = s[_S_AA] - nma * ma
+        cal = s[_S_AL] - nma * ml
+        cll = s[_S_LL] - nml * ml
         use_a = caa > _EXC_MG2 * n
         use_l = cll > _EXC_MG2 * n
-        X = Y = None
-        vx = vy = 0.0
+        det = 0.0
         if use_a and use_l:
             det = caa * cll - cal * cal
             if det <= 0.05 * caa * cll:
@@ -229,38 +262,131 @@ class LagCalib:
                     use_l = False
                 else:
                     use_a = False
+        if not use_a and not use_l:
+            return None
+        return n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det
+
+    def _fit(self, li, sh):
+        # -> (X, Y, c, rss, dof, var_x, var_y, res, mm, ma, ml) for lag index li (sh: _shared());
+        # X or Y None when not informative
+        if sh is None:
+            return None
+        n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det = sh
+        s = self._s
+        o = li * _NS
+        m0 = s[o + _S_M] / n
+        m1 = s[o + _S_M + 1] / n
+        m2 = s[o + _S_M + 2] / n
+        mm = [m0, m1, m2]
+        q = o + _S_AM
+        cam = [s[q] - nma * m0, s[q + 1] - nma * m1, s[q + 2] - nma * m2]
+        q = o + _S_LM
+        clm = [s[q] - nml * m0, s[q + 1] - nml * m1, s[q + 2] - nml * m2]
+        q = o + _S_MM
+        n0 = n * m0
+        n1 = n * m1
+        # Cmm, upper triangle (rows 0, 1, 2)
+        r00 = s[q] - n0 * m0
+        r01 = s[q + 3] - n0 * m1
+        r02 = s[q + 4] - n0 * m2
+        r11 = s[q + 1] - n1 * m1
+        r12 = s[q + 5] - n1 * m2
+        r22 = s[q + 2] - n * m2 * m2
+        X = Y = None
+        vx = vy = 0.0
         if use_a and use_l:
-            X = [(cll * cam[j] - cal * clm[j]) / det for j in range(3)]
-            Y = [(caa * clm[j] - cal * cam[j]) / det for j in range(3)]
+            X = [(cll * cam[0] - cal * clm[0]) / det, (cll * cam[1] - cal * clm[1]) / det,
+                 (cll * cam[2] - cal * clm[2]) / det]
+            Y = [(caa * clm[0] - cal * cam[0]) / det, (caa * clm[1] - cal * cam[1]) / det,
+                 (caa * clm[2] - cal * cam[2]) / det]
             k = 3
             vx = cll / det
             vy = caa / det
         elif use_a:
-            X = [cam[j] / caa for j in range(3)]
+            X = [cam[0] / caa, cam[1] / caa, cam[2] / caa]
             k = 2
             vx = 1.0 / caa
-        elif use_l:
-            Y = [clm[j] / cll for j in range(3)]
+        else:
+            Y = [clm[0] / cll, clm[1] / cll, clm[2] / cll]
             k = 2
             vy = 1.0 / cll
-        else:
-            return None
-        # residual covariance (symmetric, upper triangle filled): Cmm - X Cam' - Y Clm'
-        res = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
-        for i in range(3):
-            for j in range(i, 3):
-                v = cmm[i][j]
-                if X is not None:
-                    v -= X[i] * cam[j]
-                if Y is not None:
-                    v -= Y[i] * clm[j]
-                res[i][j] = v
-                res[j][i] = v
-        rss = res[0][0] + res[1][1] + res[2][2]
+        # residual covariance (symmetric): Cmm - X Cam' - Y Clm', entry (i, j) for j >= i
+        if X is not None:
+            x0 = X[0]
+            x1 = X[1]
+            r00 -= x0 * cam[0]
+            r01 -= x0 * cam[1]
+            r02 -= x0 * cam[2]
+            r11 -= x1 * cam[1]
+            r12 -= x1 * cam[2]
+            r22 -= X[2] * cam[2]
+        if Y is not None:
+            y0 = Y[0]
+            y1 = Y[1]
+            r00 -= y0 * clm[0]
+            r01 -= y0 * clm[1]
+            r02 -= y0 * clm[2]
+            r11 -= y1 * clm[1]
+            r12 -= y1 * clm[2]
+            r22 -= Y[2] * clm[2]
+        res = [[r00, r01, r02], [r01, r11, r12], [r02, r12, r22]]
+        rss = r00 + r11 + r22
         if rss < 0:
             rss = 0.0
-        c = [mm[j] + self._ref[j] - (X[j] * ma if X else 0.0) - (Y[j] * ml if Y else 0.0) for j in range(3)]
-        return X, Y, c, rss, n - k, vx, vy, res
+        # the intercept c is needed for the best lag only: _intercept(fit) from (mm, ma, ml)
+        return X, Y, None, rss, n - k, vx, vy, res, mm, ma, ml
+
+    def _rss_of(self, li, sh):
+        # _fit(li, sh)[3] alone: the trace of the residual covariance (its diagonal only, each
+        # entry by the same operations as in _fit, so the same float); None when not solvable
+        if sh is None:
+            return None
+        n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det = sh
+        s = self._s
+        o = li * _NS
+        m0 = s[o + _S_M] / n
+        m1 = s[o + _S_M + 1] / n
+        m2 = s[o + _S_M + 2] / n
+        q = o + _S_AM
+        a0 = s[q] - nma * m0
+        a1 = s[q + 1] - nma * m1
+        a2 = s[q + 2] - nma * m2
+        q = o + _S_LM
+        l0 = s[q] - nml * m0
+        l1 = s[q + 1] - nml * m1
+        l2 = s[q + 2] - nml * m2
+        q = o + _S_MM
+        r00 = s[q] - n * m0 * m0
+        r11 = s[q + 1] - n * m1 * m1
+        r22 = s[q + 2] - n * m2 * m2
+        if use_a and use_l:
+            r00 -= (cll * a0 - cal * l0) / det * a0
+            r11 -= (cll * a1 - cal * l1) / det * a1
+            r22 -= (cll * a2 - cal * l2) / det * a2
+            r00 -= (caa * l0 - cal * a0) / det * l0
+            r11 -= (caa * l1 - cal * a1) / det * l1
+            r22 -= (caa * l2 - cal * a2) / det * l2
+        elif use_a:
+            r00 -= a0 / caa * a0
+            r11 -= a1 / caa * a1
+            r22 -= a2 / caa * a2
+        else:
+            r00 -= l0 / cll * l0
+            r11 -= l1 / cll * l1
+            r22 -= l2 / cll * l2
+        rss = r00 + r11 + r22
+        if rss < 0:
+            rss = 0.0
+        return rss
+
+    def _intercept(self, fit):
+        X, Y = fit[0], fit[1]
+        mm, ma, ml = fit[8], fit[9], fit[10]
+        c = [0.0, 0.0, 0.0]
+        ref = self._ref
+        for j in range(3):
+            c[j] = mm[j] + ref[j] - (X[j] * ma if X else 0.0) - (Y[j] * ml if Y else 0.0)
+        return c
 
     def solve(self, up_still=None, min_pairs=10):
         """Best lag and the axes. up_still: unit 'up' from stopped windows (None: use the intercept).
@@ -276,27 +402,28 @@ class LagCalib:
         best = -1
         best_rss = 0.0
         fits = None
+        sh = self._shared()
         for li in range(self.nl):
-            f = self._fit(li)
-            if f is None:
+            r = self._rss_of(li, sh)
+            if r is None:
                 self._rss[li] = -1.0
                 continue
-            self._rss[li] = f[3]
+            self._rss[li] = r
             # compare lags by the residual per degree of freedom (the same pairs for every lag)
-            if best < 0 or f[3] < best_rss:
+            if best < 0 or r < best_rss:
                 best = li
-                best_rss = f[3]
-                fits = f
+                best_rss = r
         if best < 0:
             self.info = "excitation"
             return -1.0
-        X, Y, c, rss, dof, vx, vy, res = fits
+        fits = self._fit(best, sh)   # the whole fit for the best lag only
+        X, Y, _c, rss, dof, vx, vy, res = fits[:8]
         self.lag_ms = best * LAG_STEP_MS
         if best == self.nl - 1 and self.nl > 1:
             # the best lag is the largest searched: the true one may lie beyond the bank
             self.info = "lag_edge"
             return -1.0
-        up = up_still if up_still is not None else _unit(c)
+        up = up_still if up_still is not None else _unit(self._intercept(fits))
         if up is None or dof <= 0:
             self.info = "up"
             return -1.0
@@ -316,7 +443,7 @@ class LagCalib:
             r = self._rss[li]
             if li == best or r < 0 or (r - rss) / s0 >= CHI2:
                 continue
-            other = self._combine(self._fit(li), up)
+            other = self._combine(self._fit(li, sh), up)
             if other is not None:
                 d = angle_deg(fwd, other[0])
                 if d > spread:
@@ -359,7 +486,7 @@ class LagCalib:
         # forward from X and from Y x up, by inverse variance -> (unit fwd, variance rad^2, ok).
         # The angle of an axis in the horizontal plane is disturbed by the residual across it (in
         # the plane): the vertical residual (road bumps) does not count.
-        X, Y, c, rss, dof, vx, vy, res = fits
+        X, Y, _c, rss, dof, vx, vy, res = fits[:8]
         ests = []            # (unit forward, variance rad^2, scale)
         if X is not None:
             xh = _horiz(X, up)
@@ -372,7 +499,8 @@ class LagCalib:
             ny = math.sqrt(_dot(yh, yh))
             if ny > 0:
                 yu = _unit(yh)
-                ests.append((_unit(_cross(yu, up)), _quad(res, _cross(yu, up)) / dof * vy / (ny * ny), ny))
+                yx = _cross(yu, up)
+                ests.append((_unit(yx), _quad(res, yx) / dof * vy / (ny * ny), ny))
         if not ests:
             return None
         w = 0.0

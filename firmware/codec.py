@@ -279,13 +279,10 @@ class _RangeEncoder:
         self._nslots = k + 1
         self._slot_c[k] = c
         self._saved[c] = 1
-        p = self.p
-        sp = self._slot_p
         b = c * _NINT
         n = _NINT if c < NCTX else _NMODELS - _F_REG
         j = k * _NINT
-        for i in range(n):
-            sp[j + i] = p[b + i]
+        self._slot_p[j:j + n] = self.p[b:b + n]   # one slice copy, not a loop of _NINT items
 
     def _carry(self):
         self.low -= _RTOP
@@ -314,17 +311,21 @@ class _RangeEncoder:
             self._save(i // _NINT)
         p = self.p
         p0 = p[i]
-        bound = (self.range >> 12) * p0
+        r = self.range
+        bound = (r >> 12) * p0
         if b:
-            self.low += bound
-            self.range -= bound
+            low = self.low + bound
+            self.low = low
+            r -= bound
+            self.range = r
             p[i] = p0 - (p0 >> 4)
-            if self.low >= _RTOP:
+            if low >= _RTOP:
                 self._carry()
         else:
-            self.range = bound
+            r = bound
+            self.range = r
             p[i] = p0 + ((4096 - p0) >> 4)
-        if self.range < _RBOT:
+        if r < _RBOT:
             self._shift()
 
     def raw(self, v, k):
@@ -342,17 +343,51 @@ class _RangeEncoder:
 
     def uint(self, c, u):
         # u >= 0 in integer context c: bit length n in unary (adaptive), the bit below the leading one
-        # (adaptive, per n), the other n - 2 bits raw
+        # (adaptive, per n), the other n - 2 bits raw. The adaptive bits are bit() written out with
+        # range and low in locals; every model they use lies in context c's _NINT slots, so the
+        # journal check is made once, before the first of them (as bit() would at its first).
         n = 0
         x = u
         while x:
             x >>= 1
             n += 1
+        if self._journal and not self._saved[c]:
+            self._save(c)
+        p = self.p
         b = c * _NINT
         last = b + _NPRE - 1
-        for i in range(n):
-            self.bit(b + i if i < _NPRE - 1 else last, 1)
-        self.bit(b + n if n < _NPRE - 1 else last, 0)
+        r = self.range
+        low = self.low
+        for k in range(n):  # n ones
+            i = b + k if k < _NPRE - 1 else last
+            p0 = p[i]
+            bound = (r >> 12) * p0
+            low += bound
+            r -= bound
+            p[i] = p0 - (p0 >> 4)
+            if low >= _RTOP:
+                self.low = low
+                self._carry()
+                low = self.low
+            if r < _RBOT:
+                self.low = low
+                self.range = r
+                self._shift()
+                low = self.low
+                r = self.range
+        # the closing zero
+        i = b + n if n < _NPRE - 1 else last
+        p0 = p[i]
+        r = (r >> 12) * p0
+        p[i] = p0 + ((4096 - p0) >> 4)
+        if r < _RBOT:
+            self.low = low
+            self.range = r
+            self._shift()
+            low = self.low
+            r = self.range
+        self.low = low
+        self.range = r
         if n >= 2:
             self.bit(b + _NPRE + (n if n < _NPRE else _NPRE - 1), (u >> (n - 2)) & 1)
             if n > 2:

@@ -384,6 +384,8 @@ class Motion:
                 lp[j] = v << 8
                 lp[3 + j] = v << 8
             self._lp_init = 1
+        # per-sample state in locals (attribute and array reads cost more than the arithmetic);
+        # written back after the loop, and the window sums before _close_window reads them
         s1x = lp[0]
         s1y = lp[1]
         s1z = lp[2]
@@ -404,12 +406,32 @@ class Motion:
         mode = self._mode
         ring = self._ring
         rp = self._rp
-        rlen = 3 * self._ring_n
+        ring_n = self._ring_n
+        rlen = 3 * ring_n
+        filled = self._filled
         cthr2 = self._cthr2
+        cst = self._cst
         w = self._w
         wn = self._win_n
+        wx = w[0]
+        wy = w[1]
+        wz = w[2]
+        wa = w[3]
+        wc = w[4]
         base = self._base
+        b0 = base[0]
+        b1 = base[1]
         ch = self._ch
+        act0 = ch[_C_ACT]         # the channels' active flags, read again after _channel/_candidate
+        act1 = ch[_CF + _C_ACT]
+        cover = self._cover
+        # an idle channel stays idle below its start thresholds: _channel / _candidate are only
+        # called when they have something to do
+        on_acc = self._thr_acc
+        on_brk = -self._thr_brk
+        on_cor = self._thr_cor
+        on_cor_n = -on_cor
+        thr_min2 = self._thr_min2
         for i in range(n):
             j = 3 * i
             x = xyz_mg[j]
@@ -429,7 +451,6 @@ class Motion:
                 z = -_CLIP
             t = t0_ms + (i * 1000) // rate
             # --- crash: pre-trigger ring and raw dynamic magnitude
-            cst = self._cst
             if cst != _CR_READY:
                 ring[rp] = x
                 ring[rp + 1] = y
@@ -437,39 +458,40 @@ class Motion:
                 rp += 3
                 if rp >= rlen:
                     rp = 0
-                if self._filled < self._ring_n:
-                    self._filled += 1
+                if filled < ring_n:
+                    filled += 1
             dx = x - gx
             dy = y - gy
             dz = z - gz
             m2 = dx * dx + dy * dy + dz * dz
             if cst == _CR_ARMED:
                 if m2 >= cthr2:
-                    if self._cover == 0:
+                    if cover == 0:
                         self._ct0 = t
                         self._cpeak2 = 0
                         self._csp0 = self._speed_at(t)
-                    self._cover += 1
+                    cover += 1
+                    self._cover = cover
                     self._cmiss = 0
                     if m2 > self._cpeak2:
                         self._cpeak2 = m2
-                    if self._cover >= self._cmin_n:
+                    if cover >= self._cmin_n:
                         # trigger: keep post_n more samples, then freeze the ring
-                        self._cst = _CR_POST
+                        self._cst = cst = _CR_POST
                         self._cpost = self._post_n
                         self._cpost_done = self._post_n
-                        self._cdur_n = self._cover
+                        self._cdur_n = cover
                         self._clat = self._lat
                         self._clon = self._lon
                         self._ccrs = self._crs
                         # samples before the trigger that the ring will still hold
-                        self._cvalid = self._filled + self._post_n
-                        if self._cvalid > self._ring_n:
-                            self._cvalid = self._ring_n
-                elif self._cover:
+                        self._cvalid = filled + self._post_n
+                        if self._cvalid > ring_n:
+                            self._cvalid = ring_n
+                elif cover:
                     self._cmiss += 1
                     if self._cmiss > 1:
-                        self._cover = 0
+                        self._cover = cover = 0
             elif cst == _CR_POST:
                 if m2 >= cthr2:
                     self._cdur_n += 1
@@ -477,12 +499,12 @@ class Motion:
                         self._cpeak2 = m2
                 self._cpost -= 1
                 if self._cpost <= 0:
-                    self._cst = _CR_READY
+                    self._cst = cst = _CR_READY
                     self._csp1 = self._speed_at(t)
             elif cst == _CR_REARM:
                 if m2 < cthr2:
-                    self._cst = _CR_ARMED
-                    self._cover = 0
+                    self._cst = cst = _CR_ARMED
+                    self._cover = cover = 0
             # --- two-stage low-pass (Q8)
             s1x += ((x << 8) - s1x) >> k
             s1y += ((y << 8) - s1y) >> k
@@ -493,14 +515,25 @@ class Motion:
             fx = s2x >> 8
             fy = s2y >> 8
             fz = s2z >> 8
-            # --- calibration window sums and activity
-            w[0] += x
-            w[1] += y
-            w[2] += z
-            w[3] += abs(x - fx) + abs(y - fy) + abs(z - fz)
-            w[4] += 1
-            if w[4] >= wn:
+            # --- calibration window sums and activity (|x - fx| + ..., without abs() calls)
+            wx += x
+            wy += y
+            wz += z
+            d = x - fx
+            wa += d if d >= 0 else -d
+            d = y - fy
+            wa += d if d >= 0 else -d
+            d = z - fz
+            wa += d if d >= 0 else -d
+            wc += 1
+            if wc >= wn:
+                w[0] = wx
+                w[1] = wy
+                w[2] = wz
+                w[3] = wa
+                w[4] = wc
                 self._close_window(t)
+                wx = wy = wz = wa = wc = 0
             if mode == 0:
                 continue
             # --- vehicle frame (mode 2) or gravity-aligned horizontal basis (mode 1)
@@ -508,36 +541,49 @@ class Motion:
             vy = (r3 * fx + r4 * fy + r5 * fz) >> 14
             # baselines follow slow offsets (road grade, camber, residual tilt) only while the
             # channel is quiet; manoeuvres and long curves pull them 16x slower
-            if ch[_C_ACT] == 0:
-                d = (vx << 8) - base[0]
+            if act0 == 0:
+                d = (vx << 8) - b0
                 if -_QUIET_Q8 < d < _QUIET_Q8:
-                    base[0] += d >> kb
+                    b0 += d >> kb
                 else:
-                    base[0] += d >> (kb + 4)
-            if ch[_CF + _C_ACT] == 0:
-                d = (vy << 8) - base[1]
+                    b0 += d >> (kb + 4)
+            if act1 == 0:
+                d = (vy << 8) - b1
                 if -_QUIET_Q8 < d < _QUIET_Q8:
-                    base[1] += d >> kb
+                    b1 += d >> kb
                 else:
-                    base[1] += d >> (kb + 4)
-            vx -= base[0] >> 8
-            vy -= base[1] >> 8
-            if self._cst == _CR_POST or self._cst == _CR_READY:
+                    b1 += d >> (kb + 4)
+            vx -= b0 >> 8
+            vy -= b1 >> 8
+            if cst == _CR_POST or cst == _CR_READY:
                 # an impact is not a harsh manoeuvre: no events while a crash is being recorded
-                ch[_C_ACT] = 0
-                ch[_CF + _C_ACT] = 0
+                ch[_C_ACT] = act0 = 0
+                ch[_CF + _C_ACT] = act1 = 0
             elif mode == 2:
-                self._channel(0, vx, t)
-                self._channel(1, vy, t)
-            else:
+                if act0 != 0 or vx >= on_acc or vx <= on_brk:
+                    self._channel(0, vx, t)
+                    act0 = ch[_C_ACT]
+                if act1 != 0 or vy >= on_cor or vy <= on_cor_n:
+                    self._channel(1, vy, t)
+                    act1 = ch[_CF + _C_ACT]
+            elif act0 != 0 or vx * vx + vy * vy >= thr_min2:
                 self._candidate(vx, vy, t)
+                act0 = ch[_C_ACT]
         lp[0] = s1x
         lp[1] = s1y
         lp[2] = s1z
         lp[3] = s2x
         lp[4] = s2y
         lp[5] = s2z
+        w[0] = wx
+        w[1] = wy
+        w[2] = wz
+        w[3] = wa
+        w[4] = wc
+        base[0] = b0
+        base[1] = b1
         self._rp = rp
+        self._filled = filled
 
     def _close_window(self, t):
         w = self._w
@@ -1053,8 +1099,12 @@ class Motion:
             self.calib_quality = q
             self.calib_err_deg = err
             self._restored_q = 0
+            if was != 2 or xv is not self._xvec or gv is not self._basis_g:
+                # (R was last built, in mode 2, from these two vectors of the same solve when they
+                # are the very objects: the same R and g, and no reset. Skipped, ~5 times a second
+                # once calibrated; _restore's vectors are its own, never the lag bank's.)
+                self._set_R(xv, gv, 2)
             self._xvec = xv
-            self._set_R(xv, gv, 2)
             if was != 2:
                 self.calib_commit = (self._t_feed, err, lc.lag_ms, [self._R[i] for i in range(9)])
                 self._classify_held()

@@ -124,6 +124,9 @@ class NMEAParser:
         self._fs = [0] * (_MAXFIELDS + 1)  # field start offsets (list of small ints: no alloc on store)
         self._nf = 0
         self._end = 0  # offset of '*'
+        # gathered by feed() while a line is stored (see _check); _nf counts the field starts so far
+        self._x = 0  # XOR of line[1:_len]
+        self._marks = 0  # offset of the first '*' | offset of the first comma past _MAXFIELDS << 8 (0: none)
         self.counters = {}
         for k in _COUNTER_NAMES:
             self.counters[k] = 0
@@ -178,21 +181,35 @@ class NMEAParser:
         self._last_byte_ms = t_ms
         line = self._line
         ln = self._len
+        # the checksum and the field starts are gathered here, byte by byte, so _check needs no
+        # second pass: x (XOR of line[1:ln]), nf field starts in _fs, the first '*' and the comma
+        # past _MAXFIELDS (their offsets, in _marks; 0 none)
+        x = self._x
+        fs = self._fs
+        nf = self._nf
         c = self.counters
-        i = 0
-        while i < n:
+        for i in range(n):
             b = buf[i]
-            i += 1
-            if b == _DOLLAR:
+            if b > _COMMA and b < 0x7F and ln and ln < _MAXLINE:
+                # the common byte: inside a sentence, printable, not '$' ',' '*' (all < ',')
+                line[ln] = b
+                ln += 1
+                x ^= b
+            elif b == _DOLLAR:
                 if ln > 1:
                     c["truncated"] += 1
                 line[0] = b
                 ln = 1
+                x = 0
+                nf = 1
+                self._marks = 0
             elif ln == 0:
                 if b != _CR and b != _LF:
                     c["junk_bytes"] += 1
             elif b == _CR or b == _LF:
                 self._len = ln
+                self._x = x
+                self._nf = nf
                 self._end_line(t_ms)
                 ln = 0
             elif b < 0x20 or b > 0x7E:
@@ -201,10 +218,21 @@ class NMEAParser:
             elif ln >= _MAXLINE:
                 c["too_long"] += 1
                 ln = 0
-            else:
+            else:  # printable up to ',': ',' and '*' mark the line
+                if b == _COMMA:
+                    if nf < _MAXFIELDS:
+                        fs[nf] = ln + 1
+                        nf += 1
+                    elif not (self._marks >> 8):
+                        self._marks |= ln << 8
+                elif b == _STAR and not (self._marks & 0xFF):
+                    self._marks |= ln
                 line[ln] = b
                 ln += 1
+                x ^= b
         self._len = ln
+        self._x = x
+        self._nf = nf
 
     def flush(self, t_ms=0):
         """End of input: emit the open epoch (if any)."""
@@ -218,7 +246,9 @@ class NMEAParser:
             self._merge(t_ms)
 
     def _check(self):
-        """Checksum and field split of line[0:_len]. True when the sentence is intact."""
+        """Checksum and field split of line[0:_len] (from what feed() or _scan() gathered). True
+        when the sentence is intact. The first fault in byte order counts: a comma past _MAXFIELDS
+        (malformed) or a '*' before the checksum's (bad_checksum)."""
         line = self._line
         ln = self._len
         c = self.counters
@@ -230,30 +260,48 @@ class NMEAParser:
         if h < 0 or lo < 0:
             c["bad_checksum"] += 1
             return False
-        x = 0
         end = ln - 3
+        over = self._marks >> 8
+        star = self._marks & 0xFF
+        if over and over < end and not (star and star < over):
+            c["malformed"] += 1
+            return False
+        if star and star < end:
+            c["bad_checksum"] += 1
+            return False
+        # x covers line[1:ln]: take the '*' and the two hex digits back out
+        if self._x ^ _STAR ^ line[ln - 2] ^ line[ln - 1] != (h << 4) | lo:
+            c["bad_checksum"] += 1
+            return False
         fs = self._fs
         fs[0] = 1
+        fs[self._nf] = end + 1  # sentinel: start of a virtual next field (end + 1)
+        self._end = end
+        return True
+
+    def _scan(self):
+        """What feed() gathers while it stores a line, for a line put into _line whole
+        (parse_sentence): XOR, field starts, first '*', comma past _MAXFIELDS."""
+        line = self._line
+        fs = self._fs
+        x = 0
         nf = 1
-        for k in range(1, end):
+        star = 0
+        over = 0
+        for k in range(1, self._len):
             b = line[k]
             x ^= b
             if b == _COMMA:
-                if nf >= _MAXFIELDS:
-                    c["malformed"] += 1
-                    return False
-                fs[nf] = k + 1
-                nf += 1
-            elif b == _STAR or b == _DOLLAR:
-                c["bad_checksum"] += 1
-                return False
-        if x != (h << 4) | lo:
-            c["bad_checksum"] += 1
-            return False
-        fs[nf] = end + 1  # sentinel: start of a virtual next field (end + 1)
+                if nf < _MAXFIELDS:
+                    fs[nf] = k + 1
+                    nf += 1
+                elif not over:
+                    over = k
+            elif b == _STAR and not star:
+                star = k
+        self._x = x
         self._nf = nf
-        self._end = end
-        return True
+        self._marks = star | (over << 8)
 
     def _fend(self, i):
         return self._fs[i + 1] - 1
@@ -796,6 +844,7 @@ class NMEAParser:
                 return None
         self._line[0 : len(s)] = s
         self._len = len(s)
+        self._scan()
         ok = self._check() and self._decode()
         self._len = 0
         if not ok:

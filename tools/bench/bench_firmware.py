@@ -1,15 +1,21 @@
 """The firmware as a microcontroller would run it: CPU cost and heap, in the MicroPython VM.
 
-CPU: the bundled drive (100 Hz accelerometer, 1 Hz GNSS) through firmware/replay_main.cpu_main: the
-time inside the main-loop passes (Runner.step: Box and console) minus the time those passes spent in
-the harness's UART and LIS3DH models; trace playback is never timed. box seconds per firmware CPU
-second (wall share of the loop scaled by the loop's process CPU from /proc), best of 3 runs.
+CPU: the bundled drive (100 Hz accelerometer, 1 Hz GNSS). A CPython replay (the real harness,
+hw/replay.py) records every value the firmware reads from its board, in call order (record_io);
+the VM then runs the firmware alone on that recording (tools/bench/firmware_cpu_vm.py: peers that copy
+bytes out of one buffer, each call checked against the recording, the summary checked against the
+CPython one). Figure: box seconds per process CPU second (time.clock(): user + system) of the
+main-loop passes, minus the CPU of the recording's peers (a pass making the same peer calls with no
+firmware); median of 5 VM runs, min and max beside it. Profile: an instrumented run, exclusive wall
+time per subsystem (wrapper cost calibrated out) as a share of the median CPU figure, and the bytes
+the passes allocate (what the garbage collector has to reclaim).
 Heap: `paydbox replay --board-heap` (firmware from its ROMFS image, the harness measured apart):
 image bytes, the firmware's live heap peak, and the smallest --board-heap (KiB, 4 KiB steps) with
 which the drive completes with the CPython report; then the same on a synthetic 3-hour 1 Hz drive
 and a 20-minute drive with the 100 Hz accelerometer. `python -m tools.bench.bench_firmware [--quick]`."""
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -56,31 +62,199 @@ def long_drive(path, seconds=3 * 3600, accel_hz=0):
     return path
 
 
-def cpu_factor(trace, runs=3):
-    from tools.mpvm import micropython_binary
-    from tools.trace.replay import _plain_trace
+class _RecUART:
+    """The replay UART, every answer the firmware got appended to the recording."""
 
-    best = None
+    def __init__(self, u, out):
+        self.u = u
+        self.out = out
+        self.baudrate = u.baudrate
+
+    def any(self):
+        n = self.u.any()
+        self.out += b"a" + struct.pack("<H", n)
+        return n
+
+    def readinto(self, buf, n=-1):
+        k = self.u.readinto(buf, n)
+        self.out += b"r" + (struct.pack("<H", 0xFFFF) if k is None else struct.pack("<H", k) + bytes(buf[:k]))
+        return k
+
+    def read(self, n=-1):
+        d = self.u.read(n)
+        self.out += b"R" + (struct.pack("<H", 0xFFFF) if d is None else struct.pack("<H", len(d)) + bytes(d))
+        return d
+
+    def write(self, b):
+        return self.u.write(b)
+
+    def init(self, baudrate=None, **kw):
+        self.u.init(baudrate=baudrate)
+        self.baudrate = self.u.baudrate
+
+
+class _RecI2C:
+    def __init__(self, bus, out):
+        self.b = bus
+        self.out = out
+
+    def readfrom_mem_into(self, addr, memaddr, buf):
+        r = self.b.readfrom_mem_into(addr, memaddr, buf)
+        self.out += b"i" + struct.pack("<BBH", addr, memaddr, len(buf)) + bytes(buf)
+        return r
+
+    def readfrom_mem(self, addr, memaddr, n):
+        buf = bytearray(n)
+        self.readfrom_mem_into(addr, memaddr, buf)
+        return bytes(buf)
+
+    def writeto_mem(self, addr, memaddr, buf):
+        r = self.b.writeto_mem(addr, memaddr, buf)
+        self.out += b"w" + struct.pack("<BBH", addr, memaddr, len(buf)) + bytes(buf)
+        return r
+
+
+class _RecPower:
+    def __init__(self, p, out):
+        self.p = p
+        self.out = out
+
+    def ignition(self):
+        v = self.p.ignition()
+        self.out += b"g" + struct.pack("<B", v)
+        return v
+
+    def supply_mv(self):
+        v = self.p.supply_mv()
+        self.out += b"v" + struct.pack("<I", v)
+        return v
+
+
+class _RecClock:
+    def __init__(self, c, out):
+        self.c = c
+        self.out = out
+
+    def ticks_ms(self):
+        v = self.c.ticks_ms()
+        self.out += b"c" + struct.pack("<I", v)
+        return v
+
+
+def record_io(trace, out_path):
+    """The firmware's side of a replay: the trace played under CPython by the real harness
+    (hw/replay.py, firmware/replay_main.run's loop), every value the firmware read from its board
+    (clock, GNSS UART, I2C, power) and the loop's power_on / step / power_off written in call order
+    to out_path for tools/bench/firmware_cpu_vm.py. Returns the run's summary (the VM must give the same)."""
+    from firmware import replay_main as R
+    from firmware.config import Config
+    from firmware.runner import Board, Runner
+    from hw.replay import ReplaySession
+
+    sess = ReplaySession(trace)
+    out = bytearray()
+    powered = "power" in sess.header
+    board = Board(_RecClock(sess.clock, out), _RecUART(sess.gnss_uart, out), _RecI2C(sess.i2c, out),
+                  _RecPower(sess.power, out) if powered else None, os.path.join(os.path.dirname(out_path), "rec-flash"),
+                  name="replay")
+    os.makedirs(board.fs_root)
+    runner = Runner(board, Config(None), overrides={"gnss_baud": sess.gnss_uart.baudrate})
+    out += b"O"
+    runner.power_on()
+    t = 0
+    while not sess.done:
+        t += R._STEP_MS
+        sess.advance(t)
+        # replay_main.supply_step, with the loop's events recorded
+        if powered and sess.power.supply_mv() < R._POWER_OFF_MV:
+            if runner.box is not None:
+                out += b"F"
+                runner.power_off()
+            R.discard_rx(sess.gnss_uart)
+            continue
+        if runner.box is None:
+            out += b"O"
+            runner.power_on()
+        out += b"S"
+        runner.step()
+    out += b"F"
+    runner.power_off()
+    hdr = json.dumps({"power": powered, "gnss_baud": sess.gnss_uart.baudrate, "box_ms": t}).encode()
+    with open(out_path, "wb") as f:
+        f.write(b"H" + struct.pack("<H", len(hdr)) + hdr + bytes(out))
+    return json.loads(json.dumps(R.merge(runner.summaries, runner.power_ons - 1)))
+
+
+def _vm(code, heap, timeout=600):
+    from tools.trace.replay import micropython_binary
+
+    p = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % heap, "-c", code], cwd=ROOT,
+                       env=dict(os.environ, MICROPYPATH=ROOT), capture_output=True, text=True, timeout=timeout)
+    if p.returncode:
+        tail = ((p.stdout + p.stderr).strip().splitlines() or ["?"])[-1]
+        raise RuntimeError("firmware CPU run failed in the VM: %s" % tail)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+_VM_HEAP = 2 * 1024 * 1024  # the VM heap beside the recording (what the old loop ran with)
+
+
+def _median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
+
+
+def cpu_factor(trace, runs=5, profile=True):
+    """Box seconds per firmware CPU second in the VM (module docstring): median of `runs` VM runs,
+    spread as min..max; the bytes allocated per box second and the exclusive time per subsystem
+    (instrumented run)."""
     with tempfile.TemporaryDirectory(prefix="paydbox-cpu-") as tmp:
-        plain = _plain_trace(trace, tmp)
+        rec = os.path.join(tmp, "io.rec")
+        ref = record_io(trace, rec)
+        heap = _VM_HEAP + os.path.getsize(rec)
+        facs = []
+        fw = []
+        peers = []
+        box_s = None
         for i in range(runs):
             root = os.path.join(tmp, "flash%d" % i)
             os.mkdir(root)
-            code = "import firmware.replay_main as r; r.cpu_main(%r, %r)" % (plain, root)
-            p = subprocess.run([micropython_binary(), "-X", "heapsize=2M", "-c", code], cwd=ROOT,
-                               env=dict(os.environ, MICROPYPATH=ROOT), capture_output=True, text=True, check=True)
-            r = json.loads(p.stdout.strip().splitlines()[-1])
-            fw_wall_us = r["step_us"] - r["harness_us"]
-            cpu_share = min(1.0, r["loop_cpu_ms"] / max(1, r["loop_wall_ms"]))
-            fw_cpu_s = fw_wall_us * cpu_share / 1e6
-            if best is None or fw_cpu_s < best[0]:
-                best = (fw_cpu_s, r)
-    fw_cpu_s, r = best
-    return {"firmware_cpu_factor_box_s_per_cpu_s": round(r["box_ms"] / 1000 / fw_cpu_s, 1),
-            "firmware_cpu_s_bundled_drive": round(fw_cpu_s, 3),
-            "firmware_cpu_us_per_pass": round(fw_cpu_s * 1e6 / r["steps"], 1),
-            "harness_in_pass_share_pct": round(100.0 * r["harness_us"] / r["step_us"], 1),
-            "bundled_drive_box_s": r["box_ms"] / 1000}
+            r = _vm("import tools.bench.firmware_cpu_vm as c; c.main(%r, %r)" % (rec, root), heap)
+            if r["summary"] != ref:
+                raise RuntimeError("the firmware's summary in the VM differs from the CPython replay's")
+            box_s = r["box_ms"] / 1000.0
+            cpu = r["cpu_s"] - r["peers_cpu_s"]
+            fw.append(cpu)
+            peers.append(r["peers_cpu_s"])
+            facs.append(box_s / cpu)
+        cpu_med = _median(fw)
+        out = {"firmware_cpu_factor_box_s_per_cpu_s": round(box_s / cpu_med, 1),
+               "firmware_cpu_factor_min": round(min(facs), 1),
+               "firmware_cpu_factor_max": round(max(facs), 1),
+               "firmware_cpu_runs": runs,
+               "firmware_cpu_us_per_box_s": round(cpu_med * 1e6 / box_s, 1),
+               "firmware_cpu_us_per_pass": round(cpu_med * 1e6 / r["steps"], 1),
+               "peers_cpu_us_per_box_s_subtracted": round(_median(peers) * 1e6 / box_s, 1),
+               "bundled_drive_box_s": box_s}
+        root = os.path.join(tmp, "flash-alloc")
+        os.mkdir(root)
+        al = _vm("import tools.bench.firmware_cpu_vm as c; c.alloc(%r, %r)" % (rec, root), heap)
+        out["firmware_alloc_bytes_per_box_s"] = round(al["alloc_bytes"] / box_s)
+        if profile:
+            root = os.path.join(tmp, "flash-prof")
+            os.mkdir(root)
+            p = _vm("import tools.bench.firmware_cpu_vm as c; c.profile(%r, %r)" % (rec, root), heap)
+            # shares of the instrumented firmware time, in us of the median (uninstrumented) CPU figure
+            tot = float(sum(p["us"].values()))
+            out["profile_instrumented_wall_us_per_box_s"] = round(tot / box_s)
+            out["profile_wrapper_us_per_call"] = p["wrapper_us_per_call"]
+            for k in sorted(p["us"], key=lambda k: -p["us"][k]):
+                # (a residue the calibrated wrapper cost turns below 0 is shown as 0)
+                sh = max(0.0, p["us"][k]) / tot
+                out["profile: %s (us per box s, share)" % k] = "%.0f (%.1f %%)" % (
+                    sh * cpu_med * 1e6 / box_s, 100.0 * sh)
+    return out
 
 
 def heap(trace, quick=False):
@@ -136,7 +310,7 @@ def long_heap(seconds, accel_hz, tag):
 
 
 def run(quick=False):
-    res = cpu_factor(BUNDLED, runs=1 if quick else 3)
+    res = cpu_factor(BUNDLED, runs=1 if quick else 5, profile=not quick)
     res.update(heap(BUNDLED, quick))
     if not quick:
         res.update(long_heap(3 * 3600, 0, "drive_3h_1hz"))
