@@ -7,10 +7,9 @@ import random
 import pytest
 
 from firmware import codec
+from postgres_fixture import postgres_server  # noqa: F401  (fixture imported by name)
 from tools.consumer import db as consumer_db
 from tools.consumer import fleet_sim
-
-from postgres_fixture import postgres_server  # noqa: F401  (fixture imported by name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

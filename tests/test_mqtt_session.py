@@ -10,9 +10,9 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from testbed.simbox import AgentProc, SimBox, wait_for, write_agent_config
 from mosquitto_fixture import Broker, free_port
 from nats_fixture import NatsMqtt
+from testbed.simbox import AgentProc, SimBox, wait_for, write_agent_config
 
 DEV = "box-sess"
 

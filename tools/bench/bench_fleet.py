@@ -52,8 +52,10 @@ def store_rate(db_url, n_boxes=10, per_box=600, batch=20, reps=3):
     """records/s of consumer_db.store_blocks alone (no broker, no decoding: blocks decoded beforehand),
     `batch` blocks per transaction, best of `reps` fresh runs: the database path by itself."""
     import time
+
     from firmware import codec
-    from tools.consumer import db as consumer_db, fleet_sim
+    from tools.consumer import db as consumer_db
+    from tools.consumer import fleet_sim
     items = []
     for i in range(n_boxes):
         dev = "store-%03d" % i

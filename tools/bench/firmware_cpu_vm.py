@@ -202,7 +202,7 @@ def _peer_pass(path, calls):
     """CPU s of the peers alone: the same peer calls, in order, with no firmware (calls=True), or
     only the walk over the recording (calls=False), over the main-loop passes."""
     rec = Rec(path)
-    hdr = _header(rec)
+    _header(rec)  # consumes the recording header
     clock, uart, i2c, power = Clock(rec), UART(rec), I2C(rec), Power(rec)
     bufs = {}
     b = rec.b
