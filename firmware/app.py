@@ -103,7 +103,8 @@ def save_state(root, state):
 
 
 class Box:
-    def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None, reset_cause=None):
+    def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None, reset_cause=None,
+                 can_sleep=False, agent_rail=None, gnss_power=None):
         # installer settings: defaults from the config schema (firmware/config.py), the one table
         from firmware.config import defaults
 
@@ -206,6 +207,19 @@ class Box:
 
             self.link = BoxLink(link_uart, self.store, self.device, VERSION, self.boot, max_block=_CRASH_BLOCK_MAX)
 
+        # power management (firmware/power.py): on a board that can sleep and reads its power inputs
+        self.pm = None
+        self.sleep_ms = 0  # > 0: the runner puts the board to sleep for at most this long
+        self._agent_rail = agent_rail
+        self._gnss_power = gnss_power
+        self._rails_set = None
+        self._fix_seen = -1
+        if can_sleep and power is not None:
+            from firmware.power import PowerManager
+
+            self.pm = PowerManager(cfg, now)
+            self._rails()
+
         self._emit_status(now)
         if self.accel is None:
             self._emit({"type": "tamper", "t_ms": now, "reason": "accel_missing", "value": 0})
@@ -239,7 +253,11 @@ class Box:
             if self.motion is not None and hasattr(self.motion, "poll"):
                 self.motion.poll()
         if self.power is not None:
-            self.trip.on_power(now, self.power.ignition(), self.power.supply_mv())
+            ign = self.power.ignition()
+            mv = self.power.supply_mv()
+            if self.pm is not None:
+                ign = self._power_step(now, ign, mv)  # the ignition as believed (a stuck line is not)
+            self.trip.on_power(now, ign, mv)
         self.trip.tick(now)
         if self.enc is not None and now - self._enc_t0 >= _BLOCK_MAX_AGE_MS:
             self.flush()
@@ -260,6 +278,97 @@ class Box:
             except OSError:  # link UART fault, or the store could not record an ack: next pass retries
                 self.faults["link_errors"] += 1
         self._last_step_ms = now
+
+    # ---- power management (firmware/power.py decides, this applies)
+    def _power_step(self, now, ign, mv):
+        pm = self.pm
+        tr = self.trip
+        lf = tr.last_fix
+        if lf is not None and lf[0] != self._fix_seen:
+            self._fix_seen = lf[0]
+            pm.position(now, lf[2], lf[3])
+        backlog = 0
+        if pm.state == 1:  # parked: unsent records (open block, RAM queue, store) hold the agent
+            backlog = (self.enc is not None and self.enc.count) or len(self._unstored) or \
+                self.store.stats()["blocks"]
+        ign = pm.update(now, ign, mv, 1 if tr._was_moving else 0, tr.state, backlog)
+        self._power_out(now)
+        link = self.link
+        if link is not None:
+            if pm.ask:
+                link.request("shutdown")
+                if link.answered is not None:
+                    pm.agent_acked(now)
+            elif link.req_cmd is not None:
+                link.request(None)
+        self._rails()
+        if not pm.gnss:
+            self._last_gnss_ms = now  # receiver off on purpose: not a gnss_missing
+        if pm.sleep_ms:
+            self._go_sleep(now)
+        return ign
+
+    def _power_out(self, now):
+        out = self.pm.out
+        if out:
+            for reason, value in out:
+                self._emit({"type": "tamper", "t_ms": now, "reason": reason, "value": value})
+            del out[:]
+            self.flush()  # alarms (tow, geofence, cut-off) are committed at once: priority 3 in the store
+
+    def _rails(self):
+        pm = self.pm
+        k = (pm.rail, pm.gnss)
+        if k != self._rails_set:
+            self._rails_set = k
+            if self._agent_rail is not None:
+                self._agent_rail(pm.rail)
+            if self._gnss_power is not None:
+                self._gnss_power(pm.gnss)
+
+    def _go_sleep(self, now):
+        """Everything durable, the accelerometer on its activity interrupt (or off in cut-off)."""
+        self.flush()
+        self._save_state(now)
+        self.sleep_ms = self.pm.sleep_ms
+        if self.accel is not None:
+            try:
+                if self.pm.wake_accel:
+                    self.accel.sleep_mode(self.cfg["wake_mg"], self.cfg.get("wake_ms", 0))
+                else:
+                    self.accel.power_down()
+            except OSError:
+                self.faults["i2c_errors"] += 1
+
+    def wake(self, why):
+        """The board woke from sleep (why: "ign", "accel", "timer")."""
+        now = self.clock.ticks_ms()
+        pm = self.pm
+        pm.wake(now, why, self.power.ignition(), self.power.supply_mv())
+        self._power_out(now)
+        self._rails()
+        acc = self.accel
+        if pm.sleep_ms:
+            self.sleep_ms = pm.sleep_ms
+            if acc is not None and why == "accel":
+                try:
+                    acc.int1_source()  # clears the latched INT1
+                except OSError:
+                    self.faults["i2c_errors"] += 1
+            if not pm.wake_accel:
+                self._go_sleep(now)
+            return
+        self.sleep_ms = 0
+        self._last_gnss_ms = now
+        self._last_step_ms = now
+        if acc is not None:
+            try:
+                acc.int1_source()
+                acc.setup()  # FIFO stream mode at the driving rate again
+            except OSError:
+                self.faults["i2c_errors"] += 1
+        if pm.cause == 3:  # heartbeat: a status record for the agent to forward
+            self._emit_status(now)
 
     def _read_accel(self, now):
         """One FIFO read, guarded: an I2C OSError never leaves the loop. The first failure of an
@@ -579,4 +688,5 @@ class Box:
             "faults": dict(self.faults),
             "store": self.store.stats(),
             "boot": self.boot,
+            "power": self.pm.summary(self.clock.ticks_ms()) if self.pm is not None else None,
         }

@@ -77,6 +77,13 @@ class BoxLink:
         self.last_result = None
         self.t_ms = 0
         self._burst = True
+        # a command of the box to the agent (power management: "shutdown"), resent every rto_ms
+        # until the agent's RESULT with its id comes back (`answered`)
+        self.req_cmd = None
+        self.req_id = None
+        self.req_t = None
+        self.req_n = 0
+        self.answered = None
         self.counters = {
             "tx_frames": 0,
             "tx_bytes": 0,
@@ -177,6 +184,13 @@ class BoxLink:
             self.state = _ST_UP
         elif ftype == T_CMD:
             self._on_cmd(bytes(buf[1:n]))
+        elif ftype == T_RESULT and self.req_id is not None:
+            try:
+                d = json.loads(bytes(buf[1:n]))
+            except ValueError:
+                return
+            if isinstance(d, dict) and d.get("id") == self.req_id:
+                self.answered = d
         # KEEPALIVE: only refreshes last_rx_t
 
     def _on_ack(self, buf, n):
@@ -243,6 +257,20 @@ class BoxLink:
             n += k
         return {"ok": True, "cmd": "resend", "boot": d.get("boot"), "requeued": n, "missing": missing}
 
+    def request(self, cmd):
+        """Ask the agent `cmd` (box -> agent CMD {"id", "cmd"}); None withdraws the request.
+        Idempotent while the same command is pending; its RESULT lands in `answered`."""
+        if cmd == self.req_cmd:
+            return
+        self.req_cmd = cmd
+        self.answered = None
+        self.req_t = None
+        if cmd is None:
+            self.req_id = None
+            return
+        self.req_n += 1
+        self.req_id = "box-%d-%d" % (self.boot, self.req_n)
+
     def _read(self):
         uart = self.uart
         while True:
@@ -268,6 +296,10 @@ class BoxLink:
                 self.last_hello_t = t_ms
                 self._send_hello()
             return
+        if self.req_cmd is not None and self.answered is None and (
+                self.req_t is None or _elapsed(t_ms, self.req_t) >= self.rto_ms):
+            self.req_t = t_ms
+            self._send_payload(T_CMD, json.dumps({"id": self.req_id, "cmd": self.req_cmd}).encode())
         if self.last_ka_t is None or _elapsed(t_ms, self.last_ka_t) >= self.keepalive_ms:
             self.last_ka_t = t_ms
             self._send_keepalive()
