@@ -290,7 +290,7 @@ class PowerManager:
         if self.rail and now >= self._hb_at:
             self.heartbeat_due(now)   # the agent is up anyway: that is this period's heartbeat
         st = self.state
-        if ign or trip:
+        if ign or (trip and moving):
             if st != DRIVING:
                 self._to(now, DRIVING)
                 if ign:
@@ -300,7 +300,13 @@ class PowerManager:
             return ign
         if st == DRIVING:
             self._to(now, PARKED)
-            st = PARKED
+        if trip:
+            # stopped, the trip not ended yet (trip_end_s): awake, agent as it is
+            self.gnss = 1
+            self.since = now
+            if self.agent == AG_OFF and self.cause != C_ACTIVITY:
+                self._agent_step(now, 1, self.cause)
+            return ign
         # parked-awake
         if self.cause == C_ACTIVITY:
             # woken by the accelerometer: the agent stays off unless the GNSS confirms movement
