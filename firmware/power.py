@@ -354,6 +354,10 @@ class PowerManager:
         self._account(now)
         c = self.c
         st = self.state
+        if not ign and self.ign_stuck == 1:
+            self.ign_stuck = 0          # the line reads 0 again: believed again, its pin wakes again
+            self.wake_ign = 1
+            self._alarm(now, "ignition_ok", 0)
         mv_ok = self._supply(now, mv, ign and self.ign_stuck != 1)
         ign_ok = ign and self.ign_stuck != 1
         if ign_ok and st == CUTOFF:
