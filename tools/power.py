@@ -339,6 +339,7 @@ def run_power(trace, config=None, boot_s=25, halt_s=8, cut_at=None, mcu="mcu_esp
             "trips": len(out["trips"]),
             "log": pw["log"],
             "mcu": mcu,
+            "_power": pw,
         }
         if keep:
             res["_flash"] = fs_root
@@ -408,6 +409,7 @@ def run(args):
     attribute(res, args.trace)
     res["targets"] = targets(res)
     res.pop("log")
+    res.pop("_power")
     if args.json:
         print(json.dumps(res, indent=1, sort_keys=True))
         return 0

@@ -230,6 +230,16 @@ def targets_rows(ev, mods):
     fw = _find(mods, "board_heap_min_kib")
     v = fw[2] if fw else None
     row("smallest --board-heap for the bundled drive (KiB)", "<= 96", v, v is not None and v <= 96)
+    pw = (mods.get("bench_power") or {}).get("figures") or {}
+    v = pw.get("esp32_avg_parked_ma")
+    row("average parked current at 12 V, parked week incl. daily heartbeat (mA, ESP32)", "<= 2.0 (goal 1.0)", v,
+        v is not None and v <= 2.0)
+    v = None if not pw else pw.get("agent_wakes_door_slam", 0) + pw.get("agent_wakes_wind", 0)
+    row("agent wakes from door slams and wind, parked week", "0", v, v == 0)
+    v = pw.get("towing_detected")
+    row("night-time tow detected while asleep, parked week", "1", v, v == 1)
+    v = pw.get("records_lost")
+    row("records lost across sleeps, cut-offs and agent shutdowns, parked week", "0", v, v == 0)
     return rows
 
 
