@@ -608,7 +608,8 @@ class Box:
                     "accel_ok": 1 if self.accel is not None and self._accel_down_ms < 0 else 0,
                     "odometer_m": self.odo.total_mm // 1000,
                     "calib": self.motion.calib_state if self.motion else "none",
-                    "calib_quality": self.motion.calib_quality if self.motion else 0})
+                    "calib_quality": self.motion.calib_quality if self.motion else 0,
+                    "supply_mv": self.power.supply_mv() if self.power is not None else -1})
 
     def _save_state(self, now):
         self._last_state_ms = now
