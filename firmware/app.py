@@ -214,6 +214,8 @@ class Box:
         self._gnss_power = gnss_power
         self._rails_set = None
         self._fix_seen = -1
+        self._backlog = 1
+        self._backlog_t = -1000
         if can_sleep and power is not None:
             from firmware.power import PowerManager
 
@@ -287,9 +289,11 @@ class Box:
         if lf is not None and lf[0] != self._fix_seen:
             self._fix_seen = lf[0]
             pm.position(now, lf[2], lf[3])
-        backlog = 0
-        if pm.state == 1:  # parked: unsent records (open block, RAM queue, store) hold the agent
-            backlog = (self.enc is not None and self.enc.count) or len(self._unstored) or \
+        backlog = self._backlog
+        if pm.state == 1 and now - self._backlog_t >= 1000:
+            # parked: unsent records (open block, RAM queue, store) hold the agent; looked at once a second
+            self._backlog_t = now
+            backlog = self._backlog = (self.enc is not None and self.enc.count) or len(self._unstored) or \
                 self.store.stats()["blocks"]
         ign = pm.update(now, ign, mv, 1 if tr._was_moving else 0, tr.state, backlog)
         self._power_out(now)

@@ -38,12 +38,12 @@ class BoardSleep:
         self.int1 = machine.Pin(int1_pin, machine.Pin.IN)
         self.wdt = wdt
         self.slice_ms = wdt_ms // 2 if wdt_ms else 4000
+        self.ext1 = 0  # ESP32: lightsleep wakes on the pins (ext1); elsewhere they are polled
         try:
-            import esp32
+            import esp32  # noqa: F401
 
-            self.esp32 = esp32
+            self.ext1 = 1
         except ImportError:
-            self.esp32 = None
             self.slice_ms = min(self.slice_ms, 1000)
 
     def __call__(self, ms, ign=1, accel=1):
@@ -52,8 +52,10 @@ class BoardSleep:
             pins.append(self.ign)
         if accel:
             pins.append(self.int1)
-        if self.esp32 is not None and pins:
-            self.esp32.wake_on_ext1(pins=tuple(pins), level=self.esp32.WAKEUP_ANY_HIGH)
+        if self.ext1 and pins:
+            import esp32
+
+            esp32.wake_on_ext1(tuple(pins), esp32.WAKEUP_ANY_HIGH)
         while ms > 0:
             if ign and self.ign.value():
                 return "ign"

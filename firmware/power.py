@@ -40,7 +40,6 @@ C_BOOT = const(5)
 _TOW_CONFIRM_MS = const(5000)   # GNSS movement with the ignition off this long: a tow (= trip start rule)
 _IGN0_STUCK_MS = const(120000)  # ignition 0 while the alternator charges and the car moves: line stuck at 0
 _BAD_READS = const(3)           # this many implausible supply readings in a row: supply_invalid
-_LOG_MAX = const(64)
 
 DEFAULTS = {
     "park_hold_s": 60,        # parked-awake: this long after the backlog is sent
@@ -58,6 +57,7 @@ DEFAULTS = {
     "geofence_m": 300,        # parked: a fix this far from the parking spot, ignition off: geofence_exit
     "adc_min_mv": 4000,       # plausible supply readings (a stuck ADC reads 0 or full scale)
     "adc_max_mv": 18000,
+    "power_log": 0,           # entries of `log` kept (replay reports; 0 on a box: no heap spent on it)
 }
 
 
@@ -112,7 +112,8 @@ class PowerManager:
         self.rejected = 0           # accelerometer wakes the GNSS did not confirm (slam, wind, wash)
         self.timer_wakes = 0        # supply-check wakes that went back to sleep at once
         self.shutdowns = [0, 0]     # agent shutdowns: acknowledged, timed out (rail cut without an answer)
-        self.log = []               # (t_ms, what) of the first _LOG_MAX rail switches and alarms
+        self.log = []               # (t_ms, what, cause) of the first power_log rail switches and alarms
+        self._log_max = c["power_log"]
         self.tow = 0
         self._acc_t = now
         self._ign_since = -1
@@ -145,9 +146,9 @@ class PowerManager:
         if state != PARKED:
             self._empty = -1
 
-    def _note(self, now, what):
-        if len(self.log) < _LOG_MAX:
-            self.log.append((now, what))
+    def _note(self, now, what, cause=-1):
+        if len(self.log) < self._log_max:
+            self.log.append((now, what, cause))
 
     def _alarm(self, now, reason, value):
         self.out.append((reason, value))
@@ -219,7 +220,7 @@ class PowerManager:
                 self.rail = 1
                 self.agent_wakes[cause] += 1
                 self._t_agent = now
-                self._note(now, "agent_on:" + CAUSES[cause])
+                self._note(now, "agent_on", cause)
             return
         c = self.c
         if ag == AG_ON:
@@ -418,4 +419,4 @@ class PowerManager:
                 "rejected_wakes": self.rejected, "timer_wakes": self.timer_wakes,
                 "shutdowns_acked": self.shutdowns[0], "shutdowns_timed_out": self.shutdowns[1],
                 "ign_stuck": self.ign_stuck, "supply_ok": self.mv_ok, "tow": self.tow,
-                "log": [[a, b] for a, b in self.log]}
+                "log": [[a, b if c < 0 else b + ":" + CAUSES[c]] for a, b, c in self.log]}

@@ -310,7 +310,9 @@ def run_power(trace, config=None, boot_s=25, halt_s=8, cut_at=None, mcu="mcu_esp
         os.mkdir(fs_root)
         qpath = os.path.join(tmp, "agent", "queue.db")
         agent = SimAgent(qpath, boot_s=boot_s, halt_s=halt_s, cut_at=cut_at)
-        out = replay_main.run(plain, fs_root, config, agent=agent)
+        cfg = {"power_log": 4096}  # the power manager's log of rail switches and alarms (attribution)
+        cfg.update(config or {})
+        out = replay_main.run(plain, fs_root, cfg, agent=agent)
         pw = out["power"]
         held_box = box_seqs(fs_root)
         next_seq = out["store"]["next_seq"]  # as the box left it (a remount skips to the reservation)
