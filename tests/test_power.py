@@ -1,7 +1,7 @@
 """Power management (firmware/power.py, docs/power.md): the pure state machine fed timestamped inputs,
 the LIS3DH's low-power activity interrupt through the driver against the register-level model, and the
 whole firmware replayed over a parked scenario with a simulated agent behind its supply rail
-(tools/power.py). Expected values come from the configuration (the schema's defaults), the LIS3DH
+(tools/trace/power.py). Expected values come from the configuration (the schema's defaults), the LIS3DH
 datasheet and the scenario's ground truth."""
 import gzip
 import json
@@ -298,7 +298,7 @@ def test_replayed_trace_carries_interrupts_not_samples(parked):
 
 
 def test_replayed_days_wake_causes_false_wakes_tow_and_nothing_lost(parked):
-    from tools.power import attribute, run_power
+    from tools.trace.power import attribute, run_power
 
     path, truth = parked
     res = attribute(run_power(path), path)
@@ -328,7 +328,7 @@ def test_power_cut_in_the_middle_of_the_shutdown_handshake_loses_nothing(parked,
     """The agent loses its supply when the shutdown command arrives, or after it synced its queue but
     before it answered: the box times out, cuts the rail, and what was not acknowledged goes at the
     next wake; what was acknowledged is in the agent's SQLite."""
-    from tools.power import run_power
+    from tools.trace.power import run_power
 
     path, _ = parked
     res = run_power(path, cut_at=cut_at)

@@ -8,7 +8,7 @@ import os
 import sqlite3
 import time
 
-from edge_agent.simbox import AgentProc, SimBox, wait_for, write_agent_config
+from testbed.simbox import AgentProc, SimBox, wait_for, write_agent_config
 from mosquitto_fixture import mosquitto  # noqa: F401  (pytest fixture)
 
 DEV = "box-0001"

@@ -1,22 +1,22 @@
 """Power management on a simulated week parked (`paydbox simulate --scenario parked_week`), replayed with
-`paydbox power` (firmware/power.py, tools/power.py): time in each state, agent wakes by cause, the average
+`paydbox power` (firmware/power.py, tools/trace/power.py): time in each state, agent wakes by cause, the average
 parked current at 12 V from the datasheet budget (docs/power.md), days to half a 60 Ah battery, the tow,
 records lost, and the replay's speed (a week of box time in wall seconds).
 
-    python -m tools.bench_power [--quick]     (quick: two days)
+    python -m tools.bench.bench_power [--quick]     (quick: two days)
 """
 import os
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run(quick=False):
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
-    from tools.power import attribute, energy_report, run_power, targets
+    from tools.trace.power import attribute, energy_report, run_power, targets
     from tools.sim.engine import simulate
 
     days = 2 if quick else 7

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BATTERY_V = 12.0
 HALF_60AH_MAH = 30000.0
