@@ -102,6 +102,23 @@ def save_state(root, state):
     os.rename(tmp, _join(root, "state.json"))
 
 
+class _PowerIO:
+    """The supervisor's side of power management: the decisions (core: firmware.power.PowerManager),
+    the board's switches, what was last applied, and how long the runner is to sleep (sleep_ms > 0)."""
+
+    def __init__(self, cfg, now, agent_rail, gnss_power):
+        from firmware.power import PowerManager
+
+        self.core = PowerManager(cfg, now)
+        self.agent_rail = agent_rail
+        self.gnss_power = gnss_power
+        self.applied = None
+        self.fix_seen = -1
+        self.backlog = 1
+        self.backlog_t = -1000
+        self.sleep_ms = 0
+
+
 class Box:
     def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None, reset_cause=None,
                  can_sleep=False, agent_rail=None, gnss_power=None):
@@ -207,19 +224,11 @@ class Box:
 
             self.link = BoxLink(link_uart, self.store, self.device, VERSION, self.boot, max_block=_CRASH_BLOCK_MAX)
 
-        # power management (firmware/power.py): on a board that can sleep and reads its power inputs
-        self.pm = None
-        self.sleep_ms = 0  # > 0: the runner puts the board to sleep for at most this long
-        self._agent_rail = agent_rail
-        self._gnss_power = gnss_power
-        self._rails_set = None
-        self._fix_seen = -1
-        self._backlog = 1
-        self._backlog_t = -1000
+        # power management (firmware/power.py): on a board that can sleep and reads its power inputs.
+        # One attribute only (its state lives in _PowerIO): the Box's attribute table is at its size limit
+        self.pmio = None
         if can_sleep and power is not None:
-            from firmware.power import PowerManager
-
-            self.pm = PowerManager(cfg, now)
+            self.pmio = _PowerIO(cfg, now, agent_rail, gnss_power)
             self._rails()
 
         self._emit_status(now)
@@ -257,7 +266,7 @@ class Box:
         if self.power is not None:
             ign = self.power.ignition()
             mv = self.power.supply_mv()
-            if self.pm is not None:
+            if self.pmio is not None:
                 ign = self._power_step(now, ign, mv)  # the ignition as believed (a stuck line is not)
             self.trip.on_power(now, ign, mv)
         self.trip.tick(now)
@@ -283,19 +292,19 @@ class Box:
 
     # ---- power management (firmware/power.py decides, this applies)
     def _power_step(self, now, ign, mv):
-        pm = self.pm
+        io = self.pmio
+        pm = io.core
         tr = self.trip
         lf = tr.last_fix
-        if lf is not None and lf[0] != self._fix_seen:
-            self._fix_seen = lf[0]
+        if lf is not None and lf[0] != io.fix_seen:
+            io.fix_seen = lf[0]
             pm.position(now, lf[2], lf[3])
-        backlog = self._backlog
-        if pm.state == 1 and now - self._backlog_t >= 1000:
+        if pm.state == 1 and now - io.backlog_t >= 1000:
             # parked: unsent records (open block, RAM queue, store) hold the agent; looked at once a second
-            self._backlog_t = now
-            backlog = self._backlog = (self.enc is not None and self.enc.count) or len(self._unstored) or \
+            io.backlog_t = now
+            io.backlog = (self.enc is not None and self.enc.count) or len(self._unstored) or \
                 self.store.stats()["blocks"]
-        ign = pm.update(now, ign, mv, 1 if tr._was_moving else 0, tr.state, backlog)
+        ign = pm.update(now, ign, mv, 1 if tr._was_moving else 0, tr.state, io.backlog)
         self._power_out(now)
         link = self.link
         if link is not None:
@@ -303,7 +312,7 @@ class Box:
                 link.request("shutdown")
                 if link.answered is not None:
                     pm.agent_acked(now)
-            elif link.req_cmd is not None:
+            elif link.req is not None:
                 link.request(None)
         self._rails()
         if not pm.gnss:
@@ -313,7 +322,7 @@ class Box:
         return ign
 
     def _power_out(self, now):
-        out = self.pm.out
+        out = self.pmio.core.out
         if out:
             for reason, value in out:
                 self._emit({"type": "tamper", "t_ms": now, "reason": reason, "value": value})
@@ -321,23 +330,25 @@ class Box:
             self.flush()  # alarms (tow, geofence, cut-off) are committed at once: priority 3 in the store
 
     def _rails(self):
-        pm = self.pm
+        io = self.pmio
+        pm = io.core
         k = (pm.rail, pm.gnss)
-        if k != self._rails_set:
-            self._rails_set = k
-            if self._agent_rail is not None:
-                self._agent_rail(pm.rail)
-            if self._gnss_power is not None:
-                self._gnss_power(pm.gnss)
+        if k != io.applied:
+            io.applied = k
+            if io.agent_rail is not None:
+                io.agent_rail(pm.rail)
+            if io.gnss_power is not None:
+                io.gnss_power(pm.gnss)
 
     def _go_sleep(self, now):
         """Everything durable, the accelerometer on its activity interrupt (or off in cut-off)."""
         self.flush()
         self._save_state(now)
-        self.sleep_ms = self.pm.sleep_ms
+        io = self.pmio
+        io.sleep_ms = io.core.sleep_ms
         if self.accel is not None:
             try:
-                if self.pm.wake_accel:
+                if io.core.wake_accel:
                     self.accel.sleep_mode(self.cfg["wake_mg"], self.cfg.get("wake_ms", 0))
                 else:
                     self.accel.power_down()
@@ -347,13 +358,14 @@ class Box:
     def wake(self, why):
         """The board woke from sleep (why: "ign", "accel", "timer")."""
         now = self.clock.ticks_ms()
-        pm = self.pm
+        io = self.pmio
+        pm = io.core
         pm.wake(now, why, self.power.ignition(), self.power.supply_mv())
         self._power_out(now)
         self._rails()
         acc = self.accel
         if pm.sleep_ms:
-            self.sleep_ms = pm.sleep_ms
+            io.sleep_ms = pm.sleep_ms
             if acc is not None and why == "accel":
                 try:
                     acc.int1_source()  # clears the latched INT1
@@ -362,7 +374,7 @@ class Box:
             if not pm.wake_accel:
                 self._go_sleep(now)
             return
-        self.sleep_ms = 0
+        io.sleep_ms = 0
         self._last_gnss_ms = now
         self._last_step_ms = now
         if acc is not None:
@@ -693,5 +705,5 @@ class Box:
             "faults": dict(self.faults),
             "store": self.store.stats(),
             "boot": self.boot,
-            "power": self.pm.summary(self.clock.ticks_ms()) if self.pm is not None else None,
+            "power": self.pmio.core.summary(self.clock.ticks_ms()) if self.pmio is not None else None,
         }

@@ -77,12 +77,10 @@ class BoxLink:
         self.last_result = None
         self.t_ms = 0
         self._burst = True
-        # a command of the box to the agent (power management: "shutdown"), resent every rto_ms
-        # until the agent's RESULT with its id comes back (`answered`)
-        self.req_cmd = None
-        self.req_id = None
-        self.req_t = None
-        self.req_n = 0
+        # a command of the box to the agent (power management: "shutdown"): [cmd, id, last sent t_ms],
+        # resent every rto_ms until the agent's RESULT with its id comes back (`answered`). Two
+        # attributes only: the instance's attribute table is at its size limit
+        self.req = None
         self.answered = None
         self.counters = {
             "tx_frames": 0,
@@ -95,6 +93,7 @@ class BoxLink:
             "commands": 0,
             "sessions": 0,
             "timeouts": 0,
+            "requests": 0,
         }
 
     # ---- output
@@ -184,12 +183,12 @@ class BoxLink:
             self.state = _ST_UP
         elif ftype == T_CMD:
             self._on_cmd(bytes(buf[1:n]))
-        elif ftype == T_RESULT and self.req_id is not None:
+        elif ftype == T_RESULT and self.req is not None:
             try:
                 d = json.loads(bytes(buf[1:n]))
             except ValueError:
                 return
-            if isinstance(d, dict) and d.get("id") == self.req_id:
+            if isinstance(d, dict) and d.get("id") == self.req[1]:
                 self.answered = d
         # KEEPALIVE: only refreshes last_rx_t
 
@@ -260,16 +259,14 @@ class BoxLink:
     def request(self, cmd):
         """Ask the agent `cmd` (box -> agent CMD {"id", "cmd"}); None withdraws the request.
         Idempotent while the same command is pending; its RESULT lands in `answered`."""
-        if cmd == self.req_cmd:
+        if cmd == (self.req[0] if self.req is not None else None):
             return
-        self.req_cmd = cmd
         self.answered = None
-        self.req_t = None
         if cmd is None:
-            self.req_id = None
+            self.req = None
             return
-        self.req_n += 1
-        self.req_id = "box-%d-%d" % (self.boot, self.req_n)
+        self.counters["requests"] += 1
+        self.req = [cmd, "box-%d-%d" % (self.boot, self.counters["requests"]), None]
 
     def _read(self):
         uart = self.uart
@@ -296,10 +293,10 @@ class BoxLink:
                 self.last_hello_t = t_ms
                 self._send_hello()
             return
-        if self.req_cmd is not None and self.answered is None and (
-                self.req_t is None or _elapsed(t_ms, self.req_t) >= self.rto_ms):
-            self.req_t = t_ms
-            self._send_payload(T_CMD, json.dumps({"id": self.req_id, "cmd": self.req_cmd}).encode())
+        rq = self.req
+        if rq is not None and self.answered is None and (rq[2] is None or _elapsed(t_ms, rq[2]) >= self.rto_ms):
+            rq[2] = t_ms
+            self._send_payload(T_CMD, json.dumps({"id": rq[1], "cmd": rq[0]}).encode())
         if self.last_ka_t is None or _elapsed(t_ms, self.last_ka_t) >= self.keepalive_ms:
             self.last_ka_t = t_ms
             self._send_keepalive()

@@ -150,9 +150,10 @@ class Runner:
         box = self.box
         if box is not None:
             try:
-                if box.sleep_ms > 0:
-                    pm = box.pm
-                    box.wake(self.board.sleep(box.sleep_ms, pm.wake_ign, pm.wake_accel))
+                io = box.pmio
+                if io is not None and io.sleep_ms > 0:
+                    pm = io.core
+                    box.wake(self.board.sleep(io.sleep_ms, pm.wake_ign, pm.wake_accel))
                 else:
                     box.step()
             except (OSError, MemoryError) as e:

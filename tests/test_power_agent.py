@@ -38,7 +38,7 @@ def test_shutdown_handshake_then_power_cuts_lose_nothing(tmp_path, mosquitto):
             box.link.request("shutdown")
         assert wait_for(lambda: box.link.answered is not None, 20), agent.log()[-2000:]
         ans = box.link.answered
-        assert ans["ok"] is True and ans["cmd"] == "shutdown" and ans["id"] == box.link.req_id
+        assert ans["ok"] is True and ans["cmd"] == "shutdown" and ans["id"] == box.link.req[1]
         assert wait_for(marker.exists, 10)
         assert not os.path.exists(qpath + "-wal") or os.path.getsize(qpath + "-wal") == 0  # checkpointed
         # the box cuts the rail (systemd may not have finished): every acknowledged block is on disk
