@@ -318,6 +318,9 @@ def test_replayed_days_wake_causes_false_wakes_tow_and_nothing_lost(parked):
     assert res["tow_alarm_after_s"] is not None and res["tow_alarm_after_s"] <= 10
     assert any(a["reason"] == "geofence_exit" for a in res["alarms"])
     assert res["records_lost"] == 0 and res["records_on_agent"] > 0
+    # one trip per drive plus the tow: a movement from before a sleep (hours ago) must not end the
+    # next drive's trip at once (it did: a burst of 0-s trips between the ignition and moving off)
+    assert res["trips"] == len(trips) + 1
     assert res["shutdowns"]["acked"] == res["agent"]["shutdown_cmds"] > 0
     assert res["agent"]["power_cuts"] == 0
     assert res["avg_parked_ma"] <= 2.0
