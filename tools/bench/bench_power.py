@@ -10,6 +10,12 @@ import sys
 import tempfile
 import time
 
+NOTE = ("A week parked (`paydbox simulate --scenario parked_week`, seed 1: 14 short drives, door slams, wind, a "
+        "car wash, a crank dip, a night-time tow, the battery falling through the cut-off) replayed by `paydbox "
+        "power` through the firmware (CPython) with the simulated agent; currents from the cited datasheet "
+        "budget of docs/power.md, at 12 V. Targets: parked current <= 2.0 mA (goal 1.0) incl. the daily "
+        "heartbeat, no agent wake from door slams or wind, the tow caught, nothing lost.")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
