@@ -24,8 +24,10 @@ import heapq
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -195,6 +197,9 @@ class Agent:
         self.rows_peak = 0     # queue rows / full flag, worst since the last published status
         self.was_full = False
         self.stop = False
+        self.shutdown_at = None  # time.monotonic() the box asked for a shutdown (power management)
+        # run when the box asks to shut down, after the queue is synced and the box answered
+        self.poweroff_command = str(a.get("poweroff_command", "systemctl poweroff"))
         self.started = time.monotonic()
         self.counters = {
             "blocks_rx": 0, "blocks_dup": 0, "blocks_refused": 0, "published": 0, "puback": 0,
@@ -331,6 +336,11 @@ class Agent:
                         self._on_result(v)
                     else:
                         self._bad_frame(kind, v)
+                elif kind == "cmd":
+                    if isinstance(v, dict) and isinstance(v.get("id"), str):
+                        self._on_box_cmd(v)
+                    else:
+                        self._bad_frame(kind, v)
             except Exception:  # the agent is the supervisor: a frame it did not foresee must not stop it
                 self.counters["internal_errors"] += 1
                 log.exception("error handling a %s frame", kind)
@@ -359,6 +369,29 @@ class Agent:
             if self.use_mqtt:
                 self._make_mqtt()
         self.link.send_hello(reply=True, version=VERSION)
+
+    def _on_box_cmd(self, v):
+        """A command of the box (docs/link-protocol.md). "shutdown": the box is about to cut this
+        agent's supply rail. Every acknowledged block is already committed; the queue is checkpointed
+        (sync), the box gets its RESULT, then the machine powers off through systemd
+        (agent.poweroff_command; systemd stops this service with SIGTERM). A repeated command (the
+        RESULT was lost) gets the same answer and no second power-off."""
+        if v.get("cmd") != "shutdown":
+            self.link.send_result({"id": v["id"], "ok": False, "error": "unsupported command"})
+            return
+        first = self.shutdown_at is None
+        if first:
+            self.shutdown_at = time.monotonic()
+            self.queue.sync()
+        self.link.send_result({"id": v["id"], "ok": True, "cmd": "shutdown", "pending": self.queue.rows})
+        if first:
+            log.warning("box asks for shutdown: queue synced (%d rows pending), running %r", self.queue.rows,
+                        self.poweroff_command)
+            if self.poweroff_command:
+                try:
+                    subprocess.Popen(shlex.split(self.poweroff_command))
+                except OSError as e:
+                    log.error("poweroff command %r failed: %s", self.poweroff_command, e)
 
     def _check_block(self, fs, ls, prio, block):
         """None if the block is the bound device's and checks (CRC, header), else the reason."""

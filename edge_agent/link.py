@@ -80,6 +80,10 @@ class AgentLink:
     def send_cmd(self, d):
         self._write(encode_frame(T_CMD, json.dumps(d).encode()))
 
+    def send_result(self, d):
+        """RESULT to a command of the box (agent -> box, e.g. the answer to "shutdown")."""
+        self._write(encode_frame(T_RESULT, json.dumps(d).encode()))
+
     def send_keepalive(self):
         self._write(encode_frame(T_KEEPALIVE, b""))
 

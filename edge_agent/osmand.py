@@ -7,7 +7,7 @@
 
 Same records and mapping as the Codec 8 Extended output (edge_agent/teltonika.py Mapper), sent as
 query parameters: id, timestamp (s), lat, lon, speed (knots, Traccar's unit for OsmAnd), bearing, sat,
-hdop, odometer and tripOdometer (m), ignition, motion, and alarm = hardAcceleration | hardBraking |
+hdop, odometer and tripOdometer (m), ignition, motion, power (supply voltage, V: status records), and alarm = hardAcceleration | hardBraking |
 hardCornering | accident | tow | powerCut | idle | overspeed. HTTP 200 = accepted: this output's
 progress on the queue row moves on (edge_agent/outputs.py). 400 (unknown device) backs off like a
 refused IMEI; anything else, no answer, a dropped connection: the same record goes again.
@@ -39,8 +39,11 @@ def params(avl, device_id):
         p.append(("odometer", "%d" % io[T.IO_ODOMETER][1]))
     if T.IO_TRIP_ODOMETER in io:
         p.append(("tripOdometer", "%d" % io[T.IO_TRIP_ODOMETER][1]))
-    p.append(("ignition", "true" if io[T.IO_IGNITION][1] else "false"))
-    p.append(("motion", "true" if io[T.IO_MOVEMENT][1] else "false"))
+    if T.IO_IGNITION in io:
+        p.append(("ignition", "true" if io[T.IO_IGNITION][1] else "false"))
+        p.append(("motion", "true" if io[T.IO_MOVEMENT][1] else "false"))
+    if T.IO_POWER in io:
+        p.append(("power", "%.3f" % (io[T.IO_POWER][1] / 1000)))  # Traccar's `power` attribute, V
     ev = avl["event_id"]
     if ev == T.IO_GREEN_TYPE:
         p.append(("alarm", _GREEN[io[T.IO_GREEN_TYPE][1]]))

@@ -280,7 +280,9 @@ class Mapper:
                 continue
             if t == "status":
                 odo = float(r["odometer_m"])
-                continue
+                if r.get("supply_mv", -1) < 0:
+                    continue  # no supply reading (a box without power inputs, or before version 5)
+                rec_odo = odo
             if t == "pos":
                 if own is not None:
                     odo, prev = own, None
@@ -388,6 +390,15 @@ class Mapper:
             # unplugged: the box lost its supply, or the car moved while it was off
             event_id, ign = IO_UNPLUG, 0
             io[IO_UNPLUG] = (1, 1)
+        elif t == "tamper" and r["reason"] == "tow":
+            # moved with the ignition off, seen by the sleeping box (firmware/power.py): Traccar's tow alarm
+            prio, event_id, ign, moving = 2, IO_TOWING, 0, 1
+            io[IO_TOWING] = (1, 1)
+        elif t == "status":
+            # the supply voltage (heartbeat and periodic status): IO 66 external voltage, mV; the status
+            # says nothing of the ignition, so IO 239/240 are left out
+            event_id, ign = IO_POWER, None
+            io[IO_POWER] = (2, max(0, min(65535, r["supply_mv"])))
         else:
             return None  # config, other tamper reasons: no AVL record
         ts = self._ts_ms(r, refs)
@@ -398,8 +409,9 @@ class Mapper:
             lat, lon = (last_pos[0], last_pos[1]) if last_pos else (0, 0)
         if lat == 0 and lon == 0:
             sats = 0  # no position (privacy no_positions, or none known): Traccar marks it invalid
-        io[IO_IGNITION] = (1, ign)
-        io[IO_MOVEMENT] = (1, moving)
+        if ign is not None:
+            io[IO_IGNITION] = (1, ign)
+            io[IO_MOVEMENT] = (1, moving)
         if odo is not None:
             # the estimate between two anchors may run ahead of the box's next anchor
             # (in time order: a record stamped later than another never shows less)

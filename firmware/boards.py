@@ -6,7 +6,10 @@
 # after WiFi/BT are left off; RP2040 ~190 KB; ESP32-S3 with 8 MB PSRAM: the PSRAM).
 # romfs_bytes: size of the ROMFS partition of the flash layout the base image must carry (0: none,
 # the firmware is copied as .mpy files into the littlefs filesystem and its bytecode loads into RAM).
-# Pins are GPIO numbers; wiring in docs/installer.md. fs_root: where the VFS (littlefs) is mounted
+# Pins are GPIO numbers; wiring in docs/installer.md. Power management (docs/power.md): accel_int1 the
+# LIS3DH's INT1 (an RTC-capable input on ESP32: it wakes the MCU), agent_en the enable of the edge
+# agent's 5 V supply, gnss_en the GNSS receiver's main supply (its backup supply stays on); a profile
+# without agent_en never sleeps. fs_root: where the VFS (littlefs) is mounted
 # relative to the working directory ("" = "/", where MicroPython mounts it on ESP32 and RP2).
 BOARDS = {
     "esp32-wroom": {
@@ -17,6 +20,7 @@ BOARDS = {
         "i2c": 0, "scl": 22, "sda": 21, "i2c_freq": 400000,
         "link_uart": 2, "link_tx": 25, "link_rx": 26, "link_rxbuf": 4096,
         "ign_pin": 34, "supply_adc": 35, "supply_divider_x1000": 5700,
+        "accel_int1": 39, "agent_en": 27, "gnss_en": 14,
         "wdt_ms": 8000, "fs_root": "",
     },
     "esp32-s3": {
@@ -27,6 +31,7 @@ BOARDS = {
         "i2c": 0, "scl": 9, "sda": 8, "i2c_freq": 400000,
         "link_uart": 2, "link_tx": 4, "link_rx": 5, "link_rxbuf": 8192,
         "ign_pin": 6, "supply_adc": 7, "supply_divider_x1000": 5700,
+        "accel_int1": 12, "agent_en": 10, "gnss_en": 11,
         "wdt_ms": 8000, "fs_root": "",
     },
     "pico-w": {
@@ -37,6 +42,7 @@ BOARDS = {
         "i2c": 1, "scl": 3, "sda": 2, "i2c_freq": 400000,
         "link_uart": 1, "link_tx": 4, "link_rx": 5, "link_rxbuf": 4096,
         "ign_pin": 22, "supply_adc": 26, "supply_divider_x1000": 5700,
+        "accel_int1": 18, "agent_en": 16, "gnss_en": 17,
         "wdt_ms": 8000, "fs_root": "",
     },
     # the MicroPython unix VM behind `paydbox virtual-box` (no pins: the harness builds the board)

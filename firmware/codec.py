@@ -10,7 +10,7 @@ import binascii
 import struct
 from array import array
 
-VERSION = 4  # the version this encoder writes; FORMATS says what each version a decoder reads holds
+VERSION = 5  # the version this encoder writes; FORMATS says what each version a decoder reads holds
 MAGIC0 = 0x50  # 'P'
 MAGIC1 = 0x44  # 'D'
 
@@ -51,7 +51,8 @@ TYPES = (
                   ("n_overspeed", "i"), ("idle_s", "i"), ("night_s", "i"), ("overspeed_s", "i"),
                   ("score", "i"), ("n_unclassified", "i"), ("n_gnss_only", "i"), ("score_note", "s"))),
     ("status", (("fw", "s"), ("boot", "i"), ("store_used", "i"), ("store_evicted", "i"), ("gnss_ok", "i"),
-                ("accel_ok", "i"), ("odometer_m", "i"), ("calib", "s"), ("calib_quality", "i"))),
+                ("accel_ok", "i"), ("odometer_m", "i"), ("calib", "s"), ("calib_quality", "i"),
+                ("supply_mv", "i"))),
     ("tamper", (("reason", "s"), ("value", "i"))),
     ("config", (("key", "s"), ("old", "s"), ("new", "s"))),
     ("odometer", (("total_m", "i"),)),
@@ -64,10 +65,12 @@ for _i in range(len(TYPES)):
 STRINGS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "overspeed", "idle",
            "towing", "unclassified", "power_loss", "unaccounted_distance", "accel_missing", "gnss_missing",
            "uncalibrated", "calibrating", "calibrated", "crash", "", "partial_unclassified", "gnss_only",
-           "partial_unclassified+gnss_only", "harsh_accel_gnss", "harsh_brake_gnss")
+           "partial_unclassified+gnss_only", "harsh_accel_gnss", "harsh_brake_gnss",
+           "tow", "geofence_exit", "cutoff", "cutoff_end", "supply_invalid", "supply_restored", "ignition_stuck",
+           "ignition_ok")
 # Optional fields (by name, unique to their record type): absent on encode = this default; a
 # decoded record carries them only when they differ from it (so records round-trip either way).
-OPTIONAL = {"n_unclassified": 0, "n_gnss_only": 0, "score_note": ""}
+OPTIONAL = {"n_unclassified": 0, "n_gnss_only": 0, "score_note": "", "supply_mv": -1}
 
 # Every version the decoder reads (docs/record-format.md "Versions"): version -> (entries of STRINGS,
 # fields per record type in TYPES order; a type past the end of the tuple is not in that version).
@@ -80,6 +83,7 @@ OPTIONAL = {"n_unclassified": 0, "n_gnss_only": 0, "score_note": ""}
 FORMATS = {
     3: (16, (6, 9, 7, 3, 23, 9, 2, 3, 1)),  # range coder, NMEA grid, odometer record
     4: (22, (6, 9, 7, 3, 26, 9, 2, 3, 1)),  # trip_end + n_unclassified, n_gnss_only, score_note
+    5: (30, (6, 9, 7, 3, 26, 10, 2, 3, 1)),  # status + supply_mv; power-management tamper reasons
 }
 
 # Context layout: fixed contexts, then one per (type, field).

@@ -65,6 +65,13 @@ SCHEMA = {
     "link_baud": ("int", 115200, [9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600], "edge agent link UART baud rate"),
     "status_interval_s": ("int", 3600, (60, 86400), "status record period, s"),
     "store_max_kb": ("int", 1024, (64, 8192), "record store size limit, KiB"),
+    "heartbeat_h": ("int", 24, (1, 168), "parked: the edge agent is woken this often to forward records, h"),
+    "cutoff_mv": ("int", 11800, (10500, 12600), "cut-off threshold: supply below it (ignition off) for cutoff_s switches box and agent off, mV"),
+    "cutoff_s": ("int", 300, (10, 3600), "cut-off delay: the supply below cutoff_mv this long (crank dips never count), s"),
+    "cutoff_hyst_mv": ("int", 400, (100, 2000), "cut-off ends when the supply is back to cutoff_mv + this, mV"),
+    "park_hold_s": ("int", 60, (0, 3600), "parked: the agent stays on this long after the backlog is sent, s"),
+    "wake_mg": ("int", 250, (50, 2000), "parked: accelerometer activity above this wakes the box (GNSS confirms movement), mg"),
+    "geofence_m": ("int", 300, (50, 10000), "parked: leaving this radius with the ignition off raises an alarm, m"),
     "installer_pin": ("pin", "", None, "installer PIN for set/calibrate/reboot/maintenance: 4-8 digits (stored as PBKDF2)"),
 }
 

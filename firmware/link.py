@@ -77,6 +77,11 @@ class BoxLink:
         self.last_result = None
         self.t_ms = 0
         self._burst = True
+        # a command of the box to the agent (power management: "shutdown"): [cmd, id, last sent t_ms],
+        # resent every rto_ms until the agent's RESULT with its id comes back (`answered`). Two
+        # attributes only: the instance's attribute table is at its size limit
+        self.req = None
+        self.answered = None
         self.counters = {
             "tx_frames": 0,
             "tx_bytes": 0,
@@ -88,6 +93,7 @@ class BoxLink:
             "commands": 0,
             "sessions": 0,
             "timeouts": 0,
+            "requests": 0,
         }
 
     # ---- output
@@ -177,6 +183,13 @@ class BoxLink:
             self.state = _ST_UP
         elif ftype == T_CMD:
             self._on_cmd(bytes(buf[1:n]))
+        elif ftype == T_RESULT and self.req is not None:
+            try:
+                d = json.loads(bytes(buf[1:n]))
+            except ValueError:
+                return
+            if isinstance(d, dict) and d.get("id") == self.req[1]:
+                self.answered = d
         # KEEPALIVE: only refreshes last_rx_t
 
     def _on_ack(self, buf, n):
@@ -243,6 +256,18 @@ class BoxLink:
             n += k
         return {"ok": True, "cmd": "resend", "boot": d.get("boot"), "requeued": n, "missing": missing}
 
+    def request(self, cmd):
+        """Ask the agent `cmd` (box -> agent CMD {"id", "cmd"}); None withdraws the request.
+        Idempotent while the same command is pending; its RESULT lands in `answered`."""
+        if cmd == (self.req[0] if self.req is not None else None):
+            return
+        self.answered = None
+        if cmd is None:
+            self.req = None
+            return
+        self.counters["requests"] += 1
+        self.req = [cmd, "box-%d-%d" % (self.boot, self.counters["requests"]), None]
+
     def _read(self):
         uart = self.uart
         while True:
@@ -268,6 +293,10 @@ class BoxLink:
                 self.last_hello_t = t_ms
                 self._send_hello()
             return
+        rq = self.req
+        if rq is not None and self.answered is None and (rq[2] is None or _elapsed(t_ms, rq[2]) >= self.rto_ms):
+            rq[2] = t_ms
+            self._send_payload(T_CMD, json.dumps({"id": rq[1], "cmd": rq[0]}).encode())
         if self.last_ka_t is None or _elapsed(t_ms, self.last_ka_t) >= self.keepalive_ms:
             self.last_ka_t = t_ms
             self._send_keepalive()

@@ -26,6 +26,57 @@ class BoardPower:
         return self.adc.read_uv() // 1000 * self.divider_x1000 // 1000
 
 
+class BoardSleep:
+    """The board's sleep primitive (firmware/runner.py Board.sleep): machine.lightsleep, woken by the
+    ignition pin and the LIS3DH's INT1 (ESP32: ext1 wake on any high) or the timer. The sleep is cut
+    into slices shorter than the watchdog's period, which is fed between them; a pin at 1 ends it.
+    RP2040: MicroPython's lightsleep wakes on its timer only, so the pins are polled every slice."""
+
+    def __init__(self, ign_pin, int1_pin, wdt, wdt_ms):
+        self.ign = machine.Pin(ign_pin, machine.Pin.IN)
+        self.int1 = machine.Pin(int1_pin, machine.Pin.IN)
+        self.wdt = wdt
+        self.slice_ms = wdt_ms // 2 if wdt_ms else 4000
+        self.ext1 = 0  # ESP32: lightsleep wakes on the pins (ext1); elsewhere they are polled
+        try:
+            import esp32  # noqa: F401
+
+            self.ext1 = 1
+        except ImportError:
+            self.slice_ms = min(self.slice_ms, 1000)
+
+    def __call__(self, ms, ign=1, accel=1):
+        pins = []
+        if ign:
+            pins.append(self.ign)
+        if accel:
+            pins.append(self.int1)
+        if self.ext1 and pins:
+            import esp32
+
+            esp32.wake_on_ext1(tuple(pins), esp32.WAKEUP_ANY_HIGH)
+        while ms > 0:
+            if ign and self.ign.value():
+                return "ign"
+            if accel and self.int1.value():
+                return "accel"
+            k = ms if ms < self.slice_ms else self.slice_ms
+            machine.lightsleep(k)
+            ms -= k
+            if self.wdt is not None:
+                self.wdt.feed()
+        if ign and self.ign.value():
+            return "ign"
+        if accel and self.int1.value():
+            return "accel"
+        return "timer"
+
+
+def _out_pin(n):
+    p = machine.Pin(n, machine.Pin.OUT, value=1)
+    return lambda on: p.value(1 if on else 0)
+
+
 def board_config():
     """The board profile, with the overrides board.json carries (a custom harness)."""
     over = {}
@@ -61,11 +112,17 @@ def build(b):
     from firmware.console import StdioUart
 
     wdt = machine.WDT(timeout=b["wdt_ms"]) if b.get("wdt_ms") else None
+    sleep = agent = gnss_en = None
+    if b.get("agent_en") is not None and b.get("accel_int1") is not None:
+        sleep = BoardSleep(b["ign_pin"], b["accel_int1"], wdt, b.get("wdt_ms", 0))
+        agent = _out_pin(b["agent_en"])
+        if b.get("gnss_en") is not None:
+            gnss_en = _out_pin(b["gnss_en"])
     # the console shares the REPL stream: with a PIN set it turns the Ctrl-C escape off
     # (micropython.kbd_intr(-1)) until a logged-in `maintenance`
     return Board(SystemClock(), gnss, i2c, power, b["fs_root"], link_uart=link, console=StdioUart(),
                  watchdog=wdt, reset=machine.reset, name=b.get("board", DEFAULT), reset_cause=reset_cause,
-                 kbd_intr=micropython.kbd_intr)
+                 kbd_intr=micropython.kbd_intr, sleep=sleep, agent_rail=agent, gnss_power=gnss_en)
 
 
 def run():

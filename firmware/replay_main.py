@@ -13,12 +13,16 @@ _STEP_MS = 100          # main-loop period in box time
 _POWER_OFF_MV = 6000    # below this the box is unpowered (unplugged or cut)
 
 
-def replay_board(sess, fs_root, link_uart=None, console=None):
-    """The Board of a replayed box: the trace's clock, GNSS UART, I2C accelerometer and power."""
+def replay_board(sess, fs_root, link_uart=None, console=None, agent_rail=None):
+    """The Board of a replayed box: the trace's clock, GNSS UART, I2C accelerometer and power. A trace
+    that models sleep (header "sleep", docs/trace-format.md) gives the board its sleep primitive (the
+    clock jumps to the next wake-up) and the GNSS receiver's power switch."""
     from firmware.runner import Board
 
+    sleeps = "sleep" in sess.header and "power" in sess.header
     return Board(sess.clock, sess.gnss_uart, sess.i2c, sess.power if "power" in sess.header else None, fs_root,
-                 link_uart=link_uart, console=console, name="replay")
+                 link_uart=link_uart, console=console, name="replay", sleep=sess.sleep if sleeps else None,
+                 agent_rail=agent_rail, gnss_power=sess.gnss_power if sleeps else None)
 
 
 def supply_step(runner, sess):
@@ -33,8 +37,9 @@ def supply_step(runner, sess):
     return 1
 
 
-def run(trace_path, fs_root, config=None, step_ms=_STEP_MS, on_step=None):
-    """config: settings on top of the schema defaults (installer keys and tunables)."""
+def run(trace_path, fs_root, config=None, step_ms=_STEP_MS, on_step=None, agent=None):
+    """config: settings on top of the schema defaults (installer keys and tunables). agent: a
+    simulated edge agent on the link (host only: .uart the box's end, .rail(on), .step(t_ms))."""
     from firmware.config import Config
     from firmware.runner import Runner
 
@@ -42,12 +47,18 @@ def run(trace_path, fs_root, config=None, step_ms=_STEP_MS, on_step=None):
     over = {"gnss_baud": sess.gnss_uart.baudrate}  # the box as installed where the trace was recorded
     if config:
         over.update(config)
-    runner = Runner(replay_board(sess, fs_root), Config(None), overrides=over)
+    board = replay_board(sess, fs_root, link_uart=agent.uart if agent else None,
+                         agent_rail=agent.rail if agent else None)
+    if agent is not None:
+        agent.clock = sess.clock
+    runner = Runner(board, Config(None), overrides=over)
     runner.power_on()
     t = 0
     while not sess.done:
-        t += step_ms
+        t = sess.clock.now + step_ms  # a sleep jumped the clock
         sess.advance(t)
+        if agent is not None:
+            agent.step(t)
         if supply_step(runner, sess):
             runner.step()
         if on_step is not None:

@@ -30,10 +30,15 @@ class Board:
     console); fs_root: directory of config.json, state and the store; watchdog: feed() (None: no
     hardware watchdog); reset: callable that restarts the MCU (console `reboot`); reset_cause:
     callable -> "power_on" | "watchdog" | "hard" | "soft" | "deepsleep" (None: unknown, e.g. replay);
-    kbd_intr: micropython.kbd_intr on a board (the console turns the REPL escape off with a PIN set)."""
+    kbd_intr: micropython.kbd_intr on a board (the console turns the REPL escape off with a PIN set).
+    Power management (firmware/power.py; None: the box never sleeps): sleep(ms, ign, accel) sleeps at
+    most ms, woken by the ignition pin (ign 1) or the accelerometer's INT1 (accel 1), and returns
+    "ign", "accel" or "timer" (replay: the clock jumps); agent_rail(on) switches the edge agent's
+    supply rail; gnss_power(on) the GNSS receiver's main supply (its backup supply stays)."""
 
     def __init__(self, clock, gnss_uart, i2c, power, fs_root, link_uart=None, console=None, watchdog=None,
-                 reset=None, name="board", reset_cause=None, kbd_intr=None):
+                 reset=None, name="board", reset_cause=None, kbd_intr=None, sleep=None, agent_rail=None,
+                 gnss_power=None):
         self.clock = clock
         self.gnss_uart = gnss_uart
         self.i2c = i2c
@@ -46,6 +51,9 @@ class Board:
         self.name = name
         self.reset_cause = reset_cause
         self.kbd_intr = kbd_intr
+        self.sleep = sleep
+        self.agent_rail = agent_rail
+        self.gnss_power = gnss_power
 
 
 def set_baud(uart, baud):
@@ -123,7 +131,8 @@ class Runner:
         gc.collect()
         cause = b.reset_cause() if b.reset_cause is not None else None
         self.box = Box(b.clock, b.gnss_uart, b.i2c, b.power, b.fs_root, cfg, link_uart=b.link_uart,
-                       reset_cause=cause)
+                       reset_cause=cause, can_sleep=b.sleep is not None, agent_rail=b.agent_rail,
+                       gnss_power=b.gnss_power)
         self.power_ons += 1
         return self.box
 
@@ -141,7 +150,12 @@ class Runner:
         box = self.box
         if box is not None:
             try:
-                box.step()
+                io = box.pmio
+                if io is not None and io.sleep_ms > 0:
+                    pm = io.core
+                    box.wake(self.board.sleep(io.sleep_ms, pm.wake_ign, pm.wake_accel))
+                else:
+                    box.step()
             except (OSError, MemoryError) as e:
                 # a fault no subsystem guard caught: counted and reported, the next pass goes on
                 # (any other exception is a bug: it goes out, and on the board the watchdog resets)

@@ -175,6 +175,9 @@ class TripTracker:
         if lf and lf[1] >= 0:
             utc = lf[1] - (lf[0] - t_ms) // 1000
         self.state = _DRIVING
+        if not self._was_moving:
+            # a movement before this trip (hours ago, the box asleep in between) must not end it at once
+            self._last_move_ms = -1
         self.trip = {
             "start_t_ms": t_ms, "start_utc_s": utc, "start_lat_e7": lat, "start_lon_e7": lon,
             "end_lat_e7": lat, "end_lon_e7": lon,

@@ -22,6 +22,11 @@ _STATUS_REG = const(0x27)
 _OUT_X_L = const(0x28)
 _FIFO_CTRL_REG = const(0x2E)
 _FIFO_SRC_REG = const(0x2F)
+_REFERENCE = const(0x26)
+_INT1_CFG = const(0x30)
+_INT1_SRC = const(0x31)
+_INT1_THS = const(0x32)
+_INT1_DURATION = const(0x33)
 
 _AUTO_INC = const(0x80)  # bit 7 of the I2C sub-address: auto-increment (rolls 0x2D -> 0x28 in FIFO mode)
 _CHIP_ID = const(0x33)  # LIS3DH and LIS2DH12
@@ -29,6 +34,16 @@ _CHIP_ID = const(0x33)  # LIS3DH and LIS2DH12
 # CTRL_REG1
 _XYZ_EN = const(0x07)
 _LPEN = const(0x08)
+# CTRL_REG2: HPIS1, high-pass filtered data to the interrupt 1 generator (gravity removed)
+_HPIS1 = const(0x01)
+# CTRL_REG3: I1_IA1, interrupt generator 1 on the INT1 pin
+_I1_IA1 = const(0x40)
+# CTRL_REG5: LIR_INT1, INT1 latched until INT1_SRC is read
+_LIR_INT1 = const(0x08)
+# INT1_CFG: OR of the high events of X, Y, Z (XHIE | YHIE | ZHIE, AOI = 0, 6D = 0)
+_INT_HIGH_OR = const(0x2A)
+# INT1_SRC: IA, an interrupt is active
+INT_IA = const(0x40)
 # CTRL_REG4
 _BDU = const(0x80)
 _HR = const(0x08)
@@ -47,6 +62,8 @@ FIFO_DEPTH = const(32)
 
 _ODR_CODES = {1: 1, 10: 2, 25: 3, 50: 4, 100: 5, 200: 6, 400: 7}
 _RANGE_CODES = {2: 0, 4: 1, 8: 2, 16: 3}
+# INT1_THS: mg per LSB, indexed by range code (ST LIS3DH datasheet DocID 17530, INT1_THS (32h))
+_THS_MG = (16, 32, 62, 186)
 # mg per digit after right-justifying, indexed by range code
 _SENS_HR = (1, 2, 4, 12)
 _SENS_NORMAL = (4, 8, 16, 48)
@@ -117,11 +134,50 @@ class LIS3DH:
         self._write_reg(_CTRL_REG1, (_ODR_CODES[odr_hz] << 4) | (_LPEN if lowpower else 0) | _XYZ_EN)
         self._write_reg(_CTRL_REG2, 0)
         self._write_reg(_CTRL_REG3, 0)
+        self._write_reg(_INT1_CFG, 0)
         self._write_reg(_CTRL_REG4, _BDU | (fs << 4) | (_HR if hires else 0))
         self._write_reg(_CTRL_REG5, _FIFO_EN)
         # bypass first: empties the FIFO; then stream mode with the watermark
         self._write_reg(_FIFO_CTRL_REG, _FM_BYPASS)
         self._write_reg(_FIFO_CTRL_REG, _FM_STREAM | watermark)
+
+    def sleep_mode(self, threshold_mg, duration_ms, odr_hz=10):
+        """Parked: low-power mode (8-bit) at odr_hz, FIFO off, and the activity interrupt on INT1: any
+        axis of the high-pass filtered acceleration above threshold_mg for duration_ms latches INT1
+        (cleared by int1_source()). Registers: CTRL_REG1 ODR|LPen|XYZ, CTRL_REG2 HPIS1, CTRL_REG4 FS,
+        CTRL_REG5 LIR_INT1, INT1_THS (LSB 16/32/62/186 mg at 2/4/8/16 g), INT1_DURATION (LSB 1/ODR),
+        REFERENCE read (sets the filter's reference), INT1_CFG XHIE|YHIE|ZHIE, CTRL_REG3 I1_IA1.
+        Returns (INT1_THS, INT1_DURATION) as written. OSError when the chip does not answer."""
+        if odr_hz not in _ODR_CODES:
+            raise ValueError("odr_hz: %r not one of 1, 10, 25, 50, 100, 200, 400" % (odr_hz,))
+        fs = _RANGE_CODES[self.range_g]
+        lsb = _THS_MG[fs]
+        ths = (threshold_mg + lsb // 2) // lsb
+        ths = 1 if ths < 1 else (127 if ths > 127 else ths)
+        dur = duration_ms * odr_hz // 1000
+        dur = 0 if dur < 0 else (127 if dur > 127 else dur)
+        self._write_reg(_CTRL_REG3, 0)
+        self._write_reg(_CTRL_REG1, (_ODR_CODES[odr_hz] << 4) | _LPEN | _XYZ_EN)
+        self._write_reg(_CTRL_REG2, _HPIS1)
+        self._write_reg(_CTRL_REG4, _BDU | (fs << 4))
+        self._write_reg(_FIFO_CTRL_REG, _FM_BYPASS)
+        self._write_reg(_CTRL_REG5, _LIR_INT1)
+        self._write_reg(_INT1_THS, ths)
+        self._write_reg(_INT1_DURATION, dur)
+        self._read_reg(_REFERENCE)
+        self._write_reg(_INT1_CFG, _INT_HIGH_OR)
+        self._read_reg(_INT1_SRC)
+        self._write_reg(_CTRL_REG3, _I1_IA1)
+        return ths, dur
+
+    def int1_source(self):
+        """INT1_SRC (IA = bit 6); reading it clears a latched interrupt."""
+        return self._read_reg(_INT1_SRC)
+
+    def power_down(self):
+        """ODR 0: power-down mode (cut-off); setup() brings the chip back."""
+        self._write_reg(_CTRL_REG3, 0)
+        self._write_reg(_CTRL_REG1, 0)
 
     def _read_reg(self, reg):
         try:

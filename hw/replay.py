@@ -34,7 +34,13 @@ _OUT_X_L = const(0x28)
 _OUT_Z_H = const(0x2D)
 _FIFO_CTRL_REG = const(0x2E)
 _FIFO_SRC_REG = const(0x2F)
+_CTRL_REG3 = const(0x22)
+_INT1_CFG = const(0x30)
+_INT1_SRC = const(0x31)
+_INT1_THS = const(0x32)
+_INT1_DURATION = const(0x33)
 _DEPTH = const(32)
+_THS_MG = (16, 32, 62, 186)  # INT1_THS LSB by full scale (LIS3DH datasheet)
 
 _ODR_HZ = (0, 1, 10, 25, 50, 100, 200, 400, 1600, 1344)
 _SENS_HR = (1, 2, 4, 12)
@@ -232,7 +238,21 @@ class LIS3DHModel:
         self._sens = 16
         self._fs_max = 511
         self._odr = 0
+        self.int1 = 0  # INT1 pin level (interrupt generator 1 routed to it)
+        self.activities = 0  # accel_int lines that fired INT1
         self._update_mode()
+
+    def activity(self, peak_mg, dur_ms):
+        """An `accel_int` trace line: high-pass filtered acceleration peaking at peak_mg, above the
+        trace's floor for dur_ms. Fires INT1 when generator 1 is armed (CTRL_REG3 I1_IA1, INT1_CFG
+        high events, ODR not power-down) and the peak is above INT1_THS for at least INT1_DURATION."""
+        r = self.regs
+        if not (r[_CTRL_REG3] & 0x40) or not (r[_INT1_CFG] & 0x2A) or self._odr == 0:
+            return
+        ths = r[_INT1_THS] * _THS_MG[(r[_CTRL_REG4] >> 4) & 3]
+        if peak_mg > ths and dur_ms * self._odr >= (r[_INT1_DURATION] & 0x7F) * 1000:
+            self.int1 = 1
+            self.activities += 1
 
     # -- trace side ------------------------------------------------------------------------------
     def _queue(self, t_ms, rate, samples):
@@ -375,6 +395,11 @@ class LIS3DHModel:
             return v | n
         if r == _STATUS_REG:
             return 0x08 if self._fn else 0
+        if r == _INT1_SRC:
+            v = 0x6A if self.int1 else 0  # IA | XH | YH | ZH (the model does not tell the axes apart)
+            if self.regs[_CTRL_REG5] & 0x08:
+                self.int1 = 0  # latched (LIR_INT1): cleared by this read
+            return v
         return self.regs[r]
 
     def _pop_after_z(self):
@@ -446,7 +471,7 @@ class LIS3DHModel:
                 r += 1
 
     def _write(self, r, v):
-        if r < 0x1E or r >= 0x40 or r in (_STATUS_REG, _FIFO_SRC_REG) or _OUT_X_L <= r <= _OUT_Z_H:
+        if r < 0x1E or r >= 0x40 or r in (_STATUS_REG, _FIFO_SRC_REG, _INT1_SRC) or _OUT_X_L <= r <= _OUT_Z_H:
             return  # read-only / reserved: ignored
         self.regs[r] = v
         if r == _CTRL_REG1 or r == _CTRL_REG4:
@@ -502,6 +527,8 @@ class ReplaySession:
             addr = a["address"]
         self.i2c = LIS3DHModel(self.clock, present=a is not None, address=addr)
         self.power = ReplayPower(h.get("power"))
+        self.gnss_on = 1  # the receiver's main supply (gnss_power); off: the UART receives nothing
+        self.sleeps = 0
         self.on_truth = on_truth
         self.lines = 1
         self.last_event_ms = 0
@@ -534,7 +561,15 @@ class ReplaySession:
     def _dispatch(self, t_ms, s, o):
         ln = self._r.lineno
         if s == "gnss":
-            self.gnss_uart._queue(t_ms, gnss_bytes(o, ln))
+            b = gnss_bytes(o, ln)
+            if self.gnss_on:
+                self.gnss_uart._queue(t_ms, b)
+        elif s == "accel_int":
+            mg = o.get("mg")
+            d = o.get("dur_ms", 0)
+            if not isinstance(mg, int) or not isinstance(d, int):
+                raise TraceError("trace line %d: accel_int line needs int 'mg' (and 'dur_ms')" % ln)
+            self.i2c.activity(mg, d)
         elif s == "accel":
             mg = o.get("mg")
             rate = o.get("rate")
@@ -579,6 +614,49 @@ class ReplaySession:
         m = self.i2c
         if 0 <= m.due_ms <= t_ms:
             m._deliver(t_ms)
+
+    def gnss_power(self, on):
+        """The receiver's main supply. Off: bytes on the wire and in the ring are gone, and trace
+        lines are not queued (a receiver that is off sends nothing)."""
+        on = 1 if on else 0
+        if not on and self.gnss_on:
+            u = self.gnss_uart
+            del u._pend[:]
+            u._ph = 0
+            u.due_ms = -1
+            u._n = u._head = u._tail = 0
+        self.gnss_on = on
+
+    def sleep(self, ms, ign=1, accel=1):
+        """The board's sleep: the clock jumps to the first wake-up: the ignition line at 1 (ign armed),
+        INT1 of the accelerometer (accel armed) or the timer after ms. Trace lines on the way are
+        played at their times. Returns "ign", "accel" or "timer"."""
+        self.sleeps += 1
+        clock = self.clock
+        end = clock.now + ms
+        why = "timer"
+        m = self.i2c
+        if ign and self.power._ign:
+            why = "ign"
+            end = clock.now
+        elif accel and m.int1:
+            why = "accel"
+            end = clock.now
+        while self._next is not None and self._next_t <= end and why == "timer":
+            t = self._next_t
+            if t > clock.now:
+                clock.now = t
+            s, o = self._next
+            self._dispatch(t, s, o)
+            self._fetch()
+            if ign and self.power._ign:
+                why = "ign"
+            elif accel and m.int1:
+                why = "accel"
+        if why == "timer":
+            clock.now = end
+        self.advance(clock.now)
+        return why
 
     @property
     def done(self):

@@ -36,3 +36,17 @@ def test_board_entry_point_builds_the_profile_and_calibrate_works(tmp_path, boar
     setpin, login, calib, status = out["replies"]
     assert setpin["ok"] and login["ok"] and calib["ok"] and "calib" in calib and "not supported" not in json.dumps(calib)
     assert status["ok"] and status["accel"] == 1
+    # power management (docs/power.md): the rails' enable pins are outputs, on at boot; INT1 an input
+    assert ["Pin", prof["agent_en"], 2] in out["built"] and ["Pin", prof["gnss_en"], 2] in out["built"]
+    assert ["Pin", prof["accel_int1"], 1] in out["built"]
+    assert out["rails_off"] == [0, 0]
+    # sleep: 10 s with nothing at 1, cut into slices of half the watchdog period (RP2040: 1 s, the pins
+    # polled), the watchdog fed after each; INT1 at 1 ends it at once; the ignition only when armed
+    slice_ms = prof["wdt_ms"] // 2 if board.startswith("esp32") else 1000
+    n = -(-10000 // slice_ms)
+    assert out["woke"] == ["timer", "accel", "timer", "ign"]
+    assert out["sleeps"][:n] == [slice_ms] * (n - 1) + [10000 - slice_ms * (n - 1)]
+    assert out["sleep_feeds"] == n + -(-3000 // slice_ms)
+    if board.startswith("esp32"):  # ext1 wake on the armed pins, any high
+        assert out["ext1"][0] == [[prof["ign_pin"], prof["accel_int1"]], True]
+        assert out["ext1"][2] == [[prof["ign_pin"]], True]

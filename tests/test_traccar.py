@@ -146,8 +146,13 @@ def check_against_box(avl_by_seq, blocks, truth, summary, oracle=False):
     green driving. avl_by_seq: seq -> AVL record dict (ours) or oracle record (oracle=True)."""
     recs = _decoded(blocks)
     want = [r for r in recs if r["type"] in ("pos", "event", "crash", "trip_start", "trip_end")
-            or (r["type"] == "tamper" and r["reason"] in ("power_loss", "unaccounted_distance"))]
-    assert sorted(avl_by_seq) == sorted(r["seq"] for r in want)
+            or (r["type"] == "tamper" and r["reason"] in ("power_loss", "unaccounted_distance", "tow"))]
+    # status records with the supply voltage (record format 5) are AVL records too, when their block
+    # gives them a time (a status written before the first fix of a boot may have none)
+    volts = {r["seq"]: r for r in recs if r["type"] == "status" and r.get("supply_mv", -1) >= 0}
+    assert sorted(set(avl_by_seq) - set(volts)) == sorted(r["seq"] for r in want)
+    assert any(r["utc_s"] < 0 for s, r in volts.items() if s not in avl_by_seq) or set(volts) <= set(avl_by_seq)
+    want += [r for s, r in volts.items() if s in avl_by_seq]
     fixes = [r for r in recs if r["type"] == "pos"]
     assert len(fixes) == summary["records"]["pos"]
     # a record stamped with a time before any fix the records hold around it (a towing event that
@@ -184,6 +189,8 @@ def check_against_box(avl_by_seq, blocks, truth, summary, oracle=False):
             assert io[243] == r["dur_ms"] and io[254] == (r["peak_mg"] + 5) // 10
         if r["type"] == "trip_end":
             assert io[199] == r["distance_m"] and io[239] == 0
+        if r["type"] == "status":  # the supply voltage the box read (record format 5): IO 66, mV
+            assert ev == 66 and io[66] == r["supply_mv"] and 239 not in io
     last = max(avl_by_seq)
     a = avl_by_seq[last]
     final = ({e["id"]: e["value"] for e in a["io_data"]["four_byte_io"]} if oracle

@@ -24,6 +24,7 @@ COMMANDS = {
     "fleet-sim": ("tools.consumer.fleet_sim", "load-test the broker and consumer with N simulated boxes"),
     "export": ("tools.trace.export", "export a trace's records for other platforms (codec8e: Traccar / Teltonika)"),
     "demo": ("tools.demo", "the main job: a box drives a recorded trip end to end"),
+    "power": ("tools.trace.power", "replay a parked trace with power management: states, wakes, parked current, losses"),
 }
 
 

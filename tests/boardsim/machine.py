@@ -26,14 +26,28 @@ def reset():
 
 class Pin:
     IN = 1
+    OUT = 2
     values = {}
 
-    def __init__(self, n, mode=None):
+    def __init__(self, n, mode=None, value=None):
         self.n = n
         built.append(("Pin", n, mode))
+        if value is not None:
+            Pin.values[n] = value
 
-    def value(self):
-        return Pin.values.get(self.n, 1)
+    def value(self, v=None):
+        if v is None:
+            return Pin.values.get(self.n, 1)
+        Pin.values[self.n] = v
+        return None
+
+
+sleeps = []  # ms of every lightsleep() call
+
+
+def lightsleep(ms):
+    sleeps.append(ms)
+    clock.now += ms
 
 
 class ADC:

@@ -250,6 +250,16 @@ def targets_rows(ev, mods):
         vals = [v for k, v in m.items() if k.startswith("lag2s_") and k.endswith("_harsh_" + what)]
         v = min(vals) if vals else None
         row("harsh %s at 2 s GNSS lag (worst sensor class)" % what, ">= 0.95", v, v is not None and v >= 0.95)
+    pw = (mods.get("bench_power") or {}).get("figures") or {}
+    v = pw.get("esp32_avg_parked_ma")
+    row("average parked current at 12 V, parked week incl. daily heartbeat (mA, ESP32)", "<= 2.0 (goal 1.0)", v,
+        v is not None and v <= 2.0)
+    v = None if not pw else pw.get("agent_wakes_door_slam", 0) + pw.get("agent_wakes_wind", 0)
+    row("agent wakes from door slams and wind, parked week", "0", v, v == 0)
+    v = pw.get("towing_detected")
+    row("night-time tow detected while asleep, parked week", "1", v, v == 1)
+    v = pw.get("records_lost")
+    row("records lost across sleeps, cut-offs and agent shutdowns, parked week", "0", v, v == 0)
     return rows
 
 
@@ -426,6 +436,29 @@ DOC_TABLES = {
         ("NATS 2.9.10 MQTT mode (3.1.1 only), agent on `auto`",
          lambda f: _fmt(f.get("NATS MQTT (3.1.1 only), agent on auto blocks/s (median)")), None),
         ("the agent fell back to 3.1.1 by itself on NATS", lambda f: _fmt(f.get("agent fell back to 3.1.1 on NATS")), None),
+    ]),
+    "docs/power.md": ("bench_power", [
+        ("days simulated (parked_week, seed 1)", lambda f: _fmt(f.get("days")), None),
+        ("time in state: driving / parked / sleep / cutoff (h)", lambda f: " / ".join(
+            _fmt(f.get("time_in_%s_h" % s)) for s in ("driving", "parked", "sleep", "cutoff")), None),
+        ("agent wakes: ignition / heartbeat / tow / supply", lambda f: " / ".join(
+            _fmt(f.get("agent_wakes_" + k)) for k in ("ignition", "heartbeat", "tow", "supply")), None),
+        ("agent wakes: door slam / wind / car wash (target 0)", lambda f: " / ".join(
+            _fmt(f.get("agent_wakes_" + k)) for k in ("door_slam", "wind", "car_wash")), None),
+        ("accelerometer wakes of the box alone / rejected by the GNSS", lambda f: "%s / %s" % (
+            _fmt(f.get("box_wakes_activity")), _fmt(f.get("rejected_wakes"))), None),
+        ("tow detected; its alarm after the truck started moving (s)", lambda f: "%s; %s" % (
+            "yes" if f.get("towing_detected") == 1 else "**no**", _fmt(f.get("tow_alarm_after_s"))), None),
+        ("average parked current at 12 V incl. the daily heartbeat, ESP32 / RP2040 (mA; target <= 2.0, goal 1.0)",
+         lambda f: "%s / %s" % (_fmt(f.get("esp32_avg_parked_ma")), _fmt(f.get("rp2040_avg_parked_ma"))), None),
+        ("days to half a 60 Ah battery, ESP32 / RP2040", lambda f: "%s / %s" % (
+            _fmt(f.get("esp32_days_to_half_60ah")), _fmt(f.get("rp2040_days_to_half_60ah"))), None),
+        ("records lost / records the box wrote (target 0)", lambda f: "%s / %s" % (
+            _fmt(f.get("records_lost")), _fmt(f.get("records"))), None),
+        ("agent shutdowns answered / agent power cuts / cut-offs", lambda f: "%s / %s / %s" % (
+            _fmt(f.get("shutdowns_acked")), _fmt(f.get("agent_power_cuts")), _fmt(f.get("cutoffs"))), None),
+        ("replay of the simulated days through the firmware (wall s, varies with host load)",
+         lambda f: _fmt(f.get("replay_wall_s")), None),
     ]),
     "docs/installer.md": ("bench_installer", [
         ("full firmware (%s files), bytes of .mpy", lambda f: _fmt(f.get("firmware_bytes")), "firmware_files"),

@@ -35,6 +35,7 @@ IDLE_MIN_S = 300.0      # firmware/trip.py idle_event_s
 OVERSPEED_KMH = 130.0
 OVERSPEED_MIN_S = 10.0  # firmware/trip.py overspeed_min_s
 TOWING_MIN_S = 10.0
+ACT_FLOOR_MG = 50.0     # parked traces: accel_int lines for seconds whose activity reaches this
 
 DRIVERS = {
     # a: max accel, b: braking, alat: lateral comfort, jerk (m/s^3), cruise: fraction of the limit
@@ -126,7 +127,7 @@ class _Run:
 class Sim:
     def __init__(self, path, scenario, seed, gnss_hz=1, accel_hz=100, duration_s=None,
                  start_utc="2026-11-23T08:00:00Z", lat0=45.76, lon0=4.84, talker="GN", notes="",
-                 gnss_lag_s=0.0, sensor="lis3dh"):
+                 gnss_lag_s=0.0, sensor="lis3dh", sleep=False, battery=None):
         if not 0.0 <= gnss_lag_s <= 3.0:
             raise ValueError("gnss_lag_s: must be within 0..3 s, got %r" % (gnss_lag_s,))
         if sensor not in SENSORS:
@@ -171,6 +172,10 @@ class Sim:
                                    "corner_gate_kmh": CORNER_GATE_KMH, "min_event_s": MIN_EVENT_S,
                                    "idle_min_s": IDLE_MIN_S, "overspeed_kmh": OVERSPEED_KMH}},
         }
+        self.sleep_model = sleep
+        if sleep:
+            # parked with the box asleep (docs/trace-format.md): activity interrupts instead of samples
+            header["sleep"] = {"floor_mg": ACT_FLOOR_MG}
         if self.gnss_lag_s or sensor != "lis3dh":
             header["sim"]["gnss_lag_s"] = self.gnss_lag_s
             header["sim"]["sensor"] = sensor
@@ -225,7 +230,11 @@ class Sim:
         self.hdop_walk = 0.0
         self.pending_glitch = None
         self.last_course = 0.0
-        # power
+        # power; battery: (mV at t=0, mV lost per day) of the parked battery (None: 12.4 V, -20 mV/h)
+        self.battery = battery
+        self.act_peak = 0.0   # activity (high-pass |a|, mg) of the current second: accel_int lines
+        self.act_t = 0.0
+        self.act_ms = 0.0
         self.mv = 12400.0
         self.crank_until = -1.0
         self.last_power = None
@@ -345,6 +354,8 @@ class Sim:
         elif self.engine:
             target = 14200 if t > self.crank_until + 0.5 else 13100
             mv, ign = target, 1
+        elif self.battery is not None:
+            mv, ign = self.battery[0] - self.battery[1] * t / 86400.0, self.ign
         else:
             mv, ign = 12400 - (0.02 * 1000.0 * t / 3600.0 if not self.ign else 0), self.ign
         mv = int(round(mv / 10.0)) * 10
@@ -419,6 +430,15 @@ class Sim:
                 fy += amp[1] * g
                 fz += amp[2] * g
             self.pulses = keep
+        if self.sleep_model:
+            # what the LIS3DH's high-pass filtered interrupt path sees (gravity removed), in mg
+            act = math.sqrt(fx * fx + fy * fy + (fz - G) * (fz - G)) * 1000.0 / G
+            if act >= ACT_FLOOR_MG:
+                if self.act_peak == 0.0:
+                    self.act_t = t
+                self.act_ms += dt * 1000.0
+                if act > self.act_peak:
+                    self.act_peak = act
         sc = self.sc
         if sc["cradle"] is not None:
             fx, fy, fz = self._cradle(fx, fy, fz)
@@ -484,6 +504,11 @@ class Sim:
         if self.chunk and self.w:
             self.w.add(self.chunk_t, "accel", mg=self.chunk, rate=self.out_hz)
         self.chunk = []
+        if self.act_peak > 0.0:
+            if self.w:
+                self.w.add(self.act_t, "accel_int", mg=int(self.act_peak), dur_ms=int(round(self.act_ms)))
+            self.act_peak = 0.0
+            self.act_ms = 0.0
 
     def pulse(self, dur, amp, kind="halfsine", delay=0.0):
         self.pulses.append((self.t + delay, dur, amp, kind))
@@ -625,11 +650,86 @@ class Sim:
 
     def _slam(self):
         rng = self.rng
+        if self.sleep_model:
+            self.disturbance("door_slam", self.t, self.t + 2.0)
         a = rng.uniform(3.0, 12.0)   # 0.3 - 1.2 g
         side = rng.choice((-1, 1))
         self.pulse(rng.uniform(0.2, 0.35), [0.2 * a * rng.uniform(-1, 1), side * a, 0.6 * a], "ring")
         # rocking of the body when someone gets in
         self.pulse(1.2, [0.0, side * 0.4, 0.6], "halfsine", delay=0.4)
+
+    # ---------------------------------------------------------------- parked with the box asleep
+    def disturbance(self, kind, start, end):
+        """Truth: something shook the parked car (door_slam, wind, car_wash, tow, crank_dip)."""
+        if self.w:
+            self.w.add(end, "truth", kind="disturbance", type=kind, start=round(start, 3), end=round(end, 3))
+
+    def cmd_skip_to(self, t_abs):
+        """Parked, nothing happens until t_abs (trace seconds): the box sleeps with its receiver off, so
+        the trace carries no samples and no GNSS, only a power line every 10 minutes; the clock jumps."""
+        self.v = self.a = self.alat = 0.0
+        self._flush_chunk()
+        if t_abs <= self.t:
+            return
+        if self.limit_s is not None and t_abs >= self.limit_s:
+            t_abs = self.limit_s
+        t = self.t
+        while t + 600.0 < t_abs:
+            t += 600.0
+            self._power(t)
+        self.n = int(math.ceil(t_abs * self.accel_hz - 1e-6))
+        self.t = self.n * self.dt
+        # the receiver comes back from backup: a hot start
+        self.fix_after = self.t + self.rng.uniform(1.0, 3.0)
+        if self.limit_s is not None and self.t >= self.limit_s:
+            self.done = True
+            raise _Stop()
+
+    def cmd_slam_window(self, seconds):
+        """A door slam of the parked car, then `seconds` of full sensor data (the box awake)."""
+        self._stand(1.0)
+        self._slam()
+        self._stand(seconds)
+
+    def cmd_wind(self, seconds, window_s):
+        """Gusts rock the parked car for `seconds` (20-300 mg), then window_s of data."""
+        rng = self.rng
+        t0 = self.t
+        end = t0 + seconds
+        while self.t < end:
+            a = rng.uniform(0.2, 3.0)
+            self.pulse(rng.uniform(0.8, 2.0), [0.2 * a, rng.choice((-1, 1)) * a, 0.3 * a], "halfsine")
+            self._stand(rng.uniform(1.0, 4.0))
+        self.disturbance("wind", t0, self.t)
+        self._stand(window_s)
+
+    def cmd_wash(self, seconds, window_s):
+        """An automatic car wash: brushes and jets shake the standing car (0.1-0.4 g) for `seconds`."""
+        rng = self.rng
+        t0 = self.t
+        end = t0 + seconds
+        while self.t < end:
+            a = rng.uniform(1.0, 4.0)
+            self.pulse(rng.uniform(0.2, 0.8), [rng.gauss(0, a), rng.gauss(0, a), 0.5 * rng.gauss(0, a)],
+                       rng.choice(("halfsine", "ring")))
+            self._stand(rng.uniform(0.3, 1.2))
+        self.disturbance("car_wash", t0, self.t)
+        self._stand(window_s)
+
+    def cmd_tow_away(self, pieces, window_s):
+        """A night-time tow: the car is winched onto a truck (shakes, tilts), driven away, set down."""
+        rng = self.rng
+        t0 = self.t
+        for _ in range(12):
+            a = rng.uniform(2.0, 5.0)
+            self.pulse(rng.uniform(0.3, 1.0), [rng.gauss(0, a), rng.gauss(0, a), rng.gauss(0, a)], "halfsine")
+            self._stand(rng.uniform(2.0, 5.0))
+        self.cmd_tow(pieces)
+        for _ in range(4):
+            self.pulse(0.5, [rng.gauss(0, 3), rng.gauss(0, 3), rng.gauss(0, 3)], "halfsine")
+            self._stand(3.0)
+        self.disturbance("tow", t0, self.t)
+        self._stand(window_s)
 
     def cmd_unplug(self, seconds):
         self.box_on = 0
@@ -657,9 +757,13 @@ class Sim:
     def cmd_cold_start(self):
         self.cold_start()
 
-    def cmd_start(self):
+    def cmd_start(self, opts=None):
         self.ign = 1
         self.crank_mv = self.rng.uniform(8700, 9500)
+        if opts and opts.get("crank_mv"):  # a deep crank dip (cold morning, weak battery)
+            self.crank_mv = opts["crank_mv"]
+            if self.sleep_model:
+                self.disturbance("crank_dip", self.t + 0.7, self.t + 1.0)
         self.crank_until = self.t + 1.0
         if self.trip is None:
             self.trip = (self.t, self.dist)
@@ -863,7 +967,7 @@ def simulate(path, scenario, seed=1, gnss_hz=1, accel_hz=100, duration_s=None, g
     sim = Sim(path, scenario, seed, gnss_hz=gnss_hz, accel_hz=accel_hz,
               duration_s=spec.get("limit_s", duration_s), start_utc=spec.get("start_utc", "2026-11-23T08:00:00Z"),
               talker=spec.get("talker", "GN" if seed % 3 else "GP"), notes=spec.get("notes", ""),
-              gnss_lag_s=gnss_lag_s, sensor=sensor)
+              gnss_lag_s=gnss_lag_s, sensor=sensor, sleep=spec.get("sleep", False), battery=spec.get("battery"))
     if spec.get("cold_start"):
         sim.cold_start()
     sim.run(spec["program"])

@@ -207,6 +207,10 @@ def format_report(raw, trace, runtime):
     }
     if "heap" in raw:
         out["heap"] = raw["heap"]
+    if raw.get("power"):
+        # a trace that models sleep: the power manager's states, wakes and agent shutdowns (paydbox power
+        # gives the currents); the log is left out
+        out["power"] = {k: v for k, v in raw["power"].items() if k != "log"}
     return out
 
 
