@@ -5,7 +5,6 @@ whole firmware replayed over a parked scenario with a simulated agent behind its
 datasheet and the scenario's ground truth."""
 import gzip
 import json
-import os
 
 import pytest
 

@@ -8,8 +8,8 @@ import os
 import sqlite3
 import time
 
-from testbed.simbox import AgentProc, SimBox, wait_for, write_agent_config
 from mosquitto_fixture import mosquitto  # noqa: F401  (pytest fixture)
+from testbed.simbox import AgentProc, SimBox, wait_for, write_agent_config
 
 DEV = "box-0001"
 

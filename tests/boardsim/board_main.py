@@ -9,6 +9,7 @@ import machine
 from firmware.runner import Runner
 from testbed.byteuart import ByteUart
 
+
 class Esp32:
     """Test double of the esp32 module (only on ESP32 boards): records wake_on_ext1()."""
     WAKEUP_ANY_HIGH = True

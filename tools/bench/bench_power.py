@@ -22,8 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def run(quick=False):
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
-    from tools.trace.power import attribute, energy_report, run_power, targets
     from tools.sim.engine import simulate
+    from tools.trace.power import attribute, energy_report, run_power, targets
 
     days = 2 if quick else 7
     out = {}
