@@ -101,18 +101,21 @@ def main(trace_path, fs_root, config_json=None):
 
 def heap_main(trace_path, fs_root, config_json=None):
     """`paydbox replay --board-heap`: the replay with the live GC heap measured after every pass
-    (gc.collect() then gc.mem_alloc(), MicroPython only). Prints the usual JSON line with
-    "heap_live_peak" added."""
+    (MicroPython only). Prints the usual JSON line with "heap_live_peak" added.
+    The peak is the largest live heap (gc.collect() then gc.mem_alloc()) after any pass; a pass whose
+    allocated bytes (live + garbage) stay at or below the peak so far cannot raise it, so the heap is
+    collected only when they exceed it (the same peak, without a collection every pass)."""
     import gc
 
     cfg = json.loads(config_json) if config_json else None
     peak = [0]
 
     def sample():
-        gc.collect()
-        a = gc.mem_alloc()
-        if a > peak[0]:
-            peak[0] = a
+        if gc.mem_alloc() > peak[0]:
+            gc.collect()
+            a = gc.mem_alloc()
+            if a > peak[0]:
+                peak[0] = a
 
     out = run(trace_path, fs_root, cfg, on_step=sample)
     out["heap_live_peak"] = peak[0]
