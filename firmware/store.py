@@ -9,6 +9,9 @@
 import os
 import struct
 import binascii
+from array import array
+
+from hw.compat import const
 
 try:
     from firmware import codec as _codec
@@ -19,10 +22,23 @@ FRAME_MAGIC = 0xB7
 FRAME_HDR = 20  # <BBHIIHH + crc32
 SEQ_RESERVE = 256
 NPRIO = 5
-_LIVE = 0
-_ACKED = 1
-_EVICTED = 2
-_DUP = 3
+_LIVE = const(0)
+_ACKED = const(1)
+_EVICTED = const(2)
+_DUP = const(3)
+# The block index in RAM: one row of _ROW u32 per block on flash, in chunks of _CHUNK rows (a chunk
+# is 28 * 32 = 896 bytes, so a long drive's index never needs one large free block of heap; a list of
+# 8 ints per block was ~104 bytes on a 64-bit VM, a row is 28).
+_SEG = const(0)    # segment number
+_OFF = const(1)    # offset of the block in its segment (after the frame header)
+_LEN = const(2)    # block bytes
+_FS = const(3)     # first_seq
+_LS = const(4)     # last_seq
+_CNT = const(5)    # records in the block
+_PS = const(6)     # prio << 8 | state (_LIVE, _ACKED, _EVICTED, _DUP)
+_ROW = const(7)
+_CHUNK = const(32)
+_CSHIFT = const(5)  # 1 << _CSHIFT == _CHUNK
 
 
 class StoreError(Exception):
@@ -109,7 +125,8 @@ class Store:
 
     # ---- mount / recovery --------------------------------------------------------------------
     def _mount(self):
-        self.blocks = []  # [seg, off, length, first_seq, last_seq, prio, count, state]
+        self._ix = []  # chunks of the block index (rows: see _SEG.._PS), appended in flash order
+        self._n = 0  # rows in use
         self.seg_size = {}  # seg number -> bytes
         self.torn_frames = 0
         self.dup_blocks = 0
@@ -171,9 +188,10 @@ class Store:
                 self.torn_frames += 1
                 if sn == last:
                     sealed_head = True
-        for b in self.blocks:
-            if b[4] > max_seq:
-                max_seq = b[4]
+        for i in range(self._n):
+            ls = self._get(i, _LS)
+            if ls > max_seq:
+                max_seq = ls
         self.head = last
         if last < 0 or sealed_head:
             self.head = last + 1
@@ -196,6 +214,46 @@ class Store:
         self._next_seq = max(reserved, self._seq_seen + 1)
         self._reserved = self._next_seq  # nothing reserved in this boot yet
         self._drop_dead()
+
+    # ---- block index -----------------------------------------------------------------------------
+    def _add(self, seg, off, ln, fs, ls, cnt, prio, state):
+        i = self._n
+        if i >> _CSHIFT == len(self._ix):
+            self._ix.append(array("I", bytes(4 * _ROW * _CHUNK)))
+        c = self._ix[i >> _CSHIFT]
+        o = (i & (_CHUNK - 1)) * _ROW
+        c[o + _SEG] = seg
+        c[o + _OFF] = off
+        c[o + _LEN] = ln
+        c[o + _FS] = fs
+        c[o + _LS] = ls
+        c[o + _CNT] = cnt
+        c[o + _PS] = (prio << 8) | state
+        self._n = i + 1
+
+    def _get(self, i, f):
+        return self._ix[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROW + f]
+
+    def _state(self, i):
+        return self._ix[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROW + _PS] & 0xFF
+
+    def _prio(self, i):
+        return self._ix[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROW + _PS] >> 8
+
+    def _set_state(self, i, state):
+        c = self._ix[i >> _CSHIFT]
+        o = (i & (_CHUNK - 1)) * _ROW + _PS
+        c[o] = (c[o] & ~0xFF) | state
+
+    @property
+    def blocks(self):
+        """The index as lists [seg, off, length, first_seq, last_seq, prio, count, state] (a copy:
+        for tests and tools; the box itself reads the packed rows)."""
+        out = []
+        for i in range(self._n):
+            out.append([self._get(i, _SEG), self._get(i, _OFF), self._get(i, _LEN), self._get(i, _FS),
+                        self._get(i, _LS), self._prio(i), self._get(i, _CNT), self._state(i)])
+        return out
 
     def _scan(self, sn, gone, seen):
         """Index the frames of segment sn; returns (bytes up to the first torn frame, torn?)."""
@@ -227,7 +285,7 @@ class Store:
                 self.dup_blocks += 1
             else:
                 seen[fs] = 1
-            self.blocks.append([sn, off + FRAME_HDR, ln, fs, ls, prio, cnt, st])
+            self._add(sn, off + FRAME_HDR, ln, fs, ls, cnt, prio, st)
             off += FRAME_HDR + ln
         return (n if not torn else n), torn
 
@@ -304,7 +362,7 @@ class Store:
             off = self.head_size
         self.head_size = off + need
         self.seg_size[self.head] = self.head_size
-        self.blocks.append([self.head, off + FRAME_HDR, ln, first_seq, last_seq, prio, cnt, _LIVE])
+        self._add(self.head, off + FRAME_HDR, ln, first_seq, last_seq, cnt, prio, _LIVE)
         if last_seq > self._seq_seen:
             self._seq_seen = last_seq
 
@@ -322,19 +380,23 @@ class Store:
 
     def _reclaim_one(self):
         # lowest priority present among live blocks; its oldest block's segment is reclaimed
-        victim = None
-        for b in self.blocks:
-            if b[7] == _LIVE and (victim is None or b[5] < victim[5] or (b[5] == victim[5] and b[3] < victim[3])):
-                victim = b
-        if victim is None:
+        victim = -1
+        vp = vf = 0
+        for i in range(self._n):
+            if self._state(i) == _LIVE:
+                p = self._prio(i)
+                fs = self._get(i, _FS)
+                if victim < 0 or p < vp or (p == vp and fs < vf):
+                    victim, vp, vf = i, p, fs
+        if victim < 0:
             return False
-        sn = victim[0]
-        p = victim[5]
-        for b in self.blocks:
-            if b[0] == sn and b[7] == _LIVE and b[5] == p:
-                b[7] = _EVICTED
+        sn = self._get(victim, _SEG)
+        p = vp
+        for i in range(self._n):
+            if self._get(i, _SEG) == sn and self._state(i) == _LIVE and self._prio(i) == p:
+                self._set_state(i, _EVICTED)
                 self.evicted_blocks += 1
-                self.evicted_records += b[6]
+                self.evicted_records += self._get(i, _CNT)
                 self.evicted_by_prio[p] += 1
         self._save_state()
         if sn == self.head and self.head_exists:
@@ -343,29 +405,30 @@ class Store:
             self.head_exists = False
             self.head_size = 0
         # move the remaining live blocks of the victim segment to the head, then drop the segment
-        moving = [b for b in self.blocks if b[0] == sn and b[7] == _LIVE]
+        moving = [i for i in range(self._n) if self._get(i, _SEG) == sn and self._state(i) == _LIVE]
         if moving:
             datas = []
             f = open(self._p(self._segname(sn)), "rb")
             try:
-                for b in moving:
-                    f.seek(b[1])
-                    datas.append(f.read(b[2]))
+                for i in moving:
+                    f.seek(self._get(i, _OFF))
+                    datas.append(f.read(self._get(i, _LEN)))
             finally:
                 f.close()
-            for i in range(len(moving)):
-                b = moving[i]
-                b[7] = _DUP  # the copy takes over
-                self._append(datas[i], b[3], b[4], b[5], b[6], False)
+            for k in range(len(moving)):
+                i = moving[k]
+                self._set_state(i, _DUP)  # the copy takes over
+                self._append(datas[k], self._get(i, _FS), self._get(i, _LS), self._prio(i), self._get(i, _CNT),
+                             False)
         self._drop_dead()
         return True
 
     def _drop_dead(self):
         """Delete segments (other than the head being appended to) without live blocks."""
         live = {}
-        for b in self.blocks:
-            if b[7] == _LIVE:
-                live[b[0]] = 1
+        for i in range(self._n):
+            if self._state(i) == _LIVE:
+                live[self._get(i, _SEG)] = 1
         dropped = False
         for sn in list(self.seg_size.keys()):
             if sn in live or (sn == self.head and self.head_exists):
@@ -377,42 +440,81 @@ class Store:
             del self.seg_size[sn]
             dropped = True
         if dropped:
-            self.blocks = [b for b in self.blocks if b[0] in self.seg_size]
+            self._compact()
             _sync()
         return dropped
+
+    def _compact(self):
+        """Drop the rows of deleted segments, keeping the others in order (in place)."""
+        j = 0
+        for i in range(self._n):
+            if self._get(i, _SEG) in self.seg_size:
+                if i != j:
+                    src = self._ix[i >> _CSHIFT]
+                    so = (i & (_CHUNK - 1)) * _ROW
+                    dst = self._ix[j >> _CSHIFT]
+                    do = (j & (_CHUNK - 1)) * _ROW
+                    for f in range(_ROW):
+                        dst[do + f] = src[so + f]
+                j += 1
+        self._n = j
+        del self._ix[(j + _CHUNK - 1) >> _CSHIFT:]
 
     def _save_state(self):
         parts = ["E %d %d %s\n" % (self.evicted_blocks, self.evicted_records,
                                     " ".join([str(x) for x in self.evicted_by_prio])),
                  "S %d\n" % self._seq_seen]
-        for b in self.blocks:
-            if b[7] == _ACKED:
-                parts.append("A %d\n" % b[3])
-            elif b[7] == _EVICTED:
-                parts.append("V %d\n" % b[3])
+        for i in range(self._n):
+            st = self._state(i)
+            if st == _ACKED:
+                parts.append("A %d\n" % self._get(i, _FS))
+            elif st == _EVICTED:
+                parts.append("V %d\n" % self._get(i, _FS))
         _write_atomic(self._p("state"), "".join(parts).encode())
 
     # ---- reading / acknowledging ---------------------------------------------------------------
     def peek(self, max_blocks=8):
-        live = [b for b in self.blocks if b[7] == _LIVE]
-        live.sort(key=lambda b: (-b[5], b[3]))
+        # the max_blocks live blocks of the highest priority, oldest first: one pass over the index
+        # keeping the best so far in order (no allocation per block, no sort of the whole index)
+        picked = []
+        prios = []  # prio and first_seq of each picked row
+        fss = []
+        for i in range(self._n):
+            c = self._ix[i >> _CSHIFT]
+            o = (i & (_CHUNK - 1)) * _ROW
+            ps = c[o + _PS]
+            if ps & 0xFF != _LIVE:
+                continue
+            p = ps >> 8
+            fs = c[o + _FS]
+            k = len(picked)
+            while k > 0 and (p > prios[k - 1] or (p == prios[k - 1] and fs < fss[k - 1])):
+                k -= 1
+            if k < max_blocks:
+                picked.insert(k, i)
+                prios.insert(k, p)
+                fss.insert(k, fs)
+                if len(picked) > max_blocks:
+                    picked.pop()
+                    prios.pop()
+                    fss.pop()
         out = []
-        for b in live[:max_blocks]:
-            f = open(self._p(self._segname(b[0])), "rb")
+        for i in picked:
+            f = open(self._p(self._segname(self._get(i, _SEG))), "rb")
             try:
-                f.seek(b[1])
-                data = f.read(b[2])
+                f.seek(self._get(i, _OFF))
+                data = f.read(self._get(i, _LEN))
             finally:
                 f.close()
-            out.append((b[3], b[4], b[5], data))
+            out.append((self._get(i, _FS), self._get(i, _LS), self._prio(i), data))
         return out
 
     def ack(self, first_seq):
         """The agent holds the block starting at first_seq. Returns False if no such live block."""
         hit = False
-        for b in self.blocks:
-            if b[3] == first_seq and b[7] == _LIVE:
-                b[7] = _ACKED
+        for i in range(self._n):
+            if self._get(i, _FS) == first_seq and self._state(i) == _LIVE:
+                self._set_state(i, _ACKED)
                 hit = True
         if hit:
             self._save_state()
@@ -428,11 +530,14 @@ class Store:
             hi = self._seq_seen
         spans = []
         n = 0
-        for b in self.blocks:
-            if b[4] >= lo and b[3] <= hi and (b[7] == _LIVE or b[7] == _ACKED):
-                spans.append((b[3], b[4]))
-                if b[7] == _ACKED:
-                    b[7] = _LIVE
+        for i in range(self._n):
+            st = self._state(i)
+            fs = self._get(i, _FS)
+            ls = self._get(i, _LS)
+            if ls >= lo and fs <= hi and (st == _LIVE or st == _ACKED):
+                spans.append((fs, ls))
+                if st == _ACKED:
+                    self._set_state(i, _LIVE)
                     n += 1
         if n:
             self._save_state()
@@ -459,11 +564,13 @@ class Store:
         live = 0
         live_bytes = 0
         records = 0
-        for b in self.blocks:
-            if b[7] == _LIVE:
+        for i in range(self._n):
+            c = self._ix[i >> _CSHIFT]
+            o = (i & (_CHUNK - 1)) * _ROW
+            if c[o + _PS] & 0xFF == _LIVE:
                 live += 1
-                live_bytes += b[2]
-                records += b[6]
+                live_bytes += c[o + _LEN]
+                records += c[o + _CNT]
         return {"used_bytes": self.used_bytes(), "max_bytes": self.max_bytes, "blocks": live,
                 "records": records, "live_bytes": live_bytes, "segments": len(self.seg_size),
                 "evicted_blocks": self.evicted_blocks, "evicted_records": self.evicted_records,
