@@ -10,6 +10,8 @@ import struct
 import binascii
 from array import array
 
+from hw.compat import const
+
 VERSION = 4  # the version this encoder writes; FORMATS says what each version a decoder reads holds
 MAGIC0 = 0x50  # 'P'
 MAGIC1 = 0x44  # 'D'
@@ -83,29 +85,36 @@ FORMATS = {
 }
 
 # Context layout: fixed contexts, then one per (type, field).
-_C_TYPE_T = 0  # t_ms residual, pos records
-_C_OTHER_T = 1  # t_ms residual, other records
-_C_UTC = 2
-_C_SEQ = 3
-_C_STRLEN = 4
-_NFIXED = 5
-CTX_BASE = []
+# (module constants are const(): on MicroPython they are folded into the bytecode and take no room
+# in the module's dict; the two counts derived from TYPES are checked against it below)
+_C_TYPE_T = const(0)  # t_ms residual, pos records
+_C_OTHER_T = const(1)  # t_ms residual, other records
+_C_UTC = const(2)
+_C_SEQ = const(3)
+_C_STRLEN = const(4)
+_NFIXED = const(5)
+CTX_BASE = bytearray(len(TYPES))  # first context of each type's fields
 _n = _NFIXED
-for _name, _fields in TYPES:
-    CTX_BASE.append(_n)
-    _n += len(_fields)
+for _i in range(len(TYPES)):
+    CTX_BASE[_i] = _n
+    _n += len(TYPES[_i][1])
 # pos speed, course, lat, lon: 2 contexts each, chosen by the size of the field's previous residual
 # (accelerating, turning and multipath come in runs)
-_C_PX = _n
-NCTX = _n + 8
+_C_PX = const(71)  # = _NFIXED + the fields of every type
+NCTX = const(79)   # = _C_PX + 8
+if _n != _C_PX:
+    raise ImportError("codec: _C_PX must be %d (the fields of TYPES)" % _n)
 # typical residual bit length per context: the prior of its models (a hint only; they adapt within a few records)
-_K0 = [3, 10, 0, 0, 3] + [4] * (NCTX - _NFIXED)
-for _j, _k in ((0, 6), (1, 6), (2, 5), (3, 5), (4, 0), (5, 0)):
-    _K0[_NFIXED + _j] = _k
-for _j in range(8):
-    _K0[_C_PX + _j] = (8, 10, 7, 9, 6, 8, 6, 8)[_j]
+_K0 = bytearray(NCTX)
+_K0[0:_NFIXED] = bytes((3, 10, 0, 0, 3))
+for _i in range(_NFIXED, NCTX):
+    _K0[_i] = 4
+for _i in range(6):
+    _K0[_NFIXED + _i] = (6, 6, 5, 5, 0, 0)[_i]
+for _i in range(8):
+    _K0[_C_PX + _i] = (8, 10, 7, 9, 6, 8, 6, 8)[_i]
 
-_MOD_COURSE = 36001  # course+1 in 0..36000
+_MOD_COURSE = const(36001)  # course+1 in 0..36000
 
 
 # sin(deg) * 2**14 for deg = 0..90 (literal: predictions must be bit-exact on every runtime)
@@ -115,12 +124,12 @@ _SIN_Q14 = (0, 286, 572, 857, 1143, 1428, 1713, 1997, 2280, 2563, 2845, 3126, 34
     12733, 12911, 13085, 13255, 13421, 13583, 13741, 13894, 14044, 14189, 14330, 14466, 14598, 14726, 14849,
     14968, 15082, 15191, 15296, 15396, 15491, 15582, 15668, 15749, 15826, 15897, 15964, 16026, 16083, 16135,
     16182, 16225, 16262, 16294, 16322, 16344, 16362, 16374, 16382, 16384)
-_SLOW_MMPS = 1000
+_SLOW_MMPS = const(1000)
 # predictor state (a list, reset per block): 0 seq, 1 t, 2 utc, 3 lat, 4 lon (last of any record), 5 number
 # of previous pos (0/1/2), 6-8 p1 t/lat/lon, 9-11 p0 t/lat/lon, 12-15 p1 speed/course/hdop/sats,
 # 16 p0 speed, 17 p1 utc, 18 clock offset known, 19 ref t_ms, 20 ref utc_s, 21 8 * mean offset (ms)
 # 22-25 bit length of the last speed, course, lat, lon residual
-_NST = 26
+_NST = const(26)
 
 
 def _pctx(st, f):
@@ -188,19 +197,19 @@ def _quant(v, q, wrap=0):
 # (no heap allocation). Probabilities: 12-bit estimate p0 = P(bit == 0) * 4096 per model, updated by
 # p0 += (4096 - p0) >> 4 after a 0, p0 -= p0 >> 4 after a 1 (stays within 15..4081).
 # Window: low < 2**28, range in [2**20, 2**28]; a byte leaves from bits 27..20 when range < 2**20.
-_RTOP = 1 << 28
-_RBOT = 1 << 20
-_RMASK = _RBOT - 1
-_NPRE = 20  # unary bit-length models per integer context; lengths >= 19 share the last
-_NINT = 2 * _NPRE  # per integer context: bit-length prefix models + first-mantissa-bit models
+_RTOP = const(1 << 28)
+_RBOT = const(1 << 20)
+_RMASK = const(_RBOT - 1)
+_NPRE = const(20)  # unary bit-length models per integer context; lengths >= 19 share the last
+_NINT = const(2 * _NPRE)  # per integer context: bit-length prefix models + first-mantissa-bit models
 # flag models after the integer contexts
-_F_REG = NCTX * _NINT  # regular fix
-_F_POS = _F_REG + 1  # a pos record (not regular) / another type
-_F_TYPE = _F_REG + 2  # 4-bit type code: binary tree, models 1..15
-_F_SEQ = _F_REG + 18  # seq jump
-_F_HS = _F_REG + 19  # hdop/sats changed
-_F_GRID = _F_REG + 20  # pos on a receiver's arc-minute grid; then which one (2 models)
-_NMODELS = _F_REG + 22
+_F_REG = const(NCTX * _NINT)  # regular fix
+_F_POS = const(_F_REG + 1)  # a pos record (not regular) / another type
+_F_TYPE = const(_F_REG + 2)  # 4-bit type code: binary tree, models 1..15
+_F_SEQ = const(_F_REG + 18)  # seq jump
+_F_HS = const(_F_REG + 19)  # hdop/sats changed
+_F_GRID = const(_F_REG + 20)  # pos on a receiver's arc-minute grid; then which one (2 models)
+_NMODELS = const(_F_REG + 22)
 
 
 def _init_models(p):
@@ -223,12 +232,11 @@ def _init_models(p):
 # (2 * _NMODELS bytes), the first change to a context's models in a record saves that context's
 # _NINT models in a slot; the models past _F_REG count as context NCTX. A record touches at most
 # its fields' contexts, the fixed ones, the pos extras and the flag region: _SLOTS never runs out.
-_SLOTS = _NFIXED + 8 + 1
-_mf = 0
-for _name, _fields in TYPES:
-    if len(_fields) > _mf:
-        _mf = len(_fields)
-_SLOTS += _mf
+_SLOTS = const(_NFIXED + 8 + 1 + 26)  # + the fields of the longest type (trip_end)
+for _i in range(len(TYPES)):
+    if _NFIXED + 8 + 1 + len(TYPES[_i][1]) > _SLOTS:
+        raise ImportError("codec: _SLOTS too small for %s" % TYPES[_i][0])
+del _i, _n
 
 
 class _RangeEncoder:
