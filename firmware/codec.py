@@ -228,26 +228,16 @@ def _init_models(p):
     p[_F_GRID] = 600  # positions from NMEA sit on the ddmm.mmmmm grid
 
 
-# Rolling a record back restores the models it changed. Instead of a copy of all models per record
-# (2 * _NMODELS bytes), the first change to a context's models in a record saves that context's
-# _NINT models in a slot; the models past _F_REG count as context NCTX. A record touches at most
-# its fields' contexts, the fixed ones, the pos extras and the flag region: _SLOTS never runs out.
-_SLOTS = const(_NFIXED + 8 + 1 + 26)  # + the fields of the longest type (trip_end)
-for _i in range(len(TYPES)):
-    if _NFIXED + 8 + 1 + len(TYPES[_i][1]) > _SLOTS:
-        raise ImportError("codec: _SLOTS too small for %s" % TYPES[_i][0])
-del _i, _n
+# A record that does not fit (or is refused) is rolled back from the byte stream (mark/rollback),
+# not from the models: the block is closed then (add() returns False until finish() or reset()), and
+# the next block starts from fresh models, so the models of a closed block are never used again.
+# (Saving each touched context to restore it cost 3.3 KB of RAM per encoder and a check per bit.)
 
 
 class _RangeEncoder:
     def __init__(self, nbytes):
         self.buf = bytearray(nbytes)
         self.p = array("H", bytes(2 * _NMODELS))
-        self._saved = bytearray(NCTX + 1)  # context -> 1 while saved in a slot this record
-        self._slot_c = bytearray(_SLOTS)  # slot -> context
-        self._slot_p = array("H", bytes(2 * _SLOTS * _NINT))
-        self._nslots = 0
-        self._journal = 0
         self.reset()
 
     def reset(self):
@@ -255,45 +245,7 @@ class _RangeEncoder:
         self.low = 0
         self.range = _RTOP
         self.over = False
-        self.end_record()
         _init_models(self.p)
-
-    def begin_record(self):
-        """From here, models changed are saved first (restore_models() undoes them)."""
-        self.end_record()
-        self._journal = 1
-
-    def end_record(self):
-        saved = self._saved
-        for k in range(self._nslots):
-            saved[self._slot_c[k]] = 0
-        self._nslots = 0
-        self._journal = 0
-
-    def restore_models(self):
-        p = self.p
-        sp = self._slot_p
-        for k in range(self._nslots):
-            c = self._slot_c[k]
-            b = c * _NINT
-            n = _NINT if c < NCTX else _NMODELS - _F_REG
-            j = k * _NINT
-            for i in range(n):
-                p[b + i] = sp[j + i]
-        self.end_record()
-
-    def _save(self, c):
-        k = self._nslots
-        self._nslots = k + 1
-        self._slot_c[k] = c
-        self._saved[c] = 1
-        p = self.p
-        sp = self._slot_p
-        b = c * _NINT
-        n = _NINT if c < NCTX else _NMODELS - _F_REG
-        j = k * _NINT
-        for i in range(n):
-            sp[j + i] = p[b + i]
 
     def _carry(self):
         self.low -= _RTOP
@@ -318,8 +270,6 @@ class _RangeEncoder:
             self.range <<= 8
 
     def bit(self, i, b):
-        if self._journal and not self._saved[i // _NINT]:
-            self._save(i // _NINT)
         p = self.p
         p0 = p[i]
         bound = (self.range >> 12) * p0
@@ -527,7 +477,9 @@ def _base(name, key, seq, t, utc, prev):
 class BlockEncoder:
     """Collects records into one self-contained block of at most max_bytes bytes.
 
-    add(record) -> bool: False when the record does not fit (finish this block, start another).
+    add(record) -> bool: False when the record does not fit: finish this block (it takes no more
+    records: add() returns False until finish() or reset()), then add it to the next one. A record
+    refused with ValueError (bad field) closes the block the same way unless it was the first.
     privacy: 'off' | 'no_positions' | 'rounded' (round_e7 = quantisation step, default 0.01 deg).
     tolerance_m > 0 enables bounded-error mode: pos records that the straight line through the
     previous two kept positions predicts within tolerance_m metres are dropped."""
@@ -567,6 +519,7 @@ class BlockEncoder:
         self.last_seq = -1
         self._hdr = None
         self._budget = 0
+        self._closed = False
         self._w.reset()
         # predictor state: seq, t, utc, lat, lon (last any record); pos history p1 (last), p0 (before)
         self._st = [0] * _NST
@@ -626,6 +579,8 @@ class BlockEncoder:
         seq = rec.get("seq")
         if not isinstance(seq, int) or seq < 0 or seq >= _LIM:
             _bad("seq", seq)
+        if self._closed:
+            return False  # a record did not fit: this block takes no more (finish() it)
         w = self._w
         first = self._hdr is None
         if first:
@@ -634,9 +589,6 @@ class BlockEncoder:
             self.last_seq = -1
             self._begin(rec, seq)
         start = w.mark()
-        w.begin_record()
-        st_bak = self._st[:]
-        prev_bak = dict(self._prev)
         err = None
         try:
             self._encode(rec, code, seq)
@@ -645,18 +597,18 @@ class BlockEncoder:
             fits = False
             err = e
         if not fits:
-            w.rollback(start)
-            w.restore_models()
-            self._st = st_bak
-            self._prev = prev_bak
             if first:
-                self._hdr = None
+                self._start()  # the block is still empty: as new (fresh models and predictors)
+            else:
+                # the stream goes back to before this record; the models and predictors it changed
+                # are not restored, so the block is closed (see the note above _RangeEncoder)
+                w.rollback(start)
+                self._closed = True
             if err is not None:
                 raise err
             if first:
                 raise ValueError("record seq %d does not fit in a %d-byte block" % (seq, self.max_bytes))
             return False
-        w.end_record()
         self.count += 1
         if first:
             self.first_seq = seq
