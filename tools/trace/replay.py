@@ -175,7 +175,7 @@ def run_board_heap(path, board_heap, config=None, timeout=3600, src_root=ROOT):
 
 
 def format_report(raw, trace, runtime):
-    from firmware.score import coach
+    from firmware.coach import coach
 
     count_fields = _count_fields()
 
