@@ -8,9 +8,8 @@
 # Predictors use integers only, so the box (float32 or no FPU) and the host decode bit-exactly.
 import struct
 import binascii
-from array import array
 
-from hw.compat import const
+from hw.compat import const, zeros
 
 VERSION = 4  # the version this encoder writes; FORMATS says what each version a decoder reads holds
 MAGIC0 = 0x50  # 'P'
@@ -237,7 +236,7 @@ def _init_models(p):
 class _RangeEncoder:
     def __init__(self, nbytes):
         self.buf = bytearray(nbytes)
-        self.p = array("H", bytes(2 * _NMODELS))
+        self.p = zeros("H", _NMODELS)
         self.reset()
 
     def reset(self):
@@ -359,7 +358,7 @@ class _RangeDecoder:
         self.start = start
         self.end = end
         self.k = start + 3  # the next byte comes from bits 4..7 of data[k] and 0..3 of data[k + 1]
-        self.p = array("H", bytes(2 * _NMODELS))
+        self.p = zeros("H", _NMODELS)
         _init_models(self.p)
         self.range = _RTOP
         c = 0

@@ -13,7 +13,7 @@ import math
 import sys
 
 from firmware.calib import LagCalib
-from hw.compat import const
+from hw.compat import const, zeros
 
 # event kind codes in the queue
 _K_ACCEL = const(1)
@@ -235,7 +235,7 @@ class Motion:
         self._evq = array("i", bytes(4 * _QN * _QF))
         self._evq_head = 0
         self._evq_n = 0
-        self._ring = array("h", bytes(6 * self._ring_n))  # from bytes: a [0] * n list would be 4x the ring
+        self._ring = zeros("h", 3 * self._ring_n)  # no list of n ints, no n-byte zero buffer first
         self._rp = 0                          # next write index (samples)
         self._filled = 0
         self._cst = _CR_ARMED
