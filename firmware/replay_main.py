@@ -35,10 +35,12 @@ def supply_step(runner, sess):
 
 def run(trace_path, fs_root, config=None, step_ms=_STEP_MS, on_step=None):
     """config: settings on top of the schema defaults (installer keys and tunables)."""
+    # the harness's own buffers (trace reader, UART ring, LIS3DH model) first, in the heap as the
+    # harness-alone run of `--board-heap` measured them, then the firmware's modules
+    sess = ReplaySession(trace_path)
     from firmware.config import Config
     from firmware.runner import Runner
 
-    sess = ReplaySession(trace_path)
     over = {"gnss_baud": sess.gnss_uart.baudrate}  # the box as installed where the trace was recorded
     if config:
         over.update(config)

@@ -15,7 +15,7 @@ import binascii
 import errno
 from array import array
 
-from hw.compat import const, IS_MICROPYTHON, VirtualClock
+from hw.compat import const, IS_MICROPYTHON, VirtualClock, zeros
 
 FORMAT = "paydbox-trace"
 VERSION = 1
@@ -141,6 +141,25 @@ def parse_line(raw, lineno):
     if not isinstance(s, str):
         raise TraceError("trace line %d: field 's' is %r, expected a stream name" % (lineno, s))
     return int(t * 1000 + 0.5), s, o
+
+
+def _flat_samples(mg, lineno):
+    """An accel line's samples [[x, y, z], ...] (mg) -> array('i') x, y, z interleaved, made as soon
+    as the line is parsed: one block of 12 bytes per sample instead of a list per sample (~64 bytes
+    each, in the MicroPython VM's 32-byte blocks), so a 1 s line waiting to be played does not hold
+    6 KB of small blocks spread among the firmware's (`paydbox replay --board-heap`)."""
+    if not isinstance(mg, list):
+        raise TraceError("trace line %d: field 'mg' is not a list" % lineno)
+    out = zeros("i", 3 * len(mg))
+    k = 0
+    for smp in mg:
+        if not isinstance(smp, list) or len(smp) != 3:
+            raise TraceError("trace line %d: field 'mg' has a sample that is not [x, y, z]" % lineno)
+        out[k] = smp[0]
+        out[k + 1] = smp[1]
+        out[k + 2] = smp[2]
+        k += 3
+    return out
 
 
 def gnss_bytes(o, lineno):
@@ -352,6 +371,7 @@ class LIS3DHModel:
 
     # -- trace side ------------------------------------------------------------------------------
     def _queue(self, t_ms, rate, samples):
+        # samples: array('i') of x, y, z (mg) interleaved (_flat_samples)
         self._pend.append([t_ms, rate, samples, 0])
         if self.due_ms < 0:
             self._set_due()
@@ -377,9 +397,9 @@ class LIS3DHModel:
             rate = c[1]
             samples = c[2]
             i = c[3]
-            ns = len(samples)
+            ns = len(samples) // 3
             while i < ns and t0 + i * 1000 // rate <= now:
-                s = samples[i]
+                k = 3 * i
                 i += 1
                 odr = self._odr
                 if odr == 0:
@@ -387,7 +407,7 @@ class LIS3DHModel:
                 self._acc += odr
                 while self._acc >= rate:
                     self._acc -= rate
-                    self._push(s[0], s[1], s[2])
+                    self._push(samples[k], samples[k + 1], samples[k + 2])
             c[3] = i
             if i < ns:
                 break
@@ -639,6 +659,8 @@ class ReplaySession:
             if not raw.strip():
                 continue
             t_ms, s, o = parse_line(raw, self._r.lineno)
+            if s == "accel":
+                o["mg"] = _flat_samples(o.get("mg"), self._r.lineno)
             if t_ms < self._next_t:
                 raise TraceError(
                     "trace line %d: field 't' goes back in time (%d ms < %d ms)" % (self._r.lineno, t_ms, self._next_t)
@@ -656,14 +678,9 @@ class ReplaySession:
             rate = o.get("rate")
             if not isinstance(rate, (int, float)) or rate <= 0:
                 raise TraceError("trace line %d: field 'rate' is %r, expected a number > 0" % (ln, rate))
-            if not isinstance(mg, list):
-                raise TraceError("trace line %d: field 'mg' is not a list" % ln)
-            for smp in mg:
-                if not isinstance(smp, list) or len(smp) != 3:
-                    raise TraceError("trace line %d: field 'mg' has a sample that is not [x, y, z]" % ln)
             if mg:
                 self.i2c._queue(t_ms, int(rate + 0.5), mg)
-            end = t_ms + len(mg) * 1000 // int(rate + 0.5)
+            end = t_ms + len(mg) // 3 * 1000 // int(rate + 0.5)
             if end > self.last_event_ms:
                 self.last_event_ms = end
         elif s == "power":
