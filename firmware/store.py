@@ -256,38 +256,49 @@ class Store:
         return out
 
     def _scan(self, sn, gone, seen):
-        """Index the frames of segment sn; returns (bytes up to the first torn frame, torn?)."""
+        """Index the frames of segment sn; returns (bytes up to the first torn frame, torn?). Reads
+        the segment a frame header and 256 bytes at a time: a whole segment (32 KiB) in one block
+        would not fit a 96 KiB heap at boot."""
         path = self._p(self._segname(sn))
         f = open(path, "rb")
         try:
-            data = f.read()
+            n = f.seek(0, 2)
+            f.seek(0)
+            hdr = self._hdr
+            buf = bytearray(256)
+            mv = memoryview(buf)
+            off = 0
+            torn = False
+            while off < n:
+                if n - off < FRAME_HDR or f.readinto(hdr) != FRAME_HDR or hdr[0] != FRAME_MAGIC:
+                    torn = True
+                    break
+                _, prio, ln, fs, ls, cnt, _pad, crc = struct.unpack_from("<BBHIIHHI", hdr, 0)
+                if off + FRAME_HDR + ln > n or prio >= NPRIO:
+                    torn = True
+                    break
+                calc = binascii.crc32(memoryview(hdr)[:16])
+                left = ln
+                while left:
+                    k = 256 if left > 256 else left
+                    if f.readinto(mv[:k]) != k:
+                        break
+                    calc = binascii.crc32(mv[:k], calc)
+                    left -= k
+                if left or calc & 0xFFFFFFFF != crc:
+                    torn = True
+                    break
+                st = gone.get(fs, _LIVE)
+                if fs in seen:
+                    st = _DUP
+                    self.dup_blocks += 1
+                else:
+                    seen[fs] = 1
+                self._add(sn, off + FRAME_HDR, ln, fs, ls, cnt, prio, st)
+                off += FRAME_HDR + ln
         finally:
             f.close()
-        off = 0
-        n = len(data)
-        torn = False
-        while off < n:
-            if n - off < FRAME_HDR or data[off] != FRAME_MAGIC:
-                torn = True
-                break
-            _, prio, ln, fs, ls, cnt, _pad, crc = struct.unpack_from("<BBHIIHHI", data, off)
-            if off + FRAME_HDR + ln > n or prio >= NPRIO:
-                torn = True
-                break
-            calc = binascii.crc32(memoryview(data)[off + FRAME_HDR:off + FRAME_HDR + ln],
-                                  binascii.crc32(memoryview(data)[off:off + 16])) & 0xFFFFFFFF
-            if calc != crc:
-                torn = True
-                break
-            st = gone.get(fs, _LIVE)
-            if fs in seen:
-                st = _DUP
-                self.dup_blocks += 1
-            else:
-                seen[fs] = 1
-            self._add(sn, off + FRAME_HDR, ln, fs, ls, cnt, prio, st)
-            off += FRAME_HDR + ln
-        return (n if not torn else n), torn
+        return n, torn
 
     # ---- sequence numbers ------------------------------------------------------------------------
     def next_seq(self):
