@@ -27,7 +27,7 @@ _ACKED = const(1)
 _EVICTED = const(2)
 _DUP = const(3)
 # The block index in RAM: one row of _ROW u32 per block on flash, in chunks of _CHUNK rows (a chunk
-# is 28 * 32 = 896 bytes, so a long drive's index never needs one large free block of heap; a list of
+# is 28 * 16 = 448 bytes, so a long drive's index never needs a large free block of heap; a list of
 # 8 ints per block was ~104 bytes on a 64-bit VM, a row is 28).
 _SEG = const(0)    # segment number
 _OFF = const(1)    # offset of the block in its segment (after the frame header)
@@ -37,8 +37,8 @@ _LS = const(4)     # last_seq
 _CNT = const(5)    # records in the block
 _PS = const(6)     # prio << 8 | state (_LIVE, _ACKED, _EVICTED, _DUP)
 _ROW = const(7)
-_CHUNK = const(32)
-_CSHIFT = const(5)  # 1 << _CSHIFT == _CHUNK
+_CHUNK = const(16)
+_CSHIFT = const(4)  # 1 << _CSHIFT == _CHUNK
 
 
 class StoreError(Exception):
