@@ -216,10 +216,13 @@ class Store:
         self._drop_dead()
 
     # ---- block index -----------------------------------------------------------------------------
+    def _room_for_row(self):
+        if self._n >> _CSHIFT == len(self._ix):
+            self._ix.append(array("I", bytes(4 * _ROW * _CHUNK)))
+
     def _add(self, seg, off, ln, fs, ls, cnt, prio, state):
         i = self._n
-        if i >> _CSHIFT == len(self._ix):
-            self._ix.append(array("I", bytes(4 * _ROW * _CHUNK)))
+        self._room_for_row()
         c = self._ix[i >> _CSHIFT]
         o = (i & (_CHUNK - 1)) * _ROW
         c[o + _SEG] = seg
@@ -340,6 +343,9 @@ class Store:
     def _append(self, block, first_seq, last_seq, prio, cnt, room):
         ln = len(block)
         need = ln + FRAME_HDR
+        # the index row first: a MemoryError must come before the frame is on flash, never leave a
+        # block on flash that the index (peek, ack, eviction) does not know until the next mount
+        self._room_for_row()
         if self.head_exists and self.head_size + need > self.segment_bytes:
             self.head += 1
             self.head_exists = False

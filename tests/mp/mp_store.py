@@ -260,3 +260,25 @@ def test_mount_reads_a_full_segment_in_small_pieces():
     st = _mount_with_little_heap(root)
     assert_eq(st.stats()["blocks"], 60, "every block indexed")
     assert_eq(st.peek(1)[0][3], _blk(0, 500), "first block intact")
+
+
+def test_no_heap_for_the_index_writes_nothing():
+    # the index row is made before the frame is written: a MemoryError leaves flash as it was
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    import os
+
+    s.append(_blk(0), 0, 9, 0)
+    seg = root + "/" + [n for n in os.listdir(root) if n.endswith(".seg")][0]
+    size = os.stat(seg)[6]
+
+    def no_heap():
+        raise MemoryError("no heap")
+
+    s._room_for_row = no_heap
+    assert_raises(MemoryError, s.append, _blk(1), 10, 19, 0)
+    assert_eq(os.stat(seg)[6], size, "nothing written to flash")
+    del s._room_for_row
+    s.append(_blk(1), 10, 19, 0)  # the retry
+    s2 = Store(remount(root, bd), max_bytes=64 * 1024, segment_bytes=4096)
+    assert_eq([x[0] for x in s2.peek(10)], [0, 10], "each block once on flash")
