@@ -26,17 +26,21 @@ _LIVE = const(0)
 _ACKED = const(1)
 _EVICTED = const(2)
 _DUP = const(3)
-# The block index in RAM: one row of _ROW u32 per block on flash, in chunks of _CHUNK rows (a chunk
-# is 28 * 16 = 448 bytes, so a long drive's index never needs a large free block of heap; a list of
-# 8 ints per block was ~104 bytes on a 64-bit VM, a row is 28).
+# The block index in RAM: 20 bytes per block on flash, in chunks of _CHUNK rows, each chunk an
+# array('I') of 3 u32 per row (_SEG, _FS, _LS) and an array('H') of 4 u16 per row (fields _W + k:
+# _OFF, _LEN, _CNT, _PS); a chunk is 320 bytes, so a long drive's index never needs a large free block
+# of heap. (A list of 8 ints per block was ~104 bytes on a 64-bit VM.) Offsets and lengths fit 16
+# bits: a segment is at most 65536 bytes.
 _SEG = const(0)    # segment number
-_OFF = const(1)    # offset of the block in its segment (after the frame header)
-_LEN = const(2)    # block bytes
-_FS = const(3)     # first_seq
-_LS = const(4)     # last_seq
-_CNT = const(5)    # records in the block
-_PS = const(6)     # prio << 8 | state (_LIVE, _ACKED, _EVICTED, _DUP)
-_ROW = const(7)
+_FS = const(1)     # first_seq
+_LS = const(2)     # last_seq
+_W = const(8)      # fields from here on are in the u16 array
+_OFF = const(8)    # offset of the block in its segment (after the frame header)
+_LEN = const(9)    # block bytes
+_CNT = const(10)   # records in the block
+_PS = const(11)    # prio << 8 | state (_LIVE, _ACKED, _EVICTED, _DUP)
+_ROW = const(3)    # u32 per row
+_ROWH = const(4)   # u16 per row
 _CHUNK = const(16)
 _CSHIFT = const(4)  # 1 << _CSHIFT == _CHUNK
 
@@ -125,7 +129,8 @@ class Store:
 
     # ---- mount / recovery --------------------------------------------------------------------
     def _mount(self):
-        self._ix = []  # chunks of the block index (rows: see _SEG.._PS), appended in flash order
+        self._ix = []  # chunks of the block index: u32 part (rows: see _SEG.._PS), in flash order
+        self._ixh = []  # u16 part
         self._n = 0  # rows in use
         self.seg_size = {}  # seg number -> bytes
         self.torn_frames = 0
@@ -219,33 +224,39 @@ class Store:
     def _room_for_row(self):
         if self._n >> _CSHIFT == len(self._ix):
             self._ix.append(array("I", bytes(4 * _ROW * _CHUNK)))
+            self._ixh.append(array("H", bytes(2 * _ROWH * _CHUNK)))
 
     def _add(self, seg, off, ln, fs, ls, cnt, prio, state):
         i = self._n
         self._room_for_row()
+        k = i & (_CHUNK - 1)
         c = self._ix[i >> _CSHIFT]
-        o = (i & (_CHUNK - 1)) * _ROW
+        o = k * _ROW
         c[o + _SEG] = seg
-        c[o + _OFF] = off
-        c[o + _LEN] = ln
         c[o + _FS] = fs
         c[o + _LS] = ls
+        c = self._ixh[i >> _CSHIFT]
+        o = k * _ROWH - _W
+        c[o + _OFF] = off
+        c[o + _LEN] = ln
         c[o + _CNT] = cnt
         c[o + _PS] = (prio << 8) | state
         self._n = i + 1
 
     def _get(self, i, f):
-        return self._ix[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROW + f]
+        if f < _W:
+            return self._ix[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROW + f]
+        return self._ixh[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROWH + f - _W]
 
     def _state(self, i):
-        return self._ix[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROW + _PS] & 0xFF
+        return self._ixh[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROWH + _PS - _W] & 0xFF
 
     def _prio(self, i):
-        return self._ix[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROW + _PS] >> 8
+        return self._ixh[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROWH + _PS - _W] >> 8
 
     def _set_state(self, i, state):
-        c = self._ix[i >> _CSHIFT]
-        o = (i & (_CHUNK - 1)) * _ROW + _PS
+        c = self._ixh[i >> _CSHIFT]
+        o = (i & (_CHUNK - 1)) * _ROWH + _PS - _W
         c[o] = (c[o] & ~0xFF) | state
 
     @property
@@ -467,15 +478,17 @@ class Store:
         for i in range(self._n):
             if self._get(i, _SEG) in self.seg_size:
                 if i != j:
-                    src = self._ix[i >> _CSHIFT]
-                    so = (i & (_CHUNK - 1)) * _ROW
-                    dst = self._ix[j >> _CSHIFT]
-                    do = (j & (_CHUNK - 1)) * _ROW
-                    for f in range(_ROW):
-                        dst[do + f] = src[so + f]
+                    for part, w in ((self._ix, _ROW), (self._ixh, _ROWH)):
+                        src = part[i >> _CSHIFT]
+                        so = (i & (_CHUNK - 1)) * w
+                        dst = part[j >> _CSHIFT]
+                        do = (j & (_CHUNK - 1)) * w
+                        for f in range(w):
+                            dst[do + f] = src[so + f]
                 j += 1
         self._n = j
         del self._ix[(j + _CHUNK - 1) >> _CSHIFT:]
+        del self._ixh[(j + _CHUNK - 1) >> _CSHIFT:]
 
     def _save_state(self):
         parts = ["E %d %d %s\n" % (self.evicted_blocks, self.evicted_records,
@@ -497,13 +510,11 @@ class Store:
         prios = []  # prio and first_seq of each picked row
         fss = []
         for i in range(self._n):
-            c = self._ix[i >> _CSHIFT]
-            o = (i & (_CHUNK - 1)) * _ROW
-            ps = c[o + _PS]
+            ps = self._ixh[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROWH + _PS - _W]
             if ps & 0xFF != _LIVE:
                 continue
             p = ps >> 8
-            fs = c[o + _FS]
+            fs = self._ix[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROW + _FS]
             k = len(picked)
             while k > 0 and (p > prios[k - 1] or (p == prios[k - 1] and fs < fss[k - 1])):
                 k -= 1
@@ -582,8 +593,8 @@ class Store:
         live_bytes = 0
         records = 0
         for i in range(self._n):
-            c = self._ix[i >> _CSHIFT]
-            o = (i & (_CHUNK - 1)) * _ROW
+            c = self._ixh[i >> _CSHIFT]
+            o = (i & (_CHUNK - 1)) * _ROWH - _W
             if c[o + _PS] & 0xFF == _LIVE:
                 live += 1
                 live_bytes += c[o + _LEN]
