@@ -181,17 +181,22 @@ def parse_line(raw, lineno):
 
 
 def _flat_samples(mg, lineno):
-    """An accel line's samples [[x, y, z], ...] (mg) -> array('i') x, y, z interleaved, made as soon
-    as the line is parsed: one block of 12 bytes per sample instead of a list per sample (~64 bytes
+    """An accel line's samples [[x, y, z], ...] (mg) -> array('h') (or 'i' past 16 bits) x, y, z
+    interleaved, made as soon as the line is parsed: 6 bytes per sample instead of a list (~64 bytes
     each, in the MicroPython VM's 32-byte blocks), so a 1 s line waiting to be played does not hold
     6 KB of small blocks spread among the firmware's (`paydbox replay --board-heap`)."""
     if not isinstance(mg, list):
         raise TraceError("trace line %d: field 'mg' is not a list" % lineno)
-    out = zeros("i", 3 * len(mg))
-    k = 0
+    small = True  # every value fits 16 bits (the LIS3DH's +-16 g is +-16000 mg): half the block
     for smp in mg:
         if not isinstance(smp, list) or len(smp) != 3:
             raise TraceError("trace line %d: field 'mg' has a sample that is not [x, y, z]" % lineno)
+        for v in smp:
+            if not -32768 <= v <= 32767:
+                small = False
+    out = zeros("h" if small else "i", 3 * len(mg))
+    k = 0
+    for smp in mg:
         out[k] = smp[0]
         out[k + 1] = smp[1]
         out[k + 2] = smp[2]
@@ -408,7 +413,7 @@ class LIS3DHModel:
 
     # -- trace side ------------------------------------------------------------------------------
     def _queue(self, t_ms, rate, samples):
-        # samples: array('i') of x, y, z (mg) interleaved (_flat_samples)
+        # samples: array of x, y, z (mg) interleaved (_flat_samples)
         self._pend.append([t_ms, rate, samples, 0])
         if self.due_ms < 0:
             self._set_due()
