@@ -25,13 +25,13 @@ def test_board_heap_report_is_the_cpython_report_plus_heap():
     assert heap["harness_bytes"] > heap["image_bytes"]
 
 
-# The heap CI holds the firmware to (`paydbox replay --board-heap`) on the bundled drive (100 Hz
-# accelerometer, 1 Hz GNSS) and on a 3-hour 1 Hz drive: the smallest heap each completes with, plus
-# 8 KiB (the smallest one moves by a few KiB with any change in where objects land). The issue-13
-# target is 96K for both; docs/BENCHMARKS.md has the figures and what still stands between the
-# firmware and 96K / 64K. Lower them as the heap work goes on; never raise them to let a change pass.
-CI_BOARD_HEAP_BUNDLED = "144K"
-CI_BOARD_HEAP_3H = "116K"
+# The heap CI holds the firmware to (`paydbox replay --board-heap`). The 3-hour 1 Hz drive is held to
+# the issue-13 target, 96K (its smallest heap today: ~96K, 94K fails: no room for new code without a
+# cut elsewhere). The bundled drive (100 Hz accelerometer) does not fit 96K yet: its smallest heap
+# (124K today) plus 8 KiB; docs/BENCHMARKS.md has the figures and what stands between it and 96K.
+# Lower them as the heap work goes on; raising one is the lead's call, with the figure in the docs.
+CI_BOARD_HEAP_BUNDLED = "132K"
+CI_BOARD_HEAP_3H = "96K"
 
 
 def _same_json(rep, ref):
