@@ -47,9 +47,9 @@ def test_bundled_drive_fits_the_ci_board_heap():
 
 
 def test_three_hour_drive_fits_the_ci_board_heap(tmp_path):
-    # 3 h at 1 Hz GNSS, 72 km/h north-east, ignition on, no accelerometer (tools/bench_firmware.py):
+    # 3 h at 1 Hz GNSS, 72 km/h north-east, ignition on, no accelerometer (tools/bench/bench_firmware.py):
     # what grows with a drive's length (store index, trip accumulators) without 100 Hz samples to play
-    from tools.bench_firmware import long_drive
+    from tools.bench.bench_firmware import long_drive
 
     path = long_drive(str(tmp_path / "drive_3h_1hz.jsonl.gz"), 3 * 3600)
     ref = replay_trace(path, "cpython")
