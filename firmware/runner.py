@@ -30,8 +30,14 @@ def load_box():
     left ~18 KB of free holes of a few blocks each under them (64-bit VM), and on a 96 KiB heap the
     Box then found no free block for its codec models. (A module missing from _BOX_MODULES still
     loads, with firmware.app, only without its collection.)"""
-    if "firmware.app" in sys.modules:
-        return sys.modules["firmware.app"].Box
+    if "firmware.app" not in sys.modules:
+        _load_modules()
+    from firmware.app import Box
+
+    return Box
+
+
+def _load_modules():
     reserve = None
     n = _RESERVE
     while reserve is None and n >= 1024:
@@ -44,7 +50,6 @@ def load_box():
             __import__(name)
             gc.collect()
     reserve = None  # noqa: F841 - freed for the Box's buffers
-    return sys.modules["firmware.app"].Box
 
 
 def _join(a, b):

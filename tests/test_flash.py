@@ -278,3 +278,11 @@ def test_romfs_image_holds_only_manifest_modules(tmp_path, board):
     out = subprocess.run([micropython_exe(), "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert sorted(out) == sorted(p[:-3] + ".mpy" for p in F.source_files(board))
     assert F.install_method("pico-w") == "files" and F.install_method("unix") == "files"
+
+
+def test_the_runner_preloads_only_manifest_modules():
+    # firmware/runner.py loads the Box's modules one at a time (heap): each must be in the image
+    from firmware import runner
+
+    for name in runner._BOX_MODULES:
+        assert name.replace(".", "/") + ".py" in F.BOX_MODULES, name
