@@ -302,6 +302,11 @@ class Box:
         self.trip.shutdown(now)
         self.flush()
         self._save_state(now)
+        # the block encoder (7 KB: range coder models) goes back to the heap for what follows (the
+        # summary, the link draining); a record after this builds a new one
+        self.enc = None
+        self._spare_enc = None
+        self._spare_key = None
 
     # ---- inputs ----
     def _on_fix(self, fix):
