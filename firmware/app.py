@@ -423,6 +423,11 @@ class Box:
         self.trip.shutdown(now)
         self.flush()
         self._save_state(now)
+        # the block encoder (7 KB: range coder models) goes back to the heap for what follows (the
+        # summary, the link draining); a record after this builds a new one
+        self.enc = None
+        self._spare_enc = None
+        self._spare_key = None
 
     # ---- inputs ----
     def _on_fix(self, fix):
@@ -565,16 +570,17 @@ class Box:
         self._store_block(block, enc.first_seq, enc.last_seq, self._enc_prio)
 
     def _store_block(self, block, first_seq, last_seq, prio):
-        """Append to the store; a flash fault (OSError: full, worn, corrupt) never leaves the loop:
-        the block waits in RAM (at most _UNSTORED_MAX, the oldest of the lowest priority goes first)
-        and is retried with backoff; the first failure of an outage is a tamper record `store_fault`."""
+        """Append to the store; a flash fault (OSError: full, worn, corrupt) or no heap for the
+        store's index (MemoryError, raised before anything is written) never leaves the loop: the block
+        waits in RAM (at most _UNSTORED_MAX, the oldest of the lowest priority goes first) and is
+        retried with backoff; the first failure of an outage is a tamper record `store_fault`."""
         if self._unstored:
             self._unstored.append([bytes(block), first_seq, last_seq, prio])
             self._retry_store(self.clock.ticks_ms(), 1)
             return
         try:
             self.store.append(block, first_seq, last_seq, prio)
-        except OSError as e:
+        except (OSError, MemoryError) as e:
             self._unstored.append([bytes(block), first_seq, last_seq, prio])
             self._store_failed(e)
 
@@ -605,7 +611,7 @@ class Box:
             b = q[0]
             try:
                 self.store.append(b[0], b[1], b[2], b[3])
-            except OSError as e:
+            except (OSError, MemoryError) as e:
                 self._store_failed(e)
                 return
             q.pop(0)

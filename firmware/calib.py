@@ -17,23 +17,25 @@
 import math
 from array import array
 
-WIN_MS = 250
+from hw.compat import const
+
+WIN_MS = const(250)
 CHI2 = 9.0
-LAG_STEP_MS = 125   # lag grid; windows are weighted by their overlap with the lagged interval
+LAG_STEP_MS = const(125)   # lag grid; windows are weighted by their overlap with the lagged interval
 # sums per lag: n, Sa, Sl, Saa, Sal, Sll (the same for every lag: only lag 0's are kept), Sm(3), Sam(3),
 # Slm(3), Smm(xx, yy, zz, xy, xz, yz)
-_NS = 21
-_S_N = 0
-_S_A = 1
-_S_L = 2
-_S_AA = 3
-_S_AL = 4
-_S_LL = 5
-_S_M = 6
-_S_AM = 9
-_S_LM = 12
-_S_MM = 15
-_WF = 5    # window history: t_end, sx, sy, sz, n
+_NS = const(21)
+_S_N = const(0)
+_S_A = const(1)
+_S_L = const(2)
+_S_AA = const(3)
+_S_AL = const(4)
+_S_LL = const(5)
+_S_M = const(6)
+_S_AM = const(9)
+_S_LM = const(12)
+_S_MM = const(15)
+_WF = const(5)    # window history: t_end, sx, sy, sz, n
 _BIAS_RAD = 0.05    # 1-sigma tilt of gravity read through an unknown sensor bias (50 mg: phone-class parts reach 80)
 _EXC_MG2 = 400.0   # a regressor needs a spread of >= 20 mg rms over the pairs to be informative
 
@@ -85,9 +87,9 @@ class LagCalib:
         self.nl = lag_max_ms // LAG_STEP_MS + 1
         self._lam = 1.0 - 1.0 / forget_pairs
         self._hn = (lag_max_ms + max_pair_ms) // WIN_MS + 4
-        self._h = array("i", [0] * (_WF * self._hn))
-        self._s = array("f", [0.0] * (_NS * self.nl))
-        self._rss = array("f", [0.0] * self.nl)
+        self._h = array("i", bytes(4 * _WF * self._hn))  # from bytes: no list of n items first
+        self._s = array("f", bytes(4 * _NS * self.nl))
+        self._rss = array("f", bytes(4 * self.nl))
         self._ref = [0.0, 0.0, 0.0]
         self.reset()
 

@@ -8,7 +8,8 @@
 # Predictors use integers only, so the box (float32 or no FPU) and the host decode bit-exactly.
 import binascii
 import struct
-from array import array
+
+from hw.compat import const, zeros
 
 VERSION = 5  # the version this encoder writes; FORMATS says what each version a decoder reads holds
 MAGIC0 = 0x50  # 'P'
@@ -87,29 +88,36 @@ FORMATS = {
 }
 
 # Context layout: fixed contexts, then one per (type, field).
-_C_TYPE_T = 0  # t_ms residual, pos records
-_C_OTHER_T = 1  # t_ms residual, other records
-_C_UTC = 2
-_C_SEQ = 3
-_C_STRLEN = 4
-_NFIXED = 5
-CTX_BASE = []
+# (module constants are const(): on MicroPython they are folded into the bytecode and take no room
+# in the module's dict; the two counts derived from TYPES are checked against it below)
+_C_TYPE_T = const(0)  # t_ms residual, pos records
+_C_OTHER_T = const(1)  # t_ms residual, other records
+_C_UTC = const(2)
+_C_SEQ = const(3)
+_C_STRLEN = const(4)
+_NFIXED = const(5)
+CTX_BASE = bytearray(len(TYPES))  # first context of each type's fields
 _n = _NFIXED
-for _name, _fields in TYPES:
-    CTX_BASE.append(_n)
-    _n += len(_fields)
+for _i in range(len(TYPES)):
+    CTX_BASE[_i] = _n
+    _n += len(TYPES[_i][1])
 # pos speed, course, lat, lon: 2 contexts each, chosen by the size of the field's previous residual
 # (accelerating, turning and multipath come in runs)
-_C_PX = _n
-NCTX = _n + 8
+_C_PX = const(72)  # = _NFIXED + the fields of every type
+NCTX = const(80)   # = _C_PX + 8
+if _n != _C_PX:
+    raise ImportError("codec: _C_PX must be %d (the fields of TYPES)" % _n)
 # typical residual bit length per context: the prior of its models (a hint only; they adapt within a few records)
-_K0 = [3, 10, 0, 0, 3] + [4] * (NCTX - _NFIXED)
-for _j, _k in ((0, 6), (1, 6), (2, 5), (3, 5), (4, 0), (5, 0)):
-    _K0[_NFIXED + _j] = _k
-for _j in range(8):
-    _K0[_C_PX + _j] = (8, 10, 7, 9, 6, 8, 6, 8)[_j]
+_K0 = bytearray(NCTX)
+_K0[0:_NFIXED] = bytes((3, 10, 0, 0, 3))
+for _i in range(_NFIXED, NCTX):
+    _K0[_i] = 4
+for _i in range(6):
+    _K0[_NFIXED + _i] = (6, 6, 5, 5, 0, 0)[_i]
+for _i in range(8):
+    _K0[_C_PX + _i] = (8, 10, 7, 9, 6, 8, 6, 8)[_i]
 
-_MOD_COURSE = 36001  # course+1 in 0..36000
+_MOD_COURSE = const(36001)  # course+1 in 0..36000
 
 
 # sin(deg) * 2**14 for deg = 0..90 (literal: predictions must be bit-exact on every runtime)
@@ -119,12 +127,12 @@ _SIN_Q14 = (0, 286, 572, 857, 1143, 1428, 1713, 1997, 2280, 2563, 2845, 3126, 34
     12733, 12911, 13085, 13255, 13421, 13583, 13741, 13894, 14044, 14189, 14330, 14466, 14598, 14726, 14849,
     14968, 15082, 15191, 15296, 15396, 15491, 15582, 15668, 15749, 15826, 15897, 15964, 16026, 16083, 16135,
     16182, 16225, 16262, 16294, 16322, 16344, 16362, 16374, 16382, 16384)
-_SLOW_MMPS = 1000
+_SLOW_MMPS = const(1000)
 # predictor state (a list, reset per block): 0 seq, 1 t, 2 utc, 3 lat, 4 lon (last of any record), 5 number
 # of previous pos (0/1/2), 6-8 p1 t/lat/lon, 9-11 p0 t/lat/lon, 12-15 p1 speed/course/hdop/sats,
 # 16 p0 speed, 17 p1 utc, 18 clock offset known, 19 ref t_ms, 20 ref utc_s, 21 8 * mean offset (ms)
 # 22-25 bit length of the last speed, course, lat, lon residual
-_NST = 26
+_NST = const(26)
 
 
 def _pctx(st, f):
@@ -192,19 +200,19 @@ def _quant(v, q, wrap=0):
 # (no heap allocation). Probabilities: 12-bit estimate p0 = P(bit == 0) * 4096 per model, updated by
 # p0 += (4096 - p0) >> 4 after a 0, p0 -= p0 >> 4 after a 1 (stays within 15..4081).
 # Window: low < 2**28, range in [2**20, 2**28]; a byte leaves from bits 27..20 when range < 2**20.
-_RTOP = 1 << 28
-_RBOT = 1 << 20
-_RMASK = _RBOT - 1
-_NPRE = 20  # unary bit-length models per integer context; lengths >= 19 share the last
-_NINT = 2 * _NPRE  # per integer context: bit-length prefix models + first-mantissa-bit models
+_RTOP = const(1 << 28)
+_RBOT = const(1 << 20)
+_RMASK = const(_RBOT - 1)
+_NPRE = const(20)  # unary bit-length models per integer context; lengths >= 19 share the last
+_NINT = const(2 * _NPRE)  # per integer context: bit-length prefix models + first-mantissa-bit models
 # flag models after the integer contexts
-_F_REG = NCTX * _NINT  # regular fix
-_F_POS = _F_REG + 1  # a pos record (not regular) / another type
-_F_TYPE = _F_REG + 2  # 4-bit type code: binary tree, models 1..15
-_F_SEQ = _F_REG + 18  # seq jump
-_F_HS = _F_REG + 19  # hdop/sats changed
-_F_GRID = _F_REG + 20  # pos on a receiver's arc-minute grid; then which one (2 models)
-_NMODELS = _F_REG + 22
+_F_REG = const(NCTX * _NINT)  # regular fix
+_F_POS = const(_F_REG + 1)  # a pos record (not regular) / another type
+_F_TYPE = const(_F_REG + 2)  # 4-bit type code: binary tree, models 1..15
+_F_SEQ = const(_F_REG + 18)  # seq jump
+_F_HS = const(_F_REG + 19)  # hdop/sats changed
+_F_GRID = const(_F_REG + 20)  # pos on a receiver's arc-minute grid; then which one (2 models)
+_NMODELS = const(_F_REG + 22)
 
 
 def _init_models(p):
@@ -223,27 +231,16 @@ def _init_models(p):
     p[_F_GRID] = 600  # positions from NMEA sit on the ddmm.mmmmm grid
 
 
-# Rolling a record back restores the models it changed. Instead of a copy of all models per record
-# (2 * _NMODELS bytes), the first change to a context's models in a record saves that context's
-# _NINT models in a slot; the models past _F_REG count as context NCTX. A record touches at most
-# its fields' contexts, the fixed ones, the pos extras and the flag region: _SLOTS never runs out.
-_SLOTS = _NFIXED + 8 + 1
-_mf = 0
-for _name, _fields in TYPES:
-    if len(_fields) > _mf:
-        _mf = len(_fields)
-_SLOTS += _mf
+# A record that does not fit (or is refused) is rolled back from the byte stream (mark/rollback),
+# not from the models: the block is closed then (add() returns False until finish() or reset()), and
+# the next block starts from fresh models, so the models of a closed block are never used again.
+# (Saving each touched context to restore it cost 3.3 KB of RAM per encoder and a check per bit.)
 
 
 class _RangeEncoder:
     def __init__(self, nbytes):
         self.buf = bytearray(nbytes)
-        self.p = array("H", bytes(2 * _NMODELS))
-        self._saved = bytearray(NCTX + 1)  # context -> 1 while saved in a slot this record
-        self._slot_c = bytearray(_SLOTS)  # slot -> context
-        self._slot_p = array("H", bytes(2 * _SLOTS * _NINT))
-        self._nslots = 0
-        self._journal = 0
+        self.p = zeros("H", _NMODELS)
         self.reset()
 
     def reset(self):
@@ -251,42 +248,7 @@ class _RangeEncoder:
         self.low = 0
         self.range = _RTOP
         self.over = False
-        self.end_record()
         _init_models(self.p)
-
-    def begin_record(self):
-        """From here, models changed are saved first (restore_models() undoes them)."""
-        self.end_record()
-        self._journal = 1
-
-    def end_record(self):
-        saved = self._saved
-        for k in range(self._nslots):
-            saved[self._slot_c[k]] = 0
-        self._nslots = 0
-        self._journal = 0
-
-    def restore_models(self):
-        p = self.p
-        sp = self._slot_p
-        for k in range(self._nslots):
-            c = self._slot_c[k]
-            b = c * _NINT
-            n = _NINT if c < NCTX else _NMODELS - _F_REG
-            j = k * _NINT
-            for i in range(n):
-                p[b + i] = sp[j + i]
-        self.end_record()
-
-    def _save(self, c):
-        k = self._nslots
-        self._nslots = k + 1
-        self._slot_c[k] = c
-        self._saved[c] = 1
-        b = c * _NINT
-        n = _NINT if c < NCTX else _NMODELS - _F_REG
-        j = k * _NINT
-        self._slot_p[j:j + n] = self.p[b:b + n]   # one slice copy, not a loop of _NINT items
 
     def _carry(self):
         self.low -= _RTOP
@@ -311,8 +273,6 @@ class _RangeEncoder:
             self.range <<= 8
 
     def bit(self, i, b):
-        if self._journal and not self._saved[i // _NINT]:
-            self._save(i // _NINT)
         p = self.p
         p0 = p[i]
         r = self.range
@@ -348,15 +308,12 @@ class _RangeEncoder:
     def uint(self, c, u):
         # u >= 0 in integer context c: bit length n in unary (adaptive), the bit below the leading one
         # (adaptive, per n), the other n - 2 bits raw. The adaptive bits are bit() written out with
-        # range and low in locals; every model they use lies in context c's _NINT slots, so the
-        # journal check is made once, before the first of them (as bit() would at its first).
+        # range and low in locals.
         n = 0
         x = u
         while x:
             x >>= 1
             n += 1
-        if self._journal and not self._saved[c]:
-            self._save(c)
         p = self.p
         b = c * _NINT
         last = b + _NPRE - 1
@@ -440,7 +397,7 @@ class _RangeDecoder:
         self.start = start
         self.end = end
         self.k = start + 3  # the next byte comes from bits 4..7 of data[k] and 0..3 of data[k + 1]
-        self.p = array("H", bytes(2 * _NMODELS))
+        self.p = zeros("H", _NMODELS)
         _init_models(self.p)
         self.range = _RTOP
         c = 0
@@ -558,7 +515,9 @@ def _base(name, key, seq, t, utc, prev):
 class BlockEncoder:
     """Collects records into one self-contained block of at most max_bytes bytes.
 
-    add(record) -> bool: False when the record does not fit (finish this block, start another).
+    add(record) -> bool: False when the record does not fit: finish this block (it takes no more
+    records: add() returns False until finish() or reset()), then add it to the next one. A record
+    refused with ValueError (bad field) closes the block the same way unless it was the first.
     privacy: 'off' | 'no_positions' | 'rounded' (round_e7 = quantisation step, default 0.01 deg).
     tolerance_m > 0 enables bounded-error mode: pos records that the straight line through the
     previous two kept positions predicts within tolerance_m metres are dropped."""
@@ -598,6 +557,7 @@ class BlockEncoder:
         self.last_seq = -1
         self._hdr = None
         self._budget = 0
+        self._closed = False
         self._w.reset()
         # predictor state: seq, t, utc, lat, lon (last any record); pos history p1 (last), p0 (before)
         self._st = [0] * _NST
@@ -657,6 +617,8 @@ class BlockEncoder:
         seq = rec.get("seq")
         if not isinstance(seq, int) or seq < 0 or seq >= _LIM:
             _bad("seq", seq)
+        if self._closed:
+            return False  # a record did not fit: this block takes no more (finish() it)
         w = self._w
         first = self._hdr is None
         if first:
@@ -665,9 +627,6 @@ class BlockEncoder:
             self.last_seq = -1
             self._begin(rec, seq)
         start = w.mark()
-        w.begin_record()
-        st_bak = self._st[:]
-        prev_bak = dict(self._prev)
         err = None
         try:
             self._encode(rec, code, seq)
@@ -676,18 +635,18 @@ class BlockEncoder:
             fits = False
             err = e
         if not fits:
-            w.rollback(start)
-            w.restore_models()
-            self._st = st_bak
-            self._prev = prev_bak
             if first:
-                self._hdr = None
+                self._start()  # the block is still empty: as new (fresh models and predictors)
+            else:
+                # the stream goes back to before this record; the models and predictors it changed
+                # are not restored, so the block is closed (see the note above _RangeEncoder)
+                w.rollback(start)
+                self._closed = True
             if err is not None:
                 raise err
             if first:
                 raise ValueError("record seq %d does not fit in a %d-byte block" % (seq, self.max_bytes))
             return False
-        w.end_record()
         self.count += 1
         if first:
             self.first_seq = seq

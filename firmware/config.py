@@ -34,7 +34,8 @@ _PLATE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -"
 # No default PIN: a new box has none ("" = unset) and takes its first one with `set installer_pin`
 # (first provisioning, docs/security.md); until then nothing needs a login because nothing can log in.
 
-# key -> (type, default, allowed, description)
+# key -> (type, default, allowed), each under a comment saying what it is (the descriptions are not
+# loaded on the box: 24 strings of RAM that nothing read)
 #   type 'int': allowed = (lo, hi) or a tuple of choices (first element a list marks choices)
 #   type 'dec': decimal number stored as a float with 2 decimals; allowed = (lo, hi)
 #   type 'str': allowed = (min_len, max_len, charset)
@@ -42,37 +43,68 @@ _PLATE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -"
 #   type 'vin': '' or 17 chars of the VIN charset
 #   type 'pin': 4..8 digits, stored as PBKDF2-HMAC-SHA256 with a per-box salt (firmware/pin.py); '' = no PIN yet
 SCHEMA = {
-    "device_id": ("str", "unprovisioned", (1, 32, _ID_CHARS), "box identity, unique in the fleet (MQTT topic)"),
-    "fleet_id": ("str", "", (0, 32, _ID_CHARS), "fleet / customer the box belongs to"),
-    "vin": ("vin", "", None, "vehicle identification number: 17 chars, no I/O/Q (or empty)"),
-    "plate": ("str", "", (0, 12, _PLATE_CHARS), "registration plate: A-Z 0-9 space hyphen"),
-    "harsh_accel_mps2": ("dec", 2.5, (1.0, 10.0), "harsh acceleration threshold, m/s2"),
-    "harsh_brake_mps2": ("dec", 2.7, (1.0, 10.0), "harsh braking threshold, m/s2"),
-    "harsh_corner_mps2": ("dec", 3.4, (1.0, 10.0), "harsh cornering (lateral) threshold, m/s2"),
-    "crash_g": ("dec", 3.0, (1.5, 16.0), "crash detection threshold, g"),
-    "calib_lag_max_ms": ("int", 2500, (0, 3000), "largest GNSS-to-accelerometer lag the mount calibration searches, ms"),
-    "overspeed_kmh": ("int", 130, (30, 250), "over-speed threshold, km/h"),
-    "accel_rate_hz": ("int", 100, [50, 100, 200, 400], "accelerometer output data rate, Hz"),
-    "accel_range_g": ("int", 16, [8, 16], "accelerometer full scale, g"),
-    "gnss_rate_hz": ("int", 1, [1, 5, 10], "GNSS navigation rate, Hz"),
-    "gnss_baud": ("int", 9600, [4800, 9600, 38400, 57600, 115200], "GNSS UART baud rate"),
-    "trip_end_s": ("int", 180, (30, 3600), "ignition off / still this long ends a trip, s"),
-    "idle_s": ("int", 300, (60, 3600), "engine idling this long is an idle event, s"),
-    "privacy": ("choice", "off", ("off", "no_positions", "rounded"), "position privacy mode"),
-    "pos_tolerance_m": ("int", 0, (0, 50), "bounded-error mode: drop positions a straight line predicts within N m (0: lossless)"),
-    "pos_speed_step_mmps": ("int", 1, [1, 10, 100, 250], "speed step of position records, mm/s (1: lossless; 100 = 0.1 m/s)"),
-    "pos_course_step_cdeg": ("int", 1, [1, 10, 100], "course step of position records, 0.01 deg (1: lossless; 100 = 1 deg)"),
-    "link_baud": ("int", 115200, [9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600], "edge agent link UART baud rate"),
-    "status_interval_s": ("int", 3600, (60, 86400), "status record period, s"),
-    "store_max_kb": ("int", 1024, (64, 8192), "record store size limit, KiB"),
-    "heartbeat_h": ("int", 24, (1, 168), "parked: the edge agent is woken this often to forward records, h"),
-    "cutoff_mv": ("int", 11800, (10500, 12600), "cut-off threshold: supply below it (ignition off) for cutoff_s switches box and agent off, mV"),
-    "cutoff_s": ("int", 300, (10, 3600), "cut-off delay: the supply below cutoff_mv this long (crank dips never count), s"),
-    "cutoff_hyst_mv": ("int", 400, (100, 2000), "cut-off ends when the supply is back to cutoff_mv + this, mV"),
-    "park_hold_s": ("int", 60, (0, 3600), "parked: the agent stays on this long after the backlog is sent, s"),
-    "wake_mg": ("int", 250, (50, 2000), "parked: accelerometer activity above this wakes the box (GNSS confirms movement), mg"),
-    "geofence_m": ("int", 300, (50, 10000), "parked: leaving this radius with the ignition off raises an alarm, m"),
-    "installer_pin": ("pin", "", None, "installer PIN for set/calibrate/reboot/maintenance: 4-8 digits (stored as PBKDF2)"),
+    # box identity, unique in the fleet (MQTT topic)
+    "device_id": ("str", "unprovisioned", (1, 32, _ID_CHARS)),
+    # fleet / customer the box belongs to
+    "fleet_id": ("str", "", (0, 32, _ID_CHARS)),
+    # vehicle identification number: 17 chars, no I/O/Q (or empty)
+    "vin": ("vin", "", None),
+    # registration plate: A-Z 0-9 space hyphen
+    "plate": ("str", "", (0, 12, _PLATE_CHARS)),
+    # harsh acceleration threshold, m/s2
+    "harsh_accel_mps2": ("dec", 2.5, (1.0, 10.0)),
+    # harsh braking threshold, m/s2
+    "harsh_brake_mps2": ("dec", 2.7, (1.0, 10.0)),
+    # harsh cornering (lateral) threshold, m/s2
+    "harsh_corner_mps2": ("dec", 3.4, (1.0, 10.0)),
+    # crash detection threshold, g
+    "crash_g": ("dec", 3.0, (1.5, 16.0)),
+    # largest GNSS-to-accelerometer lag the mount calibration searches, ms
+    "calib_lag_max_ms": ("int", 2500, (0, 3000)),
+    # over-speed threshold, km/h
+    "overspeed_kmh": ("int", 130, (30, 250)),
+    # accelerometer output data rate, Hz
+    "accel_rate_hz": ("int", 100, [50, 100, 200, 400]),
+    # accelerometer full scale, g
+    "accel_range_g": ("int", 16, [8, 16]),
+    # GNSS navigation rate, Hz
+    "gnss_rate_hz": ("int", 1, [1, 5, 10]),
+    # GNSS UART baud rate
+    "gnss_baud": ("int", 9600, [4800, 9600, 38400, 57600, 115200]),
+    # ignition off / still this long ends a trip, s
+    "trip_end_s": ("int", 180, (30, 3600)),
+    # engine idling this long is an idle event, s
+    "idle_s": ("int", 300, (60, 3600)),
+    # position privacy mode
+    "privacy": ("choice", "off", ("off", "no_positions", "rounded")),
+    # bounded-error mode: drop positions a straight line predicts within N m (0: lossless)
+    "pos_tolerance_m": ("int", 0, (0, 50)),
+    # speed step of position records, mm/s (1: lossless; 100 = 0.1 m/s)
+    "pos_speed_step_mmps": ("int", 1, [1, 10, 100, 250]),
+    # course step of position records, 0.01 deg (1: lossless; 100 = 1 deg)
+    "pos_course_step_cdeg": ("int", 1, [1, 10, 100]),
+    # edge agent link UART baud rate
+    "link_baud": ("int", 115200, [9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600]),
+    # status record period, s
+    "status_interval_s": ("int", 3600, (60, 86400)),
+    # record store size limit, KiB
+    "store_max_kb": ("int", 1024, (64, 8192)),
+    # parked: the edge agent is woken this often to forward records, h
+    "heartbeat_h": ("int", 24, (1, 168)),
+    # cut-off threshold: supply below it (ignition off) for cutoff_s switches box and agent off, mV
+    "cutoff_mv": ("int", 11800, (10500, 12600)),
+    # cut-off delay: the supply below cutoff_mv this long (crank dips never count), s
+    "cutoff_s": ("int", 300, (10, 3600)),
+    # cut-off ends when the supply is back to cutoff_mv + this, mV
+    "cutoff_hyst_mv": ("int", 400, (100, 2000)),
+    # parked: the agent stays on this long after the backlog is sent, s
+    "park_hold_s": ("int", 60, (0, 3600)),
+    # parked: accelerometer activity above this wakes the box (GNSS confirms movement), mg
+    "wake_mg": ("int", 250, (50, 2000)),
+    # parked: leaving this radius with the ignition off raises an alarm, m
+    "geofence_m": ("int", 300, (50, 10000)),
+    # installer PIN for set/calibrate/reboot/maintenance: 4-8 digits (stored as PBKDF2)
+    "installer_pin": ("pin", "", None),
 }
 
 KEYS = sorted(SCHEMA)
@@ -88,7 +120,7 @@ def fmt_dec(v):
 
 def allowed_text(key):
     """Human description of the allowed values of key, e.g. '50|100|200|400' or '1.00..10.00'."""
-    typ, _, allowed, _ = SCHEMA[key]
+    typ, _, allowed = SCHEMA[key]
     if typ == "int":
         if isinstance(allowed, list):
             return "|".join(str(a) for a in allowed)
@@ -121,7 +153,7 @@ def parse_value(key, value_str):
     """value_str -> stored value for key; ConfigError naming the key and the allowed range."""
     if key not in SCHEMA:
         raise ConfigError("unknown key %r, known: %s" % (key, " ".join(KEYS)))
-    typ, _, allowed, _ = SCHEMA[key]
+    typ, _, allowed = SCHEMA[key]
     s = str(value_str).strip()
     if typ == "int":
         try:

@@ -13,7 +13,7 @@ import math
 import sys
 
 from firmware.calib import LagCalib
-from hw.compat import const
+from hw.compat import const, zeros
 
 # event kind codes in the queue
 _K_ACCEL = const(1)
@@ -60,6 +60,7 @@ _CF = const(14)
 # window queue layout: t_end, sx, sy, sz, activity, n
 _WF = const(6)
 _WN = const(64)
+_SPN = const(24)     # stopped windows waiting for the fixes (6 s)
 
 _MG_PER_MPS2 = 1000.0 / 9.80665
 _PAIR_MIN_MS = const(950)    # forward regression baseline between fixes (any fix rate)
@@ -231,11 +232,11 @@ class Motion:
         self._g = array("i", [0] * (3))               # gravity (mg, box axes) for the crash magnitude
         self._base = array("i", [0] * (2))            # Q8 baselines of the two channels (slope, camber)
         self._mode = 0                        # 0 no gravity, 1 gravity only (candidates), 2 calibrated
-        self._ch = array("i", [0] * (2 * _CF))
-        self._evq = array("i", [0] * (_QN * _QF))
+        self._ch = array("i", bytes(4 * 2 * _CF))
+        self._evq = array("i", bytes(4 * _QN * _QF))
         self._evq_head = 0
         self._evq_n = 0
-        self._ring = array("h", bytes(6 * self._ring_n))  # from bytes: a [0] * n list would be 4x the ring
+        self._ring = zeros("h", 3 * self._ring_n)  # no list of n ints, no n-byte zero buffer first
         self._rp = 0                          # next write index (samples)
         self._filled = 0
         self._cst = _CR_ARMED
@@ -254,7 +255,7 @@ class Motion:
         self._cpost_done = 0
         self._win_n = max(1, rate_hz // 4)
         self._w = array("i", [0] * (5))               # sx, sy, sz, act, n of the open window
-        self._wq = array("i", [0] * (_WN * _WF))
+        self._wq = array("i", bytes(4 * _WN * _WF))  # from bytes: no list of n ints first
         self._wq_head = 0
         self._wq_n = 0
         self._mv_hi = 0
@@ -276,6 +277,8 @@ class Motion:
         self._gh = []               # GNSS-only harsh events waiting for calibration (max _QN)
         self._gx = None             # GNSS-only event under way (see _gnss_harsh)
         self._gspan = []            # (t0, t1) of the GNSS-only events of this trip (max _QN)
+        # stopped windows waiting for the fixes to confirm: a ring of _SPN rows (t_end, sx, sy, sz, n)
+        self._spq = array("i", bytes(4 * _WF * _SPN))
         self._reset_calib()
         self._prev_fix = None       # (t_ms, speed_mmps, course_cdeg)
         self._fh = []               # recent valid fixes [t_ms, speed_mmps], >= ~0.45 s apart
@@ -297,7 +300,8 @@ class Motion:
         self._knock_n = 0
         self._anchor = None          # (t_ms, speed_mmps, course_cdeg) opening the baseline
         self._solved = -1
-        self._sp = []                # stopped windows waiting for the fixes to confirm (t_end, mean)
+        self._sp_h = 0               # stopped windows waiting (ring _spq): oldest row, rows held
+        self._sp_n = 0
         self._lc.reset()             # lag bank of forward/lateral regressions (firmware/calib.py)
         self.calib_lag_ms = -1
         self.calib_commit = None     # (t_ms, sigma_deg, lag_ms) of the last commit
@@ -992,10 +996,14 @@ class Motion:
                 # stopped by the last fix, but the fixes lag the accelerometer (GNSS lag, up to a fix
                 # period): a launch's first seconds would tilt gravity (and could pass for a knock).
                 # The window waits until fixes show the car still stopped well after it.
-                if len(self._sp) >= 24:
-                    if self._still_window(self._sp.pop(0)[1]):
+                if self._sp_n >= _SPN:
+                    if self._still_window(self._sp_pop()):
                         continue
-                self._sp.append((q[o], m))
+                r = self._spq
+                k = ((self._sp_h + self._sp_n) % _SPN) * _WF
+                for j in range(5):
+                    r[k + j] = q[o + j] if j < 4 else n
+                self._sp_n += 1
             elif still:
                 if self._still_window(m):
                     continue
@@ -1037,16 +1045,24 @@ class Motion:
     def _confirm_still(self, fix, valid):
         # pending stopped windows: those older than the lag horizon before a still fix are stopped
         # for sure; a moving fix discards the ones inside the horizon (the car was already moving)
-        if not valid or not self._sp:
+        if not valid or not self._sp_n:
             return
         horizon = fix.t_ms - (self._lc.nl * 125 + 1200)
         moving = fix.speed_mmps >= self._still_mmps
-        sp = self._sp
-        while sp and sp[0][0] <= horizon:
-            if self._still_window(sp.pop(0)[1]):
+        while self._sp_n and self._spq[self._sp_h * _WF] <= horizon:
+            if self._still_window(self._sp_pop()):
                 return
         if moving:
-            self._sp = []
+            self._sp_n = 0
+
+    def _sp_pop(self):
+        # the oldest stopped window waiting: its mean (mg, box axes), as _drain_windows computed it
+        r = self._spq
+        k = self._sp_h * _WF
+        n = r[k + 4]
+        self._sp_h = (self._sp_h + 1) % _SPN
+        self._sp_n -= 1
+        return [r[k + 1] / n, r[k + 2] / n, r[k + 3] / n]
 
     def _update_calib(self):
         # gravity ("up" in box axes): stopped windows, else (driving from the start) the

@@ -40,10 +40,12 @@ def supply_step(runner, sess):
 def run(trace_path, fs_root, config=None, step_ms=_STEP_MS, on_step=None, agent=None):
     """config: settings on top of the schema defaults (installer keys and tunables). agent: a
     simulated edge agent on the link (host only: .uart the box's end, .rail(on), .step(t_ms))."""
+    # the harness's own buffers (trace reader, UART ring, LIS3DH model) first, in the heap as the
+    # harness-alone run of `--board-heap` measured them, then the firmware's modules
+    sess = ReplaySession(trace_path)
     from firmware.config import Config
     from firmware.runner import Runner
 
-    sess = ReplaySession(trace_path)
     over = {"gnss_baud": sess.gnss_uart.baudrate}  # the box as installed where the trace was recorded
     if config:
         over.update(config)
@@ -112,18 +114,21 @@ def main(trace_path, fs_root, config_json=None):
 
 def heap_main(trace_path, fs_root, config_json=None):
     """`paydbox replay --board-heap`: the replay with the live GC heap measured after every pass
-    (gc.collect() then gc.mem_alloc(), MicroPython only). Prints the usual JSON line with
-    "heap_live_peak" added."""
+    (MicroPython only). Prints the usual JSON line with "heap_live_peak" added.
+    The peak is the largest live heap (gc.collect() then gc.mem_alloc()) after any pass; a pass whose
+    allocated bytes (live + garbage) stay at or below the peak so far cannot raise it, so the heap is
+    collected only when they exceed it (the same peak, without a collection every pass)."""
     import gc
 
     cfg = json.loads(config_json) if config_json else None
     peak = [0]
 
     def sample():
-        gc.collect()
-        a = gc.mem_alloc()
-        if a > peak[0]:
-            peak[0] = a
+        if gc.mem_alloc() > peak[0]:
+            gc.collect()
+            a = gc.mem_alloc()
+            if a > peak[0]:
+                peak[0] = a
 
     out = run(trace_path, fs_root, cfg, on_step=sample)
     out["heap_live_peak"] = peak[0]

@@ -14,8 +14,42 @@ import gc
 import sys
 
 from firmware import VERSION
-from firmware.app import Box
 from firmware.config import Config
+
+# The Box's modules in dependency order, loaded by load_box() on the first power-on.
+_BOX_MODULES = ("hw.compat", "firmware.codec", "firmware.store", "firmware.nmea", "firmware.odometer",
+                "firmware.trip", "firmware.score", "firmware.calib", "firmware.motion", "hw.lis3dh",
+                "firmware.app")
+_RESERVE = 8192  # bytes held while they load: the room of the Box's first big buffer (codec models, 6.4 KB)
+
+
+def load_box():
+    """firmware.app.Box. On the first call its modules load one at a time with a collection after
+    each, behind a reserve freed at the end. Loading a module leaves garbage (outgrown dict tables,
+    temporaries) that the next module's objects would pin in place: imported in one go, the modules
+    left ~18 KB of free holes of a few blocks each under them (64-bit VM), and on a 96 KiB heap the
+    Box then found no free block for its codec models. (A module missing from _BOX_MODULES still
+    loads, with firmware.app, only without its collection.)"""
+    if "firmware.app" not in sys.modules:
+        _load_modules()
+    from firmware.app import Box
+
+    return Box
+
+
+def _load_modules():
+    reserve = None
+    n = _RESERVE
+    while reserve is None and n >= 1024:
+        try:
+            reserve = bytearray(n)
+        except MemoryError:
+            n //= 2
+    for name in _BOX_MODULES:
+        if name not in sys.modules:
+            __import__(name)
+            gc.collect()
+    reserve = None  # noqa: F841 - freed for the Box's buffers
 
 
 def _join(a, b):
@@ -128,6 +162,7 @@ class Runner:
         setup_gnss(b.gnss_uart, cfg["gnss_rate_hz"])
         # the Box's big buffers (codec models, crash ring) go into a heap freed of boot garbage:
         # on a 96 KiB heap, fragmentation and not the live bytes is what fails first
+        Box = load_box()
         gc.collect()
         cause = b.reset_cause() if b.reset_cause is not None else None
         self.box = Box(b.clock, b.gnss_uart, b.i2c, b.power, b.fs_root, cfg, link_uart=b.link_uart,

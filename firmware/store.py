@@ -9,8 +9,9 @@
 import binascii
 import os
 import struct
+from array import array
 
-from hw.compat import path_exists
+from hw.compat import const, path_exists
 
 try:
     from firmware import codec as _codec
@@ -21,10 +22,27 @@ FRAME_MAGIC = 0xB7
 FRAME_HDR = 20  # <BBHIIHH + crc32
 SEQ_RESERVE = 256
 NPRIO = 5
-_LIVE = 0
-_ACKED = 1
-_EVICTED = 2
-_DUP = 3
+_LIVE = const(0)
+_ACKED = const(1)
+_EVICTED = const(2)
+_DUP = const(3)
+# The block index in RAM: 20 bytes per block on flash, in chunks of _CHUNK rows, each chunk an
+# array('I') of 3 u32 per row (_SEG, _FS, _LS) and an array('H') of 4 u16 per row (fields _W + k:
+# _OFF, _LEN, _CNT, _PS); a chunk is 320 bytes, so a long drive's index never needs a large free block
+# of heap. (A list of 8 ints per block was ~104 bytes on a 64-bit VM.) Offsets and lengths fit 16
+# bits: a segment is at most 65536 bytes.
+_SEG = const(0)    # segment number
+_FS = const(1)     # first_seq
+_LS = const(2)     # last_seq
+_W = const(8)      # fields from here on are in the u16 array
+_OFF = const(8)    # offset of the block in its segment (after the frame header)
+_LEN = const(9)    # block bytes
+_CNT = const(10)   # records in the block
+_PS = const(11)    # prio << 8 | state (_LIVE, _ACKED, _EVICTED, _DUP)
+_ROW = const(3)    # u32 per row
+_ROWH = const(4)   # u16 per row
+_CHUNK = const(16)
+_CSHIFT = const(4)  # 1 << _CSHIFT == _CHUNK
 
 
 class StoreError(Exception):
@@ -103,7 +121,9 @@ class Store:
 
     # ---- mount / recovery --------------------------------------------------------------------
     def _mount(self):
-        self.blocks = []  # [seg, off, length, first_seq, last_seq, prio, count, state]
+        self._ix = []  # chunks of the block index: u32 part (rows: see _SEG.._PS), in flash order
+        self._ixh = []  # u16 part
+        self._n = 0  # rows in use
         self.seg_size = {}  # seg number -> bytes
         self.torn_frames = 0
         self.dup_blocks = 0
@@ -165,9 +185,10 @@ class Store:
                 self.torn_frames += 1
                 if sn == last:
                     sealed_head = True
-        for b in self.blocks:
-            if b[4] > max_seq:
-                max_seq = b[4]
+        for i in range(self._n):
+            ls = self._get(i, _LS)
+            if ls > max_seq:
+                max_seq = ls
         self.head = last
         if last < 0 or sealed_head:
             self.head = last + 1
@@ -191,39 +212,99 @@ class Store:
         self._reserved = self._next_seq  # nothing reserved in this boot yet
         self._drop_dead()
 
+    # ---- block index -----------------------------------------------------------------------------
+    def _room_for_row(self):
+        if self._n >> _CSHIFT == len(self._ix):
+            self._ix.append(array("I", bytes(4 * _ROW * _CHUNK)))
+            self._ixh.append(array("H", bytes(2 * _ROWH * _CHUNK)))
+
+    def _add(self, seg, off, ln, fs, ls, cnt, prio, state):
+        i = self._n
+        self._room_for_row()
+        k = i & (_CHUNK - 1)
+        c = self._ix[i >> _CSHIFT]
+        o = k * _ROW
+        c[o + _SEG] = seg
+        c[o + _FS] = fs
+        c[o + _LS] = ls
+        c = self._ixh[i >> _CSHIFT]
+        o = k * _ROWH - _W
+        c[o + _OFF] = off
+        c[o + _LEN] = ln
+        c[o + _CNT] = cnt
+        c[o + _PS] = (prio << 8) | state
+        self._n = i + 1
+
+    def _get(self, i, f):
+        if f < _W:
+            return self._ix[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROW + f]
+        return self._ixh[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROWH + f - _W]
+
+    def _state(self, i):
+        return self._ixh[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROWH + _PS - _W] & 0xFF
+
+    def _prio(self, i):
+        return self._ixh[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROWH + _PS - _W] >> 8
+
+    def _set_state(self, i, state):
+        c = self._ixh[i >> _CSHIFT]
+        o = (i & (_CHUNK - 1)) * _ROWH + _PS - _W
+        c[o] = (c[o] & ~0xFF) | state
+
+    @property
+    def blocks(self):
+        """The index as lists [seg, off, length, first_seq, last_seq, prio, count, state] (a copy:
+        for tests and tools; the box itself reads the packed rows)."""
+        out = []
+        for i in range(self._n):
+            out.append([self._get(i, _SEG), self._get(i, _OFF), self._get(i, _LEN), self._get(i, _FS),
+                        self._get(i, _LS), self._prio(i), self._get(i, _CNT), self._state(i)])
+        return out
+
     def _scan(self, sn, gone, seen):
-        """Index the frames of segment sn; returns (bytes up to the first torn frame, torn?)."""
+        """Index the frames of segment sn; returns (bytes up to the first torn frame, torn?). Reads
+        the segment a frame header and 256 bytes at a time: a whole segment (32 KiB) in one block
+        would not fit a 96 KiB heap at boot."""
         path = self._p(self._segname(sn))
         f = open(path, "rb")
         try:
-            data = f.read()
+            n = f.seek(0, 2)
+            f.seek(0)
+            hdr = self._hdr
+            buf = bytearray(256)
+            mv = memoryview(buf)
+            off = 0
+            torn = False
+            while off < n:
+                if n - off < FRAME_HDR or f.readinto(hdr) != FRAME_HDR or hdr[0] != FRAME_MAGIC:
+                    torn = True
+                    break
+                _, prio, ln, fs, ls, cnt, _pad, crc = struct.unpack_from("<BBHIIHHI", hdr, 0)
+                if off + FRAME_HDR + ln > n or prio >= NPRIO:
+                    torn = True
+                    break
+                calc = binascii.crc32(memoryview(hdr)[:16])
+                left = ln
+                while left:
+                    k = 256 if left > 256 else left
+                    if f.readinto(mv[:k]) != k:
+                        break
+                    calc = binascii.crc32(mv[:k], calc)
+                    left -= k
+                if left or calc & 0xFFFFFFFF != crc:
+                    torn = True
+                    break
+                st = gone.get(fs, _LIVE)
+                if fs in seen:
+                    st = _DUP
+                    self.dup_blocks += 1
+                else:
+                    seen[fs] = 1
+                self._add(sn, off + FRAME_HDR, ln, fs, ls, cnt, prio, st)
+                off += FRAME_HDR + ln
         finally:
             f.close()
-        off = 0
-        n = len(data)
-        torn = False
-        while off < n:
-            if n - off < FRAME_HDR or data[off] != FRAME_MAGIC:
-                torn = True
-                break
-            _, prio, ln, fs, ls, cnt, _pad, crc = struct.unpack_from("<BBHIIHHI", data, off)
-            if off + FRAME_HDR + ln > n or prio >= NPRIO:
-                torn = True
-                break
-            calc = binascii.crc32(memoryview(data)[off + FRAME_HDR:off + FRAME_HDR + ln],
-                                  binascii.crc32(memoryview(data)[off:off + 16])) & 0xFFFFFFFF
-            if calc != crc:
-                torn = True
-                break
-            st = gone.get(fs, _LIVE)
-            if fs in seen:
-                st = _DUP
-                self.dup_blocks += 1
-            else:
-                seen[fs] = 1
-            self.blocks.append([sn, off + FRAME_HDR, ln, fs, ls, prio, cnt, st])
-            off += FRAME_HDR + ln
-        return (n if not torn else n), torn
+        return n, torn
 
     # ---- sequence numbers ------------------------------------------------------------------------
     def next_seq(self):
@@ -265,6 +346,9 @@ class Store:
     def _append(self, block, first_seq, last_seq, prio, cnt, room):
         ln = len(block)
         need = ln + FRAME_HDR
+        # the index row first: a MemoryError must come before the frame is on flash, never leave a
+        # block on flash that the index (peek, ack, eviction) does not know until the next mount
+        self._room_for_row()
         if self.head_exists and self.head_size + need > self.segment_bytes:
             self.head += 1
             self.head_exists = False
@@ -298,7 +382,7 @@ class Store:
             off = self.head_size
         self.head_size = off + need
         self.seg_size[self.head] = self.head_size
-        self.blocks.append([self.head, off + FRAME_HDR, ln, first_seq, last_seq, prio, cnt, _LIVE])
+        self._add(self.head, off + FRAME_HDR, ln, first_seq, last_seq, cnt, prio, _LIVE)
         if last_seq > self._seq_seen:
             self._seq_seen = last_seq
 
@@ -316,19 +400,23 @@ class Store:
 
     def _reclaim_one(self):
         # lowest priority present among live blocks; its oldest block's segment is reclaimed
-        victim = None
-        for b in self.blocks:
-            if b[7] == _LIVE and (victim is None or b[5] < victim[5] or (b[5] == victim[5] and b[3] < victim[3])):
-                victim = b
-        if victim is None:
+        victim = -1
+        vp = vf = 0
+        for i in range(self._n):
+            if self._state(i) == _LIVE:
+                p = self._prio(i)
+                fs = self._get(i, _FS)
+                if victim < 0 or p < vp or (p == vp and fs < vf):
+                    victim, vp, vf = i, p, fs
+        if victim < 0:
             return False
-        sn = victim[0]
-        p = victim[5]
-        for b in self.blocks:
-            if b[0] == sn and b[7] == _LIVE and b[5] == p:
-                b[7] = _EVICTED
+        sn = self._get(victim, _SEG)
+        p = vp
+        for i in range(self._n):
+            if self._get(i, _SEG) == sn and self._state(i) == _LIVE and self._prio(i) == p:
+                self._set_state(i, _EVICTED)
                 self.evicted_blocks += 1
-                self.evicted_records += b[6]
+                self.evicted_records += self._get(i, _CNT)
                 self.evicted_by_prio[p] += 1
         self._save_state()
         if sn == self.head and self.head_exists:
@@ -337,29 +425,30 @@ class Store:
             self.head_exists = False
             self.head_size = 0
         # move the remaining live blocks of the victim segment to the head, then drop the segment
-        moving = [b for b in self.blocks if b[0] == sn and b[7] == _LIVE]
+        moving = [i for i in range(self._n) if self._get(i, _SEG) == sn and self._state(i) == _LIVE]
         if moving:
             datas = []
             f = open(self._p(self._segname(sn)), "rb")
             try:
-                for b in moving:
-                    f.seek(b[1])
-                    datas.append(f.read(b[2]))
+                for i in moving:
+                    f.seek(self._get(i, _OFF))
+                    datas.append(f.read(self._get(i, _LEN)))
             finally:
                 f.close()
-            for i in range(len(moving)):
-                b = moving[i]
-                b[7] = _DUP  # the copy takes over
-                self._append(datas[i], b[3], b[4], b[5], b[6], False)
+            for k in range(len(moving)):
+                i = moving[k]
+                self._set_state(i, _DUP)  # the copy takes over
+                self._append(datas[k], self._get(i, _FS), self._get(i, _LS), self._prio(i), self._get(i, _CNT),
+                             False)
         self._drop_dead()
         return True
 
     def _drop_dead(self):
         """Delete segments (other than the head being appended to) without live blocks."""
         live = {}
-        for b in self.blocks:
-            if b[7] == _LIVE:
-                live[b[0]] = 1
+        for i in range(self._n):
+            if self._state(i) == _LIVE:
+                live[self._get(i, _SEG)] = 1
         dropped = False
         for sn in list(self.seg_size.keys()):
             if sn in live or (sn == self.head and self.head_exists):
@@ -371,42 +460,81 @@ class Store:
             del self.seg_size[sn]
             dropped = True
         if dropped:
-            self.blocks = [b for b in self.blocks if b[0] in self.seg_size]
+            self._compact()
             _sync()
         return dropped
+
+    def _compact(self):
+        """Drop the rows of deleted segments, keeping the others in order (in place)."""
+        j = 0
+        for i in range(self._n):
+            if self._get(i, _SEG) in self.seg_size:
+                if i != j:
+                    for part, w in ((self._ix, _ROW), (self._ixh, _ROWH)):
+                        src = part[i >> _CSHIFT]
+                        so = (i & (_CHUNK - 1)) * w
+                        dst = part[j >> _CSHIFT]
+                        do = (j & (_CHUNK - 1)) * w
+                        for f in range(w):
+                            dst[do + f] = src[so + f]
+                j += 1
+        self._n = j
+        del self._ix[(j + _CHUNK - 1) >> _CSHIFT:]
+        del self._ixh[(j + _CHUNK - 1) >> _CSHIFT:]
 
     def _save_state(self):
         parts = ["E %d %d %s\n" % (self.evicted_blocks, self.evicted_records,
                                     " ".join([str(x) for x in self.evicted_by_prio])),
                  "S %d\n" % self._seq_seen]
-        for b in self.blocks:
-            if b[7] == _ACKED:
-                parts.append("A %d\n" % b[3])
-            elif b[7] == _EVICTED:
-                parts.append("V %d\n" % b[3])
+        for i in range(self._n):
+            st = self._state(i)
+            if st == _ACKED:
+                parts.append("A %d\n" % self._get(i, _FS))
+            elif st == _EVICTED:
+                parts.append("V %d\n" % self._get(i, _FS))
         _write_atomic(self._p("state"), "".join(parts).encode())
 
     # ---- reading / acknowledging ---------------------------------------------------------------
     def peek(self, max_blocks=8):
-        live = [b for b in self.blocks if b[7] == _LIVE]
-        live.sort(key=lambda b: (-b[5], b[3]))
+        # the max_blocks live blocks of the highest priority, oldest first: one pass over the index
+        # keeping the best so far in order (no allocation per block, no sort of the whole index)
+        picked = []
+        prios = []  # prio and first_seq of each picked row
+        fss = []
+        for i in range(self._n):
+            ps = self._ixh[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROWH + _PS - _W]
+            if ps & 0xFF != _LIVE:
+                continue
+            p = ps >> 8
+            fs = self._ix[i >> _CSHIFT][(i & (_CHUNK - 1)) * _ROW + _FS]
+            k = len(picked)
+            while k > 0 and (p > prios[k - 1] or (p == prios[k - 1] and fs < fss[k - 1])):
+                k -= 1
+            if k < max_blocks:
+                picked.insert(k, i)
+                prios.insert(k, p)
+                fss.insert(k, fs)
+                if len(picked) > max_blocks:
+                    picked.pop()
+                    prios.pop()
+                    fss.pop()
         out = []
-        for b in live[:max_blocks]:
-            f = open(self._p(self._segname(b[0])), "rb")
+        for i in picked:
+            f = open(self._p(self._segname(self._get(i, _SEG))), "rb")
             try:
-                f.seek(b[1])
-                data = f.read(b[2])
+                f.seek(self._get(i, _OFF))
+                data = f.read(self._get(i, _LEN))
             finally:
                 f.close()
-            out.append((b[3], b[4], b[5], data))
+            out.append((self._get(i, _FS), self._get(i, _LS), self._prio(i), data))
         return out
 
     def ack(self, first_seq):
         """The agent holds the block starting at first_seq. Returns False if no such live block."""
         hit = False
-        for b in self.blocks:
-            if b[3] == first_seq and b[7] == _LIVE:
-                b[7] = _ACKED
+        for i in range(self._n):
+            if self._get(i, _FS) == first_seq and self._state(i) == _LIVE:
+                self._set_state(i, _ACKED)
                 hit = True
         if hit:
             self._save_state()
@@ -422,11 +550,14 @@ class Store:
             hi = self._seq_seen
         spans = []
         n = 0
-        for b in self.blocks:
-            if b[4] >= lo and b[3] <= hi and (b[7] == _LIVE or b[7] == _ACKED):
-                spans.append((b[3], b[4]))
-                if b[7] == _ACKED:
-                    b[7] = _LIVE
+        for i in range(self._n):
+            st = self._state(i)
+            fs = self._get(i, _FS)
+            ls = self._get(i, _LS)
+            if ls >= lo and fs <= hi and (st == _LIVE or st == _ACKED):
+                spans.append((fs, ls))
+                if st == _ACKED:
+                    self._set_state(i, _LIVE)
                     n += 1
         if n:
             self._save_state()
@@ -453,11 +584,13 @@ class Store:
         live = 0
         live_bytes = 0
         records = 0
-        for b in self.blocks:
-            if b[7] == _LIVE:
+        for i in range(self._n):
+            c = self._ixh[i >> _CSHIFT]
+            o = (i & (_CHUNK - 1)) * _ROWH - _W
+            if c[o + _PS] & 0xFF == _LIVE:
                 live += 1
-                live_bytes += b[2]
-                records += b[6]
+                live_bytes += c[o + _LEN]
+                records += c[o + _CNT]
         return {"used_bytes": self.used_bytes(), "max_bytes": self.max_bytes, "blocks": live,
                 "records": records, "live_bytes": live_bytes, "segments": len(self.seg_size),
                 "evicted_blocks": self.evicted_blocks, "evicted_records": self.evicted_records,

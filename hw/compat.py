@@ -87,6 +87,28 @@ class SystemClock:
         return self.now
 
 
+_ITEM_BYTES = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "f": 4}
+
+
+def zeros(typecode, n):
+    """array(typecode) of n zeros, for the firmware's big buffers. array(t, bytes(k)) holds a k-byte
+    zero buffer and the array at once, so it needs two free blocks of k bytes; this grows the array
+    512 bytes at a time instead (MicroPython's gc_realloc extends a block into free heap after it in
+    place), so a 6 KB buffer needs one 6 KB hole, not two, in a fragmented heap."""
+    from array import array
+
+    a = array(typecode)
+    grow = a.extend if IS_MICROPYTHON else a.frombytes  # MicroPython: extend(buffer) copies its bytes
+    left = n * _ITEM_BYTES[typecode]
+    z = bytes(512 if left > 512 else left)
+    while left >= 512:
+        grow(z)
+        left -= 512
+    if left:
+        grow(bytes(left))
+    return a
+
+
 def int16_array(n):
     """(array('h') of n zeros, writable byte view of the same memory): a bus reads little-endian
     16-bit registers straight into the bytes and the firmware reads them as signed ints (every

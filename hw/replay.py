@@ -13,7 +13,7 @@
 import errno
 from array import array
 
-from hw.compat import IS_MICROPYTHON, VirtualClock, const
+from hw.compat import IS_MICROPYTHON, VirtualClock, const, zeros
 from hw.trace_format import (  # noqa: F401  (FORMAT, VERSION, TraceError: part of the replay API)
     FORMAT,
     VERSION,
@@ -46,6 +46,30 @@ _ODR_HZ = (0, 1, 10, 25, 50, 100, 200, 400, 1600, 1344)
 _SENS_HR = (1, 2, 4, 12)
 _SENS_NORMAL = (4, 8, 16, 48)
 _SENS_LP = (16, 32, 64, 192)
+
+
+def _flat_samples(mg, lineno):
+    """An accel line's samples [[x, y, z], ...] (mg) -> array('h') (or 'i' past 16 bits) x, y, z
+    interleaved, made as soon as the line is parsed: 6 bytes per sample instead of a list (~64 bytes
+    each, in the MicroPython VM's 32-byte blocks), so a 1 s line waiting to be played does not hold
+    6 KB of small blocks spread among the firmware's (`paydbox replay --board-heap`)."""
+    if not isinstance(mg, list):
+        raise TraceError("trace line %d: field 'mg' is not a list" % lineno)
+    small = True  # every value fits 16 bits (the LIS3DH's +-16 g is +-16000 mg): half the block
+    for smp in mg:
+        if not isinstance(smp, list) or len(smp) != 3:
+            raise TraceError("trace line %d: field 'mg' has a sample that is not [x, y, z]" % lineno)
+        for v in smp:
+            if not -32768 <= v <= 32767:
+                small = False
+    out = zeros("h" if small else "i", 3 * len(mg))
+    k = 0
+    for smp in mg:
+        out[k] = smp[0]
+        out[k + 1] = smp[1]
+        out[k + 2] = smp[2]
+        k += 3
+    return out
 
 
 def _garble(chunk):
@@ -256,6 +280,7 @@ class LIS3DHModel:
 
     # -- trace side ------------------------------------------------------------------------------
     def _queue(self, t_ms, rate, samples):
+        # samples: array of x, y, z (mg) interleaved (_flat_samples)
         self._pend.append([t_ms, rate, samples, 0])
         if self.due_ms < 0:
             self._set_due()
@@ -281,9 +306,9 @@ class LIS3DHModel:
             rate = c[1]
             samples = c[2]
             i = c[3]
-            ns = len(samples)
+            ns = len(samples) // 3
             while i < ns and t0 + i * 1000 // rate <= now:
-                s = samples[i]
+                k = 3 * i
                 i += 1
                 odr = self._odr
                 if odr == 0:
@@ -291,7 +316,7 @@ class LIS3DHModel:
                 self._acc += odr
                 while self._acc >= rate:
                     self._acc -= rate
-                    self._push(s[0], s[1], s[2])
+                    self._push(samples[k], samples[k + 1], samples[k + 2])
             c[3] = i
             if i < ns:
                 break
@@ -540,16 +565,18 @@ class ReplaySession:
 
     def _fetch(self):
         while True:
-            raw = self._r.readline()
+            raw = self._r.readline_padded()
             if raw is None:
                 self._next = None
                 self._eof = True
                 self._r.close()
                 return
             self.lines = self._r.lineno
-            if not raw.strip():
+            if not raw:  # blank line
                 continue
             t_ms, s, o = parse_line(raw, self._r.lineno)
+            if s == "accel":
+                o["mg"] = _flat_samples(o.get("mg"), self._r.lineno)
             if t_ms < self._next_t:
                 raise TraceError(
                     "trace line %d: field 't' goes back in time (%d ms < %d ms)" % (self._r.lineno, t_ms, self._next_t)
@@ -575,14 +602,9 @@ class ReplaySession:
             rate = o.get("rate")
             if not isinstance(rate, (int, float)) or rate <= 0:
                 raise TraceError("trace line %d: field 'rate' is %r, expected a number > 0" % (ln, rate))
-            if not isinstance(mg, list):
-                raise TraceError("trace line %d: field 'mg' is not a list" % ln)
-            for smp in mg:
-                if not isinstance(smp, list) or len(smp) != 3:
-                    raise TraceError("trace line %d: field 'mg' has a sample that is not [x, y, z]" % ln)
             if mg:
                 self.i2c._queue(t_ms, int(rate + 0.5), mg)
-            end = t_ms + len(mg) * 1000 // int(rate + 0.5)
+            end = t_ms + len(mg) // 3 * 1000 // int(rate + 0.5)
             if end > self.last_event_ms:
                 self.last_event_ms = end
         elif s == "power":
@@ -676,7 +698,9 @@ class ReplaySession:
 def harness_heap_peak(trace_path, step_ms=100):
     """Live GC heap peak (bytes, gc.collect() then gc.mem_alloc() after every 100 ms step) of the
     replay harness alone: the trace played with no box, the UART drained (`paydbox replay
-    --board-heap` subtracts it to get the firmware's own heap)."""
+    --board-heap` subtracts it to get the firmware's own heap). A step whose allocated bytes (live +
+    garbage) stay at or below the peak so far cannot raise it: the heap is collected only when they
+    exceed it."""
     import gc
 
     sess = ReplaySession(trace_path)
@@ -688,8 +712,9 @@ def harness_heap_peak(trace_path, step_ms=100):
         u = sess.gnss_uart
         while u.any():
             u.read(u.any())
-        gc.collect()
-        a = gc.mem_alloc()
-        if a > peak:
-            peak = a
+        if gc.mem_alloc() > peak:
+            gc.collect()
+            a = gc.mem_alloc()
+            if a > peak:
+                peak = a
     return peak

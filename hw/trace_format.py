@@ -50,23 +50,27 @@ class LineReader:
         self._end = 0
         self._eof = False
         self.lineno = 0
+        self._pad = bytearray(b" " * block)  # readline_padded's line buffer, spaces past the line
+        self._pad_mv = memoryview(self._pad)
+        self._spaces = b" " * block
+        self._pad_used = 0
 
-    def readline(self):
-        """Next line without its newline (bytes), or None at the end."""
+    def _span(self):
+        """(start, end) of the next line (without its newline) in self._buf, or None at the end."""
         while True:
             buf = self._buf
             i = buf.find(b"\n", self._pos, self._end)
             if i >= 0:
-                line = bytes(self._mv[self._pos : i])
+                a = self._pos
                 self._pos = i + 1
                 self.lineno += 1
-                return line
+                return a, i
             if self._eof:
                 if self._pos < self._end:
-                    line = bytes(self._mv[self._pos : self._end])
+                    a = self._pos
                     self._pos = self._end
                     self.lineno += 1
-                    return line
+                    return a, self._end
                 return None
             rest = self._end - self._pos
             if rest == len(buf):  # a line longer than the buffer: double it
@@ -74,6 +78,8 @@ class LineReader:
                 nb[0:rest] = buf
                 self._buf = buf = nb
                 self._mv = memoryview(nb)
+            elif rest <= self._pos:  # the tail moves down to where it does not overlap itself
+                self._mv[0:rest] = self._mv[self._pos : self._end]
             elif rest:
                 tail = bytes(self._mv[self._pos : self._end])
                 buf[0:rest] = tail
@@ -84,6 +90,37 @@ class LineReader:
                 self._eof = True
             else:
                 self._end = rest + n
+
+    def readline(self):
+        """Next line without its newline (bytes), or None at the end."""
+        sp = self._span()
+        return None if sp is None else bytes(self._mv[sp[0] : sp[1]])
+
+    def readline_padded(self):
+        """Next line in a buffer reused for every line (valid until the next call), padded with
+        spaces past its end (JSON ignores them); None at the end, "" for a blank line. Parsing it
+        where it lies needs no new block of the line's length (1.6 KB for a 1 s line at 100 Hz), which
+        a fragmented heap may not have (`paydbox replay --board-heap`)."""
+        sp = self._span()
+        if sp is None:
+            return None
+        a, e = sp
+        n = e - a
+        if n > len(self._pad):
+            self._pad = bytearray(b" " * (2 * n))
+            self._pad_mv = memoryview(self._pad)
+            self._spaces = b" " * len(self._pad)
+            self._pad_used = 0
+        pb = self._pad
+        mv = self._pad_mv
+        mv[0:n] = self._mv[a:e]
+        if self._pad_used > n:
+            mv[n : self._pad_used] = memoryview(self._spaces)[n : self._pad_used]
+        self._pad_used = n
+        i = 0
+        while i < n and pb[i] in b" \t\r":
+            i += 1
+        return pb if i < n else ""
 
     def close(self):
         try:

@@ -287,3 +287,11 @@ def test_device_files_are_real_micropython_modules(tmp_path):
         assert files["pdboot.py"] == f.read()
     with open(os.path.join(F.DEVICE_DIR, "main_romfs.py"), "rb") as f:
         assert F.plan("esp32-s3")[1]["main.py"] == f.read()
+
+
+def test_the_runner_preloads_only_manifest_modules():
+    # firmware/runner.py loads the Box's modules one at a time (heap): each must be in the image
+    from firmware import runner
+
+    for name in runner._BOX_MODULES:
+        assert name.replace(".", "/") + ".py" in F.BOX_MODULES, name

@@ -157,10 +157,10 @@ def test_report_html_svg_route_and_coach(tripdb, tmp_path):
     assert "2.35 km" in html and ">71<" in html and "harsh braking" in html and "CRASH" in html
     for lang in ("en", "fr"):
         assert 'lang="%s"' % lang in html
-    import firmware.score as score_mod
+    import firmware.coach as coach_mod
     summary = [r for r in known_records() if r["type"] == "trip_end"][0]
     for lang in ("en", "fr"):
-        sentences = score_mod.coach(summary, lang)
+        sentences = coach_mod.coach(summary, lang)
         assert sentences
         for s in sentences:
             assert __import__("html").escape(s) in html

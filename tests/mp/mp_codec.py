@@ -106,6 +106,24 @@ def test_block_full_then_new_block():
     assert_eq(decode_block(enc.finish())[1], [recs[n]], "new block")
 
 
+def test_a_block_that_refused_a_record_takes_no_more():
+    # the refused record is rolled back from the byte stream only: the models it changed stay, so
+    # the block must not take a record after it, not even one small enough to fit
+    enc = BlockEncoder("box-0001", 3, max_bytes=128)
+    kept = _drive(3, pos_only=True)
+    for r in kept:
+        assert_eq(enc.add(r), True, "three fixes fit a 128-byte block")
+    last = kept[-1]
+    big = {"type": "config", "seq": last["seq"] + 1, "t_ms": last["t_ms"], "utc_s": -1, "key": "k" * 90,
+           "old": "", "new": ""}
+    assert_eq(enc.add(big), False, "a 90-char string does not fit the rest")
+    tiny = {"type": "odometer", "seq": last["seq"] + 1, "t_ms": last["t_ms"], "utc_s": -1, "total_m": 0}
+    assert_eq(enc.add(tiny), False, "closed block refuses a record that would fit")
+    assert_eq(decode_block(enc.finish())[1], kept, "the block holds what it accepted")
+    assert_eq(enc.add(tiny), True, "the next block takes it")
+    assert_eq(decode_block(enc.finish())[1], [tiny], "from fresh models")
+
+
 def test_damage_reports_offset():
     blk = _encode_all(_drive(100))[0][0]
     e = assert_raises(CodecError, decode_block, blk[:-1])

@@ -33,3 +33,18 @@ def test_system_clock_is_monotonic_ms_since_start():
     sleep_ms(20)
     b = c.ticks_ms()
     assert_eq(a >= 0 and 15 <= b - a < 1000, True, "elapsed %d" % (b - a))
+
+
+def test_zeros_is_an_array_of_n_zeros():
+    from array import array
+
+    from hw.compat import zeros
+
+    for tc, n in (("H", 3182), ("h", 1500), ("i", 1), ("i", 128), ("f", 441), ("B", 0)):
+        a = zeros(tc, n)
+        assert_eq(type(a), array, "type")
+        assert_eq(len(a), n, "len %s %d" % (tc, n))
+        assert_eq(sum(a), 0, "zeros %s %d" % (tc, n))
+        if n:
+            a[n - 1] = 7  # of its type: holds a small int
+            assert_eq(a[n - 1], 7, "item")

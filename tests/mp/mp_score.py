@@ -1,5 +1,6 @@
 # Firmware tests for firmware/score.py, run under MicroPython and CPython.
-from firmware.score import coach, parts, score
+from firmware.coach import coach
+from firmware.score import parts, score
 from mptest import assert_eq, assert_raises
 
 

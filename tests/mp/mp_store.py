@@ -211,3 +211,74 @@ def test_unget_seq_keeps_seqs_contiguous():
     s.unget_seq(b)
     assert_eq(s.next_seq(), b, "the last seq is handed out again")
     assert_eq(s.next_seq(), b + 1, "then the next")
+
+
+def _mount_with_little_heap(root):
+    """Store(root) with no free block of heap larger than 8 KiB (MicroPython: the heap filled with
+    8 KiB ballast, one piece given back; CPython: tracemalloc's peak, index and all, must stay under
+    20 KB, less than the 31 KB segment)."""
+    import sys
+
+    if sys.implementation.name == "micropython":
+        import gc
+
+        gc.collect()
+        ballast = []
+        try:
+            while True:
+                ballast.append(bytearray(8192))
+        except MemoryError:
+            pass
+        ballast.pop()
+        gc.collect()
+        try:
+            return Store(root, max_bytes=512 * 1024, segment_bytes=32768)
+        finally:
+            ballast = None
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        st = Store(root, max_bytes=512 * 1024, segment_bytes=32768)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    if peak >= 20000:
+        raise MemoryError("mount allocated %d bytes at its peak" % peak)
+    return st
+
+
+def test_mount_reads_a_full_segment_in_small_pieces():
+    # a 32 KiB segment is indexed a frame at a time: the mount never holds the segment in RAM (it
+    # would need a 32 KiB block of heap at boot, a third of a 96 KiB board's)
+    root, bd = fresh_root(160)
+    s = Store(root, max_bytes=512 * 1024, segment_bytes=32768)
+    for i in range(60):
+        s.append(_blk(i, 500), i * 10, i * 10 + 9, 0)
+    assert_eq(s.stats()["segments"], 1, "one segment of %d bytes" % s.used_bytes())
+    root = remount(root, bd)
+    st = _mount_with_little_heap(root)
+    assert_eq(st.stats()["blocks"], 60, "every block indexed")
+    assert_eq(st.peek(1)[0][3], _blk(0, 500), "first block intact")
+
+
+def test_no_heap_for_the_index_writes_nothing():
+    # the index row is made before the frame is written: a MemoryError leaves flash as it was
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
+    import os
+
+    s.append(_blk(0), 0, 9, 0)
+    seg = root + "/" + [n for n in os.listdir(root) if n.endswith(".seg")][0]
+    size = os.stat(seg)[6]
+
+    def no_heap():
+        raise MemoryError("no heap")
+
+    s._room_for_row = no_heap
+    assert_raises(MemoryError, s.append, _blk(1), 10, 19, 0)
+    assert_eq(os.stat(seg)[6], size, "nothing written to flash")
+    del s._room_for_row
+    s.append(_blk(1), 10, 19, 0)  # the retry
+    s2 = Store(remount(root, bd), max_bytes=64 * 1024, segment_bytes=4096)
+    assert_eq([x[0] for x in s2.peek(10)], [0, 10], "each block once on flash")

@@ -254,3 +254,41 @@ def test_flash_full_then_freed():
     seqs.sort()
     assert_eq(seqs, list(range(len(seqs))), "stored seqs contiguous")
     assert_eq(len(seqs), s["records"]["count"], "every record stored")
+
+
+def test_no_heap_for_the_store_index():
+    # a MemoryError from the store (no heap for its index, raised before anything is written) is a
+    # store fault like a full flash: the blocks wait in RAM, go out once there is heap, none is lost
+    from firmware.store import Store
+
+    real = Store._room_for_row
+    st = {"n": 0}
+
+    def no_heap(self):
+        st["n"] += 1
+        raise MemoryError("no heap")
+
+    def at(t, sess, board):
+        Store._room_for_row = no_heap if 100000 <= t < 160000 else real
+
+    root = _fresh()
+    try:
+        s, box = drive(root, at)
+    finally:
+        Store._room_for_row = real
+    if st["n"] < 1:
+        raise AssertionError("no block was appended during the outage")
+    f = s["faults"]
+    assert_eq(f["store_errors"] >= 1 and f["blocks_lost"] == 0 and f["loop_faults"] == 0, True, "faults %r" % f)
+    assert_eq(box._unstored, [], "blocks left in RAM")
+    assert_eq("store_fault" in reasons(s), True, "store_fault reported")
+    check_billing_and_events(s, "no heap for the index")
+    from firmware import codec
+
+    seqs = []
+    for b in Store(root + "/store", 1 << 20, 32768).peek(10000):
+        for r in codec.decode_block(b[3])[1]:
+            seqs.append(r["seq"])
+    seqs.sort()
+    assert_eq(seqs, list(range(len(seqs))), "stored seqs contiguous")
+    assert_eq(len(seqs), s["records"]["count"], "every record stored")

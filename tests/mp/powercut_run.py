@@ -98,7 +98,7 @@ def mount(bd):
 
 def _live(s):
     out = {}
-    for b in s.blocks:
+    for b in s.blocks:  # the index as lists (Store.blocks)
         if b[7] == 0:
             out[b[3]] = 1
     return out

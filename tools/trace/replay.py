@@ -144,7 +144,9 @@ def run_board_heap(path, board_heap, config=None, timeout=3600, src_root=ROOT):
         image_bytes = os.path.getsize(img)
         env = dict(os.environ, MICROPYPATH="/rom")
         code = _MOUNT % img + "import firmware.replay_main\nimport hw.replay as h\nprint(h.harness_heap_peak(%r))" % trace
-        p = subprocess.run([micropython_binary(), "-X", "heapsize=4M", "-c", code], cwd=tmp, env=env,
+        # a heap not much larger than the harness needs: every collection sweeps the whole heap
+        p = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % (image_bytes + 256 * 1024), "-c", code],
+                           cwd=tmp, env=env,
                            capture_output=True, text=True, timeout=timeout)
         if p.returncode:
             raise mp_failure(p.stdout + p.stderr)
@@ -168,7 +170,7 @@ def run_board_heap(path, board_heap, config=None, timeout=3600, src_root=ROOT):
 
 
 def format_report(raw, trace, runtime):
-    from firmware.score import coach
+    from firmware.coach import coach
 
     count_fields = _count_fields()
 

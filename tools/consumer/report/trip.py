@@ -85,10 +85,10 @@ def coach_sentences(summary, lang):
         return ["(trip still open: no summary received yet)" if lang == "en" else
                 "(trajet en cours : pas encore de resume)"]
     try:
-        from firmware import score as score_mod
+        from firmware import coach as coach_mod
     except ImportError as e:
         return ["(coach unavailable: %s)" % e]
-    return list(score_mod.coach(summary, lang))
+    return list(coach_mod.coach(summary, lang))
 
 
 def event_counts(t, events):
