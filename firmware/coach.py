@@ -4,7 +4,6 @@
 # the trip_end record, the sentences are made from it where they are read.
 from firmware.score import _WEIGHT, _get, parts
 
-
 _TEXT = {
     "en": {
         "score": "Score %d/100.",
