@@ -92,23 +92,6 @@ def save_state(root, state):
     os.rename(tmp, _join(root, "state.json"))
 
 
-class _PowerIO:
-    """The supervisor's side of power management: the decisions (core: firmware.power.PowerManager),
-    the board's switches, what was last applied, and how long the runner is to sleep (sleep_ms > 0)."""
-
-    def __init__(self, cfg, now, agent_rail, gnss_power):
-        from firmware.power import PowerManager
-
-        self.core = PowerManager(cfg, now)
-        self.agent_rail = agent_rail
-        self.gnss_power = gnss_power
-        self.applied = None
-        self.fix_seen = -1
-        self.backlog = 1
-        self.backlog_t = -1000
-        self.sleep_ms = 0
-
-
 class Box:
     def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None, reset_cause=None,
                  can_sleep=False, agent_rail=None, gnss_power=None):
@@ -215,11 +198,14 @@ class Box:
             self.link = BoxLink(link_uart, self.store, self.device, VERSION, self.boot, max_block=_CRASH_BLOCK_MAX)
 
         # power management (firmware/power.py): on a board that can sleep and reads its power inputs.
-        # One attribute only (its state lives in _PowerIO): the Box's attribute table is at its size limit
+        # One attribute only (its state and code live in firmware/powerio.py, loaded only then): the
+        # Box's attribute table is at its size limit
         self.pmio = None
         if can_sleep and power is not None:
-            self.pmio = _PowerIO(cfg, now, agent_rail, gnss_power)
-            self._rails()
+            from firmware.powerio import PowerIO
+
+            self.pmio = PowerIO(cfg, now, agent_rail, gnss_power)
+            self.pmio.rails()
 
         self._emit_status(now)
         if self.accel is None:
@@ -263,7 +249,7 @@ class Box:
             ign = power.ignition()
             mv = power.supply_mv()
             if self.pmio is not None:
-                ign = self._power_step(now, ign, mv)  # the ignition as believed (a stuck line is not)
+                ign = self.pmio.step(self, now, ign, mv)  # the ignition as believed (a stuck line is not)
             trip.on_power(now, ign, mv)
         trip.tick(now)
         if self.enc is not None and now - self._enc_t0 >= _BLOCK_MAX_AGE_MS:
@@ -285,102 +271,6 @@ class Box:
             except OSError:  # link UART fault, or the store could not record an ack: next pass retries
                 self.faults["link_errors"] += 1
         self._last_step_ms = now
-
-    # ---- power management (firmware/power.py decides, this applies)
-    def _power_step(self, now, ign, mv):
-        io = self.pmio
-        pm = io.core
-        tr = self.trip
-        lf = tr.last_fix
-        if lf is not None and lf[0] != io.fix_seen:
-            io.fix_seen = lf[0]
-            pm.position(now, lf[2], lf[3])
-        if pm.state == 1 and now - io.backlog_t >= 1000:
-            # parked: unsent records (open block, RAM queue, store) hold the agent; looked at once a second
-            io.backlog_t = now
-            io.backlog = (self.enc is not None and self.enc.count) or len(self._unstored) or \
-                self.store.stats()["blocks"]
-        ign = pm.update(now, ign, mv, 1 if tr._was_moving else 0, tr.state, io.backlog)
-        self._power_out(now)
-        link = self.link
-        if link is not None:
-            if pm.ask:
-                link.request("shutdown")
-                if link.answered is not None:
-                    pm.agent_acked(now)
-            elif link.req is not None:
-                link.request(None)
-        self._rails()
-        if not pm.gnss:
-            self._last_gnss_ms = now  # receiver off on purpose: not a gnss_missing
-        if pm.sleep_ms:
-            self._go_sleep(now)
-        return ign
-
-    def _power_out(self, now):
-        out = self.pmio.core.out
-        if out:
-            for reason, value in out:
-                self._emit({"type": "tamper", "t_ms": now, "reason": reason, "value": value})
-            del out[:]
-            self.flush()  # alarms (tow, geofence, cut-off) are committed at once: priority 3 in the store
-
-    def _rails(self):
-        io = self.pmio
-        pm = io.core
-        k = (pm.rail, pm.gnss)
-        if k != io.applied:
-            io.applied = k
-            if io.agent_rail is not None:
-                io.agent_rail(pm.rail)
-            if io.gnss_power is not None:
-                io.gnss_power(pm.gnss)
-
-    def _go_sleep(self, now):
-        """Everything durable, the accelerometer on its activity interrupt (or off in cut-off)."""
-        self.flush()
-        self._save_state(now)
-        io = self.pmio
-        io.sleep_ms = io.core.sleep_ms
-        if self.accel is not None:
-            try:
-                if io.core.wake_accel:
-                    self.accel.sleep_mode(self.cfg["wake_mg"], self.cfg.get("wake_ms", 0))
-                else:
-                    self.accel.power_down()
-            except OSError:
-                self.faults["i2c_errors"] += 1
-
-    def wake(self, why):
-        """The board woke from sleep (why: "ign", "accel", "timer")."""
-        now = self.clock.ticks_ms()
-        io = self.pmio
-        pm = io.core
-        pm.wake(now, why, self.power.ignition(), self.power.supply_mv())
-        self._power_out(now)
-        self._rails()
-        acc = self.accel
-        if pm.sleep_ms:
-            io.sleep_ms = pm.sleep_ms
-            if acc is not None and why == "accel":
-                try:
-                    acc.int1_source()  # clears the latched INT1
-                except OSError:
-                    self.faults["i2c_errors"] += 1
-            if not pm.wake_accel:
-                self._go_sleep(now)
-            return
-        io.sleep_ms = 0
-        self._last_gnss_ms = now
-        self._last_step_ms = now
-        if acc is not None:
-            try:
-                acc.int1_source()
-                acc.setup()  # FIFO stream mode at the driving rate again
-            except OSError:
-                self.faults["i2c_errors"] += 1
-        if pm.cause == 3:  # heartbeat: a status record for the agent to forward
-            self._emit_status(now)
 
     def _read_accel(self, now):
         """One FIFO read, guarded: an I2C OSError never leaves the loop. The first failure of an

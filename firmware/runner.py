@@ -188,7 +188,7 @@ class Runner:
                 io = box.pmio
                 if io is not None and io.sleep_ms > 0:
                     pm = io.core
-                    box.wake(self.board.sleep(io.sleep_ms, pm.wake_ign, pm.wake_accel))
+                    io.wake(box, self.board.sleep(io.sleep_ms, pm.wake_ign, pm.wake_accel))
                 else:
                     box.step()
             except (OSError, MemoryError) as e:
