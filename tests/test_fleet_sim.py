@@ -33,7 +33,10 @@ def every_record_once(rc, capsys):
     assert r["boxes"] == 5 and r["records_published"] >= 1500
     assert r["records_stored"] == r["records_published"] and r["records_lost"] == 0
     assert r["duplicate_records_injected"] > 0
-    assert r["duplicate_records_dropped"] == r["duplicate_records_injected"]
+    # the consumer drops every injected duplicate, plus the copies of blocks a box published again
+    # because its end-to-end ack came late (a loaded machine): nothing more, nothing less
+    assert r["duplicate_records_injected"] <= r["duplicate_records_dropped"]
+    assert r["duplicate_records_dropped"] <= r["duplicate_records_injected"] + r["records_resent"]
     assert r["damaged_blocks"] == 0 and r["agent_errors"] == []
     return r
 

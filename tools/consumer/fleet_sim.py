@@ -183,6 +183,7 @@ class SimAgent(threading.Thread):
         self.unacked = 0  # publishes the broker never acknowledged (PUBACK)
         self.acked = set()  # first_seqs the consumer acknowledged end to end
         self.resent = 0
+        self.resent_records = 0  # records in the blocks published again (each a duplicate at the consumer)
         self.error = None
 
     def _on_ack(self, client, userdata, msg):
@@ -270,6 +271,7 @@ class SimAgent(threading.Thread):
                         sent_at[fs] = now
                         tries[fs] = tries.get(fs, 0) + 1
                         self.resent += 1
+                        self.resent_records += count
                 time.sleep(0.2)
             # clear the retained status: a simulated box should not haunt the broker after the run
             c.publish(base + "status", b"", qos=1, retain=True).wait_for_publish(10)
@@ -314,6 +316,7 @@ def _agent_worker(broker, fleet, boxes, records_per_box, max_bytes, duration, du
                   "sent": sum(a.sent_records for a in agents), "unacked": sum(a.unacked for a in agents),
                   "e2e_unacked": sum(len(a.blocks) - len(a.acked) for a in agents),
                   "resent": sum(a.resent for a in agents),
+                  "resent_records": sum(a.resent_records for a in agents),
                   "errors": [a.error for a in agents if a.error], "t_end": time.time()})
 
 
@@ -413,6 +416,7 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
     unacked = sum(r["unacked"] for r in results)
     e2e_unacked = sum(r.get("e2e_unacked", 0) for r in results)
     resent = sum(r.get("resent", 0) for r in results)
+    resent_records = sum(r.get("resent_records", 0) for r in results)
     not_sent = n_records - sum(r["sent"] for r in results)
     dups_injected = sum(r["dups"] for r in results)
     pub = {}
@@ -472,6 +476,7 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
         "boxes": boxes, "consumers": consumers, "records_published": n_records, "blocks_published": n_blocks,
         "records_stored": stored, "records_lost": n_records - stored, "records_not_sent": not_sent,
         "blocks_without_puback": unacked, "blocks_without_e2e_ack": e2e_unacked, "blocks_resent": resent,
+        "records_resent": resent_records,
         "consumers_killed": len(killed), "consumers_alive_at_end": sum(alive), "diagnosis": diagnosis,
         "duplicate_records_injected": dups_injected, "duplicate_records_dropped": int(dup_records),
         "damaged_blocks": damaged, "publish_s": round(t_pub1 - t_pub0, 3),
