@@ -137,7 +137,8 @@ def _ranges(v):
         raise ValueError("ranges: a list of at most %d [lo, hi] pairs expected" % MAX_RANGES)
     out = []
     for r in v:
-        if not (isinstance(r, list) and len(r) == 2 and _is_int(r[0]) and _is_int(r[1]) and 0 <= r[0] <= r[1]):
+        if not (isinstance(r, list) and len(r) == 2 and _is_int(r[0]) and _is_int(r[1])
+                and 0 <= r[0] <= r[1]):
             raise ValueError("ranges: bad range %r" % (r,))
         out.append((r[0], r[1]))
     return out
@@ -152,7 +153,8 @@ class Agent:
         self.queue = Queue(q["path"], int(q.get("max_bytes", 50_000_000)), int(q.get("min_free_bytes", 0)),
                            archive_max_bytes=int(q.get("archive_max_bytes", 10_000_000)),
                            on_full=str(q.get("on_full", "backpressure")))
-        # identity: the configured id, else the first box this queue ever stored (never "whoever speaks first")
+        # identity: the configured id, else the first box this queue ever stored
+        # (never "whoever speaks first")
         bound = self.queue.get_meta("device")
         self.device = dev.get("id") or bound or None
         if dev.get("id") and bound and bound != dev["id"]:
@@ -179,7 +181,8 @@ class Agent:
         self.ser_next_try = 0.0
         self.ser_attempt = 0
         self.mq = None
-        # pending rows, scheduled in memory: rid -> [boot, first_seq, last_seq, prio, state, due, tries, t_pub]
+        # pending rows, scheduled in memory:
+        # rid -> [boot, first_seq, last_seq, prio, state, due, tries, t_pub]
         self.pend = {}
         self.ready = []  # heap of (-prio, rid): crash first, then oldest
         self.waitq = []  # heap of (due, rid): published, waiting for the consumer's acknowledgement
@@ -332,7 +335,8 @@ class Agent:
                     else:
                         self._bad_frame(kind, v)
                 elif kind == "result":
-                    if isinstance(v, dict) and isinstance(v.get("id"), (str, int)) and not isinstance(v["id"], bool):
+                    if (isinstance(v, dict) and isinstance(v.get("id"), (str, int))
+                        and not isinstance(v["id"], bool)):
                         self._on_result(v)
                     else:
                         self._bad_frame(kind, v)
@@ -444,7 +448,8 @@ class Agent:
             a, refused, stored, dropped = self.queue.add_batch(self.device, boot, items, wanted=self._wanted,
                                                                quarantine=bad)
             ack += a
-            self.counters["blocks_dup"] += len(a) - len(stored) - len([fs for fs, _, _, _ in items if fs in bad])
+            self.counters["blocks_dup"] += (len(a) - len(stored)
+                                            - len([fs for fs, _, _, _ in items if fs in bad]))
             if refused:
                 if not self.counters["blocks_refused"]:
                     log.error("queue full (%d bytes): not acknowledging the box", self.queue.bytes)

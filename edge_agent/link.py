@@ -39,13 +39,15 @@ class AgentLink:
             elif ftype == T_KEEPALIVE:
                 self._out.append(("keepalive", json.loads(p) if p else {}))
             elif ftype == T_ACK:
-                self._out.append(("ack", [struct.unpack_from("<I", p, i)[0] for i in range(0, len(p) - 3, 4)]))
+                self._out.append(("ack",
+                                  [struct.unpack_from("<I", p, i)[0] for i in range(0, len(p) - 3, 4)]))
             elif ftype == T_CMD:
                 self._out.append(("cmd", json.loads(p)))
             else:
                 self.bad_payloads += 1
                 return
-        except (ValueError, struct.error, RecursionError):  # RecursionError: JSON nested deeper than Python's limit
+        # RecursionError: JSON nested deeper than Python's limit
+        except (ValueError, struct.error, RecursionError):
             self.bad_payloads += 1
             return
         self.last_rx = time.monotonic()
@@ -68,8 +70,8 @@ class AgentLink:
         self.tx_bytes += len(frame) + 1
 
     def send_hello(self, reply, version="0"):
-        d = {"role": "agent", "proto": framing.PROTO_VERSION, "session": self.session, "reply": 1 if reply else 0,
-             "agent": version}
+        d = {"role": "agent", "proto": framing.PROTO_VERSION, "session": self.session,
+             "reply": 1 if reply else 0, "agent": version}
         self._write(encode_frame(T_HELLO, json.dumps(d).encode()))
 
     def send_ack(self, first_seqs):

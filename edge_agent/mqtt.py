@@ -174,14 +174,15 @@ class Publisher:
                 props = Properties(PacketTypes.CONNECT)
                 if self.session_expiry:
                     props.SessionExpiryInterval = self.session_expiry
-                c.connect(self.host, self.port, keepalive=self.keepalive, clean_start=self.session_expiry == 0,
-                          properties=props)
+                c.connect(self.host, self.port, keepalive=self.keepalive,
+                          clean_start=self.session_expiry == 0, properties=props)
             else:
                 c.connect(self.host, self.port, keepalive=self.keepalive)
             self._connecting_since = now
         except (OSError, ssl.SSLError, ValueError) as e:
             self.last_error = str(e)
-            log.warning("broker %s:%d unreachable: %s (attempt %d)", self.host, self.port, e, self.attempt + 1)
+            log.warning("broker %s:%d unreachable: %s (attempt %d)", self.host, self.port, e,
+                        self.attempt + 1)
             self._schedule_retry()
 
     def drain_acks(self):

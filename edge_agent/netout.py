@@ -176,7 +176,8 @@ class RowForwarder:
             hdr, recs = teltonika.records_of_block(block)
         except Exception as e:  # noqa: BLE001  (codec.CodecError: a block this output cannot read)
             self.counters["undecodable"] += 1
-            self.log.error("%s: queue row %d cannot be decoded (%s); skipped for this output", self.name, qid, e)
+            self.log.error("%s: queue row %d cannot be decoded (%s); skipped for this output", self.name, qid,
+                           e)
             self.delivery.done(self.name, [qid])
             return True
         avl = [a for _seq, a in self.mapper.map_block(hdr, recs)]
@@ -211,8 +212,8 @@ class RowForwarder:
         self.counters["rows"] += 1
 
     def stats(self):
-        return {"state": self.state, "pending_rows": self.delivery.pending(self.name), "last_error": self.last_error,
-                "counters": dict(self.counters)}
+        return {"state": self.state, "pending_rows": self.delivery.pending(self.name),
+                "last_error": self.last_error, "counters": dict(self.counters)}
 
     def close(self):
         if self.conn is not None:

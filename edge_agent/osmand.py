@@ -7,10 +7,10 @@
 
 Same records and mapping as the Codec 8 Extended output (edge_agent/teltonika.py Mapper), sent as
 query parameters: id, timestamp (s), lat, lon, speed (knots, Traccar's unit for OsmAnd), bearing, sat,
-hdop, odometer and tripOdometer (m), ignition, motion, power (supply voltage, V: status records), and alarm = hardAcceleration | hardBraking |
-hardCornering | accident | tow | powerCut | idle | overspeed. HTTP 200 = accepted: this output's
-progress on the queue row moves on (edge_agent/outputs.py). 400 (unknown device) backs off like a
-refused IMEI; anything else, no answer, a dropped connection: the same record goes again.
+hdop, odometer and tripOdometer (m), ignition, motion, power (supply voltage, V: status records), and alarm =
+hardAcceleration | hardBraking | hardCornering | accident | tow | powerCut | idle | overspeed. HTTP 200 =
+accepted: this output's progress on the queue row moves on (edge_agent/outputs.py). 400 (unknown device) backs
+off like a refused IMEI; anything else, no answer, a dropped connection: the same record goes again.
 """
 from urllib.parse import urlencode, urlsplit
 
@@ -127,7 +127,8 @@ class OsmAndForwarder(RowForwarder):
             return
         qid, avl, sent = self.current
         q = urlencode(params(avl[sent], self.device_id or device))
-        req = "POST %s?%s HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 0\r\nUser-Agent: paydbox-agent\r\n\r\n" % (
+        req = ("POST %s?%s HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 0\r\n"
+               "User-Agent: paydbox-agent\r\n\r\n") % (
             self.path, q, self.host, self.port)
         self.conn.send(req.encode("ascii"))
         self.conn.poll()

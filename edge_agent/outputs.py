@@ -2,7 +2,8 @@
 
 With more than one output configured (MQTT, Traccar, OsmAnd) a queue row leaves the pending queue
 (edge_agent/queue.py: pending -> archived) only when every output is done with it. MQTT is done at the
-consumer's end-to-end acknowledgement (or the PUBACK with `mqtt.e2e_ack = false`). Each output's progress on a row is a row of `out_done`
+consumer's end-to-end acknowledgement (or the PUBACK with `mqtt.e2e_ack = false`). Each output's progress on a
+row is a row of `out_done`
 (qid = queue row id, output name, `sent` = records of the block the output has delivered, `done`).
 An output that delivers a block in pieces (Traccar: AVL packets of at most 1280 bytes) records the
 pieces acknowledged so far, so a restart resends only the unacknowledged rest.
@@ -51,7 +52,8 @@ class Delivery:
 
     def head(self, output, n, skip_ids=()):
         """Up to n queue rows `output` has not finished, crash first then oldest (as Queue.head), with
-        the number of records already delivered: [(id, device, boot, first_seq, last_seq, prio, block, sent)]."""
+        the number of records already delivered: [(id, device, boot, first_seq, last_seq, prio, block,
+        sent)]."""
         return first_rows(self.db.execute(
             "SELECT q.id, q.device, q.boot, q.first_seq, q.last_seq, q.prio, q.block, COALESCE(d.sent, 0) "
             "FROM q LEFT JOIN out_done d ON d.qid = q.id AND d.output = ? "
@@ -67,7 +69,8 @@ class Delivery:
     def done_ids(self, output):
         """Pending rows `output` has finished (the agent does not schedule them for it again)."""
         return {r[0] for r in self.db.execute(
-            "SELECT d.qid FROM out_done d JOIN q ON q.id = d.qid WHERE d.output = ? AND d.done = 1 AND q.state = 0",
+            "SELECT d.qid FROM out_done d JOIN q ON q.id = d.qid WHERE d.output = ? AND d.done = 1 AND "
+            "q.state = 0",
             (output,))}
 
     def done(self, output, ids):
@@ -100,13 +103,14 @@ class Delivery:
              % (marks, "" if ids is None else "AND qid IN (%s)" % ",".join("?" * len(ids))))
         args = list(self.outputs) + ([] if ids is None else list(ids)) + [n]
         pending = {r[0] for r in self.db.execute("SELECT id FROM q WHERE state = 0")} if ids is None else {
-            r[0] for r in self.db.execute("SELECT id FROM q WHERE state = 0 AND id IN (%s)" % ",".join("?" * len(ids)),
-                                          list(ids))}
+            r[0] for r in self.db.execute("SELECT id FROM q WHERE state = 0 AND id IN (%s)"
+                                          % ",".join("?" * len(ids)), list(ids))}
         finished = [r[0] for r in self.db.execute(q, args) if r[0] in pending]
         if finished:
             self.queue.archive(finished)
             # an archived row asked for again (gap repair) is MQTT's to send again, not the others'
-            self.db.executemany("DELETE FROM out_done WHERE qid = ? AND output = 'mqtt'", [(i,) for i in finished])
+            self.db.executemany("DELETE FROM out_done WHERE qid = ? AND output = 'mqtt'",
+                                [(i,) for i in finished])
         # progress rows of queue rows gone (archive pruned, drop_oldest)
         self.db.execute("DELETE FROM out_done WHERE qid NOT IN (SELECT id FROM q)")
 
@@ -125,4 +129,5 @@ class Delivery:
 
     def save_state(self, output, state):
         self.db.execute("INSERT INTO out_state(output, state) VALUES (?, ?) "
-                        "ON CONFLICT(output) DO UPDATE SET state = excluded.state", (output, json.dumps(state)))
+                        "ON CONFLICT(output) DO UPDATE SET state = excluded.state",
+                        (output, json.dumps(state)))

@@ -116,7 +116,8 @@ class Queue:
         return r[0] if r else None
 
     def set_meta(self, k, v):
-        self.db.execute("INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (k, v))
+        self.db.execute("INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                        (k, v))
 
     # ---- capacity
     def _disk_low(self):
@@ -169,13 +170,15 @@ class Queue:
         try:
             for first_seq, last_seq, prio, block in items:
                 if first_seq in quarantine:
-                    cur.execute("INSERT OR IGNORE INTO q(device, boot, first_seq, last_seq, prio, block, state)"
-                                " VALUES (?,?,?,?,?,?,2)", (device, boot, first_seq, last_seq, prio, bytes(block)))
+                    cur.execute("INSERT OR IGNORE INTO q(device, boot, first_seq, last_seq, prio, block, "
+                                "state) VALUES (?,?,?,?,?,?,2)",
+                                (device, boot, first_seq, last_seq, prio, bytes(block)))
                     if cur.rowcount:
                         self.quarantined += 1
                     ack.append(first_seq)
                     continue
-                r = cur.execute("SELECT 1 FROM seen WHERE device=? AND first_seq=?", (device, first_seq)).fetchone()
+                r = cur.execute("SELECT 1 FROM seen WHERE device=? AND first_seq=?",
+                                (device, first_seq)).fetchone()
                 if r is not None:
                     inq = cur.execute("SELECT 1 FROM q WHERE device=? AND first_seq=?",
                                       (device, first_seq)).fetchone()
@@ -191,7 +194,8 @@ class Queue:
                         refused.append(first_seq)
                         continue
                 cur.execute(
-                    "INSERT INTO q(device, boot, first_seq, last_seq, prio, block, state) VALUES (?,?,?,?,?,?,0)",
+                    "INSERT INTO q(device, boot, first_seq, last_seq, prio, block, state) VALUES "
+                    "(?,?,?,?,?,?,0)",
                     (device, boot, first_seq, last_seq, prio, bytes(block)),
                 )
                 stored.append((cur.lastrowid, first_seq, last_seq, prio))
@@ -233,7 +237,8 @@ class Queue:
                 self.rows -= 1
                 self.bytes -= r[0]
             while self.archive_bytes > self.archive_max_bytes:
-                r = cur.execute("SELECT id, LENGTH(block) FROM q WHERE state=1 ORDER BY id LIMIT 1").fetchone()
+                r = cur.execute(
+                    "SELECT id, LENGTH(block) FROM q WHERE state=1 ORDER BY id LIMIT 1").fetchone()
                 if r is None:
                     break
                 cur.execute("DELETE FROM q WHERE id=?", (r[0],))

@@ -215,7 +215,8 @@ def _at(hist, t_ms):
 
 
 def _kmh(mmps):
-    return max(0, min(65535, int(mmps * 36 // 10000 + (1 if mmps * 36 % 10000 >= 5000 else 0)))) if mmps > 0 else 0
+    return (max(0, min(65535, int(mmps * 36 // 10000 + (1 if mmps * 36 % 10000 >= 5000 else 0)))) if mmps > 0
+            else 0)
 
 
 def _deg(cdeg):
@@ -226,11 +227,11 @@ class Mapper:
     """Decoded blocks -> AVL records (one per `pos`, event, crash, trip start/end and unplug tamper).
 
     Odometer: blocks carry the box's odometer (an `odometer` record follows every block's first
-    record and every trip start, `status` has `odometer_m`); between such anchors the mapper adds the great-circle distance between the block's
-    consecutive fixes. Records before the first anchor of their block carry no IO 16 (never a guess).
-    Trip odometer: total odometer minus its value at the trip's `trip_start` (state kept per device, so
-    it works when the trip's blocks arrive in different packets); the `trip_end` record carries the
-    box's own trip distance.
+    record and every trip start, `status` has `odometer_m`); between such anchors the mapper adds the
+    great-circle distance between the block's consecutive fixes. Records before the first anchor of their
+    block carry no IO 16 (never a guess). Trip odometer: total odometer minus its value at the trip's
+    `trip_start` (state kept per device, so it works when the trip's blocks arrive in different packets); the
+    `trip_end` record carries the box's own trip distance.
     `state` is a JSON-able dict the caller may persist; mapping the same block again gives the same
     records."""
 
@@ -271,7 +272,8 @@ class Mapper:
             t = r["type"]
             nxt = records[i + 1] if i + 1 < len(records) else None
             own = None  # this record's odometer when the box wrote it right after the record
-            if nxt is not None and nxt["type"] == "odometer" and nxt["t_ms"] == r["t_ms"] and nxt["seq"] == r["seq"] + 1:
+            if (nxt is not None and nxt["type"] == "odometer" and nxt["t_ms"] == r["t_ms"]
+                and nxt["seq"] == r["seq"] + 1):
                 # firmware/app.py: after a block's first record (its distance counted) and after a trip
                 # start (the odometer at the start time; the odometer now follows when it differs)
                 own = float(nxt["total_m"])
@@ -322,7 +324,8 @@ class Mapper:
             out.append((r["seq"], avl))
         dev["last"] = list(last_pos) if last_pos else None
         if len(hist) > n_old:
-            keep = [h for h in dev.get("hist", []) if h[0] == boot] + [[boot, tf, o] for tf, o in hist[n_old:]]
+            keep = ([h for h in dev.get("hist", []) if h[0] == boot]
+                    + [[boot, tf, o] for tf, o in hist[n_old:]])
             dev["hist"] = keep[-120:]
         if prev is not None and prev is not lf:
             dev["last_fix"] = {"boot": header["boot"], "t_ms": prev["t_ms"], "utc_s": prev["utc_s"],

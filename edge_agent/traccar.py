@@ -71,7 +71,8 @@ class TraccarForwarder(RowForwarder):
             del c.rx[:1]
             if b != 1:
                 self.counters["refused"] += 1
-                self._down("server refused IMEI %r (answer %02x)" % (self.imei or device, b), self.refused_retry_s)
+                self._down("server refused IMEI %r (answer %02x)" % (self.imei or device, b),
+                           self.refused_retry_s)
                 return
             self.log.info("traccar %s:%d: logged in as %s", self.host, self.port, self.imei or device)
             self.backoff.reset()
