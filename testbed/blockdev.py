@@ -83,7 +83,8 @@ class FileBlockDevice:
     def _check(self, n, offset, length):
         start = n * self.block_size + offset
         if n < 0 or offset < 0 or start + length > self.block_size * self.block_count:
-            raise OSError(errno.EINVAL, "block %d offset %d length %d outside the device" % (n, offset, length))
+            raise OSError(errno.EINVAL,
+                          "block %d offset %d length %d outside the device" % (n, offset, length))
         return start
 
     def readblocks(self, n, buf, offset=0):

@@ -131,7 +131,8 @@ class FlashSim:
                 d[a + allow] &= buf[allow] | mask
             self.cut_after = 0
             self.dead = True
-            raise PowerCut("flash: power cut during write of block %d off %d (%d of %d bytes)" % (n, off, allow, ln))
+            raise PowerCut("flash: power cut during write of block %d off %d (%d of %d bytes)"
+                           % (n, off, allow, ln))
         if self.cut_after >= 0:
             self.cut_after -= ln
 

@@ -68,7 +68,8 @@ def make_block(device, boot, first_seq, count, rng, rec_bytes=12):
         lon += rng.randrange(-1 << (rec_bytes * 2), 1 << (rec_bytes * 2))
         rec = {"type": "pos", "seq": first_seq + i, "t_ms": 1000 * (first_seq + i), "utc_s": first_seq + i,
                "lat_e7": lat, "lon_e7": lon, "speed_mmps": rng.randrange(0, 40000),
-               "course_cdeg": rng.randrange(0, 36000), "hdop_x10": rng.randrange(5, 30), "sats": rng.randrange(4, 20)}
+               "course_cdeg": rng.randrange(0, 36000), "hdop_x10": rng.randrange(5, 30),
+               "sats": rng.randrange(4, 20)}
         if not enc.add(rec):
             raise ValueError("make_block: %d records do not fit" % count)
     return enc.finish()
@@ -315,7 +316,8 @@ class Proc:
         env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         env.pop("NOTIFY_SOCKET", None)
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable] + self.args, stdout=logf, stderr=logf, env=env, cwd=root)
+        self.proc = subprocess.Popen([sys.executable] + self.args, stdout=logf, stderr=logf, env=env,
+                                     cwd=root)
         logf.close()
         return self
 
@@ -452,28 +454,33 @@ class DriveGen:
                 self.trip_seq = self.last_seq  # the trip's id is its trip_start's seq (firmware/app.py)
         else:
             self._move()
-            self._emit({"type": "pos", "lat_e7": int(self.lat), "lon_e7": int(self.lon), "speed_mmps": self.speed,
-                        "course_cdeg": self.course, "hdop_x10": r.randrange(7, 15), "sats": r.randrange(6, 14)})
+            self._emit({"type": "pos", "lat_e7": int(self.lat), "lon_e7": int(self.lon),
+                        "speed_mmps": self.speed, "course_cdeg": self.course, "hdop_x10": r.randrange(7, 15),
+                        "sats": r.randrange(6, 14)})
             if r.random() < 1 / 150.0:
-                self._emit({"type": "event", "kind": r.choice(("harsh_brake", "harsh_accel", "harsh_corner_left")),
+                self._emit({"type": "event",
+                            "kind": r.choice(("harsh_brake", "harsh_accel", "harsh_corner_left")),
                             "dur_ms": r.randrange(300, 2000), "peak_mg": r.randrange(300, 700),
                             "mean_mg": r.randrange(200, 300), "speed_start_mmps": self.speed,
                             "speed_end_mmps": max(0, self.speed - 3000), "lat_e7": int(self.lat),
                             "lon_e7": int(self.lon), "course_cdeg": self.course})
             if self.crash_at_s is not None and s == self.crash_at_s:
                 self.flush()  # a crash gets a block of its own, committed at once (firmware/app.py)
-                self._emit({"type": "crash", "peak_mg": 4200, "lat_e7": int(self.lat), "lon_e7": int(self.lon),
-                            "speed_mmps": self.speed, "rate_hz": 100, "pre_ms": 2000,
+                self._emit({"type": "crash", "peak_mg": 4200, "lat_e7": int(self.lat),
+                            "lon_e7": int(self.lon), "speed_mmps": self.speed, "rate_hz": 100, "pre_ms": 2000,
                             "samples": bytes(r.getrandbits(8) for _ in range(24))})
                 self.flush()
             if s - self.trip_start_s >= self.trip_len_s:
                 self._emit({"type": "trip_end", "trip": self.trip_seq, "start_t_ms": self.trip_start_s * 1000,
                             "end_t_ms": s * 1000, "start_utc_s": self.utc0 + self.trip_start_s,
                             "end_utc_s": self.utc0 + s, "start_lat_e7": self.trip_lat,
-                            "start_lon_e7": self.trip_lon, "end_lat_e7": int(self.lat), "end_lon_e7": int(self.lon),
-                            "distance_m": r.randrange(1000, 30000), "bridged_m": 0, "duration_s": s - self.trip_start_s,
+                            "start_lon_e7": self.trip_lon, "end_lat_e7": int(self.lat),
+                            "end_lon_e7": int(self.lon),
+                            "distance_m": r.randrange(1000, 30000), "bridged_m": 0,
+                            "duration_s": s - self.trip_start_s,
                             "max_speed_mmps": 36000, "n_harsh_accel": 1, "n_harsh_brake": 2,
-                            "n_harsh_corner_left": 0, "n_harsh_corner_right": 0, "n_crash": 0, "n_overspeed": 0,
+                            "n_harsh_corner_left": 0, "n_harsh_corner_right": 0, "n_crash": 0,
+                            "n_overspeed": 0,
                             "idle_s": 30, "night_s": 0, "overspeed_s": 0, "score": r.randrange(50, 100)})
                 self.driving = False
                 self.stop_until = s + r.randrange(30, 300)
