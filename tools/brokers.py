@@ -22,7 +22,8 @@ def free_port():
 
 def exe_path(name):
     """A Debian system tool by name (PATH, then /usr/sbin, /usr/bin), or None."""
-    return shutil.which(name) or next((p for p in ("/usr/sbin/" + name, "/usr/bin/" + name) if os.path.exists(p)), None)
+    return (shutil.which(name)
+            or next((p for p in ("/usr/sbin/" + name, "/usr/bin/" + name) if os.path.exists(p)), None))
 
 
 class BrokerProc:
@@ -97,7 +98,8 @@ class Mosquitto(BrokerProc):
         if not exe:
             raise BrokerError("mosquitto is not installed (make setup installs Debian's mosquitto)")
         conf = os.path.join(self.workdir, "mosquitto.conf")
-        lines = ["persistence false", "log_dest stderr", "log_type error", "listener %d %s" % (self.port, self.host),
+        lines = ["persistence false", "log_dest stderr", "log_type error",
+                 "listener %d %s" % (self.port, self.host),
                  "allow_anonymous true", "max_queued_messages 0", "max_inflight_messages 0"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             lines.append("user root")
@@ -115,7 +117,8 @@ class NatsMqtt(BrokerProc):
         self.conf = os.path.join(self.workdir, "nats.conf")
         with open(self.conf, "w") as f:
             f.write('server_name: paydbox\nlisten: 127.0.0.1:%d\njetstream { store_dir: "%s" }\n'
-                    "mqtt { listen: 127.0.0.1:%d }\n" % (free_port(), os.path.join(self.workdir, "js"), self.port))
+                    "mqtt { listen: 127.0.0.1:%d }\n"
+                    % (free_port(), os.path.join(self.workdir, "js"), self.port))
 
     def _cmd(self):
         exe = exe_path("nats-server")

@@ -17,14 +17,18 @@ COMMANDS = {
     "bench": ("tools.bench.runner", "run every benchmark and write docs/BENCHMARKS.md"),
     "flash": ("tools.installer.flash", "compile and deploy the firmware to a box over serial"),
     "config": ("tools.installer.config_cli", "configure, self-test and provision boxes over serial"),
-    "virtual-box": ("tools.installer.virtual_box", "run the real firmware in the MicroPython VM behind a pty"),
-    "ingest": ("tools.consumer.ingest", "reference MQTT consumer: store trips, positions and events in SQLite"),
+    "virtual-box": ("tools.installer.virtual_box",
+                    "run the real firmware in the MicroPython VM behind a pty"),
+    "ingest": ("tools.consumer.ingest",
+               "reference MQTT consumer: store trips, positions and events in SQLite"),
     "trips": ("tools.consumer.trips", "list the trips stored by the consumer"),
     "report": ("tools.consumer.report.cli", "write an HTML/PNG report, GPX or GeoJSON of one trip"),
     "fleet-sim": ("tools.consumer.fleet_sim", "load-test the broker and consumer with N simulated boxes"),
-    "export": ("tools.trace.export", "export a trace's records for other platforms (codec8e: Traccar / Teltonika)"),
+    "export": ("tools.trace.export",
+               "export a trace's records for other platforms (codec8e: Traccar / Teltonika)"),
     "demo": ("tools.demo", "the main job: a box drives a recorded trip end to end"),
-    "power": ("tools.trace.power", "replay a parked trace with power management: states, wakes, parked current, losses"),
+    "power": ("tools.trace.power",
+              "replay a parked trace with power management: states, wakes, parked current, losses"),
 }
 
 
@@ -62,8 +66,8 @@ def main(argv=None):
             print("paydbox: error: %s" % msg, file=sys.stderr)
             return 2
         # anything else is a bug in paydbox: say so, and how to get the traceback
-        print("paydbox: internal error: %s: %s (rerun with --debug for the traceback)" % (type(e).__name__, msg),
-              file=sys.stderr)
+        print("paydbox: internal error: %s: %s (rerun with --debug for the traceback)"
+              % (type(e).__name__, msg), file=sys.stderr)
         return 70  # EX_SOFTWARE
 
 

@@ -80,15 +80,18 @@ class Processes:
 
 
 def start_mosquitto(procs, workdir):
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    exe = (shutil.which("mosquitto")
+           or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None))
     if exe is None:
-        raise DemoError("mosquitto is not installed (make demo installs Debian's mosquitto; or `apt-get install mosquitto`)")
+        raise DemoError("mosquitto is not installed (make demo installs Debian's mosquitto; or `apt-get "
+                        "install mosquitto`)")
     port = free_port()
     conf = os.path.join(workdir, "mosquitto.conf")
     with open(conf, "w") as f:
         # max_queued_messages 0: never drop QoS 1 messages queued for a slow consumer (the default
         # of 1000 loses data under a backlog, see docs/fleet.md)
-        f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n" % port)
+        f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
+                % port)
     p = procs.start("mosquitto", [exe, "-c", conf])
     wait_for(lambda: port_open(port) or p.poll() is not None, 15, "mosquitto to listen")
     procs.check("mosquitto", p)
@@ -101,12 +104,15 @@ def bin_path(name):
 
 
 def add_arguments(p):
-    p.add_argument("--trace", default=DEFAULT_TRACE, help="trace the virtual box drives (default: the bundled commute)")
-    p.add_argument("--out", default=os.path.join(ROOT, "out"), help="where the report and the consumer database go")
+    p.add_argument("--trace", default=DEFAULT_TRACE,
+                   help="trace the virtual box drives (default: the bundled commute)")
+    p.add_argument("--out", default=os.path.join(ROOT, "out"),
+                   help="where the report and the consumer database go")
     p.add_argument("--speed", type=float, default=50.0, help="replay speed-up factor of the virtual box")
     p.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     p.add_argument("--device", default="demo-car-01", help="device id given to the virtual box")
-    p.add_argument("--keep-logs", action="store_true", help="print where the component logs are and keep them")
+    p.add_argument("--keep-logs", action="store_true",
+                   help="print where the component logs are and keep them")
 
 
 def run(args):
@@ -132,8 +138,8 @@ def run(args):
         provision(box_dir, args.device, "demo")
         link = os.path.join(work, "box-link")
         vbox = procs.start("virtual-box", [bin_path("paydbox"), "virtual-box", "--trace", args.trace,
-                                           "--dir", box_dir, "--link-pty-link", link, "--speed", str(args.speed),
-                                           "--exit-at-end"])
+                                           "--dir", box_dir, "--link-pty-link", link, "--speed",
+                                           str(args.speed), "--exit-at-end"])
         ready = json.loads(vbox.stdout.readline().decode() or "{}")
         if not ready:
             procs.check("virtual-box", vbox)
@@ -159,7 +165,8 @@ def run(args):
             time.sleep(2)
         print()
         if vbox.returncode != 0:
-            raise DemoError("virtual box failed (status %s); see %s/virtual-box.log" % (vbox.returncode, work))
+            raise DemoError("virtual box failed (status %s); see %s/virtual-box.log"
+                            % (vbox.returncode, work))
         # let the agent publish its queue and the consumer store it
         # ... and hold every record of it: the table's RECORDS column must read held == expected
         wait_for(lambda: _consumer_has_trip(db), 60, "the consumer to store every record of the trip")
@@ -169,8 +176,8 @@ def run(args):
     print(table.stdout, end="")
     if table.returncode != 0:
         raise DemoError("trips failed: %s" % table.stderr.strip())
-    trips = json.loads(subprocess.run([bin_path("paydbox"), "trips", "--db", db, "--json"], capture_output=True,
-                                      text=True, check=True).stdout)
+    trips = json.loads(subprocess.run([bin_path("paydbox"), "trips", "--db", db, "--json"],
+                                      capture_output=True, text=True, check=True).stdout)
     report = os.path.join(args.out, "report.html")
     paths = []
     for ext in (".html", ".png", ".gpx", ".geojson"):
@@ -202,7 +209,8 @@ def provision(box_dir, device_id, fleet_id):
 
 
 def _consumer_has_trip(db):
-    """A closed trip is in the consumer's database, and complete (every record from trip_start to trip_end)."""
+    """A closed trip is in the consumer's database, and complete (every record from trip_start to
+    trip_end)."""
     import sqlite3
 
     from tools.consumer import db as consumer_db

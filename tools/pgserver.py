@@ -23,7 +23,8 @@ class PostgresServer:
     def __init__(self):
         bindir = _bindir()
         if bindir is None:
-            raise RuntimeError("PostgreSQL is not installed (run `make setup`: it installs Debian's postgresql)")
+            raise RuntimeError("PostgreSQL is not installed (run `make setup`: it installs Debian's "
+                               "postgresql)")
         self.bindir = bindir
         self.version = os.path.basename(os.path.dirname(bindir))
         self.root = tempfile.mkdtemp(prefix="paydbox-pg-")
@@ -34,7 +35,8 @@ class PostgresServer:
             self.as_user = ["runuser", "-u", "nobody", "--"]
             os.chmod(self.root, 0o755)
             shutil.chown(self.root, "nobody", "nogroup")
-        self._run("initdb", "-D", self.data, "-U", "paydbox", "--auth=trust", "-E", "UTF8", "--no-instructions")
+        self._run("initdb", "-D", self.data, "-U", "paydbox", "--auth=trust", "-E", "UTF8",
+                  "--no-instructions")
         self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.root, "log"), "-w", "-t", "30", "-o",
                   "-p %d -k %s -c listen_addresses=127.0.0.1" % (self.port, self.root), "start")
         self.url_base = "postgresql://paydbox@127.0.0.1:%d" % self.port

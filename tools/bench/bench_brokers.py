@@ -11,9 +11,9 @@ from firmware import codec
 from testbed.simbox import AgentProc, SimBox, wait_for, write_agent_config
 from tools.brokers import Mosquitto, NatsMqtt
 
-NOTE = ("The real agent process fed by a simulated box (real link protocol over a pty), publishing to a broker "
-        "started by the bench on the same host; a 3.1.1 subscriber counts the blocks. Median of the runs, on "
-        "a shared machine (the figures move with its load).")
+NOTE = ("The real agent process fed by a simulated box (real link protocol over a pty), publishing to a "
+        "broker started by the bench on the same host; a 3.1.1 subscriber counts the blocks. Median of the "
+        "runs, on a shared machine (the figures move with its load).")
 
 
 def _one(kind, proto, blocks, work):
@@ -40,8 +40,8 @@ def _one(kind, proto, blocks, work):
     c.connect(b.host, b.port)
     c.loop_start()
     ready.wait(10)
-    cfg = write_agent_config(os.path.join(work, "a.toml"), "f1", "bench-b", box.path, os.path.join(work, "q.db"),
-                             b.host, b.port, extra_mqtt={"protocol": proto})
+    cfg = write_agent_config(os.path.join(work, "a.toml"), "f1", "bench-b", box.path,
+                             os.path.join(work, "q.db"), b.host, b.port, extra_mqtt={"protocol": proto})
     ag = AgentProc(cfg, os.path.join(work, "a.log")).start()
     try:
         time.sleep(1.0)
@@ -63,7 +63,8 @@ def run(quick=False):
     blocks = 200 if quick else 1000
     runs = 1 if quick else 3
     out = {"blocks per run (32 records each)": blocks, "runs": runs}
-    for kind, proto, label in (("mosquitto", "5", "Mosquitto MQTT 5"), ("mosquitto", "3.1.1", "Mosquitto MQTT 3.1.1"),
+    for kind, proto, label in (("mosquitto", "5", "Mosquitto MQTT 5"),
+                               ("mosquitto", "3.1.1", "Mosquitto MQTT 3.1.1"),
                                ("nats", "auto", "NATS MQTT (3.1.1 only), agent on auto")):
         rates = []
         fb = False

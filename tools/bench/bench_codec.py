@@ -9,10 +9,11 @@ Drives (each fix becomes a `pos` record with every field of docs/architecture.md
   resolution; an aircraft landing and taxiing, not a car: shown for honesty, not in the average).
 
 Figures: codec bytes/fix at 512-byte blocks (lossless), with speed/course quantised to 0.1 m/s and
-1 degree (positions still lossless at 1e-7 deg), in bounded-error mode (5 m), (the box default: header + CRC amortised) and at 4096-byte
-blocks; the part of it spent on lat/lon; raw NMEA (the RMC + GGA sentences of the fix); CSV of the record
-fields, plain and gzip -9 over the whole drive; Codec 8: one AVL record (8 timestamp + 1 priority + 15 GPS
-element + 6 IO header bytes with no IO elements = 30 bytes, the minimum) plus the AVL packet overhead
+1 degree (positions still lossless at 1e-7 deg), in bounded-error mode (5 m), (the box default: header + CRC
+amortised) and at 4096-byte blocks; the part of it spent on lat/lon; raw NMEA (the RMC + GGA sentences of the
+fix); CSV of the record fields, plain and gzip -9 over the whole drive; Codec 8: one AVL record (8 timestamp +
+1 priority + 15 GPS element + 6 IO header bytes with no IO elements = 30 bytes, the minimum) plus the AVL
+packet overhead
 (4 preamble + 4 length + 1 codec id + 1 + 1 record counts + 4 CRC = 15 bytes) amortised over 10 records.
 """
 import gzip
@@ -55,7 +56,8 @@ def parse_nmea(lines_with_t):
             continue
         tag = p[0][-3:]
         if tag == "GGA" and p[2]:
-            gga[p[1]] = (int(p[7] or -1), int(round(float(p[8]) * 10)) if p[8] else -1, len(line.strip()) + 2, t_ms)
+            gga[p[1]] = (int(p[7] or -1), int(round(float(p[8]) * 10)) if p[8] else -1, len(line.strip()) + 2,
+                         t_ms)
         elif tag == "RMC" and p[2] == "A" and p[3] and p[5]:
             pend[p[1]] = (p, len(line.strip()) + 2, t_ms)
         # a fix is complete when both sentences of the epoch are in
@@ -68,7 +70,8 @@ def parse_nmea(lines_with_t):
                 if len(dd) == 6:
                     import calendar
 
-                    utc = calendar.timegm((2000 + int(dd[4:6]), int(dd[2:4]), int(dd[0:2]), hh, mi, int(ss), 0, 0, 0))
+                    utc = calendar.timegm((2000 + int(dd[4:6]), int(dd[2:4]), int(dd[0:2]), hh, mi, int(ss),
+                                           0, 0, 0))
                     utc -= UTC2000
                 else:
                     utc = -1
@@ -150,7 +153,8 @@ def encode(recs, max_bytes, **kw):
         seq += 1
     from testbed.blocks import encode_blocks
 
-    blocks = [b[0] for b in encode_blocks(codec.BlockEncoder("box-00000001", 12, max_bytes=max_bytes, **kw), recs)]
+    blocks = [b[0] for b in encode_blocks(codec.BlockEncoder("box-00000001", 12, max_bytes=max_bytes, **kw),
+                                          recs)]
     out = []
     for b in blocks:
         out.extend(codec.decode_block(b)[1])
@@ -196,7 +200,8 @@ def measure(name, recs, raw):
     csv, csvgz = csv_sizes(recs)
     thin, kept = encode([dict(r) for r in recs], 512, tolerance_m=5)
     quant, _ = encode([dict(r) for r in recs], 512, speed_q_mmps=100, course_q_cdeg=100)
-    return {"fixes": n, "codec512": b512 / n, "quant": quant / n, "codec4k": b4k / n, "pos_bits": position_bits(recs) / n,
+    return {"fixes": n, "codec512": b512 / n, "quant": quant / n, "codec4k": b4k / n,
+            "pos_bits": position_bits(recs) / n,
             "nmea": raw / n, "csv": csv / n, "csvgz": csvgz / n, "thin5m": thin / n, "thin5m_kept": kept / n}
 
 
@@ -277,7 +282,8 @@ def run(quick=False):
     res["raw NMEA RMC+GGA bytes/fix"] = round(avg("nmea"), 1)
     res["CSV bytes/fix"] = round(avg("csv"), 1)
     res["CSV+gzip -9 bytes/fix (whole drive)"] = round(avg("csvgz"), 2)
-    res["Teltonika Codec 8 bytes/fix (min, no IO)"] = round(CODEC8_RECORD + CODEC8_PACKET / CODEC8_PER_PACKET, 1)
+    res["Teltonika Codec 8 bytes/fix (min, no IO)"] = round(CODEC8_RECORD + CODEC8_PACKET / CODEC8_PER_PACKET,
+                                                            1)
     res["fixes measured"] = tot_fix
     sp = mp_speed(300 if quick else 1800)
     if sp:

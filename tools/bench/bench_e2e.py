@@ -85,8 +85,8 @@ def broker_for(workdir, config, pki=None):
     if config == "deploy":
         text = deploy_conf("{port}", "{workdir}", pki)
     else:  # the demo's broker (tools/demo.py start_mosquitto), persistence as the config says
-        text = ("listener {port} 127.0.0.1\nallow_anonymous true\npersistence %s\npersistence_location {workdir}/\n"
-                "max_queued_messages 0\n" % ("true" if config == "demo-persist" else "false"))
+        text = ("listener {port} 127.0.0.1\nallow_anonymous true\npersistence %s\npersistence_location "
+                "{workdir}/\nmax_queued_messages 0\n" % ("true" if config == "demo-persist" else "false"))
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             text += "user root\n"
     return Broker(workdir, conf_text=text)
@@ -96,11 +96,13 @@ def agent_toml(path, dev, serial_url, qpath, port, pki=None, e2e_timeout_s=4.0, 
     lines = ["[device]", 'fleet = "%s"' % FLEET, 'id = "%s"' % dev, "",
              "[serial]", 'url = "%s"' % serial_url, "",
              "[queue]", 'path = "%s"' % qpath, "",
-             "[agent]", "status_interval_s = 2", "e2e_timeout_s = %s" % e2e_timeout_s, "e2e_timeout_max_s = 20", "",
+             "[agent]", "status_interval_s = 2", "e2e_timeout_s = %s" % e2e_timeout_s,
+             "e2e_timeout_max_s = 20", "",
              "[mqtt]", 'host = "127.0.0.1"', "port = %d" % port, "backoff_min_s = 0.2", "backoff_max_s = 2.0",
              "e2e_ack = %s" % ("true" if e2e else "false")]
     if pki:
-        lines += ["tls = true", 'ca_file = "%s/ca.crt"' % pki, 'cert_file = "%s/%s.%s.crt"' % (pki, FLEET, dev),
+        lines += ["tls = true", 'ca_file = "%s/ca.crt"' % pki,
+                  'cert_file = "%s/%s.%s.crt"' % (pki, FLEET, dev),
                   'key_file = "%s/%s.%s.key"' % (pki, FLEET, dev)]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -163,7 +165,8 @@ def chaos_run(workdir, config="demo", seed=1, drive_s=30.0, speedup=60, broker_r
     box = SimBox(dev, window=8, rto_ms=300, poll_ms=5, seed=seed).start()
     gen = DriveGen(dev, box.boot, box.store, 256, seed=seed, crash_at_s=int(drive_s * speedup * 0.5))
     agent = Proc(["-m", "edge_agent.agent", "--config",
-                  agent_toml(os.path.join(workdir, "agent.toml"), dev, box.path, os.path.join(workdir, "q.db"),
+                  agent_toml(os.path.join(workdir, "agent.toml"), dev, box.path,
+                             os.path.join(workdir, "q.db"),
                              broker.port, pki, e2e=e2e)], os.path.join(workdir, "agent.log")).start()
     db_path = os.path.join(workdir, "consumer.db")
     url = "%s://127.0.0.1:%d" % ("mqtts" if pki else "mqtt", broker.port)
@@ -225,7 +228,8 @@ def chaos_run(workdir, config="demo", seed=1, drive_s=30.0, speedup=60, broker_r
         agent.terminate()
         box.stop()
         broker.stop()
-    res = {"config": config, "seed": seed, "e2e_ack": e2e, "records_produced": len(produced), "records_stored": state["stored"],
+    res = {"config": config, "seed": seed, "e2e_ack": e2e, "records_produced": len(produced),
+           "records_stored": state["stored"],
            "lost": state["lost"], "duplicated_rows": state["dup_rows"], "corrupted": state["corrupted"],
            "unknown": state["unknown"], "trips": state["trips"], "trips_complete": state["trips_complete"],
            "broker_restarts": broker_restarts, "consumer_kills": consumer.kills, "agent_kills": agent.kills,
@@ -258,8 +262,8 @@ def _run(quick=False, seeds=None, configs=None, log=None, e2e=True):
                 runs.append(r)
                 if log:
                     log("%s seed %d: produced %d stored %d lost %d dup %d, complete %s s after the last fault"
-                        % (cfg, seed, r["records_produced"], r["records_stored"], r["lost"], r["duplicated_rows"],
-                           r["complete_after_last_fault_s"]))
+                        % (cfg, seed, r["records_produced"], r["records_stored"], r["lost"],
+                           r["duplicated_rows"], r["complete_after_last_fault_s"]))
         for cfg in configs:
             rs = [r for r in runs if r["config"] == cfg]
             k = "e2e_%s%s_" % (cfg.replace("-", "_"), "" if e2e else "_puback_only")
@@ -272,9 +276,11 @@ def _run(quick=False, seeds=None, configs=None, log=None, e2e=True):
             out[k + "broker_restarts"] = sum(r["broker_restarts"] for r in rs)
             out[k + "consumer_kills"] = sum(r["consumer_kills"] for r in rs)
             out[k + "agent_kills"] = sum(r["agent_kills"] for r in rs)
-            done = [r["complete_after_last_fault_s"] for r in rs if r["complete_after_last_fault_s"] is not None]
+            done = [r["complete_after_last_fault_s"] for r in rs
+                    if r["complete_after_last_fault_s"] is not None]
             out[k + "complete_after_last_fault_s_max"] = max(done) if done else None
-            out[k + "trips_complete"] = "%d/%d" % (sum(r["trips_complete"] for r in rs), sum(r["trips"] for r in rs))
+            out[k + "trips_complete"] = "%d/%d" % (sum(r["trips_complete"] for r in rs),
+                                                   sum(r["trips"] for r in rs))
         out["e2e_seeds"] = ",".join(str(s) for s in seeds)
         for r in runs:
             out["e2e_%s_seed%d" % (r["config"].replace("-", "_"), r["seed"])] = (

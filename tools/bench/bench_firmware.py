@@ -59,7 +59,8 @@ def long_drive(path, seconds=3 * 3600, accel_hz=0):
                                                                      "%02d1126" % (23 + s_ // 86400)))
             f.write(json.dumps({"t": float(i), "s": "gnss", "d": gga + rmc}) + "\n")
             if accel_hz:
-                f.write(json.dumps({"t": float(i), "s": "accel", "rate": accel_hz, "mg": [[0, 0, 1000]] * accel_hz}) + "\n")
+                f.write(json.dumps({"t": float(i), "s": "accel", "rate": accel_hz,
+                                    "mg": [[0, 0, 1000]] * accel_hz}) + "\n")
     return path
 
 
@@ -156,8 +157,8 @@ def record_io(trace, out_path):
     out = bytearray()
     powered = "power" in sess.header
     board = Board(_RecClock(sess.clock, out), _RecUART(sess.gnss_uart, out), _RecI2C(sess.i2c, out),
-                  _RecPower(sess.power, out) if powered else None, os.path.join(os.path.dirname(out_path), "rec-flash"),
-                  name="replay")
+                  _RecPower(sess.power, out) if powered else None,
+                  os.path.join(os.path.dirname(out_path), "rec-flash"), name="replay")
     os.makedirs(board.fs_root)
     runner = Runner(board, Config(None), overrides={"gnss_baud": sess.gnss_uart.baudrate})
     out += b"O"
@@ -190,7 +191,8 @@ def _vm(code, heap, timeout=600):
     from tools.trace.replay import micropython_binary
 
     p = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % heap, "-c", code], cwd=ROOT,
-                       env=dict(os.environ, MICROPYPATH=ROOT), capture_output=True, text=True, timeout=timeout)
+                       env=dict(os.environ, MICROPYPATH=ROOT), capture_output=True, text=True,
+                       timeout=timeout)
     if p.returncode:
         tail = ((p.stdout + p.stderr).strip().splitlines() or ["?"])[-1]
         raise RuntimeError("firmware CPU run failed in the VM: %s" % tail)
@@ -266,12 +268,14 @@ def heap(trace, quick=False):
     rep_heap = rep.pop("heap")
     out = {"image_bytes": rep_heap["image_bytes"], "firmware_heap_peak_bytes": rep_heap["peak_bytes"],
            "harness_heap_bytes": rep_heap["harness_bytes"],
-           "board_heap_512k_same_json_as_cpython": json.dumps(rep, sort_keys=True) == json.dumps(ref, sort_keys=True)}
+           "board_heap_512k_same_json_as_cpython":
+               json.dumps(rep, sort_keys=True) == json.dumps(ref, sort_keys=True)}
     for k in (96, 64):
         try:
             r = replay_trace(trace, "micropython", board_heap="%dK" % k)
             r.pop("heap")
-            out["board_heap_%dk_same_json_as_cpython" % k] = json.dumps(r, sort_keys=True) == json.dumps(ref, sort_keys=True)
+            out["board_heap_%dk_same_json_as_cpython" % k] = (json.dumps(r, sort_keys=True)
+                                                               == json.dumps(ref, sort_keys=True))
         except ReplayError as e:
             out["board_heap_%dk_same_json_as_cpython" % k] = False
             out["board_heap_%dk_error" % k] = str(e).splitlines()[0][-90:]

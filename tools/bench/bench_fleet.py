@@ -22,12 +22,13 @@ QUICK = [(5, 100, 2, 1), (20, 300, 0, 1)]
 KEYS = ("records_published", "records_stored", "records_lost", "blocks_resent", "offered_records_per_s",
         "ingest_records_per_s", "lag_p50_ms", "lag_p95_ms", "lag_max_ms")
 DBS = ("sqlite", "postgresql")
-NOTE = ("`paydbox fleet-sim` with the consumer(s) on each database (`--db`: a fresh SQLite file, or a fresh database "
-        "on a PostgreSQL server on the same host, started by the bench), Mosquitto on the same host. Paced runs spread each box's "
-        "records over the duration (the fleet's real rate); `over 0 s` is a backlog, published as fast as the "
-        "boxes can, which measures what the consumer keeps up with. Lag: publish to the consumer's commit. "
-        "blocks_resent: blocks a box published again because its end-to-end ack was more than 3 s late. "
-        "`store_blocks alone`: the database path by itself (blocks decoded beforehand, no broker), best of 3.")
+NOTE = ("`paydbox fleet-sim` with the consumer(s) on each database (`--db`: a fresh SQLite file, or a fresh "
+        "database on a PostgreSQL server on the same host, started by the bench), Mosquitto on the same "
+        "host. Paced runs spread each box's records over the duration (the fleet's real rate); `over 0 s` is "
+        "a backlog, published as fast as the boxes can, which measures what the consumer keeps up with. Lag: "
+        "publish to the consumer's commit. blocks_resent: blocks a box published again because its "
+        "end-to-end ack was more than 3 s late. `store_blocks alone`: the database path by itself (blocks "
+        "decoded beforehand, no broker), best of 3.")
 
 
 def name_of(boxes, per_box, duration, consumers):
@@ -36,7 +37,8 @@ def name_of(boxes, per_box, duration, consumers):
 
 
 def _fleet(port, boxes, per_box, duration, consumers, db):
-    p = subprocess.run([sys.executable, "-m", "tools.cli", "fleet-sim", "--broker", "mqtt://127.0.0.1:%d" % port,
+    p = subprocess.run([sys.executable, "-m", "tools.cli", "fleet-sim", "--broker",
+                        "mqtt://127.0.0.1:%d" % port,
                         "--boxes", str(boxes), "--records-per-box", str(per_box), "--duration", str(duration),
                         "--consumers", str(consumers), "--db", db, "--json"],
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -61,8 +63,8 @@ def store_rate(db_url, n_boxes=10, per_box=600, batch=20, reps=3):
         dev = "store-%03d" % i
         for _, _, blk in fleet_sim.encode_blocks(dev, 1, fleet_sim.synth_records(per_box, seed=i)):
             h, rs = codec.decode_block(blk)
-            items.append({"topic": "paydbox/b/%s/records" % dev, "fleet": "b", "device": dev, "size": len(blk),
-                          "received_at": time.time(), "header": h, "records": rs})
+            items.append({"topic": "paydbox/b/%s/records" % dev, "fleet": "b", "device": dev,
+                          "size": len(blk), "received_at": time.time(), "header": h, "records": rs})
     n = sum(len(it["records"]) for it in items)
     best = 0.0
     for rep in range(reps):
@@ -85,14 +87,16 @@ def run(quick=False):
             for db in DBS:
                 n, rate = store_rate(pg.new_database if db == "postgresql" else os.path.join(w, "store.db"),
                                      n_boxes=3 if quick else 10)
-                out["%s, store_blocks alone (%d records, 20 blocks per transaction): records/s" % (db, n)] = rate
+                out["%s, store_blocks alone (%d records, 20 blocks per transaction): records/s"
+                    % (db, n)] = rate
             for i, cfg in enumerate(QUICK if quick else RUNS):
                 for db in DBS:
                     url = pg.new_database() if db == "postgresql" else os.path.join(w, "fleet%d.db" % i)
                     r = _fleet(b.port, *cfg, db=url)
                     for k, v in r.items():
                         out["%s, %s: %s" % (db, name_of(*cfg), k)] = v
-                a, b_ = (out.get("%s, %s: ingest_records_per_s" % (db, name_of(*cfg))) for db in ("postgresql", "sqlite"))
+                a, b_ = (out.get("%s, %s: ingest_records_per_s" % (db, name_of(*cfg)))
+                         for db in ("postgresql", "sqlite"))
                 if a and b_:
                     out["%s: postgresql / sqlite ingest rate" % name_of(*cfg)] = round(a / float(b_), 2)
     return out

@@ -51,7 +51,8 @@ def run(quick=False):
             out["boot_flashed_vm_s"] = round(time.monotonic() - t0, 3)
             csvp = os.path.join(d, "fleet.csv")
             with open(csvp, "w") as f:
-                f.write("port,device_id,fleet_id,vin,plate\n%s,bench-0001,acme,WVWZZZ1JZXW000001,B-AC 101\n" % info["console"])
+                f.write("port,device_id,fleet_id,vin,plate\n%s,bench-0001,acme,WVWZZZ1JZXW000001,B-AC 101\n"
+                        % info["console"])
             t0 = time.monotonic()
             res = provision(csvp, "0000")
             out["provision_one_box_s"] = round(time.monotonic() - t0, 3)

@@ -55,8 +55,8 @@ def drain(tmp, records=100_000, per_block=32):
     box.produce(1, records_per_block=records - nblocks * per_block or per_block, prio=4)
     payload = sum(len(b) for b in box.produced.values())
     col = Collector(broker.host, broker.port, "paydbox/f1/box-drain/#", client_id="bench-drain")
-    cfg = write_agent_config(os.path.join(tmp, "a1.toml"), "f1", "box-drain", box.path, os.path.join(tmp, "q1.db"),
-                             broker.host, broker.port, inflight=64)
+    cfg = write_agent_config(os.path.join(tmp, "a1.toml"), "f1", "box-drain", box.path,
+                             os.path.join(tmp, "q1.db"), broker.host, broker.port, inflight=64)
     box.start()
     t0 = time.monotonic()
     agent = AgentProc(cfg, os.path.join(tmp, "a1.log")).start()
@@ -98,7 +98,8 @@ def _retained_status(host, port, topic, timeout=3.0):
     got = []
     ev = threading.Event()
     c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                    client_id="bench-probe-%d-%d" % (os.getpid(), random.getrandbits(20)), protocol=mqtt.MQTTv5)
+                    client_id="bench-probe-%d-%d" % (os.getpid(), random.getrandbits(20)),
+                    protocol=mqtt.MQTTv5)
 
     def on_message(cl, ud, msg):
         if msg.retain:
@@ -201,7 +202,8 @@ def chaos(tmp, outage_s=180.0, pre_s=15.0, post_s=60.0, kills=24, speedup=10, bl
         while not st["stop"]:
             try:
                 db = sqlite3.connect("file:%s?mode=ro" % qpath, uri=True, timeout=1)
-                rows, nbytes = db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(block)), 0) FROM q").fetchone()
+                rows, nbytes = db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(block)), 0) FROM q").fetchone()
                 db.close()
                 st["q_max"] = max(st["q_max"], rows)
                 st["q_bytes_max"] = max(st["q_bytes_max"], nbytes)
@@ -247,8 +249,8 @@ def chaos(tmp, outage_s=180.0, pre_s=15.0, post_s=60.0, kills=24, speedup=10, bl
     tp.join()
     t_prod_end = time.monotonic()
     produced = dict(gen.produced)
-    ok = wait_for(lambda: len(col.all) and verify(produced, list(col.all))["lost"] == 0 and box.store.pending() == 0,
-                  drain_timeout_s, 1.0)
+    ok = wait_for(lambda: len(col.all) and verify(produced, list(col.all))["lost"] == 0
+                  and box.store.pending() == 0, drain_timeout_s, 1.0)
     dt = time.monotonic() - t0
     drain_s = time.monotonic() - t_prod_end
     time.sleep(3.0)  # let the last status and any late duplicate arrive
@@ -289,7 +291,8 @@ def chaos(tmp, outage_s=180.0, pre_s=15.0, post_s=60.0, kills=24, speedup=10, bl
         "chaos_status_queue_full_seen": int(any("queue_full" in s.get("alarms", ()) or s.get("queue_was_full")
                                                 for s in after_up)),
         "chaos_status_final_queue_rows": final.get("queue_rows") if final else None,
-        # what a live subscriber to .../status saw (every status the agent published, not only the retained one)
+        # what a live subscriber to .../status saw (every status the agent published, not only the retained
+        # one)
         "chaos_status_live_messages": len(col.status),
         "chaos_status_live_backlog_rows_max": max([max(s.get("queue_rows", 0), s.get("queue_rows_peak", 0))
                                                    for s in col.status] or [0]),

@@ -221,7 +221,8 @@ def mp_speed(chunks=400):
 
 def scenario_list(quick):
     if quick:
-        return [("aggressive", 1), ("aggressive", 2), ("commute", 3), ("calm", 4), ("crash", 5), ("remount", 6)]
+        return [("aggressive", 1), ("aggressive", 2), ("commute", 3), ("calm", 4), ("crash", 5),
+                ("remount", 6)]
     out = [("aggressive", s) for s in range(1, 9)]
     out += [("commute", s) for s in range(11, 15)]
     out += [("calm", s) for s in range(21, 25)]

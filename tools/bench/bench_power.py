@@ -1,7 +1,7 @@
 """Power management on a simulated week parked (`paydbox simulate --scenario parked_week`), replayed with
-`paydbox power` (firmware/power.py, tools/trace/power.py): time in each state, agent wakes by cause, the average
-parked current at 12 V from the datasheet budget (docs/power.md), days to half a 60 Ah battery, the tow,
-records lost, and the replay's speed (a week of box time in wall seconds).
+`paydbox power` (firmware/power.py, tools/trace/power.py): time in each state, agent wakes by cause, the
+average parked current at 12 V from the datasheet budget (docs/power.md), days to half a 60 Ah battery, the
+tow, records lost, and the replay's speed (a week of box time in wall seconds).
 
     python -m tools.bench.bench_power [--quick]     (quick: two days)
 """
@@ -10,11 +10,11 @@ import sys
 import tempfile
 import time
 
-NOTE = ("A week parked (`paydbox simulate --scenario parked_week`, seed 1: 14 short drives, door slams, wind, a "
-        "car wash, a crank dip, a night-time tow, the battery falling through the cut-off) replayed by `paydbox "
-        "power` through the firmware (CPython) with the simulated agent; currents from the cited datasheet "
-        "budget of docs/power.md, at 12 V. Targets: parked current <= 2.0 mA (goal 1.0) incl. the daily "
-        "heartbeat, no agent wake from door slams or wind, the tow caught, nothing lost.")
+NOTE = ("A week parked (`paydbox simulate --scenario parked_week`, seed 1: 14 short drives, door slams, "
+        "wind, a car wash, a crank dip, a night-time tow, the battery falling through the cut-off) replayed "
+        "by `paydbox power` through the firmware (CPython) with the simulated agent; currents from the cited "
+        "datasheet budget of docs/power.md, at 12 V. Targets: parked current <= 2.0 mA (goal 1.0) incl. the "
+        "daily heartbeat, no agent wake from door slams or wind, the tow caught, nothing lost.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -47,8 +47,9 @@ def make_trace(path, duration_s=3600):
     with TraceWriter(path, hdr) as w:
         w.power(0.0, 12600, 1)
         for sec in range(duration_s):
-            w.accel(float(sec), 100, [[int(300 * math.sin((sec * 100 + i) / 50.0)), int(100 * math.cos(i / 7.0)), 1000]
-                                      for i in range(100)])
+            w.accel(float(sec), 100,
+                    [[int(300 * math.sin((sec * 100 + i) / 50.0)), int(100 * math.cos(i / 7.0)), 1000]
+                     for i in range(100)])
             hh, mm, ss = sec // 3600 + 8, sec // 60 % 60, sec % 60
             w.gnss(sec + 0.05, (b"$GPRMC,%02d%02d%02d.00,A,4807.038,N,01131.000,E,022.4,084.4,231126,,*00\r\n"
                                 b"$GPGGA,%02d%02d%02d.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*00\r\n"
@@ -111,7 +112,8 @@ def run(quick=False):
                     continue
                 t, n, nb, ovr, wall, cpu = r
                 if n != dur * 100 - 1 or ovr:
-                    raise RuntimeError("%s: %d samples, %d overruns (expected %d, 0)" % (rt, n, ovr, dur * 100 - 1))
+                    raise RuntimeError("%s: %d samples, %d overruns (expected %d, 0)"
+                                       % (rt, n, ovr, dur * 100 - 1))
                 res["replay_%s_%s_trace_s_per_wall_s" % (rt, tag)] = round(dur / wall, 1)
                 res["replay_%s_%s_wall_s" % (rt, tag)] = round(wall, 2)
                 # CPU time: the honest figure on a shared machine (the micropython one includes VM start-up)
@@ -136,10 +138,10 @@ def firmware_replay(quick=False):
         hour = os.path.join(d, "parked.jsonl.gz")
         import subprocess
 
-        subprocess.run([sys.executable, "-m", "tools.cli", "simulate", "--scenario", "parked_overnight", "--seed", "3",
-                        "--duration-s", str(dur), "-o", hour], check=True, capture_output=True)
-        bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tests", "traces",
-                               "commute.jsonl.gz")
+        subprocess.run([sys.executable, "-m", "tools.cli", "simulate", "--scenario", "parked_overnight",
+                        "--seed", "3", "--duration-s", str(dur), "-o", hour], check=True, capture_output=True)
+        bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                               "tests", "traces", "commute.jsonl.gz")
         for tag, path, tdur in (("parked_%ds" % dur, hour, dur), ("drive_bundled", bundled, 457.8)):
             out = {}
             for rt in ("cpython", "micropython"):
@@ -147,8 +149,8 @@ def firmware_replay(quick=False):
                 out[rt] = replay_trace(path, rt, heap="512K")
                 wall = time.perf_counter() - t0
                 res["firmware_%s_%s_trace_s_per_wall_s" % (tag, rt)] = round(tdur / wall, 1)
-            res["firmware_%s_identical_json" % tag] = json.dumps(out["cpython"], sort_keys=True) == json.dumps(
-                out["micropython"], sort_keys=True)
+            res["firmware_%s_identical_json" % tag] = (json.dumps(out["cpython"], sort_keys=True)
+                                                       == json.dumps(out["micropython"], sort_keys=True))
     return res
 
 

@@ -31,9 +31,10 @@ def _env():
 
 
 def wear(seconds, ack):
-    p = subprocess.run([_mp(), "-X", "heapsize=16M", os.path.join(ROOT, "tests", "mp", "wear_run.py"), str(seconds),
-                        str(NBLOCKS), "8192", str(3 * 1024 * 1024), "1" if ack else "0"], cwd=ROOT, env=_env(),
-                       capture_output=True, text=True, timeout=3600)
+    p = subprocess.run([_mp(), "-X", "heapsize=16M", os.path.join(ROOT, "tests", "mp", "wear_run.py"),
+                        str(seconds),
+                        str(NBLOCKS), "8192", str(3 * 1024 * 1024), "1" if ack else "0"], cwd=ROOT,
+                       env=_env(), capture_output=True, text=True, timeout=3600)
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if not line:
         raise RuntimeError("wear_run.py failed: %s %s" % (p.stdout[-1000:], p.stderr[-1000:]))

@@ -161,7 +161,8 @@ def _header(rec):
 
 
 def _board(rec, hdr, fs_root):
-    return Board(Clock(rec), UART(rec), I2C(rec), Power(rec) if hdr["power"] else None, fs_root, name="cpu-bench")
+    return Board(Clock(rec), UART(rec), I2C(rec), Power(rec) if hdr["power"] else None, fs_root,
+                 name="cpu-bench")
 
 
 def _loop(rec, runner, on_step=None):
@@ -192,7 +193,8 @@ def _loop(rec, runner, on_step=None):
         elif k == 0x46:  # 'F'
             runner.power_off()
         else:
-            raise Diverged("byte %d: loop event %r where power_on/step/power_off was expected" % (rec.p - 1, chr(k)))
+            raise Diverged("byte %d: loop event %r where power_on/step/power_off was expected"
+                           % (rec.p - 1, chr(k)))
     if c0 is not None:
         cpu += clock() - c0
     return cpu, steps
@@ -403,7 +405,8 @@ def profile(path, fs_root):
     # the first pass is not instrumented (the Box is instrumented after it)
     cpu, steps = _loop(rec, runner, on_step)
     calls = {k: v[1] for k, v in acc.items()}
-    print(json.dumps({"box_ms": hdr["box_ms"], "steps": steps, "wrapper_us_per_call": (over + over_in) / 100.0,
+    print(json.dumps({"box_ms": hdr["box_ms"], "steps": steps,
+                      "wrapper_us_per_call": (over + over_in) / 100.0,
                       "us": {k: (v[0] - v[1] * over_in) / 100.0 for k, v in acc.items()}, "calls": calls}))
 
 

@@ -50,7 +50,8 @@ def machine_info():
         exe = None
     if exe:
         try:
-            p = subprocess.run([exe, "-c", "import sys; print('%d.%d.%d' % sys.implementation.version[:3], '(' + sys.version + ')')"],
+            p = subprocess.run([exe, "-c", "import sys; print('%d.%d.%d' % sys.implementation.version[:3], "
+                                           "'(' + sys.version + ')')"],
                                capture_output=True, text=True, timeout=20)
             mp = p.stdout.strip() or None
         except (OSError, subprocess.SubprocessError):
@@ -69,7 +70,8 @@ def run_module(name, quick, timeout):
     code = _CHILD % {"root": ROOT, "mod": "tools.bench." + name, "quick": bool(quick), "mark": MARK}
     t0 = time.time()
     try:
-        p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                           timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": "timed out after %d s" % timeout, "wall_s": round(time.time() - t0, 1)}
     wall = round(time.time() - t0, 1)
@@ -84,13 +86,15 @@ def run_module(name, quick, timeout):
                 return {"error": "run() returned %s, not a dict" % type(res).__name__, "wall_s": wall}
             return {"figures": res, "wall_s": wall, "note": note,
                     "at": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC")}
-    tail = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or ["exit status %d" % p.returncode])[-1]
+    tail = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines()
+            or ["exit status %d" % p.returncode])[-1]
     return {"error": tail[:300], "wall_s": wall}
 
 
 # ------------------------------------------------------------------------------------------ reference points
 def _fixes_from_trace(path):
-    """(utc_s, lat_e7, lon_e7, speed_mmps, course_cdeg, hdop_x10, sats, alt_dm) per valid epoch + raw bytes."""
+    """(utc_s, lat_e7, lon_e7, speed_mmps, course_cdeg, hdop_x10, sats, alt_dm) per valid epoch + raw
+    bytes."""
     import pynmea2
 
     from hw.trace_format import read_trace
@@ -125,7 +129,8 @@ def _fixes_from_trace(path):
         utc_s = int((dt - datetime.datetime(2000, 1, 1)).total_seconds())
         fixes.append((utc_s, int(round(rmc.latitude * 1e7)), int(round(rmc.longitude * 1e7)),
                       int(round(float(rmc.spd_over_grnd or 0) * 514.444)),
-                      int(round(float(rmc.true_course or 0) * 100)), int(round(float(gga.horizontal_dil) * 10)),
+                      int(round(float(rmc.true_course or 0) * 100)),
+                      int(round(float(gga.horizontal_dil) * 10)),
                       int(gga.num_sats), int(round(float(gga.altitude or 0) * 10))))
     return fixes, raw, raw_rmc_gga, epochs
 
@@ -141,8 +146,8 @@ def codec8_packets(fixes, io_n1=0, io_n2=0, io_n4=0, per_packet=60):
         for f in fixes[i:i + per_packet]:
             utc_s, lat, lon, spd, crs, hdop, sats, alt = f
             ts_ms = (utc_s + 946684800) * 1000
-            gps = struct.pack(">iihHBH", lon, lat, max(-32768, min(32767, alt // 10)), (crs // 100) % 360, sats,
-                              min(65535, spd * 36 // 10000))
+            gps = struct.pack(">iihHBH", lon, lat, max(-32768, min(32767, alt // 10)), (crs // 100) % 360,
+                              sats, min(65535, spd * 36 // 10000))
             io = struct.pack(">BB", 0, io_n1 + io_n2 + io_n4)
             io += struct.pack(">B", io_n1) + b"".join(struct.pack(">BB", 1 + k, 1) for k in range(io_n1))
             io += struct.pack(">B", io_n2) + b"".join(struct.pack(">BH", 60 + k, 12000) for k in range(io_n2))
@@ -245,8 +250,8 @@ def targets_rows(ev, mods):
             continue
         fails = m.get("real_%s_not_calibrated_in_120s" % drive)
         v = m.get("real_%s_calib_driving_s_max" % drive)
-        row("%s drive: calibrated within (s of driving, worst of %s mountings)" % (drive, m["real_%s_mounts" % drive]),
-            "<= 60 s", v, v is not None and v <= 60 and not fails)
+        row("%s drive: calibrated within (s of driving, worst of %s mountings)"
+            % (drive, m["real_%s_mounts" % drive]), "<= 60 s", v, v is not None and v <= 60 and not fails)
         v = m.get("real_%s_axis_err_at_commit_deg_max" % drive)
         row("%s drive: worst axis error at commit (deg)" % drive, "<= 5", v, v is not None and v <= 5)
     for what in ("precision", "recall"):
@@ -255,8 +260,8 @@ def targets_rows(ev, mods):
         row("harsh %s at 2 s GNSS lag (worst sensor class)" % what, ">= 0.95", v, v is not None and v >= 0.95)
     pw = (mods.get("bench_power") or {}).get("figures") or {}
     v = pw.get("esp32_avg_parked_ma")
-    row("average parked current at 12 V, parked week incl. daily heartbeat (mA, ESP32)", "<= 2.0 (goal 1.0)", v,
-        v is not None and v <= 2.0)
+    row("average parked current at 12 V, parked week incl. daily heartbeat (mA, ESP32)", "<= 2.0 (goal 1.0)",
+        v, v is not None and v <= 2.0)
     v = None if not pw else pw.get("agent_wakes_door_slam", 0) + pw.get("agent_wakes_wind", 0)
     row("agent wakes from door slams and wind, parked week", "0", v, v == 0)
     v = pw.get("towing_detected")
@@ -294,9 +299,9 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s,
         L.append("")
     L.append("## Storage per position fix, against the reference points")
     L.append("")
-    L.append("Same simulated commute (1 Hz fixes); raw NMEA is what the receiver prints, CSV + gzip a naive log, "
-             "Codec 8 real Teltonika AVL packets (8 B timestamp + 1 B priority + 15 B GPS element + 6 B IO counts "
-             "= 30 B per record with no IO element; a typical tracker sends ~8 IO elements).")
+    L.append("Same simulated commute (1 Hz fixes); raw NMEA is what the receiver prints, CSV + gzip a naive "
+             "log, Codec 8 real Teltonika AVL packets (8 B timestamp + 1 B priority + 15 B GPS element + 6 B "
+             "IO counts = 30 B per record with no IO element; a typical tracker sends ~8 IO elements).")
     L.append("")
     L.append("| encoding | bytes per fix |")
     L.append("|---|---|")
@@ -304,7 +309,8 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s,
         if k not in ("fixes", "error"):
             L.append("| %s | %s |" % (k, _fmt(v)))
     if ev:
-        L.append("| **paydbox records (evaluation, all scenarios)** | **%s** |" % _fmt(ev["totals"].get("bytes_per_fix")))
+        L.append("| **paydbox records (evaluation, all scenarios)** | **%s** |"
+                 % _fmt(ev["totals"].get("bytes_per_fix")))
     if isinstance(refs, dict) and refs.get("error"):
         L.append("")
         L.append("reference points failed: %s" % refs["error"])
@@ -312,9 +318,10 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s,
     L.append("## Evaluation against the simulator's ground truth")
     L.append("")
     if ev:
-        L.append("Scenarios simulated with `paydbox simulate` (seed %d, GNSS %d Hz), replayed through the firmware "
-                 "(%s). Events: a detection matches a truth event of its type when its time is within the truth "
-                 "interval +- 2 s. `paydbox evaluate --json` gives every number." % (ev["seed"], ev["gnss_hz"], ev["runtime"]))
+        L.append("Scenarios simulated with `paydbox simulate` (seed %d, GNSS %d Hz), replayed through the "
+                 "firmware (%s). Events: a detection matches a truth event of its type when its time is "
+                 "within the truth interval +- 2 s. `paydbox evaluate --json` gives every number."
+                 % (ev["seed"], ev["gnss_hz"], ev["runtime"]))
         L.append("")
         L.append("```")
         L.append(format_table(ev))
@@ -377,7 +384,7 @@ def splice_sections(path, mods):
         f.write(text.rstrip("\n") + "\n")
 
 
-# ------------------------------------------------------------------------------------------ generated doc tables
+# --------------------------------------------------------------------------------------- generated doc tables
 # Figures quoted in other docs are written there by the bench too, between
 #   <!-- bench:MODULE --> ... <!-- /bench -->
 # so they never go stale by hand: (label, format, figure keys) per row.
@@ -390,10 +397,12 @@ def _fleet_rows():
     from tools.bench.bench_fleet import RUNS, name_of
 
     def both(cfg, key):
-        return lambda f: " / ".join(_fmt(f.get("%s, %s: %s" % (db, name_of(*cfg), key))) for db in ("sqlite", "postgresql"))
+        return lambda f: " / ".join(_fmt(f.get("%s, %s: %s" % (db, name_of(*cfg), key)))
+                                    for db in ("sqlite", "postgresql"))
 
     def store(f):
-        return " / ".join(_fmt(next((v for k, v in f.items() if k.startswith(db + ", store_blocks alone")), None))
+        return " / ".join(_fmt(next((v for k, v in f.items() if k.startswith(db + ", store_blocks alone")),
+                                    None))
                           for db in ("sqlite", "postgresql"))
 
     rows = [("store_blocks alone, 20 blocks per transaction (records/s), SQLite / PostgreSQL", store, None)]
@@ -401,10 +410,13 @@ def _fleet_rows():
         n = name_of(*cfg)
         rows += [
             ("%s: stored / lost, SQLite; PostgreSQL" % n, lambda f, n=n: "; ".join(
-                "%s / %s" % (_fmt(f.get("%s, %s: records_stored" % (db, n))), _fmt(f.get("%s, %s: records_lost" % (db, n))))
+                "%s / %s" % (_fmt(f.get("%s, %s: records_stored" % (db, n))),
+                             _fmt(f.get("%s, %s: records_lost" % (db, n))))
                 for db in ("sqlite", "postgresql")), None),
-            ("%s: consumer kept up with (records/s), SQLite / PostgreSQL" % n, both(cfg, "ingest_records_per_s"), None),
-            ("%s: PostgreSQL / SQLite" % n, lambda f, n=n: _fmt(f.get("%s: postgresql / sqlite ingest rate" % n)), None),
+            ("%s: consumer kept up with (records/s), SQLite / PostgreSQL" % n,
+             both(cfg, "ingest_records_per_s"), None),
+            ("%s: PostgreSQL / SQLite" % n,
+             lambda f, n=n: _fmt(f.get("%s: postgresql / sqlite ingest rate" % n)), None),
             ("%s: lag p50 (ms), SQLite / PostgreSQL" % n, both(cfg, "lag_p50_ms"), None),
             ("%s: lag p95 (ms), SQLite / PostgreSQL" % n, both(cfg, "lag_p95_ms"), None),
         ]
@@ -414,31 +426,42 @@ def _fleet_rows():
 DOC_TABLES = {
     "docs/fleet.md": ("bench_fleet", _fleet_rows()),
     "docs/motion.md": ("bench_motion", [
-        ("harsh_accel precision / recall (%s truth events)", lambda f: _pr(f, "harsh_accel"), "harsh_accel_truth_n"),
+        ("harsh_accel precision / recall (%s truth events)", lambda f: _pr(f, "harsh_accel"),
+         "harsh_accel_truth_n"),
         ("harsh_brake precision / recall (%s)", lambda f: _pr(f, "harsh_brake"), "harsh_brake_truth_n"),
-        ("harsh_corner_left precision / recall (%s)", lambda f: _pr(f, "harsh_corner_left"), "harsh_corner_left_truth_n"),
-        ("harsh_corner_right precision / recall (%s)", lambda f: _pr(f, "harsh_corner_right"), "harsh_corner_right_truth_n"),
+        ("harsh_corner_left precision / recall (%s)", lambda f: _pr(f, "harsh_corner_left"),
+         "harsh_corner_left_truth_n"),
+        ("harsh_corner_right precision / recall (%s)", lambda f: _pr(f, "harsh_corner_right"),
+         "harsh_corner_right_truth_n"),
         ("crash precision / recall (%s)", lambda f: _pr(f, "crash"), "crash_truth_n"),
         ("false events on calm drives with potholes and rough roads, per 100 km",
          lambda f: _fmt(f.get("calm_false_events_per_100km")), None),
-        ("time to `calibrated` after trip start (median, s)", lambda f: _fmt(f.get("calib_time_to_calibrated_median_s")), None),
+        ("time to `calibrated` after trip start (median, s)",
+         lambda f: _fmt(f.get("calib_time_to_calibrated_median_s")), None),
         ("axis error once calibrated, median / max, at 30 s / 120 s / 300 s (deg)", lambda f: ", ".join(
-            "%s / %s" % (_fmt(f.get("calib_err_deg_median_at_%ds" % t)), _fmt(f.get("calib_err_deg_max_at_%ds" % t)))
+            "%s / %s" % (_fmt(f.get("calib_err_deg_median_at_%ds" % t)),
+                         _fmt(f.get("calib_err_deg_max_at_%ds" % t)))
             for t in (30, 120, 300)), None),
-        ("MicroPython unix VM, samples/s calibrated / calibrating (varies with host load)", lambda f: "%s / %s" % (
+        ("MicroPython unix VM, samples/s calibrated / calibrating (varies with host load)",
+         lambda f: "%s / %s" % (
             _fmt(f.get("mp_samples_per_s_calibrated")), _fmt(f.get("mp_samples_per_s_calibrating"))), None),
-        ("heap of one Motion at 100 Hz (bytes, 10 s crash ring included)", lambda f: _fmt(f.get("mp_heap_motion_bytes")), None),
-        ("feed() under heap_lock", lambda f: "allocation-free" if f.get("mp_feed_runs_under_heap_lock") == 1 else "**allocates**", None),
+        ("heap of one Motion at 100 Hz (bytes, 10 s crash ring included)",
+         lambda f: _fmt(f.get("mp_heap_motion_bytes")), None),
+        ("feed() under heap_lock",
+         lambda f: "allocation-free" if f.get("mp_feed_runs_under_heap_lock") == 1 else "**allocates**",
+         None),
         ("calibration lag bank, heap (bytes)", lambda f: _fmt(f.get("mp_heap_lag_bank_bytes")), None),
         ("calibration, one fix pair / one solve (us, MicroPython unix VM)", lambda f: "%s / %s" % (
             _fmt(f.get("mp_fix_pair_us")), _fmt(f.get("mp_calib_solve_us"))), None),
     ]),
     "docs/brokers.md": ("bench_brokers", [
         ("Mosquitto 2.0.11, MQTT 5", lambda f: _fmt(f.get("Mosquitto MQTT 5 blocks/s (median)")), None),
-        ("Mosquitto 2.0.11, MQTT 3.1.1 (forced)", lambda f: _fmt(f.get("Mosquitto MQTT 3.1.1 blocks/s (median)")), None),
+        ("Mosquitto 2.0.11, MQTT 3.1.1 (forced)",
+         lambda f: _fmt(f.get("Mosquitto MQTT 3.1.1 blocks/s (median)")), None),
         ("NATS 2.9.10 MQTT mode (3.1.1 only), agent on `auto`",
          lambda f: _fmt(f.get("NATS MQTT (3.1.1 only), agent on auto blocks/s (median)")), None),
-        ("the agent fell back to 3.1.1 by itself on NATS", lambda f: _fmt(f.get("agent fell back to 3.1.1 on NATS")), None),
+        ("the agent fell back to 3.1.1 by itself on NATS",
+         lambda f: _fmt(f.get("agent fell back to 3.1.1 on NATS")), None),
     ]),
     "docs/power.md": ("bench_power", [
         ("days simulated (parked_week, seed 1)", lambda f: _fmt(f.get("days")), None),
@@ -452,8 +475,10 @@ DOC_TABLES = {
             _fmt(f.get("box_wakes_activity")), _fmt(f.get("rejected_wakes"))), None),
         ("tow detected; its alarm after the truck started moving (s)", lambda f: "%s; %s" % (
             "yes" if f.get("towing_detected") == 1 else "**no**", _fmt(f.get("tow_alarm_after_s"))), None),
-        ("average parked current at 12 V incl. the daily heartbeat, ESP32 / RP2040 (mA; target <= 2.0, goal 1.0)",
-         lambda f: "%s / %s" % (_fmt(f.get("esp32_avg_parked_ma")), _fmt(f.get("rp2040_avg_parked_ma"))), None),
+        ("average parked current at 12 V incl. the daily heartbeat, ESP32 / RP2040 (mA; target <= 2.0, goal "
+         "1.0)",
+         lambda f: "%s / %s" % (_fmt(f.get("esp32_avg_parked_ma")), _fmt(f.get("rp2040_avg_parked_ma"))),
+         None),
         ("days to half a 60 Ah battery, ESP32 / RP2040", lambda f: "%s / %s" % (
             _fmt(f.get("esp32_days_to_half_60ah")), _fmt(f.get("rp2040_days_to_half_60ah"))), None),
         ("records lost / records the box wrote (target 0)", lambda f: "%s / %s" % (
@@ -464,7 +489,8 @@ DOC_TABLES = {
          lambda f: _fmt(f.get("replay_wall_s")), None),
     ]),
     "docs/installer.md": ("bench_installer", [
-        ("full firmware (%s files), bytes of .mpy", lambda f: _fmt(f.get("firmware_bytes")), "firmware_files"),
+        ("full firmware (%s files), bytes of .mpy", lambda f: _fmt(f.get("firmware_bytes")),
+         "firmware_files"),
         ("cold build (s)", lambda f: _fmt(f.get("build_cold_s")), None),
         ("full flash into the virtual box, build cached (s)", lambda f: _fmt(f.get("flash_full_s")), None),
         ("re-flash, nothing changed (s)", lambda f: _fmt(f.get("flash_noop_s")), None),
@@ -567,7 +593,8 @@ def run_bench(quick=False, out=None, modules=None, scenarios=None, jobs=2):
         # --only: those modules' sections are rewritten in place, the rest of the file is left as it is
         splice_sections(out, mods)
         update_doc_tables(mods)
-        return {"machine": info, "modules": mods, "evaluation": None, "extra": [], "reference": None, "out": out}
+        return {"machine": info, "modules": mods, "evaluation": None, "extra": [], "reference": None,
+                "out": out}
     ev = None
     ev_extra = []
     with tempfile.TemporaryDirectory(prefix="paydbox-bench-") as tmp:
@@ -581,12 +608,14 @@ def run_bench(quick=False, out=None, modules=None, scenarios=None, jobs=2):
         durations = {} if quick else {"parked_overnight": 8 * 3600.0}
         ev = E.evaluate(scenarios, runtime="cpython", seed=1, gnss_hz=1, jobs=jobs, duration_s=durations)
         if not quick:
-            ev_extra.append(("GNSS at 10 Hz", E.evaluate(["commute", "urban_canyon", "tunnel"], gnss_hz=10, jobs=jobs)))
+            ev_extra.append(("GNSS at 10 Hz",
+                             E.evaluate(["commute", "urban_canyon", "tunnel"], gnss_hz=10, jobs=jobs)))
             ev_extra.append(("other seeds (2, 3)", E.evaluate(
                 [s for s in sc.SCENARIOS if s != "parked_overnight"], seed=2, jobs=jobs)))
             ev_extra[-1][1]["results"] += E.evaluate([s for s in sc.SCENARIOS if s != "parked_overnight"],
                                                      seed=3, jobs=jobs)["results"]
-            ev_extra[-1] = (ev_extra[-1][0], dict(ev_extra[-1][1], totals=E.aggregate(ev_extra[-1][1]["results"])))
+            ev_extra[-1] = (ev_extra[-1][0],
+                            dict(ev_extra[-1][1], totals=E.aggregate(ev_extra[-1][1]["results"])))
             ev_extra.append(("MicroPython VM", E.evaluate(["commute"], runtime="micropython", jobs=1)))
     kept = {}
     if modules is not None:
@@ -594,13 +623,15 @@ def run_bench(quick=False, out=None, modules=None, scenarios=None, jobs=2):
         kept = {k: v for k, v in previous_sections(out).items() if k not in mods}
     write_markdown(out, info, mods, ev, ev_extra, refs, quick, started, time.time() - t0, kept)
     update_doc_tables(mods)
-    return {"machine": info, "modules": mods, "evaluation": ev, "extra": ev_extra, "reference": refs, "out": out}
+    return {"machine": info, "modules": mods, "evaluation": ev, "extra": ev_extra, "reference": refs,
+            "out": out}
 
 
 def add_arguments(p):
     p.add_argument("--quick", action="store_true", help="reduced runs (CI-sized)")
     p.add_argument("-o", "--output", default=None, help="markdown file (default docs/BENCHMARKS.md)")
-    p.add_argument("--only", nargs="*", metavar="MODULE", help="only these bench modules (e.g. bench_codec): their sections of the existing file are"
+    p.add_argument("--only", nargs="*", metavar="MODULE",
+                   help="only these bench modules (e.g. bench_codec): their sections of the existing file are"
                    " rewritten in place, the rest of it (evaluation included) is left as it is")
     p.add_argument("--scenarios", nargs="*", metavar="SCENARIO", help="evaluate only these scenarios")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
@@ -615,14 +646,17 @@ def run(args):
         for m in args.only:
             m = m if m.startswith("bench_") else "bench_" + m
             if m not in known:
-                raise ValueError("--only: no module tools/bench/%s.py (have: %s)" % (m, ", ".join(known) or "none"))
+                raise ValueError("--only: no module tools/bench/%s.py (have: %s)"
+                                 % (m, ", ".join(known) or "none"))
             modules.append(m)
-    r = run_bench(quick=args.quick, out=args.output, modules=modules, scenarios=args.scenarios, jobs=args.jobs)
+    r = run_bench(quick=args.quick, out=args.output, modules=modules, scenarios=args.scenarios,
+                  jobs=args.jobs)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1, default=str)
     bad = [m for m, v in r["modules"].items() if "error" in v]
-    print("wrote %s (%d modules%s)" % (r["out"], len(r["modules"]), ", failed: " + ", ".join(bad) if bad else ""))
+    print("wrote %s (%d modules%s)"
+          % (r["out"], len(r["modules"]), ", failed: " + ", ".join(bad) if bad else ""))
     return 0
 
 

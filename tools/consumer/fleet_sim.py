@@ -35,12 +35,15 @@ BASE_LON_E7 = 23522000
 def add_arguments(p):
     p.add_argument("--broker", required=True, help="mqtt://host:port")
     p.add_argument("--boxes", type=int, required=True, help="number of simulated boxes (agents)")
-    p.add_argument("--records-per-box", type=int, default=600, help="records each box sends (default %(default)s)")
+    p.add_argument("--records-per-box", type=int, default=600,
+                   help="records each box sends (default %(default)s)")
     p.add_argument("--duration", type=float, default=0.0,
                    help="spread each box's blocks over S seconds (default 0: as fast as possible)")
     p.add_argument("--consumers", type=int, default=1,
-                   help="ingest processes to start in one share group (0: measure an external consumer via --db)")
-    p.add_argument("--db", help="consumer database, SQLite path or postgresql:// URL (default: a fresh temporary SQLite file)")
+                   help="ingest processes to start in one share group (0: measure an external consumer via "
+                        "--db)")
+    p.add_argument("--db", help="consumer database, SQLite path or postgresql:// URL (default: a fresh "
+                                "temporary SQLite file)")
     p.add_argument("--group", help="share group for the started consumers (default: unique per run)")
     p.add_argument("--fleet", default="sim", help="fleet part of the topic (default %(default)s)")
     p.add_argument("--dup-every", type=int, default=0,
@@ -88,8 +91,8 @@ def synth_records(n_records, seed=1, start_seq=1, utc0_s=None, t0_ms=5000, lat0_
         recs.append(r)
         return r
 
-    rec("status", fw="sim-1.0", boot=boot, store_used=rnd.randint(0, 50000), store_evicted=0, gnss_ok=1, accel_ok=1,
-        odometer_m=odo_m, calib="calibrated", calib_quality=rnd.randint(70, 99))
+    rec("status", fw="sim-1.0", boot=boot, store_used=rnd.randint(0, 50000), store_evicted=0, gnss_ok=1,
+        accel_ok=1, odometer_m=odo_m, calib="calibrated", calib_quality=rnd.randint(70, 99))
     while len(recs) < n_records:
         t_ms += rnd.randint(60, 600) * 1000  # parked between trips
         start = rec("trip_start", trip=seq, lat_e7=int(lat), lon_e7=int(lon))
@@ -284,8 +287,8 @@ class SimAgent(threading.Thread):
 BOXES_PER_PROC = 200
 
 
-def _agent_worker(broker, fleet, boxes, records_per_box, max_bytes, duration, dup_every, ready_q, go, result_q,
-                  e2e_timeout_s=3.0, give_up_s=120.0):
+def _agent_worker(broker, fleet, boxes, records_per_box, max_bytes, duration, dup_every, ready_q, go,
+                  result_q, e2e_timeout_s=3.0, give_up_s=120.0):
     """One worker process: builds its boxes' blocks, connects them, waits for `go`, publishes."""
     try:
         agents = []
@@ -322,10 +325,12 @@ def _agent_worker(broker, fleet, boxes, records_per_box, max_bytes, duration, du
 
 def start_consumer(broker, db, group, idx, idle_s):
     cmd = [sys.executable, "-m", "tools.cli", "ingest", "--broker", broker, "--db", db, "--group", group,
-           "--client-id", "%s-c%d" % (group, idx), "--session-expiry", "60", "--once-idle", str(idle_s), "--json"]
+           "--client-id", "%s-c%d" % (group, idx), "--session-expiry", "60", "--once-idle", str(idle_s),
+           "--json"]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     p = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", "")))
+                         env=dict(os.environ,
+                                  PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", "")))
     ready = threading.Event()
     lines = []
 
@@ -339,7 +344,8 @@ def start_consumer(broker, db, group, idx, idle_s):
     threading.Thread(target=reader, daemon=True).start()
     if not ready.wait(20) or p.poll() is not None and not any("subscribed" in x for x in lines):
         p.kill()
-        raise RuntimeError("consumer %d did not start: %s" % (idx, (p.stderr.read() or "").strip().splitlines()[-1:]))
+        raise RuntimeError("consumer %d did not start: %s"
+                           % (idx, (p.stderr.read() or "").strip().splitlines()[-1:]))
     p._lines = lines
     return p
 
@@ -423,7 +429,8 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
     for r in results:
         pub.update(r["published"])
     log("fleet-sim: published in %.2f s (%.0f records/s offered)%s"
-        % (t_pub1 - t_pub0, n_records / max(1e-9, t_pub1 - t_pub0), "; agent errors: %s" % errors[:3] if errors else ""))
+        % (t_pub1 - t_pub0, n_records / max(1e-9, t_pub1 - t_pub0),
+           "; agent errors: %s" % errors[:3] if errors else ""))
     # wait until the consumer has everything, or nothing moves for a while
     dbc = consumer_db.connect(db)
     marks = ",".join("?" * len(devices))
@@ -440,7 +447,8 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
         time.sleep(0.2)
     stored = dbc.execute("SELECT COUNT(*) FROM records WHERE device IN (%s)" % marks, devices).fetchone()[0]
     rows = dbc.execute("SELECT device, first_seq, MIN(committed_at), SUM(n_dup), COUNT(*), MIN(received_at)"
-                       " FROM blocks WHERE device IN (%s) GROUP BY device, first_seq" % marks, devices).fetchall()
+                       " FROM blocks WHERE device IN (%s) GROUP BY device, first_seq" % marks,
+                       devices).fetchall()
     dup_records = dbc.execute("SELECT COALESCE(SUM(n_dup),0) FROM blocks WHERE device IN (%s)" % marks,
                               devices).fetchone()[0]
     damaged = dbc.execute("SELECT COUNT(*) FROM damaged").fetchone()[0]
@@ -464,7 +472,8 @@ def simulate(broker, boxes, records_per_box=600, duration=0.0, consumers=1, db=N
     diagnosis = []
     if n_records - stored:
         if not any(alive):
-            diagnosis.append("no consumer was running at the end (exit codes %s)" % [p.returncode for p in procs])
+            diagnosis.append("no consumer was running at the end (exit codes %s)"
+                             % [p.returncode for p in procs])
         if e2e_unacked:
             diagnosis.append("%d blocks never acknowledged end to end (the boxes gave up after %d s)"
                              % (e2e_unacked, max(30.0, timeout)))
@@ -505,8 +514,8 @@ def format_result(r):
     ]
     for c in r["per_consumer"]:
         lines.append("  consumer %s: %d blocks, %d records" % (c["consumer"], c["blocks"], c["records"] or 0))
-    lines.append("end-to-end: %(blocks_resent)d blocks published again for a late ack, %(blocks_without_e2e_ack)d"
-                 " never acknowledged" % r)
+    lines.append("end-to-end: %(blocks_resent)d blocks published again for a late ack, "
+                 "%(blocks_without_e2e_ack)d never acknowledged" % r)
     if r["agent_errors"]:
         lines.append("agent errors: %s" % "; ".join(r["agent_errors"][:3]))
     if r["diagnosis"]:
@@ -532,9 +541,10 @@ def run(args):
     for i in range(args.repeat):
         if args.repeat > 1:
             log("fleet-sim: run %d of %d" % (i + 1, args.repeat))
-        runs.append(simulate(args.broker, args.boxes, args.records_per_box, args.duration, args.consumers, args.db,
-                             args.group, args.fleet, args.dup_every, args.max_bytes, args.timeout, args.seed, log=log,
-                             kill_consumer_at=args.kill_consumer_at, e2e_timeout_s=args.e2e_timeout))
+        runs.append(simulate(args.broker, args.boxes, args.records_per_box, args.duration, args.consumers,
+                             args.db,
+                             args.group, args.fleet, args.dup_every, args.max_bytes, args.timeout, args.seed,
+                             log=log, kill_consumer_at=args.kill_consumer_at, e2e_timeout_s=args.e2e_timeout))
     cmp_ = compare_runs(runs)
     if args.json:
         print(json.dumps(runs[0] if args.repeat == 1 else dict(cmp_, results=runs), indent=1))

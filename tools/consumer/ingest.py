@@ -44,7 +44,8 @@ class IngestError(Exception):
 
 def add_arguments(p):
     p.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
-    p.add_argument("--db", default=consumer_db.DEFAULT_DB, help="SQLite file or postgresql:// URL (default %(default)s)")
+    p.add_argument("--db", default=consumer_db.DEFAULT_DB,
+                   help="SQLite file or postgresql:// URL (default %(default)s)")
     p.add_argument("--group", default="paydbox", help="shared-subscription group (default %(default)s)")
     p.add_argument("--client-id", default=None,
                    help="fixed MQTT client id (default: derived from group, host and db path)")
@@ -214,7 +215,8 @@ class Consumer:
             raise IngestError(self.connect_error)
 
     def _decode(self, topic, fleet, device, payload, received_at):
-        item = {"topic": topic, "fleet": fleet, "device": device, "size": len(payload), "received_at": received_at}
+        item = {"topic": topic, "fleet": fleet, "device": device, "size": len(payload),
+                "received_at": received_at}
         try:
             header, records = self.codec.decode_block(payload)
         except Exception as e:  # CodecError (or anything a corrupt payload provokes): counted, not fatal
@@ -365,14 +367,15 @@ class Consumer:
 
 def format_counters(c):
     return ("messages %(messages)d  blocks %(blocks)d  records new %(records_new)d  dup %(records_dup)d"
-            "  damaged %(damaged)d  quarantined %(quarantined)d  status %(status_msgs)d  gap requests %(repair_requests)d"
-            "  lost ranges %(lost_ranges)d" % c)
+            "  damaged %(damaged)d  quarantined %(quarantined)d  status %(status_msgs)d  gap requests "
+            "%(repair_requests)d  lost ranges %(lost_ranges)d" % c)
 
 
 def run(args):
     log = (lambda s: None) if args.quiet else (lambda s: print("ingest: " + s, flush=True))
     cons = Consumer(args.broker, args.db, group=args.group, client_id=args.client_id,
-                    session_expiry=args.session_expiry, batch=args.batch, receive_maximum=args.receive_maximum,
+                    session_expiry=args.session_expiry, batch=args.batch,
+                    receive_maximum=args.receive_maximum,
                     username=args.username, password=args.password, cafile=args.cafile, cert=args.cert,
                     key=args.key, log=log, repair_grace_s=args.repair_grace)
     cons.start(timeout=args.connect_timeout)

@@ -6,7 +6,8 @@ from tools.consumer import db as consumer_db
 
 
 def add_arguments(p):
-    p.add_argument("--db", default=consumer_db.DEFAULT_DB, help="consumer SQLite file or postgresql:// URL (default %(default)s)")
+    p.add_argument("--db", default=consumer_db.DEFAULT_DB,
+                   help="consumer SQLite file or postgresql:// URL (default %(default)s)")
     p.add_argument("--device", help="only this device")
     p.add_argument("--json", action="store_true", help="one JSON list on stdout")
 
@@ -31,8 +32,8 @@ def trip_dict(t):
         "distance_m": t.get("distance_m"), "duration_s": t.get("duration_s"),
         "events": t.get("n_events"), "score": t.get("score"), "closed": t["closed"],
         # completeness: an insurer must know whether every record of the trip is in before billing it
-        "complete": t["complete"], "records_expected": t["records_expected"], "records_held": t["records_held"],
-        "records_lost": t["records_lost"], "gaps": t["gaps"],
+        "complete": t["complete"], "records_expected": t["records_expected"],
+        "records_held": t["records_held"], "records_lost": t["records_lost"], "gaps": t["gaps"],
         "score_note": (t.get("summary") or {}).get("score_note", ""),
     }
 
@@ -66,13 +67,14 @@ def format_table(trips):
         score = score_text(t)
         end = fmt_time(t.get("end_utc_s")) + ("" if t["closed"] else " (open)")
         rows.append((str(t["id"]), t["device"], fmt_time(t.get("start_utc_s")), end, km,
-                     fmt_duration(t.get("duration_s")), "-" if t.get("n_events") is None else str(t["n_events"]),
-                     score, records_cell(t)))
+                     fmt_duration(t.get("duration_s")),
+                     "-" if t.get("n_events") is None else str(t["n_events"]), score, records_cell(t)))
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     right = {4, 5, 6, 7}
     out = []
     for r in [head] + rows:
-        out.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        out.append("  ".join(c.rjust(w) if i in right else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(r, widths)))
                    .rstrip())
     return "\n".join(out)
 

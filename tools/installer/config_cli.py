@@ -93,7 +93,8 @@ class ConsoleClient:
                 if check and not rep.get("ok"):
                     raise ConfigCLIError(rep.get("error", "box refused %r" % line.split()[0]))
                 return rep
-        raise ConfigCLIError("no answer from the box console on %s to %r (box off, wrong port or not paydbox firmware?)"
+        raise ConfigCLIError("no answer from the box console on %s to %r (box off, wrong port or not paydbox "
+                             "firmware?)"
                              % (self.port, line.split()[0] if line else line))
 
     def login(self, pin, provision=True):
@@ -230,7 +231,8 @@ def do_action(client, action, rest, pin, out=None):
         cur = client.cmd("get")["values"]
         pairs = [(k, v) for k, v in sorted(vals.items()) if cur.get(k) != str(parse_value_str(k, v))]
         ch = client.set_many(pairs, pin) if pairs else []
-        return {"ok": True, "changes": [{"key": k, "old": o, "new": n} for k, o, n in ch], "unchanged": len(vals) - len(pairs)}
+        return {"ok": True, "changes": [{"key": k, "old": o, "new": n} for k, o, n in ch],
+                "unchanged": len(vals) - len(pairs)}
     raise ConfigCLIError("unknown action %r, allowed %s" % (action, "|".join(ACTIONS)))
 
 
@@ -279,7 +281,8 @@ def port_for_serial(sn):
 
 def provision_one(row, pin, baudrate=115200):
     t0 = time.monotonic()
-    res = {"port": row.get("port", ""), "serial": row.get("serial", ""), "device_id": row.get("device_id", ""),
+    res = {"port": row.get("port", ""), "serial": row.get("serial", ""),
+           "device_id": row.get("device_id", ""),
            "vin": row.get("vin", ""), "result": "FAIL", "selftest": "-", "error": ""}
     try:
         port = row.get("port") or port_for_serial(row["serial"])
@@ -307,7 +310,9 @@ def provision(csv_path, pin, baudrate=115200, stream=None):
         res = provision_one(r, pin, baudrate)
         results.append(res)
         if stream:
-            stream.write("%-20s %-16s %s\n" % (res["port"], res["device_id"], res["result"] + (": " + res["error"] if res["error"] else "")))
+            stream.write("%-20s %-16s %s\n"
+                         % (res["port"], res["device_id"],
+                            res["result"] + (": " + res["error"] if res["error"] else "")))
             stream.flush()
     return results
 
@@ -366,7 +371,8 @@ def new_pin_source():
         return os.environ["PAYDBOX_NEW_PIN"]
     a = _prompt("new installer PIN: ")
     if a is None:
-        raise ConfigCLIError("the new PIN: PAYDBOX_NEW_PIN, --new-pin-file FILE or the prompt (needs a terminal)")
+        raise ConfigCLIError(
+            "the new PIN: PAYDBOX_NEW_PIN, --new-pin-file FILE or the prompt (needs a terminal)")
     if _prompt("new installer PIN again: ") != a:
         raise ConfigCLIError("the two new PINs differ")
     return a
@@ -377,8 +383,10 @@ def add_arguments(p):
     p.add_argument("action", nargs="?", help="|".join(ACTIONS))
     p.add_argument("rest", nargs="*", help="KEY [VALUE ...] or FILE")
     p.add_argument("--pin", dest="pin_argv", help=argparse_suppress())
-    p.add_argument("--pin-file", metavar="FILE", help="read the installer PIN from FILE (else $PAYDBOX_PIN, else a prompt)")
-    p.add_argument("--new-pin-file", metavar="FILE", help="pin: read the new PIN from FILE (else $PAYDBOX_NEW_PIN, else a prompt)")
+    p.add_argument("--pin-file", metavar="FILE",
+                   help="read the installer PIN from FILE (else $PAYDBOX_PIN, else a prompt)")
+    p.add_argument("--new-pin-file", metavar="FILE",
+                   help="pin: read the new PIN from FILE (else $PAYDBOX_NEW_PIN, else a prompt)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("-o", "--output", help="export: write to this file")
@@ -405,7 +413,8 @@ def run(args):
         t0 = time.monotonic()
         results = provision(args.csv, args.pin, args.baud, stream=None if args.json else sys.stderr)
         if args.json:
-            print(json.dumps({"results": results, "seconds": round(time.monotonic() - t0, 2)}, sort_keys=True))
+            print(json.dumps({"results": results, "seconds": round(time.monotonic() - t0, 2)},
+                             sort_keys=True))
         else:
             print(summary_table(results))
         return 0 if all(r["result"] == "ok" for r in results) else 1
@@ -414,7 +423,8 @@ def run(args):
     with ConsoleClient(args.port, args.baud) as c:
         res = do_action(c, args.action, args.rest, args.pin, args.output)
         if c.provisioned_pin:
-            sys.stderr.write("note: %s had no installer PIN; the PIN given is now its PIN (first provisioning)\n" % args.port)
+            sys.stderr.write("note: %s had no installer PIN; the PIN given is now its PIN (first "
+                             "provisioning)\n" % args.port)
     if args.json:
         print(json.dumps(res, sort_keys=True))
     elif args.action == "pin":

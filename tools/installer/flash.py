@@ -71,7 +71,8 @@ CHUNK_BY_BOARD = {"unix": 4096, "esp32": 2048}  # bytes per write command (bigge
 # What the installer puts on the device besides the compiled modules, as real files in
 # tools/installer/device/ (MicroPython; a test compiles each with mpy-cross):
 #   pdboot.py      installed as pdboot.py: the install journal's roll-forward (kept small: runs at every boot)
-#   main.py        the boot stub of file-copy boards; main_romfs.py the one of ROMFS boards (installed as main.py)
+#   main.py        the boot stub of file-copy boards; main_romfs.py the one of ROMFS boards (installed as
+#                  main.py)
 #   session.py     device-side helpers, sent over the raw REPL once per flash session (never installed)
 DEVICE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "device")
 
@@ -93,7 +94,8 @@ class FlashError(Exception):
 
 def git_hash():
     try:
-        out = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
         h = out.stdout.strip()
         if not h:
             return "unknown"
@@ -148,11 +150,13 @@ def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
         if os.path.exists(dst) and os.stat(dst).st_mtime_ns > os.stat(src).st_mtime_ns:  # up to date
             with open(dst, "rb") as f:
                 return rel[:-3] + ".mpy", f.read()
-        p = subprocess.run(exe + ["-march=" + PROFILES[name]["arch"], "-s", rel, "-o", dst, os.path.join(src_root, rel)],
+        p = subprocess.run(exe + ["-march=" + PROFILES[name]["arch"], "-s", rel, "-o", dst,
+                                  os.path.join(src_root, rel)],
                            capture_output=True, text=True)
         if p.returncode:
             msg = (p.stderr.strip() or p.stdout.strip()).splitlines()
-            raise FlashError("mpy-cross failed on %s: %s" % (rel, msg[-1] if msg else "exit %d" % p.returncode))
+            raise FlashError("mpy-cross failed on %s: %s"
+                             % (rel, msg[-1] if msg else "exit %d" % p.returncode))
         with open(dst, "rb") as f:
             return rel[:-3] + ".mpy", f.read()
 
@@ -223,7 +227,8 @@ def _check_platform(port, board, baudrate=115200):
     finally:
         _close(t)
     if plat not in platforms(board):
-        raise FlashError("wrong device: %s runs MicroPython on %r, this build is for --board %s" % (port, plat, board))
+        raise FlashError("wrong device: %s runs MicroPython on %r, this build is for --board %s"
+                         % (port, plat, board))
 
 
 def deploy_romfs(port, image):
@@ -247,11 +252,13 @@ def deploy_romfs(port, image):
     t = connect(port)
     try:
         got = _exec(t, "import vfs, hashlib, binascii\nprint(binascii.hexlify(hashlib.sha256("
-                       "bytes(memoryview(vfs.rom_ioctl(2, 0))[:%d])).digest()).decode())" % len(image)).decode().strip()
+                       "bytes(memoryview(vfs.rom_ioctl(2, 0))[:%d])).digest()).decode())"
+                    % len(image)).decode().strip()
     finally:
         _close(t)
     if got != sha256(image):
-        raise FlashError("verify failed for the ROMFS image: device SHA-256 %s != %s" % (got[:12], sha256(image)[:12]))
+        raise FlashError("verify failed for the ROMFS image: device SHA-256 %s != %s"
+                         % (got[:12], sha256(image)[:12]))
 
 
 def sha256(b):
@@ -285,7 +292,8 @@ class Progress:
             return
         frac = min(1.0, self.done / self.total)
         bar = "#" * int(frac * 30)
-        self.stream.write("\r[%-30s] %3d%% %6.1f kB %s" % (bar, frac * 100, self.done / 1000, label[:40].ljust(40)))
+        self.stream.write("\r[%-30s] %3d%% %6.1f kB %s"
+                          % (bar, frac * 100, self.done / 1000, label[:40].ljust(40)))
         self.stream.flush()
 
     def close(self):
@@ -312,7 +320,8 @@ def connect(port, baudrate=115200):
     try:
         t = SerialTransport(port, baudrate=baudrate, timeout=1)  # ptys: never block forever in read(1)
     except TransportError:
-        raise FlashError("cannot open %s: port busy or no device (close other terminals, check permissions)" % port)
+        raise FlashError("cannot open %s: port busy or no device (close other terminals, check permissions)"
+                         % port)
     except serial.SerialException as e:
         s = str(e)
         if "lock" in s.lower() or "busy" in s.lower():
@@ -325,7 +334,8 @@ def connect(port, baudrate=115200):
             t.close()
         except Exception:  # noqa: BLE001
             pass
-        raise FlashError("not MicroPython: no raw REPL answer on %s (wrong port, or the box runs other firmware)" % port)
+        raise FlashError("not MicroPython: no raw REPL answer on %s (wrong port, or the box runs other "
+                         "firmware)" % port)
     return t
 
 
@@ -361,7 +371,8 @@ def mpy_header_ok(mpy_bytes, dev_mpy):
     return (mpy_bytes[2] >> 2) == 0 or (mpy_bytes[2] & 3) == ((dev_mpy >> 8) & 3)
 
 
-def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_root=ROOT, baudrate=115200, pin=None):
+def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_root=ROOT, baudrate=115200,
+          pin=None):
     """Build and deploy. callback(phase, path) is called before each device step (tests inject faults).
     pin (str or callable): installer PIN for a provisioned box (docs/security.md). Returns a report dict."""
     t_start = time.monotonic()
@@ -406,10 +417,12 @@ def _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_
         probe = json.loads(_exec(t, "_pd_probe(%r)" % sorted(files)).decode())
         plats = platforms(board)
         if probe["platform"] not in plats:
-            raise FlashError("wrong device: %s runs MicroPython on %r, this build is for --board %s" % (port, probe["platform"], board))
+            raise FlashError("wrong device: %s runs MicroPython on %r, this build is for --board %s"
+                             % (port, probe["platform"], board))
         some_mpy = next(d for p, d in files.items() if p.endswith(".mpy"))
         if not mpy_header_ok(some_mpy, probe["mpy"]):
-            raise FlashError("wrong device: MicroPython %s on %s cannot load .mpy v%d from this mpy-cross (update the base image)"
+            raise FlashError("wrong device: MicroPython %s on %s cannot load .mpy v%d from this mpy-cross "
+                             "(update the base image)"
                              % (".".join(map(str, probe["version"])), port, some_mpy[1]))
         old = (probe.get("manifest") or {}).get("files", {})
         changed = [p for p in sorted(files) if probe["hashes"].get(p) != manifest["files"][p]]
@@ -417,7 +430,8 @@ def _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_
         report = {"port": port, "board": board, "version": manifest["version"], "git": manifest["git"],
                   "files": len(files), "changed": changed, "deleted": obsolete,
                   "bytes_total": sum(len(d) for d in files.values()),
-                  "bytes_sent": sum(len(files[p]) for p in changed), "dry_run": dry_run, "build_s": round(t_build, 3)}
+                  "bytes_sent": sum(len(files[p]) for p in changed), "dry_run": dry_run,
+                  "build_s": round(t_build, 3)}
         if dry_run:
             return report
         manifest_unchanged = (probe.get("manifest") or {}).get("files") == manifest["files"]
@@ -442,7 +456,8 @@ def _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_
                 break
             if attempt:
                 raise FlashError("verify failed for %s: device SHA-256 %s != %s"
-                                 % (bad[0], (got.get(bad[0] + ".new") or "missing")[:12], manifest["files"][bad[0]][:12]))
+                                 % (bad[0], (got.get(bad[0] + ".new") or "missing")[:12],
+                                    manifest["files"][bad[0]][:12]))
             todo = bad
         bar.close()
         # 2. commit: journal written whole, then renamed into place
@@ -459,7 +474,8 @@ def _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_
             cb("rename", p)
             _exec(t, "os.rename(%r, %r)" % (p + ".new", p))
         cb("manifest", MANIFEST)
-        _exec(t, "import pdboot\npdboot.recover()")  # writes the manifest, deletes obsolete files and the journal
+        # writes the manifest, deletes obsolete files and the journal
+        _exec(t, "import pdboot\npdboot.recover()")
         final = json.loads(_exec(t, "_pd_probe(%r)" % sorted(files)).decode())
         bad = [p for p in files if final["hashes"].get(p) != manifest["files"][p]]
         if bad or final["journal"] or (final.get("manifest") or {}).get("files") != manifest["files"]:
@@ -488,14 +504,17 @@ def write_base_image(port, image, board):
 
 
 def add_arguments(p):
-    p.add_argument("port", help="serial port or pyserial URL of the box (e.g. /dev/ttyUSB0, a virtual box pty)")
+    p.add_argument("port",
+                   help="serial port or pyserial URL of the box (e.g. /dev/ttyUSB0, a virtual box pty)")
     p.add_argument("--board", choices=sorted(BOARDS), default="esp32-wroom",
                    help="target board profile (firmware/boards.py: pins, mpy-cross arch, flash layout)")
     p.add_argument("--dry-run", action="store_true", help="build and compare, change nothing on the box")
-    p.add_argument("--base-image", metavar="FILE", help="first write this MicroPython firmware with esptool (esp32)")
+    p.add_argument("--base-image", metavar="FILE",
+                   help="first write this MicroPython firmware with esptool (esp32)")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--pin-file", metavar="FILE", help="installer PIN of a provisioned box (else $PAYDBOX_PIN, else a prompt)")
+    p.add_argument("--pin-file", metavar="FILE",
+                   help="installer PIN of a provisioned box (else $PAYDBOX_PIN, else a prompt)")
 
 
 def run(args):
@@ -510,7 +529,7 @@ def run(args):
     else:
         verb = "would send" if rep["dry_run"] else "sent"
         print("%s: paydbox %s (%s) for %s: %d files, %s %d (%d bytes), deleted %d%s"
-              % (rep["port"], rep["version"], rep["git"], rep["board"], rep["files"], verb, len(rep["changed"]),
-                 rep["bytes_sent"], len(rep["deleted"]),
+              % (rep["port"], rep["version"], rep["git"], rep["board"], rep["files"], verb,
+                 len(rep["changed"]), rep["bytes_sent"], len(rep["deleted"]),
                  ", %.1f s" % rep["flash_s"] if "flash_s" in rep else ""))
     return 0

@@ -94,14 +94,15 @@ class VirtualBox:
     # ---- VM process ----
     def _spawn(self):
         env = dict(os.environ)
-        env["MICROPYPATH"] = (self.boxdir if self.source == "flashed" else self.mp_path) + os.pathsep + ".frozen"
+        env["MICROPYPATH"] = ((self.boxdir if self.source == "flashed" else self.mp_path) + os.pathsep
+                              + ".frozen")
         self._log.flush()
         self._log_start = self._log.tell()  # this boot's stderr (a traceback) starts here
         src = self.source
         if src == "tree":  # the same ROMFS image `paydbox replay --board-heap` runs
             src = "image=" + self._image()
-        cmd = [micropython_binary(), "-X", "heapsize=" + self.heapsize, RUNNER, str(self.port), self.boxdir, self.trace,
-               repr(float(self.speed)), src, "1" if self.exit_at_end else "0"]
+        cmd = [micropython_binary(), "-X", "heapsize=" + self.heapsize, RUNNER, str(self.port), self.boxdir,
+               self.trace, repr(float(self.speed)), src, "1" if self.exit_at_end else "0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, cwd=self.boxdir, env=env)
         threading.Thread(target=self._read_events, args=(self.proc,), daemon=True).start()
 
@@ -157,7 +158,8 @@ class VirtualBox:
                                               % (ev.get("code"), name, self.log_path, self.boot_log()))
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise VirtualBoxError("timeout waiting for the VM event %r (log: %s)" % (name, self.log_path))
+                    raise VirtualBoxError("timeout waiting for the VM event %r (log: %s)"
+                                          % (name, self.log_path))
                 self._cv.wait(left)
 
     def start(self, timeout=30):
@@ -332,7 +334,8 @@ class ReplBox:
         cmd = ["socat", "PTY,link=%s,raw,echo=0" % self.link,
                "EXEC:'%s -X heapsize=%s',pty,raw,echo=0,stderr" % (exe, self.heapsize)]
         self.proc = subprocess.Popen(cmd, cwd=self.boxdir, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
         self.sessions += 1
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -406,11 +409,14 @@ def add_arguments(p):
     p.add_argument("--dir", default="vbox", help="box filesystem directory (default ./vbox)")
     p.add_argument("--link-pty-link", metavar="PATH", help="also make PATH a symlink to the link pty")
     p.add_argument("--console-pty-link", metavar="PATH", help="also make PATH a symlink to the console pty")
-    p.add_argument("--speed", type=float, default=1.0, help="time factor (1 = real time, 20 = 20x, 0 = as fast as possible)")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="time factor (1 = real time, 20 = 20x, 0 = as fast as possible)")
     p.add_argument("--source", choices=("auto", "flashed", "tree"), default="auto",
                    help="firmware flashed into --dir (auto when it has a manifest) or the source tree")
-    p.add_argument("--exit-at-end", action="store_true", help="stop when the trace is replayed; print the summary")
-    p.add_argument("--repl", action="store_true", help="expose the VM's raw REPL for paydbox flash / mpremote instead")
+    p.add_argument("--exit-at-end", action="store_true",
+                   help="stop when the trace is replayed; print the summary")
+    p.add_argument("--repl", action="store_true",
+                   help="expose the VM's raw REPL for paydbox flash / mpremote instead")
     p.add_argument("--repl-pty-link", metavar="PATH", help="REPL pty symlink (default DIR.repl)")
 
 

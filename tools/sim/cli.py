@@ -6,7 +6,8 @@ from tools.sim.engine import simulate
 
 
 def add_arguments(p):
-    p.add_argument("--scenario", required=True, help="one of: " + ", ".join(list(scenarios.SCENARIOS) + list(scenarios.SLEEP_SCENARIOS)))
+    p.add_argument("--scenario", required=True,
+                   help="one of: " + ", ".join(list(scenarios.SCENARIOS) + list(scenarios.SLEEP_SCENARIOS)))
     p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same bytes)")
     p.add_argument("-o", "--output", required=True, metavar="TRACE", help="trace file (.jsonl or .jsonl.gz)")
     p.add_argument("--gnss-hz", type=int, default=1, choices=(1, 5, 10))

@@ -10,7 +10,8 @@ A scenario is a program of commands executed in order by `Sim`:
     ("off",)                            engine and ignition off
     ("remount", seconds)                standing; the box is taken off and re-mounted with a new rotation
     ("unplug", seconds)                 the box is unplugged (off) while standing
-    ("drop", g)                         standing; the loose box is dropped (fitting): a g impact, no speed change
+    ("drop", g)                         standing; the loose box is dropped (fitting): a g impact, no speed
+                                        change
 
 The kinematics run at the accelerometer rate; everything is deterministic for a seed (random.Random).
 """
@@ -116,7 +117,8 @@ class _Run:
         if self.start is None:
             return
         if self.above >= self.min_s - 1e-9:
-            clear = self.above >= self.min_s + self.clear_s - 1e-9 and self.peak >= self.thr * self.clear_ratio
+            clear = (self.above >= self.min_s + self.clear_s - 1e-9
+                     and self.peak >= self.thr * self.clear_ratio)
             self.sim.truth_event(self.kind, self.first, self.last, self.peak,
                                  marginal=bool(self.margin) and not clear)
         elif self.margin and t - self.start >= 0.3:
@@ -146,7 +148,8 @@ class Sim:
         sc = SENSORS[sensor]
         self.sc = sc
         if sc["out_hz"] and (accel_hz % sc["out_hz"] or sc["out_hz"] > accel_hz):
-            raise ValueError("accel_hz: %d is not a multiple of the %s sensor's %d Hz" % (accel_hz, sensor, sc["out_hz"]))
+            raise ValueError("accel_hz: %d is not a multiple of the %s sensor's %d Hz"
+                             % (accel_hz, sensor, sc["out_hz"]))
         # the trace's accelerometer rate: the sensor's own, or the trace rate when its host interpolates
         self.out_hz = sc["out_hz"] if (sc["out_hz"] and not sc["interp"]) else accel_hz
         self.dt = 1.0 / accel_hz
@@ -207,7 +210,8 @@ class Sim:
             sr = self.srng
             self.noise_mg = sc["noise_mg"]
             self.bias = [sr.uniform(-sc["bias_mg"], sc["bias_mg"]) for _ in range(3)]
-            self.drift = [sr.choice((-1, 1)) * sr.uniform(0.5, 1.0) * sc["drift_mg_per_min"] / 60.0 for _ in range(3)]
+            self.drift = [sr.choice((-1, 1)) * sr.uniform(0.5, 1.0) * sc["drift_mg_per_min"] / 60.0
+                          for _ in range(3)]
         self.cradle = [[0.0, 0.0] for _ in range(3)]   # resonator state (position, velocity) per axis
         self.s_prev = None     # previous sensor output sample (interpolating host)
         self.s_last = None
@@ -329,9 +333,10 @@ class Sim:
             self.tow_start = None
         if self.n % self.accel_hz == 0 and self.w:
             lat, lon = self.frame.to_latlon(x, y)
-            self.w.add(t, "truth", kind="pos", lat=round(lat, 8), lon=round(lon, 8), speed_mps=round(self.v, 3),
-                       course_deg=round(course_deg(h), 2), dist_m=round(self.dist, 3), moving=1 if moving else 0,
-                       ign=self.ign)
+            self.w.add(t, "truth", kind="pos", lat=round(lat, 8), lon=round(lon, 8),
+                       speed_mps=round(self.v, 3),
+                       course_deg=round(course_deg(h), 2), dist_m=round(self.dist, 3),
+                       moving=1 if moving else 0, ign=self.ign)
         # sensors
         self._power(t)
         if self.box_on:
@@ -360,7 +365,8 @@ class Sim:
             mv, ign = 12400 - (0.02 * 1000.0 * t / 3600.0 if not self.ign else 0), self.ign
         mv = int(round(mv / 10.0)) * 10
         key = (mv, ign)
-        changed = self.last_power is None or key[1] != self.last_power[1] or abs(key[0] - self.last_power[0]) >= 500
+        changed = (self.last_power is None or key[1] != self.last_power[1]
+                   or abs(key[0] - self.last_power[0]) >= 500)
         if changed or t - self.last_power_t >= 10.0:
             if mv > 0 and not changed:
                 mv += int(rng.gauss(0, 20))
@@ -571,7 +577,8 @@ class Sim:
             sats = min(max(sats, 4), 14)
             lat, lon = self.frame.to_latlon(e, n)
             glitch = opts.get("glitch")
-            if glitch and self.pending_glitch != id(self.piece) and self.s >= self.piece.s0 + self.piece.length / 2:
+            if (glitch and self.pending_glitch != id(self.piece) and self.s >= self.piece.s0
+                + self.piece.length / 2):
                 self.pending_glitch = id(self.piece)
                 if glitch == "zero":
                     lat, lon = 0.0, 0.0
@@ -853,7 +860,8 @@ class Sim:
                     if q.s0 - s > 800:
                         break
                     bq = q.opts.get("b", drv["b"]) * 0.85
-                    v_des = min(v_des, math.sqrt(q.v_max(drv["alat"]) ** 2 * cruise ** 2 + 2 * bq * (q.s0 - s)))
+                    v_des = min(v_des, math.sqrt(q.v_max(drv["alat"]) ** 2 * cruise ** 2
+                                                 + 2 * bq * (q.s0 - s)))
                     if (q.opts.get("stop") is not None or j == idx[-1]) and not q.opts.get("crash"):
                         v_des = min(v_des, math.sqrt(2 * bq * max(0.0, q.s1 - s - 0.8)))
                         break
@@ -958,16 +966,19 @@ class _Stop(Exception):
     pass
 
 
-def simulate(path, scenario, seed=1, gnss_hz=1, accel_hz=100, duration_s=None, gnss_lag_s=0.0, sensor="lis3dh"):
+def simulate(path, scenario, seed=1, gnss_hz=1, accel_hz=100, duration_s=None, gnss_lag_s=0.0,
+             sensor="lis3dh"):
     """Simulate scenario NAME into the trace at path (None: no file). Returns a summary dict."""
     from tools.sim import scenarios
     build = scenarios.get(scenario)
     rng = random.Random(seed * 7919 + 17)
     spec = build(rng, duration_s)
     sim = Sim(path, scenario, seed, gnss_hz=gnss_hz, accel_hz=accel_hz,
-              duration_s=spec.get("limit_s", duration_s), start_utc=spec.get("start_utc", "2026-11-23T08:00:00Z"),
+              duration_s=spec.get("limit_s", duration_s),
+              start_utc=spec.get("start_utc", "2026-11-23T08:00:00Z"),
               talker=spec.get("talker", "GN" if seed % 3 else "GP"), notes=spec.get("notes", ""),
-              gnss_lag_s=gnss_lag_s, sensor=sensor, sleep=spec.get("sleep", False), battery=spec.get("battery"))
+              gnss_lag_s=gnss_lag_s, sensor=sensor, sleep=spec.get("sleep", False),
+              battery=spec.get("battery"))
     if spec.get("cold_start"):
         sim.cold_start()
     sim.run(spec["program"])

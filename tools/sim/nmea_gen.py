@@ -68,7 +68,8 @@ def epoch(talker, utc, fix, show_time=True):
     kmh = fix["speed_mps"] * 3.6
     crs = "" if fix.get("course_deg") is None else "%.2f" % (fix["course_deg"] % 360.0)
     mode = "D" if fix.get("quality", 1) == 2 else "A"
-    out.append(sentence("%sRMC,%s,A,%s,%s,%s,%s,%.3f,%s,%s,,,%s" % (talker, hms, la, lah, lo, loh, kn, crs, dmy, mode)))
+    out.append(sentence("%sRMC,%s,A,%s,%s,%s,%s,%.3f,%s,%s,,,%s"
+                        % (talker, hms, la, lah, lo, loh, kn, crs, dmy, mode)))
     out.append(sentence("%sVTG,%s,T,,M,%.3f,N,%.3f,K,%s" % (talker, crs, kn, kmh, mode)))
     hdop = fix["hdop"]
     out.append(sentence("%sGGA,%s,%s,%s,%s,%s,%d,%02d,%.2f,%.1f,M,%.1f,M,,"

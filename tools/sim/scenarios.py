@@ -1,5 +1,6 @@
 """The scenario suite. Each builder takes (rng, duration_s) and returns a spec dict:
-{"program": [...commands, see tools/sim/engine.py...], optional "cold_start", "start_utc", "notes", "limit_s"}.
+{"program": [...commands, see tools/sim/engine.py...], optional "cold_start", "start_utc", "notes",
+"limit_s"}.
 
 CI-sized scenarios are 3-10 minutes of driving; `parked_overnight` is 30 min unless --duration-s says more
 (the bench uses 8 h).
@@ -71,7 +72,8 @@ def highway(rng, duration_s=None):
 
 
 def urban_canyon(rng, duration_s=None):
-    drive = _urban(rng, 10, canyon=True, light_p=0.6, rough=1.6, potholes=(0, 2)) + [P(100, 0, 30, canyon=True)]
+    drive = (_urban(rng, 10, canyon=True, light_p=0.6, rough=1.6, potholes=(0, 2))
+             + [P(100, 0, 30, canyon=True)])
     return {"program": [("park", 10), ("start",), ("idle", 10), ("drive", drive), ("off",), ("park", 10)],
             "notes": "narrow streets between tall buildings: multipath bursts, high HDOP, cobbles"}
 
@@ -103,7 +105,8 @@ def aggressive(rng, duration_s=None):
         drive += _urban(rng, 2, light_p=0.8, light_s=(8, 25))
         drive.append(P(rng.uniform(40, 60) * QUARTER, rng.choice((-1, 1)) * rng.uniform(40, 60), 70))
         drive.append(P(rng.uniform(200, 400), 0, 70, stop=rng.uniform(8, 25)))
-    return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", drive, "aggressive"), ("off",), ("park", 10)],
+    return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", drive, "aggressive"), ("off",),
+                        ("park", 10)],
             "notes": "aggressive driver: hard launches, late braking, fast curves"}
 
 
@@ -116,7 +119,8 @@ def calm(rng, duration_s=None):
     ] + _urban(rng, 3, rough=2.0, potholes=(1, 3))
     return {"program": [("park", 20, {"slams": 2}), ("start",), ("idle", 420), ("drive", drive, "calm"),
                         ("idle", 5), ("off",), ("park", 20, {"slams": 1})],
-            "notes": "calm driver on rough roads with potholes; a 7-minute warm-up idle (idle event); no harsh event in truth"}
+            "notes": "calm driver on rough roads with potholes; a 7-minute warm-up idle (idle event); no "
+                     "harsh event in truth"}
 
 
 def crash(rng, duration_s=None):
@@ -144,18 +148,19 @@ def shocks(rng, duration_s=None):
     """3 g+ spikes that are not collisions: each would trip a threshold-only crash detector."""
     g = 9.80665
     drive = _urban(rng, 1) + [
-        P(400, 0, 50, shock=(0.1 * g, 0.05 * g, rng.uniform(5.0, 7.0) * g, 0.04)),     # deep pothole at 50 km/h
+        P(400, 0, 50, shock=(0.1 * g, 0.05 * g, rng.uniform(5.0, 7.0) * g, 0.04)),  # deep pothole at 50 km/h
         P(300, 0, 70),
-        P(400, 0, 70, shock=(0.2 * g, rng.uniform(4.0, 6.0) * g, 2.0 * g, 0.04)),      # kerb strike, keeps going
+        P(400, 0, 70, shock=(0.2 * g, rng.uniform(4.0, 6.0) * g, 2.0 * g, 0.04)),  # kerb strike, keeps going
         P(300, 0, 50, stop=rng.uniform(15, 25)),
-        P(400, 0, 50, shock=(-0.5 * g, 0.3 * g, rng.uniform(6.0, 8.0) * g, 0.05)),     # speed bump taken too fast
+        # speed bump taken too fast
+        P(400, 0, 50, shock=(-0.5 * g, 0.3 * g, rng.uniform(6.0, 8.0) * g, 0.05)),
         P(200, 0, 30),
     ]
-    return {"program": [("park", 10), ("drop", rng.uniform(6.0, 10.0)),             # box dropped while fitting
+    return {"program": [("park", 10), ("drop", rng.uniform(6.0, 10.0)),  # box dropped while fitting
                         ("park", 20), ("start",), ("idle", 5), ("drive", drive), ("idle", 5), ("off",),
                         ("park", 30), ("drop", rng.uniform(8.0, 14.0)), ("park", 10)],
-            "notes": "shocks without a collision: a box dropped during fitting (twice), a deep pothole, a kerb strike and "
-                     "a speed bump at speed; the speed does not change, so none is a crash"}
+            "notes": "shocks without a collision: a box dropped during fitting (twice), a deep pothole, a "
+                     "kerb strike and a speed bump at speed; the speed does not change, so none is a crash"}
 
 
 def towing(rng, duration_s=None):
@@ -172,13 +177,15 @@ def unplugged(rng, duration_s=None):
 
 def cold_start(rng, duration_s=None):
     drive = [P(300, 0, 30)] + _urban(rng, 6)
-    return {"program": [("start",), ("idle", 8), ("drive", drive), ("off",), ("park", 10)], "cold_start": True,
+    return {"program": [("start",), ("idle", 8), ("drive", drive), ("off",), ("park", 10)],
+            "cold_start": True,
             "notes": "box powered for the first time: no fix for 30-60 s, then a poor one"}
 
 
 def remount(rng, duration_s=None):
     before = _urban(rng, 3) + [P(300, 0, 50, a=3.4, jerk=8.0, b=4.0, stop=10)]
-    after = [P(300, 0, 50, a=3.4, jerk=8.0), P(50 * QUARTER, -50, 70, alat=4.1), P(400, 0, 50, b=4.0, jerk=9.0, stop=15)]
+    after = [P(300, 0, 50, a=3.4, jerk=8.0), P(50 * QUARTER, -50, 70, alat=4.1),
+             P(400, 0, 50, b=4.0, jerk=9.0, stop=15)]
     after += _urban(rng, 3)
     return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", before), ("remount", 20),
                         ("drive", after), ("off",), ("park", 10)],
@@ -200,7 +207,8 @@ def brake_corner(rng, duration_s=None):
             P(rng.uniform(150, 300), 0, 60),
         ]
         drive += _urban(rng, 1, light_p=0.3)
-    return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", drive, "aggressive"), ("off",), ("park", 10)],
+    return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", drive, "aggressive"), ("off",),
+                        ("park", 10)],
             "notes": "harsh braking inside fast bends and hard launches into bends (two axes at once)"}
 
 
@@ -210,7 +218,8 @@ WAKE_WINDOW_S = 80.0     # full data after a disturbance: the box confirms movem
 
 
 def _short_drive(rng):
-    return _urban(rng, 3, light_p=0.4) + [P(rng.uniform(400, 800), 0, 70, stop=rng.uniform(5, 15))] + _urban(rng, 2)
+    return (_urban(rng, 3, light_p=0.4) + [P(rng.uniform(400, 800), 0, 70, stop=rng.uniform(5, 15))]
+            + _urban(rng, 2))
 
 
 def _drive_at(rng, t_abs, crank=None):
@@ -231,18 +240,20 @@ def parked_week(rng, duration_s=None):
     for d in range(7):
         b = d * DAY
         if d in (0, 2, 4):   # gusts in the night
-            prog += [("skip_to", b + rng.uniform(1.0, 2.5) * 3600), ("wind", rng.uniform(40, 90), WAKE_WINDOW_S)]
+            prog += [("skip_to", b + rng.uniform(1.0, 2.5) * 3600),
+                     ("wind", rng.uniform(40, 90), WAKE_WINDOW_S)]
         if d == 1:
             prog += [("skip_to", b + 3 * 3600 + 600), ("tow_away", tow, WAKE_WINDOW_S)]
         prog += _drive_at(rng, b + 7.5 * 3600 + rng.uniform(-1200, 1200), crank=7200 if d == 3 else None)
         if d == 1:
-            prog += [("skip_to", b + 13 * 3600 + rng.uniform(0, 3600)), ("wash", rng.uniform(300, 420), WAKE_WINDOW_S)]
+            prog += [("skip_to", b + 13 * 3600 + rng.uniform(0, 3600)),
+                     ("wash", rng.uniform(300, 420), WAKE_WINDOW_S)]
         prog += _drive_at(rng, b + 17.75 * 3600 + rng.uniform(-1800, 1800))
         prog += [("skip_to", b + 21 * 3600 + rng.uniform(0, 3600)), ("slam_window", WAKE_WINDOW_S)]
     prog.append(("skip_to", 7 * DAY))
     return {"program": prog, "sleep": True, "battery": (12650.0, 140.0), "start_utc": "2026-11-23T00:00:00Z",
-            "notes": "a week parked between two short drives a day: door slams, wind, a car wash, a crank dip, "
-                     "a night-time tow, the battery falling to cut-off"}
+            "notes": "a week parked between two short drives a day: door slams, wind, a car wash, a crank "
+                     "dip, a night-time tow, the battery falling to cut-off"}
 
 
 SCENARIOS = {
@@ -277,5 +288,6 @@ CI_SUITE = ["commute", "crash", "parked_overnight"]
 def get(name):
     f = SCENARIOS.get(name) or SLEEP_SCENARIOS.get(name)
     if f is None:
-        raise ValueError("scenario: unknown %r (known: %s)" % (name, ", ".join(sorted(SCENARIOS) + sorted(SLEEP_SCENARIOS))))
+        raise ValueError("scenario: unknown %r (known: %s)"
+                         % (name, ", ".join(sorted(SCENARIOS) + sorted(SLEEP_SCENARIOS))))
     return f

@@ -32,8 +32,10 @@ STANDARD_BAUDS = (4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 92160
 
 # $ttXXX, then the time field: first field for RMC/GGA/GNS/ZDA/GST/GBS/GRS, fifth for GLL
 _TIME1 = re.compile(rb"\$[A-Z]{2}(RMC|GGA|GNS|ZDA|GST|GBS|GRS),(\d{2})(\d{2})(\d{2})(?:\.(\d{1,6}))?,")
-_GLL = re.compile(rb"\$[A-Z]{2}GLL,[^,*\r\n]*,[^,*\r\n]*,[^,*\r\n]*,[^,*\r\n]*,(\d{2})(\d{2})(\d{2})(?:\.(\d{1,6}))?,")
-_RMC_DATE = re.compile(rb"\$[A-Z]{2}RMC,(\d{6}(?:\.\d+)?),[AV]?,[^*\r\n]*?,[^,*]*,[^,*]*,[^,*]*,(\d{2})(\d{2})(\d{2}),")
+_GLL = re.compile(rb"\$[A-Z]{2}GLL,[^,*\r\n]*,[^,*\r\n]*,[^,*\r\n]*,[^,*\r\n]*,"
+                  rb"(\d{2})(\d{2})(\d{2})(?:\.(\d{1,6}))?,")
+_RMC_DATE = re.compile(
+    rb"\$[A-Z]{2}RMC,(\d{6}(?:\.\d+)?),[AV]?,[^*\r\n]*?,[^,*]*,[^,*]*,[^,*]*,(\d{2})(\d{2})(\d{2}),")
 
 
 def split_segments(data):
@@ -115,7 +117,8 @@ def _start_utc(data, first_ms):
     if not (1 <= dd <= 31 and 1 <= mo <= 12):
         return None
     s = first_ms // 1000
-    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (2000 + yy if yy < 80 else 1900 + yy, mo, dd, s // 3600, s // 60 % 60, s % 60)
+    return ("%04d-%02d-%02dT%02d:%02d:%02dZ"
+            % (2000 + yy if yy < 80 else 1900 + yy, mo, dd, s // 3600, s // 60 % 60, s % 60))
 
 
 def auto_baud(nbytes, duration_s):
@@ -152,7 +155,8 @@ def read_accel_csv(path, columns, unit, rate_hz=None):
             else:
                 missing = [c for c in cols if c not in fields]
                 if missing:
-                    raise ValueError("%s line %d: header has no column %r (columns: %s)" % (path, lineno, missing[0], ",".join(fields)))
+                    raise ValueError("%s line %d: header has no column %r (columns: %s)"
+                                     % (path, lineno, missing[0], ",".join(fields)))
                 idx = [fields.index(c) for c in cols]
                 continue
         try:
@@ -161,7 +165,8 @@ def read_accel_csv(path, columns, unit, rate_hz=None):
             raise ValueError("%s line %d: fewer than %d columns" % (path, lineno, max(idx) + 1))
         except ValueError:
             bad = next(i for i in idx if not _isfloat(fields[i]))
-            raise ValueError("%s line %d: column %s is %r, not a number" % (path, lineno, cols[idx.index(bad)], fields[bad]))
+            raise ValueError("%s line %d: column %s is %r, not a number"
+                             % (path, lineno, cols[idx.index(bad)], fields[bad]))
         rows.append((vals[0], vals[1] * k, vals[2] * k, vals[3] * k))
     if not rows:
         raise ValueError("%s: no accelerometer rows" % path)
@@ -225,7 +230,9 @@ def import_nmea(nmea_path, out_path, accel_csv=None, accel_columns="t,x,y,z", ac
         rate_hz, rows = read_accel_csv(accel_csv, accel_columns, accel_unit, rate_hz)
     header = {
         "device": {"id": device_id or "import", "source": "import",
-                   "notes": "imported from %s%s" % (os.path.basename(nmea_path), (" + " + os.path.basename(accel_csv)) if accel_csv else "")},
+                   "notes": "imported from %s%s"
+                   % (os.path.basename(nmea_path),
+                      (" + " + os.path.basename(accel_csv)) if accel_csv else "")},
         "start_utc": _start_utc(data, first),
         "duration_s": round(dur_s, 3),
         "gnss": {"baud": baud, "rate_hz": None, "receiver": "unknown (imported NMEA log)"},
@@ -250,8 +257,8 @@ def import_nmea(nmea_path, out_path, accel_csv=None, accel_columns="t,x,y,z", ac
             if chunks[ci][0] + accel_offset_s >= 0:
                 w.accel(chunks[ci][0] + accel_offset_s, rate_hz, chunks[ci][1])
             ci += 1
-    return {"bytes": len(data), "lines": len(lines), "discontinuities": disc, "duration_s": w.header["duration_s"],
-            "baud": baud, "accel_samples": len(rows) if rows else 0}
+    return {"bytes": len(data), "lines": len(lines), "discontinuities": disc,
+            "duration_s": w.header["duration_s"], "baud": baud, "accel_samples": len(rows) if rows else 0}
 
 
 def import_imu(drive, out_path, baud=None, mount_seed=None, talker="GN"):
@@ -298,7 +305,8 @@ def import_imu(drive, out_path, baud=None, mount_seed=None, talker="GN"):
             drive["source"], "" if Q is None else " (mounting seed %d)" % mount_seed)},
         "start_utc": None,
         "duration_s": round(dur, 3),
-        "gnss": {"baud": baud, "rate_hz": None, "receiver": "real, re-encoded as NMEA (%s)" % drive["source"]},
+        "gnss": {"baud": baud, "rate_hz": None,
+                 "receiver": "real, re-encoded as NMEA (%s)" % drive["source"]},
         "accel": {"chip": "real sensor", "rate_hz": rate, "unit": "mg"},
         "truth": False,
     }
@@ -312,7 +320,8 @@ def import_imu(drive, out_path, baud=None, mount_seed=None, talker="GN"):
     with TraceWriter(out_path, header) as w:
         if Q is not None and ref is not None:
             f_, u_ = ref["fwd"], ref["up"]
-            left = [u_[1] * f_[2] - u_[2] * f_[1], u_[2] * f_[0] - u_[0] * f_[2], u_[0] * f_[1] - u_[1] * f_[0]]
+            left = [u_[1] * f_[2] - u_[2] * f_[1], u_[2] * f_[0] - u_[0] * f_[2],
+                    u_[0] * f_[1] - u_[1] * f_[0]]
             R = [[round(sum(Q[i][j] * v[j] for j in range(3)), 6) for i in range(3)] for v in (f_, left, u_)]
             w.truth(0.0, "mount", R=R)
         ci = 0
@@ -374,7 +383,8 @@ def trace_info(path, gap_s=2.0, max_gaps=20):
         if s == "gnss":
             gnss_bytes_n += len(gnss_bytes(o, r.lineno))
             if last_gnss is not None and t_ms - last_gnss > gap_s * 1000:
-                gaps.append({"stream": "gnss", "start": last_gnss / 1000.0, "len_s": (t_ms - last_gnss) / 1000.0})
+                gaps.append({"stream": "gnss", "start": last_gnss / 1000.0,
+                             "len_s": (t_ms - last_gnss) / 1000.0})
             last_gnss = t_ms
         elif s == "accel":
             mg = o.get("mg") or []
@@ -383,7 +393,8 @@ def trace_info(path, gap_s=2.0, max_gaps=20):
                 raise TraceError("%s line %d: field 'rate' is %r" % (path, r.lineno, rate))
             accel_n += len(mg)
             if accel_end is not None and t_ms - accel_end > 2000.0 / rate + 1:
-                gaps.append({"stream": "accel", "start": accel_end / 1000.0, "len_s": (t_ms - accel_end) / 1000.0})
+                gaps.append({"stream": "accel", "start": accel_end / 1000.0,
+                             "len_s": (t_ms - accel_end) / 1000.0})
             accel_end = t_ms + len(mg) * 1000.0 / rate
             end_ms = max(end_ms, int(accel_end))
         elif s == "power":
@@ -410,7 +421,8 @@ def trace_info(path, gap_s=2.0, max_gaps=20):
         "streams": streams,
         "gnss": {"baud": (h.get("gnss") or {}).get("baud"), "bytes": gnss_bytes_n,
                  "bytes_per_s": round(gnss_bytes_n / span_s, 1) if span_s > 0 else 0,
-                 "wire_load_pct": round(100.0 * gnss_bytes_n * 10 / span_s / (h.get("gnss") or {}).get("baud", 9600), 1) if span_s > 0 else 0},
+                 "wire_load_pct": round(100.0 * gnss_bytes_n * 10 / span_s
+                                        / (h.get("gnss") or {}).get("baud", 9600), 1) if span_s > 0 else 0},
         "accel": None,
         "power": None,
         "truth": truth,
@@ -426,14 +438,17 @@ def trace_info(path, gap_s=2.0, max_gaps=20):
 
 
 def _print_info(i):
-    print("%s: trace v%s, device %s (%s), start %s" % (i["path"], i["version"], i["device"], i["source"], i["start_utc"]))
+    print("%s: trace v%s, device %s (%s), start %s"
+          % (i["path"], i["version"], i["device"], i["source"], i["start_utc"]))
     print("duration %.3f s (header %s s), %d lines" % (i["span_s"], i["duration_s"], i["lines"]))
     print("streams: %s" % ", ".join("%s=%d" % kv for kv in sorted(i["streams"].items())))
     g = i["gnss"]
-    print("gnss: %d bytes, %.1f B/s, %s baud (%.1f%% wire load)" % (g["bytes"], g["bytes_per_s"], g["baud"], g["wire_load_pct"]))
+    print("gnss: %d bytes, %.1f B/s, %s baud (%.1f%% wire load)"
+          % (g["bytes"], g["bytes_per_s"], g["baud"], g["wire_load_pct"]))
     if i["accel"]:
         a = i["accel"]
-        print("accel: %d samples, header %s Hz, measured %.2f Hz" % (a["samples"], a["rate_hz"], a["measured_hz"]))
+        print("accel: %d samples, header %s Hz, measured %.2f Hz"
+              % (a["samples"], a["rate_hz"], a["measured_hz"]))
     else:
         print("accel: none (GNSS-only trace)")
     if i["power"]:
@@ -515,27 +530,35 @@ def add_arguments(parser):
     sub = parser.add_subparsers(dest="trace_cmd", metavar="SUBCOMMAND")
     sub.required = True
     r = sub.add_parser("record", help="capture from real hardware (pyserial + smbus2)")
-    r.add_argument("--gnss", required=True, metavar="URL", help="serial port or pyserial URL (e.g. /dev/ttyUSB0, socket://host:port)")
+    r.add_argument("--gnss", required=True, metavar="URL",
+                   help="serial port or pyserial URL (e.g. /dev/ttyUSB0, socket://host:port)")
     r.add_argument("--baud", type=int, default=9600)
-    r.add_argument("--i2c-bus", type=int, default=None, metavar="N", help="I2C bus of the LIS3DH (omit: GNSS only)")
+    r.add_argument("--i2c-bus", type=int, default=None, metavar="N",
+                   help="I2C bus of the LIS3DH (omit: GNSS only)")
     r.add_argument("--odr-hz", type=int, default=100, choices=(50, 100, 200, 400))
     r.add_argument("--range-g", type=int, default=8, choices=(2, 4, 8, 16))
-    r.add_argument("--duration", type=float, default=None, metavar="S", help="seconds (default: until Ctrl-C)")
+    r.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="seconds (default: until Ctrl-C)")
     r.add_argument("--device-id", default="record")
     r.add_argument("-o", "--output", required=True)
-    i = sub.add_parser("import", help="build a trace from an NMEA log (+ accelerometer CSV), or a real IMU drive log")
+    i = sub.add_parser("import",
+                       help="build a trace from an NMEA log (+ accelerometer CSV), or a real IMU drive log")
     src = i.add_mutually_exclusive_group(required=True)
     src.add_argument("--nmea", metavar="FILE")
-    src.add_argument("--genivi", metavar="LOG", help="GENIVI positioning log-replayer log ($GVSNSACC, $GVGNSPOS)")
-    src.add_argument("--comma2k19", metavar="DIR", help="comma2k19 segment directory (processed_log/, global_pose/)")
+    src.add_argument("--genivi", metavar="LOG",
+                     help="GENIVI positioning log-replayer log ($GVSNSACC, $GVGNSPOS)")
+    src.add_argument("--comma2k19", metavar="DIR",
+                     help="comma2k19 segment directory (processed_log/, global_pose/)")
     i.add_argument("--mount-seed", type=int, default=None, metavar="N",
                    help="--genivi/--comma2k19: rotate the samples by a random mounting (seeded)")
     i.add_argument("--accel-csv", metavar="FILE")
-    i.add_argument("--accel-columns", default="t,x,y,z", help="CSV column names (or 0-based indices) for t,x,y,z")
+    i.add_argument("--accel-columns", default="t,x,y,z",
+                   help="CSV column names (or 0-based indices) for t,x,y,z")
     i.add_argument("--accel-unit", default="g", choices=("g", "mg", "mps2"))
     i.add_argument("--accel-offset-s", type=float, default=0.0, help="trace time of the CSV's first row")
     i.add_argument("--rate-hz", type=int, default=None, help="accelerometer rate (default: estimated)")
-    i.add_argument("--baud", type=int, default=None, help="GNSS baud rate for replay (default: smallest standard rate that fits)")
+    i.add_argument("--baud", type=int, default=None,
+                   help="GNSS baud rate for replay (default: smallest standard rate that fits)")
     i.add_argument("--max-gap-s", type=float, default=3600.0, help="larger time jumps are discontinuities")
     i.add_argument("--device-id", default=None)
     i.add_argument("-o", "--output", required=True)
@@ -565,19 +588,21 @@ def run(args):
             print(json.dumps(res, sort_keys=True))
         else:
             print("%s: %d fixes, %d accel samples at %d Hz, %.3f s at %d baud%s" % (
-                args.output, res["fixes"], res["accel_samples"], res["accel_hz"], res["duration_s"], res["baud"],
-                ", truth mount" if res["truth_mount"] else ""))
+                args.output, res["fixes"], res["accel_samples"], res["accel_hz"], res["duration_s"],
+                res["baud"], ", truth mount" if res["truth_mount"] else ""))
         return 0
     if args.trace_cmd == "import":
         if not os.path.exists(args.nmea):
             raise ValueError("--nmea: %s does not exist" % args.nmea)
-        res = import_nmea(args.nmea, args.output, args.accel_csv, args.accel_columns, args.accel_unit, args.rate_hz,
-                          args.baud, args.device_id, args.max_gap_s, args.accel_offset_s)
+        res = import_nmea(args.nmea, args.output, args.accel_csv, args.accel_columns, args.accel_unit,
+                          args.rate_hz, args.baud, args.device_id, args.max_gap_s, args.accel_offset_s)
         if args.json:
             print(json.dumps(res, sort_keys=True))
         else:
-            print("%s: %d bytes of NMEA in %d lines, %.3f s at %d baud, %d accel samples, %d time discontinuities"
-                  % (args.output, res["bytes"], res["lines"], res["duration_s"], res["baud"], res["accel_samples"], res["discontinuities"]))
+            print("%s: %d bytes of NMEA in %d lines, %.3f s at %d baud, %d accel samples, %d time "
+                  "discontinuities"
+                  % (args.output, res["bytes"], res["lines"], res["duration_s"], res["baud"],
+                     res["accel_samples"], res["discontinuities"]))
         return 0
     if args.trace_cmd == "record":
         h = record(args.gnss, args.output, args.baud, args.i2c_bus, args.duration, args.odr_hz, args.range_g,

@@ -46,7 +46,8 @@ def truth_from_trace(path):
             continue
         k = ln.get("kind")
         if k == "event":
-            ev = {"type": ln["type"], "start": ln["start"], "end": ln["end"], "peak_mps2": ln.get("peak_mps2")}
+            ev = {"type": ln["type"], "start": ln["start"], "end": ln["end"],
+                  "peak_mps2": ln.get("peak_mps2")}
             if ln.get("marginal"):
                 ev["marginal"] = 1
             events.append(ev)
@@ -125,7 +126,8 @@ def detected_events(report):
 
 
 def match_events(truth_events, detected, slack_s=SLACK_S):
-    """Match detections to truth per type. Returns ({type: {'tp','fp','fn','marginal'}}, false positives, misses).
+    """Match detections to truth per type. Returns ({type: {'tp','fp','fn','marginal'}}, false positives,
+    misses).
 
     A detection matches the unmatched truth event of its type whose window [start - slack, end + slack]
     contains its t (a clear event before a marginal one, then the closest to the window centre).
@@ -200,8 +202,8 @@ def _calibration_error(truth, cal):
 
 
 def _commit_figures(truth, cal):
-    """(seconds of the trip from its first movement to the calibration's last commit, worst of the forward and up
-    axis errors then, degrees) from the box's calib_commit and the truth mount of that moment; Nones when
+    """(seconds of the trip from its first movement to the calibration's last commit, worst of the forward and
+    up axis errors then, degrees) from the box's calib_commit and the truth mount of that moment; Nones when
     the box never committed or the trace has no truth mount."""
     cc = cal.get("calib_commit") if isinstance(cal, dict) else None
     if not cc or not truth["mounts"] or not truth["trips"]:
@@ -237,7 +239,8 @@ def score(truth, report):
     odo = float(report.get("odometer_m") or 0.0)
     # distance the box flagged as driven while it was off (tamper unaccounted_distance, mm): not
     # billed as driven by the box, but reported, so the insurer sees all of it
-    unacc = sum(t.get("value", 0) for t in report.get("tamper", []) if t.get("reason") == "unaccounted_distance") / 1000.0
+    unacc = sum(t.get("value", 0) for t in report.get("tamper", [])
+                if t.get("reason") == "unaccounted_distance") / 1000.0
     if unacc:
         odo += unacc
     tdist = truth["dist_m"]
@@ -279,8 +282,8 @@ def score(truth, report):
         "crash_truth": truth_crash,
         "crash_detected": crash_detected if truth_crash else None,
         "calibration_state": cal.get("state") or cal.get("calib_state"),
-        "calibration_quality": cal.get("quality") if cal.get("quality") is not None else cal.get("calib_quality"),
-        "calibration_error_deg": _calibration_error(truth, cal),
+        "calibration_quality": cal.get("quality") if cal.get("quality") is not None
+        else cal.get("calib_quality"), "calibration_error_deg": _calibration_error(truth, cal),
         "calibration_time_s": ct,
         "calibration_axis_err_at_commit_deg": cax,
         "records": recs.get("count"),
@@ -302,7 +305,8 @@ def aggregate(results):
     pr = {}
     for k, c in sorted(per.items()):
         p, rc = precision_recall(c)
-        pr[k] = dict(c, precision=round(p, 3) if p is not None else None, recall=round(rc, 3) if rc is not None else None)
+        pr[k] = dict(c, precision=round(p, 3) if p is not None else None,
+                     recall=round(rc, 3) if rc is not None else None)
     harsh = {"tp": 0, "fp": 0, "fn": 0}
     for k in HARSH_TYPES:
         for f in harsh:
@@ -353,9 +357,10 @@ def _one(job):
             path = name
         else:
             from tools.sim.engine import simulate
-            path = os.path.join(workdir, "%s-s%d-%dhz-lag%.1f-%s.jsonl.gz" % (name, seed, gnss_hz, lag_s, sensor))
-            simulate(path, name, seed=seed, gnss_hz=gnss_hz, duration_s=duration_s.get(name), gnss_lag_s=lag_s,
-                     sensor=sensor)
+            path = os.path.join(workdir,
+                                "%s-s%d-%dhz-lag%.1f-%s.jsonl.gz" % (name, seed, gnss_hz, lag_s, sensor))
+            simulate(path, name, seed=seed, gnss_hz=gnss_hz, duration_s=duration_s.get(name),
+                     gnss_lag_s=lag_s, sensor=sensor)
         truth = truth_from_trace(path)
         t1 = time.time()
         if replay is None:
@@ -364,13 +369,14 @@ def _one(job):
         res = score(truth, report)
         res["replay_s"] = round(time.time() - t1, 2)
     except Exception as e:   # one failing scenario is reported, not fatal
-        res = {"scenario": os.path.basename(name), "error": "%s: %s" % (type(e).__name__, str(e).splitlines()[0] if str(e) else "")}
+        res = {"scenario": os.path.basename(name),
+               "error": "%s: %s" % (type(e).__name__, str(e).splitlines()[0] if str(e) else "")}
     res["wall_s"] = round(time.time() - t0, 2)
     return res
 
 
-def evaluate(scenarios, runtime="cpython", seed=1, gnss_hz=1, workdir=None, jobs=1, duration_s=None, replay=None,
-             gnss_lag_s=0.0, sensor="lis3dh"):
+def evaluate(scenarios, runtime="cpython", seed=1, gnss_hz=1, workdir=None, jobs=1, duration_s=None,
+             replay=None, gnss_lag_s=0.0, sensor="lis3dh"):
     """Simulate + replay + score every scenario. Returns {'results': [...], 'totals': {...}}.
     gnss_lag_s / sensor: the simulator's GNSS output latency and accelerometer class (docs/simulator.md)."""
     duration_s = duration_s or {}
@@ -381,7 +387,8 @@ def evaluate(scenarios, runtime="cpython", seed=1, gnss_hz=1, workdir=None, jobs
     else:
         os.makedirs(workdir, exist_ok=True)
     try:
-        jobsl = [(s, seed, workdir, runtime, gnss_hz, duration_s, replay, (gnss_lag_s, sensor)) for s in scenarios]
+        jobsl = [(s, seed, workdir, runtime, gnss_hz, duration_s, replay, (gnss_lag_s, sensor))
+                 for s in scenarios]
         if jobs > 1 and len(jobsl) > 1 and replay is None:
             import multiprocessing
             with multiprocessing.get_context("spawn").Pool(min(jobs, len(jobsl))) as pool:
@@ -406,8 +413,8 @@ def evaluate_matrix(scenarios, lags, sensors, **kw):
 
 def format_matrix(rows):
     """One line per GNSS lag and sensor class: harsh precision / recall, calibration time and axis errors."""
-    out = ["GNSS lag  sensor   harsh P  harsh R   TP  FP  FN  calibrated  calib s med/max  axis err at commit max  "
-           "calib err at end max"]
+    out = ["GNSS lag  sensor   harsh P  harsh R   TP  FP  FN  calibrated  calib s med/max  axis err at "
+           "commit max  calib err at end max"]
     for lag, sensor, ev in rows:
         t = ev["totals"]
         ev_h = {"tp": 0, "fp": 0, "fn": 0}
@@ -415,9 +422,10 @@ def format_matrix(rows):
             for f in ev_h:
                 ev_h[f] += t["events"].get(k, {}).get(f, 0)
         out.append("%6.1f s  %-7s  %7s  %7s  %3d %3d %3d  %10s  %7s / %-7s  %22s  %20s" % (
-            lag, sensor, _f(t["harsh_precision"], "%.3f"), _f(t["harsh_recall"], "%.3f"), ev_h["tp"], ev_h["fp"],
-            ev_h["fn"], t["calibrated"], _f(t["calibration_time_s_median"], "%.1f"),
-            _f(t["calibration_time_s_max"], "%.1f"), _f(t["calibration_axis_err_at_commit_deg_max"], "%.1f deg"),
+            lag, sensor, _f(t["harsh_precision"], "%.3f"), _f(t["harsh_recall"], "%.3f"), ev_h["tp"],
+            ev_h["fp"], ev_h["fn"], t["calibrated"], _f(t["calibration_time_s_median"], "%.1f"),
+            _f(t["calibration_time_s_max"], "%.1f"),
+            _f(t["calibration_axis_err_at_commit_deg_max"], "%.1f deg"),
             _f(t["calibration_error_deg_max"], "%.1f deg")))
     return "\n".join(out)
 
@@ -433,7 +441,8 @@ def _f(v, fmt="%.2f"):
 
 def format_table(ev):
     rows = []
-    hdr = ("scenario", "km", "box km", "err %", "trips", "TP/FP/FN", "crash", "drift m/h", "calib", "B/fix", "s")
+    hdr = ("scenario", "km", "box km", "err %", "trips", "TP/FP/FN", "crash", "drift m/h", "calib", "B/fix",
+           "s")
     rows.append(hdr)
     for r in ev["results"]:
         if "error" in r:
@@ -445,9 +454,12 @@ def format_table(ev):
         cal = r["calibration_state"] or "-"
         if r["calibration_error_deg"] is not None:
             cal = "%s %.1f deg" % (cal, r["calibration_error_deg"])
-        rows.append((r["scenario"], "%.3f" % r["truth_km"], "%.3f" % r["odometer_km"], _f(r["distance_error_pct"]),
-                     "%d/%d" % (r["trips_box"], r["trips_truth"]), "%d/%d/%d" % (tp, fp, fn), _f(r["crash_detected"]),
-                     _f(r["parked_drift_m_per_h"], "%.1f"), cal, _f(r["bytes_per_fix"]), _f(r.get("wall_s"), "%.0f")))
+        rows.append((r["scenario"], "%.3f" % r["truth_km"], "%.3f" % r["odometer_km"],
+                     _f(r["distance_error_pct"]),
+                     "%d/%d" % (r["trips_box"], r["trips_truth"]), "%d/%d/%d" % (tp, fp, fn),
+                     _f(r["crash_detected"]),
+                     _f(r["parked_drift_m_per_h"], "%.1f"), cal, _f(r["bytes_per_fix"]),
+                     _f(r.get("wall_s"), "%.0f")))
     widths = [max(len(str(row[i])) for row in rows if len(row) > i and not str(row[1]).startswith("ERROR"))
               for i in range(len(hdr))]
     out = []
@@ -455,24 +467,29 @@ def format_table(ev):
         if str(row[1]).startswith("ERROR"):
             out.append("%-*s  %s" % (widths[0], row[0], row[1]))
         else:
-            out.append("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(row)))
+            out.append("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i])
+                                 for i, c in enumerate(row)))
     t = ev["totals"]
     out.append("")
     out.append("events (all scenarios)    TP   FP   FN  precision  recall")
     for k, c in t["events"].items():
-        out.append("  %-22s %4d %4d %4d  %9s  %6s" % (k, c["tp"], c["fp"], c["fn"], _f(c["precision"], "%.3f"),
+        out.append("  %-22s %4d %4d %4d  %9s  %6s"
+                   % (k, c["tp"], c["fp"], c["fn"], _f(c["precision"], "%.3f"),
                                                    _f(c["recall"], "%.3f")))
     out.append("")
     out.append("totals: %d/%d scenarios replayed, %.2f true km; |distance error| max %s %% (target <= %.1f); "
                "parked drift max %s m/h (target <= %.0f)" % (
                    t["replayed"], t["scenarios"], t["truth_km"], _f(t["distance_error_pct_max_abs"]),
-                   TARGETS["distance_error_pct"], _f(t["parked_drift_m_per_h_max"], "%.1f"), TARGETS["parked_drift_m_per_h"]))
-    out.append("        harsh precision %s recall %s (target >= 0.95); false events %s per 100 km (target <= 1); "
-               "crash %s (false alarms %d); calib error max %s deg; %s bytes/fix (target <= 4)" % (
-                   _f(t["harsh_precision"], "%.3f"), _f(t["harsh_recall"], "%.3f"), _f(t["false_events_per_100km"]),
-                   t["crash_detected"] or "-", t.get("crash_false_alarms", 0), _f(t["calibration_error_deg_max"], "%.1f"),
-                   _f(t["bytes_per_fix"])))
-    out.append("        calibrated %s; time to calibrate median %s s, max %s s (target <= 60); axis error at commit max %s deg "
+                   TARGETS["distance_error_pct"], _f(t["parked_drift_m_per_h_max"], "%.1f"),
+                   TARGETS["parked_drift_m_per_h"]))
+    out.append("        harsh precision %s recall %s (target >= 0.95); false events %s per 100 km (target <= "
+               "1); crash %s (false alarms %d); calib error max %s deg; %s bytes/fix (target <= 4)" % (
+                   _f(t["harsh_precision"], "%.3f"), _f(t["harsh_recall"], "%.3f"),
+                   _f(t["false_events_per_100km"]),
+                   t["crash_detected"] or "-", t.get("crash_false_alarms", 0),
+                   _f(t["calibration_error_deg_max"], "%.1f"), _f(t["bytes_per_fix"])))
+    out.append("        calibrated %s; time to calibrate median %s s, max %s s (target <= 60); axis error at "
+               "commit max %s deg "
                "(target <= 5)" % (t["calibrated"], _f(t["calibration_time_s_median"], "%.1f"),
                                   _f(t["calibration_time_s_max"], "%.1f"),
                                   _f(t["calibration_axis_err_at_commit_deg_max"], "%.1f")))
@@ -484,11 +501,13 @@ FULL_SUITE = None  # filled lazily from tools.sim.scenarios
 
 def add_arguments(p):
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                   help="scenario names or trace files with truth (default: the full suite; 'ci' = the reduced CI suite)")
+                   help="scenario names or trace files with truth (default: the full suite; 'ci' = the "
+                        "reduced CI suite)")
     p.add_argument("--runtime", choices=["cpython", "micropython"], default="cpython")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--gnss-hz", type=int, default=1, choices=(1, 5, 10))
-    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="scenarios replayed in parallel")
+    p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="scenarios replayed in parallel")
     p.add_argument("--keep", metavar="DIR", help="keep the simulated traces in DIR")
     p.add_argument("--json", metavar="OUT", help="write the full results as JSON to OUT ('-' = stdout)")
     p.add_argument("--gnss-lag-s", default="0", metavar="LIST",
@@ -537,19 +556,20 @@ def run(args):
         raise ValueError("--jobs: must be >= 1")
     lags, sensors = _lists(args)
     if len(lags) > 1 or len(sensors) > 1:
-        rows = evaluate_matrix(names, lags, sensors, runtime=args.runtime, seed=args.seed, gnss_hz=args.gnss_hz,
-                               workdir=args.keep, jobs=args.jobs)
+        rows = evaluate_matrix(names, lags, sensors, runtime=args.runtime, seed=args.seed,
+                               gnss_hz=args.gnss_hz, workdir=args.keep, jobs=args.jobs)
         if args.json == "-":
             print(json.dumps([{"gnss_lag_s": a, "sensor": b, "evaluation": c} for a, b, c in rows], indent=1))
         else:
             print(format_matrix(rows))
             if args.json:
                 with open(args.json, "w") as f:
-                    json.dump([{"gnss_lag_s": a, "sensor": b, "evaluation": c} for a, b, c in rows], f, indent=1)
+                    json.dump([{"gnss_lag_s": a, "sensor": b, "evaluation": c} for a, b, c in rows], f,
+                              indent=1)
                 print("wrote %s" % args.json)
         return 1 if any(c["totals"]["failed"] for _, _, c in rows) else 0
-    ev = evaluate(names, runtime=args.runtime, seed=args.seed, gnss_hz=args.gnss_hz, workdir=args.keep, jobs=args.jobs,
-                  gnss_lag_s=lags[0], sensor=sensors[0])
+    ev = evaluate(names, runtime=args.runtime, seed=args.seed, gnss_hz=args.gnss_hz, workdir=args.keep,
+                  jobs=args.jobs, gnss_lag_s=lags[0], sensor=sensors[0])
     if args.json == "-":
         print(json.dumps(ev, indent=1))
     else:

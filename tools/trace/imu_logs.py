@@ -200,7 +200,8 @@ def load_comma2k19(root):
         import datetime
         utc_ms = gv[0][3]
         d = datetime.datetime(1970, 1, 1) + datetime.timedelta(milliseconds=utc_ms)
-        u = _utc_shift((d.year, d.month, d.day, d.hour, d.minute, d.second + d.microsecond / 1e6), -(gt[0] - t0))
+        u = _utc_shift((d.year, d.month, d.day, d.hour, d.minute, d.second + d.microsecond / 1e6),
+                       -(gt[0] - t0))
     except (OverflowError, ValueError, IndexError):
         u = None
     ref = None

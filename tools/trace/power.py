@@ -23,11 +23,12 @@ HALF_60AH_MAH = 30000.0
 # Current of each part in each of its modes, mA at its own rail (docs/power.md has the sources).
 POWER_BUDGET = {
     "mcu_esp32": {"rail_v": 3.3, "active": 31.0, "light_sleep": 0.8, "deep_sleep": 0.01,
-                  "src": "Espressif ESP32 datasheet v4.x, table 'Power consumption by power modes': modem-sleep "
-                         "80 MHz 20-31 mA, light-sleep 0.8 mA, deep-sleep RTC timer + RTC memory 10 uA"},
+                  "src": "Espressif ESP32 datasheet v4.x, table 'Power consumption by power modes': "
+                         "modem-sleep 80 MHz 20-31 mA, light-sleep 0.8 mA, deep-sleep RTC timer + RTC memory "
+                         "10 uA"},
     "mcu_rp2040": {"rail_v": 3.3, "active": 25.0, "light_sleep": 1.3, "deep_sleep": 0.18,
-                   "src": "Raspberry Pi RP2040 datasheet, section 'Power consumption' (typ. at 125 MHz ~25 mA, "
-                          "SLEEP ~1.3 mA, DORMANT 0.18 mA); not re-checked this session"},
+                   "src": "Raspberry Pi RP2040 datasheet, section 'Power consumption' (typ. at 125 MHz ~25 "
+                          "mA, SLEEP ~1.3 mA, DORMANT 0.18 mA); not re-checked this session"},
     "lis3dh": {"rail_v": 3.3, "active": 0.020, "low_power": 0.003, "power_down": 0.0005,
                "src": "ST LIS3DH datasheet DocID 17530, current consumption of operating modes: 100 Hz "
                       "normal/HR 20 uA, 10 Hz low-power 3 uA, power-down 0.5 uA"},
@@ -36,8 +37,9 @@ POWER_BUDGET = {
                              "backup current I_BCKP 15 uA (hardware backup, V_BCKP); power save 1 Hz ~9 mA "
                              "(SparkFun u-blox library PR 56, measured on a ZOE-M8Q)"},
     "agent_pi_zero2w": {"rail_v": 5.0, "on": 120.0, "off": 0.0,
-                        "src": "Raspberry Pi Zero 2 W idle, Raspberry Pi OS Bullseye: ~120 mA at 5 V (600 mW), "
-                               "CNX Software measurement 2021-12-09; off: rail switched off (buck disabled)"},
+                        "src": "Raspberry Pi Zero 2 W idle, Raspberry Pi OS Bullseye: ~120 mA at 5 V (600 "
+                               "mW), CNX Software measurement 2021-12-09; off: rail switched off (buck "
+                               "disabled)"},
     "regulator": {"rail_v": BATTERY_V, "iq": 0.0045, "efficiency": 0.85,
                   "src": "TI TPS62175 28 V step-down, quiescent current 4.5 uA; 85 % efficiency assumed for "
                          "the 3.3 V and 5 V bucks at these loads"},
@@ -400,10 +402,13 @@ def targets(res):
 
 
 def add_arguments(p):
-    p.add_argument("trace", metavar="TRACE", help="a trace that models sleep (paydbox simulate --scenario parked_week)")
+    p.add_argument("trace", metavar="TRACE",
+                   help="a trace that models sleep (paydbox simulate --scenario parked_week)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--mcu", default="esp32", choices=("esp32", "rp2040"), help="the box's MCU in the power budget")
-    p.add_argument("--agent-boot-s", type=float, default=25.0, help="the agent's boot time after its rail comes on")
+    p.add_argument("--mcu", default="esp32", choices=("esp32", "rp2040"),
+                   help="the box's MCU in the power budget")
+    p.add_argument("--agent-boot-s", type=float, default=25.0,
+                   help="the agent's boot time after its rail comes on")
 
 
 def run(args):

@@ -61,8 +61,8 @@ def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600, src_r
         code = _MOUNT % image_for(src_root) + "import firmware.replay_main as r\nr.main(%r, %r, %r)" % (
             trace, fs_root, json.dumps(config) if config else None)
         env = dict(os.environ, MICROPYPATH="/rom")
-        p = subprocess.run([micropython_binary(), "-X", "heapsize=" + heap, "-c", code], cwd=src_root, env=env,
-                           capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run([micropython_binary(), "-X", "heapsize=" + heap, "-c", code], cwd=src_root,
+                           env=env, capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0:
             raise mp_failure(p.stdout + p.stderr)
         return json.loads(p.stdout.strip().splitlines()[-1])
@@ -102,7 +102,8 @@ def build_image(out_path, src_root=ROOT):
         cmd = [mpremote] if os.path.exists(mpremote) else [sys.executable, "-m", "mpremote"]
         p = subprocess.run(cmd + ["romfs", "-o", out_path, "build", d], capture_output=True, text=True)
         if p.returncode:
-            raise ReplayError("mpremote romfs build failed: %s" % ((p.stderr or p.stdout).strip().splitlines() or ["?"])[-1])
+            raise ReplayError("mpremote romfs build failed: %s"
+                              % ((p.stderr or p.stdout).strip().splitlines() or ["?"])[-1])
     return os.path.getsize(out_path)
 
 
@@ -127,7 +128,8 @@ def image_for(src_root=ROOT):
     return _IMAGES[key]
 
 
-_MOUNT = "import sys, vfs\nf = open(%r, 'rb')\nimg = f.read()\nf.close()\nvfs.mount(vfs.VfsRom(img), '/rom')\nsys.path[:] = ['/rom']\n"
+_MOUNT = ("import sys, vfs\nf = open(%r, 'rb')\nimg = f.read()\nf.close()\nvfs.mount(vfs.VfsRom(img), "
+          "'/rom')\nsys.path[:] = ['/rom']\n")
 
 
 def run_board_heap(path, board_heap, config=None, timeout=3600, src_root=ROOT):
@@ -143,9 +145,11 @@ def run_board_heap(path, board_heap, config=None, timeout=3600, src_root=ROOT):
         img = image_for(src_root)
         image_bytes = os.path.getsize(img)
         env = dict(os.environ, MICROPYPATH="/rom")
-        code = _MOUNT % img + "import firmware.replay_main\nimport hw.replay as h\nprint(h.harness_heap_peak(%r))" % trace
+        code = _MOUNT % img + ("import firmware.replay_main\nimport hw.replay as "
+                               "h\nprint(h.harness_heap_peak(%r))") % trace
         # a heap not much larger than the harness needs: every collection sweeps the whole heap
-        p = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % (image_bytes + 256 * 1024), "-c", code],
+        p = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % (image_bytes + 256 * 1024), "-c",
+                            code],
                            cwd=tmp, env=env,
                            capture_output=True, text=True, timeout=timeout)
         if p.returncode:
@@ -155,8 +159,8 @@ def run_board_heap(path, board_heap, config=None, timeout=3600, src_root=ROOT):
         os.mkdir(fs_root)
         code = _MOUNT % img + "import firmware.replay_main as r\nr.heap_main(%r, %r, %r)" % (
             trace, fs_root, json.dumps(config) if config else None)
-        p = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % (limit + harness), "-c", code], cwd=tmp,
-                           env=env, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % (limit + harness), "-c", code],
+                           cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
         if p.returncode:
             e = mp_failure(p.stdout + p.stderr)
             if "MemoryError" in str(e).splitlines()[0]:
@@ -197,14 +201,17 @@ def format_report(raw, trace, runtime):
         "trace": trace,
         "trips": trips,
         "odometer_m": raw["odometer_mm"] / 1000,
-        "records": {"count": rec["count"], "bytes": rec["bytes"], "blocks": rec["blocks"], "fixes": rec["pos"],
+        "records": {"count": rec["count"], "bytes": rec["bytes"], "blocks": rec["blocks"],
+                    "fixes": rec["pos"],
                     "bytes_per_fix": round(rec["bytes"] / rec["pos"], 2) if rec["pos"] else None},
         "gnss": raw["gnss"], "odometer": raw["odometer"], "calibration": raw["motion"],
         "store": raw["store"], "boots": raw.get("reboots", 0) + 1,
         # tamper records: unplugged while driving shows as unaccounted_distance (value in mm)
-        "tamper": [{"reason": t["reason"], "value": t["value"], "t": t["t_ms"] / 1000} for t in raw["tamper"]],
+        "tamper": [{"reason": t["reason"], "value": t["value"], "t": t["t_ms"] / 1000}
+                   for t in raw["tamper"]],
         # motion events outside any trip (shocks or crashes while parked)
-        "events": [{"type": e["type"], "t": e["t_ms"] / 1000, "dur_s": e["dur_ms"] / 1000, "peak_mg": e["peak_mg"]}
+        "events": [{"type": e["type"], "t": e["t_ms"] / 1000, "dur_s": e["dur_ms"] / 1000,
+                    "peak_mg": e["peak_mg"]}
                    for e in raw.get("events", ())],
     }
     if "heap" in raw:
@@ -230,7 +237,8 @@ def add_arguments(p):
     p.add_argument("--heap", default="2M", help="MicroPython heap size (e.g. 96K)")
     p.add_argument("--board-heap", metavar="SIZE",
                    help="run the firmware from its ROMFS image with SIZE (e.g. 96K) of heap for the firmware "
-                        "alone (harness measured apart); adds \"heap\" to the JSON (needs --runtime micropython)")
+                        "alone (harness measured apart); adds \"heap\" to the JSON (needs --runtime "
+                        "micropython)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -240,8 +248,8 @@ def run(args):
         print(json.dumps(rep, indent=1, sort_keys=True))
         return 0
     print("trace %s (%s): odometer %.3f km, %d records, %d bytes (%s bytes/fix)" % (
-        rep["trace"], args.runtime, rep["odometer_m"] / 1000, rep["records"]["count"], rep["records"]["bytes"],
-        rep["records"]["bytes_per_fix"]))
+        rep["trace"], args.runtime, rep["odometer_m"] / 1000, rep["records"]["count"],
+        rep["records"]["bytes"], rep["records"]["bytes_per_fix"]))
     for i, t in enumerate(rep["trips"]):
         print("trip %d: %7.1f s -> %7.1f s  %6.2f km  %5d s  score %3d  events %s" % (
             i + 1, t["start_t"], t["end_t"], t["distance_m"] / 1000, t["duration_s"], t["score"],

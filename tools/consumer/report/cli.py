@@ -13,7 +13,8 @@ from tools.consumer.report.trip import fmt_km, title
 
 def add_arguments(p):
     p.add_argument("trip", metavar="TRIP", help="trip id from `paydbox trips` (or DEVICE:BOOT:TRIP)")
-    p.add_argument("--db", default=consumer_db.DEFAULT_DB, help="consumer SQLite file or postgresql:// URL (default %(default)s)")
+    p.add_argument("--db", default=consumer_db.DEFAULT_DB,
+                   help="consumer SQLite file or postgresql:// URL (default %(default)s)")
     p.add_argument("-o", "--output", required=True, help="FILE.html, FILE.png, FILE.gpx or FILE.geojson")
 
 
@@ -47,7 +48,8 @@ def write_report(db_path, trip_id, out):
 
 def run(args):
     t, pos, events = write_report(args.db, args.trip, args.output)
-    print("%s: %s, %d positions, %d events -> %s" % (title(t), fmt_km(t.get("distance_m")), len(pos), len(events),
+    print("%s: %s, %d positions, %d events -> %s"
+          % (title(t), fmt_km(t.get("distance_m")), len(pos), len(events),
                                                    os.path.abspath(args.output)))
     return 0
 

@@ -68,7 +68,8 @@ class Canvas:
             if k == "line":
                 _, x1, y1, x2, y2, c, w, dash = op
                 out.append('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="%g"%s/>'
-                           % (x1 + dx, y1 + dy, x2 + dx, y2 + dy, c, w, ' stroke-dasharray="4 3"' if dash else ""))
+                           % (x1 + dx, y1 + dy, x2 + dx, y2 + dy, c, w,
+                              ' stroke-dasharray="4 3"' if dash else ""))
             elif k == "poly":
                 _, pts, c, w = op
                 out.append('<polyline points="%s" fill="none" stroke="%s" stroke-width="%g" '
@@ -117,7 +118,8 @@ class Canvas:
                     n = max(1, int(math.hypot(x2 - x1, y2 - y1) / 7))
                     for i in range(n):
                         a, b = i / n, (i + 0.57) / n
-                        d.line([P(x1 + (x2 - x1) * a, y1 + (y2 - y1) * a), P(x1 + (x2 - x1) * b, y1 + (y2 - y1) * b)],
+                        d.line([P(x1 + (x2 - x1) * a, y1 + (y2 - y1) * a),
+                                P(x1 + (x2 - x1) * b, y1 + (y2 - y1) * b)],
                                fill=c, width=max(1, int(round(w * s))))
                 else:
                     d.line([P(x1, y1), P(x2, y2)], fill=c, width=max(1, int(round(w * s))))
@@ -142,7 +144,8 @@ class Canvas:
             elif k == "text":
                 _, x, y, t, size, c, anchor, bold = op
                 font = _font(size * s, bold)
-                d.text(P(x, y), str(t), fill=c, font=font, anchor={"start": "ls", "middle": "ms", "end": "rs"}[anchor])
+                d.text(P(x, y), str(t), fill=c, font=font,
+                       anchor={"start": "ls", "middle": "ms", "end": "rs"}[anchor])
             elif k == "embed":
                 _, other, ox, oy = op
                 x0, y0 = P(ox, oy)
@@ -272,7 +275,8 @@ def profile_canvas(pos, events, t0_ms, width=900, height=230):
     c = Canvas(width, height, bg="#ffffff")
     left, right, top, bottom = 52, 16, 26, 40
     pw, ph = width - left - right, height - top - bottom
-    samples = [((p["t_ms"] - t0_ms) / 60000.0, speed_kmh(p["speed_mmps"])) for p in pos if p["speed_mmps"] >= 0]
+    samples = [((p["t_ms"] - t0_ms) / 60000.0, speed_kmh(p["speed_mmps"])) for p in pos
+               if p["speed_mmps"] >= 0]
     if not samples:
         c.text(width / 2, height / 2, "no speed samples", 14, "#4a5568", "middle")
         return c

@@ -6,7 +6,8 @@ def write_gpx(path, t, pos, events):
     from xml.sax.saxutils import escape
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            '<gpx version="1.1" creator="paydbox" xmlns="http://www.topografix.com/GPX/1/1" '
-           'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.topografix.com/GPX/1/1 '
+           'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+           'xsi:schemaLocation="http://www.topografix.com/GPX/1/1 '
            'http://www.topografix.com/GPX/1/1/gpx.xsd">',
            "<metadata><name>%s</name>%s</metadata>" % (
                escape(title(t)), "<time>%s</time>" % iso_time(t, t.get("start_t_ms"), t.get("start_utc_s"))

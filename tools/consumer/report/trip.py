@@ -57,7 +57,8 @@ def fmt_dur(s):
     if s is None:
         return "-"
     s = int(s)
-    return ("%d h %02d min" % (s // 3600, s % 3600 // 60)) if s >= 3600 else ("%d min %02d s" % (s // 60, s % 60))
+    return (("%d h %02d min" % (s // 3600, s % 3600 // 60)) if s >= 3600
+            else ("%d min %02d s" % (s // 60, s % 60)))
 
 
 def event_label(e, lang="en"):
@@ -94,7 +95,8 @@ def coach_sentences(summary, lang):
 def event_counts(t, events):
     s = t.get("summary")
     if s:
-        return [("harsh braking", s.get("n_harsh_brake", 0)), ("harsh acceleration", s.get("n_harsh_accel", 0)),
+        return [("harsh braking", s.get("n_harsh_brake", 0)),
+                ("harsh acceleration", s.get("n_harsh_accel", 0)),
                 ("harsh cornering", s.get("n_harsh_corner_left", 0) + s.get("n_harsh_corner_right", 0)),
                 ("over speed", s.get("n_overspeed", 0)), ("crash", s.get("n_crash", 0))]
     counts = {}
@@ -121,9 +123,11 @@ def stats(t, pos):
         rows.append(("Over speed", fmt_dur(s.get("overspeed_s", 0))))
         note = s.get("score_note", "")
         if "partial_unclassified" in note:
-            rows.append(("Score", "partial: %d event(s) not classified (box not calibrated)" % s.get("n_unclassified", 0)))
+            rows.append(("Score", "partial: %d event(s) not classified (box not calibrated)"
+                         % s.get("n_unclassified", 0)))
         if "gnss_only" in note:
-            rows.append(("GNSS-only events", "%d harsh accel/brake from GNSS speed alone" % s.get("n_gnss_only", 0)))
+            rows.append(("GNSS-only events",
+                         "%d harsh accel/brake from GNSS speed alone" % s.get("n_gnss_only", 0)))
     return rows
 
 
@@ -160,6 +164,7 @@ def iso_time(t, t_ms, utc_s):
     """ISO time of a record: its own utc_s, else derived from the trip start (utc + box ms)."""
     if utc_s is not None and utc_s >= 0:
         return consumer_db.utc_iso(utc_s)
-    if t_ms is not None and t.get("start_utc_s") is not None and t["start_utc_s"] >= 0 and t.get("start_t_ms") is not None:
+    if (t_ms is not None and t.get("start_utc_s") is not None and t["start_utc_s"] >= 0
+        and t.get("start_t_ms") is not None):
         return consumer_db.utc_iso(t["start_utc_s"] + (t_ms - t["start_t_ms"]) // 1000)
     return None

@@ -45,4 +45,5 @@ def _pd_probe(paths):
     except OSError:
         jn = 0
     print(json.dumps({'platform': sys.platform, 'mpy': getattr(sys.implementation, '_mpy', 0),
-                      'version': list(sys.implementation.version[:3]), 'manifest': m, 'hashes': hs, 'journal': jn}))
+                      'version': list(sys.implementation.version[:3]), 'manifest': m, 'hashes': hs,
+                      'journal': jn}))
