@@ -107,7 +107,8 @@ def pytest_collect_file(parent, file_path):
 @pytest.fixture
 def shared_nmea_dir():
     if not os.path.isdir(SHARED_NMEA):
-        pytest.skip("../shared/data/nmea is absent: the real-receiver NMEA corpus is only beside the project checkout")
+        pytest.skip("../shared/data/nmea is absent: the real-receiver NMEA corpus is only beside the project "
+                    "checkout")
     return SHARED_NMEA
 
 

@@ -10,7 +10,8 @@ Usage in a test file under tests/ (pytest puts tests/ on sys.path because tests/
 
 For auth/ACL/TLS tests build one yourself: `Broker(tmp_path, conf_extra="...", anonymous=False)`;
 `conf_extra` is appended to the generated config (listener line is added for you unless
-`listener=False`). Fails, naming the install step, when the mosquitto binary is absent (make setup installs it).
+`listener=False`). Fails, naming the install step, when the mosquitto binary is absent (make setup installs
+it).
 """
 import os
 
@@ -27,7 +28,8 @@ class Broker(BrokerProc):
 
     def __init__(self, workdir, port=None, conf_extra="", anonymous=True, listener=True, conf_text=None):
         if MOSQUITTO is None:
-            pytest.fail("mosquitto is not installed: run `make setup` (it installs Debian's mosquitto)", pytrace=False)
+            pytest.fail("mosquitto is not installed: run `make setup` (it installs Debian's mosquitto)",
+                        pytrace=False)
         BrokerProc.__init__(self, workdir, port)
         self.log = os.path.join(self.workdir, "mosquitto-%d.log" % self.port)
         self.conf = os.path.join(self.workdir, "mosquitto-%d.conf" % self.port)

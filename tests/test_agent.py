@@ -1,4 +1,5 @@
-"""End to end: simulated box (real BoxLink over a pty) -> real agent process -> real Mosquitto -> subscriber."""
+"""End to end: simulated box (real BoxLink over a pty) -> real agent process -> real Mosquitto ->
+subscriber."""
 import json
 import os
 import random
@@ -16,12 +17,13 @@ DEV = "box-0001"
 
 
 class Rig:
-    def __init__(self, tmp_path, broker, loss=0.0, flip=0.0, max_bytes=50_000_000, e2e_ack=True, agent_extra=""):
+    def __init__(self, tmp_path, broker, loss=0.0, flip=0.0, max_bytes=50_000_000, e2e_ack=True,
+                 agent_extra=""):
         self.broker = broker
         self.box = SimBox(DEV, loss=loss, flip=flip).start()
         self.col = Collector(broker.host, broker.port, "paydbox/%s/%s/#" % (FLEET, DEV), e2e_ack=e2e_ack)
-        cfg = write_agent_config(str(tmp_path / "agent.toml"), FLEET, DEV, self.box.path, str(tmp_path / "q.db"),
-                                 broker.host, broker.port, max_bytes=max_bytes)
+        cfg = write_agent_config(str(tmp_path / "agent.toml"), FLEET, DEV, self.box.path,
+                                 str(tmp_path / "q.db"), broker.host, broker.port, max_bytes=max_bytes)
         if agent_extra:
             text = open(cfg).read().replace("[agent]\n", "[agent]\n" + agent_extra + "\n")
             open(cfg, "w").write(text)
@@ -33,7 +35,8 @@ class Rig:
     def check_all(self, timeout=30):
         ok = self.all_arrived(timeout)
         missing = sorted(set(self.box.produced) - {fs for _, fs in self.col.got})
-        assert ok, "missing %d blocks, e.g. %s\nagent log:\n%s" % (len(missing), missing[:5], self.agent.log()[-3000:])
+        assert ok, "missing %d blocks, e.g. %s\nagent log:\n%s" % (len(missing), missing[:5],
+                                                                   self.agent.log()[-3000:])
         for (dev, fs), payload in self.col.got.items():
             assert payload == self.box.produced[fs], "block %d corrupted" % fs
         assert self.col.bad == 0
@@ -76,10 +79,12 @@ def test_every_block_once_crash_first_status_and_command(rig_factory):
     st = r.col.status[-1]
     assert st["state"] == "online" and st["link"] == "up" and st["box"]["fw"] == "sim-1.0"
     # downlink command -> box -> result
-    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="ops", protocol=mqtt.MQTTv5)
+    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="ops",
+                    protocol=mqtt.MQTTv5)
     c.connect(r.broker.host, r.broker.port)
     c.loop_start()
-    c.publish("paydbox/%s/%s/cmd" % (FLEET, DEV), json.dumps({"id": "c1", "cmd": "ping"}), qos=1).wait_for_publish(5)
+    c.publish("paydbox/%s/%s/cmd" % (FLEET, DEV), json.dumps({"id": "c1", "cmd": "ping"}),
+              qos=1).wait_for_publish(5)
     assert wait_for(lambda: r.col.results, 10), r.agent.log()[-2000:]
     assert r.col.results[0]["id"] == "c1" and r.col.results[0]["ok"] is True
     c.loop_stop()
@@ -90,7 +95,8 @@ def test_every_block_once_crash_first_status_and_command(rig_factory):
 
 
 def _publish(broker, topic, payload):
-    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="t-ack", protocol=mqtt.MQTTv5)
+    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="t-ack",
+                    protocol=mqtt.MQTTv5)
     c.connect(broker.host, broker.port)
     c.loop_start()
     c.publish(topic, payload, qos=1).wait_for_publish(5)
@@ -135,7 +141,8 @@ def test_resend_command_serves_the_archive(rig_factory):
     _publish(r.broker, "paydbox/%s/%s/resend" % (FLEET, DEV), json.dumps(
         {"id": "resend-1", "cmd": "resend", "boot": 1, "ranges": [[fss[3], fss[4] + 31]]}))
     assert wait_for(lambda: r.col.results, 10)
-    assert r.col.results[0]["ok"] and r.col.results[0]["agent_resent"] == 2 and r.col.results[0]["missing"] == []
+    assert (r.col.results[0]["ok"] and r.col.results[0]["agent_resent"] == 2
+            and r.col.results[0]["missing"] == [])
     assert wait_for(lambda: len(r.col.all) == before + 2, 10)
     assert sorted(r.col.all[before:]) == sorted([r.box.produced[fss[3]], r.box.produced[fss[4]]])
 

@@ -132,7 +132,8 @@ def test_a_block_whose_own_crc_fails_is_quarantined_not_forwarded(tmp_path, line
     line.send(framing.T_HELLO, _hello())
     good = make_block("box-1", 1, 10, 4, random.Random(2))
     bad = bytearray(make_block("box-1", 1, 20, 4, random.Random(3)))
-    bad[len(bad) // 2] ^= 0x40  # flash damage inside the block: the link CRC is recomputed, the block's is not
+    # flash damage inside the block: the link CRC is recomputed, the block's is not
+    bad[len(bad) // 2] ^= 0x40
     other = make_block("box-2", 1, 30, 4, random.Random(4))  # a block of another device
     line.send(framing.T_DATA, _data(10, 13, 0, good))
     line.send(framing.T_DATA, _data(20, 23, 0, bytes(bad)))
@@ -172,8 +173,10 @@ def test_structure_aware_fuzz_never_stops_the_agent(tmp_path, line):
     for i in range(600):
         r = rng.random()
         if r < 0.45:
-            t = rng.choice([framing.T_HELLO, framing.T_RESULT, framing.T_KEEPALIVE, framing.T_CMD, framing.T_ACK])
-            payload = json.dumps(rand_json()).encode() if rng.random() < 0.9 else os.urandom(rng.randrange(0, 40))
+            t = rng.choice([framing.T_HELLO, framing.T_RESULT, framing.T_KEEPALIVE, framing.T_CMD,
+                            framing.T_ACK])
+            payload = (json.dumps(rand_json()).encode() if rng.random() < 0.9
+                       else os.urandom(rng.randrange(0, 40)))
             if rng.random() < 0.05:
                 payload = b"[" * 1800 + b"]" * 1800  # deep nesting: json's recursion limit
             line.send(t, payload)
@@ -244,7 +247,8 @@ def test_drop_oldest_policy_drops_loudly_and_the_count_survives_a_restart(tmp_pa
     kept = sorted(r[3] for r in a.queue.head(100))
     assert 100 in kept, "the crash block is never the one dropped"
     dropped = [fs for fs in sent if fs not in kept]
-    assert dropped and dropped == sent[1:1 + len(dropped)], "the oldest position blocks go first: %r" % dropped
+    assert dropped and dropped == sent[1:1 + len(dropped)], ("the oldest position blocks go first: %r"
+                                                             % dropped)
     assert a.counters["dropped_blocks"] == len(dropped) and a.counters["dropped_records"] == 4 * len(dropped)
     assert "data_dropped" in a._status()["alarms"]
     a.close()

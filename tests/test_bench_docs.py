@@ -25,9 +25,11 @@ def test_doc_tables_match_benchmarks(tmp_path):
 
 def test_update_writes_the_figures(tmp_path):
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "installer.md").write_text("x\n<!-- bench:bench_installer -->\nSTALE-FIGURES\n<!-- /bench -->\ny\n")
+    (tmp_path / "docs" / "installer.md").write_text(
+        "x\n<!-- bench:bench_installer -->\nSTALE-FIGURES\n<!-- /bench -->\ny\n")
     bench.update_doc_tables({"bench_installer": {"figures": {"firmware_bytes": 115200, "firmware_files": 7,
-                                                             "console_roundtrip_ms": 0.5}}}, root=str(tmp_path))
+                                                             "console_roundtrip_ms": 0.5}}},
+                            root=str(tmp_path))
     t = (tmp_path / "docs" / "installer.md").read_text()
     assert "STALE-FIGURES" not in t and "| full firmware (7 files), bytes of .mpy | 115200 |" in t
     assert "| console round trip (ms) | 0.5 |" in t and "| cold build (s) | - |" in t
@@ -36,7 +38,8 @@ def test_update_writes_the_figures(tmp_path):
 
 def test_partial_run_keeps_other_sections(tmp_path):
     out = tmp_path / "B.md"
-    out.write_text("# b\n\n## Benchmark modules\n\n### bench_a (1 s)\n\n| figure | value |\n|---|---|\n| x | 1 |\n\n"
+    out.write_text("# b\n\n## Benchmark modules\n\n### bench_a (1 s)\n\n| figure | value |\n|---|---|\n| x | "
+                   "1 |\n\n"
                    "### bench_b (2 s)\n\n| figure | value |\n|---|---|\n| y | 2.5 |\n")
     prev = bench.previous_sections(str(out))
     assert sorted(prev) == ["bench_a", "bench_b"]
@@ -60,6 +63,7 @@ def test_only_run_rewrites_its_sections_in_place(tmp_path):
                                      "bench_new": {"figures": {"z": 1}, "wall_s": 1}})
     t = out.read_text()
     assert t.startswith(head) and c in t
-    assert "### bench_a (4 s, 2026-12-02 01:00 UTC)\n\nwhat it runs\n\n| figure | value |\n|---|---|\n| x | 3 |\n" in t
+    assert ("### bench_a (4 s, 2026-12-02 01:00 UTC)\n\nwhat it runs\n\n| figure | value |\n|---|---|\n| x | "
+            "3 |\n") in t
     assert "| x | 1 |" not in t and t.rstrip().endswith("| z | 1 |")
     assert bench.figures_from_markdown(str(out))["bench_a"]["figures"] == {"x": 3}

@@ -74,8 +74,10 @@ def test_a_heap_too_small_for_the_firmware_fails_with_a_clear_error():
 
 def test_cli_board_heap_needs_the_micropython_runtime():
     exe = os.path.join(os.path.dirname(sys.executable), "paydbox")
-    p = subprocess.run([exe, "replay", TRACE, "--board-heap", "96K", "--json"], capture_output=True, text=True)
-    assert p.returncode == 2 and p.stderr.strip() == "paydbox: error: --board-heap needs --runtime micropython"
+    p = subprocess.run([exe, "replay", TRACE, "--board-heap", "96K", "--json"], capture_output=True,
+                       text=True)
+    assert (p.returncode == 2
+            and p.stderr.strip() == "paydbox: error: --board-heap needs --runtime micropython")
     p = subprocess.run([exe, "replay", TRACE, "--runtime", "micropython", "--board-heap", "lots"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "--board-heap: bad size 'lots'" in p.stderr

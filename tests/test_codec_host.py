@@ -93,7 +93,8 @@ def test_random_records_roundtrip(recs, max_bytes):
     # every record that was accepted came out, exactly once, in order
     assert [r["seq"] for r in out] == [r["seq"] for r in recs if r["seq"] not in refused]
     if max_bytes >= 512:
-        assert not refused  # a 512-byte block holds any record these strategies draw (strings <= 12, bytes <= 40)
+        # a 512-byte block holds any record these strategies draw (strings <= 12, bytes <= 40)
+        assert not refused
 
 
 @settings(max_examples=100, deadline=None)
@@ -103,7 +104,8 @@ def test_damage_detected(recs, data):
     for r in recs:
         assert enc.add(r)
     blk = bytearray(enc.finish())
-    assert codec.decode_block(bytes(blk))[1] == [_without_defaults(r) for r in recs]  # intact: every record back
+    # intact: every record back
+    assert codec.decode_block(bytes(blk))[1] == [_without_defaults(r) for r in recs]
     pos = data.draw(st.integers(0, len(blk) - 1))
     blk[pos] ^= data.draw(st.integers(1, 255))
     try:
@@ -132,8 +134,8 @@ def test_worked_example_in_the_spec():
          "lon_e7": 115751868, "speed_mmps": 13950, "course_cdeg": 9010, "hdop_x10": 9, "sats": 11},
         {"type": "pos", "seq": 1002, "t_ms": 62000, "utc_s": 849427202, "lat_e7": 481370000,
          "lon_e7": 115753740, "speed_mmps": 13950, "course_cdeg": 9005, "hdop_x10": 9, "sats": 11},
-        {"type": "event", "seq": 1004, "t_ms": 62400, "utc_s": 849427202, "kind": "harsh_brake", "dur_ms": 800,
-         "peak_mg": 450, "mean_mg": 310, "speed_start_mmps": 13950, "speed_end_mmps": 9000,
+        {"type": "event", "seq": 1004, "t_ms": 62400, "utc_s": 849427202, "kind": "harsh_brake",
+         "dur_ms": 800, "peak_mg": 450, "mean_mg": 310, "speed_start_mmps": 13950, "speed_end_mmps": 9000,
          "lat_e7": 481370000, "lon_e7": 115754000, "course_cdeg": 9005},
     ]
     enc = codec.BlockEncoder("box-0001", 3, 512)

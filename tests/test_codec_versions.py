@@ -69,7 +69,8 @@ def test_v3_blocks_decode_to_the_records_the_v3_encoder_was_given(max_bytes):
     assert [r["type"] for r in got[-3:]] == ["trip_end", "status", "odometer"]
     for b, m in zip(blocks, meta):
         hdr, recs = codec.decode_block(b)
-        assert (hdr["first_seq"], recs[-1]["seq"], hdr["count"]) == (m["first_seq"], m["last_seq"], m["count"])
+        assert (hdr["first_seq"], recs[-1]["seq"], hdr["count"]) == (m["first_seq"], m["last_seq"],
+                                                                     m["count"])
 
 
 def test_v3_no_positions_blocks():
@@ -206,7 +207,8 @@ def test_v3_blocks_through_the_edge_agent_and_the_consumer(tmp_path):
     agent = Proc(["-m", "edge_agent.agent", "--config", cfg], os.path.join(w, "agent.log")).start()
     db = os.path.join(w, "c.db")
     consumer = Proc(["-m", "tools.cli", "ingest", "--broker", "mqtt://127.0.0.1:%d" % broker.port, "--db", db,
-                     "--group", "t", "--client-id", "t-ingest", "--quiet"], os.path.join(w, "consumer.log")).start()
+                     "--group", "t", "--client-id", "t-ingest", "--quiet"],
+                    os.path.join(w, "consumer.log")).start()
     produced = {(V3["device"], V3["boot"], r["seq"]): r for r in TRUTH}
     try:
         time.sleep(2.0)  # the consumer subscribes first

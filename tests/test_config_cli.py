@@ -154,7 +154,8 @@ def test_provision_csv_two_boxes(tmp_path, trace, capsys):
         res = json.loads(out)["results"]
         per_box = [r["seconds"] for r in res if r["result"] == "ok"]
         assert len(per_box) == 2
-        print("\nprovision one box (set 5 keys + selftest + status): %.2f s; 3-row CSV: %.2f s" % (min(per_box), dt))
+        print("\nprovision one box (set 5 keys + selftest + status): %.2f s; 3-row CSV: %.2f s"
+              % (min(per_box), dt))
     finally:
         for vb in vbs:
             vb.stop()

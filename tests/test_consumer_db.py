@@ -63,7 +63,8 @@ class Counting:
 
 
 def test_a_batch_is_a_few_statements_whatever_its_size(db):
-    """No statement per record: a batch of 24 blocks (~1800 records) takes as many statements as a batch of one."""
+    """No statement per record: a batch of 24 blocks (~1800 records) takes as many statements as a batch of
+    one."""
     recs = fleet_sim.synth_records(2000, seed=3)
     its = items_for("box-n", recs)
     assert len(its) >= 25
@@ -79,7 +80,8 @@ def test_a_batch_is_a_few_statements_whatever_its_size(db):
 def test_batched_store_equals_the_truth_of_the_input(db):
     """Duplicates inside one batch and across batches, a forged header, records that come again with other
     content, holes, a second boot, a damaged block: whatever the batch size, the store keeps the first copy of
-    every key, counts every other copy once, quarantines what differs, and covers exactly the seqs it holds."""
+    every key, counts every other copy once, quarantines what differs, and covers exactly the seqs it
+    holds."""
     rnd = random.Random(2)
     stream, first_content = [], {}
     for i in range(3):
@@ -88,7 +90,8 @@ def test_batched_store_equals_the_truth_of_the_input(db):
         its = items_for(dev, recs)
         kept = [it for j, it in enumerate(its) if not (i == 0 and j % 4 == 1)]  # d0: every 4th block missing
         stream += kept + [copy.deepcopy(kept[2])]  # an agent retrying: one block twice
-    other = items_for("d1", fleet_sim.synth_records(150, seed=77))  # same keys as d1's first ones, other content
+    # same keys as d1's first ones, other content
+    other = items_for("d1", fleet_sim.synth_records(150, seed=77))
     boot2 = items_for("d1", fleet_sim.synth_records(120, seed=78, boot=2), boot=2)
     forged = items_for("d2", fleet_sim.synth_records(60, seed=79), topic_device="evil")
     damaged = [{"topic": "paydbox/f/d2/records", "fleet": "f", "device": "d2", "size": 3, "received_at": 1.0,
@@ -116,7 +119,8 @@ def test_batched_store_equals_the_truth_of_the_input(db):
         got["bad"] += b
     assert got == {"new": len(first_content), "dup": n_copies - len(first_content),
                    "bad": len(forged) + len(damaged)}, batch
-    held = {(r[0], r[1], r[2]): r[3] for r in db.execute("SELECT device, boot, seq, type FROM records").fetchall()}
+    held = {(r[0], r[1], r[2]): r[3]
+            for r in db.execute("SELECT device, boot, seq, type FROM records").fetchall()}
     assert held == {k: r["type"] for k, r in first_content.items()}
     pos = db.execute("SELECT device, boot, seq, lat_e7 FROM positions").fetchall()
     assert sorted(tuple(p) for p in pos) == sorted(
@@ -144,7 +148,8 @@ def test_a_failed_batch_leaves_nothing(db):
     its = items_for("box-f", fleet_sim.synth_records(300, seed=5))
     bad = copy.deepcopy(its[1])
     r = bad["records"][3]  # a crash record whose samples are not bytes: fails after the records are written
-    bad["records"][3] = {"type": "crash", "seq": r["seq"], "t_ms": r["t_ms"], "utc_s": r["utc_s"], "samples": "zz"}
+    bad["records"][3] = {"type": "crash", "seq": r["seq"], "t_ms": r["t_ms"], "utc_s": r["utc_s"],
+                         "samples": "zz"}
     with pytest.raises(Exception):
         consumer_db.store_blocks(db, [its[0], bad] + its[2:])
     assert db.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 0
@@ -156,7 +161,8 @@ def test_a_failed_batch_leaves_nothing(db):
 
 def test_a_device_first_seen_by_its_status_gets_its_boot(db):
     """The agent's retained status can create the device row before any block (last_boot unknown): the
-    first blocks then set last_boot to their boot (SQLite's MAX(NULL, x) is NULL, PostgreSQL's GREATEST is x)."""
+    first blocks then set last_boot to their boot (SQLite's MAX(NULL, x) is NULL, PostgreSQL's GREATEST is
+    x)."""
     db.execute("BEGIN IMMEDIATE")
     consumer_db.store_agent_status(db, "f", "box-s", b'{"online": true}')
     db.execute("COMMIT")

@@ -33,7 +33,8 @@ def test_shocks_are_not_crashes(traces):
     assert not [e for e in truth["events"] if e["type"] == "crash"]
     m = _score(traces["shocks"])
     crash = m["events"].get("crash", {"tp": 0, "fp": 0})
-    assert crash["fp"] == 0, "shocks taken for crashes: %r" % [e for e in m["false_positives"] if e["type"] == "crash"]
+    assert crash["fp"] == 0, "shocks taken for crashes: %r" % [e for e in m["false_positives"]
+                                                               if e["type"] == "crash"]
     # every shock is reported, as a shock, at its time (while driving and while parked)
     assert m["events"]["shock"]["tp"] == len(shocks) and m["events"]["shock"]["fp"] == 0, m["events"]["shock"]
 

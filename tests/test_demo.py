@@ -26,7 +26,8 @@ def test_demo_end_to_end(tmp_path):
     html = (out / "report.html").read_text()
     assert "<svg" in html and "Coach" in html
     con = sqlite3.connect(str(out / "fleet.sqlite"))
-    (n_trips, km, events) = con.execute("SELECT COUNT(*), SUM(distance_m), SUM(n_events) FROM trips").fetchone()
+    (n_trips, km, events) = con.execute(
+        "SELECT COUNT(*), SUM(distance_m), SUM(n_events) FROM trips").fetchone()
     assert n_trips == 1
     assert 3100 <= km <= 3260  # the bundled drive is 3178 m (ground truth)
     assert events == 3

@@ -12,7 +12,8 @@ from tools.bench import bench_e2e
 from tools.bench.bench_e2e import agent_toml, broker_for, db_state
 
 if bench_e2e.MOSQUITTO is None:  # make setup installs it; a machine without it cannot run these at all
-    pytest.fail("mosquitto is not installed: run `make setup` (it installs Debian's mosquitto)", pytrace=False)
+    pytest.fail("mosquitto is not installed: run `make setup` (it installs Debian's mosquitto)",
+                pytrace=False)
 
 
 def _consumer(broker, db, workdir, name="consumer"):
@@ -30,8 +31,8 @@ def _restart_while_consumer_away(tmp_path, e2e):
     box = SimBox("box-t", window=8, rto_ms=300, poll_ms=5).start()
     gen = DriveGen("box-t", box.boot, box.store, 256, seed=5, crash_at_s=500)
     agent = Proc(["-m", "edge_agent.agent", "--config",
-                  agent_toml(os.path.join(w, "agent.toml"), "box-t", box.path, os.path.join(w, "q.db"), broker.port,
-                             e2e_timeout_s=2.0, e2e=e2e)], os.path.join(w, "agent.log")).start()
+                  agent_toml(os.path.join(w, "agent.toml"), "box-t", box.path, os.path.join(w, "q.db"),
+                             broker.port, e2e_timeout_s=2.0, e2e=e2e)], os.path.join(w, "agent.log")).start()
     db = os.path.join(w, "c.db")
     consumer = _consumer(broker, db, w).start()
     try:

@@ -102,12 +102,14 @@ def test_score_metrics():
     assert m["bytes_per_fix"] == 3.0
     assert m["parked_drift_m_per_h"] is None  # the car drove
     assert m["calibration_error_deg"] is None
-    m2 = E.score(_truth(), _report(4000.0, [], cal={"state": "calibrated", "R": [[1, 0, 0], [0, 0, -1], [0, 1, 0]]}))
+    m2 = E.score(_truth(),
+                 _report(4000.0, [], cal={"state": "calibrated", "R": [[1, 0, 0], [0, 0, -1], [0, 1, 0]]}))
     assert m2["distance_error_pct"] == pytest.approx(-20.0)
     assert m2["crash_detected"] is False
     assert m2["calibration_error_deg"] == pytest.approx(90.0)
     # the firmware's Q14 flat form (motion.state()['R'], rows = vehicle axes in box coordinates)
-    m3 = E.score(_truth(), _report(5000.0, [], cal={"calib_state": "calibrated", "R_q14": [16384, 0, 0, 0, 16384, 0, 0, 0, 16384]}))
+    m3 = E.score(_truth(), _report(5000.0, [], cal={"calib_state": "calibrated",
+                                                    "R_q14": [16384, 0, 0, 0, 16384, 0, 0, 0, 16384]}))
     assert m3["calibration_error_deg"] == pytest.approx(0.0, abs=1e-6)
     assert m3["calibration_state"] == "calibrated"
 
@@ -118,7 +120,8 @@ def test_parked_drift_and_aggregate():
     mp = E.score(parked, {"trips": [], "odometer_m": 12.0, "records": {"count": 10, "bytes": 40, "fixes": 0}})
     assert mp["parked_drift_m_per_h"] == pytest.approx(6.0)
     assert mp["distance_error_pct"] is None
-    md = E.score(_truth(), _report(5000.0, [{"type": "harsh_brake", "t": 104.5}, {"type": "crash", "t": 400}]))
+    md = E.score(_truth(),
+                 _report(5000.0, [{"type": "harsh_brake", "t": 104.5}, {"type": "crash", "t": 400}]))
     tot = E.aggregate([mp, md, {"scenario": "bad", "error": "boom"}])
     assert tot["replayed"] == 2 and tot["failed"] == ["bad"]
     assert tot["events"]["harsh_brake"]["recall"] == 1.0
@@ -136,7 +139,8 @@ def _oracle(path, runtime="cpython"):
     """A fake box that reports exactly the truth: used to check the plumbing end to end."""
     truth = E.truth_from_trace(path)
     events = [{"type": e["type"], "t": (e["start"] + e["end"]) / 2} for e in truth["events"]]
-    return {"trips": [{"distance_m": t["dist_m"], "events": [e for e in events if t["start"] <= e["t"] <= t["end"]]}
+    return {"trips": [{"distance_m": t["dist_m"],
+                       "events": [e for e in events if t["start"] <= e["t"] <= t["end"]]}
                       for t in truth["trips"]],
             "events": events, "odometer_m": truth["dist_m"],
             "records": {"count": 1, "bytes": 10, "fixes": 5, "bytes_per_fix": 2.0},
@@ -172,7 +176,8 @@ def test_end_to_end_reduced_suite(tmp_path):
 
 def test_bench_reference_codec8_and_report(tmp_path):
     from tools.bench import runner as bench
-    fixes = [(880000000 + i, 457600000 + i * 10, 48400000 - i * 7, 13000, 9000, 9, 11, 1700) for i in range(130)]
+    fixes = [(880000000 + i, 457600000 + i * 10, 48400000 - i * 7, 13000, 9000, 9, 11, 1700)
+             for i in range(130)]
     total, nrec, rec_len = bench.codec8_packets(fixes)
     assert rec_len == 30 and nrec == 130
     # 3 packets (60 + 60 + 10 records): 4 preamble + 4 length + 1 codec + 2 counts + 4 CRC each
@@ -194,13 +199,15 @@ def test_bench_reference_codec8_and_report(tmp_path):
 
 
 def test_calibration_commit_figures():
-    # the box committed at 45 s of trace time with a rotation 3 deg off in yaw; the trip started moving at 12 s
+    # the box committed at 45 s of trace time with a rotation 3 deg off in yaw; the trip started moving
+    # at 12 s
     import math
     t = _truth()
     t["move_starts"] = [12.0, 300.0]
     a = math.radians(3.0)
     R = [int(round(16384 * v)) for v in (math.cos(a), math.sin(a), 0, -math.sin(a), math.cos(a), 0, 0, 0, 1)]
-    cal = {"calib_state": "calibrated", "calib_commit": {"t_ms": 45000, "sigma_cdeg": 150, "lag_ms": 250, "R_q14": R}}
+    cal = {"calib_state": "calibrated",
+           "calib_commit": {"t_ms": 45000, "sigma_cdeg": 150, "lag_ms": 250, "R_q14": R}}
     m = E.score(t, _report(5000.0, [], cal=cal))
     assert m["calibration_time_s"] == pytest.approx(33.0)
     assert m["calibration_axis_err_at_commit_deg"] == pytest.approx(3.0, abs=0.01)

@@ -22,7 +22,8 @@ def src_copy(tmp_path, name="src"):
     """A private copy of firmware/ and hw/ so a test can change a file."""
     d = tmp_path / name
     for sub in F.SOURCE_DIRS:
-        shutil.copytree(os.path.join(F.ROOT, sub), d / sub, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.mpy"))
+        shutil.copytree(os.path.join(F.ROOT, sub), d / sub,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.mpy"))
     return str(d)
 
 
@@ -142,7 +143,8 @@ def test_flash_cli_json_and_errors(tmp_path, repl, capsys):
     assert "base image not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("phase,index", [("stage", 1), ("commit", 0), ("rename", 0), ("rename", 2), ("manifest", 0)])
+@pytest.mark.parametrize("phase,index",
+                         [("stage", 1), ("commit", 0), ("rename", 0), ("rename", 2), ("manifest", 0)])
 def test_power_cut_during_flash(tmp_path, repl, trace, phase, index):
     """Kill the VM at a given step of an install: the box boots, with a manifest that matches its
     files (all old or all new), and the next flash completes."""
@@ -233,7 +235,8 @@ def test_manifest_is_the_import_closure_of_the_board_entry_point():
     for host_only in ("hw/linux.py", "hw/replay.py", "hw/trace_format.py", "firmware/replay_main.py"):
         assert host_only not in F.source_files("esp32-wroom")
     assert all(p.startswith(F.SOURCE_DIRS) for p in F.source_files("unix"))  # never testbed/ (test doubles)
-    assert set(F.source_files("unix")) == seen | {"firmware/replay_main.py", "hw/replay.py", "hw/trace_format.py"}
+    assert (set(F.source_files("unix")) == seen
+            | {"firmware/replay_main.py", "hw/replay.py", "hw/trace_format.py"})
 
 
 def test_flashed_box_holds_only_manifest_modules(tmp_path, repl):
@@ -264,9 +267,10 @@ def test_romfs_image_holds_only_manifest_modules(tmp_path, board):
     img.write_bytes(image)
     code = ("import vfs, os\nf = open(%r, 'rb')\nvfs.mount(vfs.VfsRom(f.read()), '/rom')\n"
             "def walk(d):\n    for n in os.listdir(d):\n        p = d + '/' + n\n"
-            "        if os.stat(p)[0] & 0x4000:\n            walk(p)\n        else:\n            print(p[5:])\n"
-            "walk('/rom')\n" % str(img))
-    out = subprocess.run([micropython_binary(), "-c", code], capture_output=True, text=True, check=True).stdout.split()
+            "        if os.stat(p)[0] & 0x4000:\n            walk(p)\n        else:\n            "
+            "print(p[5:])\nwalk('/rom')\n" % str(img))
+    out = subprocess.run([micropython_binary(), "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
     assert sorted(out) == sorted(p[:-3] + ".mpy" for p in F.source_files(board))
     assert F.install_method("pico-w") == "files" and F.install_method("unix") == "files"
 

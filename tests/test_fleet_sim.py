@@ -66,7 +66,8 @@ def test_a_consumer_killed_mid_run_loses_nothing_and_repeated_runs_agree(mosquit
     record stored by the survivor; two runs in a row report the same figures."""
     url = "mqtt://%s:%d" % (mosquitto.host, mosquitto.port)
     rc = cli(["fleet-sim", "--broker", url, "--boxes", "6", "--records-per-box", "900", "--consumers", "2",
-              "--duration", "4", "--kill-consumer-at", "1.5", "--e2e-timeout", "1", "--repeat", "2", "--json"])
+              "--duration", "4", "--kill-consumer-at", "1.5", "--e2e-timeout", "1", "--repeat", "2",
+              "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0, out
     assert out["runs"] == 2 and out["runs_agree"] and out["lost_per_run"] == [0, 0]

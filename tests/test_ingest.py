@@ -123,8 +123,8 @@ def test_killed_consumer_loses_nothing(mosquitto, tmp_path):
     """SIGKILL the `paydbox ingest` process in the middle of a backlog, restart it: every record once."""
     db = str(tmp_path / "k.db")
     recs, blocks = make_blocks("box-k", 6000, seed=11)
-    cmd = [sys.executable, "-m", "tools.cli", "ingest", "--broker", url(mosquitto), "--db", db, "--group", "gk",
-           "--client-id", "ingest-kill", "--batch", "5", "--receive-maximum", "10", "--once-idle", "3"]
+    cmd = [sys.executable, "-m", "tools.cli", "ingest", "--broker", url(mosquitto), "--db", db, "--group",
+           "gk", "--client-id", "ingest-kill", "--batch", "5", "--receive-maximum", "10", "--once-idle", "3"]
 
     def start():
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -172,7 +172,8 @@ def test_damaged_blocks_are_counted_not_fatal(mosquitto, tmp_path):
 
 def test_two_consumers_share_the_load(mosquitto, tmp_path):
     dbs = [str(tmp_path / "s1.db"), str(tmp_path / "s2.db")]
-    cons = [RunningConsumer(url(mosquitto), d, group="gs", client_id="share-%d" % i) for i, d in enumerate(dbs)]
+    cons = [RunningConsumer(url(mosquitto), d, group="gs", client_id="share-%d" % i)
+            for i, d in enumerate(dbs)]
     pub = Publisher(url(mosquitto))
     devices = {}
     for i in range(4):
@@ -262,7 +263,8 @@ def test_a_forged_header_is_quarantined_and_the_victims_records_survive(mosquitt
     assert_exactly_once(db, "box-victim", recs)
     assert count(db, "SELECT COUNT(*) FROM records WHERE device='box-evil'") == 0
     assert count(db, "SELECT SUM(n_dup) FROM blocks") == 0, "the victim's records were taken as duplicates"
-    assert count(db, "SELECT COUNT(*) FROM quarantine WHERE device='box-evil' AND claimed_device='box-victim'") \
+    assert count(db, "SELECT COUNT(*) FROM quarantine WHERE device='box-evil' AND "
+                     "claimed_device='box-victim'") \
         == len(forged)
     assert cons.c.counters["quarantined"] == len(forged) and cons.c.counters["damaged"] == 0
 
@@ -307,8 +309,9 @@ def test_gaps_are_asked_for_again_then_marked_lost_when_nobody_has_them(mosquitt
     req = json.loads(cmds.got[0][1])
     assert (req["cmd"], req["boot"], req["ranges"]) == ("resend", 1, [[lo, hi]])
     # the agent and the box answer that nobody holds it any more: lost, and no more requests
-    pub.send("paydbox/f/box-g/cmd/result", [json.dumps({"id": req["id"], "cmd": "resend", "ok": True, "boot": 1,
-                                                        "missing": [[lo, hi]]}).encode()])
+    pub.send("paydbox/f/box-g/cmd/result",
+             [json.dumps({"id": req["id"], "cmd": "resend", "ok": True, "boot": 1,
+                          "missing": [[lo, hi]]}).encode()])
     assert wait_count(db, 1, q="SELECT COUNT(*) FROM lost") == 1
     time.sleep(1.0)
     n = len(cmds.got)
@@ -324,7 +327,8 @@ def test_ingest_waits_for_a_broker_that_is_down_at_start(tmp_path):
     from mosquitto_fixture import free_port
     port = free_port()
     db = str(tmp_path / "w.db")
-    p = subprocess.Popen([sys.executable, "-m", "tools.cli", "ingest", "--broker", "mqtt://127.0.0.1:%d" % port,
+    p = subprocess.Popen([sys.executable, "-m", "tools.cli", "ingest", "--broker",
+                          "mqtt://127.0.0.1:%d" % port,
                           "--db", db, "--group", "gw", "--client-id", "ingest-wait"], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

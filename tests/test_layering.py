@@ -7,8 +7,10 @@ import os
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FORBIDDEN = {"firmware": {"tools", "edge_agent", "testbed"}, "hw": {"firmware", "edge_agent", "tools", "testbed"},
-             "edge_agent": {"tools", "testbed"}, "tools": {"testbed"}}  # testbed/: for tests and tools/bench/ only
+FORBIDDEN = {"firmware": {"tools", "edge_agent", "testbed"},
+             "hw": {"firmware", "edge_agent", "tools", "testbed"},
+             "edge_agent": {"tools", "testbed"},
+             "tools": {"testbed"}}  # testbed/: for tests and tools/bench/ only
 NOT_PRODUCT = ("tests/", "testbed/", "tools/bench/")  # tests, test doubles and benchmarks
 
 
@@ -55,7 +57,8 @@ def test_cli_tells_user_errors_from_bugs(capsys, monkeypatch, tmp_path):
     consumer_db.connect(db).close()
     assert cli.main(["trips", "--db", __file__]) == 2  # not a database: the user's mistake, one line
     err = capsys.readouterr().err
-    assert err.startswith("paydbox: error: --db ") and "not a consumer database" in err and err.count("\n") == 1
+    assert (err.startswith("paydbox: error: --db ") and "not a consumer database" in err
+            and err.count("\n") == 1)
 
     def boom_user(args):
         raise LookupError("trip 9: not in the database")
@@ -63,7 +66,8 @@ def test_cli_tells_user_errors_from_bugs(capsys, monkeypatch, tmp_path):
     def boom_bug(args):
         return {}["missing"]
 
-    for fn, rc, start in ((boom_user, 2, "paydbox: error: trip 9"), (boom_bug, 70, "paydbox: internal error: KeyError")):
+    for fn, rc, start in ((boom_user, 2, "paydbox: error: trip 9"),
+                          (boom_bug, 70, "paydbox: internal error: KeyError")):
         monkeypatch.setattr(consumer_db, "list_trips", lambda db, device=None, fn=fn: fn(None))
         got = cli.main(["trips", "--db", db])
         err = capsys.readouterr().err
@@ -98,7 +102,8 @@ def _uses(path, mods):
     """Project modules a file imports (any nesting, `from pkg import mod` too) or names in a string."""
     tree = ast.parse(open(path, encoding="utf-8").read(), path)
     names = set()
-    docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)
+            and isinstance(n.value, ast.Constant)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)

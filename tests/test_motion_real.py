@@ -68,7 +68,8 @@ def _genivi_reference(d):
         if abs(dc) > 45:
             continue
         g = 1000.0 / 9.80665
-        pairs.append((f0[0], f1[0], (f1[4] - f0[4]) / dt * g, -math.radians(dc) / dt * (f0[4] + f1[4]) / 2 * g))
+        pairs.append((f0[0], f1[0], (f1[4] - f0[4]) / dt * g,
+                      -math.radians(dc) / dt * (f0[4] + f1[4]) / 2 * g))
     best = None
     for lag10 in range(0, 21):
         lag = lag10 / 10.0
@@ -112,7 +113,8 @@ def _check(name, d, ref, seed, max_driving_s=MAX_DRIVING_S):
     for k in range(N_MOUNTS):
         Q = random_rotation(rng)
         m, c = bm.run_real(d, Q, until_s=start + max_driving_s + 5.0)
-        assert c is not None, "%s mount %d: not calibrated after %.0f s of driving (state %s, quality %d, %s)" % (
+        assert c is not None, ("%s mount %d: not calibrated after %.0f s of driving (state %s, quality %d, "
+                               "%s)") % (
             name, k, max_driving_s, m.calib_state, m.calib_quality, m._lc.info)
         t_drv = c["t_s"] - start
         ef, eu = bm.axis_errors_deg(c["R"], bm.rotate(Q, ref["fwd"]), bm.rotate(Q, ref["up"]))
@@ -153,7 +155,8 @@ def test_trace_import_real_drives_replay_through_the_box(tmp_path):
     out = str(tmp_path / "c.jsonl")
     assert cli(["trace", "import", "--comma2k19", src, "--mount-seed", "5", "-o", out, "--json"]) == 0
     info = trace_info(out)
-    assert info["accel"]["rate_hz"] == 104 and info["accel"]["samples"] == 6256 and info["truth"] == {"mount": 1}
+    assert (info["accel"]["rate_hz"] == 104 and info["accel"]["samples"] == 6256
+            and info["truth"] == {"mount": 1})
     with open(out) as f:
         f.readline()
         truth_R = json.loads(f.readline())["R"]

@@ -89,7 +89,8 @@ def test_agent_falls_back_to_311_and_delivers_everything(tmp_path, nats):
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ops311", protocol=mqtt.MQTTv311)
         c.connect(nats.host, nats.port)
         c.loop_start()
-        c.publish("paydbox/f1/%s/cmd" % DEV, json.dumps({"id": "c311", "cmd": "ping"}), qos=1).wait_for_publish(5)
+        c.publish("paydbox/f1/%s/cmd" % DEV, json.dumps({"id": "c311", "cmd": "ping"}),
+                  qos=1).wait_for_publish(5)
         assert wait_for(lambda: any(r.get("id") == "c311" for r in sub.results), 20), agent.log()[-2000:]
         assert [r["ok"] for r in sub.results if r.get("id") == "c311"] == [True]
         c.loop_stop()

@@ -108,7 +108,8 @@ class Ops:
         (self.results if m.topic.endswith("cmd/result") else self.status).append(json.loads(m.payload))
 
     def send(self, cid):
-        self.c.publish("paydbox/f1/%s/cmd" % DEV, json.dumps({"id": cid, "cmd": "ping"}), qos=1).wait_for_publish(5)
+        self.c.publish("paydbox/f1/%s/cmd" % DEV, json.dumps({"id": cid, "cmd": "ping"}),
+                       qos=1).wait_for_publish(5)
 
     def answers(self, cid):
         return [r for r in self.results if r.get("id") == cid]
@@ -126,7 +127,8 @@ def command_survives_a_cut(tmp_path, host, port, protocol, v5_ops=True):
                              "127.0.0.1", proxy.port, extra_mqtt={"protocol": protocol})
     agent = AgentProc(cfg, str(tmp_path / "a.log")).start()
     try:
-        assert wait_for(lambda: ops.status and ops.status[-1].get("state") == "online", 30), agent.log()[-2000:]
+        assert wait_for(lambda: ops.status and ops.status[-1].get("state") == "online",
+                        30), agent.log()[-2000:]
         ops.send("before")  # the downlink works at all
         assert wait_for(lambda: ops.answers("before"), 20), agent.log()[-2000:]
         n_conn = proxy.accepted
@@ -136,7 +138,8 @@ def command_survives_a_cut(tmp_path, host, port, protocol, v5_ops=True):
         time.sleep(1.0)
         assert not ops.answers("while-away")
         proxy.restore()
-        assert wait_for(lambda: proxy.accepted > n_conn, 20), "the agent did not reconnect: " + agent.log()[-2000:]
+        assert (wait_for(lambda: proxy.accepted > n_conn,
+                         20)), "the agent did not reconnect: " + agent.log()[-2000:]
         assert wait_for(lambda: ops.answers("while-away"), 20), \
             "a command published while the agent was away was lost: " + agent.log()[-3000:]
         time.sleep(1.0)

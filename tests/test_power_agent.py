@@ -26,7 +26,8 @@ def test_shutdown_handshake_then_power_cuts_lose_nothing(tmp_path, mosquitto):
     box = SimBox(DEV).start()
     marker = tmp_path / "poweroff-ran"
     qpath = str(tmp_path / "q.db")
-    cfg = write_agent_config(str(tmp_path / "agent.toml"), "f1", DEV, box.path, qpath, mosquitto.host, mosquitto.port)
+    cfg = write_agent_config(str(tmp_path / "agent.toml"), "f1", DEV, box.path, qpath, mosquitto.host,
+                             mosquitto.port)
     text = open(cfg).read().replace("[agent]\n", '[agent]\npoweroff_command = "touch %s"\n' % marker)
     open(cfg, "w").write(text)
     agent = AgentProc(cfg, str(tmp_path / "agent.log")).start()

@@ -38,7 +38,8 @@ def test_v4_fixture_is_what_the_v4_encoder_writes():
     except (subprocess.CalledProcessError, OSError):
         import pytest
 
-        pytest.skip("git history of %s not in this checkout: the fixture cannot be rewritten" % make_v4.V4_COMMIT)
+        pytest.skip("git history of %s not in this checkout: the fixture cannot be rewritten"
+                    % make_v4.V4_COMMIT)
     enc = old.BlockEncoder(make_v4.DEVICE, make_v4.BOOT, 512)
     for r in make_v4.records():
         assert enc.add(dict(r))
@@ -47,8 +48,8 @@ def test_v4_fixture_is_what_the_v4_encoder_writes():
 
 
 def _status(seq, t_ms, mv):
-    r = {"type": "status", "seq": seq, "t_ms": t_ms, "utc_s": 849427200 + t_ms // 1000, "fw": "0.2", "boot": 2,
-         "store_used": 100, "store_evicted": 0, "gnss_ok": 1, "accel_ok": 1, "odometer_m": 20417,
+    r = {"type": "status", "seq": seq, "t_ms": t_ms, "utc_s": 849427200 + t_ms // 1000, "fw": "0.2",
+         "boot": 2, "store_used": 100, "store_evicted": 0, "gnss_ok": 1, "accel_ok": 1, "odometer_m": 20417,
          "calib": "calibrated", "calib_quality": 90}
     if mv is not None:
         r["supply_mv"] = mv
@@ -67,8 +68,8 @@ def test_status_supply_mv_round_trips_and_is_optional():
 
 
 def test_supply_voltage_is_io66_and_osmand_power_tow_is_the_tow_alarm():
-    recs = [{"type": "pos", "seq": 20, "t_ms": 500, "utc_s": 849427200, "lat_e7": 457600000, "lon_e7": 48400000,
-             "speed_mmps": 0, "course_cdeg": 0, "hdop_x10": 8, "sats": 10},
+    recs = [{"type": "pos", "seq": 20, "t_ms": 500, "utc_s": 849427200, "lat_e7": 457600000,
+             "lon_e7": 48400000, "speed_mmps": 0, "course_cdeg": 0, "hdop_x10": 8, "sats": 10},
             _status(21, 1000, 12430),
             {"type": "tamper", "seq": 22, "t_ms": 2000, "utc_s": 849427202, "reason": "tow", "value": 0},
             _status(23, 3000, 14210)]

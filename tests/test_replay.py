@@ -1,4 +1,5 @@
-"""paydbox replay: the real firmware against the bundled trace, under CPython and inside the MicroPython VM."""
+"""paydbox replay: the real firmware against the bundled trace, under CPython and inside the MicroPython
+VM."""
 import json
 import os
 import subprocess
@@ -60,7 +61,8 @@ def test_cli_json_and_errors(tmp_path):
     rep = json.loads(p.stdout)
     for key in ("trips", "odometer_m", "records", "gnss"):
         assert key in rep
-    assert {"start_t", "end_t", "distance_m", "duration_s", "events", "score", "coach"} <= set(rep["trips"][0])
+    assert {"start_t", "end_t", "distance_m", "duration_s", "events", "score",
+            "coach"} <= set(rep["trips"][0])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"format": "something-else", "version": 1}\n')
     p = subprocess.run([exe, "replay", str(bad)], capture_output=True, text=True, cwd=ROOT)
@@ -128,7 +130,9 @@ def test_speed_course_steps_shrink_records_and_keep_positions(cpython_report, tm
     stepped = stored(cfg, "stepped")
     assert len(exact) == len(stepped) > 100
     for a, b in zip(exact, stepped):
-        assert (a["lat_e7"], a["lon_e7"], a["t_ms"], a["utc_s"]) == (b["lat_e7"], b["lon_e7"], b["t_ms"], b["utc_s"])
+        assert (a["lat_e7"], a["lon_e7"], a["t_ms"], a["utc_s"]) == (b["lat_e7"], b["lon_e7"], b["t_ms"],
+                                                                     b["utc_s"])
         assert b["speed_mmps"] % 100 == 0 and abs(b["speed_mmps"] - a["speed_mmps"]) <= 50
         assert b["course_cdeg"] % 100 == 0
-        assert min(abs(b["course_cdeg"] - a["course_cdeg"]), 36000 - abs(b["course_cdeg"] - a["course_cdeg"])) <= 50
+        assert min(abs(b["course_cdeg"] - a["course_cdeg"]),
+                   36000 - abs(b["course_cdeg"] - a["course_cdeg"])) <= 50

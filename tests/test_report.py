@@ -17,7 +17,8 @@ UTC0 = 848800000  # 2026-11-24T01:46:40Z in record time (s since 2000)
 
 def known_records():
     """One hand-made trip: 20 positions going north-east, 2 events and a crash, then its trip_end."""
-    recs = [{"type": "status", "seq": 1, "t_ms": 1000, "utc_s": UTC0, "fw": "1.0", "boot": 3, "store_used": 10,
+    recs = [{"type": "status", "seq": 1, "t_ms": 1000, "utc_s": UTC0, "fw": "1.0", "boot": 3,
+             "store_used": 10,
              "store_evicted": 0, "gnss_ok": 1, "accel_ok": 1, "odometer_m": 12345, "calib": "calibrated",
              "calib_quality": 90},
             {"type": "trip_start", "seq": 2, "t_ms": 2000, "utc_s": UTC0 + 1, "trip": 2,
@@ -30,7 +31,8 @@ def known_records():
         seq += 1
         if i in (8, 14):
             recs.append({"type": "event", "seq": seq, "t_ms": 3500 + 1000 * i, "utc_s": UTC0 + 2 + i,
-                         "kind": "harsh_brake" if i == 8 else "harsh_corner_left", "dur_ms": 900, "peak_mg": 480,
+                         "kind": "harsh_brake" if i == 8 else "harsh_corner_left", "dur_ms": 900,
+                         "peak_mg": 480,
                          "mean_mg": 300, "speed_start_mmps": 1000 * i, "speed_end_mmps": 1000 * i - 3000,
                          "lat_e7": 450000000 + 1000 * i, "lon_e7": 50000000 + 1500 * i, "course_cdeg": 4500})
             seq += 1
@@ -38,12 +40,15 @@ def known_records():
                  "lat_e7": 450019000, "lon_e7": 50028500, "speed_mmps": 19000, "rate_hz": 100, "pre_ms": 1000,
                  "samples": bytes(range(12)) * 4})
     seq += 1
-    recs.append({"type": "trip_end", "seq": seq, "t_ms": 24000, "utc_s": UTC0 + 23, "trip": 2, "start_t_ms": 2000,
-                 "end_t_ms": 24000, "start_utc_s": UTC0 + 1, "end_utc_s": UTC0 + 23, "start_lat_e7": 450000000,
-                 "start_lon_e7": 50000000, "end_lat_e7": 450019000, "end_lon_e7": 50028500, "distance_m": 2345,
-                 "bridged_m": 0, "duration_s": 22, "max_speed_mmps": 19000, "n_harsh_accel": 0, "n_harsh_brake": 1,
-                 "n_harsh_corner_left": 1, "n_harsh_corner_right": 0, "n_crash": 1, "n_overspeed": 0, "idle_s": 0,
-                 "night_s": 0, "overspeed_s": 0, "score": 71})
+    recs.append({"type": "trip_end", "seq": seq, "t_ms": 24000, "utc_s": UTC0 + 23, "trip": 2,
+                 "start_t_ms": 2000, "end_t_ms": 24000, "start_utc_s": UTC0 + 1, "end_utc_s": UTC0 + 23,
+                 "start_lat_e7": 450000000,
+                 "start_lon_e7": 50000000, "end_lat_e7": 450019000, "end_lon_e7": 50028500,
+                 "distance_m": 2345,
+                 "bridged_m": 0, "duration_s": 22, "max_speed_mmps": 19000, "n_harsh_accel": 0,
+                 "n_harsh_brake": 1,
+                 "n_harsh_corner_left": 1, "n_harsh_corner_right": 0, "n_crash": 1, "n_overspeed": 0,
+                 "idle_s": 0, "night_s": 0, "overspeed_s": 0, "score": 71})
     return recs
 
 
@@ -53,8 +58,8 @@ def store(db_path, device, boot, recs, max_bytes=256):
     items = []
     for fs, n, blk in fleet_sim.encode_blocks(device, boot, recs, max_bytes):
         h, rr = codec.decode_block(blk)
-        items.append({"topic": "paydbox/t/%s/records" % device, "fleet": "t", "device": device, "size": len(blk),
-                      "received_at": 0.0, "header": h, "records": rr})
+        items.append({"topic": "paydbox/t/%s/records" % device, "fleet": "t", "device": device,
+                      "size": len(blk), "received_at": 0.0, "header": h, "records": rr})
     res = consumer_db.store_blocks(db, items)
     db.close()
     return res[:3]
@@ -77,10 +82,10 @@ def test_trips_table_from_known_records(tripdb, capsys):
                      "records_held": n_trip, "records_lost": 0, "gaps": [], "score_note": ""}]
     assert cli(["trips", "--db", tripdb]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["ID", "DEVICE", "START", "(UTC)", "END", "(UTC)", "KM", "DURATION", "EVENTS", "SCORE",
-                              "RECORDS"]
-    assert out[1].split() == ["1", "box-7", "2026-11-24", "01:46:41", "2026-11-24", "01:47:03", "2.35", "0:00:22",
-                              "3", "71", "%d/%d" % (n_trip, n_trip)]
+    assert out[0].split() == ["ID", "DEVICE", "START", "(UTC)", "END", "(UTC)", "KM", "DURATION", "EVENTS",
+                              "SCORE", "RECORDS"]
+    assert out[1].split() == ["1", "box-7", "2026-11-24", "01:46:41", "2026-11-24", "01:47:03", "2.35",
+                              "0:00:22", "3", "71", "%d/%d" % (n_trip, n_trip)]
     assert cli(["trips", "--db", tripdb, "--device", "nope"]) == 0
     assert "no trips" in capsys.readouterr().out
 

@@ -33,7 +33,8 @@ def pki(tmp_path_factory):
     if OPENSSL is None:
         pytest.fail("openssl is not installed: `make setup` installs it (apt-get install openssl)")
     out = tmp_path_factory.mktemp("pki")
-    for args in (["127.0.0.1"] + BOXES, ["127.0.0.1", "--service", "ingest", "ops"], ["--revoke", "f1/box-r"]):
+    for args in (["127.0.0.1"] + BOXES, ["127.0.0.1", "--service", "ingest", "ops"],
+                 ["--revoke", "f1/box-r"]):
         p = make_certs(out, *args)
         assert p.returncode == 0, p.stderr
     return out
@@ -50,7 +51,8 @@ def deploy_conf(pki, port, workdir, services_port):
         (r"^listener 8884 127\.0\.0\.1$", "listener %d 127.0.0.1" % services_port, 1),
         (r"^persistence_location /var/lib/mosquitto/$", "persistence_location %s/" % workdir, 1),
         (r"^log_dest syslog$", "log_dest stderr", 1),
-        (r"^acl_file /etc/mosquitto/paydbox\.acl$", "acl_file %s" % os.path.join(DEPLOY, "mosquitto", "acl"), 1),
+        (r"^acl_file /etc/mosquitto/paydbox\.acl$", "acl_file %s" % os.path.join(DEPLOY, "mosquitto", "acl"),
+         1),
         (r"^cafile /etc/mosquitto/pki/ca\.crt$", "cafile %s" % (pki / "ca.crt"), 2),
         (r"^certfile /etc/mosquitto/pki/server\.crt$", "certfile %s" % (pki / "server.crt"), 2),
         (r"^keyfile /etc/mosquitto/pki/server\.key$", "keyfile %s" % (pki / "server.key"), 2),
@@ -155,7 +157,8 @@ def test_box_publishes_only_under_its_own_fleet_and_device(broker, pki):
     assert wait_for(lambda: len([1 for t, p in ing.got if p == b"mine"]) == 4), ing.got
     time.sleep(SETTLE_S)
     assert [t for t, p in ing.got if p == b"forged"] == []
-    assert sorted(t for t, p in ing.got) == sorted("paydbox/f1/box-a/" + x for x in ("records", "events", "status", "cmd/result"))
+    assert sorted(t for t, p in ing.got) == sorted("paydbox/f1/box-a/" + x
+                                                   for x in ("records", "events", "status", "cmd/result"))
     a.close()
     ing.close()
 
@@ -247,7 +250,8 @@ def test_services_have_only_their_rights(broker, pki):
     assert wait_for(lambda: watch.got == [("paydbox/f1/box-a/records", b"real")]), watch.got
     time.sleep(SETTLE_S)
     assert watch.got == [("paydbox/f1/box-a/records", b"real")] and ops.got == [], (watch.got, ops.got)
-    assert watch.c.is_connected() and ing.c.is_connected(), "two ingest processes could not share the identity"
+    assert (watch.c.is_connected()
+            and ing.c.is_connected()), "two ingest processes could not share the identity"
     a.close()
     for c in (ops, watch, ing):
         c.close()
@@ -310,7 +314,8 @@ def test_a_box_cannot_take_over_another_boxs_session(broker, pki):
     for cid in ("paydbox-agent-box-a", "f1/box-a"):  # box-a's agent's id, then box-a's identity
         impostors.append(SessionClient(broker, pki, "f1/box-b", cid))
         time.sleep(SETTLE_S)
-        assert a.drops == 0 and a.connected.is_set(), "the real box was dropped by a client claiming id %r" % cid
+        assert (a.drops == 0
+                and a.connected.is_set()), "the real box was dropped by a client claiming id %r" % cid
     # both impostors are box-b to the broker, whatever id they asked for: the second took the first's session
     assert impostors[0].drops >= 1
     ops.publish(cmd, b"ping-1")
@@ -331,7 +336,8 @@ def _tls_handshake_refused(broker, pki, cert=None, key=None, port=None):
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     if cert:
         ctx.load_cert_chain(str(cert), str(key))
-    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="t-refused", protocol=mqtt.MQTTv5)
+    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="t-refused",
+                    protocol=mqtt.MQTTv5)
     c.tls_set_context(ctx)
     ok = threading.Event()
     done = threading.Event()
@@ -408,14 +414,18 @@ def test_agent_refuses_a_box_whose_hello_names_another_device(tmp_path):
     agent = AgentProc(cfg, str(tmp_path / "agent.log")).start()
     try:
         box.produce(5)
-        ops = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="t-ops", protocol=mqtt.MQTTv5)
+        ops = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="t-ops",
+                          protocol=mqtt.MQTTv5)
         ops.connect(b.host, b.port)
         ops.loop_start()
-        assert wait_for(lambda: any("device_mismatch" in s.get("alarms", ()) for s in col.status), 15), agent.log()[-2000:]
-        ops.publish("paydbox/f1/box-0001/cmd", json.dumps({"id": "c1", "cmd": "ping"}), qos=1).wait_for_publish(5)
+        assert wait_for(lambda: any("device_mismatch" in s.get("alarms", ()) for s in col.status),
+                        15), agent.log()[-2000:]
+        ops.publish("paydbox/f1/box-0001/cmd", json.dumps({"id": "c1", "cmd": "ping"}),
+                    qos=1).wait_for_publish(5)
         time.sleep(3.0)
         assert box.store.pending() == 5, "the agent acked a box that is not its own"
-        assert col.count() == 0 and cmds == [] and not [r for r in col.results if r.get("ok")], (cmds, col.results)
+        assert col.count() == 0 and cmds == [] and not [r for r in col.results if r.get("ok")], (cmds,
+                                                                                                 col.results)
         assert "box-evil" in agent.log()  # the refusal is logged, naming the box
         ops.disconnect()
         ops.loop_stop()
@@ -454,9 +464,10 @@ class StdioBox:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         env = dict(os.environ, MICROPYPATH=ROOT)
-        self.proc = subprocess.Popen([_mp_exe(), "-i", os.path.join(ROOT, "tests", "mp", "stdio_console_box.py"),
-                                      str(boxdir)], stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env,
-                                     preexec_fn=ctty)
+        self.proc = subprocess.Popen([_mp_exe(), "-i",
+                                      os.path.join(ROOT, "tests", "mp", "stdio_console_box.py"),
+                                      str(boxdir)], stdin=slave, stdout=slave, stderr=slave, cwd=ROOT,
+                                     env=env, preexec_fn=ctty)
         os.close(slave)
         self.out = b""
         assert self.read_until(b"READY", 10), self.out

@@ -143,7 +143,8 @@ def test_rotation_is_proper_and_uniform():
                 dot = sum(R[i][k] * R[j][k] for k in range(3))
                 assert abs(dot - (1.0 if i == j else 0.0)) < 1e-9
                 mean[i][j] += R[i][j] / n
-        det = (R[0][0] * (R[1][1] * R[2][2] - R[1][2] * R[2][1]) - R[0][1] * (R[1][0] * R[2][2] - R[1][2] * R[2][0])
+        det = (R[0][0] * (R[1][1] * R[2][2] - R[1][2] * R[2][1])
+               - R[0][1] * (R[1][0] * R[2][2] - R[1][2] * R[2][0])
                + R[0][2] * (R[1][0] * R[2][1] - R[1][1] * R[2][0]))
         assert abs(det - 1.0) < 1e-9
     # uniform over SO(3): E[R] = 0 (an upright-only mount would give mean[2][2] near 1)
@@ -236,7 +237,8 @@ def test_committed_demo_trace_matches_the_documented_command(tmp_path):
     simulate(fresh, "commute", seed=1)
     import gzip
     with gzip.open(committed, "rb") as f1, gzip.open(fresh, "rb") as f2:
-        assert f1.read() == f2.read(), "regenerate: paydbox simulate --scenario commute --seed 1 -o tests/traces/commute.jsonl.gz"
+        assert f1.read() == f2.read(), ("regenerate: paydbox simulate --scenario commute --seed 1 -o "
+                                        "tests/traces/commute.jsonl.gz")
 
 
 EXPECT = {
@@ -262,11 +264,13 @@ EXPECT = {
 
 
 def _overlapping(r, a, b):
-    """Clear truth events of type a that overlap in time a (clear or marginal) event whose type starts with b."""
+    """Clear truth events of type a that overlap in time a (clear or marginal) event whose type starts with
+    b."""
     n = 0
     for e in r["events"]:
         if e["type"] == a and not e.get("marginal"):
-            if any(f["type"].startswith(b) and f["start"] < e["end"] and e["start"] < f["end"] for f in r["events"]):
+            if any(f["type"].startswith(b) and f["start"] < e["end"] and e["start"] < f["end"]
+                   for f in r["events"]):
                 n += 1
     return n
 
@@ -332,7 +336,8 @@ def test_sensor_classes(sensor, tmp_path):
         first = [sum(s[i] for s in smp[:n]) / n for i in range(3)]
         last = [sum(s[i] for s in smp[-n:]) / n for i in range(3)]
         means[cls] = max(abs(a - b) for a, b in zip(first, last))
-    assert means["lis3dh"] < 1.0 and means[sensor] > 0.8 * SENSORS[sensor]["drift_mg_per_min"] * 0.5 * 9, means
+    assert (means["lis3dh"] < 1.0
+            and means[sensor] > 0.8 * SENSORS[sensor]["drift_mg_per_min"] * 0.5 * 9), means
 
 
 def test_cli_simulate(tmp_path, capsys):

@@ -151,7 +151,8 @@ def check_against_box(avl_by_seq, blocks, truth, summary, oracle=False):
     # gives them a time (a status written before the first fix of a boot may have none)
     volts = {r["seq"]: r for r in recs if r["type"] == "status" and r.get("supply_mv", -1) >= 0}
     assert sorted(set(avl_by_seq) - set(volts)) == sorted(r["seq"] for r in want)
-    assert any(r["utc_s"] < 0 for s, r in volts.items() if s not in avl_by_seq) or set(volts) <= set(avl_by_seq)
+    assert (any(r["utc_s"] < 0 for s, r in volts.items() if s not in avl_by_seq)
+            or set(volts) <= set(avl_by_seq))
     want += [r for s, r in volts.items() if s in avl_by_seq]
     fixes = [r for r in recs if r["type"] == "pos"]
     assert len(fixes) == summary["records"]["pos"]
@@ -231,8 +232,8 @@ def _agent_cfg(path, box, qpath, traccar=None, mqtt=None, osmand=None):
                   "ack_timeout_s = 2", "refused_retry_s = 0.5", "backoff_min_s = 0.1", "backoff_max_s = 0.5",
                   "packet_bytes = 400", ""]
     if osmand is not None:
-        lines += ["[osmand]", 'url = "http://%s:%d/"' % osmand, 'id = "%s"' % IMEI, "timeout_s = 2", "refused_retry_s = 0.5",
-                  "backoff_min_s = 0.1", "backoff_max_s = 0.5", ""]
+        lines += ["[osmand]", 'url = "http://%s:%d/"' % osmand, 'id = "%s"' % IMEI, "timeout_s = 2",
+                  "refused_retry_s = 0.5", "backoff_min_s = 0.1", "backoff_max_s = 0.5", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
@@ -276,7 +277,8 @@ def test_agent_delivers_through_refused_imei_lost_ack_and_drop(tmp_path, commute
     for fs, ls, prio, b in blocks:
         box.store.append(b, fs, ls, prio)
     q = str(tmp_path / "q.db")
-    agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), box, q, traccar=srv), str(tmp_path / "a.log")).start()
+    agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), box, q, traccar=srv),
+                      str(tmp_path / "a.log")).start()
     try:
         assert srv.wait(lambda s: len(s.logins) >= 2, 20), agent.log()
         assert all(not ok for _i, ok in srv.logins) and not srv.records
@@ -365,7 +367,8 @@ def test_drive_through_virtual_box_and_agent_reaches_traccar(tmp_path, commute):
             path = info["link"]
 
         q = str(tmp_path / "q.db")
-        agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), _Box, q, traccar=srv), str(tmp_path / "a.log")).start()
+        agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), _Box, q, traccar=srv),
+                          str(tmp_path / "a.log")).start()
         try:
             ev = vb.wait_event("summary", timeout=120)
             assert ev["unacked_blocks"] == 0
@@ -473,7 +476,8 @@ def test_osmand_output(tmp_path, commute):
     for fs, ls, prio, b in blocks:
         box.store.append(b, fs, ls, prio)
     q = str(tmp_path / "q.db")
-    agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), box, q, osmand=web.addr), str(tmp_path / "a.log")).start()
+    agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), box, q, osmand=web.addr),
+                      str(tmp_path / "a.log")).start()
     try:
         time.sleep(1.5)
         assert not web.got and _queue_rows(q) == len(blocks)  # unknown device: refused, nothing dropped
@@ -487,7 +491,8 @@ def test_osmand_output(tmp_path, commute):
     mine = mapped(blocks)
     assert len(web.got) == len(mine)
     recs = {r["seq"]: r for r in _decoded(blocks)}
-    alarms = {"harsh_accel": "hardAcceleration", "harsh_brake": "hardBraking", "harsh_corner_left": "hardCornering"}
+    alarms = {"harsh_accel": "hardAcceleration", "harsh_brake": "hardBraking",
+              "harsh_corner_left": "hardCornering"}
     by_key = {}
     for g in web.got:
         by_key.setdefault((g["timestamp"], g["lat"], g["lon"], g.get("alarm")), []).append(g)
@@ -509,7 +514,8 @@ def test_osmand_output(tmp_path, commute):
 def test_config_errors_are_one_line(tmp_path):
     from edge_agent.agent import main
 
-    base = '[device]\nfleet = "f"\nid = "b"\n[serial]\nurl = "loop://"\n[queue]\npath = "%s"\n' % (tmp_path / "q.db")
+    base = ('[device]\nfleet = "f"\nid = "b"\n[serial]\nurl = "loop://"\n[queue]\npath = "%s"\n'
+            % (tmp_path / "q.db"))
     cases = [("[mqtt]\nenabled = false\n", "no output"),
              ("[traccar]\nport = 5027\n", "traccar.host is required"),
              ('[traccar]\nhost = "h"\nimei = ""\n', "imei"),

@@ -90,7 +90,8 @@ def test_accel_csv_import_and_replay(tmp_path):
     nmea = tmp_path / "g.nmea"
     nmea.write_bytes(b"".join(b"$GPRMC,1200%02d.00,A,,,,,,,010120,,*00\r\n" % i for i in range(4)))
     csv = tmp_path / "a.csv"
-    rows = ["time;ax;ay;az"] + ["%.2f;%.3f;%.3f;%.3f" % (100 + i / 100.0, 0.01 * (i % 7), -0.5, 1.0) for i in range(300)]
+    rows = (["time;ax;ay;az"]
+            + ["%.2f;%.3f;%.3f;%.3f" % (100 + i / 100.0, 0.01 * (i % 7), -0.5, 1.0) for i in range(300)])
     csv.write_text("\n".join(rows) + "\n")
     out = str(tmp_path / "x.jsonl.gz")
     rc = cli_main(["trace", "import", "--nmea", str(nmea), "--accel-csv", str(csv), "--accel-columns",
@@ -120,7 +121,8 @@ def test_accel_csv_import_and_replay(tmp_path):
 def test_info_cli_and_errors(tmp_path, capsys):
     out = str(tmp_path / "w.jsonl")
     with tr.TraceWriter(out, {"device": {"id": "x", "source": "simulate"}, "gnss": {"baud": 9600},
-                              "accel": {"chip": "lis3dh", "rate_hz": 100, "unit": "mg"}, "power": {"nominal_mv": 12600}}) as w:
+                              "accel": {"chip": "lis3dh", "rate_hz": 100, "unit": "mg"},
+                              "power": {"nominal_mv": 12600}}) as w:
         w.power(0.0, 12600, 1)
         for k in range(5):
             w.gnss(k * 1.0, b"$GPRMC,,V,,,,,,,,,,N*53\r\n")
@@ -153,7 +155,8 @@ def test_gzip_trace_replays_under_micropython(tmp_path):
 
     exe = micropython_binary()
     out = str(tmp_path / "g.jsonl.gz")
-    data = b"".join(b"$GPGGA,%06d.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n" % i for i in range(60))
+    data = b"".join(b"$GPGGA,%06d.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n" % i
+                    for i in range(60))
     with tr.TraceWriter(out, {"gnss": {"baud": 9600}, "accel": {"chip": "lis3dh", "rate_hz": 100}}) as w:
         for i in range(60):
             w.accel(i * 1.0, 100, [[i, -i, 1000]] * 100)
@@ -184,7 +187,8 @@ def test_record_gnss_from_pty(tmp_path):
 
     tty.setraw(slave)
     name = os.ttyname(slave)
-    sent = b"".join(b"$GPGGA,%06d.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n" % i for i in range(5))
+    sent = b"".join(b"$GPGGA,%06d.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n" % i
+                    for i in range(5))
 
     def feed():
         time.sleep(0.3)  # after the recorder opened the port (pyserial flushes input on open)

@@ -98,7 +98,8 @@ def test_power_cut_right_after_an_event_counts_it(tmp_path, which):
     replay_until(plain(COMMUTE, tmp_path), str(fs), cut_ms=int((ev["end"] + 0.5) * 1000))
     recs = stored_records(str(fs))
     ends = check_trips(recs)
-    assert ends[-1]["n_" + ev["type"]] == 1, "the %s just before the cut is missing from trip_end" % ev["type"]
+    assert (ends[-1]["n_"
+                     + ev["type"]] == 1), "the %s just before the cut is missing from trip_end" % ev["type"]
 
 
 def test_replay_json_counts_next_to_events():

@@ -1,5 +1,6 @@
 """The board-facing firmware type-checks against the real MicroPython board API (micropython-esp32-stubs,
-installed by the Makefile into .venv/stubs/esp32), so a wrong `machine` call is caught before a box is flashed."""
+installed by the Makefile into .venv/stubs/esp32), so a wrong `machine` call is caught before a box is
+flashed."""
 import os
 import subprocess
 import sys

@@ -151,7 +151,8 @@ def test_cli_subprocess_prints_ptys_and_stops_cleanly(tmp_path, trace):
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0
     time.sleep(0.2)
-    assert not os.path.exists("/proc/%d" % info["pid"]) or "zombie" in open("/proc/%d/status" % info["pid"]).read()
+    assert (not os.path.exists("/proc/%d" % info["pid"])
+            or "zombie" in open("/proc/%d/status" % info["pid"]).read())
     assert not os.path.lexists(str(link))
 
 
@@ -160,7 +161,8 @@ def test_exit_at_end_prints_summary(tmp_path):
     import sys
 
     tr = make_trace(tmp_path / "short.jsonl", 30)
-    out = subprocess.run([sys.executable, "-m", "tools.cli", "virtual-box", "--trace", tr, "--dir", str(tmp_path / "box"),
+    out = subprocess.run([sys.executable, "-m", "tools.cli", "virtual-box", "--trace", tr, "--dir",
+                          str(tmp_path / "box"),
                           "--speed", "0", "--exit-at-end"], capture_output=True, text=True, timeout=60,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stderr

@@ -34,7 +34,8 @@ r.power_on()
 for i in range(20):
     machine.clock.now += 100
     r.step()
-con.rx.extend(b"!set installer_pin 4821\n!login 4821\n!calibrate\n!status\n")  # first provisioning, then login
+# first provisioning, then login
+con.rx.extend(b"!set installer_pin 4821\n!login 4821\n!calibrate\n!status\n")
 for i in range(5):
     machine.clock.now += 100
     r.step()

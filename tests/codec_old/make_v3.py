@@ -1,6 +1,7 @@
 """Writes tests/codec_old/v3_blocks.json: record-format version 3 blocks written by the version 3 encoder
 (firmware/codec.py as of commit V3_COMMIT, the last commit before version 4), with the records given to it
-(the truth a version-4 decoder must give back). Run from the repository root: python tests/codec_old/make_v3.py
+(the truth a version-4 decoder must give back). Run from the repository root: python
+tests/codec_old/make_v3.py
 
 The records are what a box with version 3 firmware stores: a 1 Hz drive (tests/mp/drive_gen.py, NMEA
 resolutions) with trip start/end, events, a crash trace, status, tamper, config and odometer records;
@@ -58,8 +59,8 @@ def records():
         {"type": "status", "seq": 4998, "t_ms": 20000, "utc_s": -1, "fw": "0.1.0", "boot": BOOT,
          "store_used": 40960, "store_evicted": 0, "gnss_ok": 1, "accel_ok": 1, "odometer_m": 1234567,
          "calib": "calibrating", "calib_quality": 12},
-        {"type": "trip_start", "seq": 4999, "t_ms": first["t_ms"] - 200, "utc_s": first["utc_s"], "trip": 4999,
-         "lat_e7": first["lat_e7"], "lon_e7": first["lon_e7"]},
+        {"type": "trip_start", "seq": 4999, "t_ms": first["t_ms"] - 200, "utc_s": first["utc_s"],
+         "trip": 4999, "lat_e7": first["lat_e7"], "lon_e7": first["lon_e7"]},
     ]
     mid = out[150]
     extra = [
@@ -114,8 +115,8 @@ def main():
             assert dec == recs, "the version 3 codec does not give its records back"
         sets.append({"encoder": kw, "blocks": [{"hex": b.hex(), "first_seq": fs, "last_seq": ls, "count": n}
                                                for b, fs, ls, n in blocks]})
-    out = {"note": __doc__.split("\n")[0], "commit": V3_COMMIT, "same_bytes_as": V3_FIRST_GRID, "device": DEVICE,
-           "boot": BOOT, "records": [jsonable(r) for r in recs], "sets": sets}
+    out = {"note": __doc__.split("\n")[0], "commit": V3_COMMIT, "same_bytes_as": V3_FIRST_GRID,
+           "device": DEVICE, "boot": BOOT, "records": [jsonable(r) for r in recs], "sets": sets}
     with open(os.path.join(HERE, "v3_blocks.json"), "w") as f:
         # one record or block per line
         f.write(json.dumps(out, sort_keys=True).replace("}, {", "},\n{") + "\n")

@@ -23,10 +23,12 @@ def records():
           "accel_ok": 1, "odometer_m": 20417, "calib": "calibrated", "calib_quality": 88}
     out = [dict(st, seq=700, t_ms=1000, utc_s=849427200)]
     for i, (reason, value) in enumerate((("tow", 0), ("geofence_exit", 312), ("cutoff", 300500),
-                                         ("cutoff_end", 12250), ("supply_invalid", 0), ("ignition_stuck", 1))):
+                                         ("cutoff_end", 12250), ("supply_invalid", 0),
+                                         ("ignition_stuck", 1))):
         out.append({"type": "tamper", "seq": 701 + i, "t_ms": 2000 + 1000 * i, "utc_s": 849427201 + i,
                     "reason": reason, "value": value})
-    out.append({"type": "trip_end", "seq": 707, "t_ms": 9000, "utc_s": 849427208, "trip": 690, "start_t_ms": 100,
+    out.append({"type": "trip_end", "seq": 707, "t_ms": 9000, "utc_s": 849427208, "trip": 690,
+                "start_t_ms": 100,
                 "end_t_ms": 8800, "start_utc_s": 849427100, "end_utc_s": 849427208, "start_lat_e7": 457600000,
                 "start_lon_e7": 48400000, "end_lat_e7": 457610000, "end_lon_e7": 48410000, "distance_m": 1500,
                 "bridged_m": 0, "duration_s": 108, "max_speed_mmps": 14000, "n_harsh_accel": 0,
@@ -48,7 +50,8 @@ def main():
     blk = enc.finish()
     path = os.path.join(HERE, "v4_blocks.json")
     with open(path, "w") as f:
-        json.dump({"commit": V4_COMMIT, "device": DEVICE, "boot": BOOT, "records": recs, "blocks": [blk.hex()]},
+        json.dump({"commit": V4_COMMIT, "device": DEVICE, "boot": BOOT, "records": recs,
+                   "blocks": [blk.hex()]},
                   f, indent=1)
         f.write("\n")
     print("wrote %s (%d bytes of block)" % (path, len(blk)))

@@ -25,13 +25,14 @@ def _others(seq):
     return [
         {"type": "trip_start", "seq": seq, "t_ms": 1000, "utc_s": 849427200, "trip": seq, "lat_e7": 481370000,
          "lon_e7": 115750000},
-        {"type": "event", "seq": seq + 1, "t_ms": 2500, "utc_s": 849427201, "kind": "harsh_brake", "dur_ms": 800,
-         "peak_mg": 450, "mean_mg": 310, "speed_start_mmps": 13000, "speed_end_mmps": 6000, "lat_e7": 481370100,
-         "lon_e7": 115750100, "course_cdeg": 35990},
-        {"type": "crash", "seq": seq + 3, "t_ms": 2600, "utc_s": 849427201, "peak_mg": 6100, "lat_e7": 481370100,
-         "lon_e7": 115750100, "speed_mmps": 5000, "rate_hz": 100, "pre_ms": 500,
+        {"type": "event", "seq": seq + 1, "t_ms": 2500, "utc_s": 849427201, "kind": "harsh_brake",
+         "dur_ms": 800, "peak_mg": 450, "mean_mg": 310, "speed_start_mmps": 13000, "speed_end_mmps": 6000,
+         "lat_e7": 481370100, "lon_e7": 115750100, "course_cdeg": 35990},
+        {"type": "crash", "seq": seq + 3, "t_ms": 2600, "utc_s": 849427201, "peak_mg": 6100,
+         "lat_e7": 481370100, "lon_e7": 115750100, "speed_mmps": 5000, "rate_hz": 100, "pre_ms": 500,
          "samples": bytes([(i * 13) & 0xFF for i in range(60)])},
-        {"type": "trip_end", "seq": seq + 4, "t_ms": 900000, "utc_s": 849428100, "trip": seq, "start_t_ms": 1000,
+        {"type": "trip_end", "seq": seq + 4, "t_ms": 900000, "utc_s": 849428100, "trip": seq,
+         "start_t_ms": 1000,
          "end_t_ms": 900000, "start_utc_s": 849427200, "end_utc_s": 849428100, "start_lat_e7": 481370000,
          "start_lon_e7": 115750000, "end_lat_e7": 481470000, "end_lon_e7": 115850000, "distance_m": 12345,
          "bridged_m": 120, "duration_s": 899, "max_speed_mmps": 27000, "n_harsh_accel": 1, "n_harsh_brake": 2,
@@ -226,9 +227,11 @@ def _fixes(n, hz, utc_unknown_every=0):
         utc = 849427200 + (i // hz)
         if utc_unknown_every and i % utc_unknown_every == 3:
             utc = -1
-        out.append({"type": "pos", "seq": 7 + i + (i // 50), "t_ms": 5000 + i * (1000 // hz) + (i * 7919) % 23,
+        out.append({"type": "pos", "seq": 7 + i + (i // 50),
+                    "t_ms": 5000 + i * (1000 // hz) + (i * 7919) % 23,
                     "utc_s": utc, "lat_e7": 481370000 + i * 37 + (i % 5), "lon_e7": 115750000 - i * 11,
-                    "speed_mmps": 13900 + (i * 31) % 97 if i % 9 else -1, "course_cdeg": (35990 + i * 3) % 36000,
+                    "speed_mmps": 13900 + (i * 31) % 97 if i % 9 else -1,
+                    "course_cdeg": (35990 + i * 3) % 36000,
                     "hdop_x10": 9 + (i // 13) % 3, "sats": 11 - (i // 17) % 2})
     return out
 
@@ -259,8 +262,8 @@ def test_regular_fix_is_small():
 
 # The last block of tests/codec_old/v3_blocks.json (512-byte set): written by the version 3 encoder
 # (commit ace2aab), with the records given to it: a trip_end without the fields version 4 added, then more
-_V3_BLOCK = ("5044030006626f782d763304bc2903d6f089aa06888e1486fe88cb03bcd1b16e080a752b8eadfffffa468fc9fa484780de"
-             "647345fffedaaa03fffffffa3f2abcdffc7c89e3e805b87fff860f8ce9a1a1e1633caaa63a410d83ab5eaaf03ad83fe602"
+_V3_BLOCK = ("5044030006626f782d763304bc2903d6f089aa06888e1486fe88cb03bcd1b16e080a752b8eadfffffa468fc9fa4847"
+             "80de647345fffedaaa03fffffffa3f2abcdffc7c89e3e805b87fff860f8ce9a1a1e1633caaa63a410d83ab5eaaf03ad83fe602"
              "7fe0499e3fffff12ed1ec21bc4f4c5c10affffe78c58bf7b4289c1")
 _V3_RECORDS = [
     {"type": "trip_end", "seq": 5308, "t_ms": 329480, "utc_s": 849427499, "trip": 4999, "start_t_ms": 29897,
@@ -299,7 +302,8 @@ def test_trip_end_optional_fields():
     base = {"type": "trip_end", "seq": 7, "t_ms": 900000, "utc_s": 849428100, "trip": 3, "start_t_ms": 1000,
             "end_t_ms": 900000, "start_utc_s": 849427200, "end_utc_s": 849428100, "start_lat_e7": 481370000,
             "start_lon_e7": 115750000, "end_lat_e7": 481470000, "end_lon_e7": 115850000, "distance_m": 12000,
-            "bridged_m": 0, "duration_s": 899, "max_speed_mmps": 22000, "n_harsh_accel": 0, "n_harsh_brake": 1,
+            "bridged_m": 0, "duration_s": 899, "max_speed_mmps": 22000, "n_harsh_accel": 0,
+            "n_harsh_brake": 1,
             "n_harsh_corner_left": 0, "n_harsh_corner_right": 0, "n_crash": 0, "n_overspeed": 0, "idle_s": 0,
             "night_s": 0, "overspeed_s": 0, "score": 80}
     partial = dict(base, seq=8, n_unclassified=2, n_gnss_only=1, score_note="partial_unclassified+gnss_only")

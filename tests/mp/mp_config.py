@@ -228,7 +228,8 @@ def test_console_reboot_after_reply_and_calibrate_hook():
     cfg = Config()
     cfg.set("installer_pin", "4821")
     con = Console(u, cfg, now_ms=lambda: 0,
-                  hooks={"reboot": lambda: calls.append(len(u.tx)), "calibrate": lambda: {"calib": "calibrating"}})
+                  hooks={"reboot": lambda: calls.append(len(u.tx)),
+                         "calibrate": lambda: {"calib": "calibrating"}})
     u.feed("!login 4821\n!calibrate\n!reboot\n")
     con.poll()
     assert_eq(len(calls), 1)

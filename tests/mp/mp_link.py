@@ -299,7 +299,8 @@ def test_box_link_resend_command_requeues_from_the_store():
         ag.pump()
     assert_eq(st.peek(10), [], "drained")
     ag.order = []
-    ag.uart.write(encode_frame(framing.T_CMD, b'{"id": "r1", "cmd": "resend", "boot": 3, "ranges": [[110, 129], [90, 99]]}'))
+    ag.uart.write(encode_frame(framing.T_CMD,
+                               b'{"id": "r1", "cmd": "resend", "boot": 3, "ranges": [[110, 129], [90, 99]]}'))
     for step in range(20):
         t += 100
         link.poll(t)

@@ -86,7 +86,8 @@ def test_overrun_drops_oldest():
 
 def test_steady_reading_loses_nothing():
     samples = [[i, 2 * i, 1000] for i in range(500)]
-    s = ReplaySession(_trace([_accel(0.0, samples[:100]), _accel(1.0, samples[100:200]), _accel(2.0, samples[200:300]),
+    s = ReplaySession(_trace([_accel(0.0, samples[:100]), _accel(1.0, samples[100:200]),
+                              _accel(2.0, samples[200:300]),
                               _accel(3.0, samples[300:400]), _accel(4.0, samples[400:])]))
     d = LIS3DH(s.i2c, range_g=2)
     got = []

@@ -178,7 +178,8 @@ def test_calibration_any_rotation():
         assert_eq(m.calib_state, "calibrated", "state after drive, rotation %d" % k)
         err = axis_err_deg(m, R)
         if err > 4.0:
-            raise AssertionError("rotation %d: axis error %.2f deg > 4 (quality %d)" % (k, err, m.calib_quality))
+            raise AssertionError("rotation %d: axis error %.2f deg > 4 (quality %d)"
+                                 % (k, err, m.calib_quality))
         assert_eq(m.calib_quality >= 60, True, "quality %d" % m.calib_quality)
         assert_eq([e["type"] for e in evs], [], "no harsh events during gentle driving, rotation %d" % k)
 
@@ -253,7 +254,8 @@ def test_unclassified_on_flush():
               "flushed events")
     b = evs[0]
     if abs(b["t_ms"] - t_brake) > 1100 or not 900 <= b["dur_ms"] <= 2600:
-        raise AssertionError("GNSS brake at %d ms for %d ms, truth %d ms for 1500 ms" % (b["t_ms"], b["dur_ms"], t_brake))
+        raise AssertionError("GNSS brake at %d ms for %d ms, truth %d ms for 1500 ms"
+                             % (b["t_ms"], b["dur_ms"], t_brake))
     if not 330 <= b["peak_mg"] <= 480:
         raise AssertionError("GNSS brake peak %d mg, truth 408 mg" % b["peak_mg"])
     assert_eq(m.counters["explained_by_gnss"], 1, "the brake's own candidate")
@@ -270,7 +272,8 @@ def test_gnss_only_dropped_when_calibrated():
     assert_eq((m.calib_state != "calibrated", len(m._gh)), (True, 1), "uncalibrated, GNSS-only brake held")
     calib_drive(d)
     m.flush()
-    assert_eq([(e["type"], e.get("src")) for e in evs], [("harsh_brake", None)], "one brake, from the accelerometer")
+    assert_eq([(e["type"], e.get("src")) for e in evs], [("harsh_brake", None)],
+              "one brake, from the accelerometer")
 
 
 def test_speed_gates():

@@ -77,7 +77,8 @@ def test_line_endings_dollars_nul_binary():
     ubxjunk = b"\xb5\x62\x01\x07\x04\x00$\x00\xff\x24\x0d\x0a\x00"
     casic = b"\xba\xce\x10\x00\x06\x01" + b"\x00" * 16
     for sep in (b"\r", b"\n", b"\r\n", b"\n\r"):
-        data = b"\x00\x00" + ubxjunk + b"$" + rmc(t, date=b"010126").rstrip() + sep + casic + gga(t).rstrip() + sep
+        data = (b"\x00\x00" + ubxjunk + b"$" + rmc(t, date=b"010126").rstrip() + sep + casic + gga(t).rstrip()
+                + sep)
         p, fx = parse(data, 5)
         assert_eq(fx, base, "sep %r" % sep)
         assert_eq(p.counters["bad_checksum"], 0, "no false bad checksums")

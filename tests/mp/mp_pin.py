@@ -38,7 +38,8 @@ def test_stored_form_salted_and_checked():
     assert not pin.check_pin("482914", a)
     assert not pin.check_pin("", a)
     assert not pin.check_pin("0000", "")  # no PIN set: nothing matches
-    for bad in ("pbkdf2-sha256$10$00$00", "pbkdf2-sha256$x$y$z", "sha256:ab:cd", "pbkdf2-sha256$2000$" + "00" * 16):
+    for bad in ("pbkdf2-sha256$10$00$00", "pbkdf2-sha256$x$y$z", "sha256:ab:cd",
+                "pbkdf2-sha256$2000$" + "00" * 16):
         assert not pin.check_pin("482913", bad), bad
     fixed = pin.hash_pin("482913", iterations=1000, salt=bytes(range(16)))
     assert fixed.endswith("$c244b3eb4f25507ed8b8ad789e97c7d8a4cfa28fc257cbd6fe1612f7fcb694a2"), fixed

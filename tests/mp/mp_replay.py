@@ -12,7 +12,8 @@ _N = [0]
 def _trace(lines, baud=9600, header=None, raw_lines=None):
     _N[0] += 1
     path = "/tmp/paydbox_mp_replay_%d.jsonl" % _N[0]
-    h = {"format": "paydbox-trace", "version": 1, "device": {"id": "t"}, "duration_s": 5.0, "gnss": {"baud": baud}}
+    h = {"format": "paydbox-trace", "version": 1, "device": {"id": "t"}, "duration_s": 5.0,
+         "gnss": {"baud": baud}}
     if header:
         h.update(header)
     f = open(path, "w")
@@ -147,7 +148,8 @@ def test_power_and_accel_absent():
     assert_eq((s.power.recorded, s.power.ignition(), s.power.supply_mv()), (0, 1, 12600), "defaults")
     e = assert_raises(OSError, s.i2c.readfrom_mem_into, 0x18, 0x0F, bytearray(1))
     assert_eq(e.args[0], 19, "ENODEV")
-    p = _trace([{"t": 1.0, "s": "power", "mv": 12400, "ign": 1}, {"t": 2.0, "s": "power", "mv": 11900, "ign": 0}],
+    p = _trace([{"t": 1.0, "s": "power", "mv": 12400, "ign": 1},
+                {"t": 2.0, "s": "power", "mv": 11900, "ign": 0}],
                header={"power": {"nominal_mv": 12000}})
     s = ReplaySession(p)
     assert_eq(s.power.supply_mv(), 12000, "nominal before the first line")

@@ -50,7 +50,8 @@ def test_short_trips():
     assert_eq(score(trip(distance_m=100, duration_s=40)), 100, "tiny trip")
     assert_eq("Short trip" in coach(trip(distance_m=100, duration_s=40))[1], True, "short text")
     # one event on a 1 km trip counts as over 10 km (floor), not as 100 per 100 km
-    assert_eq(score(trip(distance_m=1000, duration_s=120, n_harsh_brake=1)), 77, "floor at 10 km: 15 per 100 km x 1.5 = 22.5 -> 23")
+    assert_eq(score(trip(distance_m=1000, duration_s=120, n_harsh_brake=1)), 77,
+              "floor at 10 km: 15 per 100 km x 1.5 = 22.5 -> 23")
     assert_eq(score(trip(distance_m=0, duration_s=0)), 100, "empty")
 
 
@@ -63,7 +64,8 @@ def test_severity_from_event_list():
 
 
 def test_coach_priorities_and_languages():
-    s = trip(n_harsh_brake=3, n_harsh_accel=1, n_harsh_corner_right=2, overspeed_s=600, night_s=1200, n_crash=1)
+    s = trip(n_harsh_brake=3, n_harsh_accel=1, n_harsh_corner_right=2, overspeed_s=600, night_s=1200,
+             n_crash=1)
     en = coach(s)
     fr = coach(s, "fr")
     assert_eq(len(en), len(fr), "same sentences in both languages")

@@ -279,7 +279,8 @@ def test_no_heap_for_the_store_index():
     if st["n"] < 1:
         raise AssertionError("no block was appended during the outage")
     f = s["faults"]
-    assert_eq(f["store_errors"] >= 1 and f["blocks_lost"] == 0 and f["loop_faults"] == 0, True, "faults %r" % f)
+    assert_eq(f["store_errors"] >= 1 and f["blocks_lost"] == 0 and f["loop_faults"] == 0, True,
+              "faults %r" % f)
     assert_eq(box._unstored, [], "blocks left in RAM")
     assert_eq("store_fault" in reasons(s), True, "store_fault reported")
     check_billing_and_events(s, "no heap for the index")

@@ -101,5 +101,6 @@ def test_partial_score_in_trip_end():
     t = drive(tt2, t, 600, 15000)
     t = drive(tt2, t, 200, 0)
     s = sink2.recs[-1]
-    assert_eq([k for k in ("n_unclassified", "n_gnss_only", "score_note") if k in s], [], "no optional fields")
+    assert_eq([k for k in ("n_unclassified", "n_gnss_only", "score_note") if k in s], [],
+              "no optional fields")
     assert_eq(s["score"], 100, "clean trip")

@@ -10,7 +10,8 @@ class SkipTest(Exception):
 
 def skip(reason):
     # the runner reports SkipTest by name, whichever module defined it
-    raise sys.modules["__main__"].SkipTest(reason) if hasattr(sys.modules.get("__main__"), "SkipTest") else SkipTest(reason)
+    raise (sys.modules["__main__"].SkipTest(reason) if hasattr(sys.modules.get("__main__"), "SkipTest")
+           else SkipTest(reason))
 
 
 def assert_eq(a, b, what=""):

@@ -260,7 +260,8 @@ def main():
         gc.collect()
     print("RESULT cuts=%d fails=%d records=%d blocks=%d ops=%d programmed_bytes=%d ref_erases=%d "
           "cuts_in_append=%d evicted_blocks=%d elapsed_ms=%d" % (done, fails, nrec, nappend, len(ops), total,
-                                                                ref_erases, cut_in_append, n_evicted, time.ticks_diff(time.ticks_ms(), t0)))
+                                                                 ref_erases, cut_in_append, n_evicted,
+                                                                 time.ticks_diff(time.ticks_ms(), t0)))
 
 
 main()

@@ -58,7 +58,8 @@ def main():
         if e > mx:
             mx = e
     st = s.stats()
-    print("RESULT seconds=%d records=%d appends=%d erases=%d max_block_erases=%d programmed=%d used=%d evicted=%d"
+    print("RESULT seconds=%d records=%d appends=%d erases=%d max_block_erases=%d programmed=%d used=%d "
+          "evicted=%d"
           % (seconds, nrec, n_app, bd.total_erases() - e0, mx, bd.programmed - p0, st["used_bytes"],
              st["evicted_blocks"]))
 
