@@ -43,7 +43,8 @@ setup: system-tools $(STAMP)
 demo: setup
 	$(VENV)/bin/paydbox demo
 
-# lint first (seconds): pyflakes, import order, syntax (pyproject.toml [tool.ruff]); `ruff check --fix .` sorts imports
+# lint first (seconds): pyflakes, import order, syntax, line length (pyproject.toml [tool.ruff]);
+# `ruff check --fix .` sorts imports
 test: setup lint
 	$(VENV)/bin/pytest -q -n 2 tests
 
