@@ -170,3 +170,55 @@ def test_a_device_first_seen_by_its_status_gets_its_boot(db):
     consumer_db.store_blocks(db, items_for("box-s", recs, boot=4))
     row = db.execute("SELECT last_boot, n_records, fleet FROM devices WHERE device='box-s'").fetchone()
     assert tuple(row) == (4, len(recs), "f")
+
+
+def _status(seq, t_ms, supply_mv=None):
+    r = {"type": "status", "seq": seq, "t_ms": t_ms, "utc_s": -1, "fw": "x", "boot": 1, "store_used": 0,
+         "store_evicted": 0, "gnss_ok": 1, "accel_ok": 1, "odometer_m": 0, "calib": "none", "calib_quality": 0}
+    if supply_mv is not None:
+        r["supply_mv"] = supply_mv
+    return r
+
+
+SUPPLY = {1: 12650, 2: None, 3: 11870, 4: 14100}  # seq -> supply_mv published (None: a box without power input)
+
+
+def test_status_supply_voltage_is_stored(db):
+    """Record format 5's status.supply_mv reaches the statuses table through the real codec, on both
+    databases; a status without a reading (no power input) stores NULL, not the codec's -1."""
+    recs = [_status(s, 1000 * s, mv) for s, mv in SUPPLY.items()]
+    consumer_db.store_blocks(db, items_for("box-v", recs))
+    got = dict(tuple(r) for r in db.execute("SELECT seq, supply_mv FROM statuses WHERE device='box-v'").fetchall())
+    assert got == SUPPLY
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path):
+    if request.param == "sqlite":
+        return str(tmp_path / "old.db")
+    return request.getfixturevalue("postgres_server").new_database()
+
+
+def test_an_older_database_gets_supply_mv_filled_from_its_records(target):
+    """A database written before statuses had supply_mv (its records.data kept every decoded field): the next
+    connect adds the column and fills it from what the records say; a second connect changes nothing."""
+    db = consumer_db.connect(target)
+    db.execute("ALTER TABLE statuses DROP COLUMN supply_mv")  # the table as the older consumer made it
+    recs = [_status(s, 1000 * s, mv) for s, mv in SUPPLY.items()]
+    db.execute("BEGIN IMMEDIATE")
+    for r in recs:  # as the older consumer stored them: the typed row without supply_mv, the record whole
+        db.execute("INSERT INTO records(device, boot, seq, type, t_ms, utc_s, data) VALUES (?,?,?,?,?,?,?)",
+                   ("box-o", 1, r["seq"], "status", r["t_ms"], -1, __import__("json").dumps(r, sort_keys=True)))
+        db.execute("INSERT INTO statuses(device, boot, seq, t_ms, utc_s, fw) VALUES (?,?,?,?,?,?)",
+                   ("box-o", 1, r["seq"], r["t_ms"], -1, r["fw"]))
+    db.execute("COMMIT")
+    db.close()
+    for _ in range(2):
+        db = consumer_db.connect(target)
+        got = dict(tuple(r) for r in db.execute("SELECT seq, supply_mv FROM statuses").fetchall())
+        assert got == SUPPLY
+        db.close()
+    db = consumer_db.connect(target)  # and new statuses go in as on a fresh database
+    consumer_db.store_blocks(db, items_for("box-o", [_status(9, 9000, 12001)]))
+    assert db.execute("SELECT supply_mv FROM statuses WHERE seq=9").fetchone()[0] == 12001
+    db.close()

@@ -79,13 +79,14 @@ def test_trips_table_from_known_records(tripdb, capsys):
     assert rows == [{"id": 1, "device": "box-7", "boot": 3, "trip": 2, "start": "2026-11-24T01:46:41Z",
                      "end": "2026-11-24T01:47:03Z", "distance_m": 2345, "duration_s": 22, "events": 3,
                      "score": 71, "closed": True, "complete": True, "records_expected": n_trip,
-                     "records_held": n_trip, "records_lost": 0, "gaps": [], "score_note": ""}]
+                     "records_held": n_trip, "records_lost": 0, "gaps": [], "score_note": "",
+                     "supply_start_mv": None, "supply_end_mv": None, "low_battery": None}]  # no reading sent
     assert cli(["trips", "--db", tripdb]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["ID", "DEVICE", "START", "(UTC)", "END", "(UTC)", "KM", "DURATION", "EVENTS",
-                              "SCORE", "RECORDS"]
+                              "SCORE", "BATTERY", "RECORDS"]
     assert out[1].split() == ["1", "box-7", "2026-11-24", "01:46:41", "2026-11-24", "01:47:03", "2.35",
-                              "0:00:22", "3", "71", "%d/%d" % (n_trip, n_trip)]
+                              "0:00:22", "3", "71", "-", "%d/%d" % (n_trip, n_trip)]
     assert cli(["trips", "--db", tripdb, "--device", "nope"]) == 0
     assert "no trips" in capsys.readouterr().out
 
@@ -128,12 +129,57 @@ def test_partial_score_shown(tmp_path):
     db.close()
     assert t["summary"]["n_unclassified"] == 2 and t["n_events"] == 5
     assert trips.trip_dict(t)["score_note"] == "partial_unclassified+gnss_only"
-    assert trips.format_table([t]).splitlines()[1].split()[-5:-1] == ["5", "93", "partial", "gnss"]
+    assert trips.format_table([t]).splitlines()[1].split()[-6:-2] == ["5", "93", "partial", "gnss"]
     out = str(tmp_path / "p.html")
     assert cli(["report", "1", "--db", path, "-o", out]) == 0
     html = open(out, encoding="utf-8").read()
     assert "partial score / 100" in html and "2 event(s) not classified" in html
     assert "harsh braking (GNSS only)" in html
+
+
+def with_supply(start_mv, during_mv=None, shift_ms=0, status_t_ms=1000):
+    """known_records() with the status before the trip reading start_mv (at box time status_t_ms), every
+    other record shift_ms later, and, when during_mv is given, one more status inside the trip (just
+    before its trip_end, as the box writes one on its hourly period while driving)."""
+    recs = known_records()
+    for r in recs:
+        r["t_ms"] += shift_ms
+        for k in ("start_t_ms", "end_t_ms"):
+            if k in r:
+                r[k] += shift_ms
+    recs[0].update(supply_mv=start_mv, t_ms=status_t_ms)
+    if during_mv is not None:
+        end = recs.pop()
+        st = dict(recs[0], seq=end["seq"], t_ms=end["t_ms"] - 100, supply_mv=during_mv)
+        end["seq"] += 1
+        recs += [st, end]
+    return recs
+
+
+def test_battery_voltage_at_trip_start_and_end(dbt, capsys, tmp_path):
+    """The status records' supply_mv (record format 5) shows where a fleet operator looks: `paydbox trips`
+    (the reading at the trip start, LOW below 12.2 V), its JSON (start and end) and the report, on both
+    databases. A reading from hours before the trip is not the trip's."""
+    path = dbt("b.db")
+    store(path, "box-ok", 1, with_supply(12480, during_mv=14100))
+    store(path, "box-low", 1, with_supply(11900))
+    store(path, "box-old", 1, with_supply(12600, shift_ms=7 * 3600 * 1000))  # read 7 h before the trip start
+    assert cli(["trips", "--db", path, "--json"]) == 0
+    got = {t["device"]: (t["supply_start_mv"], t["supply_end_mv"], t["low_battery"])
+           for t in json.loads(capsys.readouterr().out)}
+    assert got == {"box-ok": (12480, 14100, False), "box-low": (11900, 11900, True), "box-old": (None, None, None)}
+    assert cli(["trips", "--db", path]) == 0
+    rows = {ln.split()[1]: ln for ln in capsys.readouterr().out.splitlines()[1:]}
+    assert " 12.48 V " in rows["box-ok"] and " LOW 11.90 V " in rows["box-low"] and "LOW" not in rows["box-ok"]
+    db = consumer_db.connect(path)
+    ids = {t["device"]: t["id"] for t in consumer_db.list_trips(db)}
+    db.close()
+    for dev, want in (("box-ok", "12.48 V / 14.10 V"), ("box-low", "11.90 V / 11.90 V LOW"), ("box-old", "- / -")):
+        out = str(tmp_path / ("%s.html" % dev))
+        assert cli(["report", str(ids[dev]), "--db", path, "-o", out]) == 0
+        html = open(out, encoding="utf-8").read()
+        assert "Battery (start / end)" in html and want in html, dev
+        assert ("LOW" in html) == (dev == "box-low")
 
 
 def test_open_trip_and_duplicates(dbt):

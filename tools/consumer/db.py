@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS crashes (
 CREATE TABLE IF NOT EXISTS statuses (
     device TEXT, boot INTEGER, seq INTEGER, t_ms INTEGER, utc_s INTEGER, fw TEXT, store_used INTEGER,
     store_evicted INTEGER, gnss_ok INTEGER, accel_ok INTEGER, odometer_m INTEGER, calib TEXT,
-    calib_quality INTEGER, UNIQUE (device, boot, seq));
+    calib_quality INTEGER, supply_mv INTEGER, UNIQUE (device, boot, seq));
 CREATE TABLE IF NOT EXISTS tampers (
     device TEXT, boot INTEGER, seq INTEGER, t_ms INTEGER, utc_s INTEGER, reason TEXT, value INTEGER,
     UNIQUE (device, boot, seq));
@@ -90,8 +90,10 @@ TYPED = {
     "event": ("events", ("kind", "dur_ms", "peak_mg", "mean_mg", "speed_start_mmps", "speed_end_mmps",
                          "lat_e7", "lon_e7", "course_cdeg")),
     "crash": ("crashes", ("peak_mg", "lat_e7", "lon_e7", "speed_mmps", "rate_hz", "pre_ms", "samples")),
+    # supply_mv: the box's supply (the car battery) as read, mV; NULL when the box has no power input or
+    # its firmware predates record format 5
     "status": ("statuses", ("fw", "store_used", "store_evicted", "gnss_ok", "accel_ok", "odometer_m",
-                            "calib", "calib_quality")),
+                            "calib", "calib_quality", "supply_mv")),
     "tamper": ("tampers", ("reason", "value")),
 }
 EVENT_COUNT_FIELDS = ("n_harsh_accel", "n_harsh_brake", "n_harsh_corner_left", "n_harsh_corner_right",
@@ -244,6 +246,7 @@ def connect(path, create=True):
             db.execute("SELECT pg_advisory_lock(4242)")  # consumers of one group start together
             try:
                 db.executescript(_pg_schema())
+                _migrate(db)
             finally:
                 db.execute("SELECT pg_advisory_unlock(4242)")
         return db
@@ -263,10 +266,44 @@ def connect(path, create=True):
     db.execute("PRAGMA busy_timeout=30000")
     if create:
         db.executescript(SCHEMA)
-        cols = [r[1] for r in db.execute("PRAGMA table_info(blocks)")]
-        if "last_seq" not in cols:  # a database written before coverage was kept
-            db.execute("ALTER TABLE blocks ADD COLUMN last_seq INTEGER")
+        _migrate(db)
     return db
+
+
+# Columns added after databases were already in use: (table, column, SQLite type, backfill). CREATE TABLE IF
+# NOT EXISTS leaves an older table as it was, so connect() adds what it lacks (both databases, the same
+# schema). backfill: the JSON key of records.data that fills the new column of the rows already stored (the
+# typed tables are a projection of `records`, which keeps every decoded field).
+MIGRATIONS = (
+    ("blocks", "last_seq", "INTEGER", None),    # coverage (a block's highest seq)
+    ("statuses", "supply_mv", "INTEGER", "supply_mv"),  # record format 5: the box's supply voltage
+)
+
+
+def _columns(db, table):
+    if getattr(db, "dialect", None) == "postgresql":
+        return set(r[0] for r in db.execute("SELECT column_name FROM information_schema.columns"
+                                            " WHERE table_schema = current_schema() AND table_name = ?", (table,)))
+    return set(r[1] for r in db.execute("PRAGMA table_info(%s)" % table))
+
+
+def _migrate(db):
+    """Bring an existing database to SCHEMA (see MIGRATIONS); a no-op on a current one."""
+    pg = getattr(db, "dialect", None) == "postgresql"
+    for table, col, typ, key in MIGRATIONS:
+        if col in _columns(db, table):
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, col, "BIGINT" if pg and typ == "INTEGER" else typ))
+            if key is not None:
+                val = ("(r.data::json->>'%s')::bigint" if pg else "json_extract(r.data, '$.%s')") % key
+                db.execute("UPDATE %s SET %s = (SELECT %s FROM records r WHERE r.device=%s.device AND r.boot=%s.boot"
+                           " AND r.seq=%s.seq)" % (table, col, val, table, table, table))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
 
 def _jsonable(rec):
@@ -679,6 +716,7 @@ def trip_row(db, r):
     t["summary"] = json.loads(r["summary"]) if r["summary"] else None
     t["closed"] = t["summary"] is not None  # its trip_end is in
     _completeness(db, t)
+    _supply(db, t)
     if not t["closed"]:
         pos = trip_positions(db, t)
         t["distance_m"] = int(round(path_length_m(pos)))
@@ -693,6 +731,36 @@ def trip_row(db, r):
             "('event','crash')",
             (t["device"], t["boot"], lo, hi)).fetchone()[0]
     return t
+
+
+# a resting 12 V lead-acid battery: ~12.6 V full, ~12.2 V half charged, ~12.0 V a quarter (the usual rule of
+# thumb for a flooded battery at rest); also where the box ends its cut-off (cutoff_mv + cutoff_hyst_mv)
+LOW_BATTERY_MV = 12200
+SUPPLY_MAX_AGE_MS = 6 * 3600 * 1000  # a reading older than this (box time) says nothing of this trip
+
+
+def _supply(db, t):
+    """The car battery as the box read it (status records' supply_mv), for a fleet operator: at the trip
+    start (the last reading at or before its trip_start, in the same boot: the box writes a status when it
+    wakes, so the resting voltage before the crank) and at its end (the last reading at or before its
+    trip_end: the same reading when none came during the trip). Readings older than SUPPLY_MAX_AGE_MS of
+    box time are not the trip's (None). `low_battery`: the start reading below LOW_BATTERY_MV (None when
+    unknown)."""
+    lo = t["start_seq"] if t.get("start_seq") is not None else t["trip"]
+    ends = [(lo, t.get("start_t_ms"), "supply_start")]
+    if t.get("end_seq") is not None:
+        ends.append((t["end_seq"], t.get("end_t_ms"), "supply_end"))
+    else:
+        t["supply_end_mv"] = t["supply_end_t_ms"] = None
+    for seq, at_ms, name in ends:
+        r = db.execute("SELECT supply_mv, t_ms FROM statuses WHERE device=? AND boot=? AND seq<=? AND supply_mv IS NOT NULL"
+                       " ORDER BY seq DESC LIMIT 1", (t["device"], t["boot"], seq)).fetchone()
+        if r is not None and at_ms is not None and r[1] is not None and at_ms - r[1] > SUPPLY_MAX_AGE_MS:
+            r = None
+        t[name + "_mv"] = r[0] if r is not None else None
+        t[name + "_t_ms"] = r[1] if r is not None else None
+    mv = t["supply_start_mv"]
+    t["low_battery"] = None if mv is None else mv < LOW_BATTERY_MV
 
 
 def _completeness(db, t):

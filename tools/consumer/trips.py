@@ -35,7 +35,18 @@ def trip_dict(t):
         "complete": t["complete"], "records_expected": t["records_expected"],
         "records_held": t["records_held"], "records_lost": t["records_lost"], "gaps": t["gaps"],
         "score_note": (t.get("summary") or {}).get("score_note", ""),
+        # the car battery as the box read it (status records' supply_mv, mV; None: no reading for this trip)
+        "supply_start_mv": t.get("supply_start_mv"), "supply_end_mv": t.get("supply_end_mv"),
+        "low_battery": t.get("low_battery"),
     }
+
+
+def battery_cell(t):
+    """'12.47 V' (the reading at the trip start), 'LOW 11.90 V' below consumer_db.LOW_BATTERY_MV, '-' unknown."""
+    mv = t.get("supply_start_mv")
+    if mv is None:
+        return "-"
+    return ("LOW " if t.get("low_battery") else "") + "%.2f V" % (mv / 1000.0)
 
 
 def records_cell(t):
@@ -60,7 +71,7 @@ def score_text(t):
 
 
 def format_table(trips):
-    head = ("ID", "DEVICE", "START (UTC)", "END (UTC)", "KM", "DURATION", "EVENTS", "SCORE", "RECORDS")
+    head = ("ID", "DEVICE", "START (UTC)", "END (UTC)", "KM", "DURATION", "EVENTS", "SCORE", "BATTERY", "RECORDS")
     rows = []
     for t in trips:
         km = "-" if t.get("distance_m") is None else "%.2f" % (t["distance_m"] / 1000.0)
@@ -68,9 +79,10 @@ def format_table(trips):
         end = fmt_time(t.get("end_utc_s")) + ("" if t["closed"] else " (open)")
         rows.append((str(t["id"]), t["device"], fmt_time(t.get("start_utc_s")), end, km,
                      fmt_duration(t.get("duration_s")),
-                     "-" if t.get("n_events") is None else str(t["n_events"]), score, records_cell(t)))
+                     "-" if t.get("n_events") is None else str(t["n_events"]), score, battery_cell(t),
+                     records_cell(t)))
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-    right = {4, 5, 6, 7}
+    right = {4, 5, 6, 7, 8}
     out = []
     for r in [head] + rows:
         out.append("  ".join(c.rjust(w) if i in right else c.ljust(w)

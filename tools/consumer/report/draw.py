@@ -353,8 +353,8 @@ def page_canvas(t, pos, events):
     c.text(80, 160, "score / 100", 12, "#ffffff", "middle")
     y = 92
     for i, (k, v) in enumerate(stats(t, pos)):
-        col = 160 + (i // 4) * 330
-        yy = y + (i % 4) * 22
+        col = 160 + (i // 5) * 330  # 5 rows a column: the usual 9 rows (battery included) fit in two
+        yy = y + (i % 5) * 20
         c.text(col, yy, k, 13, "#4a5568")
         c.text(col + 110, yy, v, 13, "#1a202c", "start", True)
     x = 20

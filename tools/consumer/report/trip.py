@@ -24,6 +24,7 @@ EVENT_STYLE = {  # kind -> (colour, English label, French label)
     "towing": ("#975a16", "towing", "remorquage"),
     "crash": ("#000000", "CRASH", "CHOC"),
     "unclassified": ("#a0aec0", "unclassified", "non classe"),
+    "shock": ("#a0aec0", "shock (parked, not driving)", "choc (a l'arret)"),
     "harsh_accel_gnss": ("#dd6b20", "harsh acceleration (GNSS only)", "acceleration brusque (GNSS seul)"),
     "harsh_brake_gnss": ("#e53e3e", "harsh braking (GNSS only)", "freinage brusque (GNSS seul)"),
 }
@@ -117,6 +118,7 @@ def stats(t, pos):
         ("Duration", fmt_dur(t.get("duration_s"))),
         ("Max speed", "-" if max_mmps is None else "%d km/h" % round(speed_kmh(max_mmps))),
         ("Positions", str(len(pos))),
+        ("Battery (start / end)", battery_text(t)),
     ]
     if s:
         rows.append(("Night / idle", "%s / %s" % (fmt_dur(s.get("night_s", 0)), fmt_dur(s.get("idle_s", 0)))))
@@ -129,6 +131,17 @@ def stats(t, pos):
             rows.append(("GNSS-only events",
                          "%d harsh accel/brake from GNSS speed alone" % s.get("n_gnss_only", 0)))
     return rows
+
+
+def battery_text(t):
+    """The car battery at the trip start / end as the box read it: '12.47 V / 12.45 V', with 'LOW' when the
+    start reading is below consumer_db.LOW_BATTERY_MV; '-' for a reading the box did not send."""
+    def v(mv):
+        return "-" if mv is None else "%.2f V" % (mv / 1000.0)
+    text = "%s / %s" % (v(t.get("supply_start_mv")), v(t.get("supply_end_mv")))
+    if t.get("low_battery"):
+        text += " LOW (below %.1f V at rest: the car may not start)" % (consumer_db.LOW_BATTERY_MV / 1000.0)
+    return text
 
 
 def title(t):
