@@ -375,6 +375,11 @@ class Mapper:
             elif kind == "idle":
                 event_id, moving = IO_IDLING, 0
                 io[IO_IDLING] = (1, 1)
+            elif kind == "shock":
+                # a jolt with nobody driving (the firmware's kind when the ignition and the engine are off:
+                # a tow truck's winch; or an impact at a standstill): no green driving, and it says
+                # nothing of the ignition, so IO 239/240 are left out
+                ign = None
             elif kind == "overspeed":
                 event_id = IO_OVERSPEED
                 io[IO_OVERSPEED] = (1, min(255, _kmh(max(r["speed_start_mmps"], r["speed_end_mmps"]))))

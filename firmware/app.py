@@ -357,6 +357,10 @@ class Box:
                 kind = kind + "_gnss"   # from the GNSS speed alone (mount not calibrated)
             if kind not in _EVENT_KINDS:
                 kind = "unclassified"
+            if self.trip.nobody_driving():
+                # ignition and engine off (a tow truck's winch, the car shaken while parked): a shock,
+                # never a harsh-driving event charged to the driver (docs/power.md); not a trip's event
+                kind = "shock"
             rec = {"type": "event", "kind": kind, "t_ms": ev["t_ms"], "dur_ms": ev.get("dur_ms", 0),
                    "peak_mg": ev.get("peak_mg", 0), "mean_mg": ev.get("mean_mg", 0),
                    "speed_start_mmps": max(ev.get("speed_start_mmps", 0), 0),
@@ -365,7 +369,8 @@ class Box:
                    "course_cdeg": max(ev.get("course_cdeg", 0), 0)}
         rec["utc_s"] = lf[1] - (lf[0] - ev["t_ms"]) // 1000 if (lf and lf[1] >= 0) else -1
         self._emit(rec)
-        self.trip.on_event(ev)
+        if kind != "shock" or ev["type"] == "shock":
+            self.trip.on_event(ev)
         if self.trip.trip is None and len(self.loose_events) < 16:
             self.loose_events.append({"type": kind, "t_ms": ev["t_ms"], "dur_ms": ev.get("dur_ms", 0),
                                       "peak_mg": ev.get("peak_mg", 0)})

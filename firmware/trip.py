@@ -87,6 +87,11 @@ class TripTracker:
             return -1
         return 1 if (self.ign == 1 and self.supply_mv >= _ENGINE_ON_MV) else 0
 
+    def nobody_driving(self):
+        """1 when the ignition (as believed) is off and the alternator is not charging: a harsh event then
+        is the parked car being shaken (a tow truck's winch), nobody's driving. 0 without power inputs."""
+        return 1 if (self.ign == 0 and self.supply_mv < _ENGINE_ON_MV) else 0
+
     def on_fix(self, t_ms, valid, utc_s, lat_e7, lon_e7, speed_mmps, course_cdeg, credited_mm):
         """Called for every GNSS epoch with the odometer's credited distance for it."""
         dt_ms = t_ms - self._last_fix_ms if self._last_fix_ms >= 0 else 0

@@ -216,6 +216,24 @@ def test_mapping_of_a_replayed_drive(commute):
     assert min(b - a for a, b in zip(odos, odos[1:])) >= -2
 
 
+def test_a_shock_while_parked_is_no_green_driving_and_no_ignition():
+    """The firmware writes a harsh-looking jolt with the ignition and the engine off (a tow truck's winch) as
+    kind `shock` (firmware/app.py): Traccar gets neither a green-driving alarm (IO 253: charged to the driver)
+    nor an ignition-on for it; a harsh acceleration still is one."""
+    from tools.consumer import fleet_sim
+
+    def ev(seq, kind):
+        return {"type": "event", "seq": seq, "t_ms": 1000 * seq, "utc_s": 848800000 + seq, "kind": kind,
+                "dur_ms": 700, "peak_mg": 480, "mean_mg": 300, "speed_start_mmps": 0, "speed_end_mmps": 0,
+                "lat_e7": 450000000, "lon_e7": 50000000, "course_cdeg": 0}
+    (_fs, _n, blk), = fleet_sim.encode_blocks("box-s", 1, [ev(1, "shock"), ev(2, "harsh_accel")], 4096)
+    hdr, recs = T.records_of_block(blk)
+    (_s1, shock), (_s2, harsh) = T.Mapper().map_block(hdr, recs)
+    assert shock["event_id"] == 0 and T.IO_GREEN_TYPE not in shock["io"]
+    assert T.IO_IGNITION not in shock["io"] and T.IO_MOVEMENT not in shock["io"]
+    assert harsh["event_id"] == T.IO_GREEN_TYPE and harsh["io"][T.IO_GREEN_TYPE] == (1, 1)
+
+
 # ---- the agent against the fake server
 
 def _agent_cfg(path, box, qpath, traccar=None, mqtt=None, osmand=None):

@@ -252,35 +252,63 @@ class SimAgent:
         return len(b)
 
 
-def agent_seqs(qpath):
-    """Every record seq held in the agent's queue database (blocks decoded with firmware.codec)."""
+def agent_records(qpath):
+    """{seq: record} of every record held in the agent's queue database (blocks decoded with firmware.codec)."""
     import sqlite3
 
     from firmware import codec
 
-    out = set()
+    out = {}
     if not os.path.exists(qpath):
         return out
     db = sqlite3.connect(qpath)
     try:
         for (block,) in db.execute("SELECT block FROM q"):
             for r in codec.decode_block(bytes(block))[1]:
-                out.add(r["seq"])
+                out[r["seq"]] = r
     finally:
         db.close()
     return out
 
 
-def box_seqs(fs_root):
-    """Seqs of the records still on the box's flash, unacknowledged (the store's live blocks)."""
+def agent_seqs(qpath):
+    """Every record seq held in the agent's queue database."""
+    return set(agent_records(qpath))
+
+
+def box_records(fs_root):
+    """{seq: record} of the records still on the box's flash, unacknowledged (the store's live blocks)."""
     from firmware import codec
     from firmware.store import Store
 
     st = Store(os.path.join(fs_root, "store"), 1024 * 1024, 32768)
-    out = set()
+    out = {}
     for entry in st.peek(1 << 20):
         for r in codec.decode_block(bytes(entry[3]))[1]:
-            out.add(r["seq"])
+            out[r["seq"]] = r
+    return out
+
+
+def box_seqs(fs_root):
+    """Seqs of the records still on the box's flash, unacknowledged."""
+    return set(box_records(fs_root))
+
+
+def events_outside_trips(records):
+    """{kind: n} of the event and crash records written while no trip was open (by seq: after a trip_end,
+    before the next trip_start), as the consumer (tools/consumer/db.py trip_events) and Traccar see them.
+    A harsh-driving kind here would be charged to a driver who was not driving (a tow truck's winch)."""
+    out = {}
+    open_trip = False
+    for q in sorted(records):
+        r = records[q]
+        if r["type"] == "trip_start":
+            open_trip = True
+        elif r["type"] == "trip_end":
+            open_trip = False
+        elif r["type"] in ("event", "crash") and not open_trip:
+            k = r.get("kind", "crash")
+            out[k] = out.get(k, 0) + 1
     return out
 
 
@@ -316,9 +344,11 @@ def run_power(trace, config=None, boot_s=25, halt_s=8, cut_at=None, mcu="mcu_esp
         cfg.update(config or {})
         out = replay_main.run(plain, fs_root, cfg, agent=agent)
         pw = out["power"]
-        held_box = box_seqs(fs_root)
+        box_recs = box_records(fs_root)
+        held_box = set(box_recs)
         next_seq = out["store"]["next_seq"]  # as the box left it (a remount skips to the reservation)
-        held_agent = agent_seqs(qpath)
+        agent_recs = agent_records(qpath)
+        held_agent = set(agent_recs)
         lost = sorted(set(range(next_seq)) - held_box - held_agent)
         rep = energy_report(pw, mcu)
         res = {
@@ -341,6 +371,7 @@ def run_power(trace, config=None, boot_s=25, halt_s=8, cut_at=None, mcu="mcu_esp
             "shutdowns": {"acked": pw["shutdowns_acked"], "timed_out": pw["shutdowns_timed_out"]},
             "agent": dict(agent.counters),
             "trips": len(out["trips"]),
+            "events_outside_trips": events_outside_trips({**box_recs, **agent_recs}),
             "log": pw["log"],
             "mcu": mcu,
             "_power": pw,
