@@ -27,8 +27,11 @@ POWER_BUDGET = {
                          "modem-sleep 80 MHz 20-31 mA, light-sleep 0.8 mA, deep-sleep RTC timer + RTC memory "
                          "10 uA"},
     "mcu_rp2040": {"rail_v": 3.3, "active": 25.0, "light_sleep": 1.3, "deep_sleep": 0.18,
-                   "src": "Raspberry Pi RP2040 datasheet, section 'Power consumption' (typ. at 125 MHz ~25 "
-                          "mA, SLEEP ~1.3 mA, DORMANT 0.18 mA); not re-checked this session"},
+                   "src": "ESTIMATES, not checked against the RP2040 / Pico W datasheets (their power "
+                          "tables could not be read here): active ~25 mA at 125 MHz, SLEEP ~1.3 mA, DORMANT "
+                          "~0.18 mA; the same order as MicroPython's own measurement on a Pico (commit "
+                          "'rp2/modmachine: Implement lightsleep() with optional sleep period', D. George, "
+                          "2022-06-30: ~1.5 mA in lightsleep(5000), ~0.9 mA in lightsleep() dormant, from USB)"},
     "lis3dh": {"rail_v": 3.3, "active": 0.020, "low_power": 0.003, "power_down": 0.0005,
                "src": "ST LIS3DH datasheet DocID 17530, current consumption of operating modes: 100 Hz "
                       "normal/HR 20 uA, 10 Hz low-power 3 uA, power-down 0.5 uA"},
