@@ -213,8 +213,8 @@ def test_an_older_database_gets_supply_mv_filled_from_its_records(target):
                    ("box-o", 1, r["seq"], r["t_ms"], -1, r["fw"]))
     db.execute("COMMIT")
     db.close()
-    for _ in range(2):
-        db = consumer_db.connect(target)
+    for create in (False, True):  # a reader first (`paydbox trips`, `report`), then `paydbox ingest`
+        db = consumer_db.connect(target, create=create)
         got = dict(tuple(r) for r in db.execute("SELECT seq, supply_mv FROM statuses").fetchall())
         assert got == SUPPLY
         db.close()

@@ -249,6 +249,8 @@ def connect(path, create=True):
                 _migrate(db)
             finally:
                 db.execute("SELECT pg_advisory_unlock(4242)")
+        else:
+            _migrate(db)  # a reader (trips, report) of an older database reads today's schema too
         return db
     if not create:
         import os
@@ -266,7 +268,7 @@ def connect(path, create=True):
     db.execute("PRAGMA busy_timeout=30000")
     if create:
         db.executescript(SCHEMA)
-        _migrate(db)
+    _migrate(db)  # a reader (trips, report) of an older database reads today's schema too
     return db
 
 
@@ -291,10 +293,14 @@ def _migrate(db):
     """Bring an existing database to SCHEMA (see MIGRATIONS); a no-op on a current one."""
     pg = getattr(db, "dialect", None) == "postgresql"
     for table, col, typ, key in MIGRATIONS:
-        if col in _columns(db, table):
+        cols = _columns(db, table)
+        if not cols or col in cols:  # no such table (not a consumer database yet), or up to date
             continue
         db.execute("BEGIN IMMEDIATE")
         try:
+            if col in _columns(db, table):  # another consumer of the database did it meanwhile
+                db.execute("COMMIT")
+                continue
             db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, col, "BIGINT" if pg and typ == "INTEGER" else typ))
             if key is not None:
                 val = ("(r.data::json->>'%s')::bigint" if pg else "json_extract(r.data, '$.%s')") % key
