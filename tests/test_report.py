@@ -80,7 +80,8 @@ def test_trips_table_from_known_records(tripdb, capsys):
                      "end": "2026-11-24T01:47:03Z", "distance_m": 2345, "duration_s": 22, "events": 3,
                      "score": 71, "closed": True, "complete": True, "records_expected": n_trip,
                      "records_held": n_trip, "records_lost": 0, "gaps": [], "score_note": "",
-                     "supply_start_mv": None, "supply_end_mv": None, "low_battery": None}]  # no reading sent
+                     "supply_start_mv": None, "supply_end_mv": None, "low_battery": None,  # no reading sent
+                     "towed": False}]
     assert cli(["trips", "--db", tripdb]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["ID", "DEVICE", "START", "(UTC)", "END", "(UTC)", "KM", "DURATION", "EVENTS",
@@ -180,6 +181,28 @@ def test_battery_voltage_at_trip_start_and_end(dbt, capsys, tmp_path):
         html = open(out, encoding="utf-8").read()
         assert "Battery (start / end)" in html and want in html, dev
         assert ("LOW" in html) == (dev == "box-low")
+
+
+def test_a_towed_trip_is_flagged(dbt, capsys, tmp_path):
+    """The box records a tow as a trip with its `towing` event (moved with the ignition off,
+    firmware/trip.py): `paydbox trips` marks its score TOW, --json says towed, the report says so."""
+    path = dbt("t.db")
+    recs = known_records()
+    brake = next(r for r in recs if r.get("kind") == "harsh_brake")
+    brake.update(kind="towing", peak_mg=0, mean_mg=0)
+    store(path, "box-t", 1, recs)
+    store(path, "box-d", 1, known_records())
+    assert cli(["trips", "--db", path, "--json"]) == 0
+    assert {t["device"]: t["towed"] for t in json.loads(capsys.readouterr().out)} == {"box-t": True, "box-d": False}
+    assert cli(["trips", "--db", path]) == 0
+    rows = {ln.split()[1]: ln for ln in capsys.readouterr().out.splitlines()[1:]}
+    assert " 71 TOW " in rows["box-t"] and "TOW" not in rows["box-d"]
+    out = str(tmp_path / "t.html")
+    db = consumer_db.connect(path)
+    tid = next(t["id"] for t in consumer_db.list_trips(db) if t["device"] == "box-t")
+    db.close()
+    assert cli(["report", str(tid), "--db", path, "-o", out]) == 0
+    assert "a tow, not the driver&#x27;s drive" in open(out, encoding="utf-8").read()
 
 
 def test_open_trip_and_duplicates(dbt):

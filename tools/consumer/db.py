@@ -723,6 +723,10 @@ def trip_row(db, r):
     t["closed"] = t["summary"] is not None  # its trip_end is in
     _completeness(db, t)
     _supply(db, t)
+    # moved with the ignition off (the box's `towing` event inside the trip): a tow, not the driver's drive
+    lo, hi = seq_range(t)
+    t["towed"] = db.execute("SELECT COUNT(*) FROM events WHERE device=? AND boot=? AND seq>? AND seq<? AND kind='towing'",
+                            (t["device"], t["boot"], lo, hi)).fetchone()[0] > 0
     if not t["closed"]:
         pos = trip_positions(db, t)
         t["distance_m"] = int(round(path_length_m(pos)))

@@ -38,6 +38,8 @@ def trip_dict(t):
         # the car battery as the box read it (status records' supply_mv, mV; None: no reading for this trip)
         "supply_start_mv": t.get("supply_start_mv"), "supply_end_mv": t.get("supply_end_mv"),
         "low_battery": t.get("low_battery"),
+        # the car moved with the ignition off (a `towing` event in the trip): a tow, not the driver's drive
+        "towed": t.get("towed", False),
     }
 
 
@@ -62,11 +64,13 @@ def records_cell(t):
 
 def score_text(t):
     """The score as shown: '94', '94 partial' (events not classified: the box was not calibrated),
-    '91 gnss' (harsh events from GNSS speed only), '-' when unknown."""
+    '91 gnss' (harsh events from GNSS speed only), '91 TOW' (the car was towed), '-' when unknown."""
     if t.get("score") is None:
         return "-"
     note = (t.get("summary") or {}).get("score_note", "")
     tags = [w for w, key in (("partial", "partial_unclassified"), ("gnss", "gnss_only")) if key in note]
+    if t.get("towed"):
+        tags.append("TOW")  # the car was towed: not the driver's score
     return " ".join([str(t["score"])] + tags)
 
 

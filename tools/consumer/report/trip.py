@@ -120,6 +120,8 @@ def stats(t, pos):
         ("Positions", str(len(pos))),
         ("Battery (start / end)", battery_text(t)),
     ]
+    if t.get("towed"):
+        rows.append(("Towed", "moved with the ignition off: a tow, not the driver's drive"))
     if s:
         rows.append(("Night / idle", "%s / %s" % (fmt_dur(s.get("night_s", 0)), fmt_dur(s.get("idle_s", 0)))))
         rows.append(("Over speed", fmt_dur(s.get("overspeed_s", 0))))
