@@ -174,13 +174,15 @@ def test_a_device_first_seen_by_its_status_gets_its_boot(db):
 
 def _status(seq, t_ms, supply_mv=None):
     r = {"type": "status", "seq": seq, "t_ms": t_ms, "utc_s": -1, "fw": "x", "boot": 1, "store_used": 0,
-         "store_evicted": 0, "gnss_ok": 1, "accel_ok": 1, "odometer_m": 0, "calib": "none", "calib_quality": 0}
+         "store_evicted": 0, "gnss_ok": 1, "accel_ok": 1, "odometer_m": 0, "calib": "none",
+         "calib_quality": 0}
     if supply_mv is not None:
         r["supply_mv"] = supply_mv
     return r
 
 
-SUPPLY = {1: 12650, 2: None, 3: 11870, 4: 14100}  # seq -> supply_mv published (None: a box without power input)
+# seq -> supply_mv published (None: a box without power input)
+SUPPLY = {1: 12650, 2: None, 3: 11870, 4: 14100}
 
 
 def test_status_supply_voltage_is_stored(db):
@@ -188,7 +190,8 @@ def test_status_supply_voltage_is_stored(db):
     databases; a status without a reading (no power input) stores NULL, not the codec's -1."""
     recs = [_status(s, 1000 * s, mv) for s, mv in SUPPLY.items()]
     consumer_db.store_blocks(db, items_for("box-v", recs))
-    got = dict(tuple(r) for r in db.execute("SELECT seq, supply_mv FROM statuses WHERE device='box-v'").fetchall())
+    got = dict(tuple(r) for r in db.execute(
+        "SELECT seq, supply_mv FROM statuses WHERE device='box-v'").fetchall())
     assert got == SUPPLY
 
 
@@ -208,7 +211,8 @@ def test_an_older_database_gets_supply_mv_filled_from_its_records(target):
     db.execute("BEGIN IMMEDIATE")
     for r in recs:  # as the older consumer stored them: the typed row without supply_mv, the record whole
         db.execute("INSERT INTO records(device, boot, seq, type, t_ms, utc_s, data) VALUES (?,?,?,?,?,?,?)",
-                   ("box-o", 1, r["seq"], "status", r["t_ms"], -1, __import__("json").dumps(r, sort_keys=True)))
+                   ("box-o", 1, r["seq"], "status", r["t_ms"], -1,
+                    __import__("json").dumps(r, sort_keys=True)))
         db.execute("INSERT INTO statuses(device, boot, seq, t_ms, utc_s, fw) VALUES (?,?,?,?,?,?)",
                    ("box-o", 1, r["seq"], r["t_ms"], -1, r["fw"]))
     db.execute("COMMIT")

@@ -14,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_installer_settings_table_is_up_to_date():
     with open(os.path.join(ROOT, "docs", "installer.md"), encoding="utf-8") as f:
         text = f.read()
-    assert settings_doc.render(text) == text, "docs/installer.md: run `python -m tools.installer.settings_doc`"
+    assert settings_doc.render(text) == text, \
+        "docs/installer.md: run `python -m tools.installer.settings_doc`"
 
 
 def test_table_has_every_key_with_the_schema_default(monkeypatch):

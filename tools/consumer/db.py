@@ -284,8 +284,9 @@ MIGRATIONS = (
 
 def _columns(db, table):
     if getattr(db, "dialect", None) == "postgresql":
-        return set(r[0] for r in db.execute("SELECT column_name FROM information_schema.columns"
-                                            " WHERE table_schema = current_schema() AND table_name = ?", (table,)))
+        return set(r[0] for r in db.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?", (table,)))
     return set(r[1] for r in db.execute("PRAGMA table_info(%s)" % table))
 
 
@@ -301,11 +302,12 @@ def _migrate(db):
             if col in _columns(db, table):  # another consumer of the database did it meanwhile
                 db.execute("COMMIT")
                 continue
-            db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, col, "BIGINT" if pg and typ == "INTEGER" else typ))
+            db.execute("ALTER TABLE %s ADD COLUMN %s %s"
+                       % (table, col, "BIGINT" if pg and typ == "INTEGER" else typ))
             if key is not None:
                 val = ("(r.data::json->>'%s')::bigint" if pg else "json_extract(r.data, '$.%s')") % key
-                db.execute("UPDATE %s SET %s = (SELECT %s FROM records r WHERE r.device=%s.device AND r.boot=%s.boot"
-                           " AND r.seq=%s.seq)" % (table, col, val, table, table, table))
+                db.execute("UPDATE %s SET %s = (SELECT %s FROM records r WHERE r.device=%s.device"
+                           " AND r.boot=%s.boot AND r.seq=%s.seq)" % (table, col, val, table, table, table))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -725,8 +727,8 @@ def trip_row(db, r):
     _supply(db, t)
     # moved with the ignition off (the box's `towing` event inside the trip): a tow, not the driver's drive
     lo, hi = seq_range(t)
-    t["towed"] = db.execute("SELECT COUNT(*) FROM events WHERE device=? AND boot=? AND seq>? AND seq<? AND kind='towing'",
-                            (t["device"], t["boot"], lo, hi)).fetchone()[0] > 0
+    t["towed"] = db.execute("SELECT COUNT(*) FROM events WHERE device=? AND boot=? AND seq>? AND seq<?"
+                            " AND kind='towing'", (t["device"], t["boot"], lo, hi)).fetchone()[0] > 0
     if not t["closed"]:
         pos = trip_positions(db, t)
         t["distance_m"] = int(round(path_length_m(pos)))
@@ -763,8 +765,9 @@ def _supply(db, t):
     else:
         t["supply_end_mv"] = t["supply_end_t_ms"] = None
     for seq, at_ms, name in ends:
-        r = db.execute("SELECT supply_mv, t_ms FROM statuses WHERE device=? AND boot=? AND seq<=? AND supply_mv IS NOT NULL"
-                       " ORDER BY seq DESC LIMIT 1", (t["device"], t["boot"], seq)).fetchone()
+        r = db.execute("SELECT supply_mv, t_ms FROM statuses WHERE device=? AND boot=? AND seq<=?"
+                       " AND supply_mv IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                       (t["device"], t["boot"], seq)).fetchone()
         if r is not None and at_ms is not None and r[1] is not None and at_ms - r[1] > SUPPLY_MAX_AGE_MS:
             r = None
         t[name + "_mv"] = r[0] if r is not None else None

@@ -44,7 +44,8 @@ def trip_dict(t):
 
 
 def battery_cell(t):
-    """'12.47 V' (the reading at the trip start), 'LOW 11.90 V' below consumer_db.LOW_BATTERY_MV, '-' unknown."""
+    """'12.47 V' (the reading at the trip start), 'LOW 11.90 V' below consumer_db.LOW_BATTERY_MV, '-'
+    unknown."""
     mv = t.get("supply_start_mv")
     if mv is None:
         return "-"
@@ -75,7 +76,8 @@ def score_text(t):
 
 
 def format_table(trips):
-    head = ("ID", "DEVICE", "START (UTC)", "END (UTC)", "KM", "DURATION", "EVENTS", "SCORE", "BATTERY", "RECORDS")
+    head = ("ID", "DEVICE", "START (UTC)", "END (UTC)", "KM", "DURATION", "EVENTS", "SCORE", "BATTERY",
+            "RECORDS")
     rows = []
     for t in trips:
         km = "-" if t.get("distance_m") is None else "%.2f" % (t["distance_m"] / 1000.0)

@@ -31,7 +31,8 @@ POWER_BUDGET = {
                           "tables could not be read here): active ~25 mA at 125 MHz, SLEEP ~1.3 mA, DORMANT "
                           "~0.18 mA; the same order as MicroPython's own measurement on a Pico (commit "
                           "'rp2/modmachine: Implement lightsleep() with optional sleep period', D. George, "
-                          "2022-06-30: ~1.5 mA in lightsleep(5000), ~0.9 mA in lightsleep() dormant, from USB)"},
+                          "2022-06-30: ~1.5 mA in lightsleep(5000), ~0.9 mA in lightsleep() dormant, from "
+                          "USB)"},
     "lis3dh": {"rail_v": 3.3, "active": 0.020, "low_power": 0.003, "power_down": 0.0005,
                "src": "ST LIS3DH datasheet DocID 17530, current consumption of operating modes: 100 Hz "
                       "normal/HR 20 uA, 10 Hz low-power 3 uA, power-down 0.5 uA"},
@@ -256,7 +257,8 @@ class SimAgent:
 
 
 def agent_records(qpath):
-    """{seq: record} of every record held in the agent's queue database (blocks decoded with firmware.codec)."""
+    """{seq: record} of every record held in the agent's queue database (blocks decoded with
+    firmware.codec)."""
     import sqlite3
 
     from firmware import codec
