@@ -47,6 +47,8 @@ from firmware import codec
 
 _READY, _INFLIGHT, _WAIT = 0, 1, 2
 MAX_RANGES = 256  # seq ranges accepted in one ack / resend message
+# downlink command ids remembered (in the queue database) to answer a redelivered command once
+CMD_IDS_KEPT = 256
 
 VERSION = "0.1.0"
 log = logging.getLogger("paydbox.agent")
@@ -190,8 +192,12 @@ class Agent:
         self.inflight = {}  # mid -> (row id, t_published)
         self.first_seen = {}  # row id -> monotonic time this process first saw it
         self.wanted = []  # (lo, hi, until) seq ranges asked again from the box (stored even if seen before)
-        self.pending_cmds = {}  # cmd id -> {"d", "tries", "next"}
-        self.recent_cmd_ids = []
+        # downlink commands taken from the broker, kept in the queue's SQLite (meta `cmd_state`) before the
+        # PUBACK goes out (paho acks a QoS 1 message after on_message returns), so that a command survives a
+        # SIGKILL of the agent and one the persistent session redelivers after a restart is not run twice
+        self.pending_cmds = {}  # cmd id -> {"d", "tries", "next"}: for the box, no result yet
+        self.recent_cmd_ids = []  # the last CMD_IDS_KEPT ids taken, answered or not
+        self._load_cmds()
         self.box_health = {}
         self.last_hello_sent = 0.0
         self.last_ka_sent = 0.0
@@ -474,9 +480,30 @@ class Agent:
                   ", ".join("%d-%d" % (fs, ls) for _, fs, ls in rows[:8]))
         self.last_status_key = None  # the alarm goes out now
 
+    def _load_cmds(self):
+        raw = self.queue.get_meta("cmd_state")
+        if not raw:
+            return
+        try:
+            st = json.loads(raw)
+            self.recent_cmd_ids = list(st["recent"])[-CMD_IDS_KEPT:]
+            for d in st["pending"]:
+                self.pending_cmds[d["id"]] = {"d": d, "tries": 0, "next": 0.0}
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("queue meta cmd_state unreadable (%s): commands taken before the restart forgotten", e)
+            return
+        if self.pending_cmds:
+            log.info("%d downlink command(s) taken before the restart still wait for the box: %s",
+                     len(self.pending_cmds), ", ".join(str(c) for c in list(self.pending_cmds)[:8]))
+
+    def _save_cmds(self):
+        self.queue.set_meta("cmd_state", json.dumps(
+            {"recent": self.recent_cmd_ids, "pending": [p["d"] for p in self.pending_cmds.values()]}))
+
     def _on_result(self, v):
         cid = v.get("id")
-        self.pending_cmds.pop(cid, None)
+        if self.pending_cmds.pop(cid, None) is not None:
+            self._save_cmds()
         self.counters["results"] += 1
         if self.mq is not None:
             self.mq.publish(self.topic("cmd/result"), json.dumps(v), qos=1)
@@ -541,12 +568,13 @@ class Agent:
             return
         if cid in self.recent_cmd_ids or cid in self.pending_cmds:
             return  # QoS 1 redelivery
-        self.recent_cmd_ids = (self.recent_cmd_ids + [cid])[-64:]
+        self.recent_cmd_ids = (self.recent_cmd_ids + [cid])[-CMD_IDS_KEPT:]
         self.counters["cmds"] += 1
         if d["cmd"] == "resend":
             self._on_resend(cid, d)
-            return
-        self.pending_cmds[cid] = {"d": d, "tries": 0, "next": 0.0}
+        else:
+            self.pending_cmds[cid] = {"d": d, "tries": 0, "next": 0.0}
+        self._save_cmds()  # durable before paho sends the PUBACK
 
     def _on_resend(self, cid, d):
         """Gap repair: {"id", "cmd": "resend", "boot": B, "ranges": [[lo, hi], ...]}. What the agent holds
@@ -592,6 +620,7 @@ class Agent:
                 continue
             if p["tries"] >= self.cmd_tries:
                 del self.pending_cmds[cid]
+                self._save_cmds()
                 self.mq.publish(self.topic("cmd/result"), json.dumps(
                     {"id": cid, "ok": False, "error": "box did not answer"}), qos=1)
                 continue

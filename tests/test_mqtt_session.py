@@ -1,7 +1,11 @@
-"""The agent's MQTT session survives a reconnect: a command published while the agent is cut off from the
-broker (its TCP connection dropped by a proxy in between, the agent process alive) is delivered when it
-connects again, and answered once. Real agent process, real brokers: Mosquitto on MQTT 5 and on 3.1.1, and
-the NATS server (MQTT 3.1.1 only, the agent on `auto`)."""
+"""The agent's MQTT session survives a reconnect and a restart: a command published while the agent is cut
+off from the broker (its TCP connection dropped by a proxy in between, the agent process alive), or while
+the agent is down (SIGKILL), also across a broker restart with persistence, is delivered when it connects
+again, run once by the box and answered once; a command id taken before a restart is not run again when it
+comes again after it (a persistent session redelivers). Without broker persistence a broker restart loses
+the queued command (the documented limit, docs/mqtt-topics.md). Real agent process, real brokers: Mosquitto
+on MQTT 5 and on 3.1.1, and the NATS server (MQTT 3.1.1 only, sessions in JetStream; the agent on
+`auto`)."""
 import json
 import socket
 import threading
@@ -170,3 +174,183 @@ def test_a_command_sent_while_the_agent_is_away_arrives_after_reconnect_nats_311
     finally:
         n.stop()
     assert "falling back to MQTT 3.1.1" in log and "(MQTT 3.1.1, session present: True)" in log
+
+
+class CountingBox:
+    """A SimBox whose command handler records every command the box runs (the box's link answers a
+    retransmission of its last command id itself, without running it again)."""
+
+    def __init__(self):
+        self.ran = []
+        self.box = SimBox(DEV, on_command=self._cmd).start()
+
+    def _cmd(self, d):
+        self.ran.append(d.get("id"))
+        return {"ok": True, "ran": d.get("cmd")}
+
+    def times(self, cid):
+        return self.ran.count(cid)
+
+
+def _brokers(kind, workdir, persistence=True):
+    if kind == "nats":
+        return NatsMqtt(workdir).start()
+    b = Broker(workdir)
+    if not persistence:  # the fixture turns persistence on; Mosquitto's default is off
+        with open(b.conf) as f:
+            text = f.read()
+        assert "persistence true\n" in text
+        with open(b.conf, "w") as f:
+            f.write(text.replace("persistence true\n", ""))
+    return b.start()
+
+
+def last_session_present(log):
+    lines = [ln for ln in log.splitlines() if "session present:" in ln]
+    assert lines, log[-2000:]
+    return lines[-1].rsplit("session present:", 1)[1].strip(" )")
+
+
+# (broker, agent protocol, ops client on MQTT 5)
+CASES = [("mosquitto", "5", True), ("mosquitto", "3.1.1", True), ("nats", "auto", False)]
+
+
+def command_survives_agent_kill(tmp_path, kind, protocol, v5_ops, restart_broker=False, persistence=True):
+    """Returns (answers of the command sent while the agent was down, times the box ran it, agent log)."""
+    b = _brokers(kind, tmp_path / kind, persistence)
+    cb = CountingBox()
+    ops = Ops(b.host, b.port, v5=v5_ops)
+    cfg = write_agent_config(str(tmp_path / "a.toml"), "f1", DEV, cb.box.path, str(tmp_path / "q.db"),
+                             b.host, b.port, extra_mqtt={"protocol": protocol})
+    agent = AgentProc(cfg, str(tmp_path / "a.log")).start()
+    try:
+        assert wait_for(lambda: ops.status and ops.status[-1].get("state") == "online",
+                        30), agent.log()[-2000:]
+        ops.send("before")
+        assert wait_for(lambda: ops.answers("before"), 20), agent.log()[-2000:]
+        agent.kill()  # SIGKILL: no DISCONNECT, the broker sends the will
+        assert wait_for(lambda: ops.status[-1].get("state") == "offline", 20), "no will after SIGKILL"
+        ops.send("while-down")
+        if restart_broker:
+            time.sleep(1.5)  # Mosquitto autosave_interval 1 (it also saves on SIGTERM)
+            b.stop()
+            b.start()
+            assert wait_for(lambda: ops.c.is_connected(), 20), "ops did not reconnect"
+            time.sleep(0.5)  # ops' SUBSCRIBE after its reconnect
+        n_online = sum(1 for s_ in ops.status if s_.get("state") == "online")
+        agent.start()
+        assert wait_for(lambda: sum(1 for s_ in ops.status if s_.get("state") == "online") > n_online,
+                        30), agent.log()[-3000:]
+        ops.send("after")  # the command path works after the restart: a clean end to wait for
+        assert wait_for(lambda: ops.answers("after") and (ops.answers("while-down") or not persistence),
+                        20), "a command published while the agent was down was lost: " + agent.log()[-3000:]
+        time.sleep(1.0)  # a second answer would come now
+        assert [r["ok"] for r in ops.answers("before")] == [True] and cb.times("before") == 1
+        assert [r["ok"] for r in ops.answers("after")] == [True] and cb.times("after") == 1
+        return ops.answers("while-down"), cb.times("while-down"), agent.log()
+    finally:
+        agent.terminate()
+        ops.close()
+        cb.box.stop()
+        b.stop()
+
+
+@pytest.mark.parametrize("kind,protocol,v5_ops", CASES)
+def test_a_command_sent_while_the_agent_is_down_arrives_after_its_restart(tmp_path, kind, protocol, v5_ops):
+    answers, ran, log = command_survives_agent_kill(tmp_path, kind, protocol, v5_ops)
+    assert [(r["ok"], r.get("ran")) for r in answers] == [(True, "ping")] and ran == 1, log[-3000:]
+    assert last_session_present(log) == "True"
+
+
+@pytest.mark.parametrize("kind,protocol,v5_ops", CASES)
+def test_a_queued_command_survives_a_broker_restart_with_persistence(tmp_path, kind, protocol, v5_ops):
+    """Mosquitto with `persistence true`, NATS with JetStream on disk: the agent's session and the command
+    queued in it outlive a broker restart while the agent is down."""
+    answers, ran, log = command_survives_agent_kill(tmp_path, kind, protocol, v5_ops, restart_broker=True)
+    assert [r["ok"] for r in answers] == [True] and ran == 1, log[-3000:]
+
+
+def test_a_broker_restart_without_persistence_loses_the_queued_command(tmp_path):
+    """The limit (docs/mqtt-topics.md): Mosquitto keeps sessions in memory; restarted without persistence it
+    has forgotten the agent's session and the command queued in it. The agent still subscribes again, so
+    later commands work."""
+    answers, ran, log = command_survives_agent_kill(tmp_path, "mosquitto", "5", True, restart_broker=True,
+                                                    persistence=False)
+    assert answers == [] and ran == 0
+    assert last_session_present(log) == "False"
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_command_id_taken_before_an_agent_restart_is_not_run_again(tmp_path, protocol):
+    """A persistent session redelivers a command whose PUBACK the broker did not get (the agent killed
+    between taking it and acking it). The box answers a retransmission of its *last* command id only, so
+    the agent must remember the ids it took across its own restart. The redelivery is played by publishing
+    the same command id again while the agent is down (the agent cannot tell the two apart)."""
+    b = Broker(tmp_path / "mosquitto").start()
+    cb = CountingBox()
+    ops = Ops(b.host, b.port)
+    cfg = write_agent_config(str(tmp_path / "a.toml"), "f1", DEV, cb.box.path, str(tmp_path / "q.db"),
+                             b.host, b.port, extra_mqtt={"protocol": protocol})
+    agent = AgentProc(cfg, str(tmp_path / "a.log")).start()
+    try:
+        assert wait_for(lambda: ops.status and ops.status[-1].get("state") == "online",
+                        30), agent.log()[-2000:]
+        ops.send("x")
+        assert wait_for(lambda: ops.answers("x"), 20), agent.log()[-2000:]
+        ops.send("z")  # the box's last command is now z, not x
+        assert wait_for(lambda: ops.answers("z"), 20), agent.log()[-2000:]
+        agent.kill()
+        assert wait_for(lambda: ops.status[-1].get("state") == "offline", 20), "no will after SIGKILL"
+        ops.send("x")  # x again, as a redelivery after the restart
+        agent.start()
+        ops.send("y")
+        assert wait_for(lambda: ops.answers("y"), 30), agent.log()[-3000:]
+        time.sleep(1.0)
+    finally:
+        agent.terminate()
+        ops.close()
+        cb.box.stop()
+        b.stop()
+    assert cb.ran == ["x", "z", "y"], cb.ran
+    assert [len(ops.answers(c)) for c in ("x", "z", "y")] == [1, 1, 1]
+
+
+def test_a_command_taken_while_the_box_is_away_survives_an_agent_kill(tmp_path):
+    """The broker forgets a command once the agent has PUBACKed it, so the agent keeps the commands it took
+    and has no result for in its database: taken while the box link is down, the agent SIGKILLed, then
+    started again with the box back, the command is run once and answered once."""
+    b = Broker(tmp_path / "mosquitto").start()
+    cb = CountingBox()
+    ops = Ops(b.host, b.port)
+    cfg = write_agent_config(str(tmp_path / "a.toml"), "f1", DEV, cb.box.path, str(tmp_path / "q.db"),
+                             b.host, b.port)
+    with open(cfg) as f:
+        text = f.read()
+    with open(cfg, "w") as f:  # the link counts as down 1.5 s after the box's last frame
+        f.write(text.replace("[agent]\n", "[agent]\nlink_timeout_s = 1.5\nlink_keepalive_s = 0.3\n"))
+    agent = AgentProc(cfg, str(tmp_path / "a.log")).start()
+    frozen = False
+    try:
+        assert wait_for(lambda: ops.status and ops.status[-1].get("link") == "up", 30), agent.log()[-2000:]
+        cb.box.lock.acquire()  # the box stops polling its link: it neither reads nor answers
+        frozen = True
+        assert wait_for(lambda: ops.status[-1].get("link") == "down", 20), agent.log()[-2000:]
+        ops.send("taken")
+        assert wait_for(lambda: ops.status[-1]["counters"]["cmds"] == 1, 20), agent.log()[-2000:]
+        agent.kill()
+        cb.box.lock.release()
+        frozen = False
+        agent.start()
+        assert wait_for(lambda: ops.answers("taken"), 30), \
+            "a command the agent had taken was lost in its restart: " + agent.log()[-3000:]
+        time.sleep(1.0)
+    finally:
+        if frozen:
+            cb.box.lock.release()
+        agent.terminate()
+        ops.close()
+        cb.box.stop()
+        b.stop()
+    assert [(r["ok"], r.get("ran")) for r in ops.answers("taken")] == [(True, "ping")]
+    assert cb.ran == ["taken"]
+    assert "1 downlink command(s) taken before the restart still wait for the box: taken" in agent.log()
