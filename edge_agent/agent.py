@@ -486,10 +486,12 @@ class Agent:
             return
         try:
             st = json.loads(raw)
+            if st.get("device") != self.device:  # the queue was bound to another box: not its commands
+                return
             self.recent_cmd_ids = list(st["recent"])[-CMD_IDS_KEPT:]
             for d in st["pending"]:
                 self.pending_cmds[d["id"]] = {"d": d, "tries": 0, "next": 0.0}
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             log.error("queue meta cmd_state unreadable (%s): commands taken before the restart forgotten", e)
             return
         if self.pending_cmds:
@@ -497,8 +499,9 @@ class Agent:
                      len(self.pending_cmds), ", ".join(str(c) for c in list(self.pending_cmds)[:8]))
 
     def _save_cmds(self):
-        self.queue.set_meta("cmd_state", json.dumps(
-            {"recent": self.recent_cmd_ids, "pending": [p["d"] for p in self.pending_cmds.values()]}))
+        self.queue.set_meta("cmd_state", json.dumps({
+            "device": self.device, "recent": self.recent_cmd_ids,
+            "pending": [p["d"] for p in self.pending_cmds.values()]}))
 
     def _on_result(self, v):
         cid = v.get("id")

@@ -7,7 +7,8 @@ it binds ids to identities, deploy/mosquitto/mosquitto.conf), MQTT 3.1.1 clean_s
 clean_start=False with a session expiry (`mqtt.session_expiry_s`, default 7 days). The broker keeps the
 agent's subscriptions and queues the QoS 1 commands, acks and resend requests published while the agent is
 away (network loss, a restart, the Pi powered off), and delivers them when it connects again. A command that
-comes twice (QoS 1 redelivery) is answered once: the agent keeps the ids of recent commands."""
+comes twice (QoS 1 redelivery, also after an agent restart) is run and answered once: the agent keeps the
+commands it took, and their ids, in its queue database (edge_agent/agent.py, docs/mqtt-topics.md)."""
 import logging
 import random
 import ssl
