@@ -354,3 +354,36 @@ def test_a_command_taken_while_the_box_is_away_survives_an_agent_kill(tmp_path):
     assert [(r["ok"], r.get("ran")) for r in ops.answers("taken")] == [(True, "ping")]
     assert cb.ran == ["taken"]
     assert "1 downlink command(s) taken before the restart still wait for the box: taken" in agent.log()
+
+
+def _agent_in_process(tmp_path, device):
+    from edge_agent.agent import Agent
+    cfg = {"device": {"fleet": "f1", "id": device}, "serial": {"url": str(tmp_path / "no-such-tty")},
+           "queue": {"path": str(tmp_path / "q.db")}, "mqtt": {"host": "127.0.0.1", "port": 1}, "agent": {}}
+    return Agent(cfg)
+
+
+def _command(agent, cid):
+    m = mqtt.MQTTMessage(topic=agent.topic("cmd").encode())
+    m.payload = json.dumps({"id": cid, "cmd": "ping"}).encode()
+    agent._on_mqtt_message(m)
+
+
+def test_stored_commands_stay_with_their_device_and_a_bad_record_is_forgotten(tmp_path, caplog):
+    a = _agent_in_process(tmp_path, DEV)
+    _command(a, "c1")
+    assert list(a.pending_cmds) == ["c1"]
+    a.queue.close()
+    a = _agent_in_process(tmp_path, DEV)  # the same box after a restart: c1 still waits, and is known
+    assert list(a.pending_cmds) == ["c1"] and a.recent_cmd_ids == ["c1"]
+    a.queue.close()
+    # the queue taken over by another box id (docs: the configured id takes over): not its commands
+    b = _agent_in_process(tmp_path, "box-other")
+    assert b.pending_cmds == {} and b.recent_cmd_ids == []
+    b.queue.set_meta("cmd_state", "{not json")
+    b.queue.close()
+    b = _agent_in_process(tmp_path, "box-other")
+    assert b.pending_cmds == {} and "queue meta cmd_state unreadable" in caplog.text
+    _command(b, "c1")  # its own c1 is a new command
+    assert list(b.pending_cmds) == ["c1"]
+    b.queue.close()
