@@ -17,9 +17,9 @@ from firmware import VERSION
 from firmware.config import Config
 
 # The Box's modules in dependency order, loaded by load_box() on the first power-on.
-_BOX_MODULES = ("hw.compat", "firmware.codec", "firmware.store", "firmware.nmea", "firmware.odometer",
-                "firmware.trip", "firmware.score", "firmware.calib", "firmware.motion", "hw.lis3dh",
-                "firmware.app")
+_BOX_MODULES = ("hw.compat", "firmware.rangecoder", "firmware.records", "firmware.codec", "firmware.store",
+                "firmware.nmea", "firmware.odometer", "firmware.trip", "firmware.score", "firmware.calib",
+                "firmware.motion", "hw.lis3dh", "firmware.app")
 _RESERVE = 8192  # bytes held while they load: the room of the Box's first big buffer (codec models, 6.4 KB)
 
 
