@@ -21,12 +21,13 @@
 import json
 
 from firmware.config import KEYS, SCHEMA, ConfigError, allowed_text
+from hw.compat import const
 
-MAX_LINE = 200
-FREE_TRIES = 3  # wrong PINs before the lockout starts
-LOCK_BASE_MS = 30000  # first lockout; doubles with each further wrong PIN
-LOCK_MAX_MS = 900000
-SESSION_MS = 600000  # a login expires after 10 min without a command
+MAX_LINE = const(200)
+FREE_TRIES = const(3)  # wrong PINs before the lockout starts
+LOCK_BASE_MS = const(30000)  # first lockout; doubles with each further wrong PIN
+LOCK_MAX_MS = const(900000)
+SESSION_MS = const(600000)  # a login expires after 10 min without a command
 
 HELP = (
     "status                 box health: GNSS, accelerometer, storage, odometer",

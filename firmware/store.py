@@ -18,10 +18,10 @@ try:
 except ImportError:  # pragma: no cover
     _codec = None
 
-FRAME_MAGIC = 0xB7
-FRAME_HDR = 20  # <BBHIIHH + crc32
-SEQ_RESERVE = 256
-NPRIO = 5
+FRAME_MAGIC = const(0xB7)
+FRAME_HDR = const(20)  # <BBHIIHH + crc32
+SEQ_RESERVE = const(256)
+NPRIO = const(5)
 _LIVE = const(0)
 _ACKED = const(1)
 _EVICTED = const(2)

@@ -11,10 +11,10 @@
 import binascii
 import json
 
-from hw.compat import IS_MICROPYTHON
+from hw.compat import IS_MICROPYTHON, const
 
 FORMAT = "paydbox-trace"
-VERSION = 1
+VERSION = const(1)
 
 
 class TraceError(ValueError):
