@@ -49,7 +49,8 @@ NCTX = const(80)   # = _C_PX + 8
 _NINT = const(40)  # = rangecoder.NINT: models per integer context
 if _NFIXED + len(FIELDS) != _C_PX or NINT != _NINT:
     raise ImportError("codec: _C_PX or _NINT out of step with records.FIELDS or rangecoder.NINT")
-# typical residual bit length per context: the prior of its models (a hint only; they adapt within a few records)
+# typical residual bit length per context: the prior of its models (a hint only; they adapt within a
+# few records)
 _K0 = bytearray(NCTX)
 _K0[0:_NFIXED] = bytes((3, 10, 0, 0, 3))
 for _i in range(_NFIXED, NCTX):
@@ -82,12 +83,13 @@ _MOD_COURSE = const(36001)  # course+1 in 0..36000
 
 
 # sin(deg) * 2**14 for deg = 0..90 (literal: predictions must be bit-exact on every runtime)
-_SIN_Q14 = (0, 286, 572, 857, 1143, 1428, 1713, 1997, 2280, 2563, 2845, 3126, 3406, 3686, 3964, 4240, 4516, 4790, 5063,
-    5334, 5604, 5872, 6138, 6402, 6664, 6924, 7182, 7438, 7692, 7943, 8192, 8438, 8682, 8923, 9162, 9397,
-    9630, 9860, 10087, 10311, 10531, 10749, 10963, 11174, 11381, 11585, 11786, 11982, 12176, 12365, 12551,
-    12733, 12911, 13085, 13255, 13421, 13583, 13741, 13894, 14044, 14189, 14330, 14466, 14598, 14726, 14849,
-    14968, 15082, 15191, 15296, 15396, 15491, 15582, 15668, 15749, 15826, 15897, 15964, 16026, 16083, 16135,
-    16182, 16225, 16262, 16294, 16322, 16344, 16362, 16374, 16382, 16384)
+_SIN_Q14 = (0, 286, 572, 857, 1143, 1428, 1713, 1997, 2280, 2563, 2845, 3126, 3406, 3686, 3964, 4240,
+            4516, 4790, 5063, 5334, 5604, 5872, 6138, 6402, 6664, 6924, 7182, 7438, 7692, 7943, 8192,
+            8438, 8682, 8923, 9162, 9397, 9630, 9860, 10087, 10311, 10531, 10749, 10963, 11174, 11381,
+            11585, 11786, 11982, 12176, 12365, 12551, 12733, 12911, 13085, 13255, 13421, 13583, 13741,
+            13894, 14044, 14189, 14330, 14466, 14598, 14726, 14849, 14968, 15082, 15191, 15296, 15396,
+            15491, 15582, 15668, 15749, 15826, 15897, 15964, 16026, 16083, 16135, 16182, 16225, 16262,
+            16294, 16322, 16344, 16362, 16374, 16382, 16384)
 _SLOW_MMPS = const(1000)
 # predictor state (a list, reset per block): 0 seq, 1 t, 2 utc, 3 lat, 4 lon (last of any record), 5 number
 # of previous pos (0/1/2), 6-8 p1 t/lat/lon, 9-11 p0 t/lat/lon, 12-15 p1 speed/course/hdop/sats,
@@ -769,7 +771,8 @@ def decode_header(data):
     hdr = {"version": ver, "device": device, "boot": h[_H_BOOT], "first_seq": h[_H_SEQ], "count": h[_H_COUNT],
            "flags": flags, "base_utc_s": h[_H_UTC], "base_t_ms": h[_H_T], "base_lat_e7": h[_H_LAT] * q,
            "base_lon_e7": h[_H_LON] * q,
-           "privacy": "no_positions" if flags & FLAG_NO_POS else ("rounded" if flags & FLAG_ROUNDED else "off"),
+           "privacy": "no_positions" if flags & FLAG_NO_POS else (
+               "rounded" if flags & FLAG_ROUNDED else "off"),
            "round_e7": q, "tolerance_m": h[_H_TOL], "speed_q_mmps": h[_H_SQ], "course_q_cdeg": h[_H_CQ],
            "size": n}
     return hdr, off, h

@@ -27,7 +27,8 @@ PREFIX = "pbkdf2-sha256$"
 SALT_BYTES = const(16)
 MIN_ITERATIONS = const(1000)        # floor whatever the box's speed
 MAX_ITERATIONS = const(200000)      # ceiling (fast hosts / the unix VM)
-CHECK_BUDGET_MS = const(250)        # sized check time on the box: half the 0.5 s limit (margin for GC, slower clocks)
+# sized check time on the box: half the 0.5 s limit (margin for GC, slower clocks)
+CHECK_BUDGET_MS = const(250)
 _PROBE = const(256)                 # iterations timed by size_iterations
 
 

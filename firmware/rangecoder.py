@@ -220,7 +220,8 @@ class RangeDecoder:
     def _shift(self):
         while self.range < _RBOT:
             k = self.k
-            self.code = ((self.code << 8) & (_RTOP - 1)) | ((self._byte(k) & 15) << 4) | (self._byte(k + 1) >> 4)
+            self.code = (((self.code << 8) & (_RTOP - 1)) | ((self._byte(k) & 15) << 4)
+                         | (self._byte(k + 1) >> 4))
             self.k = k + 1
             self.range <<= 8
 

@@ -21,9 +21,10 @@ def replay_board(sess, fs_root, link_uart=None, console=None, agent_rail=None):
     from firmware.runner import Board
 
     sleeps = "sleep" in sess.header and "power" in sess.header
-    return Board(sess.clock, sess.gnss_uart, sess.i2c, sess.power if "power" in sess.header else None, fs_root,
-                 link_uart=link_uart, console=console, name="replay", sleep=sess.sleep if sleeps else None,
-                 agent_rail=agent_rail, gnss_power=sess.gnss_power if sleeps else None)
+    power = sess.power if "power" in sess.header else None
+    return Board(sess.clock, sess.gnss_uart, sess.i2c, power, fs_root, link_uart=link_uart, console=console,
+                 name="replay", sleep=sess.sleep if sleeps else None, agent_rail=agent_rail,
+                 gnss_power=sess.gnss_power if sleeps else None)
 
 
 def supply_step(runner, sess):

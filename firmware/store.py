@@ -438,8 +438,8 @@ class Store:
             for k in range(len(moving)):
                 i = moving[k]
                 self._set_state(i, _DUP)  # the copy takes over
-                self._append(datas[k], self._get(i, _FS), self._get(i, _LS), self._prio(i), self._get(i, _CNT),
-                             False)
+                self._append(datas[k], self._get(i, _FS), self._get(i, _LS), self._prio(i),
+                             self._get(i, _CNT), False)
         self._drop_dead()
         return True
 
@@ -594,5 +594,6 @@ class Store:
         return {"used_bytes": self.used_bytes(), "max_bytes": self.max_bytes, "blocks": live,
                 "records": records, "live_bytes": live_bytes, "segments": len(self.seg_size),
                 "evicted_blocks": self.evicted_blocks, "evicted_records": self.evicted_records,
-                "evicted_by_prio": list(self.evicted_by_prio), "torn_frames": self.torn_frames, "state_damaged": self.state_damaged,
+                "evicted_by_prio": list(self.evicted_by_prio), "torn_frames": self.torn_frames,
+                "state_damaged": self.state_damaged,
                 "next_seq": self._next_seq}
