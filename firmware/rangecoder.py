@@ -126,34 +126,27 @@ class RangeEncoder:
         last = b + _NPRE - 1
         r = self.range
         low = self.low
-        for k in range(n):  # n ones
+        for k in range(n + 1):  # n ones, then the closing zero
             i = b + k if k < _NPRE - 1 else last
             p0 = p[i]
             bound = (r >> 12) * p0
-            low += bound
-            r -= bound
-            p[i] = p0 - (p0 >> 4)
-            if low >= _RTOP:
-                self.low = low
-                self._carry()
-                low = self.low
+            if k < n:
+                low += bound
+                r -= bound
+                p[i] = p0 - (p0 >> 4)
+                if low >= _RTOP:
+                    self.low = low
+                    self._carry()
+                    low = self.low
+            else:
+                r = bound
+                p[i] = p0 + ((4096 - p0) >> 4)
             if r < _RBOT:
                 self.low = low
                 self.range = r
                 self._shift()
                 low = self.low
                 r = self.range
-        # the closing zero
-        i = b + n if n < _NPRE - 1 else last
-        p0 = p[i]
-        r = (r >> 12) * p0
-        p[i] = p0 + ((4096 - p0) >> 4)
-        if r < _RBOT:
-            self.low = low
-            self.range = r
-            self._shift()
-            low = self.low
-            r = self.range
         self.low = low
         self.range = r
         if n >= 2:
