@@ -109,10 +109,6 @@ DEFAULTS = {
 }
 
 
-class MotionError(Exception):
-    pass
-
-
 def _cfg(cfg, key):
     if cfg is not None:
         try:
