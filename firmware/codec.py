@@ -94,8 +94,8 @@ _SLOW_MMPS = const(1000)
 # predictor state (a list, reset per block): 0 seq, 1 t, 2 utc, 3 lat, 4 lon (last of any record), 5 number
 # of previous pos (0/1/2), 6-8 p1 t/lat/lon, 9-11 p0 t/lat/lon, 12-15 p1 speed/course/hdop/sats,
 # 16 p0 speed, 17 p1 utc, 18 clock offset known, 19 ref t_ms, 20 ref utc_s, 21 8 * mean offset (ms)
-# 22-25 bit length of the last speed, course, lat, lon residual
-_NST = const(26)
+# 22-25 bit length of the last speed, course, lat, lon residual, 26-27 predicted lat, lon (_predict_pos)
+_NST = const(28)
 
 
 def _pctx(st, f):
@@ -165,11 +165,16 @@ def _quant(v, q, wrap=0):
 
 
 # ---- varints (header) ---------------------------------------------------------------------
-def _put_varint(out, u):
+def _put_varint(out, i, u):
+    # u at out[i:]; returns the index after it (out None: only counts)
     while u >= 0x80:
-        out.append((u & 0x7F) | 0x80)
+        if out is not None:
+            out[i] = (u & 0x7F) | 0x80
+        i += 1
         u >>= 7
-    out.append(u)
+    if out is not None:
+        out[i] = u
+    return i + 1
 
 
 def _get_varint(data, off, end):
@@ -211,16 +216,21 @@ _HDR_DEFAULT = (0, 0, 0, -1, 0, 0, 0, 1, 0, 1, 1)  # what a field the flags leav
 
 
 def _put_header(out, flags, device, h):
-    """Appends the header of a block with these flags, device id (bytes) and header values h."""
-    out.append(MAGIC0)
-    out.append(MAGIC1)
-    out.append(VERSION)
-    out.append(flags)
-    _put_varint(out, len(device))
-    out.extend(device)
+    """Writes the header of a block with these flags, device id (bytes) and header values h at the
+    start of out; returns its length (out None: only measures it)."""
+    if out is not None:
+        out[0] = MAGIC0
+        out[1] = MAGIC1
+        out[2] = VERSION
+        out[3] = flags
+    k = _put_varint(out, 4, len(device))
+    if out is not None:
+        out[k:k + len(device)] = device
+    k += len(device)
     for i in range(_NHDR):
         if not _HDR_FLAG[i] or flags & _HDR_FLAG[i]:
-            _put_varint(out, zigzag(h[i]) if (_HDR_ZIGZAG >> i) & 1 else h[i])
+            k = _put_varint(out, k, zigzag(h[i]) if (_HDR_ZIGZAG >> i) & 1 else h[i])
+    return k
 
 
 def _get_header(data, end):
@@ -253,7 +263,8 @@ def _bad(name, v):
     raise ValueError("record field %s: bad value %r" % (name, v))
 
 
-_LIM = 1 << 62
+_LIM = 1 << 62  # |field| < _LIM (a big int on MicroPython: both bounds made once, never per record)
+_NLIM = -_LIM
 
 
 def _base(name, seq, t, utc):
@@ -304,6 +315,13 @@ class BlockEncoder:
         self.tolerance_m = tolerance_m
         self._dev = device.encode()
         self._w = RangeEncoder(max_bytes, _NMODELS, _init_models)
+        # per-block state, allocated once and refilled by _start(): the header values (_H_*), the
+        # predictor state and, per field of FIELDS, the last value of a plain int field (course:
+        # last value + 1, 0 = none)
+        self._h = [0] * _NHDR
+        self._st = [0] * _NST
+        self._prev = [0] * len(FIELDS)
+        self._vals = [0] * 6  # a pos record's fields (_encode_pos)
         self.dropped = 0  # pos records dropped by bounded-error / privacy mode (all blocks)
         self._thin = None  # (t, lat, lon) of the last two kept positions for bounded-error mode
         self._start()
@@ -316,9 +334,12 @@ class BlockEncoder:
         self._budget = 0
         self._closed = False
         self._w.reset()
-        # predictor state: seq, t, utc, lat, lon (last any record); pos history p1 (last), p0 (before)
-        self._st = [0] * _NST
-        self._prev = {}  # field index (FIELDS) -> last value of a plain int or course field
+        st = self._st
+        for i in range(_NST):
+            st[i] = 0
+        prev = self._prev
+        for i in range(len(prev)):
+            prev[i] = 0
 
     def reset(self):
         """Start a new block (after finish())."""
@@ -382,7 +403,7 @@ class BlockEncoder:
             self.first_seq = -1
             self.last_seq = -1
             self._begin(rec, seq)
-        start = w.mark()
+        w.mark()
         err = None
         try:
             self._encode(rec, code, seq)
@@ -396,7 +417,7 @@ class BlockEncoder:
             else:
                 # the stream goes back to before this record; the models and predictors it changed
                 # are not restored, so the block is closed (see the note above BlockEncoder)
-                w.rollback(start)
+                w.rollback()
                 self._closed = True
             if err is not None:
                 raise err
@@ -432,9 +453,8 @@ class BlockEncoder:
                 break
         q = self.round_e7
         # header values; the count is written at finish(): room for the largest kept here
-        self._hdr = [self.boot, seq, self.max_bytes * 8, utc, t, lat // q, lon // q, self.round_e7,
-                     self.tolerance_m, self.speed_q, self.course_q]
-        self._budget = self.max_bytes - self._hsize() - 4
+        self._hdr = self._header_values(seq, utc, t, lat // q, lon // q)
+        self._budget = self.max_bytes - _put_header(None, self.flags, self._dev, self._hdr) - 4
         self._hdr[_H_COUNT] = 0
         st[0] = seq - 1
         st[1] = t
@@ -443,10 +463,21 @@ class BlockEncoder:
         st[4] = lon // q
         st[5] = 0
 
-    def _hsize(self):
-        h = bytearray()
-        _put_header(h, self.flags, self._dev, self._hdr)
-        return len(h)
+    def _header_values(self, seq, utc, t, lat_q, lon_q):
+        # the count is written at finish(): until then room for the largest a block can hold
+        h = self._h
+        h[_H_BOOT] = self.boot
+        h[_H_SEQ] = seq
+        h[_H_COUNT] = self.max_bytes * 8
+        h[_H_UTC] = utc
+        h[_H_T] = t
+        h[_H_LAT] = lat_q
+        h[_H_LON] = lon_q
+        h[_H_ROUND] = self.round_e7
+        h[_H_TOL] = self.tolerance_m
+        h[_H_SQ] = self.speed_q
+        h[_H_CQ] = self.course_q
+        return h
 
     def _encode(self, rec, code, seq):
         w = self._w
@@ -515,7 +546,7 @@ class BlockEncoder:
                 for b in v:
                     w.raw(b, 8)
             else:
-                if not isinstance(v, int) or v <= -_LIM or v >= _LIM:
+                if not isinstance(v, int) or v <= _NLIM or v >= _LIM:
                     _bad(name, v)
                 if kind == _K_LAT:
                     v = self._q(v) // q
@@ -528,13 +559,12 @@ class BlockEncoder:
                 elif kind == _K_COURSE:
                     if v < -1 or v > 35999:
                         _bad(name, v)
-                    p = self._prev.get(i, -1)
-                    w.uint(ci, zigzag(_wrap_course(v + 1, p + 1)))
-                    self._prev[i] = v
+                    w.uint(ci, zigzag(_wrap_course(v + 1, self._prev[i])))
+                    self._prev[i] = v + 1
                 else:
                     p = _base(name, seq, t, utc)
                     if p is None:
-                        p = self._prev.get(i, 0)
+                        p = self._prev[i]
                         self._prev[i] = v
                     w.uint(ci, zigzag(v - p))
 
@@ -543,11 +573,11 @@ class BlockEncoder:
         w = self._w
         st = self._st
         q = self.round_e7
-        vals = [0] * 6
+        vals = self._vals
         for j in range(6):
             name = FIELDS[j]
             v = rec.get(name)
-            if not isinstance(v, int) or v <= -_LIM or v >= _LIM:
+            if not isinstance(v, int) or v <= _NLIM or v >= _LIM:
                 _bad(name, v)
             vals[j] = v
         if vals[3] < -1 or vals[3] > 35999:
@@ -574,7 +604,9 @@ class BlockEncoder:
                 w.bit(_F_HS, 1)
             w.uint(_NFIXED + 4, zigzag(vals[4] - (st[14] if h else 0)))
             w.uint(_NFIXED + 5, zigzag(vals[5] - (st[15] if h else 0)))
-        pa, po = _predict_pos(st, t, vals[2], vals[3], q)
+        _predict_pos(st, t, vals[2], vals[3], q)
+        pa = st[26]
+        po = st[27]
         ga = go = None
         m = 0
         if q == 1:
@@ -620,13 +652,15 @@ class BlockEncoder:
         start anew: finish() resets the encoder itself) before adding more records."""
         h = self._hdr
         if h is None:  # empty block: neutral bases
-            h = [self.boot, 0, 0, -1, 0, 0, 0, self.round_e7, self.tolerance_m, self.speed_q, self.course_q]
+            h = self._header_values(0, -1, 0, 0, 0)
         h[_H_COUNT] = self.count
-        out = bytearray()
+        stream = self._w.finish()
+        k = _put_header(None, self.flags, self._dev, h)
+        n = k + len(stream) + 4
+        out = bytearray(n)  # the block's size: filled in place, never grown
         _put_header(out, self.flags, self._dev, h)
-        out.extend(self._w.finish())
-        crc = binascii.crc32(out) & 0xFFFFFFFF
-        out.extend(struct.pack("<I", crc))
+        out[k:n - 4] = stream
+        struct.pack_into("<I", out, n - 4, binascii.crc32(memoryview(out)[:n - 4]) & 0xFFFFFFFF)
         fs, ls, n = self.first_seq, self.last_seq, self.count
         self._start()
         # keep the description of the finished block readable until the next add()
@@ -635,12 +669,15 @@ class BlockEncoder:
 
 
 def _predict_pos(st, t, speed=-1, course=-1, q=1):
-    """Predicted (lat, lon) in position units (1e-7 deg / q) for a pos record at t whose speed and course
-    are known. Doppler velocity (mean of the previous and this fix) * dt when both fixes carry speed and
-    course; the previous position when slow or course unknown; else straight-line extrapolation."""
+    """Predicted (lat, lon) in position units (1e-7 deg / q), into st[26], st[27] (no tuple to allocate),
+    for a pos record at t whose speed and course are known. Doppler velocity (mean of the previous and
+    this fix) * dt when both fixes carry speed and course; the previous position when slow or course
+    unknown; else straight-line extrapolation."""
     h = st[5]
     if h == 0:
-        return st[3], st[4]
+        st[26] = st[3]
+        st[27] = st[4]
+        return
     dt1 = t - st[6]
     # the fixes' own epochs (utc_s) say how far apart they were better than their arrival times
     if st[2] >= 0 and st[17] >= 0 and st[2] > st[17]:
@@ -659,15 +696,22 @@ def _predict_pos(st, t, speed=-1, course=-1, q=1):
         if cl < 50:
             cl = 50
         dlon = _div_round(e * 16384, den * cl)
-        return st[7] + dlat, st[8] + dlon
+        st[26] = st[7] + dlat
+        st[27] = st[8] + dlon
+        return
     if h == 1 or (0 <= speed < _SLOW_MMPS) or dt1 <= 0:
-        return st[7], st[8]
+        st[26] = st[7]
+        st[27] = st[8]
+        return
     dt0 = st[6] - st[9]
     if dt0 <= 0:
-        return st[7], st[8]
+        st[26] = st[7]
+        st[27] = st[8]
+        return
     pa = st[7] + _div_round((st[7] - st[10]) * dt1, dt0)
     po = st[8] + _div_round((st[8] - st[11]) * dt1, dt0)
-    return pa, po
+    st[26] = pa
+    st[27] = po
 
 
 # NMEA arc-minute grids (coarsest first): minutes * 1e4 (M = 1000) and * 1e5 (M = 100); a grid index G
@@ -682,9 +726,12 @@ def _grid_e7(g, m):
 def _grid_of(e7, m):
     # the grid index whose position is e7, or None when e7 is off that grid
     g0 = _div_round(e7 * 60, m)
-    for g in (g0, g0 - 1, g0 + 1):
-        if _grid_e7(g, m) == e7:
-            return g
+    if _grid_e7(g0, m) == e7:
+        return g0
+    if _grid_e7(g0 - 1, m) == e7:  # three tests, not a loop over a tuple: nothing allocated
+        return g0 - 1
+    if _grid_e7(g0 + 1, m) == e7:
+        return g0 + 1
     return None
 
 
@@ -806,7 +853,7 @@ def decode_block(data):
     st[2] = h[_H_UTC]
     st[3] = h[_H_LAT]
     st[4] = h[_H_LON]
-    prev = {}
+    prev = [0] * len(FIELDS)  # as BlockEncoder._prev
     recs = []
     count = hdr["count"]
     if count > (end - off + 1) * 128:
@@ -862,7 +909,9 @@ def decode_block(data):
             else:
                 hdop = (st[14] if h else 0) + unzigzag(r.uint(_NFIXED + 4))
                 sats = (st[15] if h else 0) + unzigzag(r.uint(_NFIXED + 5))
-            pa, po = _predict_pos(st, t, speed, course, q)
+            _predict_pos(st, t, speed, course, q)
+            pa = st[26]
+            po = st[27]
             m = 0
             if q == 1 and r.bit(_F_GRID):
                 m = 1000 if r.bit(_F_GRID + 1) else 100
@@ -908,13 +957,12 @@ def decode_block(data):
                 st[4] = v
                 v *= q
             elif kind == _K_COURSE:
-                p = prev.get(i, -1)
-                v = (p + 1 + unzigzag(r.uint(ci))) % _MOD_COURSE - 1
-                prev[i] = v
+                v = (prev[i] + unzigzag(r.uint(ci))) % _MOD_COURSE - 1
+                prev[i] = v + 1
             else:
                 p = _base(name, seq, t, utc)
                 if p is None:
-                    v = prev.get(i, 0) + unzigzag(r.uint(ci))
+                    v = prev[i] + unzigzag(r.uint(ci))
                     prev[i] = v
                 else:
                     v = p + unzigzag(r.uint(ci))

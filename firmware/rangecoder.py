@@ -49,6 +49,7 @@ class RangeEncoder:
         self.p = zeros("H", nmodels)
         self._init = init
         self.reset()
+        self.mark()
 
     def reset(self):
         self.n = 0  # bytes out
@@ -155,7 +156,9 @@ class RangeEncoder:
                 self.raw(u, n - 2)
 
     def mark(self):
-        # state to roll a record back to: the bytes a later carry could still change are saved too
+        """Remember the state to roll the current record back to (one at a time, nothing allocated).
+        A later carry can change only the last byte before a run of 0xFF bytes and turn the run to
+        zeros, so that byte and where it stands are all there is to save."""
         i = self.n - 1
         buf = self.buf
         if i >= len(buf):
@@ -164,11 +167,22 @@ class RangeEncoder:
             i -= 1
         if i < 0:
             i = 0
-        return (self.n, self.low, self.range, i, bytes(buf[i:min(self.n, len(buf))]))
+        self._mk_n = self.n
+        self._mk_low = self.low
+        self._mk_range = self.range
+        self._mk_i = i
+        self._mk_b = buf[i]
 
-    def rollback(self, mk):
-        self.n, self.low, self.range, i, saved = mk
-        self.buf[i:i + len(saved)] = saved
+    def rollback(self):
+        """Back to the state of the last mark()."""
+        buf = self.buf
+        i = self._mk_i
+        buf[i] = self._mk_b
+        for j in range(i + 1, min(self._mk_n, len(buf))):
+            buf[j] = 0xFF
+        self.n = self._mk_n
+        self.low = self._mk_low
+        self.range = self._mk_range
         self.over = False
 
     def size(self):
