@@ -24,9 +24,9 @@ _STATUS_EVERY_MS = const(600000)   # status record every 10 minutes (config stat
 _GNSS_SILENT_MS = const(30000)     # no GNSS byte for 30 s: tamper gnss_missing
 _STATE_EVERY_MS = const(60000)     # persist odometer / calibration every minute while driving
 _UNACCOUNTED_MIN_MM = const(500000)  # car moved >= 500 m while the box was off
-_POS_INTERVAL_MS = const(1000)
+_POS_INTERVAL_MS = const(1000)  # position records at 1 Hz whatever the receiver rate
 _NMEA_IDLE_MS = const(300)
-_CRASH_BLOCK_MAX = const(16384)    # = framing.MAX_BLOCK: the largest block the link carries     # position records at 1 Hz whatever the receiver rate
+_CRASH_BLOCK_MAX = const(16384)    # = framing.MAX_BLOCK: the largest block the link carries
 # record priorities in the store (docs/architecture.md)
 _PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "odometer": 2,
          "config": 2, "tamper": 3, "crash": 4}
@@ -195,7 +195,8 @@ class Box:
         if link_uart is not None:
             from firmware.link import BoxLink
 
-            self.link = BoxLink(link_uart, self.store, self.device, VERSION, self.boot, max_block=_CRASH_BLOCK_MAX)
+            self.link = BoxLink(link_uart, self.store, self.device, VERSION, self.boot,
+                                max_block=_CRASH_BLOCK_MAX)
 
         # power management (firmware/power.py): on a board that can sleep and reads its power inputs.
         # One attribute only (its state and code live in firmware/powerio.py, loaded only then): the
@@ -297,7 +298,8 @@ class Box:
             accel.count = 0
             return 0
         if self._accel_down_ms >= 0:
-            self._emit({"type": "tamper", "t_ms": now, "reason": "accel_restored", "value": now - self._accel_down_ms})
+            self._emit({"type": "tamper", "t_ms": now, "reason": "accel_restored",
+                        "value": now - self._accel_down_ms})
             self._accel_down_ms = -1
         return k
 
@@ -328,14 +330,16 @@ class Box:
             self._first_good_fix = False
             mm = self.odo.unaccounted_mm(fix)
             if mm >= _UNACCOUNTED_MIN_MM:
-                self._emit({"type": "tamper", "t_ms": fix.t_ms, "reason": "unaccounted_distance", "value": mm})
+                self._emit({"type": "tamper", "t_ms": fix.t_ms, "reason": "unaccounted_distance",
+                            "value": mm})
         accepted0 = self.odo.counters["accepted"]
         credited = self.odo.on_fix(fix, moving)
         if self.motion is not None:
             self.motion.on_fix(fix)
         # a fix the odometer's quality gate dropped ((0,0), jump, HDOP...) is not a position either
         good = self.odo.counters["accepted"] > accepted0
-        self.trip.on_fix(fix.t_ms, good, fix.utc_s, fix.lat_e7, fix.lon_e7, fix.speed_mmps, fix.course_cdeg, credited)
+        self.trip.on_fix(fix.t_ms, good, fix.utc_s, fix.lat_e7, fix.lon_e7, fix.speed_mmps, fix.course_cdeg,
+                         credited)
         if good and self.trip.state and fix.t_ms - self._last_pos_ms >= _POS_INTERVAL_MS - 50:
             self._last_pos_ms = fix.t_ms
             self.pos_count += 1
@@ -365,7 +369,8 @@ class Box:
                    "peak_mg": ev.get("peak_mg", 0), "mean_mg": ev.get("mean_mg", 0),
                    "speed_start_mmps": max(ev.get("speed_start_mmps", 0), 0),
                    "speed_end_mmps": max(ev.get("speed_end_mmps", 0), 0),
-                   "lat_e7": ev.get("lat_e7", lf[2] if lf else 0), "lon_e7": ev.get("lon_e7", lf[3] if lf else 0),
+                   "lat_e7": ev.get("lat_e7", lf[2] if lf else 0),
+                   "lon_e7": ev.get("lon_e7", lf[3] if lf else 0),
                    "course_cdeg": max(ev.get("course_cdeg", 0), 0)}
         rec["utc_s"] = lf[1] - (lf[0] - ev["t_ms"]) // 1000 if (lf and lf[1] >= 0) else -1
         self._emit(rec)
@@ -569,7 +574,8 @@ class Box:
         """Audit: every configuration change leaves a `config` record (the PIN never in clear)."""
         if key == "installer_pin":
             old, new = "***", "***"
-        self._emit({"type": "config", "t_ms": self.clock.ticks_ms(), "key": key, "old": str(old), "new": str(new)})
+        self._emit({"type": "config", "t_ms": self.clock.ticks_ms(), "key": key, "old": str(old),
+                    "new": str(new)})
 
     def summary(self):
         """What the box produced (ints and strings only, so both runtimes print the same JSON)."""
@@ -590,7 +596,8 @@ class Box:
                         "blocks": self.blocks},
             "gnss": dict(self.parser.counters),
             "odometer": dict(self.odo.counters),
-            "motion": {"calib_state": m.calib_state if m else "none", "calib_quality": m.calib_quality if m else 0,
+            "motion": {"calib_state": m.calib_state if m else "none",
+                       "calib_quality": m.calib_quality if m else 0,
                        "R_q14": m.state()["R"] if m else None,
                        # the last commit of the mount calibration: box ms, 1-sigma x100, lag, rotation
                        "calib_commit": None if not (m and m.calib_commit) else {

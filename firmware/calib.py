@@ -36,7 +36,8 @@ _S_AM = const(9)
 _S_LM = const(12)
 _S_MM = const(15)
 _WF = const(5)    # window history: t_end, sx, sy, sz, n
-_BIAS_RAD = 0.05    # 1-sigma tilt of gravity read through an unknown sensor bias (50 mg: phone-class parts reach 80)
+# 1-sigma tilt of gravity read through an unknown sensor bias (50 mg: phone-class parts reach 80)
+_BIAS_RAD = 0.05
 _EXC_MG2 = 400.0   # a regressor needs a spread of >= 20 mg rms over the pairs to be informative
 
 

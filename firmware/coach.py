@@ -8,7 +8,8 @@ _TEXT = {
     "en": {
         "score": "Score %d/100.",
         "crash": "A possible crash was recorded on this trip. If anyone is hurt, call 112.",
-        "brake": "You braked hard %d time(s): look further ahead and keep more distance to the vehicle in front.",
+        "brake": "You braked hard %d time(s): look further ahead and keep more distance to the vehicle in "
+                 "front.",
         "accel": "You accelerated hard %d time(s): press the accelerator more gently when pulling away.",
         "corner": "You took %d bend(s) too fast: slow down before the bend, not in it.",
         "speed": "You were over the speed limit for %d min (%d%% of the trip): keep an eye on the signs.",
@@ -16,21 +17,27 @@ _TEXT = {
         "good": "Smooth, calm driving: no harsh events on this trip. Well done!",
         "ok": "Good trip overall: keep anticipating to avoid sudden braking.",
         "short": "Short trip: not much to judge, drive safely.",
-        "partial": "Partial score: %d event(s) could not be classified (the box is still learning how it is mounted).",
+        "partial": "Partial score: %d event(s) could not be classified (the box is still learning how it is "
+                   "mounted).",
         "gnss": "%d harsh acceleration/braking event(s) were measured from GPS speed only.",
     },
     "fr": {
         "score": "Note %d/100.",
         "crash": "Un possible accident a été enregistré pendant ce trajet. En cas de blessé, appelez le 112.",
-        "brake": "Vous avez freiné brusquement %d fois : regardez plus loin devant et gardez plus de distance avec le véhicule qui précède.",
-        "accel": "Vous avez accéléré brusquement %d fois : appuyez plus doucement sur l'accélérateur au démarrage.",
+        "brake": "Vous avez freiné brusquement %d fois : regardez plus loin devant et gardez plus de "
+                 "distance avec le véhicule qui précède.",
+        "accel": "Vous avez accéléré brusquement %d fois : appuyez plus doucement sur l'accélérateur au "
+                 "démarrage.",
         "corner": "Vous avez pris %d virage(s) trop vite : ralentissez avant le virage, pas pendant.",
-        "speed": "Vous avez dépassé la limite de vitesse pendant %d min (%d%% du trajet) : surveillez les panneaux.",
-        "night": "%d%% de ce trajet s'est fait de nuit : faites des pauses et gardez plus de marge, la visibilité est réduite.",
+        "speed": "Vous avez dépassé la limite de vitesse pendant %d min (%d%% du trajet) : surveillez les "
+                 "panneaux.",
+        "night": "%d%% de ce trajet s'est fait de nuit : faites des pauses et gardez plus de marge, la "
+                 "visibilité est réduite.",
         "good": "Conduite souple et calme : aucun événement brusque sur ce trajet. Bravo !",
         "ok": "Bon trajet dans l'ensemble : continuez à anticiper pour eviter les freinages brusques.",
         "short": "Trajet court : peu d'éléments a juger, bonne route.",
-        "partial": "Note partielle : %d événement(s) n'ont pas pu être classés (le boîtier apprend encore sa position de montage).",
+        "partial": "Note partielle : %d événement(s) n'ont pas pu être classés (le boîtier apprend encore sa "
+                   "position de montage).",
         "gnss": "%d accélération(s)/freinage(s) brusque(s) mesuré(s) par la vitesse GPS seule.",
     },
 }

@@ -1,113 +1,56 @@
 # paydbox record codec: self-contained compact blocks (spec: docs/record-format.md).
 # One implementation for the box (MicroPython) and the host (CPython: `from firmware import codec`).
+# This module is the public API (BlockEncoder, decode_block, decode_header, CodecError) and what the
+# bits mean: header, predictors, contexts. firmware/records.py holds the record definitions (types,
+# fields, strings, versions), firmware/rangecoder.py the generic adaptive range coder.
 #
 # Block = byte-aligned header (magic, version, flags, device, boot, first_seq, count, base time and
 # position, all varints) + a range-coded record stream + CRC-32.  Every field is a prediction residual,
 # zigzag-mapped, binarised (bit length in unary, then the mantissa) and coded with an adaptive binary
 # range coder (LZMA-style probabilities, 28-bit window so every integer stays a MicroPython small int).
 # Predictors use integers only, so the box (float32 or no FPU) and the host decode bit-exactly.
+# (Module constants are const(): on MicroPython they are folded into the bytecode, and those whose
+# name starts with _ take no room in the module's dict.)
 import binascii
 import struct
 
-from hw.compat import const, zeros
+from firmware.rangecoder import NINT, CodecError, RangeDecoder, RangeEncoder, init_int_models
+from firmware.records import FIELDS, FIRST, FORMATS, KINDS, OPTIONAL, STRINGS, TYPE_NAMES, VERSION
+from hw.compat import const
 
-VERSION = 5  # the version this encoder writes; FORMATS says what each version a decoder reads holds
-MAGIC0 = 0x50  # 'P'
-MAGIC1 = 0x44  # 'D'
+MAGIC0 = const(0x50)  # 'P'
+MAGIC1 = const(0x44)  # 'D'
 
-FLAG_THINNED = 1  # bounded-error mode: some pos records were dropped (tolerance in header)
-FLAG_ROUNDED = 2  # privacy 'rounded': positions quantised (step in header)
-FLAG_NO_POS = 4  # privacy 'no_positions': no pos records, positions zeroed
-FLAG_QUANT = 8  # pos speed/course quantised (steps in header); positions stay lossless
+FLAG_THINNED = const(1)  # bounded-error mode: some pos records were dropped (tolerance in header)
+FLAG_ROUNDED = const(2)  # privacy 'rounded': positions quantised (step in header)
+FLAG_NO_POS = const(4)  # privacy 'no_positions': no pos records, positions zeroed
+FLAG_QUANT = const(8)  # pos speed/course quantised (steps in header); positions stay lossless
 
 PRIVACY_MODES = ("off", "no_positions", "rounded")
 
+# field kinds (records.KINDS letters)
+_K_LAT = const(0x61)  # a
+_K_LON = const(0x6F)  # o
+_K_COURSE = const(0x63)  # c
+_K_STR = const(0x73)  # s
+_K_BYTES = const(0x62)  # b
 
-class CodecError(Exception):
-    """Damaged or unsupported block. .offset is the byte offset of the damage (or -1)."""
-
-    def __init__(self, msg, offset=-1):
-        super().__init__("%s at byte offset %d" % (msg, offset) if offset >= 0 else msg)
-        self.offset = offset
-
-
-# ---- record schemas -------------------------------------------------------------------------
-# Every record has type, seq, t_ms, utc_s (coded specially); then these fields in this order.
-# Field kinds: 'i' int, 'c' course in cdeg (-1..35999, wrapped), 'a' latitude e7, 'o' longitude e7,
-# 's' string, 'b' bytes.
-TYPES = (
-    ("pos", (("lat_e7", "a"), ("lon_e7", "o"), ("speed_mmps", "i"), ("course_cdeg", "c"),
-             ("hdop_x10", "i"), ("sats", "i"))),
-    ("event", (("kind", "s"), ("dur_ms", "i"), ("peak_mg", "i"), ("mean_mg", "i"),
-               ("speed_start_mmps", "i"), ("speed_end_mmps", "i"), ("lat_e7", "a"), ("lon_e7", "o"),
-               ("course_cdeg", "c"))),
-    ("crash", (("peak_mg", "i"), ("lat_e7", "a"), ("lon_e7", "o"), ("speed_mmps", "i"), ("rate_hz", "i"),
-               ("pre_ms", "i"), ("samples", "b"))),
-    ("trip_start", (("trip", "i"), ("lat_e7", "a"), ("lon_e7", "o"))),
-    ("trip_end", (("trip", "i"), ("start_t_ms", "i"), ("end_t_ms", "i"), ("start_utc_s", "i"),
-                  ("end_utc_s", "i"), ("start_lat_e7", "a"), ("start_lon_e7", "o"), ("end_lat_e7", "a"),
-                  ("end_lon_e7", "o"), ("distance_m", "i"), ("bridged_m", "i"), ("duration_s", "i"),
-                  ("max_speed_mmps", "i"), ("n_harsh_accel", "i"), ("n_harsh_brake", "i"),
-                  ("n_harsh_corner_left", "i"), ("n_harsh_corner_right", "i"), ("n_crash", "i"),
-                  ("n_overspeed", "i"), ("idle_s", "i"), ("night_s", "i"), ("overspeed_s", "i"),
-                  ("score", "i"), ("n_unclassified", "i"), ("n_gnss_only", "i"), ("score_note", "s"))),
-    ("status", (("fw", "s"), ("boot", "i"), ("store_used", "i"), ("store_evicted", "i"), ("gnss_ok", "i"),
-                ("accel_ok", "i"), ("odometer_m", "i"), ("calib", "s"), ("calib_quality", "i"),
-                ("supply_mv", "i"))),
-    ("tamper", (("reason", "s"), ("value", "i"))),
-    ("config", (("key", "s"), ("old", "s"), ("new", "s"))),
-    ("odometer", (("total_m", "i"),)),
-)
-TYPE_CODE = {}
-for _i in range(len(TYPES)):
-    TYPE_CODE[TYPES[_i][0]] = _i
-
-# Strings coded as a table index (common values), else inline.  Append only: the index is the format.
-STRINGS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "overspeed", "idle",
-           "towing", "unclassified", "power_loss", "unaccounted_distance", "accel_missing", "gnss_missing",
-           "uncalibrated", "calibrating", "calibrated", "crash", "", "partial_unclassified", "gnss_only",
-           "partial_unclassified+gnss_only", "harsh_accel_gnss", "harsh_brake_gnss",
-           "tow", "geofence_exit", "cutoff", "cutoff_end", "supply_invalid", "supply_restored", "ignition_stuck",
-           "ignition_ok")
-# Optional fields (by name, unique to their record type): absent on encode = this default; a
-# decoded record carries them only when they differ from it (so records round-trip either way).
-OPTIONAL = {"n_unclassified": 0, "n_gnss_only": 0, "score_note": "", "supply_mv": -1}
-
-# Every version the decoder reads (docs/record-format.md "Versions"): version -> (entries of STRINGS,
-# fields per record type in TYPES order; a type past the end of the tuple is not in that version).
-# A version only appends: record types to TYPES, fields to the end of their type (each with a default in
-# OPTIONAL), strings to STRINGS; so an older block is read with today's tables cut to its counts, and a
-# field it does not have decodes as absent (its default). Contexts' priors depend on the kind of field,
-# never on a context's index, so appending does not change how older fields decode. A new version is
-# one row here (tests check the VERSION row against TYPES and STRINGS). 1 and 2 (Rice codes) were
-# never deployed and are not read.
-FORMATS = {
-    3: (16, (6, 9, 7, 3, 23, 9, 2, 3, 1)),  # range coder, NMEA grid, odometer record
-    4: (22, (6, 9, 7, 3, 26, 9, 2, 3, 1)),  # trip_end + n_unclassified, n_gnss_only, score_note
-    5: (30, (6, 9, 7, 3, 26, 10, 2, 3, 1)),  # status + supply_mv; power-management tamper reasons
-}
-
-# Context layout: fixed contexts, then one per (type, field).
-# (module constants are const(): on MicroPython they are folded into the bytecode and take no room
-# in the module's dict; the two counts derived from TYPES are checked against it below)
+# Context layout: fixed contexts, then one per field of records.FIELDS (field i: context _NFIXED + i).
 _C_TYPE_T = const(0)  # t_ms residual, pos records
 _C_OTHER_T = const(1)  # t_ms residual, other records
 _C_UTC = const(2)
 _C_SEQ = const(3)
 _C_STRLEN = const(4)
 _NFIXED = const(5)
-CTX_BASE = bytearray(len(TYPES))  # first context of each type's fields
-_n = _NFIXED
-for _i in range(len(TYPES)):
-    CTX_BASE[_i] = _n
-    _n += len(TYPES[_i][1])
 # pos speed, course, lat, lon: 2 contexts each, chosen by the size of the field's previous residual
 # (accelerating, turning and multipath come in runs)
-_C_PX = const(72)  # = _NFIXED + the fields of every type
+_C_PX = const(72)  # = _NFIXED + len(FIELDS)
 NCTX = const(80)   # = _C_PX + 8
-if _n != _C_PX:
-    raise ImportError("codec: _C_PX must be %d (the fields of TYPES)" % _n)
-# typical residual bit length per context: the prior of its models (a hint only; they adapt within a few records)
+_NINT = const(40)  # = rangecoder.NINT: models per integer context
+if _NFIXED + len(FIELDS) != _C_PX or NINT != _NINT:
+    raise ImportError("codec: _C_PX or _NINT out of step with records.FIELDS or rangecoder.NINT")
+# typical residual bit length per context: the prior of its models (a hint only; they adapt within a
+# few records)
 _K0 = bytearray(NCTX)
 _K0[0:_NFIXED] = bytes((3, 10, 0, 0, 3))
 for _i in range(_NFIXED, NCTX):
@@ -116,23 +59,43 @@ for _i in range(6):
     _K0[_NFIXED + _i] = (6, 6, 5, 5, 0, 0)[_i]
 for _i in range(8):
     _K0[_C_PX + _i] = (8, 10, 7, 9, 6, 8, 6, 8)[_i]
+# flag models after the integer contexts
+_F_REG = const(NCTX * _NINT)  # regular fix
+_F_POS = const(_F_REG + 1)  # a pos record (not regular) / another type
+_F_TYPE = const(_F_REG + 2)  # 4-bit type code: binary tree, models 1..15
+_F_SEQ = const(_F_REG + 18)  # seq jump
+_F_HS = const(_F_REG + 19)  # hdop/sats changed
+_F_GRID = const(_F_REG + 20)  # pos on a receiver's arc-minute grid; then which one (2 models)
+_NMODELS = const(_F_REG + 22)
+
+
+def _init_models(p):
+    init_int_models(p, _K0)
+    for i in range(_F_REG, _NMODELS):
+        p[i] = 2048
+    p[_F_REG] = 1024  # a regular fix is the common record
+    p[_F_SEQ] = 3600  # seq jumps are rare
+    p[_F_HS] = 2800
+    p[_F_GRID] = 600  # positions from NMEA sit on the ddmm.mmmmm grid
+
 
 _MOD_COURSE = const(36001)  # course+1 in 0..36000
 
 
 # sin(deg) * 2**14 for deg = 0..90 (literal: predictions must be bit-exact on every runtime)
-_SIN_Q14 = (0, 286, 572, 857, 1143, 1428, 1713, 1997, 2280, 2563, 2845, 3126, 3406, 3686, 3964, 4240, 4516, 4790, 5063,
-    5334, 5604, 5872, 6138, 6402, 6664, 6924, 7182, 7438, 7692, 7943, 8192, 8438, 8682, 8923, 9162, 9397,
-    9630, 9860, 10087, 10311, 10531, 10749, 10963, 11174, 11381, 11585, 11786, 11982, 12176, 12365, 12551,
-    12733, 12911, 13085, 13255, 13421, 13583, 13741, 13894, 14044, 14189, 14330, 14466, 14598, 14726, 14849,
-    14968, 15082, 15191, 15296, 15396, 15491, 15582, 15668, 15749, 15826, 15897, 15964, 16026, 16083, 16135,
-    16182, 16225, 16262, 16294, 16322, 16344, 16362, 16374, 16382, 16384)
+_SIN_Q14 = (0, 286, 572, 857, 1143, 1428, 1713, 1997, 2280, 2563, 2845, 3126, 3406, 3686, 3964, 4240,
+            4516, 4790, 5063, 5334, 5604, 5872, 6138, 6402, 6664, 6924, 7182, 7438, 7692, 7943, 8192,
+            8438, 8682, 8923, 9162, 9397, 9630, 9860, 10087, 10311, 10531, 10749, 10963, 11174, 11381,
+            11585, 11786, 11982, 12176, 12365, 12551, 12733, 12911, 13085, 13255, 13421, 13583, 13741,
+            13894, 14044, 14189, 14330, 14466, 14598, 14726, 14849, 14968, 15082, 15191, 15296, 15396,
+            15491, 15582, 15668, 15749, 15826, 15897, 15964, 16026, 16083, 16135, 16182, 16225, 16262,
+            16294, 16322, 16344, 16362, 16374, 16382, 16384)
 _SLOW_MMPS = const(1000)
 # predictor state (a list, reset per block): 0 seq, 1 t, 2 utc, 3 lat, 4 lon (last of any record), 5 number
 # of previous pos (0/1/2), 6-8 p1 t/lat/lon, 9-11 p0 t/lat/lon, 12-15 p1 speed/course/hdop/sats,
 # 16 p0 speed, 17 p1 utc, 18 clock offset known, 19 ref t_ms, 20 ref utc_s, 21 8 * mean offset (ms)
-# 22-25 bit length of the last speed, course, lat, lon residual
-_NST = const(26)
+# 22-25 bit length of the last speed, course, lat, lon residual, 26-27 predicted lat, lon (_predict_pos)
+_NST = const(28)
 
 
 def _pctx(st, f):
@@ -195,285 +158,23 @@ def _quant(v, q, wrap=0):
     return v % wrap if wrap else v
 
 
-# ---- adaptive binary range coder ---------------------------------------------------------------
-# Integers only and every intermediate < 2**29, so MicroPython on a 32-bit board keeps them small ints
-# (no heap allocation). Probabilities: 12-bit estimate p0 = P(bit == 0) * 4096 per model, updated by
-# p0 += (4096 - p0) >> 4 after a 0, p0 -= p0 >> 4 after a 1 (stays within 15..4081).
-# Window: low < 2**28, range in [2**20, 2**28]; a byte leaves from bits 27..20 when range < 2**20.
-_RTOP = const(1 << 28)
-_RBOT = const(1 << 20)
-_RMASK = const(_RBOT - 1)
-_NPRE = const(20)  # unary bit-length models per integer context; lengths >= 19 share the last
-_NINT = const(2 * _NPRE)  # per integer context: bit-length prefix models + first-mantissa-bit models
-# flag models after the integer contexts
-_F_REG = const(NCTX * _NINT)  # regular fix
-_F_POS = const(_F_REG + 1)  # a pos record (not regular) / another type
-_F_TYPE = const(_F_REG + 2)  # 4-bit type code: binary tree, models 1..15
-_F_SEQ = const(_F_REG + 18)  # seq jump
-_F_HS = const(_F_REG + 19)  # hdop/sats changed
-_F_GRID = const(_F_REG + 20)  # pos on a receiver's arc-minute grid; then which one (2 models)
-_NMODELS = const(_F_REG + 22)
-
-
-def _init_models(p):
-    # prior per context from its typical bit length k0 (a hint only: models adapt within a few records)
-    for c in range(NCTX):
-        k0 = _K0[c]
-        b = c * _NINT
-        for i in range(_NPRE):
-            p[b + i] = 300 if i < k0 else (1300 if i == k0 else (2600 if i == k0 + 1 else 3300))
-            p[b + _NPRE + i] = 2048
-    for i in range(_F_REG, _NMODELS):
-        p[i] = 2048
-    p[_F_REG] = 1024  # a regular fix is the common record
-    p[_F_SEQ] = 3600  # seq jumps are rare
-    p[_F_HS] = 2800
-    p[_F_GRID] = 600  # positions from NMEA sit on the ddmm.mmmmm grid
-
-
 # A record that does not fit (or is refused) is rolled back from the byte stream (mark/rollback),
 # not from the models: the block is closed then (add() returns False until finish() or reset()), and
 # the next block starts from fresh models, so the models of a closed block are never used again.
 # (Saving each touched context to restore it cost 3.3 KB of RAM per encoder and a check per bit.)
 
 
-class _RangeEncoder:
-    def __init__(self, nbytes):
-        self.buf = bytearray(nbytes)
-        self.p = zeros("H", _NMODELS)
-        self.reset()
-
-    def reset(self):
-        self.n = 0  # bytes out
-        self.low = 0
-        self.range = _RTOP
-        self.over = False
-        _init_models(self.p)
-
-    def _carry(self):
-        self.low -= _RTOP
-        buf = self.buf
-        i = self.n - 1
-        if i >= len(buf):
-            return  # overflowed: this record is rolled back anyway
-        while buf[i] == 0xFF:
-            buf[i] = 0
-            i -= 1
-        buf[i] += 1
-
-    def _shift(self):
-        while self.range < _RBOT:
-            n = self.n
-            if n < len(self.buf):
-                self.buf[n] = self.low >> 20
-            else:
-                self.over = True
-            self.n = n + 1
-            self.low = (self.low & _RMASK) << 8
-            self.range <<= 8
-
-    def bit(self, i, b):
-        p = self.p
-        p0 = p[i]
-        r = self.range
-        bound = (r >> 12) * p0
-        if b:
-            low = self.low + bound
-            self.low = low
-            r -= bound
-            self.range = r
-            p[i] = p0 - (p0 >> 4)
-            if low >= _RTOP:
-                self._carry()
-        else:
-            r = bound
-            self.range = r
-            p[i] = p0 + ((4096 - p0) >> 4)
-        if r < _RBOT:
-            self._shift()
-
-    def raw(self, v, k):
-        # k equiprobable bits of v, MSB first, at most 8 at a time
-        while k > 0:
-            take = 8 if k > 8 else k
-            k -= take
-            r = self.range >> take
-            self.low += ((v >> k) & ((1 << take) - 1)) * r
-            self.range = r
-            if self.low >= _RTOP:
-                self._carry()
-            if r < _RBOT:
-                self._shift()
-
-    def uint(self, c, u):
-        # u >= 0 in integer context c: bit length n in unary (adaptive), the bit below the leading one
-        # (adaptive, per n), the other n - 2 bits raw. The adaptive bits are bit() written out with
-        # range and low in locals.
-        n = 0
-        x = u
-        while x:
-            x >>= 1
-            n += 1
-        p = self.p
-        b = c * _NINT
-        last = b + _NPRE - 1
-        r = self.range
-        low = self.low
-        for k in range(n):  # n ones
-            i = b + k if k < _NPRE - 1 else last
-            p0 = p[i]
-            bound = (r >> 12) * p0
-            low += bound
-            r -= bound
-            p[i] = p0 - (p0 >> 4)
-            if low >= _RTOP:
-                self.low = low
-                self._carry()
-                low = self.low
-            if r < _RBOT:
-                self.low = low
-                self.range = r
-                self._shift()
-                low = self.low
-                r = self.range
-        # the closing zero
-        i = b + n if n < _NPRE - 1 else last
-        p0 = p[i]
-        r = (r >> 12) * p0
-        p[i] = p0 + ((4096 - p0) >> 4)
-        if r < _RBOT:
-            self.low = low
-            self.range = r
-            self._shift()
-            low = self.low
-            r = self.range
-        self.low = low
-        self.range = r
-        if n >= 2:
-            self.bit(b + _NPRE + (n if n < _NPRE else _NPRE - 1), (u >> (n - 2)) & 1)
-            if n > 2:
-                self.raw(u, n - 2)
-
-    def mark(self):
-        # state to roll a record back to: the bytes a later carry could still change are saved too
-        i = self.n - 1
-        buf = self.buf
-        if i >= len(buf):
-            i = len(buf) - 1
-        while i >= 0 and buf[i] == 0xFF:
-            i -= 1
-        if i < 0:
-            i = 0
-        return (self.n, self.low, self.range, i, bytes(buf[i:min(self.n, len(buf))]))
-
-    def rollback(self, mk):
-        self.n, self.low, self.range, i, saved = mk
-        self.buf[i:i + len(saved)] = saved
-        self.over = False
-
-    def size(self):
-        # bytes of the stream if finished now (the flush adds one byte at most)
-        return self.n + 1
-
-    def finish(self):
-        """The record stream: flush the one byte that fixes a value in [low, low + range), then drop
-        trailing zero bytes (a decoder reads zeros past the end)."""
-        v = (self.low + _RMASK) & ~_RMASK
-        if v >= _RTOP:
-            self.low = v
-            self._carry()
-            v = self.low
-        n = self.n
-        self.buf[n] = v >> 20
-        n += 1
-        while n > 0 and self.buf[n - 1] == 0:
-            n -= 1
-        return memoryview(self.buf)[:n]
-
-
-class _RangeDecoder:
-    def __init__(self, data, start, end):
-        self.data = data
-        self.start = start
-        self.end = end
-        self.k = start + 3  # the next byte comes from bits 4..7 of data[k] and 0..3 of data[k + 1]
-        self.p = zeros("H", _NMODELS)
-        _init_models(self.p)
-        self.range = _RTOP
-        c = 0
-        for j in range(4):
-            c = (c << 8) | self._byte(start + j)
-        self.code = c >> 4
-
-    def _byte(self, i):
-        return self.data[i] if i < self.end else 0
-
-    def _shift(self):
-        while self.range < _RBOT:
-            k = self.k
-            self.code = ((self.code << 8) & (_RTOP - 1)) | ((self._byte(k) & 15) << 4) | (self._byte(k + 1) >> 4)
-            self.k = k + 1
-            self.range <<= 8
-
-    def pos(self):
-        # byte offset reached (for error messages)
-        return self.k if self.k < self.end else self.end
-
-    def bit(self, i):
-        p = self.p
-        p0 = p[i]
-        bound = (self.range >> 12) * p0
-        if self.code < bound:
-            self.range = bound
-            p[i] = p0 + ((4096 - p0) >> 4)
-            b = 0
-        else:
-            self.code -= bound
-            self.range -= bound
-            p[i] = p0 - (p0 >> 4)
-            b = 1
-        if self.range < _RBOT:
-            self._shift()
-        return b
-
-    def raw(self, k):
-        v = 0
-        while k > 0:
-            take = 8 if k > 8 else k
-            k -= take
-            r = self.range >> take
-            d = self.code // r
-            if d >> take:
-                raise CodecError("record data damaged", self.pos())
-            self.code -= d * r
-            self.range = r
-            v = (v << take) | d
-            if r < _RBOT:
-                self._shift()
-        return v
-
-    def uint(self, c):
-        b = c * _NINT
-        last = b + _NPRE - 1
-        n = 0
-        while self.bit(b + n if n < _NPRE - 1 else last):
-            n += 1
-            if n > 63:
-                raise CodecError("record data damaged (integer too long)", self.pos())
-        if n < 2:
-            return n
-        u = 2 | self.bit(b + _NPRE + (n if n < _NPRE else _NPRE - 1))
-        if n > 2:
-            u = (u << (n - 2)) | self.raw(n - 2)
-        return u
-
-
 # ---- varints (header) ---------------------------------------------------------------------
-def _put_varint(out, u):
+def _put_varint(out, i, u):
+    # u at out[i:]; returns the index after it (out None: only counts)
     while u >= 0x80:
-        out.append((u & 0x7F) | 0x80)
+        if out is not None:
+            out[i] = (u & 0x7F) | 0x80
+        i += 1
         u >>= 7
-    out.append(u)
+    if out is not None:
+        out[i] = u
+    return i + 1
 
 
 def _get_varint(data, off, end):
@@ -493,16 +194,82 @@ def _get_varint(data, off, end):
             raise CodecError("header varint too long", start)
 
 
+# ---- block header (docs/record-format.md): its layout is written here only --------------------
+# Magic 'P' 'D', version, flags (a byte each); the device id (varint length + UTF-8); then these
+# varints in this order, _H_* the index of each in a header list: zigzag-coded where _HDR_ZIGZAG has
+# its bit, present only when the block's flags have its _HDR_FLAG bit (0: always; absent, _HDR_DEFAULT).
+_H_BOOT = const(0)
+_H_SEQ = const(1)  # first_seq
+_H_COUNT = const(2)  # records in the block
+_H_UTC = const(3)  # bases: the first record's utc_s, t_ms and position (lat, lon in rounding units)
+_H_T = const(4)
+_H_LAT = const(5)
+_H_LON = const(6)
+_H_ROUND = const(7)  # FLAG_ROUNDED: rounding step (1e-7 deg)
+_H_TOL = const(8)  # FLAG_THINNED: tolerance (m)
+_H_SQ = const(9)  # FLAG_QUANT: speed step (mm/s), course step (cdeg)
+_H_CQ = const(10)
+_NHDR = const(11)
+_HDR_ZIGZAG = const(0x68)  # utc, lat, lon
+_HDR_FLAG = bytes((0, 0, 0, 0, 0, 0, 0, FLAG_ROUNDED, FLAG_THINNED, FLAG_QUANT, FLAG_QUANT))
+_HDR_DEFAULT = (0, 0, 0, -1, 0, 0, 0, 1, 0, 1, 1)  # what a field the flags leave out stands for
+
+
+def _put_header(out, flags, device, h):
+    """Writes the header of a block with these flags, device id (bytes) and header values h at the
+    start of out; returns its length (out None: only measures it)."""
+    if out is not None:
+        out[0] = MAGIC0
+        out[1] = MAGIC1
+        out[2] = VERSION
+        out[3] = flags
+    k = _put_varint(out, 4, len(device))
+    if out is not None:
+        out[k:k + len(device)] = device
+    k += len(device)
+    for i in range(_NHDR):
+        if not _HDR_FLAG[i] or flags & _HDR_FLAG[i]:
+            k = _put_varint(out, k, zigzag(h[i]) if (_HDR_ZIGZAG >> i) & 1 else h[i])
+    return k
+
+
+def _get_header(data, end):
+    """(flags, device, header values, offset of the record stream) of data (magic, version and CRC
+    already checked); CodecError at the offset of a bad field."""
+    flags = data[3]
+    if flags & ~15:
+        raise CodecError("unknown flags %02x" % flags, 3)
+    ln, off = _get_varint(data, 4, end)
+    if off + ln > end:
+        raise CodecError("device id truncated", off)
+    try:
+        device = bytes(data[off:off + ln]).decode()
+    except Exception:
+        raise CodecError("device id not UTF-8", off)
+    off += ln
+    h = list(_HDR_DEFAULT)
+    for i in range(_NHDR):
+        if not _HDR_FLAG[i] or flags & _HDR_FLAG[i]:
+            v, off = _get_varint(data, off, end)
+            h[i] = unzigzag(v) if (_HDR_ZIGZAG >> i) & 1 else v
+            if i == _H_ROUND and v < 1:
+                raise CodecError("bad rounding step", off - 1)
+            if i == _H_CQ and (h[_H_SQ] < 1 or v < 1 or 36000 % v):
+                raise CodecError("bad speed/course step", off - 1)
+    return flags, device, h, off
+
+
 def _bad(name, v):
     raise ValueError("record field %s: bad value %r" % (name, v))
 
 
-_LIM = 1 << 62
+_LIM = 1 << 62  # |field| < _LIM (a big int on MicroPython: both bounds made once, never per record)
+_NLIM = -_LIM
 
 
-def _base(name, key, seq, t, utc, prev):
+def _base(name, seq, t, utc):
     """Prediction base of a plain int field, the same for encoder and decoder: the record's own seq for
-    `trip`, its time for time fields; None: the field's previous value (prev[key]) is the base."""
+    `trip`, its time for time fields; None: the field's previous value is the base."""
     if name == "trip":
         return seq
     if name.endswith("t_ms"):
@@ -546,7 +313,15 @@ class BlockEncoder:
         self.course_q = course_q_cdeg
         self.round_e7 = round_e7 if privacy == "rounded" else 1
         self.tolerance_m = tolerance_m
-        self._w = _RangeEncoder(max_bytes)
+        self._dev = device.encode()
+        self._w = RangeEncoder(max_bytes, _NMODELS, _init_models)
+        # per-block state, allocated once and refilled by _start(): the header values (_H_*), the
+        # predictor state and, per field of FIELDS, the last value of a plain int field (course:
+        # last value + 1, 0 = none)
+        self._h = [0] * _NHDR
+        self._st = [0] * _NST
+        self._prev = [0] * len(FIELDS)
+        self._vals = [0] * 6  # a pos record's fields (_encode_pos)
         self.dropped = 0  # pos records dropped by bounded-error / privacy mode (all blocks)
         self._thin = None  # (t, lat, lon) of the last two kept positions for bounded-error mode
         self._start()
@@ -559,9 +334,12 @@ class BlockEncoder:
         self._budget = 0
         self._closed = False
         self._w.reset()
-        # predictor state: seq, t, utc, lat, lon (last any record); pos history p1 (last), p0 (before)
-        self._st = [0] * _NST
-        self._prev = {}  # (type, field) -> last value for plain ints
+        st = self._st
+        for i in range(_NST):
+            st[i] = 0
+        prev = self._prev
+        for i in range(len(prev)):
+            prev[i] = 0
 
     def reset(self):
         """Start a new block (after finish())."""
@@ -603,9 +381,8 @@ class BlockEncoder:
 
     def add(self, rec):
         try:
-            tname = rec["type"]
-            code = TYPE_CODE[tname]
-        except KeyError:
+            code = TYPE_NAMES.index(rec["type"])
+        except (KeyError, ValueError):
             raise ValueError("record: unknown or missing type %r" % rec.get("type"))
         if code == 0:
             if self.flags & FLAG_NO_POS:
@@ -626,7 +403,7 @@ class BlockEncoder:
             self.first_seq = -1
             self.last_seq = -1
             self._begin(rec, seq)
-        start = w.mark()
+        w.mark()
         err = None
         try:
             self._encode(rec, code, seq)
@@ -639,8 +416,8 @@ class BlockEncoder:
                 self._start()  # the block is still empty: as new (fresh models and predictors)
             else:
                 # the stream goes back to before this record; the models and predictors it changed
-                # are not restored, so the block is closed (see the note above _RangeEncoder)
-                w.rollback(start)
+                # are not restored, so the block is closed (see the note above BlockEncoder)
+                w.rollback()
                 self._closed = True
             if err is not None:
                 raise err
@@ -666,18 +443,19 @@ class BlockEncoder:
             _bad("utc_s", utc)
         lat = 0
         lon = 0
-        fields = TYPES[TYPE_CODE[rec["type"]]][1]
-        for name, kind in fields:
-            if kind == "a" and isinstance(rec.get(name), int):
-                lat = self._q(rec[name])
-            elif kind == "o" and isinstance(rec.get(name), int):
-                lon = self._q(rec[name])
+        c = TYPE_NAMES.index(rec["type"])
+        for i in range(FIRST[c], FIRST[c + 1]):
+            v = rec.get(FIELDS[i])
+            if KINDS[i] == _K_LAT and isinstance(v, int):
+                lat = self._q(v)
+            elif KINDS[i] == _K_LON and isinstance(v, int):
+                lon = self._q(v)
                 break
         q = self.round_e7
-        h = self._header(seq, utc, t, lat // q, lon // q)
-        cnt = bytearray()
-        _put_varint(cnt, self.max_bytes * 8)
-        self._budget = self.max_bytes - len(h) - len(cnt) - 4
+        # header values; the count is written at finish(): room for the largest kept here
+        self._hdr = self._header_values(seq, utc, t, lat // q, lon // q)
+        self._budget = self.max_bytes - _put_header(None, self.flags, self._dev, self._hdr) - 4
+        self._hdr[_H_COUNT] = 0
         st[0] = seq - 1
         st[1] = t
         st[2] = utc
@@ -685,33 +463,20 @@ class BlockEncoder:
         st[4] = lon // q
         st[5] = 0
 
-    def _header(self, seq, utc, t, lat_q, lon_q):
-        """The block header (docs/record-format.md), written here only: magic, version, flags, device,
-        boot, first seq, [the record count goes in at _count_at when the block is finished], the first
-        record's bases (utc, t, lat and lon in rounding units), then the parameters its flags name."""
-        h = bytearray()
-        h.append(MAGIC0)
-        h.append(MAGIC1)
-        h.append(VERSION)
-        h.append(self.flags)
-        d = self.device.encode()
-        _put_varint(h, len(d))
-        h.extend(d)
-        _put_varint(h, self.boot)
-        _put_varint(h, seq)
-        self._count_at = len(h)
-        _put_varint(h, zigzag(utc))
-        _put_varint(h, t)
-        _put_varint(h, zigzag(lat_q))
-        _put_varint(h, zigzag(lon_q))
-        if self.flags & FLAG_ROUNDED:
-            _put_varint(h, self.round_e7)
-        if self.flags & FLAG_THINNED:
-            _put_varint(h, self.tolerance_m)
-        if self.flags & FLAG_QUANT:
-            _put_varint(h, self.speed_q)
-            _put_varint(h, self.course_q)
-        self._hdr = h
+    def _header_values(self, seq, utc, t, lat_q, lon_q):
+        # the count is written at finish(): until then room for the largest a block can hold
+        h = self._h
+        h[_H_BOOT] = self.boot
+        h[_H_SEQ] = seq
+        h[_H_COUNT] = self.max_bytes * 8
+        h[_H_UTC] = utc
+        h[_H_T] = t
+        h[_H_LAT] = lat_q
+        h[_H_LON] = lon_q
+        h[_H_ROUND] = self.round_e7
+        h[_H_TOL] = self.tolerance_m
+        h[_H_SQ] = self.speed_q
+        h[_H_CQ] = self.course_q
         return h
 
     def _encode(self, rec, code, seq):
@@ -762,60 +527,57 @@ class BlockEncoder:
         st[1] = t
         st[2] = utc
         q = self.round_e7
-        base = CTX_BASE[code]
-        fields = TYPES[code][1]
         if code == 0:
-            self._encode_pos(rec, fields, base, t)
+            self._encode_pos(rec, t)
             return
-        for j in range(len(fields)):
-            name, kind = fields[j]
+        for i in range(FIRST[code], FIRST[code + 1]):
+            name = FIELDS[i]
+            kind = KINDS[i]
             v = rec.get(name)
             if v is None and name in OPTIONAL:
                 v = OPTIONAL[name]
-            ci = base + j
-            if kind == "s":
+            ci = _NFIXED + i
+            if kind == _K_STR:
                 self._put_str(name, v, ci)
-            elif kind == "b":
+            elif kind == _K_BYTES:
                 if not isinstance(v, (bytes, bytearray)):
                     _bad(name, v)
                 w.uint(_C_STRLEN, len(v))
                 for b in v:
                     w.raw(b, 8)
             else:
-                if not isinstance(v, int) or v <= -_LIM or v >= _LIM:
+                if not isinstance(v, int) or v <= _NLIM or v >= _LIM:
                     _bad(name, v)
-                if kind == "a":
+                if kind == _K_LAT:
                     v = self._q(v) // q
                     w.uint(ci, zigzag(v - st[3]))
                     st[3] = v
-                elif kind == "o":
+                elif kind == _K_LON:
                     v = self._q(v) // q
                     w.uint(ci, zigzag(v - st[4]))
                     st[4] = v
-                elif kind == "c":
+                elif kind == _K_COURSE:
                     if v < -1 or v > 35999:
                         _bad(name, v)
-                    key = code * 64 + j
-                    p = self._prev.get(key, -1)
-                    w.uint(ci, zigzag(_wrap_course(v + 1, p + 1)))
-                    self._prev[key] = v
+                    w.uint(ci, zigzag(_wrap_course(v + 1, self._prev[i])))
+                    self._prev[i] = v + 1
                 else:
-                    p = _base(name, code * 64 + j, seq, t, utc, self._prev)
+                    p = _base(name, seq, t, utc)
                     if p is None:
-                        key = code * 64 + j
-                        p = self._prev.get(key, 0)
-                        self._prev[key] = v
+                        p = self._prev[i]
+                        self._prev[i] = v
                     w.uint(ci, zigzag(v - p))
 
-    def _encode_pos(self, rec, fields, base, t):
+    def _encode_pos(self, rec, t):
+        # the pos record (type 0): its fields are FIELDS[0:6], contexts _NFIXED + 0..5 and _C_PX..
         w = self._w
         st = self._st
         q = self.round_e7
-        vals = [0] * 6
+        vals = self._vals
         for j in range(6):
-            name = fields[j][0]
+            name = FIELDS[j]
             v = rec.get(name)
-            if not isinstance(v, int) or v <= -_LIM or v >= _LIM:
+            if not isinstance(v, int) or v <= _NLIM or v >= _LIM:
                 _bad(name, v)
             vals[j] = v
         if vals[3] < -1 or vals[3] > 35999:
@@ -840,9 +602,11 @@ class BlockEncoder:
         else:
             if h:
                 w.bit(_F_HS, 1)
-            w.uint(base + 4, zigzag(vals[4] - (st[14] if h else 0)))
-            w.uint(base + 5, zigzag(vals[5] - (st[15] if h else 0)))
-        pa, po = _predict_pos(st, t, vals[2], vals[3], q)
+            w.uint(_NFIXED + 4, zigzag(vals[4] - (st[14] if h else 0)))
+            w.uint(_NFIXED + 5, zigzag(vals[5] - (st[15] if h else 0)))
+        _predict_pos(st, t, vals[2], vals[3], q)
+        pa = st[26]
+        po = st[27]
         ga = go = None
         m = 0
         if q == 1:
@@ -883,26 +647,20 @@ class BlockEncoder:
             for c in b:
                 w.raw(c, 8)
 
-    def size(self):
-        """Bytes the block would have if finished now."""
-        if self._hdr is None:
-            return 0
-        cnt = bytearray()
-        _put_varint(cnt, self.count)
-        return len(self._hdr) + len(cnt) + self._w.size() + 4
-
     def finish(self):
         """The block as bytes (header + records + CRC-32). Call reset() (or let add() after finish
         start anew: finish() resets the encoder itself) before adding more records."""
-        if self._hdr is None:
-            self._header(0, -1, 0, 0, 0)  # empty block: header with neutral bases
         h = self._hdr
-        out = bytearray(h[: self._count_at])
-        _put_varint(out, self.count)
-        out.extend(h[self._count_at:])
-        out.extend(self._w.finish())
-        crc = binascii.crc32(out) & 0xFFFFFFFF
-        out.extend(struct.pack("<I", crc))
+        if h is None:  # empty block: neutral bases
+            h = self._header_values(0, -1, 0, 0, 0)
+        h[_H_COUNT] = self.count
+        stream = self._w.finish()
+        k = _put_header(None, self.flags, self._dev, h)
+        n = k + len(stream) + 4
+        out = bytearray(n)  # the block's size: filled in place, never grown
+        _put_header(out, self.flags, self._dev, h)
+        out[k:n - 4] = stream
+        struct.pack_into("<I", out, n - 4, binascii.crc32(memoryview(out)[:n - 4]) & 0xFFFFFFFF)
         fs, ls, n = self.first_seq, self.last_seq, self.count
         self._start()
         # keep the description of the finished block readable until the next add()
@@ -911,12 +669,15 @@ class BlockEncoder:
 
 
 def _predict_pos(st, t, speed=-1, course=-1, q=1):
-    """Predicted (lat, lon) in position units (1e-7 deg / q) for a pos record at t whose speed and course
-    are known. Doppler velocity (mean of the previous and this fix) * dt when both fixes carry speed and
-    course; the previous position when slow or course unknown; else straight-line extrapolation."""
+    """Predicted (lat, lon) in position units (1e-7 deg / q), into st[26], st[27] (no tuple to allocate),
+    for a pos record at t whose speed and course are known. Doppler velocity (mean of the previous and
+    this fix) * dt when both fixes carry speed and course; the previous position when slow or course
+    unknown; else straight-line extrapolation."""
     h = st[5]
     if h == 0:
-        return st[3], st[4]
+        st[26] = st[3]
+        st[27] = st[4]
+        return
     dt1 = t - st[6]
     # the fixes' own epochs (utc_s) say how far apart they were better than their arrival times
     if st[2] >= 0 and st[17] >= 0 and st[2] > st[17]:
@@ -935,15 +696,22 @@ def _predict_pos(st, t, speed=-1, course=-1, q=1):
         if cl < 50:
             cl = 50
         dlon = _div_round(e * 16384, den * cl)
-        return st[7] + dlat, st[8] + dlon
+        st[26] = st[7] + dlat
+        st[27] = st[8] + dlon
+        return
     if h == 1 or (0 <= speed < _SLOW_MMPS) or dt1 <= 0:
-        return st[7], st[8]
+        st[26] = st[7]
+        st[27] = st[8]
+        return
     dt0 = st[6] - st[9]
     if dt0 <= 0:
-        return st[7], st[8]
+        st[26] = st[7]
+        st[27] = st[8]
+        return
     pa = st[7] + _div_round((st[7] - st[10]) * dt1, dt0)
     po = st[8] + _div_round((st[8] - st[11]) * dt1, dt0)
-    return pa, po
+    st[26] = pa
+    st[27] = po
 
 
 # NMEA arc-minute grids (coarsest first): minutes * 1e4 (M = 1000) and * 1e5 (M = 100); a grid index G
@@ -958,9 +726,12 @@ def _grid_e7(g, m):
 def _grid_of(e7, m):
     # the grid index whose position is e7, or None when e7 is off that grid
     g0 = _div_round(e7 * 60, m)
-    for g in (g0, g0 - 1, g0 + 1):
-        if _grid_e7(g, m) == e7:
-            return g
+    if _grid_e7(g0, m) == e7:
+        return g0
+    if _grid_e7(g0 - 1, m) == e7:  # three tests, not a loop over a tuple: nothing allocated
+        return g0 - 1
+    if _grid_e7(g0 + 1, m) == e7:
+        return g0 + 1
     return None
 
 
@@ -1027,7 +798,7 @@ def _push_pos(st, t, utc, lat, lon, speed, course, hdop, sats):
 
 
 def decode_header(data):
-    """(header dict, offset of the record bit stream). Checks magic, version and CRC."""
+    """(header dict, offset of the record stream, header values by _H_*). Checks magic, version and CRC."""
     n = len(data)
     if n < 4 or data[0] != MAGIC0 or data[1] != MAGIC1:
         raise CodecError("bad magic", 0)
@@ -1042,66 +813,47 @@ def decode_header(data):
     calc = binascii.crc32(memoryview(data)[:end]) & 0xFFFFFFFF
     if crc != calc:
         raise CodecError("CRC mismatch (stored %08x, computed %08x)" % (crc, calc), end)
-    flags = data[3]
-    if flags & ~15:
-        raise CodecError("unknown flags %02x" % flags, 3)
-    off = 4
-    ln, off = _get_varint(data, off, end)
-    if off + ln > end:
-        raise CodecError("device id truncated", off)
-    try:
-        device = bytes(data[off:off + ln]).decode()
-    except Exception:
-        raise CodecError("device id not UTF-8", off)
-    off += ln
-    boot, off = _get_varint(data, off, end)
-    first_seq, off = _get_varint(data, off, end)
-    count, off = _get_varint(data, off, end)
-    u, off = _get_varint(data, off, end)
-    utc = unzigzag(u)
-    t, off = _get_varint(data, off, end)
-    u, off = _get_varint(data, off, end)
-    lat = unzigzag(u)
-    u, off = _get_varint(data, off, end)
-    lon = unzigzag(u)
-    q = 1
-    tol = 0
-    if flags & FLAG_ROUNDED:
-        q, off = _get_varint(data, off, end)
-        if q < 1:
-            raise CodecError("bad rounding step", off - 1)
-    if flags & FLAG_THINNED:
-        tol, off = _get_varint(data, off, end)
-    sq = 1
-    cq = 1
-    if flags & FLAG_QUANT:
-        sq, off = _get_varint(data, off, end)
-        cq, off = _get_varint(data, off, end)
-        if sq < 1 or cq < 1 or 36000 % cq:
-            raise CodecError("bad speed/course step", off - 1)
-    hdr = {"version": ver, "device": device, "boot": boot, "first_seq": first_seq, "count": count,
-           "flags": flags, "base_utc_s": utc, "base_t_ms": t, "base_lat_e7": lat * q, "base_lon_e7": lon * q,
-           "privacy": "no_positions" if flags & FLAG_NO_POS else ("rounded" if flags & FLAG_ROUNDED else "off"),
-           "round_e7": q, "tolerance_m": tol, "speed_q_mmps": sq, "course_q_cdeg": cq, "size": n}
-    return hdr, off, (utc, t, lat, lon, q, first_seq, sq, cq)
+    flags, device, h, off = _get_header(data, end)
+    q = h[_H_ROUND]
+    hdr = {"version": ver, "device": device, "boot": h[_H_BOOT], "first_seq": h[_H_SEQ], "count": h[_H_COUNT],
+           "flags": flags, "base_utc_s": h[_H_UTC], "base_t_ms": h[_H_T], "base_lat_e7": h[_H_LAT] * q,
+           "base_lon_e7": h[_H_LON] * q,
+           "privacy": "no_positions" if flags & FLAG_NO_POS else (
+               "rounded" if flags & FLAG_ROUNDED else "off"),
+           "round_e7": q, "tolerance_m": h[_H_TOL], "speed_q_mmps": h[_H_SQ], "course_q_cdeg": h[_H_CQ],
+           "size": n}
+    return hdr, off, h
+
+
+def _get_bytes(r, what):
+    # a length-prefixed run of raw bytes (an inline string or a bytes field)
+    ln = r.uint(_C_STRLEN)
+    if ln > r.end - r.pos() + 4:
+        raise CodecError("%s length %d beyond the data" % (what, ln), r.pos())
+    b = bytearray(ln)
+    for i in range(ln):
+        b[i] = r.raw(8)
+    return bytes(b)
 
 
 def decode_block(data):
     """bytes -> (header dict, [record dicts]). CodecError(offset) on any damage. A block of an older
     version (FORMATS) decodes with the fields it had; hdr["version"] says which."""
-    hdr, off, base = decode_header(data)
-    utc0, t0, lat0, lon0, q, first_seq, sq, cq = base
+    hdr, off, h = decode_header(data)
+    q = h[_H_ROUND]
+    sq = h[_H_SQ]
+    cq = h[_H_CQ]
     ver = hdr["version"]
     nstr, nfields = FORMATS[ver]
     end = len(data) - 4
-    r = _RangeDecoder(data, off, end)
+    r = RangeDecoder(data, off, end, _NMODELS, _init_models)
     st = [0] * _NST
-    st[0] = first_seq - 1
-    st[1] = t0
-    st[2] = utc0
-    st[3] = lat0
-    st[4] = lon0
-    prev = {}
+    st[0] = h[_H_SEQ] - 1
+    st[1] = h[_H_T]
+    st[2] = h[_H_UTC]
+    st[3] = h[_H_LAT]
+    st[4] = h[_H_LON]
+    prev = [0] * len(FIELDS)  # as BlockEncoder._prev
     recs = []
     count = hdr["count"]
     if count > (end - off + 1) * 128:
@@ -1138,9 +890,7 @@ def decode_block(data):
             utc = pu + unzigzag(r.uint(_C_UTC))
         st[1] = t
         st[2] = utc
-        name_t, fields = TYPES[code]
-        rec = {"type": name_t, "seq": seq, "t_ms": t, "utc_s": utc}
-        base_c = CTX_BASE[code]
+        rec = {"type": TYPE_NAMES[code], "seq": seq, "t_ms": t, "utc_s": utc}
         if code == 0:
             h = st[5]
             u = r.uint(_pctx(st, 0))
@@ -1157,9 +907,11 @@ def decode_block(data):
                 hdop = st[14]
                 sats = st[15]
             else:
-                hdop = (st[14] if h else 0) + unzigzag(r.uint(base_c + 4))
-                sats = (st[15] if h else 0) + unzigzag(r.uint(base_c + 5))
-            pa, po = _predict_pos(st, t, speed, course, q)
+                hdop = (st[14] if h else 0) + unzigzag(r.uint(_NFIXED + 4))
+                sats = (st[15] if h else 0) + unzigzag(r.uint(_NFIXED + 5))
+            _predict_pos(st, t, speed, course, q)
+            pa = st[26]
+            po = st[27]
             m = 0
             if q == 1 and r.bit(_F_GRID):
                 m = 1000 if r.bit(_F_GRID + 1) else 100
@@ -1178,52 +930,40 @@ def decode_block(data):
             rec["sats"] = sats
             recs.append(rec)
             continue
-        for j in range(nfields[code]):
-            name, kind = fields[j]
-            ci = base_c + j
-            if kind == "s":
+        for i in range(FIRST[code], FIRST[code] + nfields[code]):
+            name = FIELDS[i]
+            kind = KINDS[i]
+            ci = _NFIXED + i
+            if kind == _K_STR:
                 idx = r.uint(ci)
                 if idx:
                     if idx > nstr:
                         raise CodecError("unknown string index %d (version %d)" % (idx, ver), r.pos())
                     v = STRINGS[idx - 1]
                 else:
-                    ln = r.uint(_C_STRLEN)
-                    if ln > r.end - r.pos() + 4:
-                        raise CodecError("string length %d beyond the data" % ln, r.pos())
-                    b = bytearray(ln)
-                    for i in range(ln):
-                        b[i] = r.raw(8)
+                    b = _get_bytes(r, "string")
                     try:
-                        v = bytes(b).decode()
+                        v = b.decode()
                     except Exception:
                         raise CodecError("string not UTF-8", r.pos())
-            elif kind == "b":
-                ln = r.uint(_C_STRLEN)
-                if ln > r.end - r.pos() + 4:
-                    raise CodecError("bytes length %d beyond the data" % ln, r.pos())
-                b = bytearray(ln)
-                for i in range(ln):
-                    b[i] = r.raw(8)
-                v = bytes(b)
-            elif kind == "a":
+            elif kind == _K_BYTES:
+                v = _get_bytes(r, "bytes")
+            elif kind == _K_LAT:
                 v = st[3] + unzigzag(r.uint(ci))
                 st[3] = v
                 v *= q
-            elif kind == "o":
+            elif kind == _K_LON:
                 v = st[4] + unzigzag(r.uint(ci))
                 st[4] = v
                 v *= q
-            elif kind == "c":
-                key = code * 64 + j
-                p = prev.get(key, -1)
-                v = (p + 1 + unzigzag(r.uint(ci))) % _MOD_COURSE - 1
-                prev[key] = v
+            elif kind == _K_COURSE:
+                v = (prev[i] + unzigzag(r.uint(ci))) % _MOD_COURSE - 1
+                prev[i] = v + 1
             else:
-                p = _base(name, code * 64 + j, seq, t, utc, prev)
+                p = _base(name, seq, t, utc)
                 if p is None:
-                    v = prev.get(code * 64 + j, 0) + unzigzag(r.uint(ci))
-                    prev[code * 64 + j] = v
+                    v = prev[i] + unzigzag(r.uint(ci))
+                    prev[i] = v
                 else:
                     v = p + unzigzag(r.uint(ci))
             if name in OPTIONAL and v == OPTIONAL[name]:

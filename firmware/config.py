@@ -41,7 +41,8 @@ _PLATE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -"
 #   type 'str': allowed = (min_len, max_len, charset)
 #   type 'choice': allowed = tuple of strings
 #   type 'vin': '' or 17 chars of the VIN charset
-#   type 'pin': 4..8 digits, stored as PBKDF2-HMAC-SHA256 with a per-box salt (firmware/pin.py); '' = no PIN yet
+#   type 'pin': 4..8 digits, stored as PBKDF2-HMAC-SHA256 with a per-box salt (firmware/pin.py);
+#     '' = no PIN yet
 SCHEMA = {
     # box identity, unique in the fleet (MQTT topic)
     "device_id": ("str", "unprovisioned", (1, 32, _ID_CHARS)),

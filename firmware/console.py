@@ -21,12 +21,13 @@
 import json
 
 from firmware.config import KEYS, SCHEMA, ConfigError, allowed_text
+from hw.compat import const
 
-MAX_LINE = 200
-FREE_TRIES = 3  # wrong PINs before the lockout starts
-LOCK_BASE_MS = 30000  # first lockout; doubles with each further wrong PIN
-LOCK_MAX_MS = 900000
-SESSION_MS = 600000  # a login expires after 10 min without a command
+MAX_LINE = const(200)
+FREE_TRIES = const(3)  # wrong PINs before the lockout starts
+LOCK_BASE_MS = const(30000)  # first lockout; doubles with each further wrong PIN
+LOCK_MAX_MS = const(900000)
+SESSION_MS = const(600000)  # a login expires after 10 min without a command
 
 HELP = (
     "status                 box health: GNSS, accelerometer, storage, odometer",
@@ -44,7 +45,8 @@ HELP = (
 
 
 class Console:
-    def __init__(self, uart, config, status_provider=None, now_ms=None, hooks=None, version="?", lock_path=None):
+    def __init__(self, uart, config, status_provider=None, now_ms=None, hooks=None, version="?",
+                 lock_path=None):
         self.uart = uart
         self.config = config
         self.status_provider = status_provider
@@ -138,7 +140,8 @@ class Console:
                         self._n = 0
                         self._overflow = False
                         if ovf:
-                            self._write_reply(line.startswith(b"!"), {"ok": False, "error": "line too long (max %d)" % MAX_LINE})
+                            self._write_reply(line.startswith(b"!"),
+                                              {"ok": False, "error": "line too long (max %d)" % MAX_LINE})
                         else:
                             self._line(line)
                         handled += 1
@@ -258,8 +261,9 @@ class Console:
         st = {}
         if self.status_provider is not None:
             st = self.status_provider() or {}
-        rep = {"ok": True, "fw": self.version, "device_id": self.config.get("device_id"), "config": self.config.source,
-               "pin": "set" if self.config.pin_set() else "unset", "maintenance": 1 if self.maintenance else 0}
+        rep = {"ok": True, "fw": self.version, "device_id": self.config.get("device_id"),
+               "config": self.config.source, "pin": "set" if self.config.pin_set() else "unset",
+               "maintenance": 1 if self.maintenance else 0}
         for k in st:
             rep[k] = st[k]
         return rep
@@ -293,11 +297,13 @@ class Console:
     def _cmd_login(self, args):
         now = self._now()
         if self._locked_until >= 0 and now < self._locked_until:
-            return {"ok": False, "error": "locked after wrong PINs, retry in %d s" % ((self._locked_until - now + 999) // 1000)}
+            wait_s = (self._locked_until - now + 999) // 1000
+            return {"ok": False, "error": "locked after wrong PINs, retry in %d s" % wait_s}
         if not args:
             return {"ok": False, "error": "usage: login PIN"}
         if not self.config.pin_set():
-            return {"ok": False, "error": "no installer PIN set yet: first provisioning is `set installer_pin NEW`"}
+            return {"ok": False,
+                    "error": "no installer PIN set yet: first provisioning is `set installer_pin NEW`"}
         bad = self._bad_pins + 1
         self._save_bad_pins(bad)  # counted before the check: cutting power mid-check is no free try
         if self.config.check_pin(args[0]):

@@ -249,7 +249,8 @@ class BoxLink:
         missing = []
         n = 0
         for r in ranges[:64]:
-            if not isinstance(r, list) or len(r) != 2 or not isinstance(r[0], int) or not isinstance(r[1], int):
+            if not isinstance(r, list) or len(r) != 2 or not isinstance(r[0], int) or not isinstance(
+                    r[1], int):
                 return {"ok": False, "cmd": "resend", "error": "ranges: bad range"}
             m, k = rq(r[0], r[1])
             missing += m
@@ -294,7 +295,8 @@ class BoxLink:
                 self._send_hello()
             return
         rq = self.req
-        if rq is not None and self.answered is None and (rq[2] is None or _elapsed(t_ms, rq[2]) >= self.rto_ms):
+        if rq is not None and self.answered is None and (
+                rq[2] is None or _elapsed(t_ms, rq[2]) >= self.rto_ms):
             rq[2] = t_ms
             self._send_payload(T_CMD, json.dumps({"id": rq[1], "cmd": rq[0]}).encode())
         if self.last_ka_t is None or _elapsed(t_ms, self.last_ka_t) >= self.keepalive_ms:

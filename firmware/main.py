@@ -103,9 +103,11 @@ def reset_cause():
 def build(b):
     # UARTs open at the schema's default rates; the runner applies the installer's gnss_baud and
     # link_baud (UART.init) at boot, before anything is read
-    gnss = machine.UART(b["gnss_uart"], baudrate=9600, tx=b["gnss_tx"], rx=b["gnss_rx"], rxbuf=b["gnss_rxbuf"])
+    gnss = machine.UART(b["gnss_uart"], baudrate=9600, tx=b["gnss_tx"], rx=b["gnss_rx"],
+                        rxbuf=b["gnss_rxbuf"])
     i2c = machine.I2C(b["i2c"], scl=machine.Pin(b["scl"]), sda=machine.Pin(b["sda"]), freq=b["i2c_freq"])
-    link = machine.UART(b["link_uart"], baudrate=115200, tx=b["link_tx"], rx=b["link_rx"], rxbuf=b["link_rxbuf"])
+    link = machine.UART(b["link_uart"], baudrate=115200, tx=b["link_tx"], rx=b["link_rx"],
+                        rxbuf=b["link_rxbuf"])
     power = BoardPower(b["ign_pin"], b["supply_adc"], b["supply_divider_x1000"])
     import micropython
 

@@ -73,7 +73,8 @@ _CLIP = const(16000)   # LIS3DH full scale at +-16 g: keeps every product a smal
 # crash confirmation (speeds from the GNSS fixes around the impact, mm/s and ms)
 _CONFIRM_BEFORE_MS = const(2500)   # the last fix at most this long before the impact gives the speed before
 _CONFIRM_SETTLE_MS = const(1000)   # fixes this soon after it may still carry the speed before (receiver lag)
-_CONFIRM_AFTER_MS = const(5000)    # fixes from then up to this long after it (= the post-trigger window) give the speed after
+# fixes from then up to this long after it (= the post-trigger window) give the speed after
+_CONFIRM_AFTER_MS = const(5000)
 _CONFIRM_REST_MMPS = const(2000)   # slower than 2 m/s before the impact: standing (fitting, parked)
 _CONFIRM_STOP_MMPS = const(1500)   # after: the car stopped
 _CONFIRM_DV_MMPS = const(2500)     # or its speed changed by >= 2.5 m/s (9 km/h) ...; or by >= 40 %
@@ -106,10 +107,6 @@ DEFAULTS = {
     "calib_lag_max_ms": 2500,
     "calib_forget_pairs": 600,
 }
-
-
-class MotionError(Exception):
-    pass
 
 
 def _cfg(cfg, key):

@@ -396,7 +396,8 @@ class NMEAParser:
                 if nf > 13:
                     self._s_nav = self._char(13)
         elif key == _K_VTG:
-            if nf < 8 or (self._char(2) != 0x54 and self._char(2) != 0):  # NMEA 2.x+ VTG only: "c,T,c,M,s,N,s,K[,mode]"
+            # NMEA 2.x+ VTG only: "c,T,c,M,s,N,s,K[,mode]"
+            if nf < 8 or (self._char(2) != 0x54 and self._char(2) != 0):
                 ok = False
             else:
                 self._s_kind = T_VTG

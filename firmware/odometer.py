@@ -35,7 +35,8 @@ DEFAULTS = {
     "unaccounted_min_mm": 500000,  # report moves of 500 m or more while the box was off
 }
 
-_REASONS = ("no_fix", "estimated", "zero_zero", "hdop", "sats", "jump", "accel", "parked", "stale", "reanchor")
+_REASONS = ("no_fix", "estimated", "zero_zero", "hdop", "sats", "jump", "accel", "parked", "stale",
+            "reanchor")
 
 
 def distance_mm(lat1_e7, lon1_e7, lat2_e7, lon2_e7):
@@ -253,7 +254,8 @@ class Odometer:
             self._pending_um = 0
             self._on_since = -1
             return 0
-        if self._pending_um == 0 or (vetoed and self._on_since < 0 and t - self._pend_t > cfg["veto_confirm_ms"]):
+        if self._pending_um == 0 or (
+                vetoed and self._on_since < 0 and t - self._pend_t > cfg["veto_confirm_ms"]):
             # pending distance starts at the last accepted fix (restarted while the accelerometer says
             # still and the speed stays below move_on: slow multipath wander must not pile up)
             self._pending_um = 0

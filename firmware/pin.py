@@ -7,6 +7,8 @@
 # with the hash, so the check runs the same count wherever the value is read. "" = no PIN yet.
 import os
 
+from hw.compat import const
+
 try:
     import hashlib
 except ImportError:  # pragma: no cover
@@ -22,11 +24,12 @@ except ImportError:  # pragma: no cover
     _unhexlify = None
 
 PREFIX = "pbkdf2-sha256$"
-SALT_BYTES = 16
-MIN_ITERATIONS = 1000        # floor whatever the box's speed
-MAX_ITERATIONS = 200000      # ceiling (fast hosts / the unix VM)
-CHECK_BUDGET_MS = 250        # sized check time on the box: half the 0.5 s limit (margin for GC, slower clocks)
-_PROBE = 256                 # iterations timed by size_iterations
+SALT_BYTES = const(16)
+MIN_ITERATIONS = const(1000)        # floor whatever the box's speed
+MAX_ITERATIONS = const(200000)      # ceiling (fast hosts / the unix VM)
+# sized check time on the box: half the 0.5 s limit (margin for GC, slower clocks)
+CHECK_BUDGET_MS = const(250)
+_PROBE = const(256)                 # iterations timed by size_iterations
 
 
 def pbkdf2_sha256(password, salt, iterations):

@@ -26,7 +26,8 @@ STATES = ("driving", "parked", "sleep", "cutoff")
 AG_OFF = const(0)
 AG_ON = const(1)
 AG_ASKED = const(2)   # shutdown asked over the link, no answer yet
-AG_HALT = const(3)    # the agent answered: it powers off through systemd; the rail goes off after agent_halt_s
+# the agent answered: it powers off through systemd; the rail goes off after agent_halt_s
+AG_HALT = const(3)
 
 # why the box is awake / why the agent was powered (indexes of the counters)
 CAUSES = ("ignition", "supply", "activity", "heartbeat", "tow", "boot")

@@ -4,13 +4,14 @@
 # same result; it prints one JSON line of ints and strings.
 import json
 
+from hw.compat import const
 from hw.replay import ReplaySession
 
 # the firmware (firmware.runner, firmware.config) is imported by the functions that run it, so that
 # importing this module alone costs only the harness's heap (`paydbox replay --board-heap`)
 
-_STEP_MS = 100          # main-loop period in box time
-_POWER_OFF_MV = 6000    # below this the box is unpowered (unplugged or cut)
+_STEP_MS = const(100)          # main-loop period in box time
+_POWER_OFF_MV = const(6000)    # below this the box is unpowered (unplugged or cut)
 
 
 def replay_board(sess, fs_root, link_uart=None, console=None, agent_rail=None):
@@ -20,9 +21,10 @@ def replay_board(sess, fs_root, link_uart=None, console=None, agent_rail=None):
     from firmware.runner import Board
 
     sleeps = "sleep" in sess.header and "power" in sess.header
-    return Board(sess.clock, sess.gnss_uart, sess.i2c, sess.power if "power" in sess.header else None, fs_root,
-                 link_uart=link_uart, console=console, name="replay", sleep=sess.sleep if sleeps else None,
-                 agent_rail=agent_rail, gnss_power=sess.gnss_power if sleeps else None)
+    power = sess.power if "power" in sess.header else None
+    return Board(sess.clock, sess.gnss_uart, sess.i2c, power, fs_root, link_uart=link_uart, console=console,
+                 name="replay", sleep=sess.sleep if sleeps else None, agent_rail=agent_rail,
+                 gnss_power=sess.gnss_power if sleeps else None)
 
 
 def supply_step(runner, sess):

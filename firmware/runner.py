@@ -17,9 +17,9 @@ from firmware import VERSION
 from firmware.config import Config
 
 # The Box's modules in dependency order, loaded by load_box() on the first power-on.
-_BOX_MODULES = ("hw.compat", "firmware.codec", "firmware.store", "firmware.nmea", "firmware.odometer",
-                "firmware.trip", "firmware.score", "firmware.calib", "firmware.motion", "hw.lis3dh",
-                "firmware.app")
+_BOX_MODULES = ("hw.compat", "firmware.rangecoder", "firmware.records", "firmware.codec", "firmware.store",
+                "firmware.nmea", "firmware.odometer", "firmware.trip", "firmware.score", "firmware.calib",
+                "firmware.motion", "hw.lis3dh", "firmware.app")
 _RESERVE = 8192  # bytes held while they load: the room of the Box's first big buffer (codec models, 6.4 KB)
 
 
@@ -141,8 +141,9 @@ class Runner:
             if board.kbd_intr is not None:
                 hooks["kbd_intr"] = board.kbd_intr
             # the wrong-PIN count lives on flash: a reboot gives no free tries
-            self.console = Console(board.console, config, status_provider=self.status, now_ms=board.clock.ticks_ms,
-                                   hooks=hooks, version=VERSION, lock_path=_join(board.fs_root, "pinlock.json"))
+            self.console = Console(board.console, config, status_provider=self.status,
+                                   now_ms=board.clock.ticks_ms, hooks=hooks, version=VERSION,
+                                   lock_path=_join(board.fs_root, "pinlock.json"))
 
     def settings(self):
         """The settings the box runs with: schema defaults, then config.json, then overrides."""
@@ -224,7 +225,8 @@ class Runner:
         except BaseException:
             # an error must not end in the REPL of a provisioned box: restart instead
             con = self.console
-            if self.board.reset is not None and self.config.pin_set() and not (con is not None and con.maintenance):
+            if self.board.reset is not None and self.config.pin_set() and not (
+                    con is not None and con.maintenance):
                 self.board.reset()
             raise
 

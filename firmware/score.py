@@ -19,14 +19,16 @@
 # trip never scores 100. Harsh accel/brake found from the GNSS speed alone (`n_gnss_only`, counted
 # in n_harsh_accel / n_harsh_brake) are scored like the accelerometer's and noted 'gnss_only'.
 
-_W_ACCEL = 10
-_W_BRAKE = 15
-_W_CORNER = 12
-_MIN_DIST_M = 10000
-_HARSH_CAP = 60
-_SPEED_CAP = 30
-_CRASH_EACH = 15
-_CRASH_CAP = 30
+from hw.compat import const
+
+_W_ACCEL = const(10)
+_W_BRAKE = const(15)
+_W_CORNER = const(12)
+_MIN_DIST_M = const(10000)
+_HARSH_CAP = const(60)
+_SPEED_CAP = const(30)
+_CRASH_EACH = const(15)
+_CRASH_CAP = const(30)
 
 # default thresholds in mg (2.5 / 2.7 / 3.4 m/s^2), used for the severity of listed events
 _THR_MG = {"harsh_accel": 255, "harsh_brake": 275, "harsh_corner_left": 347, "harsh_corner_right": 347}

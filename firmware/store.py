@@ -18,10 +18,10 @@ try:
 except ImportError:  # pragma: no cover
     _codec = None
 
-FRAME_MAGIC = 0xB7
-FRAME_HDR = 20  # <BBHIIHH + crc32
-SEQ_RESERVE = 256
-NPRIO = 5
+FRAME_MAGIC = const(0xB7)
+FRAME_HDR = const(20)  # <BBHIIHH + crc32
+SEQ_RESERVE = const(256)
+NPRIO = const(5)
 _LIVE = const(0)
 _ACKED = const(1)
 _EVICTED = const(2)
@@ -438,8 +438,8 @@ class Store:
             for k in range(len(moving)):
                 i = moving[k]
                 self._set_state(i, _DUP)  # the copy takes over
-                self._append(datas[k], self._get(i, _FS), self._get(i, _LS), self._prio(i), self._get(i, _CNT),
-                             False)
+                self._append(datas[k], self._get(i, _FS), self._get(i, _LS), self._prio(i),
+                             self._get(i, _CNT), False)
         self._drop_dead()
         return True
 
@@ -594,5 +594,6 @@ class Store:
         return {"used_bytes": self.used_bytes(), "max_bytes": self.max_bytes, "blocks": live,
                 "records": records, "live_bytes": live_bytes, "segments": len(self.seg_size),
                 "evicted_blocks": self.evicted_blocks, "evicted_records": self.evicted_records,
-                "evicted_by_prio": list(self.evicted_by_prio), "torn_frames": self.torn_frames, "state_damaged": self.state_damaged,
+                "evicted_by_prio": list(self.evicted_by_prio), "torn_frames": self.torn_frames,
+                "state_damaged": self.state_damaged,
                 "next_seq": self._next_seq}

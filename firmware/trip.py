@@ -140,7 +140,8 @@ class TripTracker:
         end_ms = _cfg(self.cfg, "trip_end_s") * 1000
         if not moving and self._last_move_ms >= 0 and t_ms - self._last_move_ms >= end_ms:
             self._end(self._last_move_ms)
-        elif not moving and self._last_move_ms < 0 and t_ms - tr["start_t_ms"] >= end_ms and self.engine_on() != 1:
+        elif (not moving and self._last_move_ms < 0 and t_ms - tr["start_t_ms"] >= end_ms
+              and self.engine_on() != 1):
             self._end(t_ms)
 
     def on_event(self, ev):
@@ -270,9 +271,11 @@ class TripTracker:
                 self._overspeed_since = t_ms
                 self._overspeed_v0 = speed
                 self._overspeed_reported = False
-            elif not self._overspeed_reported and t_ms - self._overspeed_since >= _cfg(self.cfg, "overspeed_min_s") * 1000:
+            elif (not self._overspeed_reported
+                  and t_ms - self._overspeed_since >= _cfg(self.cfg, "overspeed_min_s") * 1000):
                 self._overspeed_reported = True
-                self._event("overspeed", self._overspeed_since, t_ms - self._overspeed_since, self._overspeed_v0, speed)
+                self._event("overspeed", self._overspeed_since, t_ms - self._overspeed_since,
+                            self._overspeed_v0, speed)
         else:
             self._overspeed_since = -1
 
@@ -293,7 +296,8 @@ class TripTracker:
             if self._towing_since < 0:
                 self._towing_since = t_ms
                 self._towing_reported = False
-            elif not self._towing_reported and t_ms - self._towing_since >= _cfg(self.cfg, "towing_min_s") * 1000:
+            elif (not self._towing_reported
+                  and t_ms - self._towing_since >= _cfg(self.cfg, "towing_min_s") * 1000):
                 self._towing_reported = True
                 self._event("towing", self._towing_since, t_ms - self._towing_since, speed, speed)
         else:

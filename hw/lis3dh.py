@@ -184,7 +184,8 @@ class LIS3DH:
             self._i2c.readfrom_mem_into(self._addr, reg, self._b1)
         except OSError as e:
             code = e.args[0] if e.args and isinstance(e.args[0], int) else errno.EIO
-            raise OSError(code, "LIS3DH at I2C 0x%02x: no answer reading reg 0x%02x (%s)" % (self._addr, reg, e))
+            raise OSError(code, "LIS3DH at I2C 0x%02x: no answer reading reg 0x%02x (%s)"
+                          % (self._addr, reg, e))
         return self._b1[0]
 
     def _write_reg(self, reg, value):
@@ -193,7 +194,8 @@ class LIS3DH:
             self._i2c.writeto_mem(self._addr, reg, self._b1)
         except OSError as e:
             code = e.args[0] if e.args and isinstance(e.args[0], int) else errno.EIO
-            raise OSError(code, "LIS3DH at I2C 0x%02x: no answer writing reg 0x%02x (%s)" % (self._addr, reg, e))
+            raise OSError(code, "LIS3DH at I2C 0x%02x: no answer writing reg 0x%02x (%s)"
+                          % (self._addr, reg, e))
 
     def read_fifo(self):
         """Burst-read every sample in the FIFO into xyz_mg; returns the count. No allocation.

@@ -579,7 +579,8 @@ class ReplaySession:
                 o["mg"] = _flat_samples(o.get("mg"), self._r.lineno)
             if t_ms < self._next_t:
                 raise TraceError(
-                    "trace line %d: field 't' goes back in time (%d ms < %d ms)" % (self._r.lineno, t_ms, self._next_t)
+                    "trace line %d: field 't' goes back in time (%d ms < %d ms)"
+                    % (self._r.lineno, t_ms, self._next_t)
                 )
             self._next_t = t_ms
             self._next = (s, o)

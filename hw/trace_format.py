@@ -11,10 +11,10 @@
 import binascii
 import json
 
-from hw.compat import IS_MICROPYTHON
+from hw.compat import IS_MICROPYTHON, const
 
 FORMAT = "paydbox-trace"
-VERSION = 1
+VERSION = const(1)
 
 
 class TraceError(ValueError):
@@ -139,7 +139,8 @@ def parse_header(line, where="trace line 1"):
     if h.get("format") != FORMAT:
         raise TraceError("%s: field 'format' is %r, expected %r" % (where, h.get("format"), FORMAT))
     if h.get("version") != VERSION:
-        raise TraceError("%s: field 'version' is %r, this reader knows %d" % (where, h.get("version"), VERSION))
+        raise TraceError("%s: field 'version' is %r, this reader knows %d"
+                         % (where, h.get("version"), VERSION))
     return h
 
 

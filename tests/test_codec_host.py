@@ -4,7 +4,7 @@ is reported as CodecError."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware import codec
+from firmware import codec, records
 
 I32 = st.integers(-(2**31), 2**31 - 1)
 NAT = st.integers(0, 2**31)
@@ -16,7 +16,7 @@ TXT = st.one_of(st.sampled_from(codec.STRINGS), st.text(max_size=12))
 
 def _fields(tname):
     out = {}
-    for name, kind in dict(codec.TYPES)[tname]:
+    for name, kind in records.fields(tname):
         if kind == "a":
             out[name] = LAT
         elif kind == "o":
@@ -39,7 +39,7 @@ def _without_defaults(r):
 
 def record_strategy():
     per_type = []
-    for tname, _ in codec.TYPES:
+    for tname in records.TYPE_NAMES:
         per_type.append(st.fixed_dictionaries(dict(type=st.just(tname), t_ms=st.integers(0, 2**40),
                                                    utc_s=st.integers(-1, 2**34), **_fields(tname))))
     return st.one_of(*per_type)

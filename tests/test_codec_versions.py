@@ -6,6 +6,7 @@ Where the git history is present the old encoder is run again and must write the
 decoder must agree with today's on every block."""
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import zlib
 
 import pytest
 
-from firmware import codec
+from firmware import codec, records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "codec_old", "v3_blocks.json")
@@ -174,9 +175,12 @@ def test_a_v3_block_cannot_use_what_version_4_added():
 
 
 def test_formats_table_matches_the_current_tables():
-    # the row of the version this encoder writes is what TYPES and STRINGS hold today
+    # the row of the version this encoder writes is what FIELDS, KINDS and STRINGS hold today
     assert max(codec.FORMATS) == codec.VERSION
-    assert codec.FORMATS[codec.VERSION] == (len(codec.STRINGS), tuple(len(f) for _, f in codec.TYPES))
+    nstr, nfields = codec.FORMATS[codec.VERSION]
+    assert nstr == len(codec.STRINGS) and len(nfields) == len(records.TYPE_NAMES)
+    assert sum(nfields) == len(records.FIELDS) == len(records.KINDS)
+    assert set(records.KINDS) <= set(b"iacosb")
     vs = sorted(codec.FORMATS)
     for old, new in zip(vs, vs[1:]):
         ns0, nf0 = codec.FORMATS[old]
@@ -186,8 +190,47 @@ def test_formats_table_matches_the_current_tables():
             assert nf0[code] <= nf1[code]
             # a field a newer version appended to an existing type must have a default (an older block's
             # record decodes without it)
-            for name, _ in codec.TYPES[code][1][nf0[code]:nf1[code]]:
-                assert name in codec.OPTIONAL, (new, codec.TYPES[code][0], name)
+            for name, _ in records.fields(records.TYPE_NAMES[code])[nf0[code]:nf1[code]]:
+                assert name in codec.OPTIONAL, (new, records.TYPE_NAMES[code], name)
+
+
+def _spec_fields():
+    """{type: [(field, kind letter)]} from the record table of docs/architecture.md, the spec: fields are
+    ints unless noted (str) or (bytes); *lat_e7, *lon_e7 and course_cdeg are latitudes, longitudes and
+    courses (docs/record-format.md)."""
+    text = open(os.path.join(os.path.dirname(HERE), "docs", "architecture.md"), encoding="utf-8").read()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"\| `(\w+)` \| (.*) \|$", line)
+        if not m or m.group(1) == "type":
+            continue
+        # the field names stand outside parentheses; what a parenthesis opens with notes the kind
+        depth, notes, cur = 0, {}, ""
+        for ch in m.group(2):
+            depth += ch == "("
+            if depth == 0:
+                cur += ch
+            elif ch == "(" and depth == 1:
+                notes[len(re.findall(r"`(\w+)`", cur))] = ""
+            if depth == 1 and ch != "(":
+                notes[max(notes)] += ch
+            depth -= ch == ")"
+        names = re.findall(r"`(\w+)`", cur)
+        kinds = []
+        for i, n in enumerate(names):
+            note = notes.get(i + 1, "")
+            kinds.append("s" if note.startswith("str") else "b" if note.startswith("bytes") else
+                         "a" if n.endswith("lat_e7") else "o" if n.endswith("lon_e7") else
+                         "c" if n == "course_cdeg" else "i")
+        out[m.group(1)] = list(zip(names, kinds))
+    return out
+
+
+def test_record_definitions_are_the_spec():
+    spec = _spec_fields()
+    assert list(spec) == list(records.TYPE_NAMES)
+    for tname in records.TYPE_NAMES:
+        assert list(records.fields(tname)) == spec[tname], tname
 
 
 def test_v3_blocks_through_the_edge_agent_and_the_consumer(tmp_path):

@@ -113,6 +113,27 @@ def test_flash_verify_reflash_one_file(tmp_path, repl, trace):
         assert b'"fl-0001"' in f.read()
 
 
+def test_upgrade_from_a_box_with_pdboot_as_source(tmp_path, repl, trace):
+    """An installer before pdboot was compiled left pdboot.py (source) on the box: a flash installs
+    pdboot.mpy, deletes pdboot.py (MicroPython would import the .py first) and the box boots."""
+    F.flash(repl.link, board="unix", progress=False)
+    box = repl.boxdir
+    os.remove(os.path.join(box, "pdboot.mpy"))
+    shutil.copy(os.path.join(F.DEVICE_DIR, "pdboot.py"), os.path.join(box, "pdboot.py"))
+    with open(os.path.join(box, F.MANIFEST)) as f:
+        man = json.load(f)
+    del man["files"]["pdboot.mpy"]
+    man["files"]["pdboot.py"] = F.sha256(open(os.path.join(F.DEVICE_DIR, "pdboot.py"), "rb").read())
+    with open(os.path.join(box, F.MANIFEST), "w") as f:
+        json.dump(man, f)
+    rep = F.flash(repl.link, board="unix", progress=False)
+    assert rep["changed"] == ["pdboot.mpy"] and rep["deleted"] == ["pdboot.py"]
+    assert not os.path.exists(os.path.join(box, "pdboot.py"))
+    man2, disk = box_state(box)
+    assert disk == man2["files"] and "pdboot.mpy" in disk
+    assert boots(tmp_path, box, trace)["fw"] == man2["version"]
+
+
 def test_flash_cli_json_and_errors(tmp_path, repl, capsys):
     from tools.cli import main
 
@@ -241,7 +262,7 @@ def test_manifest_is_the_import_closure_of_the_board_entry_point():
 
 def test_flashed_box_holds_only_manifest_modules(tmp_path, repl):
     rep = F.flash(repl.link, board="unix", progress=False)
-    want = {p[:-3] + ".mpy" for p in F.source_files("unix")} | {"main.py", "pdboot.py", "board.json"}
+    want = {p[:-3] + ".mpy" for p in F.source_files("unix")} | {"main.py", "pdboot.mpy", "board.json"}
     on_box = set()
     for d, _, names in os.walk(repl.boxdir):
         for n in names:
@@ -262,7 +283,7 @@ def test_romfs_image_holds_only_manifest_modules(tmp_path, board):
 
     method, fs, image = F.plan(board)
     assert method == "romfs" and len(image) <= F.PROFILES[board]["flash"]["romfs_bytes"]
-    assert sorted(fs) == ["board.json", "main.py", "pdboot.py"] and b"/rom" in fs["main.py"]
+    assert sorted(fs) == ["board.json", "main.py", "pdboot.mpy"] and b"/rom" in fs["main.py"]
     img = tmp_path / "img.romfs"
     img.write_bytes(image)
     code = ("import vfs, os\nf = open(%r, 'rb')\nvfs.mount(vfs.VfsRom(f.read()), '/rom')\n"
@@ -287,8 +308,11 @@ def test_device_files_are_real_micropython_modules(tmp_path):
                            capture_output=True, text=True)
         assert p.returncode == 0, (n, p.stderr)
     files = F.build("unix")
-    with open(os.path.join(F.DEVICE_DIR, "pdboot.py"), "rb") as f:
-        assert files["pdboot.py"] == f.read()
+    # pdboot is deployed, so it is compiled like the firmware: the .mpy of tools/installer/device/pdboot.py
+    subprocess.run(F.mpy_cross_exe() + ["-march=" + F.BOARDS["unix"], "-s", "pdboot.py", "-o",
+                                        str(tmp_path / "p.mpy"), os.path.join(F.DEVICE_DIR, "pdboot.py")],
+                   check=True)
+    assert "pdboot.py" not in files and files["pdboot.mpy"] == (tmp_path / "p.mpy").read_bytes()
     with open(os.path.join(F.DEVICE_DIR, "main_romfs.py"), "rb") as f:
         assert F.plan("esp32-s3")[1]["main.py"] == f.read()
 

@@ -6,6 +6,8 @@ import ast
 import os
 import re
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORBIDDEN = {"firmware": {"tools", "edge_agent", "testbed"},
              "hw": {"firmware", "edge_agent", "tools", "testbed"},
@@ -73,6 +75,11 @@ def test_cli_tells_user_errors_from_bugs(capsys, monkeypatch, tmp_path):
         err = capsys.readouterr().err
         assert got == rc and err.startswith(start) and len(err.strip().splitlines()) == 1, err
     assert cli.is_user_error(consumer_db.sqlite3.Error("x")) is False  # not ours, not a ValueError: a bug
+    # --debug: the traceback (the exception goes out), for a bug and for a user error alike
+    for fn, exc in ((boom_user, LookupError), (boom_bug, KeyError)):
+        monkeypatch.setattr(consumer_db, "list_trips", lambda db, device=None, fn=fn: fn(None))
+        with pytest.raises(exc):
+            cli.main(["--debug", "trips", "--db", db])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from firmware import codec
+from firmware import codec, records
 from firmware.app import Box
 from firmware.score import score
 from firmware.store import Store
@@ -16,7 +16,7 @@ from hw.replay import ReplaySession
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMUTE = os.path.join(ROOT, "tests", "traces", "commute.jsonl.gz")
-COUNT_FIELDS = [f for f, _ in dict(codec.TYPES)["trip_end"] if f.startswith("n_")]
+COUNT_FIELDS = [f for f, _ in records.fields("trip_end") if f.startswith("n_")]
 
 
 def plain(path, tmp_path):

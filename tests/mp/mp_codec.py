@@ -2,7 +2,7 @@
 import drive_gen
 from firmware import codec
 from firmware.codec import BlockEncoder, CodecError, decode_block
-from mptest import assert_eq, assert_raises
+from mptest import assert_eq, assert_raises, heap_locked
 from testbed.blocks import encode_blocks
 
 
@@ -341,3 +341,27 @@ def test_coder_state_stays_small_int():
             enc.add(r)
         w = enc._w
         assert_eq(0 <= w.low < (1 << 28) and (1 << 20) <= w.range <= (1 << 28), True, "coder state")
+
+
+def _add_all(enc, recs):
+    n = 0
+    for r in recs:
+        if enc.add(r):
+            n += 1
+    return n
+
+
+def test_add_heap_locked():
+    # after a block's first record, adding a fix allocates nothing (predictor state, header values,
+    # the roll-back mark are the encoder's own), and neither does refusing one that does not fit
+    recs = _drive(80, pos_only=True)
+    enc = BlockEncoder("box-0001", 3, max_bytes=4096)
+    for r in recs[:5]:
+        enc.add(r)  # warm up: the block opens
+    assert_eq(heap_locked(_add_all, enc, recs[5:]), len(recs) - 5, "fixes added under heap lock")
+    assert_eq(decode_block(enc.finish())[1], recs, "decoded")
+    small = BlockEncoder("box-0001", 3, max_bytes=128)
+    small.add(recs[0])
+    n = heap_locked(_add_all, small, recs[1:])
+    assert_eq(0 < n < len(recs) - 1, True, "a 128-byte block closes: %d fixes" % n)
+    assert_eq(decode_block(small.finish())[1], recs[:n + 1], "decoded, the refused fix rolled back")

