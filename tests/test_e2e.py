@@ -18,7 +18,7 @@ if bench_e2e.MOSQUITTO is None:  # make setup installs it; a machine without it 
 
 def _consumer(broker, db, workdir, name="consumer"):
     return Proc(["-m", "tools.cli", "ingest", "--broker", "mqtt://127.0.0.1:%d" % broker.port,
-                 "--db", db, "--group", "t", "--client-id", "t-ingest", "--quiet", "--repair-grace", "2"],
+                 "--db", db, "--group", "t", "--client-id", "t-ingest", "--repair-grace", "2"],
                 os.path.join(workdir, name + ".log"))
 
 
@@ -36,7 +36,9 @@ def _restart_while_consumer_away(tmp_path, e2e):
     db = os.path.join(w, "c.db")
     consumer = _consumer(broker, db, w).start()
     try:
-        time.sleep(3.0)  # the consumer is subscribed before the drive starts (the control needs it)
+        # the consumer is subscribed before the drive starts (the control needs it: what is published
+        # before has no session to go to); its start takes seconds on a loaded machine, so wait for it
+        assert wait_for(lambda: "ingest: subscribed" in consumer.log(), 60), consumer.log()[-2000:]
         gen.step(700)
         gen.flush()
         assert wait_for(lambda: db_state(db, dict(gen.produced))["lost"] == 0, 30), agent.log()[-2000:]
@@ -50,7 +52,9 @@ def _restart_while_consumer_away(tmp_path, e2e):
         time.sleep(2.0)
         consumer.start()
         produced = dict(gen.produced)
-        wait_for(lambda: db_state(db, produced)["lost"] == 0, 25 if e2e else 8)
+        # e2e: the agent publishes again after its e2e timeout (2 s, backing off): ~5 s on a loaded machine;
+        # the control waits 8 s to show what is lost (its records never come back)
+        wait_for(lambda: db_state(db, produced)["lost"] == 0, 60 if e2e else 8)
         time.sleep(1.0)
         return db_state(db, produced), agent, consumer
     finally:

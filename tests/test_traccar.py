@@ -454,6 +454,7 @@ class FakeOsmAnd:
         fake = self
         self.ids = set(ids)
         self.got = []
+        self.refused = 0  # 400 answers (unknown id)
         self.fail_next = 0
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -468,6 +469,7 @@ class FakeOsmAnd:
                     fake.got.append(q)
                     code = 200
                 else:
+                    fake.refused += 1
                     code = 400
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
@@ -497,8 +499,15 @@ def test_osmand_output(tmp_path, commute):
     agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), box, q, osmand=web.addr),
                       str(tmp_path / "a.log")).start()
     try:
-        time.sleep(1.5)
-        assert not web.got and _queue_rows(q) == len(blocks)  # unknown device: refused, nothing dropped
+        # the agent's start, the pull of every block and a first refused post take seconds on a loaded
+        # machine (it was a fixed 1.5 s: the queue did not exist yet); the wait ends once they are done
+        def all_queued_and_refused():
+            try:
+                return web.refused and os.path.exists(q) and _queue_rows(q) == len(blocks)
+            except sqlite3.OperationalError:  # the agent has not created its queue yet
+                return False
+        assert wait_for(all_queued_and_refused, 60), agent.log()[-2000:]
+        assert not web.got  # unknown device: refused, nothing dropped
         web.fail_next = 3
         web.ids.add(IMEI)
         assert wait_for(lambda: _queue_rows(q) == 0, 60), agent.log()[-2000:]

@@ -91,37 +91,49 @@ def test_power_cut_during_config_writes(tmp_path, trace):
 
     rnd = random.Random(7)
     written = set()
+    # PBKDF2 of the PIN (~0.25 s idle) takes seconds on a loaded 2-core CI machine: the console's
+    # default 5 s answer timeout is too short for the logins (latency only: cmd() returns at the answer)
     with VirtualBox(trace, tmp_path / "box", speed=0) as vb:
         info = vb.start()
-        with ConsoleClient(info["console"]) as c:
+        with ConsoleClient(info["console"], timeout=60) as c:
             c.set_many([("device_id", "cut-init")], "0000")
             written.add("cut-init")
         for cut in range(6):
-            stop = threading.Event()
-            logged_in = threading.Event()
+            cutting = threading.Event()
+            busy = threading.Event()  # the box has answered `writes` rewrites of this cycle
+            writes = 4 + rnd.randrange(3)
+            failed = []
 
             def writer():
+                i = 0
                 try:
-                    with ConsoleClient(info["console"], timeout=2) as c:
-                        c.login("0000")  # a PBKDF2 check (~0.25 s): the cut window starts after it
-                        logged_in.set()
-                        i = 0
-                        while not stop.is_set():
+                    with ConsoleClient(info["console"], timeout=60) as c:
+                        c.login("0000")
+                        c.timeout = 2  # each set takes ~10-300 ms; after the cut, no answer ends the writer
+                        while True:  # until the cut: no answer within 2 s
                             v = "cut-%d-%d" % (cut, i)
                             written.add(v)
                             c.cmd("set device_id %s" % v)
                             c.cmd("set crash_g %d.5" % (2 + i % 5))
                             i += 1
-                except ConfigCLIError:
-                    pass  # the box died under us: expected
+                            if i == writes:
+                                busy.set()
+                except ConfigCLIError as e:
+                    if not cutting.is_set():
+                        failed.append("writer failed after %d rewrites: %s" % (i, e))
+                busy.set()  # the box died under us (expected after the cut) or the writer failed
 
             th = threading.Thread(target=writer)
             th.start()
-            logged_in.wait(10)
-            time.sleep(0.15 + rnd.random() * 0.3)
+            # the cut falls at a random moment of a box busy rewriting its config: after `writes`
+            # answered rewrites (counted, not timed: a loaded machine does fewer per second)
+            assert busy.wait(120) and not failed, failed
+            time.sleep(rnd.random() * 0.3)
+            cutting.set()
             vb.power_cut()
-            stop.set()
-            th.join(5)
+            assert vb.events[-1]["event"] == "exit", vb.events[-1]  # power_on() waits for the next boot
+            th.join(10)
+            assert not failed and not th.is_alive(), failed
             ready = vb.power_on()
             assert ready["config"] in ("main", "tmp", "backup"), ready
             with ConsoleClient(info["console"]) as c:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import queue
+import select
 import socket
 import sys
 import threading
@@ -164,6 +165,7 @@ class Consumer:
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
         self._connected_once = False
+        self._closing = False
 
     # -- paho callbacks (network thread): no SQLite here, just queue the message
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -187,6 +189,9 @@ class Consumer:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.subscribed.clear()
+        if self._closing and not flags.is_disconnect_packet_from_server:
+            # our DISCONNECT is written and paho closes the socket right after this callback
+            close_without_reset(client.socket())
 
     def _on_message(self, client, userdata, msg):
         self.q.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time()))
@@ -358,11 +363,40 @@ class Consumer:
         return self.counters
 
     def close(self):
+        self._closing = True
         try:
             self.client.disconnect()  # normal disconnect: the session (and its queue) stays on the broker
         finally:
             self.client.loop_stop()
             self.db.close()
+
+
+def close_without_reset(sock, timeout_s=2.0):
+    """Half-close a socket whose last packet (DISCONNECT) is written, then read it empty until the broker
+    closes its end (at most timeout_s). A socket closed with bytes still unread sends a TCP reset, and the
+    broker then drops what it had not read yet: the PUBACKs of the last batch (committed, so the broker
+    would deliver them again: counted duplicates on every restart) and the DISCONNECT itself. What is read
+    here is only messages never acknowledged: the broker delivers them again to the session."""
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_WR)  # FIN after the DISCONNECT (a TLS socket drops its TLS layer here)
+    except OSError:
+        return
+    end = time.monotonic() + timeout_s
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            if not select.select([sock], [], [], left)[0]:
+                return
+            if not sock.recv(65536):
+                return  # the broker closed: nothing unread, the close sends no reset
+        except (BlockingIOError, InterruptedError):
+            continue
+        except (OSError, ValueError):
+            return
 
 
 def format_counters(c):

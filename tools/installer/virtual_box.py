@@ -50,6 +50,7 @@ class _PtyEnd(RawPty):
                 pass
             os.symlink(self.path, link)
         self.sock = None
+        self.attached = 0  # VM connections attached so far (one per boot)
         self.pending = b""  # VM -> pty bytes not yet accepted by the pty
 
     def close(self):
@@ -87,6 +88,7 @@ class VirtualBox:
         self._cv = threading.Condition()
         self._stop = False
         self._relay = None
+        self._reader = None  # the thread reading the VM's events (stdout) until it exits
         self.restarts = 0
         self.auto_restart = True
         self._log = open(self.log_path, "ab")
@@ -104,9 +106,11 @@ class VirtualBox:
         cmd = [micropython_binary(), "-X", "heapsize=" + self.heapsize, RUNNER, str(self.port), self.boxdir,
                self.trace, repr(float(self.speed)), src, "1" if self.exit_at_end else "0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, cwd=self.boxdir, env=env)
-        threading.Thread(target=self._read_events, args=(self.proc,), daemon=True).start()
+        attached = {k: e.attached for k, e in self.ends.items()}
+        self._reader = threading.Thread(target=self._read_events, args=(self.proc, attached), daemon=True)
+        self._reader.start()
 
-    def _read_events(self, proc):
+    def _read_events(self, proc, attached):
         for line in proc.stdout:
             self._log.write(line)
             self._log.flush()
@@ -115,6 +119,11 @@ class VirtualBox:
             except ValueError:
                 continue
             with self._cv:
+                if ev.get("event") == "ready":
+                    # the VM sent its console and link hellos before "ready", but the relay may not have
+                    # read them yet: until it has, what a user types on the pty is dropped (no VM attached)
+                    self._cv.wait_for(lambda: all(self.ends[k].attached > n for k, n in attached.items())
+                                      or self._stop, 30)
                 self.events.append(ev)
                 self._cv.notify_all()
         rc = proc.wait()
@@ -189,10 +198,14 @@ class VirtualBox:
     def power_cut(self):
         """kill -9 the VM (the ptys stay); call power_on() to boot it again."""
         self.auto_restart = False
-        p = self.proc
+        p, reader = self.proc, self._reader
         if p and p.poll() is None:
             p.kill()
             p.wait()
+        if reader is not None and reader is not threading.current_thread():
+            # its "exit" event is in self.events before power_on() counts them, or power_on() would
+            # take this VM's exit (status -9) for the next boot's failure
+            reader.join(10)
         time.sleep(0.05)
         self.auto_restart = True
 
@@ -276,6 +289,9 @@ class VirtualBox:
                             e.sock.close()
                         e.sock = fd
                         e.pending += rest
+                        with self._cv:
+                            e.attached += 1
+                            self._cv.notify_all()
                     else:
                         pending_hello[fd] = buf
                     continue
