@@ -361,7 +361,7 @@ class Box:
                 kind = kind + "_gnss"   # from the GNSS speed alone (mount not calibrated)
             if kind not in _EVENT_KINDS:
                 kind = "unclassified"
-            if self.trip.nobody_driving():
+            if self.trip.nobody_driving(ev["t_ms"]):
                 # ignition and engine off (a tow truck's winch, the car shaken while parked): a shock,
                 # never a harsh-driving event charged to the driver (docs/power.md); not a trip's event
                 kind = "shock"

@@ -62,6 +62,7 @@ class TripTracker:
         self.trips = []         # finished trip summaries (kept for the replay report; bounded)
         self.ign = -1
         self.supply_mv = -1
+        self._engine_off_ms = -1  # box ms at which ignition-and-engine went off (-1: never seen on)
         self._moving_since = -1
         self._last_move_ms = -1
         self._last_fix_ms = -1
@@ -77,6 +78,8 @@ class TripTracker:
 
     # ---- inputs ----
     def on_power(self, t_ms, ign, supply_mv):
+        if (self.ign == 1 or self.supply_mv >= _ENGINE_ON_MV) and ign != 1 and supply_mv < _ENGINE_ON_MV:
+            self._engine_off_ms = t_ms
         self.ign = ign
         self.supply_mv = supply_mv
         if self.state == _IDLE and ign == 1 and supply_mv >= _ENGINE_ON_MV:
@@ -87,10 +90,14 @@ class TripTracker:
             return -1
         return 1 if (self.ign == 1 and self.supply_mv >= _ENGINE_ON_MV) else 0
 
-    def nobody_driving(self):
-        """1 when the ignition (as believed) is off and the alternator is not charging: a harsh event then
-        is the parked car being shaken (a tow truck's winch), nobody's driving. 0 without power inputs."""
-        return 1 if (self.ign == 0 and self.supply_mv < _ENGINE_ON_MV) else 0
+    def nobody_driving(self, t_ms):
+        """1 when an event that began at box time t_ms (ms) began with the ignition (as believed) off and
+        the alternator not charging, and both still are: a harsh event then is the parked car being shaken
+        (a tow truck's winch), nobody's driving. An event of the drive that is classified only after the
+        engine went off (motion holds candidates) keeps its kind. 0 without power inputs."""
+        if self.ign != 0 or self.supply_mv >= _ENGINE_ON_MV:
+            return 0
+        return 1 if t_ms >= self._engine_off_ms else 0
 
     def on_fix(self, t_ms, valid, utc_s, lat_e7, lon_e7, speed_mmps, course_cdeg, credited_mm):
         """Called for every GNSS epoch with the odometer's credited distance for it."""
