@@ -22,8 +22,13 @@ def test_board_heap_report_is_the_cpython_report_plus_heap():
     assert heap["limit_bytes"] == 192 * 1024
     assert 40 * 1024 < heap["peak_bytes"] <= heap["limit_bytes"]
     assert heap["image_bytes"] == os.path.getsize(image_for())
-    # the harness's share (image buffer, VM, trace reader) is measured apart, never charged to the firmware
+    # the harness's share (image buffer, VM, peers) is measured apart, never charged to the firmware
     assert heap["harness_bytes"] > heap["image_bytes"]
+    # and the firmware gets SIZE, not SIZE plus the VM's slack: 4 KiB below its own peak it cannot run
+    below = (heap["peak_bytes"] - 4096) // 1024
+    with pytest.raises(ReplayError) as ei:
+        replay_trace(TRACE, "micropython", board_heap="%dK" % below)
+    assert "MemoryError" in str(ei.value).splitlines()[0]
 
 
 # The heap CI holds the firmware to (`paydbox replay --board-heap`: the harness on the host, the
