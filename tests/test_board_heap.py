@@ -32,13 +32,13 @@ def test_board_heap_report_is_the_cpython_report_plus_heap():
 
 
 # The heap CI holds the firmware to (`paydbox replay --board-heap`: the harness on the host, the
-# firmware given exactly SIZE free bytes). The 3-hour 1 Hz drive: its smallest heap is 98K (96K fails)
-# since the harness no longer hands it the slack of its own measured peak; the issue-13 target is 96K.
-# The bundled drive (100 Hz accelerometer) does not fit 96K yet: smallest heap 120K (116K fails).
+# firmware given exactly SIZE free bytes). The 3-hour 1 Hz drive is held to the issue-13 target, 96K
+# (it completes at 96K, fails at 94K: ~2 KiB of room for new code). The bundled drive (100 Hz
+# accelerometer) does not fit 96K yet: it completes at 116K and fails at 112K (at boot), held to 120K.
 # docs/heap.md has the figures and what stands between them and 96K.
 # Lower them as the heap work goes on; raising one is the lead's call, with the figure in the docs.
-CI_BOARD_HEAP_BUNDLED = "132K"
-CI_BOARD_HEAP_3H = "100K"
+CI_BOARD_HEAP_BUNDLED = "120K"
+CI_BOARD_HEAP_3H = "96K"
 
 
 def _same_json(rep, ref):

@@ -9,7 +9,8 @@ main-loop passes, minus the CPU of the recording's peers (a pass making the same
 firmware); median of 5 VM runs, min and max beside it. Profile: an instrumented run, exclusive wall
 time per subsystem (wrapper cost calibrated out) as a share of the median CPU figure, and the bytes
 the passes allocate (what the garbage collector has to reclaim).
-Heap: `paydbox replay --board-heap` (firmware from its ROMFS image, the harness measured apart):
+Heap: `paydbox replay --board-heap` (firmware from its ROMFS image, alone in the VM with exactly SIZE
+free bytes; the harness on the host answers its board calls over a pipe, tools/trace/replay.py):
 image bytes, the firmware's live heap peak, and the smallest --board-heap (KiB, 4 KiB steps) with
 which the drive completes with the CPython report; then the same on a synthetic 3-hour 1 Hz drive
 and a 20-minute drive with the 100 Hz accelerometer. `python -m tools.bench.bench_firmware [--quick]`
