@@ -111,8 +111,8 @@ def test_the_vm_side_peers_allocate_nothing_per_call():
         "n, k, k2, t = calls(buf, b6)\n"
         "print('\\n@@', n, k, k2, t, bytes(buf[:5]), bytes(b6))\n")
     p = subprocess.Popen([micropython_binary(), "-X", "heapsize=400K", "-c", code],
-                         env=dict(os.environ, MICROPYPATH="/rom"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, bufsize=0)
+                         env=dict(os.environ, MICROPYPATH="/rom"), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
 
     def req():
         return struct.unpack("<BBBBI", p.stdout.read(8))
@@ -136,4 +136,5 @@ def test_the_vm_side_peers_allocate_nothing_per_call():
     assert last == b"k" + bytes(7), (last + out.encode()).decode("ascii", "replace")
     p.wait()
     assert p.returncode == 0, out
-    assert out.split("@@")[-1].split() == ["7", "5", "None", "1", "b'$GPGG'", "b'\\x01\\x02\\x03\\x04\\x05\\x06'"]
+    assert out.split("@@")[-1].split() == ["7", "5", "None", "1", "b'$GPGG'",
+                                           "b'\\x01\\x02\\x03\\x04\\x05\\x06'"]

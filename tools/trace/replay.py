@@ -134,7 +134,8 @@ _MOUNT = ("import sys, vfs\nf = open(%r, 'rb')\nimg = f.read()\nf.close()\nvfs.m
 
 
 _STEP_MS = 100  # the replay loop's pass (firmware/replay_main.py)
-_HEAP_SLACK = 64 * 1024  # VM heap beyond --board-heap for the image, the VM and the peers (held back in the VM)
+# VM heap beyond --board-heap for the image, the VM and the peers (what is left over is held back in the VM)
+_HEAP_SLACK = 64 * 1024
 
 
 class _VMText(Exception):
@@ -279,7 +280,8 @@ def run_board_heap(path, board_heap, config=None, timeout=3600, src_root=ROOT):
     free0 = raw.pop("heap_free_at_start")
     if abs(free0 - limit) > 64:
         raise ReplayError("--board-heap: the firmware started with %d bytes free, not %d" % (free0, limit))
-    raw["heap"] = {"limit_bytes": limit, "peak_bytes": live, "image_bytes": image_bytes, "harness_bytes": harness}
+    raw["heap"] = {"limit_bytes": limit, "peak_bytes": live, "image_bytes": image_bytes,
+                   "harness_bytes": harness}
     return raw
 
 
