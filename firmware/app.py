@@ -73,6 +73,13 @@ def subsystem_configs(cfg):
     return _subset(cfg, _ODO_KEYS), motion, trip
 
 
+def _crash_block_bytes(rec):
+    """Block size for a crash record: its raw samples (8 bits each in the block) and 256 bytes for the
+    block header and the other fields; not the largest block the link carries (16 KiB: a 10 s
+    trace at 100 Hz is 6 KB)."""
+    return min(_CRASH_BLOCK_MAX, len(rec.get("samples", b"")) + 256)
+
+
 def _join(a, b):
     return a + "/" + b if a else b
 
@@ -403,16 +410,18 @@ class Box:
         rec["seq"] = seq
         if rec["type"] == "trip_start":
             rec["trip"] = seq
+        crash = rec["type"] == "crash"
         if self.enc is None:
             # a crash trace (10 s of raw samples) needs a block sized for it even when it opens one
-            self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX if rec["type"] == "crash" else 0)
+            self._new_block(rec["t_ms"], _crash_block_bytes(rec) if crash else 0)
         dropped = self.enc.dropped
         if not self.enc.add(rec):
             self.flush()
-            # a crash trace (10 s of raw samples) gets a block of its own, sized for it
-            self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX if rec["type"] == "crash" else 0)
+            # a crash trace gets a block of its own, sized for it (the largest the link carries if
+            # the sized one was too small)
+            self._new_block(rec["t_ms"], _crash_block_bytes(rec) if crash else 0)
             dropped = self.enc.dropped
-            if not self.enc.add(rec):
+            if not self.enc.add(rec) and not (crash and self._crash_retry(rec)):
                 raise ValueError("record too large for a block: " + rec["type"])
         if self.enc.dropped != dropped:
             # dropped by the privacy / thinning mode: its seq is given back, so the seqs of a boot stay
@@ -445,6 +454,11 @@ class Box:
         self.records_count += 1
         return seq
 
+    def _crash_retry(self, rec):
+        self.enc = None
+        self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX)
+        return self.enc.add(rec)
+
     def _new_block(self, t_ms, max_bytes=0):
         # privacy and bounded-error modes act here, before anything is stored; the odometer has already
         # counted every fix, so billing never depends on them
@@ -456,6 +470,10 @@ class Box:
             self.enc = self._spare_enc
             self.enc.reset()
         else:
+            # the spare goes before the new one is made: a crash block's encoder (its buffer and
+            # models) is not built beside the usual one's (7 KB)
+            self._spare_enc = None
+            self._spare_key = None
             self.enc = codec.BlockEncoder(self.device, self.boot, key[0], privacy=key[1], tolerance_m=key[2],
                                           speed_q_mmps=key[3], course_q_cdeg=key[4])
             self._spare_enc = self.enc
