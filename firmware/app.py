@@ -73,13 +73,6 @@ def subsystem_configs(cfg):
     return _subset(cfg, _ODO_KEYS), motion, trip
 
 
-def _crash_block_bytes(rec):
-    """Block size for a crash record: its raw samples (8 bits each in the block) and 256 bytes for the
-    block header and the other fields; not the largest block the link carries (16 KiB: a 10 s
-    trace at 100 Hz is 6 KB)."""
-    return min(_CRASH_BLOCK_MAX, len(rec.get("samples", b"")) + 256)
-
-
 def _join(a, b):
     return a + "/" + b if a else b
 
@@ -411,18 +404,25 @@ class Box:
         if rec["type"] == "trip_start":
             rec["trip"] = seq
         crash = rec["type"] == "crash"
+        # a crash trace (10 s of raw samples) gets a block sized for it: its samples (8 bits each in
+        # the block) and 256 B for the header and the other fields, not the largest block the link
+        # carries (16 KiB; a 10 s trace at 100 Hz is 6 KB)
+        cb = min(_CRASH_BLOCK_MAX, len(rec["samples"]) + 256) if crash else 0
         if self.enc is None:
-            # a crash trace (10 s of raw samples) needs a block sized for it even when it opens one
-            self._new_block(rec["t_ms"], _crash_block_bytes(rec) if crash else 0)
+            self._new_block(rec["t_ms"], cb)
         dropped = self.enc.dropped
         if not self.enc.add(rec):
             self.flush()
             # a crash trace gets a block of its own, sized for it (the largest the link carries if
             # the sized one was too small)
-            self._new_block(rec["t_ms"], _crash_block_bytes(rec) if crash else 0)
+            self._new_block(rec["t_ms"], cb)
             dropped = self.enc.dropped
-            if not self.enc.add(rec) and not (crash and self._crash_retry(rec)):
-                raise ValueError("record too large for a block: " + rec["type"])
+            if not self.enc.add(rec):
+                if crash and cb < _CRASH_BLOCK_MAX:
+                    self.enc = None
+                    self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX)
+                if not (crash and self.enc.add(rec)):
+                    raise ValueError("record too large for a block: " + rec["type"])
         if self.enc.dropped != dropped:
             # dropped by the privacy / thinning mode: its seq is given back, so the seqs of a boot stay
             # contiguous and a consumer can tell a gap (lost data) from a dropped position
@@ -453,11 +453,6 @@ class Box:
             self._enc_prio = p
         self.records_count += 1
         return seq
-
-    def _crash_retry(self, rec):
-        self.enc = None
-        self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX)
-        return self.enc.add(rec)
 
     def _new_block(self, t_ms, max_bytes=0):
         # privacy and bounded-error modes act here, before anything is stored; the odometer has already
