@@ -18,7 +18,8 @@ from firmware.trip import DEFAULTS as _TRIP_KEYS
 from firmware.trip import TripTracker
 from hw.compat import const
 
-_UART_BUF_MAX = const(512)  # GNSS read buffer: one pass's bytes at the GNSS baud rate (96 at 9600), 512 at most
+# GNSS read buffer: one pass's bytes at the GNSS baud rate (96 at 9600), 512 at most
+_UART_BUF_MAX = const(512)
 _BLOCK_MAX_AGE_MS = const(60000)   # a block is committed at the latest 60 s after its first record
 _STATUS_EVERY_MS = const(600000)   # status record every 10 minutes (config status_interval_s)
 _GNSS_SILENT_MS = const(30000)     # no GNSS byte for 30 s: tamper gnss_missing
