@@ -18,7 +18,8 @@ from firmware.trip import DEFAULTS as _TRIP_KEYS
 from firmware.trip import TripTracker
 from hw.compat import const
 
-_UART_BUF = const(512)
+# GNSS read buffer: one pass's bytes at the GNSS baud rate (96 at 9600), 512 at most
+_UART_BUF_MAX = const(512)
 _BLOCK_MAX_AGE_MS = const(60000)   # a block is committed at the latest 60 s after its first record
 _STATUS_EVERY_MS = const(600000)   # status record every 10 minutes (config status_interval_s)
 _GNSS_SILENT_MS = const(30000)     # no GNSS byte for 30 s: tamper gnss_missing
@@ -33,6 +34,10 @@ _PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "odo
 
 _EVENT_KINDS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "overspeed", "idle",
                 "towing", "unclassified", "shock", "harsh_accel_gnss", "harsh_brake_gnss")
+
+# the settings the Box reads after boot (self.cfg): the block encoder's key, power management's wake-up
+_RUN_KEYS = ("block_max_bytes", "privacy", "pos_tolerance_m", "pos_speed_step_mmps", "pos_course_step_cdeg",
+             "wake_mg", "wake_ms")
 
 # internal sizes (not installer settings; overridable by replay/bench tunables of the same name)
 _STORE_SEGMENT_BYTES = const(32768)  # largest segment
@@ -108,7 +113,8 @@ class Box:
             cfg["store_segment_bytes"] = min(_STORE_SEGMENT_BYTES, cfg["store_max_bytes"] // 8)
         if "block_max_bytes" not in cfg:
             cfg["block_max_bytes"] = _BLOCK_MAX_BYTES
-        self.cfg = cfg
+        # the settings read after boot (block key, power management); the full table is not kept
+        self.cfg = _subset(cfg, _RUN_KEYS)
         self.clock = clock
         self.gnss_uart = gnss_uart
         self.power = power
@@ -181,7 +187,7 @@ class Box:
         self.parser = NMEAParser(on_fix=self._on_fix, idle_ms=_NMEA_IDLE_MS)
         self.odo = Odometer(odo_cfg, st.get("odo"))
         self.trip = TripTracker(trip_cfg, emit=self._emit, score_fn=score_trip, before_end=self._flush_motion)
-        self._uart_buf = bytearray(_UART_BUF)
+        self._uart_buf = bytearray(min(_UART_BUF_MAX, (cfg["gnss_baud"] // 100 + 31) // 32 * 32))
         self._last_gnss_ms = now
         self._gnss_missing_reported = False
         self._first_good_fix = True
@@ -398,17 +404,26 @@ class Box:
         rec["seq"] = seq
         if rec["type"] == "trip_start":
             rec["trip"] = seq
+        crash = rec["type"] == "crash"
+        # a crash trace (10 s of raw samples) gets a block sized for it: its samples (8 bits each in
+        # the block) and 256 B for the header and the other fields, not the largest block the link
+        # carries (16 KiB; a 10 s trace at 100 Hz is 6 KB)
+        cb = min(_CRASH_BLOCK_MAX, len(rec["samples"]) + 256) if crash else 0
         if self.enc is None:
-            # a crash trace (10 s of raw samples) needs a block sized for it even when it opens one
-            self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX if rec["type"] == "crash" else 0)
+            self._new_block(rec["t_ms"], cb)
         dropped = self.enc.dropped
         if not self.enc.add(rec):
             self.flush()
-            # a crash trace (10 s of raw samples) gets a block of its own, sized for it
-            self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX if rec["type"] == "crash" else 0)
+            # a crash trace gets a block of its own, sized for it (the largest the link carries if
+            # the sized one was too small)
+            self._new_block(rec["t_ms"], cb)
             dropped = self.enc.dropped
             if not self.enc.add(rec):
-                raise ValueError("record too large for a block: " + rec["type"])
+                if crash and cb < _CRASH_BLOCK_MAX:
+                    self.enc = None
+                    self._new_block(rec["t_ms"], _CRASH_BLOCK_MAX)
+                if not (crash and self.enc.add(rec)):
+                    raise ValueError("record too large for a block: " + rec["type"])
         if self.enc.dropped != dropped:
             # dropped by the privacy / thinning mode: its seq is given back, so the seqs of a boot stay
             # contiguous and a consumer can tell a gap (lost data) from a dropped position
@@ -451,6 +466,10 @@ class Box:
             self.enc = self._spare_enc
             self.enc.reset()
         else:
+            # the spare goes before the new one is made: a crash block's encoder (its buffer and
+            # models) is not built beside the usual one's (7 KB)
+            self._spare_enc = None
+            self._spare_key = None
             self.enc = codec.BlockEncoder(self.device, self.boot, key[0], privacy=key[1], tolerance_m=key[2],
                                           speed_q_mmps=key[3], course_q_cdeg=key[4])
             self._spare_enc = self.enc

@@ -1,5 +1,6 @@
 # Box side of the box <-> edge agent UART link (docs/link-protocol.md). MicroPython and CPython.
 # Non-blocking: the main loop calls poll(t_ms) every ~100 ms.
+import binascii
 import json
 import struct
 
@@ -64,7 +65,14 @@ class BoxLink:
         self.keepalive_ms = keepalive_ms
         self.link_timeout_ms = link_timeout_ms
         self.max_block = max_block
-        self.enc = framing.FrameEncoder(framing.DATA_HDR + max_block + 16)
+        # the largest payload a frame takes (the agent's decoder holds frames of framing.MAX_RAW)
+        self._max_payload = DATA_HDR + max_block + 11
+        self._head = bytearray(1 + DATA_HDR)  # frame type + DATA header
+        self._crc = bytearray(4)
+        self._grp = bytearray(256)  # one COBS group being written: code byte + <= 254 bytes
+        self._grp_mv = memoryview(self._grp)
+        self._wn = 0  # wire bytes of the frame being written
+        self._wok = 1  # 0: the UART refused a write, the rest of the frame is dropped
         self.dec = framing.FrameDecoder(max(1100, 64 * 4 + 16))
         self.rxbuf = bytearray(_RX_CHUNK)
         self.state = _ST_HELLO
@@ -97,28 +105,65 @@ class BoxLink:
         }
 
     # ---- output
-    def _send(self, n):
-        k = self.enc.finish(n, self._burst)
-        self._burst = False
-        mv = self.enc.wire_mv
+    # A frame is COBS-encoded while it is written, one COBS group (<= 255 bytes) at a time, from its
+    # parts in place (type + header, the block as the store gave it, the CRC): no buffer of the
+    # frame's size (a 16 KiB crash block needed 2 x 16 KiB of raw + COBS buffers).
+    def _frame(self, head, nh, payload):
+        """Writes the frame of head[0:nh] + payload (CRC-32 over both) to the UART, with a leading
+        0x00 after a line break (`_burst`)."""
+        crc = binascii.crc32(payload, binascii.crc32(memoryview(head)[0:nh])) & 0xFFFFFFFF
+        t = self._crc
+        struct.pack_into("<I", t, 0, crc)
+        g = self._grp
+        self._wn = 0
+        self._wok = 1
+        if self._burst:
+            g[0] = 0
+            self._out(1)
+            self._burst = False
+        code = 1
+        for part, n in ((head, nh), (payload, len(payload)), (t, 4)):
+            for i in range(n):
+                b = part[i]
+                if b == 0:
+                    g[0] = code
+                    self._out(code)
+                    code = 1
+                else:
+                    g[code] = b
+                    code += 1
+                    if code == 0xFF:
+                        g[0] = code
+                        self._out(code)
+                        code = 1
+        g[0] = code
+        self._out(code)
+        g[0] = 0
+        self._out(1)
+        self.counters["tx_frames"] += 1
+        self.counters["tx_bytes"] += self._wn
+
+    def _out(self, k):
+        """grp[0:k] to the UART. A refused write (nobody listening / buffer full) loses the rest of
+        the frame, like on a wire."""
+        self._wn += k
+        if not self._wok:
+            return
+        mv = self._grp_mv
         off = 0
         while off < k:
             w = self.uart.write(mv[off:k])
             if not w:
-                # UART refused (nobody listening / buffer full): the bytes are lost, like on a wire.
-                break
+                self._wok = 0
+                return
             off += w
-        self.counters["tx_frames"] += 1
-        self.counters["tx_bytes"] += k
 
     def _send_payload(self, ftype, payload):
-        raw = self.enc.raw
         n = len(payload)
-        if n + 5 > len(raw):
+        if n > self._max_payload:
             raise LinkError("frame payload of %d bytes too large" % n)
-        raw[0] = ftype
-        raw[1 : 1 + n] = payload
-        self._send(1 + n)
+        self._head[0] = ftype
+        self._frame(self._head, 1, payload)
 
     def _send_hello(self):
         d = {
@@ -151,11 +196,10 @@ class BoxLink:
         n = len(block)
         if n > self.max_block:
             raise LinkError("block %d is %d bytes > max_block %d" % (first_seq, n, self.max_block))
-        raw = self.enc.raw
-        raw[0] = T_DATA
-        struct.pack_into("<IIB", raw, 1, first_seq, last_seq, prio)
-        raw[1 + DATA_HDR : 1 + DATA_HDR + n] = block
-        self._send(1 + DATA_HDR + n)
+        h = self._head
+        h[0] = T_DATA
+        struct.pack_into("<IIB", h, 1, first_seq, last_seq, prio)
+        self._frame(h, 1 + DATA_HDR, block)
 
     # ---- input
     def _on_frame(self, ftype, buf, n):
@@ -233,7 +277,7 @@ class BoxLink:
             res = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
         res["id"] = cid
         out = json.dumps(res).encode()
-        if len(out) > len(self.enc.raw) - 5:
+        if len(out) > self._max_payload:
             out = json.dumps({"id": cid, "ok": False, "error": "result too large"}).encode()
         self.last_cmd_id = cid
         self.last_result = out

@@ -121,7 +121,8 @@ class NMEAParser:
         self._min_days = days_from_civil(min_year, 1, 1)
         self._line = bytearray(_MAXLINE)
         self._len = 0  # 0: outside a sentence
-        self._fs = [0] * (_MAXFIELDS + 1)  # field start offsets (list of small ints: no alloc on store)
+        # field start offsets (<= _MAXLINE + 1: bytes; no alloc on store)
+        self._fs = bytearray(_MAXFIELDS + 1)
         self._nf = 0
         self._end = 0  # offset of '*'
         # gathered by feed() while a line is stored (see _check); _nf counts the field starts so far

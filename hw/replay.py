@@ -694,28 +694,3 @@ class ReplaySession:
             if d >= 0 and (best < 0 or d < best):
                 best = d
         return best
-
-
-def harness_heap_peak(trace_path, step_ms=100):
-    """Live GC heap peak (bytes, gc.collect() then gc.mem_alloc() after every 100 ms step) of the
-    replay harness alone: the trace played with no box, the UART drained (`paydbox replay
-    --board-heap` subtracts it to get the firmware's own heap). A step whose allocated bytes (live +
-    garbage) stay at or below the peak so far cannot raise it: the heap is collected only when they
-    exceed it."""
-    import gc
-
-    sess = ReplaySession(trace_path)
-    peak = 0
-    t = 0
-    while not sess.done:
-        t += step_ms
-        sess.advance(t)
-        u = sess.gnss_uart
-        while u.any():
-            u.read(u.any())
-        if gc.mem_alloc() > peak:
-            gc.collect()
-            a = gc.mem_alloc()
-            if a > peak:
-                peak = a
-    return peak

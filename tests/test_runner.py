@@ -118,8 +118,13 @@ def test_defaults_come_from_the_schema(tmp_path):
     from firmware import config
 
     r, _ = booted(tmp_path)
-    for k in ("device_id", "accel_rate_hz", "accel_range_g", "trip_end_s", "overspeed_kmh"):
-        assert r.box.cfg[k] == config.SCHEMA[k][1], k
+    d = {k: config.SCHEMA[k][1] for k in config.SCHEMA}
+    b = r.box
+    # each default where its subsystem took it (the Box keeps no full copy of the table)
+    assert b.device == d["device_id"]
+    assert (b.accel.odr_hz, b.accel.range_g) == (d["accel_rate_hz"], d["accel_range_g"])
+    assert (b.trip.cfg["trip_end_s"], b.trip.cfg["overspeed_kmh"]) == (d["trip_end_s"], d["overspeed_kmh"])
+    assert b.cfg["privacy"] == d["privacy"] and b.cfg["pos_tolerance_m"] == d["pos_tolerance_m"]
     assert r.box.store.max_bytes == config.SCHEMA["store_max_kb"][1] * 1024
 
 

@@ -309,3 +309,59 @@ def test_box_link_resend_command_requeues_from_the_store():
     assert_eq((res["id"], res["ok"], res["requeued"], res["missing"]), ("r1", True, 2, [[90, 99]]))
     assert_eq(sorted(ag.order), [110, 120], "the two blocks were sent again")
     assert_eq(st.peek(10), [], "and acknowledged again")
+
+
+class TapUart:
+    """Records every byte the box writes (write() may take part of them: `take` bytes at most)."""
+
+    def __init__(self, take=1 << 30):
+        self.out = bytearray()
+        self.take = take
+
+    def any(self):
+        return 0
+
+    def readinto(self, buf, n=-1):
+        return 0
+
+    def write(self, b):
+        k = min(len(b), self.take)
+        self.out.extend(bytes(b)[:k])
+        return k
+
+
+def test_box_link_frames_are_the_framing_encoders_bytes():
+    # the link writes each frame COBS-encoded group by group from its parts; on the wire it must be
+    # framing.encode_frame's frame (the agent's decoder), byte for byte: blocks of 0..16 KiB with
+    # zeros, no zeros, runs of 254/255 non-zero bytes (COBS group edges); partial UART writes
+    rng = Rng(11)
+    blocks = [b"", b"\x00", bytes(range(1, 256)), b"\x07" * 254, b"\x07" * 255, b"\x07" * 253 + b"\x00",
+              _payload(rng, 600, 10), _payload(rng, 16384, 2), _payload(rng, 16384, 0)]
+    for take in (1 << 30, 7):
+        u = TapUart(take)
+        link = BoxLink(u, FakeStore(), "box-1", "1.0.0", 3)
+        link._burst = False
+        want = bytearray()
+        for i, b in enumerate(blocks):
+            link._send_data((i, i + 3, i % 5, b))
+            want.extend(encode_frame(framing.T_DATA, struct.pack("<IIB", i, i + 3, i % 5) + b))
+        link._send_payload(framing.T_RESULT, b'{"ok": true}')
+        want.extend(encode_frame(framing.T_RESULT, b'{"ok": true}'))
+        assert_eq(bytes(u.out), bytes(want), "wire bytes (write takes %d)" % take)
+        assert_eq(link.counters["tx_bytes"], len(want))
+
+
+def test_box_link_holds_no_frame_sized_buffer():
+    # a link for 16 KiB crash blocks: a few hundred bytes of buffers, not a raw + COBS copy of the
+    # largest frame (2 x 16.4 KiB). MicroPython's heap only (CPython has no gc.mem_alloc)
+    import gc
+
+    if not hasattr(gc, "mem_alloc"):
+        return
+    gc.collect()
+    a = gc.mem_alloc()
+    link = BoxLink(TapUart(), FakeStore(), "box-1", "1.0.0", 3, max_block=framing.MAX_BLOCK)
+    gc.collect()
+    used = gc.mem_alloc() - a
+    assert used < 4096, "BoxLink holds %d bytes" % used
+    assert_eq(link.max_block, framing.MAX_BLOCK)

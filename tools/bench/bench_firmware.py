@@ -9,11 +9,12 @@ main-loop passes, minus the CPU of the recording's peers (a pass making the same
 firmware); median of 5 VM runs, min and max beside it. Profile: an instrumented run, exclusive wall
 time per subsystem (wrapper cost calibrated out) as a share of the median CPU figure, and the bytes
 the passes allocate (what the garbage collector has to reclaim).
-Heap: `paydbox replay --board-heap` (firmware from its ROMFS image, the harness measured apart):
+Heap: `paydbox replay --board-heap` (firmware from its ROMFS image, alone in the VM with exactly SIZE
+free bytes; the harness on the host answers its board calls over a pipe, tools/trace/replay.py):
 image bytes, the firmware's live heap peak, and the smallest --board-heap (KiB, 4 KiB steps) with
-which the drive completes with the CPython report; then the same on a synthetic 3-hour 1 Hz drive
-and a 20-minute drive with the 100 Hz accelerometer. `python -m tools.bench.bench_firmware [--quick]`
-(`--heap-only`: the heap figures alone)."""
+which the drive completes with the CPython report; then the same on a synthetic 3-hour 1 Hz drive,
+a 20-minute drive with the 100 Hz accelerometer and the simulator's crash drive.
+`python -m tools.bench.bench_firmware [--quick]` (`--heap-only`: the heap figures alone)."""
 import json
 import os
 import struct
@@ -331,12 +332,33 @@ def long_heap(seconds, accel_hz, tag, quick=False):
     return out
 
 
+def crash_heap(tag="drive_sim_crash", quick=False):
+    """The simulator's crash drive (seed 3, 198 s, 100 Hz accelerometer): the firmware's heap peak and
+    smallest heap when a crash record (its trace copy, a block encoder sized for it) comes on top."""
+    from tools.sim.engine import simulate
+    from tools.trace.replay import replay_trace
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="paydbox-crash-") as d:
+        path = os.path.join(d, "crash-3.jsonl.gz")
+        simulate(path, "crash", seed=3)
+        ref = json.dumps(replay_trace(path, "cpython"), sort_keys=True)
+        rep = replay_trace(path, "micropython", board_heap="512K")
+        h = rep.pop("heap")
+        out[tag + "_firmware_heap_peak_bytes"] = h["peak_bytes"]
+        out[tag + "_board_heap_512k_same_json_as_cpython"] = json.dumps(rep, sort_keys=True) == ref
+        if not quick:
+            out[tag + "_board_heap_min_kib"] = _smallest_heap_kib(path, ref, h["peak_bytes"] // 1024)
+    return out
+
+
 def run(quick=False, heap_only=False):
     res = {} if heap_only else cpu_factor(BUNDLED, runs=1 if quick else 5, profile=not quick)
     res.update(heap(BUNDLED, quick))
     if not quick:
         res.update(long_heap(3 * 3600, 0, "drive_3h_1hz"))
         res.update(long_heap(1200, 100, "drive_20min_100hz"))
+        res.update(crash_heap())
     return res
 
 

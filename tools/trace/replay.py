@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -132,43 +133,154 @@ _MOUNT = ("import sys, vfs\nf = open(%r, 'rb')\nimg = f.read()\nf.close()\nvfs.m
           "'/rom')\nsys.path[:] = ['/rom']\n")
 
 
+_STEP_MS = 100  # the replay loop's pass (firmware/replay_main.py)
+# VM heap beyond --board-heap for the image, the VM and the peers (what is left over is held back in the VM)
+_HEAP_SLACK = 64 * 1024
+
+
+class _VMText(Exception):
+    """The VM wrote text where a request was due (args[0]: the bytes read)."""
+
+
+class _Host:
+    """The host end of `paydbox replay --board-heap` (protocol: firmware/replay_main.py, pipe_main):
+    the real harness (hw.replay.ReplaySession under CPython) answers the firmware's board calls."""
+
+    def __init__(self, proc, sess):
+        self.p = proc
+        self.w = proc.stdin
+        self.r = proc.stdout
+        self.sess = sess
+
+    def _read(self, n):
+        out = b""
+        while len(out) < n:
+            k = self.r.read(n - len(out))
+            if not k:
+                raise EOFError
+            out += k
+        return out
+
+    def send(self, kind, c=0, d=0, x=0, y=0, payload=b""):
+        self.w.write(struct.pack("<BBBBII", ord(kind), c, d, 0, x & 0xFFFFFFFF, y & 0xFFFFFFFF) + payload)
+        self.w.flush()
+
+    def serve(self):
+        """Answer the VM's calls until it says the pass is done."""
+        sess = self.sess
+        u = sess.gnss_uart
+        m = sess.i2c
+        while True:
+            kind, a, b, _c, n = struct.unpack("<BBBBI", self._read(8))
+            if kind == 0x6B:  # 'k'
+                return
+            if kind == 0x61:  # any
+                self.send("=", x=u.any())
+            elif kind == 0x72 or kind == 0x52:  # readinto(n) / read(n)
+                d = u.read(-1 if n == 0xFFFFFFFF else n) if n else None
+                if d is None:
+                    self.send("=", x=0xFFFFFFFF)
+                else:
+                    self.send("=", x=len(d), payload=bytes(d))
+            elif kind == 0x77:  # write
+                u.write(self._read(n))
+            elif kind == 0x62:  # init(baudrate=)
+                u.init(baudrate=n)
+            elif kind == 0x69:  # I2C read
+                buf = bytearray(n)
+                try:
+                    m.readfrom_mem_into(a, b, buf)
+                except OSError as e:
+                    self.send("=", c=e.args[0] or 5)
+                    continue
+                self.send("=", payload=bytes(buf))
+            elif kind == 0x57:  # I2C write
+                data = self._read(n)
+                try:
+                    m.writeto_mem(a, b, data)
+                except OSError as e:
+                    self.send("=", c=e.args[0] or 5)
+                    continue
+                self.send("=")
+            elif kind == 0x73:  # sleep
+                why = sess.sleep(n, a, b)
+                pw = sess.power
+                self.send("Z", c=("timer", "ign", "accel").index(why), d=pw.ignition(), x=sess.clock.now,
+                          y=pw.supply_mv())
+            elif kind == 0x70:  # gnss_power
+                sess.gnss_power(a)
+            else:  # not a request: the VM is printing (its traceback, on the way out)
+                raise _VMText(struct.pack("<BBBBI", kind, a, b, _c, n))
+
+
 def run_board_heap(path, board_heap, config=None, timeout=3600, src_root=ROOT):
-    """The replay in the VM with the firmware run from its ROMFS image and `board_heap` bytes of
-    heap for the firmware alone. The VM's heap is board_heap + H, where H is the live heap peak of
-    the same VM running the harness alone (image buffer, VM baseline, hw/replay.py, the trace
-    reader) measured in a first run; the firmware's peak is the second run's live peak minus H."""
+    """The replay with the firmware alone in the VM, run from its ROMFS image, with `board_heap`
+    bytes of free heap when it starts. The harness runs on the host (hw.replay under CPython, the
+    same models as the CPython replay) and answers the firmware's board calls over the VM's
+    stdin/stdout (firmware/replay_main.py, pipe_main); in the VM, the peers' fixed buffers are made
+    first and what the VM heap has free beyond board_heap is then held by one block, so the
+    firmware gets exactly board_heap free bytes, and its peak is the live heap above that base."""
     if not os.path.exists(path):
         raise ReplayError("trace not found: %s" % path)
     limit = parse_size(board_heap)
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from hw.replay import ReplaySession
+
     with tempfile.TemporaryDirectory(prefix="paydbox-replay-") as tmp:
         trace = _plain_trace(path, tmp)
         img = image_for(src_root)
         image_bytes = os.path.getsize(img)
-        env = dict(os.environ, MICROPYPATH="/rom")
-        code = _MOUNT % img + ("import firmware.replay_main\nimport hw.replay as "
-                               "h\nprint(h.harness_heap_peak(%r))") % trace
-        # a heap not much larger than the harness needs: every collection sweeps the whole heap
-        p = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % (image_bytes + 256 * 1024), "-c",
-                            code],
-                           cwd=tmp, env=env,
-                           capture_output=True, text=True, timeout=timeout)
-        if p.returncode:
-            raise mp_failure(p.stdout + p.stderr)
-        harness = int(p.stdout.strip().splitlines()[-1])
         fs_root = os.path.join(tmp, "flash")
         os.mkdir(fs_root)
-        code = _MOUNT % img + "import firmware.replay_main as r\nr.heap_main(%r, %r, %r)" % (
-            trace, fs_root, json.dumps(config) if config else None)
-        p = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % (limit + harness), "-c", code],
-                           cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
-        if p.returncode:
-            e = mp_failure(p.stdout + p.stderr)
+        sess = ReplaySession(trace)
+        h = sess.header
+        sleeps = "sleep" in h and "power" in h
+        code = _MOUNT % img + "import firmware.replay_main as r\nr.pipe_main(%r, %d, %d, %d, %d, %r)" % (
+            fs_root, limit, sess.gnss_uart.baudrate, "power" in h, sleeps,
+            json.dumps(config) if config else None)
+        heap = limit + limit // 32 + image_bytes + _HEAP_SLACK  # the GC's tables take ~1/86 of it
+        err = open(os.path.join(tmp, "stderr"), "w+b")
+        proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=%d" % heap, "-c", code], cwd=tmp,
+                                env=dict(os.environ, MICROPYPATH="/rom"), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err, bufsize=0)
+        host = _Host(proc, sess)
+        try:
+            try:
+                pw = sess.power
+                host.send("S", c=pw.ignition(), x=sess.clock.now, y=pw.supply_mv())  # the boot
+                host.serve()
+                while not sess.done:
+                    t = sess.clock.now + _STEP_MS  # a sleep jumped the clock
+                    sess.advance(t)
+                    host.send("S", c=sess.power.ignition(), x=t, y=sess.power.supply_mv())
+                    host.serve()
+                host.send("E")
+                proc.stdin.close()
+                out = proc.stdout.read().decode("utf-8", "replace")
+            except (EOFError, BrokenPipeError, _VMText) as e:
+                head = e.args[0] if isinstance(e, _VMText) else b""
+                out = (head + proc.stdout.read()).decode("utf-8", "replace")
+            proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err.seek(0)
+        errtext = err.read().decode("utf-8", "replace")
+        err.close()
+        if proc.returncode:
+            e = mp_failure(out + errtext)
             if "MemoryError" in str(e).splitlines()[0]:
                 raise ReplayError("the firmware does not fit in --board-heap %s: %s" % (board_heap, e))
             raise e
-        raw = json.loads(p.stdout.strip().splitlines()[-1])
+        raw = json.loads(out.strip().splitlines()[-1])
     live = raw.pop("heap_live_peak")
-    raw["heap"] = {"limit_bytes": limit, "peak_bytes": max(0, live - harness), "image_bytes": image_bytes,
+    harness = raw.pop("heap_harness")
+    free0 = raw.pop("heap_free_at_start")
+    if abs(free0 - limit) > 64:
+        raise ReplayError("--board-heap: the firmware started with %d bytes free, not %d" % (free0, limit))
+    raw["heap"] = {"limit_bytes": limit, "peak_bytes": live, "image_bytes": image_bytes,
                    "harness_bytes": harness}
     return raw
 
