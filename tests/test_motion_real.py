@@ -151,10 +151,10 @@ def _check(name, d, ref, seed, log, max_driving_s=MAX_DRIVING_S):
         assert log, "%s mount %d: the calibrated rotation was never recorded" % (name, k)
         for t, R, sigma in log:
             ef, eu = bm.axis_errors_deg(R, fwd, up)
-            assert max(ef, eu) <= MAX_AXIS_DEG, "%s mount %d at %.1f s of driving: axis error forward %.2f up " \
-                "%.2f deg" % (name, k, t - start, ef, eu)
-            assert 0 < sigma and ef <= 2 * sigma + 1.0, "%s mount %d at %.1f s of driving: forward error %.2f deg " \
-                "measured, %.2f deg (1 sigma) reported" % (name, k, t - start, ef, sigma)
+            at = "%s mount %d at %.1f s of driving" % (name, k, t - start)
+            assert max(ef, eu) <= MAX_AXIS_DEG, "%s: axis error forward %.2f up %.2f deg" % (at, ef, eu)
+            assert 0 < sigma and ef <= 2 * sigma + 1.0, \
+                "%s: forward error %.2f deg measured, %.2f deg (1 sigma) reported" % (at, ef, sigma)
     return worst
 
 
