@@ -32,6 +32,8 @@ _Q_PB = const(13)
 _Q_SEEN = const(10)  # GNSS-only records: the accelerometer watched the whole manoeuvre
 _Q_G0 = const(11)
 _Q_G1 = const(12)
+_QF = const(16)      # queue row length and slots (motion.py's event queue)
+_QN = const(8)
 _Q14 = const(16384)
 _LAG_STEP_MS = const(125)
 
@@ -82,6 +84,17 @@ def classify(m, rec):
         m._emit(ev)
 
 
+def _pending(m, a, b):
+    # a candidate over [a, b] still in the feed loop's queue (finished, waiting for a fix after its end):
+    # not held yet, judged after the commit
+    e = m._evq
+    for k in range(m._evq_n):
+        o = ((m._evq_head + k) % _QN) * _QF
+        if e[o + _Q_KIND] == _K_CAND and e[o + _Q_T] <= b and e[o + _Q_T] + e[o + _Q_DUR] >= a:
+            return True
+    return False
+
+
 def classify_held(m):
     """The calibration committed: the accelerometer's held candidates are classified; the GNSS-only
     events held meanwhile describe the same manoeuvres with less precision and are dropped - unless no
@@ -98,9 +111,11 @@ def classify_held(m):
                 break
         if covered:
             continue
-        if g[_Q_SEEN]:
+        if g[_Q_SEEN] and not _pending(m, a, b):
             m.counters["gnss_unconfirmed"] += 1   # the accelerometer saw nothing harsh: speed noise
         else:
+            # gravity unknown then, or its candidate is still queued (a launch into a bend, timed by its
+            # lateral peak, can be gated as a slow corner: the GNSS speed keeps the acceleration)
             m._emit(g, "gnss")
     m._gh = []
     m._gspan = []

@@ -9,7 +9,7 @@ def test_classify_uses_the_feed_loops_record_layout():
     assert len(names) >= 15
     for n in names:
         assert getattr(classify, n) == getattr(motion, n), n
-    assert classify._Q14 == motion._Q14
+    assert (classify._Q14, classify._QF, classify._QN) == (motion._Q14, motion._QF, motion._QN)
     # the GNSS-only fields reuse the candidate vectors' slots: a record is one or the other
     assert {classify._Q_SEEN, classify._Q_G0, classify._Q_G1} <= set(range(motion._Q_MB, motion._Q_PB))
     assert motion._QF == motion._Q_PB + 3
