@@ -250,7 +250,7 @@ class Motion:
         self._g = array("i", [0] * (3))               # gravity (mg, box axes) for the crash magnitude
         self._base = array("i", [0] * (2))            # Q8 baselines of the two channels (slope, camber)
         self._mode = 0                        # 0 no gravity, 1 gravity only (candidates), 2 calibrated
-        self._acc_since = -1                  # box ms since which candidates are detected without a break (-1 none)
+        self._acc_since = -1   # box ms since which candidates are detected without a break (-1 none)
         self._ch = array("i", bytes(4 * 2 * _CF))
         self._evq = array("i", bytes(4 * _QN * _QF))
         self._evq_head = 0
