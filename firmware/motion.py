@@ -121,11 +121,6 @@ DEFAULTS = {
 }
 
 
-# firmware/classify.py, loaded by the first Motion (Motion.__init__): a box without an accelerometer never
-# classifies anything and does not carry its code on its heap
-_cl = None
-
-
 def _cfg(cfg, key):
     if cfg is not None:
         try:
@@ -188,9 +183,9 @@ class Motion:
             raise ValueError("rate_hz: expected an int in 10..1000, got %r" % (rate_hz,))
         from array import array
 
-        global _cl
-        if _cl is None:
-            from firmware import classify as _cl
+        # firmware/classify.py loads with the first Motion: a box without an accelerometer never classifies
+        # anything and does not carry it on its heap (its users import it where they call it: no global)
+        from firmware import classify  # noqa: F401
         self.rate_hz = rate_hz
         self.on_event = on_event
         self.counters = {"shocks": 0, "queue_full": 0, "held_overflow": 0, "too_long": 0, "gated": 0,
@@ -1152,6 +1147,8 @@ class Motion:
             self._xvec = xv
             if was != 2:
                 self.calib_commit = (self._t_feed, err, lc.lag_ms, [self._R[i] for i in range(9)])
+                from firmware import classify as _cl
+
                 _cl.classify_held(self)
             return
         if self.calib_state == "calibrated":
@@ -1219,6 +1216,8 @@ class Motion:
                 self.counters["gated"] += 1
                 continue
             if rec[_Q_KIND] == _K_CAND:
+                from firmware import classify as _cl
+
                 if self._mode == 2:
                     _cl.classify(self, rec)
                 else:
@@ -1256,6 +1255,8 @@ class Motion:
             self._cst = _CR_READY
             self._csp1 = self._speed_at(self._t_feed)
         self._drain_events(True)
+        from firmware import classify as _cl
+
         _cl.trip_end(self)
 
     def _emit_crash(self):
