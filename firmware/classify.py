@@ -1,7 +1,7 @@
 # Event classification of the manoeuvres the motion feed loop held while the mount was not calibrated.
 #
-# Not hot: called by firmware/motion.py (Motion) when the calibration commits (classify_held), for a
-# candidate finished once calibrated (classify) and at trip end (trip_end). The feed loop (feed()) and
+# Not hot: called by firmware/motion.py (Motion) when the calibration commits (classify without a record),
+# for a candidate finished once calibrated (classify) and at trip end (flush). The feed loop (feed()) and
 # the calibration (firmware/calib.py) live beside it; this unit decides what a held record is:
 # - a candidate (a horizontal manoeuvre seen with gravity known, forward not): projected on the
 #   vehicle axes, each axis whose peak reaches its threshold is an event (a braked bend is a harsh
@@ -42,10 +42,14 @@ def _dot(a, b):
     return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 
 
-def classify(m, rec):
+def classify(m, rec=None):
     """A candidate in the vehicle frame (m calibrated): each axis whose peak reaches its threshold is an
     event; with both, the axis that started the candidate keeps its start time, the other is timed at
-    the candidate's peak. Emitted through m._emit."""
+    the candidate's peak. Emitted through m._emit. Without rec: the calibration committed, every held
+    record is judged (_commit). (Names the feed loop calls are few: each is a qstr on the box's heap.)"""
+    if rec is None:
+        _commit(m)
+        return
     R = m._R
     xv = [R[j] / _Q14 for j in range(3)]
     yv = [R[3 + j] / _Q14 for j in range(3)]
@@ -84,6 +88,12 @@ def classify(m, rec):
         m._emit(ev)
 
 
+def _unconfirmed(m):
+    # counters['gnss_unconfirmed'], created here (the key's string lives in this unit only)
+    c = m.counters
+    c["gnss_unconfirmed"] = c.get("gnss_unconfirmed", 0) + 1
+
+
 def _pending(m, a, b):
     # a candidate over [a, b] still in the feed loop's queue (finished, waiting for a fix after its end):
     # not held yet, judged after the commit
@@ -95,7 +105,7 @@ def _pending(m, a, b):
     return False
 
 
-def classify_held(m):
+def _commit(m):
     """The calibration committed: the accelerometer's held candidates are classified; the GNSS-only
     events held meanwhile describe the same manoeuvres with less precision and are dropped - unless no
     candidate was there and the accelerometer could not have seen one (gravity not yet known, e.g.
@@ -112,7 +122,7 @@ def classify_held(m):
         if covered:
             continue
         if g[_Q_SEEN] and not _pending(m, a, b):
-            m.counters["gnss_unconfirmed"] += 1   # the accelerometer saw nothing harsh: speed noise
+            _unconfirmed(m)   # the accelerometer saw nothing harsh: speed noise
         else:
             # gravity unknown then, or its candidate is still queued (a launch into a bend, timed by its
             # lateral peak, can be gated as a slow corner: the GNSS speed keeps the acceleration)
@@ -163,7 +173,7 @@ def unclassified(m, rec):
     m._emit(rec)
 
 
-def trip_end(m):
+def flush(m):
     """Trip end while not calibrated: the GNSS-only events go out (src 'gnss') and each explains the
     candidate of the same manoeuvre; one the accelerometer watched without a candidate is speed noise
     (multipath in an urban canyon: 0.25 m/s per fix) and is dropped; the candidates left are
@@ -176,7 +186,7 @@ def trip_end(m):
         if explain(m, rec[_Q_G0], rec[_Q_G1]) or not rec[_Q_SEEN]:
             m._emit(rec, "gnss")
         else:
-            m.counters["gnss_unconfirmed"] += 1
+            _unconfirmed(m)
     held = m._held
     m._held = []
     for rec in held:

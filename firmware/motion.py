@@ -190,8 +190,7 @@ class Motion:
         self.on_event = on_event
         self.counters = {"shocks": 0, "queue_full": 0, "held_overflow": 0, "too_long": 0, "gated": 0,
                          "weak": 0, "recalibrations": 0, "knocks": 0, "windows_dropped": 0,
-                         "fix_pairs": 0, "gnss_only": 0, "explained_by_gnss": 0,
-                         "gnss_unconfirmed": 0}
+                         "fix_pairs": 0, "gnss_only": 0, "explained_by_gnss": 0}
         # thresholds
         self._thr_acc = int(_cfg(cfg, "harsh_accel_mps2") * _MG_PER_MPS2 + 0.5)
         self._thr_brk = int(_cfg(cfg, "harsh_brake_mps2") * _MG_PER_MPS2 + 0.5)
@@ -243,9 +242,10 @@ class Motion:
         self._lp_init = 0
         self._R = array("i", [0] * (9))               # rows: vehicle x, y, z in box axes, Q14
         self._g = array("i", [0] * (3))               # gravity (mg, box axes) for the crash magnitude
-        self._base = array("i", [0] * (2))            # Q8 baselines of the two channels (slope, camber)
+        # Q8 baselines of the two channels (slope, camber); [2]: box ms since which candidates are detected
+        # without a break (-1 none; a slot here, not an attribute: one name less on the box's heap)
+        self._base = array("i", [0, 0, -1])
         self._mode = 0                        # 0 no gravity, 1 gravity only (candidates), 2 calibrated
-        self._acc_since = -1   # box ms since which candidates are detected without a break (-1 none)
         self._ch = array("i", bytes(4 * 2 * _CF))
         self._evq = array("i", bytes(4 * _QN * _QF))
         self._evq_head = 0
@@ -367,9 +367,9 @@ class Motion:
             R[6 + j] = int(round(gv[j] * _Q14))
             self._g[j] = int(round(gv[j] * 1000))
         if mode != self._mode or self._basis_g is None or _angle_deg(self._basis_g, gv) > 1.0:
-            if self._acc_since < 0 or self._ch[_C_ACT] != 0 or self._ch[_CF + _C_ACT] != 0:
+            if self._base[2] < 0 or self._ch[_C_ACT] != 0 or self._ch[_CF + _C_ACT] != 0:
                 # the accelerometer's watch (re)starts: a manoeuvre under way is lost with the reset
-                self._acc_since = self._t_feed
+                self._base[2] = self._t_feed
             self._base[0] = 0
             self._base[1] = 0
             for i in range(2 * _CF):
@@ -381,7 +381,7 @@ class Motion:
         self.counters["recalibrations"] += 1
         self._reset_calib()
         self._mode = 0
-        self._acc_since = -1
+        self._base[2] = -1
         for i in range(2 * _CF):
             self._ch[i] = 0
         self.calib_state = "uncalibrated"
@@ -952,7 +952,7 @@ class Motion:
         # the accelerometer (gravity known) watched the whole time the manoeuvre can have been felt,
         # 0..lag_max before the fixes: its candidates say whether it was harsh (speed noise is not)
         a = gx[1] - (self._lc.nl - 1) * 125 - 250
-        rec[_Q_SEEN] = 1 if self._mode and 0 <= self._acc_since <= a else 0
+        rec[_Q_SEEN] = 1 if self._mode and 0 <= self._base[2] <= a else 0
         rec[_Q_G0] = gx[1]
         rec[_Q_G1] = gx[2]
         if len(self._gh) >= _QN:
@@ -1149,7 +1149,7 @@ class Motion:
                 self.calib_commit = (self._t_feed, err, lc.lag_ms, [self._R[i] for i in range(9)])
                 from firmware import classify as _cl
 
-                _cl.classify_held(self)
+                _cl.classify(self)
             return
         if self.calib_state == "calibrated":
             # keep the last good rotation; refresh gravity only
@@ -1257,7 +1257,7 @@ class Motion:
         self._drain_events(True)
         from firmware import classify as _cl
 
-        _cl.trip_end(self)
+        _cl.flush(self)
 
     def _emit_crash(self):
         n = self._cvalid
