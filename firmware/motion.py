@@ -1,6 +1,7 @@
 # Motion on the box: mount auto-calibration, harsh events and crash detection.
 #
-# Two halves (see docs/motion.md):
+# Three units (see docs/motion.md): this one, the feed loop and its state; firmware/calib.py, the mount
+# calibration (lag bank); firmware/classify.py, the classification of what was held while uncalibrated.
 # - feed(): the per-sample hot path. Integers only, preallocated arrays only, no allocation
 #   (proved under micropython.heap_lock() by tests/mp/mp_motion.py). It low-passes the samples,
 #   rotates them into the vehicle frame with an integer Q14 matrix, runs the event state machines,
@@ -37,6 +38,9 @@ _Q_LON = const(8)
 _Q_CRS = const(9)
 _Q_MB = const(10)    # mean box-frame horizontal vector (3), candidates only
 _Q_PB = const(13)    # peak box-frame horizontal vector (3), candidates only
+_Q_SEEN = const(10)  # GNSS-only records: 1 when the accelerometer watched the whole manoeuvre (gravity known)
+_Q_G0 = const(11)    # GNSS-only records: start and end of the speed change on the GNSS time line
+_Q_G1 = const(12)
 _QF = const(16)
 _QN = const(8)       # queue slots
 
@@ -56,10 +60,18 @@ _C_PVX = const(11)
 _C_PVY = const(12)
 _C_LAST = const(13)  # time of the last sample above the off threshold
 _CF = const(14)
+# candidates (calibrating) use channel 0 and these slots, unused then: the time of the peak (in place
+# of _C_SUM) and the horizontal vector at the start (channel 1's _C_SVX/_C_SVY; channel 1 is idle)
+_C_TPK = const(3)
+_C_SX0 = const(23)
+_C_SY0 = const(24)
 
 # window queue layout: t_end, sx, sy, sz, activity, n
 _WF = const(6)
-_WN = const(64)
+# 16 windows (4 s): poll() drains them after every feed() of a FIFO read (at most 32 samples, 1-2 windows
+# at 100 Hz); the queue only bridges a caller that polls late (counters['windows_dropped'] beyond that).
+# It was 64 (16 s, 1.1 KB more heap) for no caller that needs it.
+_WN = const(16)
 _SPN = const(24)     # stopped windows waiting for the fixes (6 s)
 
 _MG_PER_MPS2 = 1000.0 / 9.80665
@@ -171,6 +183,9 @@ class Motion:
             raise ValueError("rate_hz: expected an int in 10..1000, got %r" % (rate_hz,))
         from array import array
 
+        # firmware/classify.py loads with the first Motion: a box without an accelerometer never classifies
+        # anything and does not carry it on its heap (its users import it where they call it: no global)
+        from firmware import classify  # noqa: F401
         self.rate_hz = rate_hz
         self.on_event = on_event
         self.counters = {"shocks": 0, "queue_full": 0, "held_overflow": 0, "too_long": 0, "gated": 0,
@@ -227,7 +242,9 @@ class Motion:
         self._lp_init = 0
         self._R = array("i", [0] * (9))               # rows: vehicle x, y, z in box axes, Q14
         self._g = array("i", [0] * (3))               # gravity (mg, box axes) for the crash magnitude
-        self._base = array("i", [0] * (2))            # Q8 baselines of the two channels (slope, camber)
+        # Q8 baselines of the two channels (slope, camber); [2]: box ms since which candidates are detected
+        # without a break (-1 none; a slot here, not an attribute: one name less on the box's heap)
+        self._base = array("i", [0, 0, -1])
         self._mode = 0                        # 0 no gravity, 1 gravity only (candidates), 2 calibrated
         self._ch = array("i", bytes(4 * 2 * _CF))
         self._evq = array("i", bytes(4 * _QN * _QF))
@@ -350,6 +367,9 @@ class Motion:
             R[6 + j] = int(round(gv[j] * _Q14))
             self._g[j] = int(round(gv[j] * 1000))
         if mode != self._mode or self._basis_g is None or _angle_deg(self._basis_g, gv) > 1.0:
+            if self._base[2] < 0 or self._ch[_C_ACT] != 0 or self._ch[_CF + _C_ACT] != 0:
+                # the accelerometer's watch (re)starts: a manoeuvre under way is lost with the reset
+                self._base[2] = self._t_feed
             self._base[0] = 0
             self._base[1] = 0
             for i in range(2 * _CF):
@@ -361,6 +381,7 @@ class Motion:
         self.counters["recalibrations"] += 1
         self._reset_calib()
         self._mode = 0
+        self._base[2] = -1
         for i in range(2 * _CF):
             self._ch[i] = 0
         self.calib_state = "uncalibrated"
@@ -751,6 +772,8 @@ class Motion:
             ch[_C_LAT] = self._lat
             ch[_C_LON] = self._lon
             ch[_C_CRS] = self._crs
+            ch[_C_SX0] = vx
+            ch[_C_SY0] = vy
         if m2 >= self._off_min2:
             ch[_C_N] += 1
             ch[_C_SVX] += vx
@@ -759,6 +782,7 @@ class Motion:
                 ch[_C_PEAK] = m2
                 ch[_C_PVX] = vx
                 ch[_C_PVY] = vy
+                ch[_C_TPK] = t
             if t - ch[_C_T0] > self._max_dur:
                 self.counters["too_long"] += 1
                 ch[_C_ACT] = 0
@@ -780,8 +804,27 @@ class Motion:
         e[q + _Q_KIND] = _K_CAND
         e[q + _Q_T] = ch[_C_T0]
         e[q + _Q_DUR] = dur
-        e[q + _Q_PEAK] = 0
-        e[q + _Q_MEAN] = 0
+        # a candidate's peak and mean fields carry, until it is classified, the time of its peak (ms
+        # after the start) and its start vector (box axes, scaled into +-511 mg, 10 bits each): a
+        # braked bend is two events, each one timed by the axis that started it or peaked
+        e[q + _Q_PEAK] = ch[_C_TPK] - ch[_C_T0]
+        sx = ch[_C_SX0]
+        sy = ch[_C_SY0]
+        b0 = (sx * R[0] + sy * R[3]) >> 14
+        b1 = (sx * R[1] + sy * R[4]) >> 14
+        b2 = (sx * R[2] + sy * R[5]) >> 14
+        mm = b0 if b0 >= 0 else -b0
+        d = b1 if b1 >= 0 else -b1
+        if d > mm:
+            mm = d
+        d = b2 if b2 >= 0 else -b2
+        if d > mm:
+            mm = d
+        if mm > 511:
+            b0 = b0 * 511 // mm
+            b1 = b1 * 511 // mm
+            b2 = b2 * 511 // mm
+        e[q + _Q_MEAN] = (b0 + 512) | ((b1 + 512) << 10) | ((b2 + 512) << 20)
         e[q + _Q_SP0] = ch[_C_SP0]
         e[q + _Q_SP1] = self._speed_at(t)
         e[q + _Q_LAT] = ch[_C_LAT]
@@ -906,37 +949,21 @@ class Motion:
         rec[_Q_LAT] = gx[7]
         rec[_Q_LON] = gx[8]
         rec[_Q_CRS] = gx[9]
-        if len(self._gspan) >= _QN:
-            self._gspan.pop(0)
-        self._gspan.append((gx[1], gx[2]))
+        # the accelerometer (gravity known) watched the whole time the manoeuvre can have been felt,
+        # 0..lag_max before the fixes: its candidates say whether it was harsh (speed noise is not)
+        a = gx[1] - (self._lc.nl - 1) * 125 - 250
+        rec[_Q_SEEN] = 1 if self._mode and 0 <= self._base[2] <= a else 0
+        rec[_Q_G0] = gx[1]
+        rec[_Q_G1] = gx[2]
         if len(self._gh) >= _QN:
             self.counters["held_overflow"] += 1
-            self._emit(self._gh.pop(0), "gnss")
+            old = self._gh.pop(0)
+            if len(self._gspan) >= _QN:
+                self._gspan.pop(0)
+            self._gspan.append((old[_Q_G0], old[_Q_G1]))
+            self._emit(old, "gnss")
         self._gh.append(rec)
         self.counters["gnss_only"] += 1
-
-    def _explain_held(self):
-        # each GNSS-only event of the trip explains at most one held candidate: the one, among those
-        # that can be the same manoeuvre given the GNSS lag (the accelerometer sees it 0..lag_max
-        # earlier), whose centre is closest to the event's, shifted by the lag estimate
-        lag_max = (self._lc.nl - 1) * 125
-        lag = self._lc.lag_ms if self._lc.lag_ms >= 0 else lag_max // 2
-        for a, b in self._gspan:
-            best = -1
-            bd = 0
-            for i in range(len(self._held)):
-                rec = self._held[i]
-                t0 = rec[_Q_T]
-                t1 = t0 + rec[_Q_DUR]
-                if t1 + lag_max + 250 < a or t0 > b + 250:
-                    continue
-                d = abs((t0 + t1) // 2 + lag - (a + b) // 2)
-                if best < 0 or d < bd:
-                    best = i
-                    bd = d
-            if best >= 0:
-                self._held.pop(best)
-                self.counters["explained_by_gnss"] += 1
 
     def _fix_pair(self, fix, valid):
         # One regression sample per ~1 s baseline of valid fixes, whatever the fix rate: the speed
@@ -1120,7 +1147,9 @@ class Motion:
             self._xvec = xv
             if was != 2:
                 self.calib_commit = (self._t_feed, err, lc.lag_ms, [self._R[i] for i in range(9)])
-                self._classify_held()
+                from firmware import classify as _cl
+
+                _cl.classify(self)
             return
         if self.calib_state == "calibrated":
             # keep the last good rotation; refresh gravity only
@@ -1187,12 +1216,14 @@ class Motion:
                 self.counters["gated"] += 1
                 continue
             if rec[_Q_KIND] == _K_CAND:
+                from firmware import classify as _cl
+
                 if self._mode == 2:
-                    self._classify(rec)
+                    _cl.classify(self, rec)
                 else:
                     if len(self._held) >= _QN:
                         self.counters["held_overflow"] += 1
-                        self._emit_unclassified(self._held.pop(0))
+                        _cl.unclassified(self, self._held.pop(0))
                     self._held.append(rec)
             else:
                 self._emit(rec)
@@ -1210,14 +1241,6 @@ class Motion:
             ev["src"] = src   # 'gnss': detected from the GNSS speed alone (no calibration)
         self.on_event(ev)
 
-    def _emit_unclassified(self, rec):
-        mb = rec[_Q_MB:_Q_MB + 3]
-        pb = rec[_Q_PB:_Q_PB + 3]
-        rec[_Q_KIND] = _K_CAND
-        rec[_Q_PEAK] = int(math.sqrt(_dot(pb, pb)))
-        rec[_Q_MEAN] = int(math.sqrt(_dot(mb, mb)))
-        self._emit(rec)
-
     def flush(self):
         """Emit pending events, and candidates still waiting for the calibration as
         `unclassified` (trip end, power going). A crash still recording its post-trigger samples
@@ -1232,68 +1255,9 @@ class Motion:
             self._cst = _CR_READY
             self._csp1 = self._speed_at(self._t_feed)
         self._drain_events(True)
-        gh = self._gh
-        self._gh = []
-        for rec in gh:
-            self._emit(rec, "gnss")
-        self._explain_held()
-        held = self._held
-        self._held = []
-        for rec in held:
-            self._emit_unclassified(rec)
-        self._gspan = []
+        from firmware import classify as _cl
 
-    def _classify_held(self):
-        # calibrated: the accelerometer's candidates are classified; the GNSS-only events held
-        # meanwhile describe the same manoeuvres with less precision and are dropped - unless no
-        # candidate was there to classify (before gravity was known, e.g. right after a re-mount)
-        for g in self._gh:
-            a = g[_Q_T] - 1000
-            b = g[_Q_T] + g[_Q_DUR] + 1000
-            seen = False
-            for rec in self._held:
-                if rec[_Q_T] <= b and rec[_Q_T] + rec[_Q_DUR] >= a:
-                    seen = True
-                    break
-            if not seen:
-                self._emit(g, "gnss")
-        self._gh = []
-        self._gspan = []
-        self._gx = None
-        held = self._held
-        self._held = []
-        for rec in held:
-            self._classify(rec)
-
-    def _classify(self, rec):
-        R = self._R
-        xv = [R[j] / _Q14 for j in range(3)]
-        yv = [R[3 + j] / _Q14 for j in range(3)]
-        mb = rec[_Q_MB:_Q_MB + 3]
-        pb = rec[_Q_PB:_Q_PB + 3]
-        ml = _dot(mb, xv)
-        mt = _dot(mb, yv)
-        pl = _dot(pb, xv)
-        pt = _dot(pb, yv)
-        thr_l = self._thr_acc if pl >= 0 else self._thr_brk
-        rl = abs(pl) / thr_l
-        rt = abs(pt) / self._thr_cor
-        if rl >= rt:
-            kind = _K_ACCEL if pl >= 0 else _K_BRAKE
-            peak, mean, r, gate = abs(pl), abs(ml), rl, 0
-        else:
-            kind = _K_LEFT if pt >= 0 else _K_RIGHT
-            peak, mean, r, gate = abs(pt), abs(mt), rt, 1
-        if r < 1.0:
-            self.counters["weak"] += 1
-            return
-        if not self._gate_ok(rec[_Q_SP0], rec[_Q_SP1], rec[_Q_DUR], gate):
-            self.counters["gated"] += 1
-            return
-        rec[_Q_KIND] = kind
-        rec[_Q_PEAK] = int(peak)
-        rec[_Q_MEAN] = int(mean)
-        self._emit(rec)
+        _cl.flush(self)
 
     def _emit_crash(self):
         n = self._cvalid

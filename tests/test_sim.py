@@ -260,15 +260,20 @@ EXPECT = {
     "remount": lambda r: _clear(r).get("harsh_brake", 0) >= 2,
     "brake_corner": lambda r: _overlapping(r, "harsh_brake", "harsh_corner") >= 3
     and _overlapping(r, "harsh_accel", "harsh_corner") >= 1,
+    # a braked bend within 30 s of the start of the trip: before any calibration commits
+    "brake_corner_early": lambda r: _overlapping(r, "harsh_brake", "harsh_corner",
+                                                 r["trips"][0]["start"] + 30) >= 1
+    and _overlapping(r, "harsh_brake", "harsh_corner") >= 2
+    and _overlapping(r, "harsh_accel", "harsh_corner") >= 2,
 }
 
 
-def _overlapping(r, a, b):
+def _overlapping(r, a, b, before=None):
     """Clear truth events of type a that overlap in time a (clear or marginal) event whose type starts with
-    b."""
+    b (and start before `before`, trace seconds)."""
     n = 0
     for e in r["events"]:
-        if e["type"] == a and not e.get("marginal"):
+        if e["type"] == a and not e.get("marginal") and (before is None or e["start"] < before):
             if any(f["type"].startswith(b) and f["start"] < e["end"] and e["start"] < f["end"]
                    for f in r["events"]):
                 n += 1

@@ -57,6 +57,7 @@ class Drive:
         self.t0 = 0
         self.fix = Fix()
         self.impulses = []   # (start_ms, dur_ms, vx, vy, vz) mg in the vehicle frame
+        self.speed_err = []  # (from_ms, to_ms, mm/s): GNSS speed errors (multipath), added to the fixes
         self.locked = False
 
     def rnd(self):
@@ -122,6 +123,9 @@ class Drive:
                 f = self.fix
                 f.t_ms = self.t_ms
                 f.speed_mmps = int(self.v * 1000 + self.speed_noise * self.rnd())
+                for e in self.speed_err:
+                    if e[0] <= f.t_ms < e[1]:
+                        f.speed_mmps += e[2]
                 if f.speed_mmps < 0:
                     f.speed_mmps = 0
                 f.course_cdeg = int(self.course * 100) % 36000
@@ -274,6 +278,54 @@ def test_gnss_only_dropped_when_calibrated():
     m.flush()
     assert_eq([(e["type"], e.get("src")) for e in evs], [("harsh_brake", None)],
               "one brake, from the accelerometer")
+
+
+def test_gnss_speed_noise_is_not_a_harsh_event():
+    # gravity known, not calibrated: a brisk but normal launch (1.8 m/s2, 184 mg) whose GNSS speed jumps
+    # by 0.9 m/s at one fix (multipath): the 1 s speed difference reads 2.7 m/s2, above the 2.5 m/s2
+    # threshold, but the accelerometer never saw a harsh acceleration: not an event, at trip end nor
+    # once the calibration commits
+    for calibrate in (False, True):
+        evs, m, d = drive(ROTATIONS[1], seed=21, speed_noise_mmps=0)
+        d.run(10)
+        d.run(6, 1.4)
+        d.speed_err = [(d.t_ms + 1500, d.t_ms + 2500, 900)]
+        d.run(3, 1.8)
+        d.run(3)
+        assert_eq((m.calib_state != "calibrated", m.counters["gnss_only"]), (True, 1),
+                  "uncalibrated, the speed jump passed the GNSS-only threshold")
+        if calibrate:
+            calib_drive(d)
+            assert_eq(m.calib_state, "calibrated", "calibrated")
+        m.flush()
+        assert_eq([e["type"] for e in evs], [], "no harsh event (calibrated: %r)" % calibrate)
+        assert_eq(m.counters["gnss_unconfirmed"], 1, "the GNSS-only event was not confirmed")
+
+
+def test_braked_bend_before_calibration_is_two_events():
+    # a bend at 4.5 m/s2 lateral, braked hard (-4.0 m/s2) 1 s into it, while only gravity is known:
+    # once calibrated, the held candidate is both a harsh corner (timed at the bend) and a harsh
+    # brake (timed at the braking), as the calibrated detectors would report them
+    for k, R in enumerate(ROTATIONS[1:4]):
+        evs, m, d = drive(R, seed=41 + k)
+        d.run(10)
+        d.run(8, 1.4)                  # 11.2 m/s
+        t_bend = d.t_ms
+        d.run(1.0, 0, 4.5)
+        t_brake = d.t_ms
+        d.run(1.5, -4.0, 4.5)          # to 5.2 m/s
+        d.run(0.5, 0, 4.5)
+        d.run(3)
+        calib_drive(d)
+        assert_eq(m.calib_state, "calibrated", "calibrated")
+        if m.calib_commit[0] < t_brake + 2000:
+            raise AssertionError("committed at %d ms, before the bend ended" % m.calib_commit[0])
+        got = sorted((e["type"], e["t_ms"]) for e in evs)
+        assert_eq([g[0] for g in got], ["harsh_brake", "harsh_corner_left"], "both axes, rotation %d" % k)
+        tb, tc = got[0][1], got[1][1]
+        if abs(tc - t_bend) > 400 or not t_brake - 400 <= tb <= t_brake + 1500:
+            raise AssertionError("corner at %d (bend %d), brake at %d (braking %d-%d)" % (
+                tc, t_bend, tb, t_brake, t_brake + 1500))
 
 
 def test_speed_gates():

@@ -212,6 +212,27 @@ def brake_corner(rng, duration_s=None):
             "notes": "harsh braking inside fast bends and hard launches into bends (two axes at once)"}
 
 
+def brake_corner_early(rng, duration_s=None):
+    """Braking hard inside a fast bend and launching into the next one in the first minute of the drive,
+    while the mount calibration is still open: the box holds those manoeuvres as candidates and
+    classifies them once it commits, each on both axes (a braked bend is a harsh brake and a harsh
+    corner)."""
+    drive = [P(40, 0, 50)]
+    for _ in range(2):
+        side = rng.choice((-1, 1))
+        r = rng.uniform(40.0, 50.0)
+        drive += [
+            P(r * QUARTER, side * r, 70, alat=5.0, b=4.3, jerk=9.0, late_brake=(0.2, 15)),
+            P(100, 0, 50, stop=rng.uniform(3, 6)),
+            P(0.8 * r * QUARTER, -side * r, 70, a=3.6, jerk=8.0, alat=5.0),
+            P(rng.uniform(60, 120), 0, 60),
+        ]
+    drive += _urban(rng, 3, light_p=0.5)
+    return {"program": [("park", 10), ("start",), ("idle", 5), ("drive", drive, "aggressive"), ("off",),
+                        ("park", 10)],
+            "notes": "braked bends and launches into bends before the calibration commits (two axes at once)"}
+
+
 DAY = 86400.0
 PARKED_AWAKE_S = 420.0   # full data after a drive: trip end (180 s still) + backlog + hold + agent shutdown
 WAKE_WINDOW_S = 80.0     # full data after a disturbance: the box confirms movement within 60 s
@@ -273,6 +294,7 @@ SCENARIOS = {
     "cold_start": cold_start,
     "remount": remount,
     "brake_corner": brake_corner,
+    "brake_corner_early": brake_corner_early,
 }
 
 # scenarios whose trace models the box asleep (header "sleep"): replayed by `paydbox power`, not by the

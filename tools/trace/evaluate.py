@@ -259,6 +259,7 @@ def score(truth, report):
     cal = report.get("calibration") or {}
     recs = report.get("records") or {}
     ct, cax = _commit_figures(truth, cal)
+    cc = cal.get("calib_commit") if isinstance(cal, dict) else None
     return {
         "scenario": truth["scenario"],
         "duration_s": round(truth["duration_s"], 1),
@@ -286,6 +287,7 @@ def score(truth, report):
         else cal.get("calib_quality"), "calibration_error_deg": _calibration_error(truth, cal),
         "calibration_time_s": ct,
         "calibration_axis_err_at_commit_deg": cax,
+        "calibration_commit_t_s": cc["t_ms"] / 1000.0 if cc else None,   # trace time of the last commit
         "records": recs.get("count"),
         "record_bytes": recs.get("bytes"),
         "fixes": recs.get("fixes"),

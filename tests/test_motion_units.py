@@ -1,0 +1,35 @@
+"""firmware/motion.py (feed loop), firmware/calib.py (calibration) and firmware/classify.py (classification)
+are separate units that share the event-queue record layout. MicroPython's const() names do not cross
+modules, so classify.py writes the layout again: the two must agree, field by field."""
+from firmware import classify, motion
+
+
+def test_classify_uses_the_feed_loops_record_layout():
+    names = [n for n in vars(classify) if n.startswith(("_Q_", "_K_"))]
+    assert len(names) >= 15
+    for n in names:
+        assert getattr(classify, n) == getattr(motion, n), n
+    assert (classify._Q14, classify._QF, classify._QN) == (motion._Q14, motion._QF, motion._QN)
+    # the GNSS-only fields reuse the candidate vectors' slots: a record is one or the other
+    assert {classify._Q_SEEN, classify._Q_G0, classify._Q_G1} <= set(range(motion._Q_MB, motion._Q_PB))
+    assert motion._QF == motion._Q_PB + 3
+
+
+def test_the_box_image_carries_the_classification_unit():
+    # in the image, but loaded by the first Motion, not by load_box(): a box without an accelerometer
+    # (the 3-hour drive of tests/test_board_heap.py) does not carry it on its heap
+    from firmware import runner
+    from tools.installer import flash
+
+    assert "firmware/classify.py" in flash.BOX_MODULES
+    assert "firmware.classify" not in runner._BOX_MODULES
+    import sys
+
+    import firmware
+    saved = sys.modules.pop("firmware.classify")
+    del firmware.classify
+    try:
+        motion.Motion(100)
+        assert "firmware.classify" in sys.modules   # loaded by the first Motion
+    finally:
+        sys.modules["firmware.classify"] = firmware.classify = saved
