@@ -336,7 +336,7 @@ def write_markdown(path, info, mods, ev, ev_extra, refs, quick, started, wall_s,
     L.append("")
     L.append("## Benchmark modules")
     L.append("")
-    if not mods:
+    if not mods and not kept:
         L.append("(no tools/bench/bench_*.py module found)")
     for name, r in mods.items():
         L += module_section(name, r)
