@@ -15,9 +15,8 @@
 # from Y x up (lateral information: a forward/lateral swap would make the two disagree); both are
 # combined by inverse variance. See docs/motion.md.
 import math
-from array import array
 
-from hw.compat import const
+from hw.compat import const, zeros
 
 WIN_MS = const(250)
 CHI2 = 9.0
@@ -88,9 +87,10 @@ class LagCalib:
         self.nl = lag_max_ms // LAG_STEP_MS + 1
         self._lam = 1.0 - 1.0 / forget_pairs
         self._hn = (lag_max_ms + max_pair_ms) // WIN_MS + 4
-        self._h = array("i", bytes(4 * _WF * self._hn))  # from bytes: no list of n items first
-        self._s = array("f", bytes(4 * _NS * self.nl))
-        self._rss = array("f", bytes(4 * self.nl))
+        # grown in place (hw.compat.zeros): no list of n items, no zero buffer of the same size first
+        self._h = zeros("i", _WF * self._hn)
+        self._s = zeros("f", _NS * self.nl)
+        self._rss = zeros("f", self.nl)
         self._ref = [0.0, 0.0, 0.0]
         self.reset()
 

@@ -205,9 +205,12 @@ class Motion:
         self._off_acc = self._thr_acc * hyst // 100
         self._off_brk = self._thr_brk * hyst // 100
         self._off_cor = self._thr_cor * hyst // 100
-        self._thr_min = min(self._thr_acc, self._thr_brk, self._thr_cor)
-        self._thr_min2 = self._thr_min * self._thr_min
-        off_min = self._thr_min * hyst // 100
+        # locals, not attributes, where only __init__ reads them: the instance dict holds 97 names in
+        # its 97-slot table (1552 B on the 64-bit VM); a 98th grows it to 127 slots (2032 B, both
+        # tables live at once during the rehash, at boot)
+        thr_min = min(self._thr_acc, self._thr_brk, self._thr_cor)
+        self._thr_min2 = thr_min * thr_min
+        off_min = thr_min * hyst // 100
         self._off_min2 = off_min * off_min
         self._gate_long = int(_cfg(cfg, "harsh_min_speed_kmh") * 1000000 // 3600)
         self._gate_cor = int(_cfg(cfg, "corner_min_speed_kmh") * 1000000 // 3600)
@@ -227,7 +230,6 @@ class Motion:
         post_n = int(_cfg(cfg, "crash_post_ms")) * rate_hz // 1000
         if pre_n < 1 or post_n < 1:
             raise ValueError("crash_pre_ms/crash_post_ms: must be > 0")
-        self._pre_n = pre_n
         self._post_n = post_n
         self._ring_n = pre_n + post_n
         self._calib_min_q = int(_cfg(cfg, "calib_min_quality"))
@@ -238,6 +240,8 @@ class Motion:
         self._lc = LagCalib(int(_cfg(cfg, "calib_lag_max_ms")), int(_cfg(cfg, "calib_forget_pairs")))
 
         # --- hot-path state (all preallocated) ---
+        # the crash ring first (6 KB at 100 Hz: the largest block Motion needs, before its small ones)
+        self._ring = zeros("h", 3 * self._ring_n)  # no list of n ints, no n-byte zero buffer first
         self._lp = array("i", [0] * (6))              # two-stage IIR, Q8: s1 x,y,z then s2 x,y,z
         self._lp_init = 0
         self._R = array("i", [0] * (9))               # rows: vehicle x, y, z in box axes, Q14
@@ -246,11 +250,10 @@ class Motion:
         # without a break (-1 none; a slot here, not an attribute: one name less on the box's heap)
         self._base = array("i", [0, 0, -1])
         self._mode = 0                        # 0 no gravity, 1 gravity only (candidates), 2 calibrated
-        self._ch = array("i", bytes(4 * 2 * _CF))
-        self._evq = array("i", bytes(4 * _QN * _QF))
+        self._ch = zeros("i", 2 * _CF)
+        self._evq = zeros("i", _QN * _QF)
         self._evq_head = 0
         self._evq_n = 0
-        self._ring = zeros("h", 3 * self._ring_n)  # no list of n ints, no n-byte zero buffer first
         self._rp = 0                          # next write index (samples)
         self._filled = 0
         self._cst = _CR_ARMED
@@ -269,7 +272,7 @@ class Motion:
         self._cpost_done = 0
         self._win_n = max(1, rate_hz // 4)
         self._w = array("i", [0] * (5))               # sx, sy, sz, act, n of the open window
-        self._wq = array("i", bytes(4 * _WN * _WF))  # from bytes: no list of n ints first
+        self._wq = zeros("i", _WN * _WF)  # grown in place: no list of n ints, no zero buffer first
         self._wq_head = 0
         self._wq_n = 0
         self._mv_hi = 0
@@ -292,7 +295,7 @@ class Motion:
         self._gx = None             # GNSS-only event under way (see _gnss_harsh)
         self._gspan = []            # (t0, t1) of the GNSS-only events of this trip (max _QN)
         # stopped windows waiting for the fixes to confirm: a ring of _SPN rows (t_end, sx, sy, sz, n)
-        self._spq = array("i", bytes(4 * _WF * _SPN))
+        self._spq = zeros("i", _WF * _SPN)
         self._reset_calib()
         self._prev_fix = None       # (t_ms, speed_mmps, course_cdeg)
         self._fh = []               # recent valid fixes [t_ms, speed_mmps], >= ~0.45 s apart

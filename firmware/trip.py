@@ -230,6 +230,11 @@ class TripTracker:
             "n_crash": tr["n_crash"], "n_overspeed": tr["n_overspeed"],
             "idle_s": tr["idle_ms"] // 1000, "night_s": tr["night_ms"] // 1000,
             "overspeed_s": tr["overspeed_ms"] // 1000, "score": -1,
+            # "seq" is set by the emit (its sequence number), "events" after it, for the box's trip
+            # list (None until then: the score counts the trip_end counters, not the list; the codec
+            # reads only the trip_end fields): both keys in the literal so that the dict (~25 keys)
+            # is not grown (rehashed into a second table) at the trip's end, the heap at its fullest
+            "seq": -1, "events": None,
         }
         # present only when non-zero (the record format's optional trip_end fields)
         for k in ("n_unclassified", "n_gnss_only"):
