@@ -13,7 +13,7 @@
 import math
 import sys
 
-from firmware.calib import LagCalib
+from firmware.calib import LagCalib, angle_deg
 from hw.compat import const, zeros
 
 # event kind codes in the queue
@@ -162,19 +162,6 @@ def _dot(a, b):
 
 def _cross(a, b):
     return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
-
-
-def _angle_deg(a, b):
-    na = math.sqrt(_dot(a, a))
-    nb = math.sqrt(_dot(b, b))
-    if na <= 0 or nb <= 0:
-        return 180.0
-    c = _dot(a, b) / (na * nb)
-    if c > 1.0:
-        c = 1.0
-    if c < -1.0:
-        c = -1.0
-    return math.degrees(math.acos(c))
 
 
 class Motion:
@@ -369,7 +356,7 @@ class Motion:
             R[3 + j] = int(round(yv[j] * _Q14))
             R[6 + j] = int(round(gv[j] * _Q14))
             self._g[j] = int(round(gv[j] * 1000))
-        if mode != self._mode or self._basis_g is None or _angle_deg(self._basis_g, gv) > 1.0:
+        if mode != self._mode or self._basis_g is None or angle_deg(self._basis_g, gv) > 1.0:
             if self._base[2] < 0 or self._ch[_C_ACT] != 0 or self._ch[_CF + _C_ACT] != 0:
                 # the accelerometer's watch (re)starts: a manoeuvre under way is lost with the reset
                 self._base[2] = self._t_feed
@@ -1043,7 +1030,7 @@ class Motion:
                         self._gdrive[j] += (m[j] - self._gdrive[j]) / 240.0
                 self._gdrive_n += 1
                 if (gv is not None and self._gdrive_n > 480 and self.calib_state == "calibrated"
-                        and _angle_deg(self._gdrive, gv) > self._knock_deg):
+                        and angle_deg(self._gdrive, gv) > self._knock_deg):
                     # sustained mismatch while driving: the box moved
                     self.counters["knocks"] += 1
                     self._recalibrate(None)
@@ -1056,7 +1043,7 @@ class Motion:
     def _still_window(self, m):
         # a window taken while stopped: knock check, then into the gravity sum. True: recalibrated.
         gv = self._gvec
-        if gv is not None and self._gs_n >= 8 and _angle_deg(m, gv) > self._knock_deg:
+        if gv is not None and self._gs_n >= 8 and angle_deg(m, gv) > self._knock_deg:
             self._knock_n += 1
             if self._knock_n >= self._knock_windows:
                 self.counters["knocks"] += 1
