@@ -123,13 +123,18 @@ class Ops:
         self.c.loop_stop()
 
 
+def _start_agent(tmp_path, box_path, host, port, protocol):
+    """The real agent process for DEV on box_path, against host:port, speaking `protocol`."""
+    cfg = write_agent_config(str(tmp_path / "a.toml"), "f1", DEV, box_path, str(tmp_path / "q.db"),
+                             host, port, extra_mqtt={"protocol": protocol})
+    return AgentProc(cfg, str(tmp_path / "a.log")).start()
+
+
 def command_survives_a_cut(tmp_path, host, port, protocol, v5_ops=True):
     box = SimBox(DEV).start()
     proxy = CutProxy(host, port)
     ops = Ops(host, port, v5=v5_ops)
-    cfg = write_agent_config(str(tmp_path / "a.toml"), "f1", DEV, box.path, str(tmp_path / "q.db"),
-                             "127.0.0.1", proxy.port, extra_mqtt={"protocol": protocol})
-    agent = AgentProc(cfg, str(tmp_path / "a.log")).start()
+    agent = _start_agent(tmp_path, box.path, "127.0.0.1", proxy.port, protocol)
     try:
         assert wait_for(lambda: ops.status and ops.status[-1].get("state") == "online",
                         30), agent.log()[-2000:]
@@ -220,9 +225,7 @@ def command_survives_agent_kill(tmp_path, kind, protocol, v5_ops, restart_broker
     b = _brokers(kind, tmp_path / kind, persistence)
     cb = CountingBox()
     ops = Ops(b.host, b.port, v5=v5_ops)
-    cfg = write_agent_config(str(tmp_path / "a.toml"), "f1", DEV, cb.box.path, str(tmp_path / "q.db"),
-                             b.host, b.port, extra_mqtt={"protocol": protocol})
-    agent = AgentProc(cfg, str(tmp_path / "a.log")).start()
+    agent = _start_agent(tmp_path, cb.box.path, b.host, b.port, protocol)
     try:
         assert wait_for(lambda: ops.status and ops.status[-1].get("state") == "online",
                         30), agent.log()[-2000:]
@@ -289,9 +292,7 @@ def test_a_command_id_taken_before_an_agent_restart_is_not_run_again(tmp_path, p
     b = Broker(tmp_path / "mosquitto").start()
     cb = CountingBox()
     ops = Ops(b.host, b.port)
-    cfg = write_agent_config(str(tmp_path / "a.toml"), "f1", DEV, cb.box.path, str(tmp_path / "q.db"),
-                             b.host, b.port, extra_mqtt={"protocol": protocol})
-    agent = AgentProc(cfg, str(tmp_path / "a.log")).start()
+    agent = _start_agent(tmp_path, cb.box.path, b.host, b.port, protocol)
     try:
         assert wait_for(lambda: ops.status and ops.status[-1].get("state") == "online",
                         30), agent.log()[-2000:]
