@@ -360,7 +360,7 @@ class Box:
             rec = {"type": "crash", "t_ms": ev["t_ms"], "peak_mg": ev.get("peak_mg", 0),
                    "lat_e7": lf[2] if lf else 0, "lon_e7": lf[3] if lf else 0,
                    "speed_mmps": max(ev.get("speed_start_mmps", 0), 0), "rate_hz": ev.get("rate_hz", 0),
-                   "pre_ms": ev.get("pre_ms", 0), "samples": ev.get("trace", b"")}
+                   "pre_ms": ev.get("pre_ms", 0), "samples": ev.pop("trace", b"")}
         else:
             if ev.get("src") == "gnss":
                 kind = kind + "_gnss"   # from the GNSS speed alone (mount not calibrated)
@@ -385,7 +385,10 @@ class Box:
             self.loose_events.append({"type": kind, "t_ms": ev["t_ms"], "dur_ms": ev.get("dur_ms", 0),
                                       "peak_mg": ev.get("peak_mg", 0)})
         if kind == "crash":
-            self.flush()  # a crash is committed at once
+            # a crash is committed at once. Its trace (6 KB at 100 Hz; popped from the event, which the
+            # trip keeps) is in the block now: not held through the commit, nor by the trip
+            rec = None
+            self.flush()
 
     def _flush_motion(self):
         # trip end, before its summary: events motion still holds (pending their speed check, or

@@ -11,10 +11,9 @@
 #   queues, update the calibration with floats, and emit events as dicts through on_event.
 #   Events are emitted ONLY from poll() and on_fix(), never from feed().
 import math
-import sys
 
 from firmware.calib import LagCalib, angle_deg
-from hw.compat import const, zeros
+from hw.compat import byte_view, const, zeros
 
 # event kind codes in the queue
 _K_ACCEL = const(1)
@@ -1251,23 +1250,6 @@ class Motion:
 
     def _emit_crash(self):
         n = self._cvalid
-        rn = self._ring_n
-        start = (self._rp // 3 - n) % rn   # rp points at the oldest sample of the frozen ring
-        mv = memoryview(self._ring)
-        if sys.byteorder == "little":
-            if start + n <= rn:
-                trace = bytes(mv[3 * start:3 * (start + n)])
-            else:
-                trace = bytes(mv[3 * start:]) + bytes(mv[:3 * (start + n - rn)])
-        else:  # pragma: no cover - every MicroPython port we target is little-endian
-            b = bytearray(6 * n)
-            for i in range(n):
-                s = 3 * ((start + i) % rn)
-                for j in range(3):
-                    v = self._ring[s + j] & 0xFFFF
-                    b[6 * i + 2 * j] = v & 0xFF
-                    b[6 * i + 2 * j + 1] = v >> 8
-            trace = bytes(b)
         pre_n = n - self._cpost_done
         dt_ms = 1000 / self.rate_hz
         confirmed, sp0, sp1 = self._crash_confirmed(self._ct0)
@@ -1275,8 +1257,21 @@ class Motion:
               "peak_mg": int(math.sqrt(self._cpeak2)), "mean_mg": 0,
               "speed_start_mmps": sp0, "speed_end_mmps": sp1,
               "lat_e7": self._clat, "lon_e7": self._clon, "course_cdeg": self._ccrs,
-              "trace": trace, "rate_hz": self.rate_hz, "pre_ms": int(pre_n * dt_ms)}
-        if not confirmed:
+              "trace": None, "rate_hz": self.rate_hz, "pre_ms": int(pre_n * dt_ms)}
+        if confirmed:
+            # the trace (int16 x, y, z, little-endian; 6 KB at 100 Hz): one bytearray filled from
+            # the frozen ring's one or two slices (two when it has wrapped), no copy of a slice nor
+            # a concatenation. The event holds the only reference (the Box pops it into its record)
+            rn = self._ring_n
+            start = (self._rp // 3 - n) % rn   # rp points at the oldest sample of the frozen ring
+            k = rn - start if rn - start < n else n   # samples from start to the ring's end
+            rb = byte_view(self._ring, 6 * rn)
+            tr = ev["trace"] = bytearray(6 * n)
+            tr[:6 * k] = rb[6 * start:6 * (start + k)]
+            if k < n:
+                tr[6 * k:] = rb[:6 * (n - k)]
+            tr = rb = None
+        else:
             # a spike without a collision's speed change (pothole, kerb, dropped box, door slam):
             # an event record `shock`, not a crash
             self.counters["shocks"] += 1

@@ -109,6 +109,16 @@ def zeros(typecode, n):
     return a
 
 
+def byte_view(a, nbytes):
+    """The first nbytes bytes of array a's memory, as a writable bytes-like object (no copy; every
+    supported MCU and host is little-endian): to copy a slice of an int array into a bytearray."""
+    if IS_MICROPYTHON:
+        import uctypes
+
+        return memoryview(uctypes.bytearray_at(uctypes.addressof(a), nbytes))
+    return memoryview(a).cast("B")[:nbytes]
+
+
 def int16_array(n):
     """(array('h') of n zeros, writable byte view of the same memory): a bus reads little-endian
     16-bit registers straight into the bytes and the firmware reads them as signed ints (every

@@ -590,3 +590,50 @@ def test_crash_cut_short_by_power_loss_is_kept():
     post = len(c[0]["trace"]) // 6 - c[0]["pre_ms"] // 10
     if not 90 <= post <= 110:
         raise AssertionError("post-trigger samples %d, expected ~100 (1 s)" % post)
+
+
+def _indexed_sample(i):
+    # a fed sample that says its own index (mod 65536), |v| < 720 mg (below the crash threshold)
+    return [(i % 1024) - 512, ((i >> 10) % 64) * 8, -300]
+
+
+def test_crash_trace_is_the_last_ring_samples_in_order():
+    """The crash trace is the ring's samples in the order they were fed, the oldest first: with the
+    ring wrapped (a frozen ring whose oldest sample is not at its start) and not. Defaults: trigger
+    after 30 ms (3 samples at 100 Hz) above 3 g, 500 post-trigger samples, 1000 in the ring; the
+    truth is what was fed (no fixes: speeds unknown, so a crash)."""
+    for t_imp, wrapped in ((2345, True), (1497, False)):
+        evs, cb = collect()
+        m = Motion(100, on_event=cb)
+        buf = array("i", [0] * 96)
+        fed = 0
+        while fed < t_imp + 800:
+            for k in range(32):
+                v = _indexed_sample(fed + k)
+                if t_imp <= fed + k < t_imp + 10:
+                    v[0] = 9000   # the impact: 10 samples at 9 g along x
+                buf[3 * k:3 * k + 3] = array("i", v)
+            m.feed(fed * 10, buf, 32)
+            m.poll()
+            fed += 32
+        (c,) = _events_of(evs, "crash")
+        tr = c["trace"]
+        assert_eq(len(tr), 6 * 1000, "10 s of int16 x,y,z")
+        last = t_imp + 2 + 500   # the trigger's sample (3rd above the threshold) + the post samples
+        first = last - 999
+        bad = -1
+        for j in range(1000):
+            want = _indexed_sample(first + j)
+            if t_imp <= first + j < t_imp + 10:
+                want[0] = 9000
+            for a in range(3):
+                v = tr[6 * j + 2 * a] | (tr[6 * j + 2 * a + 1] << 8)
+                if v >= 32768:
+                    v -= 65536
+                if v != want[a] and bad < 0:
+                    bad = j
+        if bad >= 0:
+            raise AssertionError("trace sample %d is not fed sample %d (wrapped ring: %s)"
+                                 % (bad, first + bad, wrapped))
+        # crash_pre_ms: the samples up to the trigger's, 5 s (500 samples)
+        assert_eq(c["pre_ms"], (t_imp + 3 - first) * 10, "pre-trigger time")
