@@ -13,7 +13,7 @@
 import math
 
 from firmware.calib import LagCalib, angle_deg
-from hw.compat import byte_view, const, zeros
+from hw.compat import byte_view, bytes_of, const, zeros
 
 # event kind codes in the queue
 _K_ACCEL = const(1)
@@ -1259,18 +1259,15 @@ class Motion:
               "lat_e7": self._clat, "lon_e7": self._clon, "course_cdeg": self._ccrs,
               "trace": None, "rate_hz": self.rate_hz, "pre_ms": int(pre_n * dt_ms)}
         if confirmed:
-            # the trace (int16 x, y, z, little-endian; 6 KB at 100 Hz): one bytearray filled from
-            # the frozen ring's one or two slices (two when it has wrapped), no copy of a slice nor
-            # a concatenation. The event holds the only reference (the Box pops it into its record)
+            # the trace (int16 x, y, z, little-endian; 6 KB at 100 Hz) is the frozen ring itself, put
+            # in time order in place (rotated left to its oldest sample): no 6 KB block at the crash,
+            # when the heap is fullest. On the box it is the ring's memory: valid until the next
+            # feed(), the consumer encodes or copies it at once (the Box: into its crash record)
             rn = self._ring_n
             start = (self._rp // 3 - n) % rn   # rp points at the oldest sample of the frozen ring
-            k = rn - start if rn - start < n else n   # samples from start to the ring's end
-            rb = byte_view(self._ring, 6 * rn)
-            tr = ev["trace"] = bytearray(6 * n)
-            tr[:6 * k] = rb[6 * start:6 * (start + k)]
-            if k < n:
-                tr[6 * k:] = rb[:6 * (n - k)]
-            tr = rb = None
+            if start:
+                self._ring_rotate(6 * start)
+            ev["trace"] = bytes_of(self._ring, 6 * n)
         else:
             # a spike without a collision's speed change (pothole, kerb, dropped box, door slam):
             # an event record `shock`, not a crash
@@ -1284,6 +1281,23 @@ class Motion:
         self._filled = 0
         if self.on_event is not None:
             self.on_event(ev)
+
+    def _ring_rotate(self, d):
+        # the ring's bytes rotated left by d (a multiple of 6) in place, c bytes at a time through a
+        # small buffer; each copy moves a chunk into the one before it (never overlapping)
+        rb = byte_view(self._ring, 6 * self._ring_n)
+        ln = len(rb)
+        tmp = bytearray(768)   # 128 samples
+        while d > 0:
+            c = 768 if d > 768 else d
+            tmp[:c] = rb[:c]
+            i = 0
+            while i + c < ln:
+                e = i + 2 * c if i + 2 * c < ln else ln
+                rb[i:e - c] = rb[i + c:e]
+                i += c
+            rb[ln - c:] = tmp[:c]
+            d -= c
 
     def _crash_confirmed(self, t0):
         """(crash?, speed before, speed after) for an impact at box time t0, from the GNSS speeds

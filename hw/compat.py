@@ -110,13 +110,23 @@ def zeros(typecode, n):
 
 
 def byte_view(a, nbytes):
-    """The first nbytes bytes of array a's memory, as a writable bytes-like object (no copy; every
-    supported MCU and host is little-endian): to copy a slice of an int array into a bytearray."""
+    """The first nbytes bytes of array a's memory as a writable memoryview of bytes (no copy; every
+    supported MCU and host is little-endian)."""
     if IS_MICROPYTHON:
         import uctypes
 
         return memoryview(uctypes.bytearray_at(uctypes.addressof(a), nbytes))
     return memoryview(a).cast("B")[:nbytes]
+
+
+def bytes_of(a, nbytes):
+    """A bytearray of the first nbytes bytes of array a. MicroPython: over the array's own memory
+    (no copy: it changes with the array); CPython cannot alias an array with a bytearray: a copy."""
+    if IS_MICROPYTHON:
+        import uctypes
+
+        return uctypes.bytearray_at(uctypes.addressof(a), nbytes)
+    return bytearray(memoryview(a).cast("B")[:nbytes])
 
 
 def int16_array(n):

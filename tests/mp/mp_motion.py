@@ -160,6 +160,8 @@ def collect():
     evs = []
 
     def on_event(ev):
+        if "trace" in ev:
+            ev["trace"] = bytes(ev["trace"])   # Motion's ring on the box: valid until the next feed()
         evs.append(ev)
 
     return evs, on_event
