@@ -72,6 +72,10 @@ _WF = const(6)
 # It was 64 (16 s, 1.1 KB more heap) for no caller that needs it.
 _WN = const(16)
 _SPN = const(24)     # stopped windows waiting for the fixes (6 s)
+# fix history: a ring of _FHN (t_ms, speed_mmps) int pairs, then its count and oldest pair's index
+_FHN = const(40)
+_FHC = const(80)     # = 2 * _FHN
+_FHH = const(81)
 
 _MG_PER_MPS2 = 1000.0 / 9.80665
 _PAIR_MIN_MS = const(950)    # forward regression baseline between fixes (any fix rate)
@@ -145,6 +149,11 @@ def _norm(v):
     if n <= 0:
         return None
     return [v[0] / n, v[1] / n, v[2] / n]
+
+
+def _fho(fh, j):
+    # offset of the fix history's j-th pair (0: the oldest)
+    return 2 * ((fh[_FHH] + j) % _FHN)
 
 
 def _wrap180(d):
@@ -284,7 +293,9 @@ class Motion:
         self._spq = zeros("i", _WF * _SPN)
         self._reset_calib()
         self._prev_fix = None       # (t_ms, speed_mmps, course_cdeg)
-        self._fh = []               # recent valid fixes [t_ms, speed_mmps], >= ~0.45 s apart
+        # recent valid fixes (t_ms, speed_mmps), >= ~0.45 s apart: the last _FHN in a ring of ints
+        # (330 B; a list of 40 tuples was ~1.8 KB)
+        self._fh = zeros("i", 2 * _FHN + 2)
         self._t_feed = 0            # box time of the end of the last feed() chunk
         if state:
             self._restore(state)
@@ -852,12 +863,17 @@ class Motion:
             self._spd_t = fix.t_ms
             if fix.speed_mmps >= 0:
                 fh = self._fh
-                if len(fh) >= 2 and fix.t_ms - fh[-2][0] < 450:
-                    fh[-1] = (fix.t_ms, fix.speed_mmps)
+                n = fh[_FHC]
+                if n >= 2 and fix.t_ms - fh[_fho(fh, n - 2)] < 450:
+                    o = _fho(fh, n - 1)   # replaces the last one
                 else:
-                    fh.append((fix.t_ms, fix.speed_mmps))
-                    if len(fh) > 40:
-                        fh.pop(0)
+                    if n >= _FHN:   # full: the oldest goes
+                        fh[_FHH] = (fh[_FHH] + 1) % _FHN
+                        n -= 1
+                    o = _fho(fh, n)
+                    fh[_FHC] = n + 1
+                fh[o] = fix.t_ms
+                fh[o + 1] = fix.speed_mmps
         else:
             self._spd = -1
             self._spd_slope = 0
@@ -879,16 +895,18 @@ class Motion:
             self._gx = None
             return
         fh = self._fh
-        ref = None
-        for i in range(len(fh) - 2, -1, -1):
-            if fix.t_ms - fh[i][0] >= _PAIR_MIN_MS - 100:
-                ref = fh[i]
+        rt = -1   # the reference fix: the newest ~1 s or more before this one
+        for i in range(fh[_FHC] - 2, -1, -1):
+            o = _fho(fh, i)
+            if fix.t_ms - fh[o] >= _PAIR_MIN_MS - 100:
+                rt = fh[o]
+                rv = fh[o + 1]
                 break
-        if ref is None or fix.t_ms - ref[0] > _PAIR_MAX_MS:
+        if rt < 0 or fix.t_ms - rt > _PAIR_MAX_MS:
             self._gx = None
             return
-        a = (fix.speed_mmps - ref[1]) * 1000 // (fix.t_ms - ref[0]) * 1000 // 9807   # mg
-        if fix.speed_mmps < self._gate_long or ref[1] < self._gate_long:
+        a = (fix.speed_mmps - rv) * 1000 // (fix.t_ms - rt) * 1000 // 9807   # mg
+        if fix.speed_mmps < self._gate_long or rv < self._gate_long:
             # the speed gate holds for the whole difference (as the truth gates each instant): the
             # last second of a stop, where a receiver's speed drops to 0, is not a harsh brake
             a = 0
@@ -901,7 +919,7 @@ class Motion:
             else:
                 return
             # [sign, t0, t_last, peak, sum, n, sp0, lat, lon, crs]
-            self._gx = gx = [sign, ref[0], fix.t_ms, 0, 0, 0, ref[1], fix.lat_e7, fix.lon_e7, fix.course_cdeg]
+            self._gx = gx = [sign, rt, fix.t_ms, 0, 0, 0, rv, fix.lat_e7, fix.lon_e7, fix.course_cdeg]
         sign = gx[0]
         v = a * sign
         # no hysteresis here: the GNSS speed's noise (0.1-0.3 m/s per fix, up to 10 overlapping ~1 s
@@ -1153,9 +1171,13 @@ class Motion:
         # apart), as the simulator's truth gates on the true speed at each instant; None if the
         # fixes do not bracket t.
         fh = self._fh
-        for i in range(len(fh) - 1, 0, -1):
-            t1, v1 = fh[i]
-            t0, v0 = fh[i - 1]
+        for i in range(fh[_FHC] - 1, 0, -1):
+            o = _fho(fh, i)
+            t1 = fh[o]
+            v1 = fh[o + 1]
+            o = _fho(fh, i - 1)
+            t0 = fh[o]
+            v0 = fh[o + 1]
             if t0 <= t <= t1:
                 if t1 - t0 > _PAIR_MAX_MS:
                     return None
@@ -1174,7 +1196,7 @@ class Motion:
         # the fixes describe the road lag_ms before the box receives them (GNSS lag, firmware/calib.py)
         te = self._evq[o + _Q_T] + self._evq[o + _Q_DUR] + self._lag()
         fh = self._fh
-        if fh and fh[-1][0] >= te:
+        if fh[_FHC] and fh[_fho(fh, fh[_FHC] - 1)] >= te:
             return True
         return self._t_feed - te > _PAIR_MAX_MS
 
@@ -1308,7 +1330,11 @@ class Motion:
         v0 = -1
         vmin = -1
         vmax = -1
-        for t, v in self._fh:
+        fh = self._fh
+        for i in range(fh[_FHC]):
+            o = _fho(fh, i)
+            t = fh[o]
+            v = fh[o + 1]
             if t <= t0:
                 if t0 - t <= _CONFIRM_BEFORE_MS:
                     v0 = v
