@@ -385,9 +385,9 @@ class Box:
             self.loose_events.append({"type": kind, "t_ms": ev["t_ms"], "dur_ms": ev.get("dur_ms", 0),
                                       "peak_mg": ev.get("peak_mg", 0)})
         if kind == "crash":
-            # a crash is committed at once. Its trace (6 KB at 100 Hz; popped from the event, which the
-            # trip keeps) is in the block now: not held through the commit, nor by the trip
-            rec = None
+            # a crash is committed at once. Its trace (Motion's frozen ring, valid until the next feed();
+            # popped from the event, which the trip keeps) is in the block now: not held any longer
+            del rec
             self.flush()
 
     def _flush_motion(self):
