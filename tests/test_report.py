@@ -81,13 +81,13 @@ def test_trips_table_from_known_records(tripdb, capsys):
                      "score": 71, "closed": True, "complete": True, "records_expected": n_trip,
                      "records_held": n_trip, "records_lost": 0, "gaps": [], "score_note": "",
                      "supply_start_mv": None, "supply_end_mv": None, "low_battery": None,  # no reading sent
-                     "towed": False}]
+                     "towed": False, "towed_m": 0, "km_incomplete": False, "km_incomplete_reasons": {}}]
     assert cli(["trips", "--db", tripdb]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["ID", "DEVICE", "START", "(UTC)", "END", "(UTC)", "KM", "DURATION", "EVENTS",
-                              "SCORE", "BATTERY", "RECORDS"]
+                              "SCORE", "BATTERY", "RECORDS", "BILLING"]
     assert out[1].split() == ["1", "box-7", "2026-11-24", "01:46:41", "2026-11-24", "01:47:03", "2.35",
-                              "0:00:22", "3", "71", "-", "%d/%d" % (n_trip, n_trip)]
+                              "0:00:22", "3", "71", "-", "%d/%d" % (n_trip, n_trip), "-"]
     assert cli(["trips", "--db", tripdb, "--device", "nope"]) == 0
     assert "no trips" in capsys.readouterr().out
 
@@ -105,7 +105,7 @@ def test_trip_with_a_missing_block_is_flagged(dbt, capsys):
     assert (t["records_expected"], t["records_held"]) == (len(recs) - 1, len(recs) - 1 - len(gone))
     assert t["gaps"] == [[8, 12]] and t["records_lost"] == 0
     assert cli(["trips", "--db", path]) == 0
-    assert capsys.readouterr().out.splitlines()[1].endswith("GAPS")
+    assert capsys.readouterr().out.splitlines()[1].endswith(" GAPS  INCOMPLETE (5 records missing)")
     db = consumer_db.connect(path)
     assert consumer_db.gaps(db) == [("t", "box-g", 3, 8, 12)]
     consumer_db.mark_lost(db, "box-g", 3, [[8, 12]], "evicted")
@@ -130,7 +130,7 @@ def test_partial_score_shown(tmp_path):
     db.close()
     assert t["summary"]["n_unclassified"] == 2 and t["n_events"] == 5
     assert trips.trip_dict(t)["score_note"] == "partial_unclassified+gnss_only"
-    assert trips.format_table([t]).splitlines()[1].split()[-6:-2] == ["5", "93", "partial", "gnss"]
+    assert trips.format_table([t]).splitlines()[1].split()[-7:-3] == ["5", "93", "partial", "gnss"]
     out = str(tmp_path / "p.html")
     assert cli(["report", "1", "--db", path, "-o", out]) == 0
     html = open(out, encoding="utf-8").read()

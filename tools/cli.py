@@ -23,6 +23,7 @@ COMMANDS = {
                "reference MQTT consumer: store trips, positions and events in SQLite"),
     "trips": ("tools.consumer.trips", "list the trips stored by the consumer"),
     "report": ("tools.consumer.report.cli", "write an HTML/PNG report, GPX or GeoJSON of one trip"),
+    "bill": ("tools.consumer.bill", "the km the stored trips bill (towed km apart), and how much is flagged"),
     "fleet-sim": ("tools.consumer.fleet_sim", "load-test the broker and consumer with N simulated boxes"),
     "export": ("tools.trace.export",
                "export a trace's records for other platforms (codec8e: Traccar / Teltonika)"),

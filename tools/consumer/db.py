@@ -727,8 +727,10 @@ def trip_row(db, r):
     _supply(db, t)
     # moved with the ignition off (the box's `towing` event inside the trip): a tow, not the driver's drive
     lo, hi = seq_range(t)
-    t["towed"] = db.execute("SELECT COUNT(*) FROM events WHERE device=? AND boot=? AND seq>? AND seq<?"
-                            " AND kind='towing'", (t["device"], t["boot"], lo, hi)).fetchone()[0] > 0
+    tow = db.execute("SELECT MIN(t_ms), COUNT(*) FROM events WHERE device=? AND boot=? AND seq>? AND seq<?"
+                     " AND kind='towing'", (t["device"], t["boot"], lo, hi)).fetchone()
+    t["towed"] = tow[1] > 0
+    t["tow_start_t_ms"] = tow[0] if t["towed"] else None
     if not t["closed"]:
         pos = trip_positions(db, t)
         t["distance_m"] = int(round(path_length_m(pos)))
@@ -742,7 +744,90 @@ def trip_row(db, r):
             "SELECT COUNT(*) FROM records WHERE device=? AND boot=? AND seq>? AND seq<? AND type IN "
             "('event','crash')",
             (t["device"], t["boot"], lo, hi)).fetchone()[0]
+    _towed(db, t)
+    _km_flags(db, t)
     return t
+
+
+# Billing (docs/fleet.md "Billing"): what can make a trip's km (the box's trip_end distance_m) fall short of
+# the distance driven, from the records the box already writes. The tamper reasons: `loop_fault` (the
+# supervisor caught a MemoryError or OSError no subsystem caught: that main-loop pass, and the GNSS fixes it
+# would have read, are lost; firmware/runner.py), `gnss_missing` (no GNSS byte for 30 s: no fix, no km)
+KM_TAMPERS = ("loop_fault", "gnss_missing")
+# firmware/runner.py loop_fault writes at most this many loop_fault records per boot: once a boot has them
+# all, its later faults are not recorded, so a trip ending after that cannot be known to be fault-free
+LOOP_FAULT_RECORDS_MAX = 3
+# the box's odometer over the trip's records against its distance: both are the same count of mm
+# (firmware/app.py: the trip is credited what the odometer counts while it is open), each floored to m
+ODOMETER_SLACK_M = 1
+
+
+def _km_flags(db, t):
+    """`km_incomplete` and its reasons {reason: count} (empty: none known):
+      loop_fault, gnss_missing  tamper records of those reasons inside the trip (KM_TAMPERS)
+      loop_fault_cap            1: the boot had written all its loop_fault records (LOOP_FAULT_RECORDS_MAX)
+                                by the trip's end: faults during the trip may be unrecorded
+      odometer_extra_m          the box's own odometer (`odometer` and `status` records inside the trip)
+                                advanced this many m more than the trip's distance: km the trip lost
+      records_missing           records of the trip not held (gaps, lost ones included: _completeness)
+      open                      1: no trip_end yet, the km are the consumer's estimate from positions"""
+    dev, boot = t["device"], t["boot"]
+    lo, hi = seq_range(t)
+    why = {}
+    for reason, n in db.execute("SELECT reason, COUNT(*) FROM tampers WHERE device=? AND boot=? AND seq>?"
+                                " AND seq<? GROUP BY reason", (dev, boot, lo, hi)).fetchall():
+        if reason in KM_TAMPERS:
+            why[reason] = n
+    n_loop = db.execute("SELECT COUNT(*) FROM tampers WHERE device=? AND boot=? AND seq<? AND "
+                        "reason='loop_fault'", (dev, boot, hi)).fetchone()[0]
+    if n_loop >= LOOP_FAULT_RECORDS_MAX:
+        why["loop_fault_cap"] = 1
+    if t["closed"] and t.get("distance_m") is not None:
+        # the odometer at the trip's start: firmware/app.py writes it right after the trip_start (same t_ms)
+        start = db.execute("SELECT r.data FROM records r WHERE r.device=? AND r.boot=? AND r.seq=? AND "
+                           "r.type='odometer'", (dev, boot, lo + 1)).fetchone()
+        top = [r[0] for r in db.execute(
+            "SELECT data FROM records WHERE device=? AND boot=? AND seq>? AND seq<? AND type='odometer'",
+            (dev, boot, lo + 1, hi)).fetchall()]
+        odo = [json.loads(d)["total_m"] for d in top]
+        odo += [r[0] for r in db.execute("SELECT odometer_m FROM statuses WHERE device=? AND boot=? AND "
+                                         "seq>? AND seq<?", (dev, boot, lo, hi)).fetchall()]
+        if start is not None and odo:
+            extra = max(odo) - json.loads(start[0])["total_m"] - t["distance_m"]
+            if extra > ODOMETER_SLACK_M:
+                why["odometer_extra_m"] = extra
+        missing = t["records_expected"] - t["records_held"]
+        if missing > 0:
+            why["records_missing"] = missing
+    if not t["closed"]:
+        why["open"] = 1
+    t["km_incomplete"] = bool(why)
+    t["km_incomplete_reasons"] = why
+
+
+def _towed(db, t):
+    """`towed_m`: the part of the trip's distance after its first `towing` event began (moved with the
+    ignition off, firmware/trip.py; the event's t_ms is when the tow began), in proportion of the path its
+    positions draw before and after that time; the whole distance when the trip has no positions to tell
+    (privacy no_positions). 0 for a trip that was not towed. An insurer bills distance driven: the bill
+    leaves towed_m out (tools/consumer/bill.py)."""
+    d = t.get("distance_m")
+    if not t["towed"] or not d:
+        t["towed_m"] = 0
+        return
+    pos = trip_positions(db, t)
+    whole = path_length_m(pos)
+    if whole <= 0:
+        t["towed_m"] = d
+        return
+    t0 = t["tow_start_t_ms"]
+    after = path_length_m([p for p in pos if p["t_ms"] >= t0])
+    # the step into the tow (last fix before it began, first one after) is the tow's
+    before = [p for p in pos if p["t_ms"] < t0]
+    first = next((p for p in pos if p["t_ms"] >= t0), None)
+    if before and first is not None:
+        after += path_length_m([before[-1], first])
+    t["towed_m"] = int(round(d * min(1.0, after / whole)))
 
 
 # a resting 12 V lead-acid battery: ~12.6 V full, ~12.2 V half charged, ~12.0 V a quarter (the usual rule of

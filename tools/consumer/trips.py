@@ -38,8 +38,12 @@ def trip_dict(t):
         # the car battery as the box read it (status records' supply_mv, mV; None: no reading for this trip)
         "supply_start_mv": t.get("supply_start_mv"), "supply_end_mv": t.get("supply_end_mv"),
         "low_battery": t.get("low_battery"),
-        # the car moved with the ignition off (a `towing` event in the trip): a tow, not the driver's drive
-        "towed": t.get("towed", False),
+        # the car moved with the ignition off (a `towing` event in the trip): a tow, not the driver's drive;
+        # towed_m of its distance_m were towed (not billed by default: docs/fleet.md "Billing")
+        "towed": t.get("towed", False), "towed_m": t.get("towed_m", 0),
+        # the km may be short of the distance driven (consumer_db._km_flags): {reason: count}
+        "km_incomplete": t.get("km_incomplete", False),
+        "km_incomplete_reasons": t.get("km_incomplete_reasons", {}),
     }
 
 
@@ -75,9 +79,34 @@ def score_text(t):
     return " ".join([str(t["score"])] + tags)
 
 
+# how each km_incomplete reason reads in a table
+REASON_TEXT = {"loop_fault": "loop_fault %d", "gnss_missing": "gnss_missing %d",
+               "loop_fault_cap": "loop faults no longer recorded", "odometer_extra_m": "odometer +%d m",
+               "records_missing": "%d records missing", "open": "open"}
+
+
+def reasons_text(why):
+    """{reason: count} -> 'loop_fault 3, odometer +394 m' (consumer_db._km_flags' reasons, in its order)."""
+    return ", ".join((REASON_TEXT[k] % v if "%" in REASON_TEXT[k] else REASON_TEXT[k]) if k in REASON_TEXT
+                     else "%s %s" % (k, v) for k, v in why.items())
+
+
+def billing_cell(t):
+    """'-', 'INCOMPLETE (loop_fault 3, odometer +394 m)' (the km may be short of the distance driven),
+    'TOWED 4.76 km' (of the trip's km, not billed by default), or both."""
+    bits = []
+    if t.get("km_incomplete"):
+        why = {k: v for k, v in t.get("km_incomplete_reasons", {}).items() if k != "open"}
+        if why:  # an open trip says so in END and RECORDS already
+            bits.append("INCOMPLETE (%s)" % reasons_text(why))
+    if t.get("towed_m"):
+        bits.append("TOWED %.2f km" % (t["towed_m"] / 1000.0))
+    return "; ".join(bits) or "-"
+
+
 def format_table(trips):
     head = ("ID", "DEVICE", "START (UTC)", "END (UTC)", "KM", "DURATION", "EVENTS", "SCORE", "BATTERY",
-            "RECORDS")
+            "RECORDS", "BILLING")
     rows = []
     for t in trips:
         km = "-" if t.get("distance_m") is None else "%.2f" % (t["distance_m"] / 1000.0)
@@ -86,7 +115,7 @@ def format_table(trips):
         rows.append((str(t["id"]), t["device"], fmt_time(t.get("start_utc_s")), end, km,
                      fmt_duration(t.get("duration_s")),
                      "-" if t.get("n_events") is None else str(t["n_events"]), score, battery_cell(t),
-                     records_cell(t)))
+                     records_cell(t), billing_cell(t)))
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     right = {4, 5, 6, 7, 8}
     out = []

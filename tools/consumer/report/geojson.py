@@ -13,6 +13,8 @@ def geojson(t, pos, events):
                        "start": consumer_db.utc_iso(t.get("start_utc_s")),
                        "end": consumer_db.utc_iso(t.get("end_utc_s")),
                        "distance_m": t.get("distance_m"), "duration_s": t.get("duration_s"),
+                       "towed_m": t.get("towed_m", 0), "km_incomplete": t.get("km_incomplete", False),
+                       "km_incomplete_reasons": t.get("km_incomplete_reasons", {}),
                        "score": t.get("score"), "times": [iso_time(t, p["t_ms"], p["utc_s"]) for p in pos],
                        "speeds_kmh": [round(speed_kmh(p["speed_mmps"]), 1) for p in pos]},
     }]

@@ -3,6 +3,7 @@ event styles, labels and details, the stats table, titles, record times."""
 import math
 
 from tools.consumer import db as consumer_db
+from tools.consumer.trips import reasons_text
 
 SPEED_BINS = [  # (upper bound km/h, colour, label)
     (30, "#2b6cb0", "< 30"),
@@ -122,6 +123,14 @@ def stats(t, pos):
     ]
     if t.get("towed"):
         rows.append(("Towed", "moved with the ignition off: a tow, not the driver's drive"))
+    if t["closed"]:
+        # what the bill counts (tools/consumer/bill.py, default: towed km left out)
+        towed = t.get("towed_m", 0) or 0
+        rows.append(("Billed distance", fmt_km((t.get("distance_m") or 0) - towed)
+                     + (" (%s towed, not billed)" % fmt_km(towed) if towed else "")))
+    if t.get("km_incomplete") and t["closed"]:
+        rows.append(("Distance INCOMPLETE", "may be short of the distance driven: "
+                     + reasons_text(t["km_incomplete_reasons"])))
     if s:
         rows.append(("Night / idle", "%s / %s" % (fmt_dur(s.get("night_s", 0)), fmt_dur(s.get("idle_s", 0)))))
         rows.append(("Over speed", fmt_dur(s.get("overspeed_s", 0))))
