@@ -63,7 +63,7 @@ def _trips(path, capsys):
     return {(t["device"], t["boot"], t["trip"]): t for t in json.loads(capsys.readouterr().out)}
 
 
-def test_trips_whose_km_may_be_short_are_flagged(dbt, capsys):
+def test_trips_whose_km_may_be_short_are_flagged(dbt, capsys, tmp_path):
     path = dbt("k.db")
     store(path, "box-clean", 1, renumber(drive(odo=(12345, 12345 + DIST))))
     store(path, "box-loop", 1, renumber(drive([(10, tamper("loop_fault", 9100)),
@@ -84,6 +84,10 @@ def test_trips_whose_km_may_be_short_are_flagged(dbt, capsys):
     assert rows["box-loop"].endswith(" INCOMPLETE (loop_fault 2)")
     assert rows["box-odo"].endswith(" INCOMPLETE (odometer +394 m)")
     assert rows["box-clean"].endswith(" -")
+    out = tmp_path / "odo.html"
+    assert cli(["report", str(got[("box-odo", 1, 2)]["id"]), "--db", path, "-o", str(out)]) == 0
+    assert "Distance INCOMPLETE" in out.read_text() and "odometer +394 m" in out.read_text()
+    capsys.readouterr()
     # the bill: every trip's km billed, the flagged ones' km said apart
     assert cli(["bill", "--db", path, "--json"]) == 0
     b = json.loads(capsys.readouterr().out)
