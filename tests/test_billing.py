@@ -158,6 +158,23 @@ def test_missing_records_are_in_the_same_flag(tmp_path, capsys):
     assert b["open_m"] == t["distance_m"] > 0
 
 
+def test_a_lost_trip_shows_in_the_box_s_odometer(dbt, capsys):
+    """Three trips of a boot, each with the box's odometer after its trip_start (firmware/app.py); the
+    middle one's blocks never arrive: the bill says the box's odometer counted its km in no trip held."""
+    path = dbt("l.db")
+    a = renumber(drive(odo=(12345, 12345 + DIST)))
+    b = renumber(drive(odo=(12345 + DIST, 12345 + 2 * DIST), shift_ms=100000), first=a[-1]["seq"] + 1)
+    c = renumber(drive(odo=(12345 + 2 * DIST, 12345 + 3 * DIST), shift_ms=200000), first=b[-1]["seq"] + 1)
+    store(path, "box-all", 1, a + b + c)
+    store(path, "box-lost", 1, a + c)
+    assert cli(["bill", "--db", path, "--json"]) == 0
+    got = {d["device"]: d for d in json.loads(capsys.readouterr().out)["devices"]}
+    assert (got["box-all"]["billed_m"], got["box-all"]["odometer_outside_trips_m"]) == (3 * DIST, 0)
+    assert (got["box-lost"]["billed_m"], got["box-lost"]["odometer_outside_trips_m"]) == (2 * DIST, DIST)
+    assert cli(["bill", "--db", path]) == 0
+    assert "odometers counted %.2f km in no trip held" % (DIST / 1000) in capsys.readouterr().out
+
+
 def _tow_at(i_pos):
     """known_records() with its harsh brake turned into the box's `towing` event (moved with the ignition
     off), begun at the time of position i_pos (firmware/trip.py: the event's t_ms is when the tow began)."""

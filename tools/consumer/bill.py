@@ -4,7 +4,8 @@
 Billed: the closed trips' km (the box's trip_end distance_m), less the km towed (`towed_m`: an insurer bills
 distance driven; `--bill-towed` bills them too). Listed apart: the towed km, the km of open trips (no
 trip_end yet: billed once it arrives), the distance the car moved while the box was off (tamper
-`unaccounted_distance`: in no trip). Flagged: the billed km of the trips whose km may be short of the
+`unaccounted_distance`: in no trip) and the km the box's own odometer counted in no trip held
+(`odometer_outside_trips_m`: a lost trip). Flagged: the billed km of the trips whose km may be short of the
 distance driven (`km_incomplete`, consumer_db._km_flags), with their reasons. The score is the mean of
 the closed trips' scores, towed trips left out (not the driver's driving).
 """
@@ -27,7 +28,7 @@ def add_arguments(p):
 def _empty(device):
     return {"device": device, "trips": 0, "billed_m": 0, "flagged_m": 0, "flagged_trips": 0,
             "flagged_reasons": {}, "towed_m": 0, "towed_trips": 0, "open_trips": 0, "open_m": 0,
-            "unaccounted_m": 0, "score_avg": None, "score_trips": 0}
+            "unaccounted_m": 0, "odometer_outside_trips_m": 0, "score_avg": None, "score_trips": 0}
 
 
 def _add(b, t, bill_towed):
@@ -55,11 +56,15 @@ def _add(b, t, bill_towed):
 def bill(db, device=None, bill_towed=False):
     """{"devices": [per-device bill], "total": the same summed over them, "bill_towed": bool}."""
     per = {}
+    boots = set()
     for t in consumer_db.list_trips(db, device=device):
         b = per.get(t["device"])
         if b is None:
             b = per[t["device"]] = dict(_empty(t["device"]), _scores=[])
         _add(b, t, bill_towed)
+        boots.add((t["device"], t["boot"]))
+    for dev, boot in sorted(boots):
+        per[dev]["odometer_outside_trips_m"] += consumer_db.odometer_outside_trips_m(db, dev, boot)
     q = "SELECT device, SUM(value) FROM tampers WHERE reason='unaccounted_distance'"
     args = ()
     if device:
@@ -115,6 +120,9 @@ def format_bill(res):
     if t["open_trips"]:
         lines.append("open %d trip(s), %.2f km so far: billed when their trip_end arrives"
                      % (t["open_trips"], t["open_m"] / 1000.0))
+    if t["odometer_outside_trips_m"]:
+        lines.append("the boxes' odometers counted %.2f km in no trip held (a lost trip, or km a box did not "
+                     "give its trip): not billed" % (t["odometer_outside_trips_m"] / 1000.0))
     if t["unaccounted_m"]:
         lines.append("moved %.2f km while the box was off (tamper unaccounted_distance): in no trip, "
                      "not billed"

@@ -805,6 +805,44 @@ def _km_flags(db, t):
     t["km_incomplete_reasons"] = why
 
 
+def odometer_outside_trips_m(db, device, boot):
+    """m the box's own odometer counted in boot `boot` outside the closed trips held: before the first,
+    between two (the next one's start odometer, written right after its trip_start, against this one's
+    start + distance_m) and after the last (the highest odometer reading after its trip_end), each beyond
+    ODOMETER_SLACK_M (the two figures' rounding). A lost trip's km are here; so is what the box counted
+    while a start was not confirmed. Trips without a start odometer are skipped (no figure to compare)."""
+    reads = [(r[0], json.loads(r[1])["total_m"]) for r in db.execute(
+        "SELECT seq, data FROM records WHERE device=? AND boot=? AND type='odometer'", (device, boot))]
+    reads += [(r[0], r[1]) for r in db.execute(
+        "SELECT seq, odometer_m FROM statuses WHERE device=? AND boot=? AND odometer_m IS NOT NULL",
+        (device, boot))]
+    if not reads:
+        return 0
+    at = dict(reads)
+    reads.sort()
+    out = 0
+    prev = None  # (end seq, odometer at the end) of the trip before
+    for trip, end, dist in db.execute("SELECT trip, end_seq, distance_m FROM trips WHERE device=? AND boot=?"
+                                      " AND end_seq IS NOT NULL ORDER BY trip", (device, boot)).fetchall():
+        start = at.get(trip + 1)
+        if start is None:
+            prev = None
+            continue
+        if prev is None:
+            before = [v for q, v in reads if q < trip]
+            base = before[0] if before else start
+        else:
+            base = prev[1]
+        if start - base > ODOMETER_SLACK_M:
+            out += start - base
+        prev = (end, start + (dist or 0))
+    if prev is not None:
+        after = [v for q, v in reads if q > prev[0]]
+        if after and max(after) - prev[1] > ODOMETER_SLACK_M:
+            out += max(after) - prev[1]
+    return out
+
+
 def _towed(db, t):
     """`towed_m`: the part of the trip's distance after its first `towing` event began (moved with the
     ignition off, firmware/trip.py; the event's t_ms is when the tow began), in proportion of the path its
