@@ -218,9 +218,9 @@ def test_towed_km_are_not_billed_nor_scored(dbt, capsys, tmp_path):
         (DIST - round(DIST * 10 / 19)) / 1000, round(DIST * 10 / 19) / 1000) in html
 
 
-def test_unaccounted_distance_is_listed_apart(tmp_path, capsys):
+def test_unaccounted_distance_is_listed_apart(dbt):
     """The car moved while the box was off (tamper unaccounted_distance, mm): in no trip, said in the bill."""
-    path = str(tmp_path / "u.db")
+    path = dbt("u.db")
     recs = renumber([tamper("unaccounted_distance", 500, 1234567)] + known_records())
     store(path, "box-u", 2, recs)
     db = consumer_db.connect(path, create=False)
