@@ -175,6 +175,18 @@ def test_a_lost_trip_shows_in_the_box_s_odometer(dbt, capsys):
     assert "odometers counted %.2f km in no trip held" % (DIST / 1000) in capsys.readouterr().out
 
 
+def test_an_open_trip_ends_at_the_next_trip_start(tmp_path, capsys):
+    """A trip whose trip_end never came is followed by another trip of the boot: the next trip's loop fault
+    is that trip's, not the open one's."""
+    path = str(tmp_path / "n.db")
+    first = renumber(drive())[:-1]
+    second = renumber(drive([(10, tamper("loop_fault", 9100))], shift_ms=100000), first=first[-1]["seq"] + 2)
+    store(path, "box-n", 1, first + second)
+    got = {t["trip"]: t for t in _trips(path, capsys).values()}
+    assert got[first[1]["seq"]]["km_incomplete_reasons"] == {"open": 1}
+    assert got[second[1]["seq"]]["km_incomplete_reasons"] == {"loop_fault": 1}
+
+
 def _tow_at(i_pos):
     """known_records() with its harsh brake turned into the box's `towing` event (moved with the ignition
     off), begun at the time of position i_pos (firmware/trip.py: the event's t_ms is when the tow began)."""

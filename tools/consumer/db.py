@@ -773,6 +773,10 @@ def _km_flags(db, t):
       open                      1: no trip_end yet, the km are the consumer's estimate from positions"""
     dev, boot = t["device"], t["boot"]
     lo, hi = seq_range(t)
+    if not t["closed"]:  # an open trip's records end at the next trip_start, if one is held
+        nxt = db.execute("SELECT MIN(seq) FROM records WHERE device=? AND boot=? AND seq>? AND "
+                         "type='trip_start'", (dev, boot, lo)).fetchone()[0]
+        hi = nxt if nxt is not None else hi
     why = {}
     for reason, n in db.execute("SELECT reason, COUNT(*) FROM tampers WHERE device=? AND boot=? AND seq>?"
                                 " AND seq<? GROUP BY reason", (dev, boot, lo, hi)).fetchall():
