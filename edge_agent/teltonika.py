@@ -38,7 +38,34 @@ _SIZES = {IO_IGNITION: 1, IO_MOVEMENT: 1, IO_ODOMETER: 4, IO_TRIP_ODOMETER: 4, I
           IO_GREEN_TYPE: 1, IO_GREEN_VALUE: 1, IO_GREEN_DURATION: 2, IO_TOWING: 1, IO_CRASH: 1,
           IO_IDLING: 1, IO_UNPLUG: 1, IO_OVERSPEED: 1}
 
-_GREEN = {"harsh_accel": 1, "harsh_brake": 2, "harsh_corner_left": 3, "harsh_corner_right": 3}
+# Each event kind the firmware writes (firmware/app.py _EVENT_KINDS, firmware/trip.py) -> (event IO id,
+# green driving type (IO 253) or None, ignition (IO 239: 1 / 0; None: the kind says nothing of it, IO 239
+# and 240 are left out), movement (IO 240: 1 / 0; None: from the speed)). A kind not in this table (a
+# newer firmware's) gets no AVL record at all (Mapper.skipped_kinds counts them): nothing is sent that
+# the record does not say.
+EVENT_KINDS = {
+    # harsh driving (Teltonika's green driving, from the accelerometer or, FMB "GNSS source", from the
+    # GNSS speed): the firmware writes these only while someone drives (with the ignition and the engine
+    # off a jolt is a `shock`), so the ignition is on
+    "harsh_accel": (IO_GREEN_TYPE, 1, 1, None),
+    "harsh_brake": (IO_GREEN_TYPE, 2, 1, None),
+    "harsh_corner_left": (IO_GREEN_TYPE, 3, 1, None),
+    "harsh_corner_right": (IO_GREEN_TYPE, 3, 1, None),
+    "harsh_accel_gnss": (IO_GREEN_TYPE, 1, 1, None),
+    "harsh_brake_gnss": (IO_GREEN_TYPE, 2, 1, None),
+    # idling: the engine on and the car still (firmware/trip.py _idle)
+    "idle": (IO_IDLING, None, 1, 0),
+    # moving with the ignition off
+    "towing": (IO_TOWING, None, 0, 1),
+    # over the speed limit: says nothing of the ignition (a car on a tow truck goes fast too)
+    "overspeed": (IO_OVERSPEED, None, None, None),
+    # a jolt with nobody driving (ignition and engine off: a tow truck's winch, an impact at a
+    # standstill): no green driving
+    "shock": (0, None, None, None),
+    # harsh, of a type the box could not tell (not calibrated): IO 253 has no "unknown" type, and
+    # charging the driver a braking or an acceleration would be a guess; a position record
+    "unclassified": (0, None, None, None),
+}
 _MOVE_MMPS = 2000          # the box's own "moving" speed (firmware/trip.py _MOVE_MMPS)
 _STILL_MMPS = 800          # below this the box's odometer counts nothing (odometer.py move_off_mmps)
 
@@ -238,6 +265,7 @@ class Mapper:
     def __init__(self, state=None):
         self.state = state if state is not None else {}
         self.skipped_no_time = 0
+        self.skipped_kinds = {}  # event kinds not in EVENT_KINDS: {kind: records not mapped}
 
     def _dev(self, device):
         return self.state.setdefault(device, {"trips": {}, "last": None})
@@ -362,27 +390,21 @@ class Mapper:
             moving = 1 if speed >= _MOVE_MMPS else 0  # pos records exist only while a trip is open
         elif t == "event":
             kind = r["kind"]
+            if kind not in EVENT_KINDS:
+                self.skipped_kinds[kind] = self.skipped_kinds.get(kind, 0) + 1
+                return None
+            event_id, green, ign, moving = EVENT_KINDS[kind]
             speed, course = r["speed_start_mmps"], r["course_cdeg"]
-            moving = 1 if speed >= _MOVE_MMPS else 0
-            if kind in _GREEN:
-                event_id = IO_GREEN_TYPE
-                io[IO_GREEN_TYPE] = (1, _GREEN[kind])
+            if moving is None:
+                moving = 1 if speed >= _MOVE_MMPS else 0
+            if green is not None:
+                io[IO_GREEN_TYPE] = (1, green)
                 io[IO_GREEN_VALUE] = (1, max(0, min(255, (r["peak_mg"] + 5) // 10)))
                 io[IO_GREEN_DURATION] = (2, max(0, min(65535, r["dur_ms"])))
-            elif kind == "towing":
-                event_id, ign, moving = IO_TOWING, 0, 1
-                io[IO_TOWING] = (1, 1)
-            elif kind == "idle":
-                event_id, moving = IO_IDLING, 0
-                io[IO_IDLING] = (1, 1)
-            elif kind == "shock":
-                # a jolt with nobody driving (the firmware's kind when the ignition and the engine are off:
-                # a tow truck's winch; or an impact at a standstill): no green driving, and it says
-                # nothing of the ignition, so IO 239/240 are left out
-                ign = None
-            elif kind == "overspeed":
-                event_id = IO_OVERSPEED
+            elif event_id == IO_OVERSPEED:
                 io[IO_OVERSPEED] = (1, min(255, _kmh(max(r["speed_start_mmps"], r["speed_end_mmps"]))))
+            elif event_id:
+                io[event_id] = (1, 1)  # the alarm IOs (towing, idling): 1
         elif t == "crash":
             prio, event_id = 2, IO_CRASH
             speed = r["speed_mmps"]

@@ -234,6 +234,60 @@ def test_a_shock_while_parked_is_no_green_driving_and_no_ignition():
     assert harsh["event_id"] == T.IO_GREEN_TYPE and harsh["io"][T.IO_GREEN_TYPE] == (1, 1)
 
 
+# Teltonika's FMB AVL IDs (wiki, "FMB Teltonika Data Sending Parameters ID"; docs/traccar.md): 253 green
+# driving type (1 harsh acceleration, 2 harsh braking, 3 harsh cornering; the FMB's green driving has an
+# accelerometer and a GNSS source), 254 its value, 243 its duration, 251 idling, 246 towing, 255 over
+# speeding (km/h), 239 ignition, 240 movement. Each kind the firmware writes: (event IO id, IOs it must
+# carry, ignition (None: the kind says nothing of it, so neither 239 nor 240 is sent), movement).
+TELTONIKA_KINDS = {
+    "harsh_accel": (253, {253: 1, 254: 48, 243: 700}, 1, 1),
+    "harsh_brake": (253, {253: 2, 254: 48, 243: 700}, 1, 1),
+    "harsh_corner_left": (253, {253: 3, 254: 48, 243: 700}, 1, 1),
+    "harsh_corner_right": (253, {253: 3, 254: 48, 243: 700}, 1, 1),
+    "harsh_accel_gnss": (253, {253: 1, 254: 48, 243: 700}, 1, 1),
+    "harsh_brake_gnss": (253, {253: 2, 254: 48, 243: 700}, 1, 1),
+    "idle": (251, {251: 1}, 1, 0),              # the engine on, the car still
+    "towing": (246, {246: 1}, 0, 1),            # moving with the ignition off
+    "overspeed": (255, {255: 72}, None, None),  # a car on a tow truck is fast too
+    "shock": (0, {}, None, None),               # nobody driving
+    "unclassified": (0, {}, None, None),        # harsh, type unknown: no green driving type to give
+}
+
+
+def test_every_event_kind_maps_to_its_teltonika_ios_and_no_other():
+    """Each event kind the firmware can write (firmware/app.py _EVENT_KINDS) as the independent decoder
+    reads it: its event IO, its IOs, IO 239/240 only where the kind says what the ignition is; a kind the
+    mapper does not know gets no AVL record (counted), never an ignition-on."""
+    from firmware.app import _EVENT_KINDS
+    from tools.consumer import fleet_sim
+
+    assert set(_EVENT_KINDS) == set(TELTONIKA_KINDS)  # a new kind needs its mapping decided here
+    kinds = list(TELTONIKA_KINDS) + ["wheelie"]  # and one of a firmware to come
+    recs = [{"type": "event", "seq": i + 1, "t_ms": 1000 * (i + 1), "utc_s": 848800000 + i, "kind": k,
+             "dur_ms": 700, "peak_mg": 480, "mean_mg": 300, "speed_start_mmps": 15000,
+             "speed_end_mmps": 20000, "lat_e7": 450000000, "lon_e7": 50000000, "course_cdeg": 9000}
+            for i, k in enumerate(kinds)]
+    (_fs, _n, blk), = fleet_sim.encode_blocks("box-k", 1, recs, 4096)
+    hdr, got = T.records_of_block(blk)
+    m = T.Mapper()
+    mapped = m.map_block(hdr, got)
+    assert [seq for seq, _a in mapped] == list(range(1, len(TELTONIKA_KINDS) + 1))
+    assert m.skipped_kinds == {"wheelie": 1}
+    resp, _ack = oracle_decode(T.avl_packet([a for _s, a in mapped]))
+    for kind, rec in zip(TELTONIKA_KINDS, resp["records"]):
+        ev_id, want, ign, moving = TELTONIKA_KINDS[kind]
+        io = {e["id"]: e["value"] for g in ("one_byte_io", "two_byte_io", "four_byte_io")
+              for e in rec["io_data"][g]}
+        assert rec["io_data"]["event_id"] == ev_id, kind
+        assert {k: io.get(k) for k in want} == want, kind
+        others = {253, 254, 243, 251, 246, 255, 247, 252} - set(want)
+        assert not others & set(io), (kind, io)
+        if ign is None:
+            assert 239 not in io and 240 not in io, (kind, io)
+        else:
+            assert (io[239], io[240]) == (ign, moving), kind
+
+
 # ---- the agent against the fake server
 
 def _agent_cfg(path, box, qpath, traccar=None, mqtt=None, osmand=None):

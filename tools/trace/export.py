@@ -77,7 +77,9 @@ def run(args):
     os.replace(tmp, args.output)
     out = {"output": args.output, "bytes": len(data), "packets": len(packets), "records": n,
            "fixes": summary["records"]["pos"], "odometer_m": summary["odometer_mm"] // 1000,
-           "skipped_no_time": m.skipped_no_time}
+           "skipped_no_time": m.skipped_no_time,
+           # event kinds the mapper has no Teltonika mapping for (a newer firmware's): not sent
+           "skipped_kinds": dict(m.skipped_kinds)}
     if args.json:
         print(json.dumps(out))
     else:
