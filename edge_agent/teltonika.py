@@ -295,6 +295,21 @@ class Mapper:
         if lf and records and lf["boot"] == header["boot"] and 0 < records[0]["t_ms"] - lf["t_ms"] <= 3000:
             prev = lf
         last_pos = dev["last"]  # (lat, lon, sats) of the latest fix seen for this device
+        # tows seen, [boot, seq, since t_ms] (a `towing` event: its t_ms is when the tow began; a `tow`
+        # tamper, the sleeping box's alarm (firmware/power.py): the car moved off with the ignition off and
+        # the box asleep, so its trip is a tow from its start: -1), this block's own first, so that its
+        # records before them see them
+        tows = dev.setdefault("tows", [])
+        for r in records:
+            if r["type"] == "event" and r["kind"] == "towing":
+                m = [boot, r["seq"], r["t_ms"]]
+            elif r["type"] == "tamper" and r["reason"] == "tow":
+                m = [boot, r["seq"], -1]
+            else:
+                continue
+            if m not in tows:
+                tows.append(m)
+        del tows[:-16]
         out = []
         for i, r in enumerate(records):
             t = r["type"]
@@ -346,7 +361,8 @@ class Mapper:
                         # the box's own trip distance: the odometer at the trip's end, exactly
                         rec_odo = float(tr[0] + max(0, r["distance_m"]))
                         odo = rec_odo if odo is None else max(odo, rec_odo)
-            avl = self._record(r, refs, rec_odo, last_pos, dev)
+            towed = t in ("pos", "trip_start") and self._towed(dev, boot, r)
+            avl = self._record(r, refs, rec_odo, last_pos, dev, towed)
             if avl is None:
                 continue
             out.append((r["seq"], avl))
@@ -359,6 +375,16 @@ class Mapper:
             dev["last_fix"] = {"boot": header["boot"], "t_ms": prev["t_ms"], "utc_s": prev["utc_s"],
                                "speed_mmps": prev["speed_mmps"]}
         return out
+
+    def _towed(self, dev, boot, r):
+        """True when the record is in a trip (by seq: its trip_start, up to its trip_end) that holds a tow
+        begun at or before the record's time: the car moved with the ignition off."""
+        tr = self._trip_of(dev, r["seq"])
+        if tr is None:
+            return False
+        lo, hi = tr[0], tr[1][1]
+        return any(b == boot and lo <= q and (hi is None or q <= hi) and tm <= r["t_ms"]
+                   for b, q, tm in dev.get("tows", ()))
 
     def _ts_ms(self, r, refs):
         t = r["type"]
@@ -374,7 +400,7 @@ class Mapper:
             return (r["utc_s"] + EPOCH_2000_S) * 1000
         return None
 
-    def _record(self, r, refs, odo, last_pos, dev):
+    def _record(self, r, refs, odo, last_pos, dev, towed=False):
         t = r["type"]
         io = {}
         event_id = 0
@@ -388,6 +414,8 @@ class Mapper:
         if t == "pos":
             prio, speed, course, sats = 0, r["speed_mmps"], r["course_cdeg"], r["sats"]
             moving = 1 if speed >= _MOVE_MMPS else 0  # pos records exist only while a trip is open
+            if towed:
+                ign = 0  # a trip with a tow: moving with the ignition off
         elif t == "event":
             kind = r["kind"]
             if kind not in EVENT_KINDS:
@@ -411,7 +439,10 @@ class Mapper:
             moving = 1 if speed >= _MOVE_MMPS else 0
             io[IO_CRASH] = (1, 1)
         elif t == "trip_start":
-            event_id, moving = IO_IGNITION, 1
+            # a trip opens on the ignition; a tow's on movement (the ignition off)
+            event_id, moving = (IO_MOVEMENT, 1) if towed else (IO_IGNITION, 1)
+            if towed:
+                ign = 0
         elif t == "trip_end":
             event_id, ign = IO_IGNITION, 0
             lat, lon = r["end_lat_e7"], r["end_lon_e7"]
@@ -453,7 +484,7 @@ class Mapper:
                 dev["odo_hi"] = [ts, max(o, hi[1]) if hi is not None else o]
             odo_m = o
             io[IO_ODOMETER] = (4, o)
-            if IO_TRIP_ODOMETER not in io and ign:
+            if IO_TRIP_ODOMETER not in io and (ign or towed):
                 tr = self._trip_of(dev, r["seq"])
                 if tr is not None and tr[1][0] is not None:
                     io[IO_TRIP_ODOMETER] = (4, max(0, odo_m - tr[1][0]))

@@ -134,6 +134,15 @@ def commute():
     return firmware_blocks(COMMUTE)
 
 
+def _truth_lines(trace):
+    """The simulator's truth lines of a trace."""
+    import gzip
+    import json
+
+    with gzip.open(trace, "rt") as f:
+        return [o for o in map(json.loads, f) if o.get("s") == "truth"]
+
+
 def _decoded(blocks):
     recs = []
     for _fs, _ls, _p, b in blocks:
@@ -141,9 +150,10 @@ def _decoded(blocks):
     return recs
 
 
-def check_against_box(avl_by_seq, blocks, truth, summary, oracle=False):
+def check_against_box(avl_by_seq, blocks, truth, summary, oracle=False, pos_ignition=1):
     """Every pos / event / trip record has its AVL record with the box's odometer; harsh events as
-    green driving. avl_by_seq: seq -> AVL record dict (ours) or oracle record (oracle=True)."""
+    green driving. avl_by_seq: seq -> AVL record dict (ours) or oracle record (oracle=True).
+    pos_ignition: the ignition (IO 239) the positions were taken with (the trace's truth)."""
     recs = _decoded(blocks)
     want = [r for r in recs if r["type"] in ("pos", "event", "crash", "trip_start", "trip_end")
             or (r["type"] == "tamper" and r["reason"] in ("power_loss", "unaccounted_distance", "tow"))]
@@ -184,7 +194,7 @@ def check_against_box(avl_by_seq, blocks, truth, summary, oracle=False):
         assert lo - 20 <= io[16] <= hi + 20, (r, io[16], lo, hi)
         if r["type"] == "pos":
             assert lat == pytest.approx(r["lat_e7"] / 1e7, abs=1e-7)
-            assert io[239] == 1 and ev == 0
+            assert io[239] == pos_ignition and ev == 0
         if r["type"] == "event" and r["kind"].startswith("harsh_"):
             assert ev == 253 and io[253] == {"harsh_accel": 1, "harsh_brake": 2}.get(r["kind"], 3)
             assert io[243] == r["dur_ms"] and io[254] == (r["peak_mg"] + 5) // 10
@@ -286,6 +296,45 @@ def test_every_event_kind_maps_to_its_teltonika_ios_and_no_other():
             assert 239 not in io and 240 not in io, (kind, io)
         else:
             assert (io[239], io[240]) == (ign, moving), kind
+
+
+def test_the_positions_of_a_tow_say_the_ignition_is_off_and_the_next_drive_s_on():
+    """A tow (its `towing` event, begun at the trip start, written 20 s later) then a drive, in one block:
+    the tow's trip start and positions carry IO 239 = 0 (the start's event IO is movement), the drive's 1."""
+    from tools.consumer import fleet_sim
+
+    def pos(seq, t_s):
+        return {"type": "pos", "seq": seq, "t_ms": 1000 * t_s, "utc_s": 848800000 + t_s, "lat_e7": 450000000,
+                "lon_e7": 50000000 + 300 * t_s, "speed_mmps": 5000, "course_cdeg": 9000, "hdop_x10": 9,
+                "sats": 9}
+
+    def start(seq, t_s):
+        return {"type": "trip_start", "seq": seq, "t_ms": 1000 * t_s, "utc_s": 848800000 + t_s, "trip": seq,
+                "lat_e7": 450000000, "lon_e7": 50000000 + 300 * t_s}
+
+    def end(seq, trip, t_s):
+        return {"type": "trip_end", "seq": seq, "t_ms": 1000 * t_s, "utc_s": 848800000 + t_s, "trip": trip,
+                "start_t_ms": 0, "end_t_ms": 1000 * t_s, "start_utc_s": -1, "end_utc_s": 848800000 + t_s,
+                "start_lat_e7": 0, "start_lon_e7": 0, "end_lat_e7": 450000000, "end_lon_e7": 50000000,
+                "distance_m": 100, "bridged_m": 0, "duration_s": 30, "max_speed_mmps": 5000,
+                "n_harsh_accel": 0, "n_harsh_brake": 0, "n_harsh_corner_left": 0, "n_harsh_corner_right": 0,
+                "n_crash": 0,
+                "n_overspeed": 0, "idle_s": 0, "night_s": 0, "overspeed_s": 0, "score": 100}
+    tow = {"type": "event", "seq": 24, "t_ms": 1000, "utc_s": 848800001, "kind": "towing", "dur_ms": 20000,
+           "peak_mg": 0, "mean_mg": 0, "speed_start_mmps": 5000, "speed_end_mmps": 5000, "lat_e7": 450000000,
+           "lon_e7": 50000000, "course_cdeg": 9000}
+    recs = ([start(1, 1)] + [pos(i, i) for i in range(2, 24)] + [tow, pos(25, 25), end(26, 1, 30)]
+            + [start(27, 100)] + [pos(i, i + 100) for i in range(28, 32)] + [end(32, 27, 110)])
+    (_fs, _n, blk), = fleet_sim.encode_blocks("box-w", 1, recs, 4096)
+    hdr, got = T.records_of_block(blk)
+    mapped = T.Mapper().map_block(hdr, got)
+    resp, _ack = oracle_decode(T.avl_packet([a for _s, a in mapped]))
+    ign = {s: {e["id"]: e["value"] for e in r["io_data"]["one_byte_io"]}.get(239)
+           for (s, _a), r in zip(mapped, resp["records"])}
+    ev = {s: r["io_data"]["event_id"] for (s, _a), r in zip(mapped, resp["records"])}
+    assert [ign[s] for s in range(1, 26) if s != 24] == [0] * 24 and (ev[1], ign[24]) == (240, 0)
+    assert [ign[s] for s in range(27, 32)] == [1] * 5 and ev[27] == 239
+    assert ign[26] == ign[32] == 0
 
 
 # ---- the agent against the fake server
@@ -670,7 +719,15 @@ def test_alarms_from_simulated_drives(tmp_path, scenario, alarm_io):
     for _i, _j, p in T.split_packets([a for _s, a in mine]):
         recs += oracle_decode(p)[0]["records"]
     by_seq = {s: r for (s, _a), r in zip(mine, recs)}
-    check_against_box(by_seq, blocks, truth, summary, oracle=True)
+    # the simulator's truth: the towing scenario's ignition is off all along (its positions and trip
+    # start must not say it is on); the others drive with it on
+    ign = {o["ign"] for o in _truth_lines(path) if o.get("kind") == "pos"}
+    assert ign == ({0} if scenario == "towing" else ign)
+    check_against_box(by_seq, blocks, truth, summary, oracle=True, pos_ignition=1 if 1 in ign else 0)
+    if scenario == "towing":
+        (start,) = [by_seq[r["seq"]] for r in _decoded(blocks) if r["type"] == "trip_start"]
+        one = {e["id"]: e["value"] for e in start["io_data"]["one_byte_io"]}
+        assert start["io_data"]["event_id"] == 240 and (one[239], one[240]) == (0, 1)
     alarms = [r for r in recs if r["io_data"]["event_id"] == alarm_io]
     assert len(alarms) == 1, [r["io_data"]["event_id"] for r in recs if r["io_data"]["event_id"]]
     assert {e["id"]: e["value"] for e in alarms[0]["io_data"]["one_byte_io"]}[alarm_io] == 1
