@@ -11,6 +11,8 @@ comes twice (QoS 1 redelivery, also after an agent restart) is run and answered 
 commands it took, and their ids, in its queue database (edge_agent/agent.py, docs/mqtt-topics.md)."""
 import logging
 import random
+import select
+import socket
 import ssl
 import time
 
@@ -57,6 +59,7 @@ class Publisher:
         self.last_error = ""
         self._client = None
         self._connecting_since = None
+        self._closing = False
         self._make_client()
 
     # ---- client construction
@@ -123,6 +126,9 @@ class Publisher:
             client.subscribe(t, qos=1)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        if self._closing and flags is not None and not flags.is_disconnect_packet_from_server:
+            # our own DISCONNECT is written; paho closes the socket right after this callback
+            close_without_reset(client.socket())
         if self.connected:
             log.warning("disconnected from broker: %s", reason_code)
         elif self._connecting_since is not None:
@@ -207,7 +213,10 @@ class Publisher:
         return self.window - inflight
 
     def close(self, last_payload=None):
+        """Graceful end: the last (retained) status, then DISCONNECT (the broker discards the will) and a
+        close without a TCP reset (close_without_reset), so the broker reads our last PUBACKs."""
         c = self._client
+        self._closing = True
         if self.connected and last_payload is not None:
             info = c.publish(self.will_topic, last_payload, qos=1, retain=True)
             end = time.monotonic() + 2.0
@@ -220,3 +229,32 @@ class Publisher:
         except Exception:
             pass
         self.connected = False
+
+
+def close_without_reset(sock, timeout_s=2.0):
+    """Half-close a socket whose last packet (DISCONNECT) is written, then read it empty until the broker
+    closes its end (at most timeout_s). A socket closed with bytes still unread sends a TCP reset, and the
+    broker then drops what it had not read yet: the client's last PUBACKs (the broker delivers those
+    messages again to the session: duplicates) and the DISCONNECT itself (the broker publishes the will).
+    What is read here is only messages never acknowledged: the broker delivers them again to the session.
+    Used by the agent's Publisher and the consumer (tools/consumer/ingest.py)."""
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_WR)  # FIN after the DISCONNECT (a TLS socket drops its TLS layer here)
+    except OSError:
+        return
+    end = time.monotonic() + timeout_s
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            if not select.select([sock], [], [], left)[0]:
+                return
+            if not sock.recv(65536):
+                return  # the broker closed: nothing unread, the close sends no reset
+        except (BlockingIOError, InterruptedError):
+            continue
+        except (OSError, ValueError):
+            return
