@@ -20,13 +20,13 @@ import hashlib
 import json
 import os
 import queue
-import select
 import socket
 import sys
 import threading
 import time
 from urllib.parse import urlparse
 
+from edge_agent.mqtt import close_without_reset  # the agent's graceful close too (one home)
 from tools.consumer import db as consumer_db
 
 RECORDS_FILTER = "paydbox/+/+/records"
@@ -369,34 +369,6 @@ class Consumer:
         finally:
             self.client.loop_stop()
             self.db.close()
-
-
-def close_without_reset(sock, timeout_s=2.0):
-    """Half-close a socket whose last packet (DISCONNECT) is written, then read it empty until the broker
-    closes its end (at most timeout_s). A socket closed with bytes still unread sends a TCP reset, and the
-    broker then drops what it had not read yet: the PUBACKs of the last batch (committed, so the broker
-    would deliver them again: counted duplicates on every restart) and the DISCONNECT itself. What is read
-    here is only messages never acknowledged: the broker delivers them again to the session."""
-    if sock is None:
-        return
-    try:
-        sock.shutdown(socket.SHUT_WR)  # FIN after the DISCONNECT (a TLS socket drops its TLS layer here)
-    except OSError:
-        return
-    end = time.monotonic() + timeout_s
-    while True:
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        try:
-            if not select.select([sock], [], [], left)[0]:
-                return
-            if not sock.recv(65536):
-                return  # the broker closed: nothing unread, the close sends no reset
-        except (BlockingIOError, InterruptedError):
-            continue
-        except (OSError, ValueError):
-            return
 
 
 def format_counters(c):
