@@ -49,6 +49,10 @@ _READY, _INFLIGHT, _WAIT = 0, 1, 2
 MAX_RANGES = 256  # seq ranges accepted in one ack / resend message
 # downlink command ids remembered (in the queue database) to answer a redelivered command once
 CMD_IDS_KEPT = 256
+# results of finished commands kept (in the queue database) once the broker has acknowledged them, to answer
+# the same id again with its result; results the broker has not acknowledged are all kept
+RESULTS_KEPT = 64
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 VERSION = "0.1.0"
 log = logging.getLogger("paydbox.agent")
@@ -127,6 +131,15 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _boot_id():
+    """This machine's boot id (Linux): time.monotonic() values of one boot compare across processes."""
+    try:
+        with open(BOOT_ID_PATH) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
 def _valid_box_hello(v):
     """A box HELLO the agent can act on: a dict naming a non-empty device id and an integer boot."""
     return (isinstance(v, dict) and v.get("role") == "box" and isinstance(v.get("device"), str)
@@ -171,6 +184,11 @@ class Agent:
         self.link_timeout_s = float(a.get("link_timeout_s", 10))
         self.cmd_retry_s = float(a.get("cmd_retry_s", 2))
         self.cmd_tries = int(a.get("cmd_tries", 5))
+        # a command waits for the box at most this long (or its MQTT 5 message expiry, if sooner), also
+        # while the box link is down; then it is answered "expired"
+        self.cmd_expiry_s = float(a.get("cmd_expiry_s", 86400))
+        if self.cmd_expiry_s <= 0:
+            raise ValueError("agent.cmd_expiry_s: must be > 0, got %r" % a.get("cmd_expiry_s"))
         self.republish_after_s = float(a.get("republish_after_s", 120))
         self.e2e = bool(m.get("e2e_ack", True))
         self.e2e_timeout_s = float(a.get("e2e_timeout_s", 30))
@@ -194,9 +212,17 @@ class Agent:
         self.wanted = []  # (lo, hi, until) seq ranges asked again from the box (stored even if seen before)
         # downlink commands taken from the broker, kept in the queue's SQLite (meta `cmd_state`) before the
         # PUBACK goes out (paho acks a QoS 1 message after on_message returns), so that a command survives a
-        # SIGKILL of the agent and one the persistent session redelivers after a restart is not run twice
-        self.pending_cmds = {}  # cmd id -> {"d", "tries", "next"}: for the box, no result yet
+        # SIGKILL of the agent and one the persistent session redelivers after a restart is not run twice;
+        # their results stay there too until the broker has PUBACKed them (published again after a restart)
+        # cmd id -> {"d", "tries", "next", "sent", "until"}: for the box, no result yet. tries: attempts the
+        # box was heard after (it could have answered); sent: monotonic time of the attempt not yet counted;
+        # until: monotonic deadline (agent.cmd_expiry_s or the message's own expiry)
+        self.pending_cmds = {}
         self.recent_cmd_ids = []  # the last CMD_IDS_KEPT ids taken, answered or not
+        # cmd id -> {"r": result, "acked": PUBACKed, "agent": the agent's own answer, not the box's,
+        # "mid": (Publisher.generation, mid) of the publish in flight, "t": when published}, finish order
+        self.cmd_results = {}
+        self.result_mids = {}  # mid -> cmd id: result publishes waiting for their PUBACK
         self._load_cmds()
         self.box_health = {}
         self.last_hello_sent = 0.0
@@ -215,7 +241,7 @@ class Agent:
             "republished": 0, "cmds": 0, "results": 0, "serial_errors": 0, "device_mismatch": 0,
             "bad_frames": 0, "blocks_quarantined": 0, "internal_errors": 0, "e2e_acked": 0, "e2e_resent": 0,
             "e2e_acks": 0, "bad_acks": 0, "resend_requests": 0, "resent_from_archive": 0, "dropped_blocks": 0,
-            "dropped_records": 0,
+            "dropped_records": 0, "cmd_repeats": 0, "cmd_expired": 0, "results_republished": 0,
         }
         for k in ("dropped_blocks", "dropped_records"):  # data loss stays visible across restarts
             self.counters[k] = int(self.queue.get_meta(k) or 0)
@@ -480,36 +506,114 @@ class Agent:
                   ", ".join("%d-%d" % (fs, ls) for _, fs, ls in rows[:8]))
         self.last_status_key = None  # the alarm goes out now
 
+    def _pending(self, d, until):
+        return {"d": d, "tries": 0, "next": 0.0, "sent": None, "until": until}
+
     def _load_cmds(self):
         raw = self.queue.get_meta("cmd_state")
         if not raw:
             return
+        now = time.monotonic()
         try:
             st = json.loads(raw)
             if st.get("device") != self.device:  # the queue was bound to another box: not its commands
                 return
             self.recent_cmd_ids = list(st["recent"])[-CMD_IDS_KEPT:]
-            for d in st["pending"]:
-                self.pending_cmds[d["id"]] = {"d": d, "tries": 0, "next": 0.0}
+            # deadlines are time.monotonic() of the boot that wrote them; after a reboot of the machine
+            # (another boot id) a command's wait is counted again from this start
+            same_boot = st.get("boot_id") is not None and st.get("boot_id") == _boot_id()
+            for e in st["pending"]:
+                d, until = (e["d"], e.get("until")) if "id" not in e else (e, None)  # "id": the older format
+                if not same_boot or not isinstance(until, (int, float)):
+                    until = now + self.cmd_expiry_s
+                self.pending_cmds[d["id"]] = self._pending(d, float(until))
+            for cid, res, acked, by_agent in st.get("results", []):
+                if not isinstance(res, dict):
+                    raise TypeError("result of %r" % (cid,))
+                self.cmd_results[cid] = {"r": res, "acked": bool(acked), "agent": bool(by_agent), "mid": None,
+                                         "t": 0.0}
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             log.error("queue meta cmd_state unreadable (%s): commands taken before the restart forgotten", e)
+            self.pending_cmds, self.recent_cmd_ids, self.cmd_results = {}, [], {}
             return
         if self.pending_cmds:
             log.info("%d downlink command(s) taken before the restart still wait for the box: %s",
                      len(self.pending_cmds), ", ".join(str(c) for c in list(self.pending_cmds)[:8]))
+        unacked = [c for c, e in self.cmd_results.items() if not e["acked"]]
+        if unacked:
+            log.info("%d command result(s) the broker had not acknowledged before the restart are published "
+                     "again: %s", len(unacked), ", ".join(str(c) for c in unacked[:8]))
 
     def _save_cmds(self):
         self.queue.set_meta("cmd_state", json.dumps({
-            "device": self.device, "recent": self.recent_cmd_ids,
-            "pending": [p["d"] for p in self.pending_cmds.values()]}))
+            "device": self.device, "boot_id": _boot_id(), "recent": self.recent_cmd_ids,
+            "pending": [{"d": p["d"], "until": p["until"]} for p in self.pending_cmds.values()],
+            "results": [[cid, e["r"], e["acked"], e["agent"]] for cid, e in self.cmd_results.items()]}))
+
+    def _answer(self, cid, res, by_agent=False):
+        """The result of command `cid` on cmd/result. Kept in the database (cmd_state) before it goes out and
+        until the broker's PUBACK for it: the agent killed in between publishes it again after its restart
+        (so a result reaches ops at least once, maybe twice); then kept among the last RESULTS_KEPT to
+        answer the same id again."""
+        self.cmd_results.pop(cid, None)  # moved to the end: the newest finished
+        self.cmd_results[cid] = {"r": res, "acked": False, "agent": by_agent, "mid": None, "t": 0.0}
+        acked = [c for c, e in self.cmd_results.items() if e["acked"]]
+        for c in acked[:-RESULTS_KEPT]:
+            del self.cmd_results[c]
+        self._save_cmds()
+        self._publish_result(cid, time.monotonic())
+
+    def _publish_result(self, cid, now):
+        e = self.cmd_results[cid]
+        if self.mq is None or not self.mq.connected:
+            return  # published once connected (_service_results)
+        mid = self.mq.publish(self.topic("cmd/result"), json.dumps(e["r"]), qos=1)
+        if mid is None:
+            return
+        e["mid"] = (self.mq.generation, mid)
+        e["t"] = now
+        self.result_mids[mid] = cid
+
+    def _result_acked(self, mid):
+        cid = self.result_mids.pop(mid, None)
+        e = self.cmd_results.get(cid) if cid is not None else None
+        if e is None or e["mid"] != (self.mq.generation, mid):
+            return
+        e["acked"] = True
+        e["mid"] = None
+        self._save_cmds()
+
+    def _service_results(self, now):
+        """Results without a PUBACK: published when the broker is there (after a restart, a publish while
+        disconnected), again when paho's client was replaced (its in-flight messages went with it) or
+        after republish_after_s without an acknowledgement."""
+        if not self.mq.connected:
+            return
+        for cid, e in list(self.cmd_results.items()):
+            if e["acked"]:
+                continue
+            m = e["mid"]
+            if m is not None and m[0] == self.mq.generation and now - e["t"] <= self.republish_after_s:
+                continue
+            if m is not None:
+                self.result_mids.pop(m[1], None)
+                self.counters["results_republished"] += 1
+            self._publish_result(cid, now)
 
     def _on_result(self, v):
+        """The box's RESULT to a command. The box answers a retransmission of its last command with the
+        same result: a second RESULT for a command answered by the box already is not published again."""
         cid = v.get("id")
-        if self.pending_cmds.pop(cid, None) is not None:
-            self._save_cmds()
         self.counters["results"] += 1
-        if self.mq is not None:
-            self.mq.publish(self.topic("cmd/result"), json.dumps(v), qos=1)
+        if self.mq is None:
+            return
+        if self.pending_cmds.pop(cid, None) is None:
+            e = self.cmd_results.get(cid)
+            if e is not None and not e["agent"]:
+                return
+            # else a late answer after the agent gave up ("box did not answer", "expired": the box ran it
+            # after all), or an id the agent does not know: published
+        self._answer(cid, v)
 
     # ---- downlink
     def _on_mqtt_message(self, msg):
@@ -569,15 +673,35 @@ class Agent:
             self.counters["bad_acks"] += 1
             log.warning("only resend requests are taken on %s, not %r", msg.topic, d["cmd"])
             return
-        if cid in self.recent_cmd_ids or cid in self.pending_cmds:
-            return  # QoS 1 redelivery
+        if cid in self.pending_cmds:
+            return  # QoS 1 redelivery of a command still waiting for the box: answered when the box answers
+        if cid in self.cmd_results or cid in self.recent_cmd_ids:
+            # taken and finished (a redelivery, or ops asking again because no result reached them): the
+            # stored result again, the command is not run again
+            self.counters["cmd_repeats"] += 1
+            e = self.cmd_results.get(cid)
+            if e is not None:
+                self._answer(cid, e["r"], e["agent"])
+            else:
+                self._answer(cid, {"id": cid, "ok": False, "error": "command id already taken; its result is "
+                                   "no longer kept (command ids must be unique)"}, by_agent=True)
+            return
         self.recent_cmd_ids = (self.recent_cmd_ids + [cid])[-CMD_IDS_KEPT:]
         self.counters["cmds"] += 1
         if d["cmd"] == "resend":
             self._on_resend(cid, d)
         else:
-            self.pending_cmds[cid] = {"d": d, "tries": 0, "next": 0.0}
+            self.pending_cmds[cid] = self._pending(d, time.monotonic() + self._cmd_ttl(msg))
         self._save_cmds()  # durable before paho sends the PUBACK
+
+    def _cmd_ttl(self, msg):
+        """Seconds a command may wait for the box: agent.cmd_expiry_s, or the MQTT 5 message expiry interval
+        (the broker passes on what is left of it) when that is sooner."""
+        ttl = self.cmd_expiry_s
+        left = getattr(getattr(msg, "properties", None), "MessageExpiryInterval", None)
+        if _is_int(left) and left > 0:
+            ttl = min(ttl, float(left))
+        return ttl
 
     def _on_resend(self, cid, d):
         """Gap repair: {"id", "cmd": "resend", "boot": B, "ranges": [[lo, hi], ...]}. What the agent holds
@@ -588,8 +712,7 @@ class Agent:
                 raise ValueError("boot: an integer expected")
             ranges = _ranges(d.get("ranges"))
         except ValueError as e:
-            self.mq.publish(self.topic("cmd/result"), json.dumps({"id": cid, "cmd": "resend", "ok": False,
-                                                                  "error": str(e)}), qos=1)
+            self._answer(cid, {"id": cid, "cmd": "resend", "ok": False, "error": str(e)}, by_agent=True)
             return
         self.counters["resend_requests"] += 1
         now = time.monotonic()
@@ -610,26 +733,41 @@ class Agent:
             for lo, hi in ask:  # blocks the box sends again for these are stored although seen before
                 self.wanted.append((lo, hi, now + 300.0))
             self.wanted = self.wanted[-MAX_RANGES:]
-            self.pending_cmds[cid] = {"d": {"id": cid, "cmd": "resend", "boot": boot, "ranges": ask[:64]},
-                                      "tries": 0, "next": 0.0}
+            self.pending_cmds[cid] = self._pending({"id": cid, "cmd": "resend", "boot": boot,
+                                                    "ranges": ask[:64]}, now + self.cmd_expiry_s)
         else:
             res["missing"] = []
-            self.mq.publish(self.topic("cmd/result"), json.dumps(res), qos=1)
+            self._answer(cid, res, by_agent=True)
 
     def _service_cmds(self, now):
+        """Commands for the box, sent every cmd_retry_s while the link is up. An attempt counts only if
+        the box was heard (any frame) after it was sent and before the retry came due: a box that is away
+        (link down, asleep, rebooting, a cable out) had no chance to answer, and its command waits, up to
+        its deadline. "box did not answer" after cmd_tries attempts the box was there for; "expired" at the
+        deadline."""
         for cid in list(self.pending_cmds):
             p = self.pending_cmds[cid]
             if now < p["next"]:
                 continue
+            if p["sent"] is not None:
+                heard = self.link.last_rx if self.link is not None else None
+                if heard is not None and heard > p["sent"]:
+                    p["tries"] += 1
+                p["sent"] = None
             if p["tries"] >= self.cmd_tries:
                 del self.pending_cmds[cid]
-                self._save_cmds()
-                self.mq.publish(self.topic("cmd/result"), json.dumps(
-                    {"id": cid, "ok": False, "error": "box did not answer"}), qos=1)
+                self._answer(cid, {"id": cid, "ok": False, "error": "box did not answer",
+                                   "tries": p["tries"]}, by_agent=True)
+                continue
+            if now >= p["until"]:
+                del self.pending_cmds[cid]
+                self.counters["cmd_expired"] += 1
+                self._answer(cid, {"id": cid, "ok": False, "error": "expired: the box did not answer in time",
+                                   "tries": p["tries"]}, by_agent=True)
                 continue
             if self._link_up():
                 self.link.send_cmd(p["d"])
-            p["tries"] += 1
+                p["sent"] = time.monotonic()  # after the frames this step read (link.last_rx)
             p["next"] = now + self.cmd_retry_s
 
     # ---- uplink
@@ -641,6 +779,7 @@ class Agent:
             for mid in mids:
                 e = self.inflight.pop(mid, None)
                 if e is None:
+                    self._result_acked(mid)
                     continue
                 self.counters["puback"] += 1
                 row = self.pend.get(e[0])
@@ -748,6 +887,9 @@ class Agent:
             "archive_rows": self.queue.archive_rows,
             "archive_bytes": self.queue.archive_bytes,
             "quarantined": self.queue.quarantined,
+            # downlink commands waiting for the box, and results the broker has not acknowledged yet
+            "cmd_pending": len(self.pending_cmds),
+            "cmd_results_unacked": sum(1 for e in self.cmd_results.values() if not e["acked"]),
             "link": "up" if self._link_up() else "down",
             "box": {"fw": box.get("fw"), "boot": box.get("boot")} if box else None,
             "box_health": self.box_health,
@@ -804,6 +946,7 @@ class Agent:
             self.mq.step(0.0)
             self._publish_more(now)
             self._service_cmds(now)
+            self._service_results(now)
             self._maybe_status(now)
 
     def run(self):
@@ -823,9 +966,10 @@ class Agent:
 
     def close(self):
         if self.mq is not None:
-            # graceful stop: give outstanding PUBACKs a moment (rows stay pending until the consumer acks)
+            # graceful stop: give outstanding PUBACKs a moment (rows stay pending until the consumer acks;
+            # results without one are published again after the restart)
             end = time.monotonic() + 2.0
-            while self.inflight and self.mq.connected and time.monotonic() < end:
+            while (self.inflight or self.result_mids) and self.mq.connected and time.monotonic() < end:
                 self.mq.step(0.02)
                 self._on_pubacks(time.monotonic())
             self.mq.close(self._status_json("offline"))

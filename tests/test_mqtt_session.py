@@ -23,12 +23,15 @@ DEV = "box-sess"
 
 class CutProxy:
     """A TCP forwarder between the agent and the broker that can drop every connection and refuse new ones
-    (a network outage the agent lives through), then let them through again."""
+    (a network outage the agent lives through), then let them through again; or, `blackhole`, keep the
+    connections and throw away what the agent sends (its packets never reach the broker)."""
 
     def __init__(self, host, port):
         self.up = (host, port)
         self.port = free_port()
         self.open = True
+        self.blackhole = False
+        self.swallowed = 0  # bytes of the agent thrown away
         self.conns = []
         self.accepted = 0
         self.lock = threading.Lock()
@@ -52,16 +55,18 @@ class CutProxy:
             with self.lock:
                 self.conns += [c, u]
                 self.accepted += 1
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, up in ((c, u, True), (u, c, False)):
+                threading.Thread(target=self._pump, args=(a, b, up), daemon=True).start()
 
-    @staticmethod
-    def _pump(a, b):
+    def _pump(self, a, b, from_agent):
         try:
             while True:
                 d = a.recv(65536)
                 if not d:
                     break
+                if from_agent and self.blackhole:
+                    self.swallowed += len(d)
+                    continue
                 b.sendall(d)
         except OSError:
             pass
@@ -111,9 +116,15 @@ class Ops:
             return
         (self.results if m.topic.endswith("cmd/result") else self.status).append(json.loads(m.payload))
 
-    def send(self, cid):
-        self.c.publish("paydbox/f1/%s/cmd" % DEV, json.dumps({"id": cid, "cmd": "ping"}),
-                       qos=1).wait_for_publish(5)
+    def send(self, cid, expiry_s=None):
+        props = None
+        if expiry_s is not None:  # MQTT 5 message expiry interval: the command's own time to live
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = expiry_s
+        self.c.publish("paydbox/f1/%s/cmd" % DEV, json.dumps({"id": cid, "cmd": "ping"}), qos=1,
+                       properties=props).wait_for_publish(5)
 
     def answers(self, cid):
         return [r for r in self.results if r.get("id") == cid]
@@ -123,10 +134,16 @@ class Ops:
         self.c.loop_stop()
 
 
-def _start_agent(tmp_path, box_path, host, port, protocol):
-    """The real agent process for DEV on box_path, against host:port, speaking `protocol`."""
+def _start_agent(tmp_path, box_path, host, port, protocol, agent_extra=""):
+    """The real agent process for DEV on box_path, against host:port, speaking `protocol`; `agent_extra`:
+    lines for its [agent] table."""
     cfg = write_agent_config(str(tmp_path / "a.toml"), "f1", DEV, box_path, str(tmp_path / "q.db"),
                              host, port, extra_mqtt={"protocol": protocol})
+    if agent_extra:
+        with open(cfg) as f:
+            text = f.read()
+        with open(cfg, "w") as f:
+            f.write(text.replace("[agent]\n", "[agent]\n" + agent_extra + "\n"))
     return AgentProc(cfg, str(tmp_path / "a.log")).start()
 
 
@@ -231,6 +248,10 @@ def command_survives_agent_kill(tmp_path, kind, protocol, v5_ops, restart_broker
                         30), agent.log()[-2000:]
         ops.send("before")
         assert wait_for(lambda: ops.answers("before"), 20), agent.log()[-2000:]
+        # the broker's PUBACK for the result is in (a result without one is published again after the
+        # restart: at least once)
+        assert wait_for(lambda: ops.status[-1]["counters"]["results"] == 1
+                        and ops.status[-1]["cmd_results_unacked"] == 0, 10), agent.log()[-2000:]
         agent.kill()  # SIGKILL: no DISCONNECT, the broker sends the will
         assert wait_for(lambda: ops.status[-1].get("state") == "offline", 20), "no will after SIGKILL"
         ops.send("while-down")
@@ -288,7 +309,8 @@ def test_a_command_id_taken_before_an_agent_restart_is_not_run_again(tmp_path, p
     """A persistent session redelivers a command whose PUBACK the broker did not get (the agent killed
     between taking it and acking it). The box answers a retransmission of its *last* command id only, so
     the agent must remember the ids it took across its own restart. The redelivery is played by publishing
-    the same command id again while the agent is down (the agent cannot tell the two apart)."""
+    the same command id again while the agent is down (the agent cannot tell the two apart); it gets the
+    stored result of the one run."""
     b = Broker(tmp_path / "mosquitto").start()
     cb = CountingBox()
     ops = Ops(b.host, b.port)
@@ -300,6 +322,9 @@ def test_a_command_id_taken_before_an_agent_restart_is_not_run_again(tmp_path, p
         assert wait_for(lambda: ops.answers("x"), 20), agent.log()[-2000:]
         ops.send("z")  # the box's last command is now z, not x
         assert wait_for(lambda: ops.answers("z"), 20), agent.log()[-2000:]
+        # the broker's PUBACK for z's result is in (else the restarted agent publishes it again)
+        assert wait_for(lambda: ops.status[-1]["counters"]["results"] == 2
+                        and ops.status[-1]["cmd_results_unacked"] == 0, 10), agent.log()[-2000:]
         agent.kill()
         assert wait_for(lambda: ops.status[-1].get("state") == "offline", 20), "no will after SIGKILL"
         ops.send("x")  # x again, as a redelivery after the restart
@@ -313,7 +338,10 @@ def test_a_command_id_taken_before_an_agent_restart_is_not_run_again(tmp_path, p
         cb.box.stop()
         b.stop()
     assert cb.ran == ["x", "z", "y"], cb.ran
-    assert [len(ops.answers(c)) for c in ("x", "z", "y")] == [1, 1, 1]
+    # x coming again is answered again, with the result of its one run (stored with the agent)
+    assert [len(ops.answers(c)) for c in ("x", "z", "y")] == [2, 1, 1]
+    first, again = ops.answers("x")
+    assert first == again and (first["ok"], first["ran"]) == (True, "ping")
 
 
 def test_a_command_taken_while_the_box_is_away_survives_an_agent_kill(tmp_path):
@@ -357,6 +385,153 @@ def test_a_command_taken_while_the_box_is_away_survives_an_agent_kill(tmp_path):
     assert "1 downlink command(s) taken before the restart still wait for the box: taken" in agent.log()
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_result_the_broker_did_not_acknowledge_is_published_after_an_agent_kill(tmp_path, protocol):
+    """The agent is killed between publishing a command's result and the broker's PUBACK for it (its
+    packets swallowed on the way to the broker): the result is kept in the agent's database until acked,
+    so the restarted agent publishes it; the same id sent again gets that stored result, not a second run."""
+    b = Broker(tmp_path / "mosquitto").start()
+    cb = CountingBox()
+    proxy = CutProxy(b.host, b.port)
+    ops = Ops(b.host, b.port)
+    agent = _start_agent(tmp_path, cb.box.path, "127.0.0.1", proxy.port, protocol)
+    frozen = False
+    try:
+        assert wait_for(lambda: ops.status and ops.status[-1].get("link") == "up", 30), agent.log()[-2000:]
+        cb.box.lock.acquire()  # the box answers only once the broker no longer hears the agent
+        frozen = True
+        ops.send("c")
+        assert wait_for(lambda: ops.status[-1]["counters"]["cmds"] == 1, 20), agent.log()[-2000:]
+        proxy.blackhole = True
+        n = proxy.swallowed
+        cb.box.lock.release()
+        frozen = False
+        assert wait_for(lambda: cb.ran == ["c"], 10), agent.log()[-2000:]
+        assert wait_for(lambda: proxy.swallowed > n, 10)  # the agent has published the result
+        time.sleep(0.5)
+        agent.kill()
+        proxy.blackhole = False
+        assert ops.answers("c") == []  # the broker never got it
+        agent.start()
+        assert wait_for(lambda: ops.answers("c"), 30), \
+            "the result of a command was lost in the agent's restart: " + agent.log()[-3000:]
+        assert "1 command result(s) the broker had not acknowledged before the restart" in agent.log()
+        assert wait_for(lambda: ops.status[-1]["cmd_results_unacked"] == 0
+                        and ops.status[-1]["counters"]["cmd_repeats"] == 0, 10)
+        ops.send("c")  # ops asks again: the stored result, the box does not run it again
+        assert wait_for(lambda: len(ops.answers("c")) == 2, 20), agent.log()[-3000:]
+        time.sleep(1.0)
+    finally:
+        if frozen:
+            cb.box.lock.release()
+        agent.terminate()
+        ops.close()
+        proxy.close()
+        cb.box.stop()
+        b.stop()
+    first, again = ops.answers("c")
+    assert first == again and (first["ok"], first["ran"]) == (True, "ping")
+    assert cb.ran == ["c"]
+
+
+def _freeze_until_link_down(cb, ops, agent):
+    cb.box.lock.acquire()  # the box stops polling its link: it neither reads nor answers
+    assert wait_for(lambda: ops.status[-1].get("link") == "down", 20), agent.log()[-2000:]
+
+
+# the link counts as down 1.5 s after the box's last frame; a command is given up after 3 unanswered
+# attempts 0.3 s apart: the old agent answered "box did not answer" ~1 s after taking it, box there or not
+FAST_LINK = "link_timeout_s = 1.5\nlink_keepalive_s = 0.3\ncmd_retry_s = 0.3\ncmd_tries = 3"
+
+
+def test_a_command_waits_while_the_box_is_away_and_runs_when_it_is_back(tmp_path):
+    b = Broker(tmp_path / "mosquitto").start()
+    cb = CountingBox()
+    ops = Ops(b.host, b.port)
+    agent = _start_agent(tmp_path, cb.box.path, b.host, b.port, "5", FAST_LINK)
+    frozen = False
+    try:
+        assert wait_for(lambda: ops.status and ops.status[-1].get("link") == "up", 30), agent.log()[-2000:]
+        _freeze_until_link_down(cb, ops, agent)
+        frozen = True
+        ops.send("away")
+        assert wait_for(lambda: ops.status[-1]["counters"]["cmds"] == 1, 20), agent.log()[-2000:]
+        time.sleep(4.0)  # ~13 retry periods, 4x the old give-up
+        assert ops.answers("away") == [] and ops.status[-1]["cmd_pending"] == 1, ops.answers("away")
+        cb.box.lock.release()
+        frozen = False
+        assert wait_for(lambda: ops.answers("away"), 20), agent.log()[-3000:]
+        time.sleep(1.0)
+    finally:
+        if frozen:
+            cb.box.lock.release()
+        agent.terminate()
+        ops.close()
+        cb.box.stop()
+        b.stop()
+    assert [(r["ok"], r.get("ran")) for r in ops.answers("away")] == [(True, "ping")]
+    assert cb.ran == ["away"]
+
+
+def test_a_command_for_a_box_away_expires_at_its_own_or_the_agents_deadline(tmp_path):
+    """agent.cmd_expiry_s bounds the wait for a box that is away; a command published with an MQTT 5
+    message expiry interval waits no longer than that. Expired commands are never run."""
+    b = Broker(tmp_path / "mosquitto").start()
+    cb = CountingBox()
+    ops = Ops(b.host, b.port)
+    agent = _start_agent(tmp_path, cb.box.path, b.host, b.port, "5", FAST_LINK + "\ncmd_expiry_s = 4")
+    frozen = False
+    try:
+        assert wait_for(lambda: ops.status and ops.status[-1].get("link") == "up", 30), agent.log()[-2000:]
+        _freeze_until_link_down(cb, ops, agent)
+        frozen = True
+        ops.send("agent-deadline")
+        ops.send("own-deadline", expiry_s=1)
+        assert wait_for(lambda: ops.answers("agent-deadline") and ops.answers("own-deadline"), 20), \
+            agent.log()[-3000:]
+        order = [r["id"] for r in ops.results]
+        cb.box.lock.release()
+        frozen = False
+        assert wait_for(lambda: ops.status[-1].get("link") == "up", 20)
+        time.sleep(1.0)
+    finally:
+        if frozen:
+            cb.box.lock.release()
+        agent.terminate()
+        ops.close()
+        cb.box.stop()
+        b.stop()
+    assert order == ["own-deadline", "agent-deadline"]
+    for cid in order:
+        assert [(r["ok"], r["error"].split(":")[0], r["tries"]) for r in ops.answers(cid)] == [
+            (False, "expired", 0)]
+    assert cb.ran == []
+
+
+def test_a_box_that_is_there_but_does_not_answer_gets_its_tries(tmp_path):
+    """The box is alive (keepalives) but its firmware never answers the command: "box did not answer"
+    after cmd_tries attempts the box was heard after."""
+    b = Broker(tmp_path / "mosquitto").start()
+    cb = CountingBox()
+    cb.box.link.keepalive_ms = 100
+    cb.box.link._on_cmd = lambda payload: None  # hears the command, never answers
+    ops = Ops(b.host, b.port)
+    agent = _start_agent(tmp_path, cb.box.path, b.host, b.port, "5",
+                         FAST_LINK.replace("cmd_retry_s = 0.3", "cmd_retry_s = 0.5"))
+    try:
+        assert wait_for(lambda: ops.status and ops.status[-1].get("link") == "up", 30), agent.log()[-2000:]
+        ops.send("deaf")
+        assert wait_for(lambda: ops.answers("deaf"), 20), agent.log()[-3000:]
+        time.sleep(1.0)
+    finally:
+        agent.terminate()
+        ops.close()
+        cb.box.stop()
+        b.stop()
+    assert [(r["ok"], r["error"], r["tries"]) for r in ops.answers("deaf")] == [
+        (False, "box did not answer", 3)]
+
+
 def _agent_in_process(tmp_path, device):
     from edge_agent.agent import Agent
     cfg = {"device": {"fleet": "f1", "id": device}, "serial": {"url": str(tmp_path / "no-such-tty")},
@@ -388,3 +563,55 @@ def test_stored_commands_stay_with_their_device_and_a_bad_record_is_forgotten(tm
     _command(b, "c1")  # its own c1 is a new command
     assert list(b.pending_cmds) == ["c1"]
     b.queue.close()
+
+
+def test_command_deadlines_and_unacknowledged_results_survive_a_restart(tmp_path, monkeypatch, caplog):
+    from edge_agent import agent as agent_mod
+    caplog.set_level("INFO", logger="paydbox.agent")
+    boot = tmp_path / "boot_id"
+    boot.write_text("boot-1\n")
+    monkeypatch.setattr(agent_mod, "BOOT_ID_PATH", str(boot))
+    a = _agent_in_process(tmp_path, DEV)
+    _command(a, "c1")
+    _command(a, 7)  # ids are strings or integers; 7 and "7" are two commands
+    _command(a, "7")
+    until = a.pending_cmds["c1"]["until"]
+    assert until - time.monotonic() == pytest.approx(86400, abs=60)  # agent.cmd_expiry_s, documented default
+    a._on_result({"id": 7, "ok": True, "ran": "ping"})  # the box answered; no broker to take the result
+    assert list(a.pending_cmds) == ["c1", "7"] and a.cmd_results[7]["acked"] is False
+    a.queue.close()
+    a = _agent_in_process(tmp_path, DEV)  # same boot of the machine: the deadline stands
+    assert a.pending_cmds["c1"]["until"] == until and list(a.pending_cmds) == ["c1", "7"]
+    assert a.cmd_results[7] == {"r": {"id": 7, "ok": True, "ran": "ping"}, "acked": False, "agent": False,
+                                "mid": None, "t": 0.0}
+    assert "1 command result(s) the broker had not acknowledged before the restart" in caplog.text
+    a._on_result({"id": 7, "ok": True, "ran": "ping"})  # the box's answer to a retransmission: kept once
+    assert list(a.cmd_results) == [7]
+    a.queue.close()
+    boot.write_text("boot-2\n")  # the machine rebooted: monotonic times of boot-1 mean nothing now
+    t0 = time.monotonic()
+    a = _agent_in_process(tmp_path, DEV)
+    assert a.pending_cmds["c1"]["until"] >= t0 + 86400 and 7 in a.cmd_results
+    a.queue.close()
+
+
+def test_the_command_state_of_the_previous_release_is_read(tmp_path):
+    a = _agent_in_process(tmp_path, DEV)
+    a.queue.set_meta("cmd_state", json.dumps({"device": DEV, "recent": ["old", "done"],
+                                              "pending": [{"id": "old", "cmd": "ping"}]}))
+    a.queue.close()
+    t0 = time.monotonic()
+    a = _agent_in_process(tmp_path, DEV)
+    assert list(a.pending_cmds) == ["old"] and a.pending_cmds["old"]["d"] == {"id": "old", "cmd": "ping"}
+    assert a.pending_cmds["old"]["until"] >= t0 + 86400 and a.cmd_results == {}
+    a.queue.close()
+
+
+@pytest.mark.parametrize("bad", [0, -5])
+def test_a_bad_command_expiry_is_a_config_error(tmp_path, bad):
+    from edge_agent.agent import Agent
+    cfg = {"device": {"fleet": "f1", "id": DEV}, "serial": {"url": str(tmp_path / "no-such-tty")},
+           "queue": {"path": str(tmp_path / "q.db")}, "mqtt": {"host": "127.0.0.1", "port": 1},
+           "agent": {"cmd_expiry_s": bad}}
+    with pytest.raises(ValueError, match="agent.cmd_expiry_s: must be > 0"):
+        Agent(cfg)
