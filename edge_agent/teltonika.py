@@ -496,7 +496,7 @@ class Mapper:
 
 
 def records_of_block(block):
-    """(header, records) of a paydbox block (firmware.codec.decode_block)."""
-    from firmware import codec
+    """(header, records) of a paydbox block (firmware.decoder.decode_block)."""
+    from firmware import decoder
 
-    return codec.decode_block(block)
+    return decoder.decode_block(block)

@@ -1,7 +1,8 @@
 # paydbox record codec: self-contained compact blocks (spec: docs/record-format.md).
 # One implementation for the box (MicroPython) and the host (CPython: `from firmware import codec`).
-# This module is the public API (BlockEncoder, decode_block, decode_header, CodecError) and what the
-# bits mean: header, predictors, contexts. firmware/records.py holds the record definitions (types,
+# This module is the public API (BlockEncoder, decode_header, CodecError; decode_block is in
+# firmware/decoder.py, host side: the box never decodes a block) and what the bits mean: header,
+# predictors, contexts. firmware/records.py holds the record definitions (types,
 # fields, strings, versions), firmware/rangecoder.py the generic adaptive range coder.
 #
 # Block = byte-aligned header (magic, version, flags, device, boot, first_seq, count, base time and
@@ -14,7 +15,7 @@
 import binascii
 import struct
 
-from firmware.rangecoder import NINT, CodecError, RangeDecoder, RangeEncoder, init_int_models
+from firmware.rangecoder import NINT, CodecError, RangeEncoder, init_int_models
 from firmware.records import FIELDS, FIRST, FORMATS, KINDS, OPTIONAL, STRINGS, TYPE_NAMES, VERSION
 from hw.compat import const
 
@@ -96,6 +97,10 @@ _SLOW_MMPS = const(1000)
 # 16 p0 speed, 17 p1 utc, 18 clock offset known, 19 ref t_ms, 20 ref utc_s, 21 8 * mean offset (ms)
 # 22-25 bit length of the last speed, course, lat, lon residual, 26-27 predicted lat, lon (_predict_pos)
 _NST = const(28)
+# the layout firmware/decoder.py walks back, in one tuple (15 names of their own would take room in the
+# box's module dict and qstr pool)
+LAYOUT = (_NFIXED, _C_TYPE_T, _C_OTHER_T, _C_UTC, _C_SEQ, _C_STRLEN, _F_REG, _F_POS, _F_TYPE, _F_SEQ, _F_HS,
+          _F_GRID, _NMODELS, _NST, _MOD_COURSE)
 
 
 def _pctx(st, f):
@@ -824,150 +829,3 @@ def decode_header(data):
            "size": n}
     return hdr, off, h
 
-
-def _get_bytes(r, what):
-    # a length-prefixed run of raw bytes (an inline string or a bytes field)
-    ln = r.uint(_C_STRLEN)
-    if ln > r.end - r.pos() + 4:
-        raise CodecError("%s length %d beyond the data" % (what, ln), r.pos())
-    b = bytearray(ln)
-    for i in range(ln):
-        b[i] = r.raw(8)
-    return bytes(b)
-
-
-def decode_block(data):
-    """bytes -> (header dict, [record dicts]). CodecError(offset) on any damage. A block of an older
-    version (FORMATS) decodes with the fields it had; hdr["version"] says which."""
-    hdr, off, h = decode_header(data)
-    q = h[_H_ROUND]
-    sq = h[_H_SQ]
-    cq = h[_H_CQ]
-    ver = hdr["version"]
-    nstr, nfields = FORMATS[ver]
-    end = len(data) - 4
-    r = RangeDecoder(data, off, end, _NMODELS, _init_models)
-    st = [0] * _NST
-    st[0] = h[_H_SEQ] - 1
-    st[1] = h[_H_T]
-    st[2] = h[_H_UTC]
-    st[3] = h[_H_LAT]
-    st[4] = h[_H_LON]
-    prev = [0] * len(FIELDS)  # as BlockEncoder._prev
-    recs = []
-    count = hdr["count"]
-    if count > (end - off + 1) * 128:
-        raise CodecError("record count %d larger than the data" % count, off)
-    for _ in range(count):
-        rstart = r.pos()
-        regular = r.bit(_F_REG)
-        if regular:
-            code = 0
-            if not st[5]:
-                raise CodecError("regular fix without a previous fix", rstart)
-        elif r.bit(_F_POS):
-            code = 0
-        else:
-            node = 1
-            for _j in range(4):
-                node = 2 * node + r.bit(_F_TYPE + node)
-            code = node - 16
-            if code == 0 or code >= len(nfields):
-                raise CodecError("unknown record type %d (version %d)" % (code, ver), rstart)
-        if not regular and r.bit(_F_SEQ):
-            seq = st[0] + 1 + unzigzag(r.uint(_C_SEQ) + 1)
-        else:
-            seq = st[0] + 1
-        st[0] = seq
-        if code == 0 and st[5]:
-            utc = _pos_utc_pred(st)
-            if not regular:
-                utc += unzigzag(r.uint(_C_UTC))
-            t = _pos_t_pred(st, utc) + unzigzag(r.uint(_C_TYPE_T))
-        else:
-            t = st[1] + unzigzag(r.uint(_C_OTHER_T))
-            pu = -1 if st[2] == -1 else st[2] + (t - st[1] + 500) // 1000
-            utc = pu + unzigzag(r.uint(_C_UTC))
-        st[1] = t
-        st[2] = utc
-        rec = {"type": TYPE_NAMES[code], "seq": seq, "t_ms": t, "utc_s": utc}
-        if code == 0:
-            h = st[5]
-            u = r.uint(_pctx(st, 0))
-            st[22] = _nbits(u)
-            speed = _speed_pred(st, sq) + unzigzag(u)
-            if sq > 1:
-                speed = speed * sq if speed >= 0 else -1
-            u = r.uint(_pctx(st, 1))
-            st[23] = _nbits(u)
-            course = ((_unit(st[13], cq) + 1 if h else 0) + unzigzag(u)) % (36000 // cq + 1) - 1
-            if cq > 1:
-                course = course * cq if course >= 0 else -1
-            if h and not r.bit(_F_HS):
-                hdop = st[14]
-                sats = st[15]
-            else:
-                hdop = (st[14] if h else 0) + unzigzag(r.uint(_NFIXED + 4))
-                sats = (st[15] if h else 0) + unzigzag(r.uint(_NFIXED + 5))
-            _predict_pos(st, t, speed, course, q)
-            pa = st[26]
-            po = st[27]
-            m = 0
-            if q == 1 and r.bit(_F_GRID):
-                m = 1000 if r.bit(_F_GRID + 1) else 100
-            u = r.uint(_pctx(st, 2))
-            st[24] = _nbits(u)
-            lat = pa + unzigzag(u) if not m else _grid_e7(_div_round(pa * 60, m) + unzigzag(u), m)
-            u = r.uint(_pctx(st, 3))
-            st[25] = _nbits(u)
-            lon = po + unzigzag(u) if not m else _grid_e7(_div_round(po * 60, m) + unzigzag(u), m)
-            _push_pos(st, t, utc, lat, lon, speed, course, hdop, sats)
-            rec["lat_e7"] = lat * q
-            rec["lon_e7"] = lon * q
-            rec["speed_mmps"] = speed
-            rec["course_cdeg"] = course
-            rec["hdop_x10"] = hdop
-            rec["sats"] = sats
-            recs.append(rec)
-            continue
-        for i in range(FIRST[code], FIRST[code] + nfields[code]):
-            name = FIELDS[i]
-            kind = KINDS[i]
-            ci = _NFIXED + i
-            if kind == _K_STR:
-                idx = r.uint(ci)
-                if idx:
-                    if idx > nstr:
-                        raise CodecError("unknown string index %d (version %d)" % (idx, ver), r.pos())
-                    v = STRINGS[idx - 1]
-                else:
-                    b = _get_bytes(r, "string")
-                    try:
-                        v = b.decode()
-                    except Exception:
-                        raise CodecError("string not UTF-8", r.pos())
-            elif kind == _K_BYTES:
-                v = _get_bytes(r, "bytes")
-            elif kind == _K_LAT:
-                v = st[3] + unzigzag(r.uint(ci))
-                st[3] = v
-                v *= q
-            elif kind == _K_LON:
-                v = st[4] + unzigzag(r.uint(ci))
-                st[4] = v
-                v *= q
-            elif kind == _K_COURSE:
-                v = (prev[i] + unzigzag(r.uint(ci))) % _MOD_COURSE - 1
-                prev[i] = v + 1
-            else:
-                p = _base(name, seq, t, utc)
-                if p is None:
-                    v = prev[i] + unzigzag(r.uint(ci))
-                    prev[i] = v
-                else:
-                    v = p + unzigzag(r.uint(ci))
-            if name in OPTIONAL and v == OPTIONAL[name]:
-                continue
-            rec[name] = v
-        recs.append(rec)
-    return hdr, recs

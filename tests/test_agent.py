@@ -208,7 +208,7 @@ def test_disk_limit_stops_acking_and_alarms(rig_factory):
 
 def test_drivegen_real_codec_blocks_and_chaos_verifier():
     """The chaos benchmark's box (real codec blocks) and its record-level verifier, without a broker."""
-    from firmware import codec
+    from firmware import decoder
     from testbed.simbox import DriveGen, MemStore
     from tools.bench.bench_link import verify
 
@@ -221,14 +221,14 @@ def test_drivegen_real_codec_blocks_and_chaos_verifier():
     types = {r["type"] for r in gen.produced.values()}
     assert {"pos", "trip_start", "crash", "status"} <= types
     crash_blocks = [b for b in store.blocks.values() if b[2] == 4]
-    assert len(crash_blocks) == 1 and codec.decode_block(crash_blocks[0][3])[1][0]["type"] == "crash"
+    assert len(crash_blocks) == 1 and decoder.decode_block(crash_blocks[0][3])[1][0]["type"] == "crash"
     v = verify(gen.produced, blocks + blocks[:3])
     assert v["lost"] == 0 and v["corrupted"] == 0 and v["bad_blocks"] == 0
-    assert v["arrived"] == len(gen.produced) and v["duplicates"] == sum(codec.decode_block(b)[0]["count"]
+    assert v["arrived"] == len(gen.produced) and v["duplicates"] == sum(decoder.decode_block(b)[0]["count"]
                                                                        for b in blocks[:3])
     # a lost block and a damaged one are both seen
     bad = bytearray(blocks[5])
     bad[10] ^= 0x10
     v = verify(gen.produced, blocks[:4] + [bytes(bad)] + blocks[6:])
-    n4 = codec.decode_block(blocks[4])[0]["count"] + codec.decode_block(blocks[5])[0]["count"]
+    n4 = decoder.decode_block(blocks[4])[0]["count"] + decoder.decode_block(blocks[5])[0]["count"]
     assert v["lost"] == n4 and v["bad_blocks"] == 1

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from firmware import codec
+from firmware import codec, decoder
 from testbed.blocks import encode_blocks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,7 +106,7 @@ def test_blocks_are_byte_identical_to_the_deployed_encoder(max_bytes, kw, want):
     # and they read back: every record (lossless settings) or every record the setting keeps
     out = []
     for blk, fs, ls, n in blocks:
-        hdr, rs = codec.decode_block(blk)
+        hdr, rs = decoder.decode_block(blk)
         assert hdr["count"] == n == len(rs) and (not rs or (rs[0]["seq"], rs[-1]["seq"]) == (fs, ls))
         out.extend(rs)
     if not kw:

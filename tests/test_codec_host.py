@@ -1,10 +1,10 @@
 """Host-side codec checks (CPython, hypothesis): random records of every type round-trip exactly through
-`from firmware import codec` (the same module the box runs), in any block size; any single-byte damage
-is reported as CodecError."""
+`from firmware import codec` (the same encoder the box runs) and `firmware.decoder`, in any block size;
+any single-byte damage is reported as CodecError."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware import codec, records
+from firmware import codec, decoder, records
 
 I32 = st.integers(-(2**31), 2**31 - 1)
 NAT = st.integers(0, 2**31)
@@ -82,10 +82,10 @@ def test_random_records_roundtrip(recs, max_bytes):
         else:
             blk = enc.finish()
             assert len(blk) <= max_bytes
-            out.extend(codec.decode_block(blk)[1])
+            out.extend(decoder.decode_block(blk)[1])
     blk = enc.finish()
     assert len(blk) <= max_bytes
-    out.extend(codec.decode_block(blk)[1])
+    out.extend(decoder.decode_block(blk)[1])
     # optional fields holding their default come back absent (docs/record-format.md)
     want = {r["seq"]: _without_defaults(r) for r in recs}
     for r in out:
@@ -105,11 +105,11 @@ def test_damage_detected(recs, data):
         assert enc.add(r)
     blk = bytearray(enc.finish())
     # intact: every record back
-    assert codec.decode_block(bytes(blk))[1] == [_without_defaults(r) for r in recs]
+    assert decoder.decode_block(bytes(blk))[1] == [_without_defaults(r) for r in recs]
     pos = data.draw(st.integers(0, len(blk) - 1))
     blk[pos] ^= data.draw(st.integers(1, 255))
     try:
-        codec.decode_block(bytes(blk))
+        decoder.decode_block(bytes(blk))
     except codec.CodecError as e:
         assert 0 <= e.offset <= len(blk)
     else:
@@ -143,4 +143,4 @@ def test_worked_example_in_the_spec():
         assert enc.add(r)
     blk = enc.finish()
     assert blk == want and len(blk) == n
-    assert codec.decode_block(blk)[1] == recs
+    assert decoder.decode_block(blk)[1] == recs

@@ -15,7 +15,7 @@ import zlib
 
 import pytest
 
-from firmware import codec, records
+from firmware import codec, decoder, records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURE = os.path.join(HERE, "codec_old", "v3_blocks.json")
@@ -47,7 +47,7 @@ def _set(**enc):
 def _decode_all(blocks):
     out = []
     for b in blocks:
-        hdr, recs = codec.decode_block(b)
+        hdr, recs = decoder.decode_block(b)
         assert hdr["version"] == 3 and hdr["device"] == V3["device"] and hdr["boot"] == V3["boot"]
         assert hdr["count"] == len(recs)
         out += recs
@@ -69,7 +69,7 @@ def test_v3_blocks_decode_to_the_records_the_v3_encoder_was_given(max_bytes):
     # the records after the trip_end in its block decode too (a decoder reading 26 fields would not)
     assert [r["type"] for r in got[-3:]] == ["trip_end", "status", "odometer"]
     for b, m in zip(blocks, meta):
-        hdr, recs = codec.decode_block(b)
+        hdr, recs = decoder.decode_block(b)
         assert (hdr["first_seq"], recs[-1]["seq"], hdr["count"]) == (m["first_seq"], m["last_seq"],
                                                                      m["count"])
 
@@ -139,7 +139,7 @@ def test_fixture_is_what_the_v3_encoder_writes_and_the_v3_decoder_agrees():
         blocks = [b for b, _, _, _ in make_v3.encode(old, recs, s["encoder"])]
         assert [b.hex() for b in blocks] == [b["hex"] for b in s["blocks"]], s["encoder"]
         for b in blocks:
-            assert codec.decode_block(b)[1] == old.decode_block(b)[1], s["encoder"]
+            assert decoder.decode_block(b)[1] == old.decode_block(b)[1], s["encoder"]
 
 
 def _with_crc(b):
@@ -152,7 +152,7 @@ def test_unknown_and_future_versions_are_refused_in_one_line(ver):
     blk = bytearray(_set(max_bytes=512)[0][0])
     blk[2] = ver
     for b in (bytes(blk), _with_crc(blk)):
-        for fn in (codec.decode_header, codec.decode_block):
+        for fn in (codec.decode_header, decoder.decode_block):
             with pytest.raises(codec.CodecError) as e:
                 fn(b)
             msg = str(e.value)
@@ -168,10 +168,10 @@ def test_a_v3_block_cannot_use_what_version_4_added():
     enc = codec.BlockEncoder("b", 1)
     enc.add(rec)
     b = bytearray(enc.finish())
-    assert codec.decode_block(bytes(b))[1] == [rec]
+    assert decoder.decode_block(bytes(b))[1] == [rec]
     b[2] = 3
     with pytest.raises(codec.CodecError, match="unknown string index .*version 3"):
-        codec.decode_block(_with_crc(b))
+        decoder.decode_block(_with_crc(b))
 
 
 def test_formats_table_matches_the_current_tables():

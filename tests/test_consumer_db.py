@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from firmware import codec
+from firmware import decoder
 from postgres_fixture import postgres_server  # noqa: F401  (fixture imported by name)
 from tools.consumer import db as consumer_db
 from tools.consumer import fleet_sim
@@ -25,7 +25,7 @@ def db(request, tmp_path):
 def items_for(device, recs, boot=1, topic_device=None, fleet="f"):
     out = []
     for _, _, blk in fleet_sim.encode_blocks(device, boot, recs, 512):
-        h, rr = codec.decode_block(blk)
+        h, rr = decoder.decode_block(blk)
         td = topic_device or device
         it = {"topic": "paydbox/%s/%s/records" % (fleet, td), "fleet": fleet, "device": td, "size": len(blk),
               "received_at": 100.0, "header": h, "records": rr}

@@ -1,7 +1,7 @@
 """paydbox fleet-sim: a small fleet against a real Mosquitto with the real consumer processes."""
 import json
 
-from firmware import codec
+from firmware import decoder
 from mosquitto_fixture import Broker, mosquitto  # noqa: F401  (fixture imported by name)
 from postgres_fixture import pg_url, postgres_server  # noqa: F401
 from tools.cli import main as cli
@@ -20,7 +20,7 @@ def test_synthetic_drive_is_realistic_and_encodes():
     assert all(b["t_ms"] - a["t_ms"] == 1000 for a, b in zip(pos, pos[1:]) if b["seq"] == a["seq"] + 1)
     blocks = fleet_sim.encode_blocks("sim-1", 1, recs, 512)
     assert all(len(b) <= 512 for _, _, b in blocks)
-    back = [r for _, _, b in blocks for r in codec.decode_block(b)[1]]
+    back = [r for _, _, b in blocks for r in decoder.decode_block(b)[1]]
     assert [r["seq"] for r in back] == [r["seq"] for r in recs]
     assert back[5]["lat_e7"] == recs[5]["lat_e7"]
 

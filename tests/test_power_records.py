@@ -9,7 +9,7 @@ import sys
 
 from edge_agent import osmand
 from edge_agent import teltonika as T
-from firmware import codec
+from firmware import codec, decoder
 from traccar_fake import oracle_decode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -20,7 +20,7 @@ def test_v4_blocks_decode_to_the_records_the_v4_encoder_was_given():
         d = json.load(f)
     got = []
     for h in d["blocks"]:
-        hdr, recs = codec.decode_block(bytes.fromhex(h))
+        hdr, recs = decoder.decode_block(bytes.fromhex(h))
         assert hdr["version"] == 4 and hdr["device"] == d["device"]
         got += recs
     assert got == d["records"]
@@ -64,7 +64,7 @@ def test_status_supply_mv_round_trips_and_is_optional():
         assert enc.add(dict(r))
     blk = enc.finish()
     assert blk[2] == 5
-    assert codec.decode_block(blk)[1] == recs
+    assert decoder.decode_block(blk)[1] == recs
 
 
 def test_supply_voltage_is_io66_and_osmand_power_tow_is_the_tow_alarm():
@@ -76,7 +76,7 @@ def test_supply_voltage_is_io66_and_osmand_power_tow_is_the_tow_alarm():
     enc = codec.BlockEncoder("box-1", 2, 512)
     for r in recs:
         assert enc.add(dict(r))
-    hdr, dec = codec.decode_block(enc.finish())
+    hdr, dec = decoder.decode_block(enc.finish())
     mine = T.Mapper().map_block(hdr, dec)
     assert [s for s, _ in mine] == [20, 21, 22, 23]
     out = oracle_decode(T.avl_packet([a for _, a in mine]))[0]["records"]

@@ -77,7 +77,7 @@ def test_cli_json_and_errors(tmp_path):
 def test_privacy_modes_keep_billing_and_drop_or_coarsen_positions(cpython_report, privacy, tmp_path):
     """The odometer and trips are the same whatever the privacy mode; what is stored is not."""
 
-    from firmware import codec
+    from firmware import decoder
     from tools.trace import replay as rp
 
     raw_dir = tmp_path / "flash"
@@ -94,7 +94,7 @@ def test_privacy_modes_keep_billing_and_drop_or_coarsen_positions(cpython_report
     from firmware.store import Store
 
     st = Store(str(raw_dir / "store"), 1 << 20, 32 * 1024)
-    recs = [r for b in st.peek(10000) for r in codec.decode_block(b[3])[1]]
+    recs = [r for b in st.peek(10000) for r in decoder.decode_block(b[3])[1]]
     pos = [r for r in recs if r["type"] == "pos"]
     if privacy == "no_positions":
         assert pos == []
@@ -110,7 +110,7 @@ def test_privacy_modes_keep_billing_and_drop_or_coarsen_positions(cpython_report
 def test_speed_course_steps_shrink_records_and_keep_positions(cpython_report, tmp_path):
     """pos_speed_step_mmps / pos_course_step_cdeg: speed and course stored in steps, positions and time
     untouched (same as the lossless run), billing unchanged, fewer bytes."""
-    from firmware import codec, replay_main
+    from firmware import decoder, replay_main
     from firmware.store import Store
     from tools.trace import replay as rp
 
@@ -124,7 +124,7 @@ def test_speed_course_steps_shrink_records_and_keep_positions(cpython_report, tm
         d.mkdir()
         replay_main.run(rp._plain_trace(TRACE, str(tmp_path)), str(d), config)
         st = Store(str(d / "store"), 1 << 20, 32 * 1024)
-        return [r for b in st.peek(10000) for r in codec.decode_block(b[3])[1] if r["type"] == "pos"]
+        return [r for b in st.peek(10000) for r in decoder.decode_block(b[3])[1] if r["type"] == "pos"]
 
     exact = stored(None, "exact")
     stepped = stored(cfg, "stepped")

@@ -4,7 +4,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from firmware import codec
+from firmware import decoder
 from postgres_fixture import dbt, postgres_server  # noqa: F401  (fixtures imported by name)
 from tools.cli import main as cli
 from tools.consumer import db as consumer_db
@@ -57,7 +57,7 @@ def store(db_path, device, boot, recs, max_bytes=256):
     db = consumer_db.connect(db_path)
     items = []
     for fs, n, blk in fleet_sim.encode_blocks(device, boot, recs, max_bytes):
-        h, rr = codec.decode_block(blk)
+        h, rr = decoder.decode_block(blk)
         items.append({"topic": "paydbox/t/%s/records" % device, "fleet": "t", "device": device,
                       "size": len(blk), "received_at": 0.0, "header": h, "records": rr})
     res = consumer_db.store_blocks(db, items)

@@ -166,12 +166,12 @@ def test_box_publishes_only_under_its_own_fleet_and_device(broker, pki):
 def test_forged_header_arrives_only_under_the_senders_topic(broker, pki):
     """A block whose header names another device: the broker cannot read headers, but the topic it
     delivers on is the sender's authenticated identity, which is what the consumer files it under."""
-    from firmware import codec
+    from firmware import codec, decoder
 
     enc = codec.BlockEncoder("box-b", 1, 512)  # header says box-b
     enc.add({"type": "odometer", "seq": 1, "t_ms": 0, "utc_s": -1, "total_m": 1})
     blk = enc.finish()
-    assert codec.decode_block(blk)[0]["device"] == "box-b"
+    assert decoder.decode_block(blk)[0]["device"] == "box-b"
     ing = Client(broker, pki, "ingest").wait_connected()
     ing.subscribe(*INGEST_FILTERS)
     a = Client(broker, pki, "f1/box-a").wait_connected()

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from firmware import codec, records
+from firmware import decoder, records
 from firmware.app import Box
 from firmware.score import score
 from firmware.store import Store
@@ -48,7 +48,7 @@ def stored_records(fs_root):
     st = Store(os.path.join(fs_root, "store"), 1024 * 1024, 32 * 1024)
     recs = []
     for _, _, _, blk in st.peek(1 << 20):
-        recs.extend(codec.decode_block(blk)[1])
+        recs.extend(decoder.decode_block(blk)[1])
     return sorted(recs, key=lambda r: r["seq"])
 
 

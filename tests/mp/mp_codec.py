@@ -1,7 +1,8 @@
 # Firmware tests for firmware/codec.py, run under MicroPython and CPython.
 import drive_gen
 from firmware import codec
-from firmware.codec import BlockEncoder, CodecError, decode_block
+from firmware.codec import BlockEncoder, CodecError
+from firmware.decoder import decode_block
 from mptest import assert_eq, assert_raises, heap_locked
 from testbed.blocks import encode_blocks
 

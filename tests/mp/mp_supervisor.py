@@ -238,7 +238,7 @@ def test_flash_full_then_freed():
     assert_eq("store_fault" in reasons(s), True, "store_fault reported")
     check_billing_and_events(s, "flash full")
     # every record reached the store once the flash had room again: seqs contiguous from 0
-    from firmware import codec
+    from firmware import decoder
 
     vfs.mount(vfs.VfsLfs2(bdev), mnt)
     try:
@@ -247,7 +247,7 @@ def test_flash_full_then_freed():
         store = Store(root + "/store", 1 << 20, 32768)
         seqs = []
         for b in store.peek(10000):
-            for r in codec.decode_block(b[3])[1]:
+            for r in decoder.decode_block(b[3])[1]:
                 seqs.append(r["seq"])
     finally:
         vfs.umount(mnt)
@@ -284,11 +284,11 @@ def test_no_heap_for_the_store_index():
     assert_eq(box._unstored, [], "blocks left in RAM")
     assert_eq("store_fault" in reasons(s), True, "store_fault reported")
     check_billing_and_events(s, "no heap for the index")
-    from firmware import codec
+    from firmware import decoder
 
     seqs = []
     for b in Store(root + "/store", 1 << 20, 32768).peek(10000):
-        for r in codec.decode_block(b[3])[1]:
+        for r in decoder.decode_block(b[3])[1]:
             seqs.append(r["seq"])
     seqs.sort()
     assert_eq(seqs, list(range(len(seqs))), "stored seqs contiguous")

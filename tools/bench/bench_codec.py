@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if os.path.join(ROOT, "tests", "mp") not in sys.path:
     sys.path.append(os.path.join(ROOT, "tests", "mp"))
 
-from firmware import codec, rangecoder  # noqa: E402
+from firmware import codec, decoder, rangecoder  # noqa: E402
 
 FIELDS = ("seq", "t_ms", "utc_s", "lat_e7", "lon_e7", "speed_mmps", "course_cdeg", "hdop_x10", "sats")
 CODEC8_RECORD = 8 + 1 + 15 + 6
@@ -157,7 +157,7 @@ def encode(recs, max_bytes, **kw):
                                           recs)]
     out = []
     for b in blocks:
-        out.extend(codec.decode_block(b)[1])
+        out.extend(decoder.decode_block(b)[1])
     if not kw and out != recs:
         raise AssertionError("codec round trip differs")
     return sum(len(b) for b in blocks), len(out)
@@ -207,7 +207,7 @@ def measure(name, recs, raw):
 
 _SPEED_SCRIPT = """
 import time, gc
-from firmware import codec
+from firmware import codec, decoder
 import drive_gen
 recs = [r for r in drive_gen.drive(1, %d) if r['type'] == 'pos']
 for i, r in enumerate(recs):
@@ -224,7 +224,7 @@ t1 = time.ticks_us()
 blocks.append(enc.finish())
 t2 = time.ticks_us()
 for b in blocks:
-    codec.decode_block(b)
+    decoder.decode_block(b)
 t3 = time.ticks_us()
 print('SPEED', time.ticks_diff(t1, t0) // len(recs), time.ticks_diff(t3, t2) // len(recs))
 """

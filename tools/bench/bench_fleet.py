@@ -55,14 +55,14 @@ def store_rate(db_url, n_boxes=10, per_box=600, batch=20, reps=3):
     `batch` blocks per transaction, best of `reps` fresh runs: the database path by itself."""
     import time
 
-    from firmware import codec
+    from firmware import decoder
     from tools.consumer import db as consumer_db
     from tools.consumer import fleet_sim
     items = []
     for i in range(n_boxes):
         dev = "store-%03d" % i
         for _, _, blk in fleet_sim.encode_blocks(dev, 1, fleet_sim.synth_records(per_box, seed=i)):
-            h, rs = codec.decode_block(blk)
+            h, rs = decoder.decode_block(blk)
             items.append({"topic": "paydbox/b/%s/records" % dev, "fleet": "b", "device": dev,
                           "size": len(blk), "received_at": time.time(), "header": h, "records": rs})
     n = sum(len(it["records"]) for it in items)

@@ -13,7 +13,7 @@ the broker is STOPPED for 3 minutes of wall time (--quick: 20 s) while the box k
 agent is SIGKILLed at 24 random moments spread over the run; 1 % of the line bytes are lost or
 bit-flipped (both directions; 128-byte blocks so frames can survive such a line); the agent's queue
 limit is ~1/3 of what the outage produces, so the queue fills (disk-full path). The subscriber decodes
-every block with firmware.codec.decode_block and dedupes records by (device, boot, seq); each record
+every block with firmware.decoder.decode_block and dedupes records by (device, boot, seq); each record
 is compared with what the box produced: arrived / lost / corrupted / duplicates removed. Also the
 agent's queue depth (read from its SQLite file) and the retained status a fresh subscriber sees.
 """
@@ -120,15 +120,15 @@ def _retained_status(host, port, topic, timeout=3.0):
 
 
 def verify(produced, payloads):
-    """Decode every payload that reached the subscriber with firmware.codec.decode_block; dedupe records
+    """Decode every payload that reached the subscriber with firmware.decoder.decode_block; dedupe records
     by (device, boot, seq); compare each with what the box produced."""
-    from firmware import codec
+    from firmware import codec, decoder
 
     arrived = {}
     dup = corrupted = bad_blocks = unknown = 0
     for p in payloads:
         try:
-            hdr, recs = codec.decode_block(p)
+            hdr, recs = decoder.decode_block(p)
         except codec.CodecError:
             bad_blocks += 1
             continue

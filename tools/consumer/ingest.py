@@ -134,9 +134,9 @@ class Consumer:
     def __init__(self, broker, db_path, group="paydbox", client_id=None, session_expiry=7 * 86400,
                  batch=200, receive_maximum=200, username=None, password=None, cafile=None, cert=None,
                  key=None, log=None, repair_grace_s=10.0, repair_every_s=2.0, e2e_ack=True):
-        from firmware import codec  # the one and only codec (shared with the box)
+        from firmware import decoder  # the one and only codec's reader (the box's encoder writes)
 
-        self.codec = codec
+        self.decoder = decoder
         self.db_path = db_path
         self.db = consumer_db.connect(db_path)
         self.group = group
@@ -223,7 +223,7 @@ class Consumer:
         item = {"topic": topic, "fleet": fleet, "device": device, "size": len(payload),
                 "received_at": received_at}
         try:
-            header, records = self.codec.decode_block(payload)
+            header, records = self.decoder.decode_block(payload)
         except Exception as e:  # CodecError (or anything a corrupt payload provokes): counted, not fatal
             item["error"] = "%s: %s" % (type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             item["payload"] = payload[:4096]

@@ -261,7 +261,7 @@ def agent_records(qpath):
     firmware.codec)."""
     import sqlite3
 
-    from firmware import codec
+    from firmware import decoder
 
     out = {}
     if not os.path.exists(qpath):
@@ -269,7 +269,7 @@ def agent_records(qpath):
     db = sqlite3.connect(qpath)
     try:
         for (block,) in db.execute("SELECT block FROM q"):
-            for r in codec.decode_block(bytes(block))[1]:
+            for r in decoder.decode_block(bytes(block))[1]:
                 out[r["seq"]] = r
     finally:
         db.close()
@@ -283,13 +283,13 @@ def agent_seqs(qpath):
 
 def box_records(fs_root):
     """{seq: record} of the records still on the box's flash, unacknowledged (the store's live blocks)."""
-    from firmware import codec
+    from firmware import decoder
     from firmware.store import Store
 
     st = Store(os.path.join(fs_root, "store"), 1024 * 1024, 32768)
     out = {}
     for entry in st.peek(1 << 20):
-        for r in codec.decode_block(bytes(entry[3]))[1]:
+        for r in decoder.decode_block(bytes(entry[3]))[1]:
             out[r["seq"]] = r
     return out
 
