@@ -44,22 +44,22 @@ _C_SEQ = const(3)
 _C_STRLEN = const(4)
 _NFIXED = const(5)
 # pos speed, course, lat, lon: 2 contexts each, chosen by the size of the field's previous residual
-# (accelerating, turning and multipath come in runs)
+# (accelerating, turning and multipath come in runs): the field's own context _NFIXED + f after a small
+# one, _C_PX + f after a large one (_pctx)
 _C_PX = const(72)  # = _NFIXED + len(FIELDS)
-NCTX = const(80)   # = _C_PX + 8
-_NINT = const(40)  # = rangecoder.NINT: models per integer context
-if _NFIXED + len(FIELDS) != _C_PX or NINT != _NINT:
-    raise ImportError("codec: _C_PX or _NINT out of step with records.FIELDS or rangecoder.NINT")
+NCTX = const(76)   # = _C_PX + 4
+_NINT = const(38)  # = rangecoder.NINT: models per integer context
 # typical residual bit length per context: the prior of its models (a hint only; they adapt within a
-# few records)
-_K0 = bytearray(NCTX)
-_K0[0:_NFIXED] = bytes((3, 10, 0, 0, 3))
-for _i in range(_NFIXED, NCTX):
-    _K0[_i] = 4
-for _i in range(6):
-    _K0[_NFIXED + _i] = (6, 6, 5, 5, 0, 0)[_i]
-for _i in range(8):
-    _K0[_C_PX + _i] = (8, 10, 7, 9, 6, 8, 6, 8)[_i]
+# few records). Fixed contexts (t pos, t other, utc, seq, string length), the fields of FIELDS (pos:
+# speed, course, lat, lon after a small residual, hdop, sats; all others 4), then _C_PX.. (speed,
+# course, lat, lon after a large residual). A bytes constant: it stays in the image, not the heap.
+_K0 = (b"\x03\x0a\x00\x00\x03" b"\x08\x07\x06\x06\x00\x00"
+       b"\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04"
+       b"\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04"
+       b"\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04"
+       b"\x04" b"\x0a\x09\x08\x08")
+if _NFIXED + len(FIELDS) != _C_PX or NINT != _NINT or len(_K0) != NCTX:
+    raise ImportError("codec: _C_PX, _NINT or _K0 out of step with records.FIELDS or rangecoder.NINT")
 # flag models after the integer contexts
 _F_REG = const(NCTX * _NINT)  # regular fix
 _F_POS = const(_F_REG + 1)  # a pos record (not regular) / another type
@@ -104,8 +104,7 @@ LAYOUT = (_NFIXED, _C_TYPE_T, _C_OTHER_T, _C_UTC, _C_SEQ, _C_STRLEN, _F_REG, _F_
 
 
 def _pctx(st, f):
-    n = st[22 + f]
-    return _C_PX + 2 * f + (0 if n < 9 else 1)
+    return (_NFIXED + f) if st[22 + f] < 9 else (_C_PX + f)
 
 
 def isin(a_cdeg):

@@ -110,7 +110,7 @@ class RangeDecoder:
                 raise CodecError("record data damaged (integer too long)", self.pos())
         if n < 2:
             return n
-        u = 2 | self.bit(b + NPRE + (n if n < NPRE else NPRE - 1))
+        u = 2 | self.bit(b + NPRE - 2 + (n if n < NPRE else NPRE - 1))
         if n > 2:
             u = (u << (n - 2)) | self.raw(n - 2)
         return u

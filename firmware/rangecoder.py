@@ -14,7 +14,10 @@ RTOP = const(1 << 28)
 RBOT = const(1 << 20)  # (RTOP, RBOT, NPRE, NINT: public for firmware/decoder.py)
 _RMASK = const(RBOT - 1)
 NPRE = const(20)  # unary bit-length models per integer context; lengths >= 19 share the last
-NINT = const(2 * NPRE)  # per integer context: bit-length prefix models + first-mantissa-bit models
+# per integer context: NPRE bit-length prefix models, then the models of the bit below the leading one,
+# one per bit length 2 .. NPRE - 1 (lengths >= NPRE - 1 share the last; lengths 0 and 1 have no such bit):
+# the model of length n is c * NINT + NPRE - 2 + min(n, NPRE - 1)
+NINT = const(2 * NPRE - 2)
 
 
 class CodecError(Exception):
@@ -34,7 +37,8 @@ def init_int_models(p, k0):
         b = c * NINT
         for i in range(NPRE):
             p[b + i] = 300 if i < k else (1300 if i == k else (2600 if i == k + 1 else 3300))
-            p[b + NPRE + i] = 2048
+        for i in range(b + NPRE, b + NINT):
+            p[i] = 2048
 
 
 class RangeEncoder:
@@ -148,7 +152,7 @@ class RangeEncoder:
         self.low = low
         self.range = r
         if n >= 2:
-            self.bit(b + NPRE + (n if n < NPRE else NPRE - 1), (u >> (n - 2)) & 1)
+            self.bit(b + NPRE - 2 + (n if n < NPRE else NPRE - 1), (u >> (n - 2)) & 1)
             if n > 2:
                 self.raw(u, n - 2)
 
