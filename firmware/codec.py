@@ -83,14 +83,18 @@ def _init_models(p):
 _MOD_COURSE = const(36001)  # course+1 in 0..36000
 
 
-# sin(deg) * 2**14 for deg = 0..90 (literal: predictions must be bit-exact on every runtime)
-_SIN_Q14 = (0, 286, 572, 857, 1143, 1428, 1713, 1997, 2280, 2563, 2845, 3126, 3406, 3686, 3964, 4240,
-            4516, 4790, 5063, 5334, 5604, 5872, 6138, 6402, 6664, 6924, 7182, 7438, 7692, 7943, 8192,
-            8438, 8682, 8923, 9162, 9397, 9630, 9860, 10087, 10311, 10531, 10749, 10963, 11174, 11381,
-            11585, 11786, 11982, 12176, 12365, 12551, 12733, 12911, 13085, 13255, 13421, 13583, 13741,
-            13894, 14044, 14189, 14330, 14466, 14598, 14726, 14849, 14968, 15082, 15191, 15296, 15396,
-            15491, 15582, 15668, 15749, 15826, 15897, 15964, 16026, 16083, 16135, 16182, 16225, 16262,
-            16294, 16322, 16344, 16362, 16374, 16382, 16384)
+# sin(deg) * 2**14 for deg = 0..90, u16 little-endian (literal: predictions must be bit-exact on every
+# runtime; a bytes constant stays in the image, a tuple of 91 ints took ~750 B of heap):
+# 0, 286, 572, 857, 1143, ... 16374, 16382, 16384 (round(sin(deg) * 16384))
+_SIN_Q14 = (
+    b"\x00\x00\x1e\x01\x3c\x02\x59\x03\x77\x04\x94\x05\xb1\x06\xcd\x07\xe8\x08\x03\x0a\x1d\x0b\x36\x0c"
+    b"\x4e\x0d\x66\x0e\x7c\x0f\x90\x10\xa4\x11\xb6\x12\xc7\x13\xd6\x14\xe4\x15\xf0\x16\xfa\x17\x02\x19"
+    b"\x08\x1a\x0c\x1b\x0e\x1c\x0e\x1d\x0c\x1e\x07\x1f\x00\x20\xf6\x20\xea\x21\xdb\x22\xca\x23\xb5\x24"
+    b"\x9e\x25\x84\x26\x67\x27\x47\x28\x23\x29\xfd\x29\xd3\x2a\xa6\x2b\x75\x2c\x41\x2d\x0a\x2e\xce\x2e"
+    b"\x90\x2f\x4d\x30\x07\x31\xbd\x31\x6f\x32\x1d\x33\xc7\x33\x6d\x34\x0f\x35\xad\x35\x46\x36\xdc\x36"
+    b"\x6d\x37\xfa\x37\x82\x38\x06\x39\x86\x39\x01\x3a\x78\x3a\xea\x3a\x57\x3b\xc0\x3b\x24\x3c\x83\x3c"
+    b"\xde\x3c\x34\x3d\x85\x3d\xd2\x3d\x19\x3e\x5c\x3e\x9a\x3e\xd3\x3e\x07\x3f\x36\x3f\x61\x3f\x86\x3f"
+    b"\xa6\x3f\xc2\x3f\xd8\x3f\xea\x3f\xf6\x3f\xfe\x3f\x00\x40")
 _SLOW_MMPS = const(1000)
 # predictor state (a list, reset per block): 0 seq, 1 t, 2 utc, 3 lat, 4 lon (last of any record), 5 number
 # of previous pos (0/1/2), 6-8 p1 t/lat/lon, 9-11 p0 t/lat/lon, 12-15 p1 speed/course/hdop/sats,
@@ -115,9 +119,13 @@ def isin(a_cdeg):
         a -= 18000
     if a > 9000:
         a = 18000 - a
-    d = a // 100
-    f = a - d * 100
-    v = _SIN_Q14[d] if f == 0 else _SIN_Q14[d] + ((_SIN_Q14[d + 1] - _SIN_Q14[d]) * f + 50) // 100
+    d = a // 50  # 2 bytes a degree
+    d -= d & 1
+    f = a - d * 50
+    s = _SIN_Q14
+    v = s[d] | (s[d + 1] << 8)
+    if f:
+        v += (((s[d + 2] | (s[d + 3] << 8)) - v) * f + 50) // 100
     return -v if neg else v
 
 
