@@ -19,15 +19,14 @@ from firmware.rangecoder import NINT, CodecError, RangeEncoder, init_int_models
 from firmware.records import FIELDS, FIRST, FORMATS, KINDS, OPTIONAL, STRINGS, TYPE_NAMES, VERSION
 from hw.compat import const
 
-MAGIC0 = const(0x50)  # 'P'
-MAGIC1 = const(0x44)  # 'D'
+_MAGIC0 = const(0x50)  # 'P'
+_MAGIC1 = const(0x44)  # 'D'
 
-FLAG_THINNED = const(1)  # bounded-error mode: some pos records were dropped (tolerance in header)
-FLAG_ROUNDED = const(2)  # privacy 'rounded': positions quantised (step in header)
-FLAG_NO_POS = const(4)  # privacy 'no_positions': no pos records, positions zeroed
-FLAG_QUANT = const(8)  # pos speed/course quantised (steps in header); positions stay lossless
+_FLAG_THINNED = const(1)  # bounded-error mode: some pos records were dropped (tolerance in header)
+_FLAG_ROUNDED = const(2)  # privacy 'rounded': positions quantised (step in header)
+_FLAG_NO_POS = const(4)  # privacy 'no_positions': no pos records, positions zeroed
+_FLAG_QUANT = const(8)  # pos speed/course quantised (steps in header); positions stay lossless
 
-PRIVACY_MODES = ("off", "no_positions", "rounded")
 
 # field kinds (records.KINDS letters)
 _K_LAT = const(0x61)  # a
@@ -47,7 +46,7 @@ _NFIXED = const(5)
 # (accelerating, turning and multipath come in runs): the field's own context _NFIXED + f after a small
 # one, _C_PX + f after a large one (_pctx)
 _C_PX = const(72)  # = _NFIXED + len(FIELDS)
-NCTX = const(76)   # = _C_PX + 4
+_NCTX = const(76)   # = _C_PX + 4
 _NINT = const(38)  # = rangecoder.NINT: models per integer context
 # typical residual bit length per context: the prior of its models (a hint only; they adapt within a
 # few records). Fixed contexts (t pos, t other, utc, seq, string length), the fields of FIELDS (pos:
@@ -58,10 +57,11 @@ _K0 = (b"\x03\x0a\x00\x00\x03" b"\x08\x07\x06\x06\x00\x00"
        b"\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04"
        b"\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04\x04"
        b"\x04" b"\x0a\x09\x08\x08")
-if _NFIXED + len(FIELDS) != _C_PX or NINT != _NINT or len(_K0) != NCTX:
+if _NFIXED + len(FIELDS) != _C_PX or NINT != _NINT or len(_K0) != _NCTX:
     raise ImportError("codec: _C_PX, _NINT or _K0 out of step with records.FIELDS or rangecoder.NINT")
+del NINT  # (checked: its slot in the module dict is free again)
 # flag models after the integer contexts
-_F_REG = const(NCTX * _NINT)  # regular fix
+_F_REG = const(_NCTX * _NINT)  # regular fix
 _F_POS = const(_F_REG + 1)  # a pos record (not regular) / another type
 _F_TYPE = const(_F_REG + 2)  # 4-bit type code: binary tree, models 1..15
 _F_SEQ = const(_F_REG + 18)  # seq jump
@@ -127,10 +127,6 @@ def isin(a_cdeg):
     if f:
         v += (((s[d + 2] | (s[d + 3] << 8)) - v) * f + 50) // 100
     return -v if neg else v
-
-
-def icos(a_cdeg):
-    return isin(a_cdeg + 9000)
 
 
 def zigzag(v):
@@ -217,13 +213,13 @@ _H_UTC = const(3)  # bases: the first record's utc_s, t_ms and position (lat, lo
 _H_T = const(4)
 _H_LAT = const(5)
 _H_LON = const(6)
-_H_ROUND = const(7)  # FLAG_ROUNDED: rounding step (1e-7 deg)
-_H_TOL = const(8)  # FLAG_THINNED: tolerance (m)
-_H_SQ = const(9)  # FLAG_QUANT: speed step (mm/s), course step (cdeg)
+_H_ROUND = const(7)  # _FLAG_ROUNDED: rounding step (1e-7 deg)
+_H_TOL = const(8)  # _FLAG_THINNED: tolerance (m)
+_H_SQ = const(9)  # _FLAG_QUANT: speed step (mm/s), course step (cdeg)
 _H_CQ = const(10)
 _NHDR = const(11)
 _HDR_ZIGZAG = const(0x68)  # utc, lat, lon
-_HDR_FLAG = bytes((0, 0, 0, 0, 0, 0, 0, FLAG_ROUNDED, FLAG_THINNED, FLAG_QUANT, FLAG_QUANT))
+_HDR_FLAG = bytes((0, 0, 0, 0, 0, 0, 0, _FLAG_ROUNDED, _FLAG_THINNED, _FLAG_QUANT, _FLAG_QUANT))
 _HDR_DEFAULT = (0, 0, 0, -1, 0, 0, 0, 1, 0, 1, 1)  # what a field the flags leave out stands for
 
 
@@ -231,8 +227,8 @@ def _put_header(out, flags, device, h):
     """Writes the header of a block with these flags, device id (bytes) and header values h at the
     start of out; returns its length (out None: only measures it)."""
     if out is not None:
-        out[0] = MAGIC0
-        out[1] = MAGIC1
+        out[0] = _MAGIC0
+        out[1] = _MAGIC1
         out[2] = VERSION
         out[3] = flags
     k = _put_varint(out, 4, len(device))
@@ -307,7 +303,7 @@ class BlockEncoder:
             raise ValueError("device: 1..64 characters expected")
         if boot < 0:
             raise ValueError("boot: must be >= 0")
-        if privacy not in PRIVACY_MODES:
+        if privacy not in ("off", "no_positions", "rounded"):
             raise ValueError("privacy: one of off, no_positions, rounded")
         if round_e7 < 1 or tolerance_m < 0:
             raise ValueError("round_e7 >= 1 and tolerance_m >= 0 required")
@@ -318,9 +314,9 @@ class BlockEncoder:
         self.device = device
         self.boot = boot
         self.max_bytes = max_bytes
-        self.flags = (FLAG_NO_POS if privacy == "no_positions" else 0) | (
-            FLAG_ROUNDED if privacy == "rounded" else 0) | (FLAG_THINNED if tolerance_m > 0 else 0) | (
-            FLAG_QUANT if speed_q_mmps > 1 or course_q_cdeg > 1 else 0)
+        self.flags = (_FLAG_NO_POS if privacy == "no_positions" else 0) | (
+            _FLAG_ROUNDED if privacy == "rounded" else 0) | (_FLAG_THINNED if tolerance_m > 0 else 0) | (
+            _FLAG_QUANT if speed_q_mmps > 1 or course_q_cdeg > 1 else 0)
         self.speed_q = speed_q_mmps
         self.course_q = course_q_cdeg
         self.round_e7 = round_e7 if privacy == "rounded" else 1
@@ -362,7 +358,7 @@ class BlockEncoder:
     # 11 p0_lon, 12 p1_speed, 13 p1_course, 14 p1_hdop, 15 p1_sats
 
     def _q(self, v):
-        if self.flags & FLAG_NO_POS:
+        if self.flags & _FLAG_NO_POS:
             return 0
         q = self.round_e7
         if q == 1:
@@ -397,7 +393,7 @@ class BlockEncoder:
         except (KeyError, ValueError):
             raise ValueError("record: unknown or missing type %r" % rec.get("type"))
         if code == 0:
-            if self.flags & FLAG_NO_POS:
+            if self.flags & _FLAG_NO_POS:
                 self.dropped += 1
                 return True
             if self.tolerance_m > 0 and not self._keep_pos(rec):
@@ -623,7 +619,7 @@ class BlockEncoder:
         m = 0
         if q == 1:
             # a receiver's NMEA gives minutes with 4 or 5 decimals: code the index on that grid
-            for m in _GRID_M:
+            for m in (1000, 100):  # the grids, coarsest first (see _grid_of)
                 ga = _grid_of(lat, m)
                 go = _grid_of(lon, m) if ga is not None else None
                 if go is not None:
@@ -699,12 +695,12 @@ def _predict_pos(st, t, speed=-1, course=-1, q=1):
     s1 = st[12]
     c1 = st[13]
     if speed >= 0 and s1 >= 0 and course >= 0 and c1 >= 0 and dt1 > 0:
-        n = (s1 * icos(c1) + speed * icos(course)) * dt1
+        n = (s1 * isin(c1 + 9000) + speed * isin(course + 9000)) * dt1  # cos = sin(+90 deg)
         e = (s1 * isin(c1) + speed * isin(course)) * dt1
         # mm = v * dt / 1000; 1e-7 deg of latitude = 11.132 mm; the sum of two velocities * 2**14 -> / 32768
         den = 32768 * 11132 * q
         dlat = _div_round(n, den)
-        cl = icos((st[7] * q) // 100000)
+        cl = isin((st[7] * q) // 100000 + 9000)
         if cl < 50:
             cl = 50
         dlon = _div_round(e * 16384, den * cl)
@@ -726,9 +722,9 @@ def _predict_pos(st, t, speed=-1, course=-1, q=1):
     st[27] = po
 
 
-# NMEA arc-minute grids (coarsest first): minutes * 1e4 (M = 1000) and * 1e5 (M = 100); a grid index G
-# is 1e-7 deg sign(G) * ((|G| * M + 30) // 60), what firmware/nmea.py makes of ddmm.mmmm(m)
-_GRID_M = (1000, 100)
+# NMEA arc-minute grids (coarsest first, as _encode_pos tries them): minutes * 1e4 (M = 1000) and * 1e5
+# (M = 100); a grid index G is 1e-7 deg sign(G) * ((|G| * M + 30) // 60), what firmware/nmea.py makes of
+# ddmm.mmmm(m)
 
 
 def _grid_e7(g, m):
@@ -812,7 +808,7 @@ def _push_pos(st, t, utc, lat, lon, speed, course, hdop, sats):
 def decode_header(data):
     """(header dict, offset of the record stream, header values by _H_*). Checks magic, version and CRC."""
     n = len(data)
-    if n < 4 or data[0] != MAGIC0 or data[1] != MAGIC1:
+    if n < 4 or data[0] != _MAGIC0 or data[1] != _MAGIC1:
         raise CodecError("bad magic", 0)
     ver = data[2]
     if ver not in FORMATS:
@@ -830,8 +826,8 @@ def decode_header(data):
     hdr = {"version": ver, "device": device, "boot": h[_H_BOOT], "first_seq": h[_H_SEQ], "count": h[_H_COUNT],
            "flags": flags, "base_utc_s": h[_H_UTC], "base_t_ms": h[_H_T], "base_lat_e7": h[_H_LAT] * q,
            "base_lon_e7": h[_H_LON] * q,
-           "privacy": "no_positions" if flags & FLAG_NO_POS else (
-               "rounded" if flags & FLAG_ROUNDED else "off"),
+           "privacy": "no_positions" if flags & _FLAG_NO_POS else (
+               "rounded" if flags & _FLAG_ROUNDED else "off"),
            "round_e7": q, "tolerance_m": h[_H_TOL], "speed_q_mmps": h[_H_SQ], "course_q_cdeg": h[_H_CQ],
            "size": n}
     return hdr, off, h
