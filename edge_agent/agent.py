@@ -43,7 +43,7 @@ from edge_agent.mqtt import Publisher
 from edge_agent.outputs import Delivery
 from edge_agent.queue import Queue
 from edge_agent.seqranges import subtract
-from firmware import codec
+from firmware import decoder
 
 _READY, _INFLIGHT, _WAIT = 0, 1, 2
 MAX_RANGES = 256  # seq ranges accepted in one ack / resend message
@@ -434,8 +434,8 @@ class Agent:
         if not (0 <= prio <= 4 and fs <= ls):
             return "bad DATA header"
         try:
-            hdr = codec.decode_header(block)[0]
-        except codec.CodecError as e:
+            hdr = decoder.decode_header(block)[0]
+        except decoder.CodecError as e:
             return "block: %s" % e
         if hdr["device"] != self.device:
             self.counters["device_mismatch"] += 1
@@ -467,7 +467,7 @@ class Agent:
         for fs, ls, prio, block in data:
             why = self._check_block(fs, ls, prio, block)
             if why is None:
-                boot = codec.decode_header(block)[0]["boot"]
+                boot = decoder.decode_header(block)[0]["boot"]
             else:
                 boot = int(box["boot"])
                 bad.add(fs)

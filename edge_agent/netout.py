@@ -174,7 +174,7 @@ class RowForwarder:
         qid, _dev, _boot, _fs, _ls, _prio, block, sent = rows[0]
         try:
             hdr, recs = teltonika.records_of_block(block)
-        except Exception as e:  # noqa: BLE001  (codec.CodecError: a block this output cannot read)
+        except Exception as e:  # noqa: BLE001  (decoder.CodecError: a block this output cannot read)
             self.counters["undecodable"] += 1
             self.log.error("%s: queue row %d cannot be decoded (%s); skipped for this output", self.name, qid,
                            e)

@@ -156,7 +156,7 @@ class Box:
         # supervisor fault counters (status and summary): failed accelerometer reads, outages
         self.faults = {"i2c_errors": 0, "accel_outages": 0, "accel_reinits": 0, "store_errors": 0,
                        "blocks_lost": 0, "state_errors": 0, "link_errors": 0, "loop_faults": 0}
-        self._unstored = []  # [block, first_seq, last_seq, prio] the store refused (flash fault)
+        self._unstored = []  # [block, first_seq, last_seq, prio, count] the store refused (flash fault)
         self._store_down_ms = -1
         self._store_retry_at = 0
         self._store_backoff = _STORE_RETRY_MS
@@ -488,21 +488,21 @@ class Box:
         self.enc = None
         self.records_bytes += len(block)
         self.blocks += 1
-        self._store_block(block, enc.first_seq, enc.last_seq, self._enc_prio)
+        self._store_block(block, enc.first_seq, enc.last_seq, self._enc_prio, enc.count)
 
-    def _store_block(self, block, first_seq, last_seq, prio):
+    def _store_block(self, block, first_seq, last_seq, prio, count):
         """Append to the store; a flash fault (OSError: full, worn, corrupt) or no heap for the
         store's index (MemoryError, raised before anything is written) never leaves the loop: the block
         waits in RAM (at most _UNSTORED_MAX, the oldest of the lowest priority goes first) and is
         retried with backoff; the first failure of an outage is a tamper record `store_fault`."""
         if self._unstored:
-            self._unstored.append([bytes(block), first_seq, last_seq, prio])
+            self._unstored.append([bytes(block), first_seq, last_seq, prio, count])
             self._retry_store(self.clock.ticks_ms(), 1)
             return
         try:
-            self.store.append(block, first_seq, last_seq, prio)
+            self.store.append(block, first_seq, last_seq, prio, count)
         except (OSError, MemoryError) as e:
-            self._unstored.append([bytes(block), first_seq, last_seq, prio])
+            self._unstored.append([bytes(block), first_seq, last_seq, prio, count])
             self._store_failed(e)
 
     def _store_failed(self, e):
@@ -531,7 +531,7 @@ class Box:
         while q:
             b = q[0]
             try:
-                self.store.append(b[0], b[1], b[2], b[3])
+                self.store.append(b[0], b[1], b[2], b[3], b[4])
             except (OSError, MemoryError) as e:
                 self._store_failed(e)
                 return

@@ -1,8 +1,8 @@
 # paydbox record codec: self-contained compact blocks (spec: docs/record-format.md).
 # One implementation for the box (MicroPython) and the host (CPython: `from firmware import codec`).
-# This module is the public API (BlockEncoder, decode_header, CodecError; decode_block is in
-# firmware/decoder.py, host side: the box never decodes a block) and what the bits mean: header,
-# predictors, contexts. firmware/records.py holds the record definitions (types,
+# This module is the encoder's public API (BlockEncoder; the reader, decode_header, decode_block and
+# CodecError, is firmware/decoder.py, host side: the box never decodes a block) and what the bits
+# mean: header, predictors, contexts. firmware/records.py holds the record definitions (types,
 # fields, strings, versions), firmware/rangecoder.py the generic adaptive range coder.
 #
 # Block = byte-aligned header (magic, version, flags, device, boot, first_seq, count, base time and
@@ -15,8 +15,8 @@
 import binascii
 import struct
 
-from firmware.rangecoder import NINT, CodecError, RangeEncoder, init_int_models
-from firmware.records import FIELDS, FIRST, FORMATS, KINDS, OPTIONAL, STRINGS, TYPE_NAMES, VERSION
+from firmware.rangecoder import NINT, RangeEncoder, init_int_models
+from firmware.records import FIELDS, FIRST, KINDS, OPTIONAL, STRINGS, TYPE_NAMES, VERSION
 from hw.compat import const
 
 _MAGIC0 = const(0x50)  # 'P'
@@ -133,10 +133,6 @@ def zigzag(v):
     return (v << 1) if v >= 0 else ((-v << 1) - 1)
 
 
-def unzigzag(u):
-    return (u >> 1) if not (u & 1) else -((u + 1) >> 1)
-
-
 def _nbits(u):
     n = 0
     while u:
@@ -185,27 +181,12 @@ def _put_varint(out, i, u):
     return i + 1
 
 
-def _get_varint(data, off, end):
-    u = 0
-    shift = 0
-    start = off
-    while True:
-        if off >= end:
-            raise CodecError("header varint truncated", start)
-        b = data[off]
-        off += 1
-        u |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return u, off
-        shift += 7
-        if shift > 63:
-            raise CodecError("header varint too long", start)
-
-
-# ---- block header (docs/record-format.md): its layout is written here only --------------------
+# ---- block header (docs/record-format.md): its layout is written here only (the reader,
+# firmware/decoder.py decode_header, takes it from HEADER) -------------------------------------------
 # Magic 'P' 'D', version, flags (a byte each); the device id (varint length + UTF-8); then these
 # varints in this order, _H_* the index of each in a header list: zigzag-coded where _HDR_ZIGZAG has
-# its bit, present only when the block's flags have its _HDR_FLAG bit (0: always; absent, _HDR_DEFAULT).
+# its bit, present only when the block's flags have its _HDR_FLAG bit (0: always; absent: the
+# decoder's _HDR_DEFAULT).
 _H_BOOT = const(0)
 _H_SEQ = const(1)  # first_seq
 _H_COUNT = const(2)  # records in the block
@@ -220,7 +201,11 @@ _H_CQ = const(10)
 _NHDR = const(11)
 _HDR_ZIGZAG = const(0x68)  # utc, lat, lon
 _HDR_FLAG = bytes((0, 0, 0, 0, 0, 0, 0, _FLAG_ROUNDED, _FLAG_THINNED, _FLAG_QUANT, _FLAG_QUANT))
-_HDR_DEFAULT = (0, 0, 0, -1, 0, 0, 0, 1, 0, 1, 1)  # what a field the flags leave out stands for
+# the header layout firmware/decoder.py reads back (decode_header): field indices, zigzag bits, magic,
+# flags (each < 256)
+HEADER = bytes((_H_BOOT, _H_SEQ, _H_COUNT, _H_UTC, _H_T, _H_LAT, _H_LON, _H_ROUND, _H_TOL, _H_SQ, _H_CQ,
+                _NHDR, _HDR_ZIGZAG, _MAGIC0, _MAGIC1,
+                _FLAG_THINNED, _FLAG_ROUNDED, _FLAG_NO_POS, _FLAG_QUANT))
 
 
 def _put_header(out, flags, device, h):
@@ -239,32 +224,6 @@ def _put_header(out, flags, device, h):
         if not _HDR_FLAG[i] or flags & _HDR_FLAG[i]:
             k = _put_varint(out, k, zigzag(h[i]) if (_HDR_ZIGZAG >> i) & 1 else h[i])
     return k
-
-
-def _get_header(data, end):
-    """(flags, device, header values, offset of the record stream) of data (magic, version and CRC
-    already checked); CodecError at the offset of a bad field."""
-    flags = data[3]
-    if flags & ~15:
-        raise CodecError("unknown flags %02x" % flags, 3)
-    ln, off = _get_varint(data, 4, end)
-    if off + ln > end:
-        raise CodecError("device id truncated", off)
-    try:
-        device = bytes(data[off:off + ln]).decode()
-    except Exception:
-        raise CodecError("device id not UTF-8", off)
-    off += ln
-    h = list(_HDR_DEFAULT)
-    for i in range(_NHDR):
-        if not _HDR_FLAG[i] or flags & _HDR_FLAG[i]:
-            v, off = _get_varint(data, off, end)
-            h[i] = unzigzag(v) if (_HDR_ZIGZAG >> i) & 1 else v
-            if i == _H_ROUND and v < 1:
-                raise CodecError("bad rounding step", off - 1)
-            if i == _H_CQ and (h[_H_SQ] < 1 or v < 1 or 36000 % v):
-                raise CodecError("bad speed/course step", off - 1)
-    return flags, device, h, off
 
 
 def _bad(name, v):
@@ -803,32 +762,3 @@ def _push_pos(st, t, utc, lat, lon, speed, course, hdop, sats):
     st[15] = sats
     if st[5] < 2:
         st[5] += 1
-
-
-def decode_header(data):
-    """(header dict, offset of the record stream, header values by _H_*). Checks magic, version and CRC."""
-    n = len(data)
-    if n < 4 or data[0] != _MAGIC0 or data[1] != _MAGIC1:
-        raise CodecError("bad magic", 0)
-    ver = data[2]
-    if ver not in FORMATS:
-        raise CodecError("unsupported record-format version %d (this decoder reads %s)"
-                         % (ver, ", ".join([str(v) for v in sorted(FORMATS)])), 2)
-    if n < 12:
-        raise CodecError("block truncated (%d bytes)" % n, n)
-    end = n - 4
-    crc = struct.unpack_from("<I", data, end)[0]
-    calc = binascii.crc32(memoryview(data)[:end]) & 0xFFFFFFFF
-    if crc != calc:
-        raise CodecError("CRC mismatch (stored %08x, computed %08x)" % (crc, calc), end)
-    flags, device, h, off = _get_header(data, end)
-    q = h[_H_ROUND]
-    hdr = {"version": ver, "device": device, "boot": h[_H_BOOT], "first_seq": h[_H_SEQ], "count": h[_H_COUNT],
-           "flags": flags, "base_utc_s": h[_H_UTC], "base_t_ms": h[_H_T], "base_lat_e7": h[_H_LAT] * q,
-           "base_lon_e7": h[_H_LON] * q,
-           "privacy": "no_positions" if flags & _FLAG_NO_POS else (
-               "rounded" if flags & _FLAG_ROUNDED else "off"),
-           "round_e7": q, "tolerance_m": h[_H_TOL], "speed_q_mmps": h[_H_SQ], "course_q_cdeg": h[_H_CQ],
-           "size": n}
-    return hdr, off, h
-

@@ -5,7 +5,12 @@
 # mean is written once, in firmware/codec.py (header, predictors, contexts: codec.LAYOUT and the
 # functions imported below) and firmware/records.py (record definitions); this module only walks them
 # back. Runs on CPython and MicroPython (tests/mp/mp_codec.py).
+import binascii
+import struct
+
 from firmware.codec import (
+    _HDR_FLAG,
+    HEADER,
     LAYOUT,
     _base,
     _div_round,
@@ -19,21 +24,106 @@ from firmware.codec import (
     _push_pos,
     _speed_pred,
     _unit,
-    decode_header,
-    unzigzag,
 )
-from firmware.rangecoder import NINT, NPRE, RBOT, RTOP, CodecError
+from firmware.rangecoder import NINT, NPRE, RBOT, RTOP
 from firmware.records import FIELDS, FIRST, FORMATS, KINDS, OPTIONAL, STRINGS, TYPE_NAMES
 from hw.compat import const, zeros
 
 (NFIXED, C_TYPE_T, C_OTHER_T, C_UTC, C_SEQ, C_STRLEN, F_REG, F_POS, F_TYPE, F_SEQ, F_HS, F_GRID, NMODELS, NST,
  MOD_COURSE) = LAYOUT
+(H_BOOT, H_SEQ, H_COUNT, H_UTC, H_T, H_LAT, H_LON, H_ROUND, H_TOL, H_SQ, H_CQ, NHDR, HDR_ZIGZAG, MAGIC0,
+ MAGIC1, FLAG_THINNED, FLAG_ROUNDED, FLAG_NO_POS, FLAG_QUANT) = HEADER
+_HDR_DEFAULT = (0, 0, 0, -1, 0, 0, 0, 1, 0, 1, 1)  # what a header field the flags leave out stands for
+
 # field kinds: the letters of records.KINDS
 _K_LAT = const(0x61)  # a
 _K_LON = const(0x6F)  # o
 _K_COURSE = const(0x63)  # c
 _K_STR = const(0x73)  # s
 _K_BYTES = const(0x62)  # b
+
+
+class CodecError(Exception):
+    """Damaged or unsupported block. .offset is the byte offset of the damage (or -1)."""
+
+    def __init__(self, msg, offset=-1):
+        super().__init__("%s at byte offset %d" % (msg, offset) if offset >= 0 else msg)
+        self.offset = offset
+
+
+def unzigzag(u):
+    return (u >> 1) if not (u & 1) else -((u + 1) >> 1)
+
+
+def _get_varint(data, off, end):
+    u = 0
+    shift = 0
+    start = off
+    while True:
+        if off >= end:
+            raise CodecError("header varint truncated", start)
+        b = data[off]
+        off += 1
+        u |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return u, off
+        shift += 7
+        if shift > 63:
+            raise CodecError("header varint too long", start)
+
+
+def _get_header(data, end):
+    """(flags, device, header values, offset of the record stream) of data (magic, version and CRC
+    already checked); CodecError at the offset of a bad field."""
+    flags = data[3]
+    if flags & ~15:
+        raise CodecError("unknown flags %02x" % flags, 3)
+    ln, off = _get_varint(data, 4, end)
+    if off + ln > end:
+        raise CodecError("device id truncated", off)
+    try:
+        device = bytes(data[off:off + ln]).decode()
+    except Exception:
+        raise CodecError("device id not UTF-8", off)
+    off += ln
+    h = list(_HDR_DEFAULT)
+    for i in range(NHDR):
+        if not _HDR_FLAG[i] or flags & _HDR_FLAG[i]:
+            v, off = _get_varint(data, off, end)
+            h[i] = unzigzag(v) if (HDR_ZIGZAG >> i) & 1 else v
+            if i == H_ROUND and v < 1:
+                raise CodecError("bad rounding step", off - 1)
+            if i == H_CQ and (h[H_SQ] < 1 or v < 1 or 36000 % v):
+                raise CodecError("bad speed/course step", off - 1)
+    return flags, device, h, off
+
+
+def decode_header(data):
+    """(header dict, offset of the record stream, header values by _H_*). Checks magic, version and CRC."""
+    n = len(data)
+    if n < 4 or data[0] != MAGIC0 or data[1] != MAGIC1:
+        raise CodecError("bad magic", 0)
+    ver = data[2]
+    if ver not in FORMATS:
+        raise CodecError("unsupported record-format version %d (this decoder reads %s)"
+                         % (ver, ", ".join([str(v) for v in sorted(FORMATS)])), 2)
+    if n < 12:
+        raise CodecError("block truncated (%d bytes)" % n, n)
+    end = n - 4
+    crc = struct.unpack_from("<I", data, end)[0]
+    calc = binascii.crc32(memoryview(data)[:end]) & 0xFFFFFFFF
+    if crc != calc:
+        raise CodecError("CRC mismatch (stored %08x, computed %08x)" % (crc, calc), end)
+    flags, device, h, off = _get_header(data, end)
+    q = h[H_ROUND]
+    hdr = {"version": ver, "device": device, "boot": h[H_BOOT], "first_seq": h[H_SEQ], "count": h[H_COUNT],
+           "flags": flags, "base_utc_s": h[H_UTC], "base_t_ms": h[H_T], "base_lat_e7": h[H_LAT] * q,
+           "base_lon_e7": h[H_LON] * q,
+           "privacy": "no_positions" if flags & FLAG_NO_POS else (
+               "rounded" if flags & FLAG_ROUNDED else "off"),
+           "round_e7": q, "tolerance_m": h[H_TOL], "speed_q_mmps": h[H_SQ], "course_q_cdeg": h[H_CQ],
+           "size": n}
+    return hdr, off, h
 
 
 class RangeDecoder:
@@ -125,7 +215,6 @@ def _get_bytes(r, what):
     for i in range(ln):
         b[i] = r.raw(8)
     return bytes(b)
-
 
 
 def decode_block(data):

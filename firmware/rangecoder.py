@@ -20,15 +20,6 @@ NPRE = const(20)  # unary bit-length models per integer context; lengths >= 19 s
 NINT = const(2 * NPRE - 2)
 
 
-class CodecError(Exception):
-    """Damaged or unsupported block. .offset is the byte offset of the damage (or -1).
-    (firmware.codec's error: defined here, where the decoder first meets damage.)"""
-
-    def __init__(self, msg, offset=-1):
-        super().__init__("%s at byte offset %d" % (msg, offset) if offset >= 0 else msg)
-        self.offset = offset
-
-
 def init_int_models(p, k0):
     """Priors of the integer contexts from their typical residual bit length k0[c] (a hint only: the
     models adapt within a few records)."""

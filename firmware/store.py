@@ -13,11 +13,6 @@ from array import array
 
 from hw.compat import const, path_exists
 
-try:
-    from firmware import codec as _codec
-except ImportError:  # pragma: no cover
-    _codec = None
-
 FRAME_MAGIC = const(0xB7)
 FRAME_HDR = const(20)  # <BBHIIHH + crc32
 SEQ_RESERVE = const(256)
@@ -85,15 +80,6 @@ def _write_atomic(path, data):
         f.close()
     os.rename(tmp, path)
     _sync()
-
-
-def _block_count(block, first_seq, last_seq):
-    if _codec is not None:
-        try:
-            return _codec.decode_header(block)[0]["count"]
-        except Exception:
-            pass
-    return last_seq - first_seq + 1
 
 
 class Store:
@@ -328,7 +314,9 @@ class Store:
             t += self.seg_size[sn]
         return t
 
-    def append(self, block, first_seq, last_seq, prio):
+    def append(self, block, first_seq, last_seq, prio, count):
+        """Store one block (durable when this returns): its seqs, its priority (0..4) and its number of
+        records, `count` (the encoder's: the store never decodes a block)."""
         ln = len(block)
         if prio < 0 or prio >= NPRIO:
             raise ValueError("prio: 0..4 expected")
@@ -337,9 +325,9 @@ class Store:
         need = ln + FRAME_HDR
         if need > self.segment_bytes:
             raise ValueError("block of %d bytes larger than a segment (%d)" % (ln, self.segment_bytes))
-        cnt = _block_count(block, first_seq, last_seq)
-        if cnt > 0xFFFF:
-            cnt = 0xFFFF
+        if count < 0:
+            raise ValueError("count: >= 0 expected")
+        cnt = count if count < 0xFFFF else 0xFFFF
         self._append(block, first_seq, last_seq, prio, cnt, True)
         self.appended_blocks += 1
 

@@ -32,7 +32,8 @@ class MemStore:
             self.seq += 1
             return s
 
-    def append(self, block, first_seq, last_seq, prio):
+    def append(self, block, first_seq, last_seq, prio, count):
+        # (count: the records in the block, as firmware/store.py takes it; this double keeps no counts)
         with self.lock:
             self.blocks[first_seq] = (first_seq, last_seq, prio, bytes(block))
 
@@ -76,12 +77,12 @@ def make_block(device, boot, first_seq, count, rng, rec_bytes=12):
 
 
 def block_ok(block):
-    from firmware import codec
+    from firmware import decoder
 
     try:
-        codec.decode_header(block)
+        decoder.decode_header(block)
         return True
-    except codec.CodecError:
+    except decoder.CodecError:
         return False
 
 
@@ -181,7 +182,7 @@ class SimBox:
             with self.lock:
                 self.produced[fs] = b
                 self.records += records_per_block
-            self.store.append(b, fs, fs + records_per_block - 1, prio)
+            self.store.append(b, fs, fs + records_per_block - 1, prio, records_per_block)
 
     def _run(self):
         while not self._stop:
@@ -425,7 +426,7 @@ class DriveGen:
             return
         fs, prio = self.enc.first_seq, self.enc_prio
         block = self.enc.finish()
-        self.store.append(block, fs, self.enc.last_seq, prio)
+        self.store.append(block, fs, self.enc.last_seq, prio, self.enc.count)
         self.enc.reset()
         self.enc_prio = 0
         self.blocks += 1

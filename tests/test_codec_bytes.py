@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from firmware import codec, decoder
+from firmware import codec, decoder, records
 from testbed.blocks import encode_blocks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,4 +117,4 @@ def test_blocks_are_byte_identical_to_the_deployed_encoder(max_bytes, kw, want):
 
 def _decoded(r):
     # a record as it decodes: optional fields holding their default are left out
-    return {k: v for k, v in r.items() if not (k in codec.OPTIONAL and v == codec.OPTIONAL[k])}
+    return {k: v for k, v in r.items() if not (k in records.OPTIONAL and v == records.OPTIONAL[k])}

@@ -11,7 +11,7 @@ NAT = st.integers(0, 2**31)
 LAT = st.integers(-900000000, 900000000)
 LON = st.integers(-1800000000, 1800000000)
 COURSE = st.integers(-1, 35999)
-TXT = st.one_of(st.sampled_from(codec.STRINGS), st.text(max_size=12))
+TXT = st.one_of(st.sampled_from(records.STRINGS), st.text(max_size=12))
 
 
 def _fields(tname):
@@ -34,7 +34,7 @@ def _fields(tname):
 
 def _without_defaults(r):
     """A record as it decodes: optional fields holding their default are left out (docs/record-format.md)."""
-    return {k: v for k, v in r.items() if not (k in codec.OPTIONAL and v == codec.OPTIONAL[k])}
+    return {k: v for k, v in r.items() if not (k in records.OPTIONAL and v == records.OPTIONAL[k])}
 
 
 def record_strategy():
@@ -110,7 +110,7 @@ def test_damage_detected(recs, data):
     blk[pos] ^= data.draw(st.integers(1, 255))
     try:
         decoder.decode_block(bytes(blk))
-    except codec.CodecError as e:
+    except decoder.CodecError as e:
         assert 0 <= e.offset <= len(blk)
     else:
         raise AssertionError("damage at byte %d not detected" % pos)
@@ -144,3 +144,23 @@ def test_worked_example_in_the_spec():
     blk = enc.finish()
     assert blk == want and len(blk) == n
     assert decoder.decode_block(blk)[1] == recs
+
+
+def test_the_box_never_loads_the_decoder():
+    """The box only encodes: its Box modules, loaded from its ROMFS image as runner.load_box does, leave
+    firmware.decoder (the reader: host side) unloaded, and the image does not hold it."""
+    import subprocess
+
+    from tools.installer import flash
+    from tools.mpvm import micropython_binary
+    from tools.trace.replay import _MOUNT, image_for
+
+    code = _MOUNT % image_for() + (
+        "import sys\nfrom firmware import runner\nrunner.load_box()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('firmware.')))\n")
+    p = subprocess.run([micropython_binary(), "-X", "heapsize=2M", "-c", code], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    loaded = p.stdout.split("\n")[-2]
+    assert "firmware.codec" in loaded and "firmware.store" in loaded and "firmware.decoder" not in loaded
+    assert "firmware/decoder.py" not in flash.source_files("unix")

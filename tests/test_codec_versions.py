@@ -65,7 +65,7 @@ def test_v3_blocks_decode_to_the_records_the_v3_encoder_was_given(max_bytes):
     assert got == TRUTH
     # a version 3 trip_end has no n_unclassified / n_gnss_only / score_note: absent, i.e. their defaults
     te = [r for r in got if r["type"] == "trip_end"]
-    assert len(te) == 1 and not set(codec.OPTIONAL) & set(te[0])
+    assert len(te) == 1 and not set(records.OPTIONAL) & set(te[0])
     # the records after the trip_end in its block decode too (a decoder reading 26 fields would not)
     assert [r["type"] for r in got[-3:]] == ["trip_end", "status", "odometer"]
     for b, m in zip(blocks, meta):
@@ -82,8 +82,8 @@ def test_v3_no_positions_blocks():
 
 def test_v3_rounded_blocks():
     blocks, _ = _set(max_bytes=512, privacy="rounded")
-    assert codec.decode_header(blocks[0])[0]["privacy"] == "rounded"
-    q = codec.decode_header(blocks[0])[0]["round_e7"]
+    assert decoder.decode_header(blocks[0])[0]["privacy"] == "rounded"
+    q = decoder.decode_header(blocks[0])[0]["round_e7"]
     assert q == 100000  # the encoder's default step (0.01 deg)
     got = _decode_all(blocks)
     assert [r["seq"] for r in got] == [r["seq"] for r in TRUTH]
@@ -147,13 +147,13 @@ def _with_crc(b):
     return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
 
 
-@pytest.mark.parametrize("ver", [0, 1, 2, codec.VERSION + 1, codec.VERSION + 2, 255])
+@pytest.mark.parametrize("ver", [0, 1, 2, records.VERSION + 1, records.VERSION + 2, 255])
 def test_unknown_and_future_versions_are_refused_in_one_line(ver):
     blk = bytearray(_set(max_bytes=512)[0][0])
     blk[2] = ver
     for b in (bytes(blk), _with_crc(blk)):
-        for fn in (codec.decode_header, decoder.decode_block):
-            with pytest.raises(codec.CodecError) as e:
+        for fn in (decoder.decode_header, decoder.decode_block):
+            with pytest.raises(decoder.CodecError) as e:
                 fn(b)
             msg = str(e.value)
             assert e.value.offset == 2 and "\n" not in msg
@@ -164,34 +164,34 @@ def test_a_v3_block_cannot_use_what_version_4_added():
     # a string table entry that version 3 did not have, in a block that says version 3 (CRC made valid):
     # damage, not a value
     rec = {"type": "tamper", "seq": 1, "t_ms": 0, "utc_s": -1, "reason": "gnss_only", "value": 1}
-    assert codec.STRINGS.index("gnss_only") >= codec.FORMATS[3][0]
+    assert records.STRINGS.index("gnss_only") >= records.FORMATS[3][0]
     enc = codec.BlockEncoder("b", 1)
     enc.add(rec)
     b = bytearray(enc.finish())
     assert decoder.decode_block(bytes(b))[1] == [rec]
     b[2] = 3
-    with pytest.raises(codec.CodecError, match="unknown string index .*version 3"):
+    with pytest.raises(decoder.CodecError, match="unknown string index .*version 3"):
         decoder.decode_block(_with_crc(b))
 
 
 def test_formats_table_matches_the_current_tables():
     # the row of the version this encoder writes is what FIELDS, KINDS and STRINGS hold today
-    assert max(codec.FORMATS) == codec.VERSION
-    nstr, nfields = codec.FORMATS[codec.VERSION]
-    assert nstr == len(codec.STRINGS) and len(nfields) == len(records.TYPE_NAMES)
+    assert max(records.FORMATS) == records.VERSION
+    nstr, nfields = records.FORMATS[records.VERSION]
+    assert nstr == len(records.STRINGS) and len(nfields) == len(records.TYPE_NAMES)
     assert sum(nfields) == len(records.FIELDS) == len(records.KINDS)
     assert set(records.KINDS) <= set(b"iacosb")
-    vs = sorted(codec.FORMATS)
+    vs = sorted(records.FORMATS)
     for old, new in zip(vs, vs[1:]):
-        ns0, nf0 = codec.FORMATS[old]
-        ns1, nf1 = codec.FORMATS[new]
+        ns0, nf0 = records.FORMATS[old]
+        ns1, nf1 = records.FORMATS[new]
         assert ns0 <= ns1 and len(nf0) <= len(nf1)
         for code in range(len(nf0)):
             assert nf0[code] <= nf1[code]
             # a field a newer version appended to an existing type must have a default (an older block's
             # record decodes without it)
             for name, _ in records.fields(records.TYPE_NAMES[code])[nf0[code]:nf1[code]]:
-                assert name in codec.OPTIONAL, (new, records.TYPE_NAMES[code], name)
+                assert name in records.OPTIONAL, (new, records.TYPE_NAMES[code], name)
 
 
 def _spec_fields():
@@ -256,7 +256,7 @@ def test_v3_blocks_through_the_edge_agent_and_the_consumer(tmp_path):
     try:
         time.sleep(2.0)  # the consumer subscribes first
         for b, m in zip(blocks, meta):
-            box.store.append(b, m["first_seq"], m["last_seq"], 1)
+            box.store.append(b, m["first_seq"], m["last_seq"], 1, m["count"])
         wait_for(lambda: bench_e2e.db_state(db, produced)["lost"] == 0, 30)
         st = bench_e2e.db_state(db, produced)
         logs = "agent log:\n%s\nconsumer log:\n%s" % (agent.log()[-2000:], consumer.log()[-2000:])

@@ -77,7 +77,7 @@ def test_agent_link_against_box_link():
     pipe = Pipe()
     store = MemStore()
     for i in range(30):
-        store.append(bytes([i]) * 100, 10 * i, 10 * i + 9, 4 if i == 29 else 0)
+        store.append(bytes([i]) * 100, 10 * i, 10 * i + 9, 4 if i == 29 else 0, 10)
     box = BoxLink(BoxEnd(pipe), store, "box-9", "fw1", 7, window=4, rto_ms=300)
     ag = AgentLink(pipe)
     ag.send_hello(reply=False)

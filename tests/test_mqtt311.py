@@ -8,7 +8,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware import codec
+from firmware import decoder
 from nats_fixture import NatsMqtt
 from testbed.simbox import AgentProc, SimBox, block_ok, wait_for, write_agent_config
 
@@ -46,7 +46,7 @@ class Sub311:
                 if not block_ok(msg.payload):
                     self.bad += 1
                     return
-                fs = codec.decode_header(bytes(msg.payload))[0]["first_seq"]
+                fs = decoder.decode_header(bytes(msg.payload))[0]["first_seq"]
                 if fs in self.got:
                     self.dups += 1
                 self.got[fs] = bytes(msg.payload)

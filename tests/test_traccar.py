@@ -9,6 +9,7 @@ import time
 import pytest
 
 from edge_agent import teltonika as T
+from firmware import decoder
 from mosquitto_fixture import mosquitto  # noqa: F401  (pytest fixture)
 from testbed.simbox import AgentProc, SimBox, wait_for
 from traccar_fake import FakeTraccar, oracle_decode, oracle_signed
@@ -396,7 +397,7 @@ def test_agent_delivers_through_refused_imei_lost_ack_and_drop(tmp_path, commute
     srv = FakeTraccar(imeis=())  # the device is not registered yet: login refused
     box = SimBox(_device_of(blocks)).start()
     for fs, ls, prio, b in blocks:
-        box.store.append(b, fs, ls, prio)
+        box.store.append(b, fs, ls, prio, decoder.decode_header(b)[0]["count"])
     q = str(tmp_path / "q.db")
     agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), box, q, traccar=srv),
                       str(tmp_path / "a.log")).start()
@@ -524,7 +525,7 @@ def test_alongside_mqtt_rows_stay_until_both_outputs_are_done(tmp_path, commute,
     box = SimBox(_device_of(blocks)).start()
     col = Collector(mosquitto.host, mosquitto.port, "paydbox/f1/%s/#" % box.device)
     for fs, ls, prio, b in blocks:
-        box.store.append(b, fs, ls, prio)
+        box.store.append(b, fs, ls, prio, decoder.decode_header(b)[0]["count"])
     q = str(tmp_path / "q.db")
     agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), box, q, traccar=srv, mqtt=mosquitto),
                       str(tmp_path / "a.log")).start()
@@ -597,7 +598,7 @@ def test_osmand_output(tmp_path, commute):
     web = FakeOsmAnd(ids=[])
     box = SimBox(_device_of(blocks)).start()
     for fs, ls, prio, b in blocks:
-        box.store.append(b, fs, ls, prio)
+        box.store.append(b, fs, ls, prio, decoder.decode_header(b)[0]["count"])
     q = str(tmp_path / "q.db")
     agent = AgentProc(_agent_cfg(str(tmp_path / "a.toml"), box, q, osmand=web.addr),
                       str(tmp_path / "a.log")).start()
@@ -672,7 +673,7 @@ def test_agent_killed_mid_delivery_loses_nothing(tmp_path, commute):
     srv = FakeTraccar(imeis=[IMEI])
     box = SimBox(_device_of(blocks)).start()
     for fs, ls, prio, b in blocks:
-        box.store.append(b, fs, ls, prio)
+        box.store.append(b, fs, ls, prio, decoder.decode_header(b)[0]["count"])
     q = str(tmp_path / "q.db")
     cfg = _agent_cfg(str(tmp_path / "a.toml"), box, q, traccar=srv)
     agent = AgentProc(cfg, str(tmp_path / "a.log")).start()

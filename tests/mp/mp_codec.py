@@ -1,8 +1,8 @@
 # Firmware tests for firmware/codec.py, run under MicroPython and CPython.
 import drive_gen
-from firmware import codec
-from firmware.codec import BlockEncoder, CodecError
-from firmware.decoder import decode_block
+from firmware import codec, decoder, records
+from firmware.codec import BlockEncoder
+from firmware.decoder import CodecError, decode_block
 from mptest import assert_eq, assert_raises, heap_locked
 from testbed.blocks import encode_blocks
 
@@ -203,7 +203,7 @@ def test_bounded_error_mode():
 
 def test_zigzag():
     for v in (0, 1, -1, 2, -2, 1 << 40, -(1 << 40)):
-        assert_eq(codec.unzigzag(codec.zigzag(v)), v, "zigzag %d" % v)
+        assert_eq(decoder.unzigzag(codec.zigzag(v)), v, "zigzag %d" % v)
 
 
 def test_quantised_speed_course():
@@ -284,12 +284,12 @@ def test_version_4_and_older_blocks():  # (the current version and 3)
     import binascii
 
     blk = _encode_all(_drive(5))[0][0]
-    assert_eq(blk[2], codec.VERSION, "version byte")
+    assert_eq(blk[2], records.VERSION, "version byte")
     v3 = binascii.unhexlify(_V3_BLOCK)
     h, recs = decode_block(v3)
     assert_eq(h["version"], 3, "version of a version 3 block")
     assert_eq(recs, _V3_RECORDS, "version 3 block")
-    for v in (2, codec.VERSION + 1):
+    for v in (2, records.VERSION + 1):
         bad = bytearray(blk)
         bad[2] = v
         e = assert_raises(CodecError, decode_block, bytes(bad))

@@ -288,7 +288,7 @@ def test_box_link_resend_command_requeues_from_the_store():
     root, bd = fresh_root()
     st = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
     for i in range(5):
-        st.append(bytes([i]) * 60, 100 + 10 * i, 109 + 10 * i, 0)
+        st.append(bytes([i]) * 60, 100 + 10 * i, 109 + 10 * i, 0, 10)
     bu, au = uart_pair()
     link = BoxLink(bu, st, "box-1", "1.0.0", 3, window=4, rto_ms=500)
     ag = MiniAgent(au)

@@ -12,7 +12,7 @@ def test_append_peek_ack():
     root, bd = fresh_root()
     s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
     for i in range(10):
-        s.append(_blk(i), i * 10, i * 10 + 9, 0 if i % 3 else 2)
+        s.append(_blk(i), i * 10, i * 10 + 9, 0 if i % 3 else 2, 10)
     p = s.peek(100)
     assert_eq(len(p), 10, "peek count")
     # highest prio first, then oldest
@@ -36,7 +36,7 @@ def test_ack_frees_segments():
     root, bd = fresh_root()
     s = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
     for i in range(30):
-        s.append(_blk(i, 200), i, i, 0)
+        s.append(_blk(i, 200), i, i, 0, 1)
     used = s.stats()["used_bytes"]
     for i in range(25):
         s.ack(i)
@@ -55,7 +55,7 @@ def test_seq_never_repeats():
             assert_eq(q in seen, False, "seq %d repeated" % q)
             seen[q] = 1
         if boot == 1:
-            s.append(_blk(1), q - 6, q, 1)
+            s.append(_blk(1), q - 6, q, 1, 7)
         root = remount(root, bd)
         s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
     assert_eq(len(seen), 321, "allocated")
@@ -65,12 +65,12 @@ def test_eviction_order_and_counts():
     root, bd = fresh_root()
     s = Store(root, max_bytes=8192, segment_bytes=1024)
     # crash block first (oldest), then a mix of positions and events
-    s.append(_blk(0, 150), 0, 0, 4)
-    s.append(_blk(1, 150), 1, 1, 2)
+    s.append(_blk(0, 150), 0, 0, 4, 1)
+    s.append(_blk(1, 150), 1, 1, 2, 1)
     seq = 2
     for i in range(200):
         prio = 1 if i % 5 == 0 else 0
-        s.append(_blk(seq, 150), seq, seq + 9, prio)
+        s.append(_blk(seq, 150), seq, seq + 9, prio, 10)
         seq += 10
     st = s.stats()
     assert_eq(st["used_bytes"] <= 8192, True, "bounded: %d" % st["used_bytes"])
@@ -100,7 +100,7 @@ def test_only_high_prio_evicts_oldest():
     root, bd = fresh_root()
     s = Store(root, max_bytes=4096, segment_bytes=1024)
     for i in range(40):
-        s.append(_blk(i, 200), i, i, 3)
+        s.append(_blk(i, 200), i, i, 3, 1)
     live = [x[0] for x in s.peek(100)]
     assert_eq(live == sorted(live) and live[-1] == 39, True, "newest kept")
     assert_eq(s.stats()["evicted_by_prio"][3], 40 - len(live), "counted")
@@ -110,7 +110,7 @@ def test_torn_tail_recovered():
     root, bd = fresh_root()
     s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
     for i in range(5):
-        s.append(_blk(i), i, i, 0)
+        s.append(_blk(i), i, i, 0, 1)
     seg = root + "/" + s._segname(s.head)
     f = open(seg, "ab")
     f.write(b"\xb7\x00\x64\x00\x05\x00\x00\x00garbage")  # a torn frame header
@@ -119,7 +119,7 @@ def test_torn_tail_recovered():
     s2 = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
     assert_eq(s2.stats()["torn_frames"], 1, "torn frame seen")
     assert_eq(len(s2.peek(100)), 5, "committed blocks kept")
-    s2.append(_blk(9), 9, 9, 0)
+    s2.append(_blk(9), 9, 9, 0, 1)
     root = remount(root, bd)
     s3 = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
     assert_eq([x[0] for x in s3.peek(100)], [0, 1, 2, 3, 4, 9], "appending continues after a torn tail")
@@ -129,9 +129,28 @@ def test_bad_args():
     root, bd = fresh_root()
     assert_raises(ValueError, Store, root, 1000, 4096)
     s = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
-    assert_raises(ValueError, s.append, _blk(0), 5, 4, 0)
-    assert_raises(ValueError, s.append, _blk(0), 1, 1, 7)
-    assert_raises(ValueError, s.append, bytes(2000), 1, 1, 0)
+    assert_raises(ValueError, s.append, _blk(0), 5, 4, 0, 1)
+    assert_raises(ValueError, s.append, _blk(0), 1, 1, 7, 1)
+    assert_raises(ValueError, s.append, bytes(2000), 1, 1, 0, 1)
+    assert_raises(ValueError, s.append, _blk(0), 1, 1, 0, -1)
+
+
+def test_record_counts_are_the_callers():
+    # the store never decodes a block: its record counts (stats, eviction) are the count the encoder
+    # gave with each block, not its seq span (a block can skip seqs: a record refused after its seq)
+    root, bd = fresh_root()
+    s = Store(root, max_bytes=8192, segment_bytes=1024)
+    s.append(_blk(0, 150), 0, 9, 0, 4)
+    s.append(_blk(1, 150), 10, 19, 0, 10)
+    assert_eq(s.stats()["records"], 14, "records of the live blocks")
+    assert_eq(s.blocks[0][6], 4, "count in the index")
+    s2 = Store(root, max_bytes=8192, segment_bytes=1024)  # the count survives a mount (frame header)
+    assert_eq(s2.stats()["records"], 14, "after a mount")
+    seq = 20
+    while s2.stats()["evicted_blocks"] == 0:
+        s2.append(_blk(seq, 150), seq, seq + 9, 1, 10)
+        seq += 10
+    assert_eq(s2.stats()["evicted_records"], 14, "the two prio-0 blocks evicted first: 4 + 10 records")
 
 
 def test_seq_survives_lost_seq_file_after_acks():
@@ -141,7 +160,7 @@ def test_seq_survives_lost_seq_file_after_acks():
     for i in range(10):
         a = s.next_seq()
         b = s.next_seq()
-        s.append(_blk(i, 300), a, b, 0)
+        s.append(_blk(i, 300), a, b, 0, b - a + 1)
         s.ack(a)
         top = b
     assert_eq(s.stats()["blocks"], 0, "all acked")
@@ -156,9 +175,9 @@ def test_seq_survives_lost_seq_file_after_acks():
 def test_damaged_state_file_does_not_stop_the_store():
     root, bd = fresh_root()
     s = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
-    s.append(_blk(1), 1, 1, 0)
+    s.append(_blk(1), 1, 1, 0, 1)
     s.ack(1)
-    s.append(_blk(2), 2, 2, 0)
+    s.append(_blk(2), 2, 2, 0, 1)
     f = open(root + "/state", "wb")
     f.write(b"E x y\n")
     f.close()
@@ -173,7 +192,7 @@ def test_requeue_acked_blocks_still_on_flash():
     root, bd = fresh_root()
     s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
     for i in range(6):
-        s.append(_blk(i), i * 10, i * 10 + 9, 0)
+        s.append(_blk(i), i * 10, i * 10 + 9, 0, 10)
     for i in range(6):
         s.ack(i * 10)
     assert_eq(s.peek(100), [], "all acked")
@@ -192,7 +211,7 @@ def test_requeue_reports_what_is_gone():
     root, bd = fresh_root()
     s = Store(root, max_bytes=64 * 1024, segment_bytes=1024)
     for i in range(30):
-        s.append(_blk(i, 200), i * 2, i * 2 + 1, 0)
+        s.append(_blk(i, 200), i * 2, i * 2 + 1, 0, 2)
     for i in range(25):
         s.ack(i * 2)  # full segments without live blocks are deleted from flash
     missing, n = s.requeue(0, 59)
@@ -254,7 +273,7 @@ def test_mount_reads_a_full_segment_in_small_pieces():
     root, bd = fresh_root(160)
     s = Store(root, max_bytes=512 * 1024, segment_bytes=32768)
     for i in range(60):
-        s.append(_blk(i, 500), i * 10, i * 10 + 9, 0)
+        s.append(_blk(i, 500), i * 10, i * 10 + 9, 0, 10)
     assert_eq(s.stats()["segments"], 1, "one segment of %d bytes" % s.used_bytes())
     root = remount(root, bd)
     st = _mount_with_little_heap(root)
@@ -268,7 +287,7 @@ def test_no_heap_for_the_index_writes_nothing():
     s = Store(root, max_bytes=64 * 1024, segment_bytes=4096)
     import os
 
-    s.append(_blk(0), 0, 9, 0)
+    s.append(_blk(0), 0, 9, 0, 10)
     seg = root + "/" + [n for n in os.listdir(root) if n.endswith(".seg")][0]
     size = os.stat(seg)[6]
 
@@ -276,9 +295,9 @@ def test_no_heap_for_the_index_writes_nothing():
         raise MemoryError("no heap")
 
     s._room_for_row = no_heap
-    assert_raises(MemoryError, s.append, _blk(1), 10, 19, 0)
+    assert_raises(MemoryError, s.append, _blk(1), 10, 19, 0, 10)
     assert_eq(os.stat(seg)[6], size, "nothing written to flash")
     del s._room_for_row
-    s.append(_blk(1), 10, 19, 0)  # the retry
+    s.append(_blk(1), 10, 19, 0, 10)  # the retry
     s2 = Store(remount(root, bd), max_bytes=64 * 1024, segment_bytes=4096)
     assert_eq([x[0] for x in s2.peek(10)], [0, 10], "each block once on flash")

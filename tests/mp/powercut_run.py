@@ -36,7 +36,7 @@ def build_ops(seconds, seed):
     """Encode the drive once; return the list of store operations and the record count."""
     import drive_gen
 
-    ops = []  # ('seq', n) | ('append', block, first, last, prio) | ('ack', first)
+    ops = []  # ('seq', n) | ('append', block, first, last, prio, count) | ('ack', first)
     # sequence numbers are handed out by the store: allocate them here exactly as the box would
     # (the replay calls next_seq the same number of times, so it hands out the same numbers)
     seq = [0]
@@ -63,7 +63,7 @@ def build_ops(seconds, seed):
             if not enc.add(rec):
                 blk = enc.finish()
                 flush_seq()
-                ops.append(("append", blk, enc.first_seq, enc.last_seq, 0))
+                ops.append(("append", blk, enc.first_seq, enc.last_seq, 0, enc.count))
                 nblk += 1
                 enc.add(rec)
         else:
@@ -71,14 +71,14 @@ def build_ops(seconds, seed):
             ev.add(rec)
             blk = ev.finish()
             flush_seq()
-            ops.append(("append", blk, ev.first_seq, ev.last_seq, 1))
+            ops.append(("append", blk, ev.first_seq, ev.last_seq, 1, ev.count))
             nblk += 1
         # the agent acknowledges every third block a little later
         if nblk and nblk % 3 == 0 and ops[-1][0] == "append" and ops[-1][4] == 0:
             ops.append(("ack", ops[-1][2]))
     blk = enc.finish()
     flush_seq()
-    ops.append(("append", blk, enc.first_seq, enc.last_seq, 0))
+    ops.append(("append", blk, enc.first_seq, enc.last_seq, 0, enc.count))
     return ops, nrec
 
 
@@ -118,7 +118,7 @@ def replay(bd, ops, log, evicted_by_op=None):
                 log["seqs"].append(s.next_seq())
         elif op[0] == "append":
             log["inflight"] = op
-            s.append(op[1], op[2], op[3], op[4])
+            s.append(op[1], op[2], op[3], op[4], op[5])
             log["inflight"] = None
             log["committed"][op[2]] = op
         else:
@@ -185,7 +185,7 @@ def check(bd, log, cut, evicted_by_op):
     enc.add({"type": "tamper", "seq": q, "t_ms": 5, "utc_s": -1, "reason": "power_loss", "value": cut})
     blk = enc.finish()
     try:
-        s.append(blk, q, q, 3)
+        s.append(blk, q, q, 3, enc.count)
     except Exception as e:  # noqa
         return "append after reboot failed: %r" % (e,)
     got = [x for x in s.peek(100000) if x[0] == q]

@@ -30,8 +30,8 @@ def main():
     n_app = 0
     nrec = 0
 
-    def put(blk, fs, ls, prio):
-        s.append(blk, fs, ls, prio)
+    def put(blk, fs, ls, prio, count):
+        s.append(blk, fs, ls, prio, count)
         if ack:
             s.ack(fs)
 
@@ -40,17 +40,17 @@ def main():
         nrec += 1
         if rec["type"] == "pos":
             if not enc.add(rec):
-                put(enc.finish(), enc.first_seq, enc.last_seq, 0)
+                put(enc.finish(), enc.first_seq, enc.last_seq, 0, enc.count)
                 n_app += 1
                 enc.add(rec)
         else:
             ev = codec.BlockEncoder("wear-0001", 1, max_bytes=blk_bytes)
             ev.add(rec)
-            put(ev.finish(), ev.first_seq, ev.last_seq, 1)
+            put(ev.finish(), ev.first_seq, ev.last_seq, 1, ev.count)
             n_app += 1
         if nrec % 500 == 0:
             gc.collect()
-    put(enc.finish(), enc.first_seq, enc.last_seq, 0)
+    put(enc.finish(), enc.first_seq, enc.last_seq, 0, enc.count)
     n_app += 1
     er = bd.erases
     mx = 0

@@ -7,7 +7,7 @@ import tempfile
 import threading
 import time
 
-from firmware import codec
+from firmware import decoder
 from testbed.simbox import AgentProc, SimBox, wait_for, write_agent_config
 from tools.brokers import Mosquitto, NatsMqtt
 
@@ -29,7 +29,7 @@ def _one(kind, proto, blocks, work):
     def on_msg(c, u, m):
         if m.topic.endswith("/records"):
             with lock:
-                got.add(codec.decode_header(bytes(m.payload))[0]["first_seq"])
+                got.add(decoder.decode_header(bytes(m.payload))[0]["first_seq"])
                 t_last[0] = time.monotonic()
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub", protocol=mqtt.MQTTv311,

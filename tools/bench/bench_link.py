@@ -122,14 +122,14 @@ def _retained_status(host, port, topic, timeout=3.0):
 def verify(produced, payloads):
     """Decode every payload that reached the subscriber with firmware.decoder.decode_block; dedupe records
     by (device, boot, seq); compare each with what the box produced."""
-    from firmware import codec, decoder
+    from firmware import decoder
 
     arrived = {}
     dup = corrupted = bad_blocks = unknown = 0
     for p in payloads:
         try:
             hdr, recs = decoder.decode_block(p)
-        except codec.CodecError:
+        except decoder.CodecError:
             bad_blocks += 1
             continue
         for r in recs:

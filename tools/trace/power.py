@@ -216,7 +216,7 @@ class SimAgent:
             self.link.send_keepalive()
 
     def _frame(self, kind, v):
-        from firmware import codec
+        from firmware import decoder
 
         ln = self.link
         if kind == "hello" and v.get("role") == "box":
@@ -225,7 +225,7 @@ class SimAgent:
             ln.send_hello(reply=True)
         elif kind == "data" and ln.box is not None:
             fs, ls, prio, block = v
-            boot = codec.decode_header(block)[0]["boot"]
+            boot = decoder.decode_header(block)[0]["boot"]
             ack, refused, stored, dropped = self.queue.add_batch(self.device, boot, [(fs, ls, prio, block)])
             self.counters["blocks_stored"] += len(stored)
             if ack:
