@@ -258,7 +258,7 @@ def _replay_into(path, fault_window_ms=None):
     into the consumer database. -> the replay summary."""
     import os
 
-    from firmware import codec
+    from firmware import decoder
     from firmware import trip as trip_mod
     from tools.trace.export import replay_blocks
 
@@ -278,7 +278,7 @@ def _replay_into(path, fault_window_ms=None):
         trip_mod.TripTracker.on_fix = orig
     items = []
     for _fs, _ls, _p, b in blocks:
-        h, rr = codec.decode_block(b)
+        h, rr = decoder.decode_block(b)
         items.append({"topic": "paydbox/f/%s/records" % h["device"], "fleet": "f", "device": str(h["device"]),
                       "size": len(b), "received_at": 0.0, "header": h, "records": rr})
     db = consumer_db.connect(path)
