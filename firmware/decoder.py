@@ -26,7 +26,7 @@ from firmware.codec import (
     _unit,
 )
 from firmware.rangecoder import NINT, NPRE, RBOT, RTOP
-from firmware.records import FIELDS, FIRST, FORMATS, KINDS, OPTIONAL, STRINGS, TYPE_NAMES
+from firmware.records import COUNTS, FIELDS, FIRST, KINDS, OPTIONAL, STRINGS, TYPE_NAMES, VERSION
 from hw.compat import const, zeros
 
 (NFIXED, C_TYPE_T, C_OTHER_T, C_UTC, C_SEQ, C_STRLEN, F_REG, F_POS, F_TYPE, F_SEQ, F_HS, F_GRID, NMODELS, NST,
@@ -34,6 +34,20 @@ from hw.compat import const, zeros
 (H_BOOT, H_SEQ, H_COUNT, H_UTC, H_T, H_LAT, H_LON, H_ROUND, H_TOL, H_SQ, H_CQ, NHDR, HDR_ZIGZAG, MAGIC0,
  MAGIC1, FLAG_THINNED, FLAG_ROUNDED, FLAG_NO_POS, FLAG_QUANT) = HEADER
 _HDR_DEFAULT = (0, 0, 0, -1, 0, 0, 0, 1, 0, 1, 1)  # what a header field the flags leave out stands for
+
+# Every version the decoder reads (docs/record-format.md "Versions"): version -> (entries of
+# records.STRINGS, fields per record type in type order; a type past the end of the tuple is not in that
+# version). A version only appends: record types, fields to the end of their type (each with a default in
+# records.OPTIONAL), strings to STRINGS; so an older block is read with today's tables cut to its counts,
+# and a field it does not have decodes as absent (its default). Contexts' priors depend on the kind of
+# field, never on a context's index, so appending does not change how older fields decode. The row of
+# the version the box writes is records' (VERSION, STRINGS, COUNTS); a new version adds the row of the
+# one it replaces here. 1 and 2 (Rice codes) were never deployed and are not read.
+FORMATS = {
+    3: (16, (6, 9, 7, 3, 23, 9, 2, 3, 1)),  # range coder, NMEA grid, odometer record
+    4: (22, (6, 9, 7, 3, 26, 9, 2, 3, 1)),  # trip_end + n_unclassified, n_gnss_only, score_note
+    VERSION: (len(STRINGS), tuple(COUNTS)),  # 5: status + supply_mv; power-management tamper reasons
+}
 
 # field kinds: the letters of records.KINDS
 _K_LAT = const(0x61)  # a

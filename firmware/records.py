@@ -1,6 +1,7 @@
 # The record definitions of the block format (docs/record-format.md): record types, their fields and
-# kinds, the string table, optional fields and the versions a decoder reads. Data only: firmware/codec.py
-# codes them, firmware/rangecoder.py is the generic coder under it. Append only: an index is the format.
+# kinds, the string table, optional fields (the versions a decoder reads: firmware/decoder.py). Data only:
+# firmware/codec.py codes them, firmware/rangecoder.py is the generic coder under it. Append only: an
+# index is the format.
 #
 # Compact on purpose (the box's heap): flat tables of names, not a tuple per field (a table of
 # (name, kind) pairs was 7.4 KB of heap).
@@ -59,25 +60,17 @@ STRINGS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_righ
 # decoded record carries them only when they differ from it (so records round-trip either way).
 OPTIONAL = {"n_unclassified": 0, "n_gnss_only": 0, "score_note": "", "supply_mv": -1}
 
-# Every version the decoder reads (docs/record-format.md "Versions"): version -> (entries of STRINGS,
-# fields per record type in type order; a type past the end of the tuple is not in that version).
-# A version only appends: record types, fields to the end of their type (each with a default in
-# OPTIONAL), strings to STRINGS; so an older block is read with today's tables cut to its counts, and a
-# field it does not have decodes as absent (its default). Contexts' priors depend on the kind of field,
-# never on a context's index, so appending does not change how older fields decode. A new version is
-# one row here; the VERSION row is how FIELDS splits into types (FIRST), and tests check it against
-# STRINGS and KINDS. 1 and 2 (Rice codes) were never deployed and are not read.
-FORMATS = {
-    3: (16, (6, 9, 7, 3, 23, 9, 2, 3, 1)),  # range coder, NMEA grid, odometer record
-    4: (22, (6, 9, 7, 3, 26, 9, 2, 3, 1)),  # trip_end + n_unclassified, n_gnss_only, score_note
-    5: (30, (6, 9, 7, 3, 26, 10, 2, 3, 1)),  # status + supply_mv; power-management tamper reasons
-}
+# Fields per record type (type order) in the version this encoder writes, VERSION: how FIELDS splits into
+# types (FIRST). The versions a decoder reads, older ones included, are firmware/decoder.py FORMATS (host
+# side: the box only writes VERSION). A bytes constant (it stays in the image): 6, 9, 7, 3, 26, 10, 2, 3, 1.
+COUNTS = b"\x06\x09\x07\x03\x1a\x0a\x02\x03\x01"
 # FIRST[code]: index in FIELDS of the first field of type code; FIRST[len(TYPE_NAMES)] = len(FIELDS)
 FIRST = bytearray(len(TYPE_NAMES) + 1)
 for _i in range(len(TYPE_NAMES)):
-    FIRST[_i + 1] = FIRST[_i] + FORMATS[VERSION][1][_i]
+    FIRST[_i + 1] = FIRST[_i] + COUNTS[_i]
+del _i
 if FIRST[len(TYPE_NAMES)] != len(FIELDS) or len(KINDS) != len(FIELDS):
-    raise ImportError("records: FORMATS[VERSION] names %d fields, FIELDS has %d and KINDS %d"
+    raise ImportError("records: COUNTS names %d fields, FIELDS has %d and KINDS %d"
                       % (FIRST[len(TYPE_NAMES)], len(FIELDS), len(KINDS)))
 
 
