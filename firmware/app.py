@@ -100,12 +100,11 @@ def save_state(root, state):
 class Box:
     def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None, reset_cause=None,
                  can_sleep=False, agent_rail=None, gnss_power=None):
-        # installer settings: defaults from the config schema (firmware/config.py), the one table
-        from firmware.config import defaults
-
-        cfg = defaults()
-        if config:
-            cfg.update(config)
+        # config: every installer setting (Runner.settings(): the config schema's defaults, the one
+        # table, under config.json), and the replay's tunables; the Box adds its derived sizes to it.
+        # (Not merged with the schema here: loading it at this point, between the modules and the
+        # Box's first big buffer, left the codec models no hole on a 92K heap.)
+        cfg = config
         if "store_max_bytes" not in cfg:
             cfg["store_max_bytes"] = cfg["store_max_kb"] * 1024
         if "store_segment_bytes" not in cfg:

@@ -20,7 +20,7 @@
 # - a PIN typed with echo on is echoed as '*'.
 import json
 
-from firmware.config import KEYS, SCHEMA, ConfigError, allowed_text
+from firmware.config import ConfigError, with_schema
 from hw.compat import const
 
 MAX_LINE = const(200)
@@ -252,10 +252,7 @@ class Console:
         return {"ok": True, "text": "\r\n".join(HELP), "commands": [h.split()[0] for h in HELP]}
 
     def _cmd_keys(self, args):
-        d = {}
-        for k in KEYS:
-            d[k] = allowed_text(k)
-        return {"ok": True, "keys": d}
+        return {"ok": True, "keys": with_schema("keys_allowed")}
 
     def _cmd_status(self, args):
         st = {}
@@ -280,8 +277,7 @@ class Console:
         if len(args) < 2:
             return {"ok": False, "error": "usage: set KEY VALUE"}
         key = args[0]
-        if key not in SCHEMA:
-            raise ConfigError("unknown key %r, known: %s" % (key, " ".join(KEYS)))
+        self.config.get(key)  # ConfigError for an unknown key, before the login check
         first = key == "installer_pin" and not self.config.pin_set()
         if not first:  # first provisioning: the first PIN needs no login, every other change does
             rep = self._need_login("set")

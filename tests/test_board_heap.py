@@ -162,3 +162,58 @@ def test_the_vm_side_peers_allocate_nothing_per_call():
     assert p.returncode == 0, out
     assert out.split("@@")[-1].split() == ["7", "5", "None", "1", "b'$GPGG'",
                                            "b'\\x01\\x02\\x03\\x04\\x05\\x06'"]
+
+
+def _vm(code, heap="400K"):
+    """Run code in the VM with the firmware's ROMFS image mounted; its stdout (the VM's exit status 0)."""
+    from tools.mpvm import micropython_binary
+
+    p = subprocess.run([micropython_binary(), "-X", "heapsize=" + heap, "-c",
+                        _MOUNT_CODE % image_for() + code],
+                       env=dict(os.environ, MICROPYPATH="/rom"), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def test_the_config_schema_is_in_the_heap_only_while_a_config_uses_it(tmp_path):
+    """firmware/config.py loads the schema (firmware/schema.py) and the PIN module for each use and
+    unloads them after: what the box holds for a drive is the values. Heap figures from the VM:
+    the schema imported and held against the same Config without it."""
+    out = _vm(
+        "import gc, sys, firmware\n"
+        "from firmware.config import Config\n"
+        "def mods():\n"
+        " return [m for m in ('firmware.schema', 'firmware.pin')\n"
+        "         if m in sys.modules or hasattr(firmware, m[9:])]\n"
+        "audit = []\n"
+        "c = Config.load(%r, on_change=lambda k, o, n: audit.append((k, o, n)))\n"
+        "print('load', c.source, mods())\n"
+        "print('set', c.set('crash_g', '3.5'), c.set('installer_pin', '4821'), mods())\n"
+        "print('audit', audit)\n"
+        "c2 = Config.load(%r)\n"
+        "print('reload', c2.source, c2.get_str('crash_g'), c2.check_pin('4821'), c2.check_pin('1111'),"
+        " c2.export()['crash_g'], mods())\n"
+        # heap (the second round: the schema's names are qstrs by then, never freed): the schema
+        # held, then unloaded, then a Config without it
+        "del c, c2\n"
+        "for i in range(2):\n"
+        " gc.collect(); a0 = gc.mem_alloc()\n"
+        " from firmware import schema\n"
+        " gc.collect(); a1 = gc.mem_alloc()\n"
+        " del schema; firmware.unload('schema')\n"
+        " gc.collect(); a2 = gc.mem_alloc()\n"
+        " c = Config(None)\n"
+        " gc.collect(); a3 = gc.mem_alloc()\n"
+        " del c\n"
+        "print('heap', a1 - a0, a2 - a0, a3 - a2, mods())\n"
+        % (str(tmp_path / "config.json"), str(tmp_path / "config.json")))
+    lines = {ln.split()[0]: ln.split(None, 1)[1] for ln in out.splitlines() if ln.strip()}
+    assert lines["load"] == "defaults []"
+    assert lines["set"] == "('3.00', '3.50') ('unset', 'set') []"
+    assert lines["audit"] == "[('crash_g', '3.00', '3.50'), ('installer_pin', 'unset', 'set')]"
+    assert lines["reload"] == "main 3.50 True False 3.50 []"
+    held, left, config = (int(x) for x in lines["heap"].split()[:3])
+    assert lines["heap"].endswith("[]")
+    # held, the schema is ~7.8 KB (with its qstrs in the pool: ~12 KB, the biggest box module);
+    # unloaded it leaves nothing; a Config (the 32 values, 1.5 KB) is a fraction of it
+    assert held > 6000 and abs(left) <= 64 and config < held // 4, lines["heap"]

@@ -10,6 +10,7 @@ import pytest
 
 from firmware import codec, records
 from firmware.app import Box
+from firmware.config import defaults
 from firmware.score import score
 from firmware.store import Store
 from hw.replay import ReplaySession
@@ -34,7 +35,7 @@ def truth_events(path):
 def replay_until(trace, fs_root, cut_ms=None):
     """The replay loop of firmware/replay_main.py, with the power cut at cut_ms (Box.shutdown)."""
     sess = ReplaySession(trace)
-    box = Box(sess.clock, sess.gnss_uart, sess.i2c, sess.power, fs_root, None)
+    box = Box(sess.clock, sess.gnss_uart, sess.i2c, sess.power, fs_root, defaults())
     t = 0
     while not sess.done and (cut_ms is None or t < cut_ms):
         t += 100

@@ -45,7 +45,7 @@ BOX_MODULES = (
     "firmware/framing.py", "firmware/link.py",
     "firmware/main.py", "firmware/motion.py", "firmware/nmea.py", "firmware/odometer.py", "firmware/pin.py",
     "firmware/power.py", "firmware/powerio.py", "firmware/rangecoder.py", "firmware/records.py",
-    "firmware/runner.py", "firmware/score.py", "firmware/store.py", "firmware/trip.py",
+    "firmware/runner.py", "firmware/schema.py", "firmware/score.py", "firmware/store.py", "firmware/trip.py",
     "firmware/ubx.py", "hw/__init__.py", "hw/compat.py", "hw/lis3dh.py",
 )
 # the virtual box (board unix) also runs the replay backend that plays its sensors
