@@ -198,6 +198,10 @@ class TripTracker:
             "n_harsh_accel": 0, "n_harsh_brake": 0, "n_harsh_corner_left": 0, "n_harsh_corner_right": 0,
             "n_crash": 0, "n_overspeed": 0, "n_idle": 0, "n_towing": 0, "n_unclassified": 0, "n_gnss_only": 0,
             "idle_ms": 0, "night_ms": 0, "overspeed_ms": 0, "events": [],
+            # the trip_start's seq, set after its emit; in the literal so that the dict is not grown
+            # after it, and so that a trip whose start record failed (MemoryError, caught by the
+            # supervisor) still ends with a summary (its trip -1), not a KeyError at the trip's end
+            "trip": -1,
         }
         self._overspeed_since = -1
         self._idle_since = -1
