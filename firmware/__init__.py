@@ -9,3 +9,18 @@ def unload(name):
 
     sys.modules.pop("firmware." + name, None)
     globals().pop(name, None)
+
+
+def call(name, fn, *args):
+    """firmware.<name>.<fn>(*args) with the module loaded for this call only: it, and any firmware
+    module the call loaded (firmware/pin.py for a PIN), are unloaded after, unless loaded before."""
+    import sys
+
+    before = [m for m in sys.modules if m.startswith("firmware.")]
+    mod = __import__("firmware." + name, None, None, (fn,))
+    try:
+        return getattr(mod, fn)(*args)
+    finally:
+        mod = None
+        for m in [m for m in sys.modules if m.startswith("firmware.") and m not in before]:
+            unload(m[9:])

@@ -10,8 +10,6 @@
 # firmware/schema.py: loaded only while a Config needs them (load at boot, `set`, the console's
 # get/keys/login) and unloaded after, with firmware/pin.py (~11 KB of heap the box would otherwise
 # hold for the whole drive; a module someone else had loaded stays). Runs on MicroPython and CPython.
-import sys
-
 import firmware
 
 
@@ -21,17 +19,7 @@ class ConfigError(Exception):
 
 def with_schema(fn, *args):
     """firmware.schema.<fn>(*args), the schema (and the PIN module) loaded for the call only."""
-    mods = sys.modules
-    held = ("firmware.schema" in mods, "firmware.pin" in mods)
-    from firmware import schema
-
-    try:
-        return getattr(schema, fn)(*args)
-    finally:
-        if not held[0]:
-            firmware.unload("schema")
-        if not held[1]:
-            firmware.unload("pin")
+    return firmware.call("schema", fn, *args)
 
 
 def defaults():

@@ -217,3 +217,40 @@ def test_the_config_schema_is_in_the_heap_only_while_a_config_uses_it(tmp_path):
     # held, the schema is ~7.8 KB (with its qstrs in the pool: ~12 KB, the biggest box module);
     # unloaded it leaves nothing; a Config (the 32 values, 1.5 KB) is a fraction of it
     assert held > 6000 and abs(left) <= 64 and config < held // 4, lines["heap"]
+
+
+def test_the_console_commands_are_in_the_heap_only_while_a_line_runs():
+    """On a board the Runner holds a Console (the replay has none): its line reader and PIN lockout
+    stay loaded, its commands (firmware/console_cmds.py) are loaded for each line and unloaded after
+    the reply. Heap figures from the VM: the commands held against the console without them."""
+    out = _vm(
+        "import gc, sys, firmware\n"
+        "from firmware.config import Config\n"
+        "from firmware.console import Console\n"
+        "class U:\n"
+        " def __init__(self): self.rx = bytearray(); self.tx = bytearray()\n"
+        " def any(self): return len(self.rx)\n"
+        " def read(self, n):\n"
+        "  b = bytes(self.rx[:n]); self.rx = self.rx[n:]; return b\n"
+        " def write(self, b): self.tx.extend(b); return len(b)\n"
+        "u = U(); c = Config(None)\n"
+        "con = Console(u, c, now_ms=lambda: 0, version='9.9')\n"
+        "def loaded(): return 'firmware.console_cmds' in sys.modules or hasattr(firmware, 'console_cmds')\n"
+        "print('boot', loaded())\n"
+        "u.rx.extend(b'!status\\nget crash_g\\n!set crash_g 4\\n')\n"
+        "print('lines', con.poll(), loaded())\n"
+        "print('tx', bytes(u.tx).decode().replace('\\r', '').replace('\\n', '|'))\n"
+        "for i in range(2):\n"
+        " gc.collect(); a0 = gc.mem_alloc()\n"
+        " from firmware import console_cmds\n"
+        " gc.collect(); a1 = gc.mem_alloc()\n"
+        " del console_cmds; firmware.unload('console_cmds')\n"
+        " gc.collect(); a2 = gc.mem_alloc()\n"
+        "print('heap', a1 - a0, a2 - a0, loaded())\n")
+    lines = {ln.split()[0]: ln.split(None, 1)[1] for ln in out.splitlines() if ln.strip()}
+    assert lines["boot"] == "False" and lines["lines"] == "3 False"
+    tx = lines["tx"].split("|")
+    assert '"fw": "9.9"' in tx[0] and tx[1] == "key: crash_g" and tx[2] == "value: 3.00"
+    assert tx[3].startswith("> {") and '"error": "set needs the installer PIN: login PIN"' in tx[3], tx
+    held, left = (int(x) for x in lines["heap"].split()[:2])
+    assert held > 2000 and abs(left) <= 64 and lines["heap"].endswith("False"), lines["heap"]
