@@ -337,13 +337,14 @@ class Box:
                 self._emit({"type": "tamper", "t_ms": fix.t_ms, "reason": "unaccounted_distance",
                             "value": mm})
         accepted0 = self.odo.counters["accepted"]
+        bridged0 = self.odo.bridged_mm
         credited = self.odo.on_fix(fix, moving)
         if self.motion is not None:
             self.motion.on_fix(fix)
         # a fix the odometer's quality gate dropped ((0,0), jump, HDOP...) is not a position either
         good = self.odo.counters["accepted"] > accepted0
         self.trip.on_fix(fix.t_ms, good, fix.utc_s, fix.lat_e7, fix.lon_e7, fix.speed_mmps, fix.course_cdeg,
-                         credited)
+                         credited, self.odo.bridged_mm - bridged0)
         if good and self.trip.state and fix.t_ms - self._last_pos_ms >= _POS_INTERVAL_MS - 50:
             self._last_pos_ms = fix.t_ms
             self.pos_count += 1

@@ -153,3 +153,29 @@ def test_the_trip_end_has_a_status_with_the_supply_at_its_end(tmp_path, monkeypa
     assert last["supply_mv"] == mv_at(last["t_ms"])
     assert first["supply_mv"] == mv_at(first["t_ms"]) and first["seq"] < te["trip"]
     assert last["supply_mv"] != first["supply_mv"]
+
+
+def test_trip_end_bridged_m_is_the_distance_driven_through_the_outages(tmp_path):
+    """trip_end.bridged_m: the part of the trip's distance the odometer bridged over GNSS outages (it
+    was always 0). Truth: the simulator's tunnels (gnss_outage) and its cumulative distance."""
+    from tools.sim.engine import simulate
+    from tools.trace.replay import replay_trace
+
+    path = str(tmp_path / "tunnel.jsonl.gz")
+    simulate(path, "tunnel", seed=1)
+    pos, outages = [], []
+    with gzip.open(path, "rt") as f:
+        for d in map(json.loads, f):
+            if d.get("s") == "truth" and d.get("kind") == "pos":
+                pos.append((d["t"], d["dist_m"]))
+            elif d.get("s") == "truth" and d.get("kind") == "gnss_outage":
+                outages.append((d["start"], d["end"]))
+
+    def dist_at(t):
+        return [m for s, m in pos if s <= t + 1e-6][-1]
+
+    # from the last fix before each outage (1 Hz) to the first after it
+    truth_m = sum(dist_at(end) - dist_at(start - 1) for start, end in outages)
+    assert len(outages) == 2 and truth_m > 1000
+    (trip,) = replay_trace(path)["trips"]
+    assert abs(trip["bridged_m"] - truth_m) < 0.02 * truth_m, (trip["bridged_m"], truth_m)
