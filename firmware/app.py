@@ -100,12 +100,11 @@ def save_state(root, state):
 class Box:
     def __init__(self, clock, gnss_uart, i2c, power, fs_root, config=None, link_uart=None, reset_cause=None,
                  can_sleep=False, agent_rail=None, gnss_power=None):
-        # installer settings: defaults from the config schema (firmware/config.py), the one table
-        from firmware.config import defaults
-
-        cfg = defaults()
-        if config:
-            cfg.update(config)
+        # config: every installer setting (Runner.settings(): the config schema's defaults, the one
+        # table, under config.json), and the replay's tunables; the Box adds its derived sizes to it.
+        # (Not merged with the schema here: loading it at this point, between the modules and the
+        # Box's first big buffer, left the codec models no hole on a 92K heap.)
+        cfg = config
         if "store_max_bytes" not in cfg:
             cfg["store_max_bytes"] = cfg["store_max_kb"] * 1024
         if "store_segment_bytes" not in cfg:
@@ -186,7 +185,7 @@ class Box:
         # parser's "quiet line ends the epoch" fallback must wait longer than one loop period
         self.parser = NMEAParser(on_fix=self._on_fix, idle_ms=_NMEA_IDLE_MS)
         self.odo = Odometer(odo_cfg, st.get("odo"))
-        self.trip = TripTracker(trip_cfg, emit=self._emit, score_fn=score_trip, before_end=self._flush_motion)
+        self.trip = TripTracker(trip_cfg, emit=self._emit, score_fn=score_trip, before_end=self._trip_ending)
         self._uart_buf = bytearray(min(_UART_BUF_MAX, (cfg["gnss_baud"] // 100 + 31) // 32 * 32))
         self._last_gnss_ms = now
         self._gnss_missing_reported = False
@@ -338,13 +337,14 @@ class Box:
                 self._emit({"type": "tamper", "t_ms": fix.t_ms, "reason": "unaccounted_distance",
                             "value": mm})
         accepted0 = self.odo.counters["accepted"]
+        bridged0 = self.odo.bridged_mm
         credited = self.odo.on_fix(fix, moving)
         if self.motion is not None:
             self.motion.on_fix(fix)
         # a fix the odometer's quality gate dropped ((0,0), jump, HDOP...) is not a position either
         good = self.odo.counters["accepted"] > accepted0
         self.trip.on_fix(fix.t_ms, good, fix.utc_s, fix.lat_e7, fix.lon_e7, fix.speed_mmps, fix.course_cdeg,
-                         credited)
+                         credited, self.odo.bridged_mm - bridged0)
         if good and self.trip.state and fix.t_ms - self._last_pos_ms >= _POS_INTERVAL_MS - 50:
             self._last_pos_ms = fix.t_ms
             self.pos_count += 1
@@ -390,12 +390,15 @@ class Box:
             del rec
             self.flush()
 
-    def _flush_motion(self):
+    def _trip_ending(self):
         # trip end, before its summary: events motion still holds (pending their speed check, or
         # held for want of a calibration: they go out as `unclassified`) are emitted now, inside the
-        # trip, so the trip_end counts and score include them
+        # trip, so the trip_end counts and score include them; then a status record, so that the
+        # trip's last supply reading (a consumer's battery at the trip's end: the last status at or
+        # before the trip_end) is the one at its end, not the one from before its start
         if self.motion is not None:
             self.motion.flush()
+        self._emit_status(self.clock.ticks_ms())
 
     # ---- records ----
     def _emit(self, rec):

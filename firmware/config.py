@@ -1,259 +1,30 @@
-# Box configuration: schema, validation, power-cut-safe storage, audit hook.
+# Box configuration: the values the box runs with, power-cut-safe storage, audit hook.
 #
 # Storage: <path> (e.g. /config.json) holds one line of JSON (the values) then one line with the
 # CRC-32 of that first line as 8 hex digits. A save writes <path>.tmp completely, then renames the
 # current file to <path>.bak and the temp file to <path>. Whatever the moment of a power cut, one of
 # <path>, <path>.tmp (complete and CRC-valid: the new values) or <path>.bak (the old ones) is good;
 # load() takes the first good one in that order and falls back to the defaults only when none is.
-# Runs unchanged on MicroPython and CPython.
-import json
-import os
-
-from hw.compat import path_exists
-
-try:
-    import binascii
-
-    _crc32 = binascii.crc32
-except (ImportError, AttributeError):  # pragma: no cover - every supported runtime has it
-    _crc32 = None
-
-try:
-    import hashlib
-except ImportError:  # pragma: no cover
-    import uhashlib as hashlib
+#
+# The schema (defaults, allowed values), validation, formatting and the file format are in
+# firmware/schema.py: loaded only while a Config needs them (load at boot, `set`, the console's
+# get/keys/login) and unloaded after, with firmware/pin.py (~11 KB of heap the box would otherwise
+# hold for the whole drive; a module someone else had loaded stays). Runs on MicroPython and CPython.
+import firmware
 
 
 class ConfigError(Exception):
     """Bad key or value; the message is one line naming the key and the allowed range."""
 
 
-_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
-_VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # ISO 3779: no I, O, Q
-_PLATE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -"
-# No default PIN: a new box has none ("" = unset) and takes its first one with `set installer_pin`
-# (first provisioning, docs/security.md); until then nothing needs a login because nothing can log in.
-
-# key -> (type, default, allowed), each under a comment saying what it is (the descriptions are not
-# loaded on the box: 24 strings of RAM that nothing read)
-#   type 'int': allowed = (lo, hi) or a tuple of choices (first element a list marks choices)
-#   type 'dec': decimal number stored as a float with 2 decimals; allowed = (lo, hi)
-#   type 'str': allowed = (min_len, max_len, charset)
-#   type 'choice': allowed = tuple of strings
-#   type 'vin': '' or 17 chars of the VIN charset
-#   type 'pin': 4..8 digits, stored as PBKDF2-HMAC-SHA256 with a per-box salt (firmware/pin.py);
-#     '' = no PIN yet
-SCHEMA = {
-    # box identity, unique in the fleet (MQTT topic)
-    "device_id": ("str", "unprovisioned", (1, 32, _ID_CHARS)),
-    # fleet / customer the box belongs to
-    "fleet_id": ("str", "", (0, 32, _ID_CHARS)),
-    # vehicle identification number: 17 chars, no I/O/Q (or empty)
-    "vin": ("vin", "", None),
-    # registration plate: A-Z 0-9 space hyphen
-    "plate": ("str", "", (0, 12, _PLATE_CHARS)),
-    # harsh acceleration threshold, m/s2
-    "harsh_accel_mps2": ("dec", 2.5, (1.0, 10.0)),
-    # harsh braking threshold, m/s2
-    "harsh_brake_mps2": ("dec", 2.7, (1.0, 10.0)),
-    # harsh cornering (lateral) threshold, m/s2
-    "harsh_corner_mps2": ("dec", 3.4, (1.0, 10.0)),
-    # crash detection threshold, g
-    "crash_g": ("dec", 3.0, (1.5, 16.0)),
-    # largest GNSS-to-accelerometer lag the mount calibration searches, ms
-    "calib_lag_max_ms": ("int", 2500, (0, 3000)),
-    # over-speed threshold, km/h
-    "overspeed_kmh": ("int", 130, (30, 250)),
-    # accelerometer output data rate, Hz
-    "accel_rate_hz": ("int", 100, [50, 100, 200, 400]),
-    # accelerometer full scale, g
-    "accel_range_g": ("int", 16, [8, 16]),
-    # GNSS navigation rate, Hz
-    "gnss_rate_hz": ("int", 1, [1, 5, 10]),
-    # GNSS UART baud rate
-    "gnss_baud": ("int", 9600, [4800, 9600, 38400, 57600, 115200]),
-    # ignition off / still this long ends a trip, s
-    "trip_end_s": ("int", 180, (30, 3600)),
-    # engine idling this long is an idle event, s
-    "idle_s": ("int", 300, (60, 3600)),
-    # position privacy mode
-    "privacy": ("choice", "off", ("off", "no_positions", "rounded")),
-    # bounded-error mode: drop positions a straight line predicts within N m (0: lossless)
-    "pos_tolerance_m": ("int", 0, (0, 50)),
-    # speed step of position records, mm/s (1: lossless; 100 = 0.1 m/s)
-    "pos_speed_step_mmps": ("int", 1, [1, 10, 100, 250]),
-    # course step of position records, 0.01 deg (1: lossless; 100 = 1 deg)
-    "pos_course_step_cdeg": ("int", 1, [1, 10, 100]),
-    # edge agent link UART baud rate
-    "link_baud": ("int", 115200, [9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600]),
-    # status record period, s
-    "status_interval_s": ("int", 3600, (60, 86400)),
-    # record store size limit, KiB
-    "store_max_kb": ("int", 1024, (64, 8192)),
-    # parked: the edge agent is woken this often to forward records, h
-    "heartbeat_h": ("int", 24, (1, 168)),
-    # cut-off threshold: supply below it (ignition off) for cutoff_s switches box and agent off, mV
-    "cutoff_mv": ("int", 11800, (10500, 12600)),
-    # cut-off delay: the supply below cutoff_mv this long (crank dips never count), s
-    "cutoff_s": ("int", 300, (10, 3600)),
-    # cut-off ends when the supply is back to cutoff_mv + this, mV
-    "cutoff_hyst_mv": ("int", 400, (100, 2000)),
-    # parked: the agent stays on this long after the backlog is sent, s
-    "park_hold_s": ("int", 60, (0, 3600)),
-    # parked: accelerometer activity above this wakes the box (GNSS confirms movement), mg
-    "wake_mg": ("int", 250, (50, 2000)),
-    # parked: leaving this radius with the ignition off raises an alarm, m
-    "geofence_m": ("int", 300, (50, 10000)),
-    # installer PIN for set/calibrate/reboot/maintenance: 4-8 digits (stored as PBKDF2)
-    "installer_pin": ("pin", "", None),
-}
-
-KEYS = sorted(SCHEMA)
-
-
-def fmt_dec(v):
-    """Deterministic 2-decimal formatting (identical under MicroPython and CPython)."""
-    c = int(round(v * 100))
-    s = "-" if c < 0 else ""
-    c = abs(c)
-    return "%s%d.%02d" % (s, c // 100, c % 100)
-
-
-def allowed_text(key):
-    """Human description of the allowed values of key, e.g. '50|100|200|400' or '1.00..10.00'."""
-    typ, _, allowed = SCHEMA[key]
-    if typ == "int":
-        if isinstance(allowed, list):
-            return "|".join(str(a) for a in allowed)
-        return "%d..%d" % allowed
-    if typ == "dec":
-        return "%s..%s" % (fmt_dec(allowed[0]), fmt_dec(allowed[1]))
-    if typ == "choice":
-        return "|".join(allowed)
-    if typ == "vin":
-        return "17 chars A-Z 0-9 without I O Q, or empty"
-    if typ == "pin":
-        return "4..8 digits"
-    lo, hi, chars = allowed
-    cs = "A-Z a-z 0-9 - _ ." if chars == _ID_CHARS else "A-Z 0-9 space -"
-    return "%d..%d chars of %s" % (lo, hi, cs)
-
-
-def _bad(key, value_str):
-    return ConfigError("%s: bad value %r, allowed %s" % (key, value_str, allowed_text(key)))
-
-
-def _legacy_pin_hash(pin, salt):
-    # firmware before PBKDF2 stored "sha256:<salt>:<hash>"; still checked (and re-hashed at the next
-    # good login) so an updated box keeps its PIN instead of falling back to "no PIN"
-    h = hashlib.sha256(("paydbox-pin:" + salt + ":" + pin).encode())
-    return "sha256:%s:%s" % (salt, "".join("%02x" % b for b in h.digest()))
-
-
-def parse_value(key, value_str):
-    """value_str -> stored value for key; ConfigError naming the key and the allowed range."""
-    if key not in SCHEMA:
-        raise ConfigError("unknown key %r, known: %s" % (key, " ".join(KEYS)))
-    typ, _, allowed = SCHEMA[key]
-    s = str(value_str).strip()
-    if typ == "int":
-        try:
-            v = int(s)
-        except ValueError:
-            raise _bad(key, value_str)
-        if isinstance(allowed, list):
-            if v not in allowed:
-                raise _bad(key, value_str)
-        elif not allowed[0] <= v <= allowed[1]:
-            raise _bad(key, value_str)
-        return v
-    if typ == "dec":
-        try:
-            v = float(s)
-        except ValueError:
-            raise _bad(key, value_str)
-        if not (v == v) or not allowed[0] <= v <= allowed[1]:  # v != v: NaN
-            raise _bad(key, value_str)
-        return int(round(v * 100)) / 100
-    if typ == "choice":
-        if s not in allowed:
-            raise _bad(key, value_str)
-        return s
-    if typ == "vin":
-        s = s.upper()
-        if s == "":
-            return s
-        if len(s) != 17:
-            raise _bad(key, value_str)
-        for ch in s:
-            if ch not in _VIN_CHARS:
-                raise _bad(key, value_str)
-        return s
-    if typ == "pin":
-        if not 4 <= len(s) <= 8:
-            raise _bad(key, "****")
-        for ch in s:
-            if ch not in "0123456789":
-                raise _bad(key, "****")
-        from firmware import pin as _pin
-
-        return _pin.hash_pin(s)
-    lo, hi, chars = allowed
-    if chars == _PLATE_CHARS:
-        s = s.upper()
-    if not lo <= len(s) <= hi:
-        raise _bad(key, value_str)
-    for ch in s:
-        if ch not in chars:
-            raise _bad(key, value_str)
-    return s
-
-
-def format_value(key, v):
-    typ = SCHEMA[key][0]
-    if typ == "dec":
-        return fmt_dec(v)
-    if typ == "pin":
-        return "unset" if v == "" else "set"
-    return str(v)
+def with_schema(fn, *args):
+    """firmware.schema.<fn>(*args), the schema (and the PIN module) loaded for the call only."""
+    return firmware.call("schema", fn, *args)
 
 
 def defaults():
-    d = {}
-    for k in SCHEMA:
-        d[k] = SCHEMA[k][1]
-    return d
-
-
-def _encode(values):
-    line = json.dumps(values).encode()
-    return line + b"\n" + (b"%08x\n" % (_crc32(line) & 0xFFFFFFFF))
-
-
-def _decode(data):
-    """bytes of a config file -> dict, or None when partial/corrupt (bad CRC, bad JSON)."""
-    parts = data.split(b"\n")
-    if len(parts) < 2 or len(parts[1]) != 8:
-        return None
-    try:
-        crc = int(parts[1], 16)
-    except ValueError:
-        return None
-    if _crc32(parts[0]) & 0xFFFFFFFF != crc:
-        return None
-    try:
-        v = json.loads(parts[0])
-    except ValueError:
-        return None
-    return v if isinstance(v, dict) else None
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
+    """{key: default} of every installer setting (the schema's)."""
+    return with_schema("defaults")
 
 
 class Config:
@@ -265,71 +36,28 @@ class Config:
         self.on_change = on_change
         self.source = "defaults"  # where load() found the values: main | tmp | backup | defaults
         self.dropped = []  # keys from the file that were unknown or invalid (kept at defaults)
-        self._v = defaults()
-        if values:
-            for k in values:
-                self._put_loaded(k, values[k])
-
-    def _put_loaded(self, k, v):
-        if k not in SCHEMA:
-            self.dropped.append(k)
-            return
-        typ = SCHEMA[k][0]
-        if typ == "pin":
-            if isinstance(v, str) and (v == "" or v.startswith("sha256:") or v.startswith("pbkdf2-sha256$")):
-                self._v[k] = v
-            else:
-                self.dropped.append(k)
-            return
-        try:
-            self._v[k] = parse_value(k, fmt_dec(v) if typ == "dec" and not isinstance(v, str) else v)
-        except (ConfigError, TypeError, ValueError):
-            self.dropped.append(k)
+        self._v = None  # key -> value, every key of the schema
+        with_schema("init", self, values)
 
     @classmethod
     def load(cls, path, on_change=None):
         """Load from path (falls back to the complete temp file, then the backup, then defaults)."""
-        for src, p in (("main", path), ("tmp", path + ".tmp"), ("backup", path + ".bak")):
-            data = _read(p)
-            if data is None:
-                continue
-            vals = _decode(data)
-            if vals is None:
-                continue
-            c = cls(path, vals, on_change)
-            c.source = src
-            return c
-        return cls(path, None, on_change)
+        return with_schema("load", cls, path, on_change)
 
     def save(self):
-        if self.path is None:
-            return
-        tmp = self.path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(_encode(self._v))
-        if path_exists(self.path):
-            bak = self.path + ".bak"
-            try:
-                os.rename(self.path, bak)
-            except OSError:  # filesystems whose rename does not replace (FAT)
-                try:
-                    os.remove(bak)
-                except OSError:
-                    pass
-                os.rename(self.path, bak)
-        os.rename(tmp, self.path)
-        self.source = "main"
+        with_schema("save", self)
 
     def get(self, key):
-        if key not in SCHEMA:
-            raise ConfigError("unknown key %r, known: %s" % (key, " ".join(KEYS)))
-        return self._v[key]
+        v = self._v
+        if key not in v:
+            raise ConfigError("unknown key %r, known: %s" % (key, " ".join(sorted(v))))
+        return v[key]
 
     def __getitem__(self, key):
         return self.get(key)
 
     def get_str(self, key):
-        return format_value(key, self.get(key))
+        return with_schema("get_str", self, key)
 
     def scaled(self, key, scale):
         """Integer value*scale of a numeric key, e.g. scaled('crash_g', 1000) -> 2500 (mg)."""
@@ -337,20 +65,7 @@ class Config:
 
     def set(self, key, value_str, save=True):
         """Validate and store; returns (old_str, new_str); calls on_change if the value changed."""
-        new = parse_value(key, value_str)
-        old_s = self.get_str(key)
-        old = self._v[key]
-        self._v[key] = new
-        new_s = self.get_str(key)
-        if save:
-            try:
-                self.save()
-            except OSError:
-                self._v[key] = old
-                raise
-        if self.on_change is not None and (old != new):
-            self.on_change(key, old_s, new_s)
-        return old_s, new_s
+        return with_schema("set_value", self, key, value_str, save)
 
     def pin_set(self):
         return self._v["installer_pin"] != ""
@@ -360,25 +75,11 @@ class Config:
 
     def check_pin(self, pin):
         """True for the box's PIN; always False while no PIN is set (there is no default PIN)."""
-        h = self._v["installer_pin"]
-        if h.startswith("sha256:"):
-            parts = h.split(":")
-            if len(parts) != 3:
-                return False
-            from firmware.pin import equal
-
-            return equal(_legacy_pin_hash(str(pin), parts[1]).encode(), h.encode())
-        from firmware import pin as _pin
-
-        return _pin.check_pin(pin, h)
+        return with_schema("check_pin", self, pin)
 
     def export(self):
         """Every key except the PIN hash, as strings (what `set` accepts)."""
-        d = {}
-        for k in KEYS:
-            if SCHEMA[k][0] != "pin":
-                d[k] = self.get_str(k)
-        return d
+        return with_schema("export", self)
 
     def values(self):
         return dict(self._v)

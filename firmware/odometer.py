@@ -59,8 +59,9 @@ def distance_mm(lat1_e7, lon1_e7, lat2_e7, lon2_e7):
 
 class Odometer:
     def __init__(self, cfg=None, state=None):
-        c = dict(DEFAULTS)
+        c = DEFAULTS  # shared (never written) while nothing overrides it: one 24-key table, not two
         if cfg:
+            c = dict(DEFAULTS)
             for k in cfg:
                 if k not in DEFAULTS:
                     raise ValueError("unknown odometer config key %r" % (k,))

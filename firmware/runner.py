@@ -13,6 +13,7 @@
 import gc
 import sys
 
+import firmware
 from firmware import VERSION
 from firmware.config import Config
 
@@ -105,16 +106,7 @@ def setup_gnss(uart, rate_hz):
     for fr in ubx.setup_frames(rate_hz):
         uart.write(fr)
     del ubx
-    try:
-        del sys.modules["firmware.ubx"]
-    except KeyError:
-        pass
-    import firmware
-
-    try:
-        del firmware.ubx
-    except AttributeError:
-        pass
+    firmware.unload("ubx")
 
 
 class Runner:

@@ -99,8 +99,9 @@ class TripTracker:
             return 0
         return 1 if t_ms >= self._engine_off_ms else 0
 
-    def on_fix(self, t_ms, valid, utc_s, lat_e7, lon_e7, speed_mmps, course_cdeg, credited_mm):
-        """Called for every GNSS epoch with the odometer's credited distance for it."""
+    def on_fix(self, t_ms, valid, utc_s, lat_e7, lon_e7, speed_mmps, course_cdeg, credited_mm, bridged_mm=0):
+        """Called for every GNSS epoch with the odometer's credited distance for it (mm), and the part of
+        it that bridged an outage (mm: the trip_end's bridged_m)."""
         dt_ms = t_ms - self._last_fix_ms if self._last_fix_ms >= 0 else 0
         if dt_ms > 5000:
             dt_ms = 0  # outage: time accounting resumes with the next fix
@@ -128,6 +129,7 @@ class TripTracker:
             return
         tr = self.trip
         tr["distance_mm"] += credited_mm
+        tr["bridged_mm"] += bridged_mm
         if speed > tr["max_speed_mmps"]:
             tr["max_speed_mmps"] = speed
         if valid:
@@ -198,6 +200,10 @@ class TripTracker:
             "n_harsh_accel": 0, "n_harsh_brake": 0, "n_harsh_corner_left": 0, "n_harsh_corner_right": 0,
             "n_crash": 0, "n_overspeed": 0, "n_idle": 0, "n_towing": 0, "n_unclassified": 0, "n_gnss_only": 0,
             "idle_ms": 0, "night_ms": 0, "overspeed_ms": 0, "events": [],
+            # the trip_start's seq, set after its emit; in the literal so that the dict is not grown
+            # after it, and so that a trip whose start record failed (MemoryError, caught by the
+            # supervisor) still ends with a summary (its trip -1), not a KeyError at the trip's end
+            "trip": -1,
         }
         self._overspeed_since = -1
         self._idle_since = -1

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from firmware.app import Box
+from firmware.config import defaults
 from hw.replay import ReplaySession
 from tools.trace.cli import TraceWriter
 
@@ -30,7 +31,7 @@ def test_sample_stamps_follow_the_trace(tmp_path, rate, step_ms):
     sess = ReplaySession(path)
     root = str(tmp_path / "fs")
     os.mkdir(root)
-    box = Box(sess.clock, sess.gnss_uart, sess.i2c, None, root, {"accel_rate_hz": rate})
+    box = Box(sess.clock, sess.gnss_uart, sess.i2c, None, root, dict(defaults(), accel_rate_hz=rate))
     stamps = []
     feed = box.motion.feed
 

@@ -222,7 +222,7 @@ def test_power_cut_at_random_time_during_full_flash(tmp_path, repl, trace):
 
 
 def _imports_of(path):
-    """Modules of firmware/ and hw/ a source file imports (any nesting), by the ast."""
+    """Modules of firmware/ and hw/ a source file imports (any nesting, and firmware.call), by the ast."""
     import ast
 
     with open(path) as f:
@@ -231,6 +231,10 @@ def _imports_of(path):
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "call"
+              and isinstance(node.func.value, ast.Name) and node.func.value.id == "firmware"):
+            # firmware.call("name", fn, ...): firmware/name.py, loaded for the call (firmware/__init__.py)
+            names = ["firmware." + node.args[0].value]
         elif isinstance(node, ast.ImportFrom) and node.module:
             names = [node.module] + [node.module + "." + a.name for a in node.names]
         else:

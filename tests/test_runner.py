@@ -115,17 +115,17 @@ def test_link_baud_and_store_size_take_effect(tmp_path, kb):
 
 
 def test_defaults_come_from_the_schema(tmp_path):
-    from firmware import config
+    from firmware import schema
 
     r, _ = booted(tmp_path)
-    d = {k: config.SCHEMA[k][1] for k in config.SCHEMA}
+    d = {k: schema.SCHEMA[k][1] for k in schema.SCHEMA}
     b = r.box
     # each default where its subsystem took it (the Box keeps no full copy of the table)
     assert b.device == d["device_id"]
     assert (b.accel.odr_hz, b.accel.range_g) == (d["accel_rate_hz"], d["accel_range_g"])
     assert (b.trip.cfg["trip_end_s"], b.trip.cfg["overspeed_kmh"]) == (d["trip_end_s"], d["overspeed_kmh"])
     assert b.cfg["privacy"] == d["privacy"] and b.cfg["pos_tolerance_m"] == d["pos_tolerance_m"]
-    assert r.box.store.max_bytes == config.SCHEMA["store_max_kb"][1] * 1024
+    assert r.box.store.max_bytes == schema.SCHEMA["store_max_kb"][1] * 1024
 
 
 def test_console_calibrate_restarts_the_mounting_calibration(tmp_path):

@@ -104,3 +104,23 @@ def test_partial_score_in_trip_end():
     assert_eq([k for k in ("n_unclassified", "n_gnss_only", "score_note") if k in s], [],
               "no optional fields")
     assert_eq(s["score"], 100, "clean trip")
+
+
+def test_a_trip_whose_start_record_failed_still_ends():
+    # the trip_start's emit raised (a MemoryError on a full heap: the supervisor counts it as a loop
+    # fault and goes on); the trip still ends with its summary, its trip id unknown (-1)
+    sink = Sink()
+
+    def emit(rec):
+        if rec["type"] == "trip_start":
+            raise MemoryError()
+        return sink(rec)
+
+    tt = TripTracker({"trip_end_s": 120}, emit=emit)
+    try:
+        drive(tt, 0, 30, 15000)
+    except MemoryError:
+        pass
+    tt.shutdown(40000)
+    assert_eq(sink.types(), ["trip_end"], "records")
+    assert_eq((sink.recs[0]["trip"], sink.recs[0]["start_t_ms"]), (-1, 1000))

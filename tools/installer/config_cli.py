@@ -13,7 +13,7 @@ A box with no PIN yet takes the PIN given for the login as its first one (first 
 
 PORT is anything pyserial's serial_for_url opens (/dev/ttyUSB0, a virtual box pty, socket://...).
 The tool speaks the console's machine mode: it sends "!command" lines and reads one JSON line back.
-Values are validated on the host with the firmware's own schema (firmware/config.py) before the box
+Values are validated on the host with the firmware's own schema (firmware/schema.py) before the box
 is touched; errors name the key and the allowed range.
 """
 import csv
@@ -22,7 +22,8 @@ import os
 import sys
 import time
 
-from firmware.config import KEYS, SCHEMA, ConfigError, parse_value
+from firmware.config import ConfigError
+from firmware.schema import KEYS, SCHEMA, parse_value
 
 ACTIONS = ("status", "get", "set", "selftest", "calibrate", "reboot", "export", "import", "keys", "pin")
 PIN_ON_COMMAND_LINE = ("the PIN never goes on the command line (visible in ps and shell history): "
@@ -237,7 +238,7 @@ def do_action(client, action, rest, pin, out=None):
 
 
 def parse_value_str(key, v):
-    from firmware.config import format_value
+    from firmware.schema import format_value
 
     return format_value(key, parse_value(key, v))
 

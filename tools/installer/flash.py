@@ -42,10 +42,10 @@ SOURCE_DIRS = ("firmware", "hw")
 BOX_MODULES = (
     "firmware/__init__.py", "firmware/app.py", "firmware/boards.py", "firmware/calib.py",
     "firmware/classify.py", "firmware/codec.py", "firmware/config.py", "firmware/console.py",
-    "firmware/framing.py", "firmware/link.py",
+    "firmware/console_cmds.py", "firmware/framing.py", "firmware/link.py",
     "firmware/main.py", "firmware/motion.py", "firmware/nmea.py", "firmware/odometer.py", "firmware/pin.py",
     "firmware/power.py", "firmware/powerio.py", "firmware/rangecoder.py", "firmware/records.py",
-    "firmware/runner.py", "firmware/score.py", "firmware/store.py", "firmware/trip.py",
+    "firmware/runner.py", "firmware/schema.py", "firmware/score.py", "firmware/store.py", "firmware/trip.py",
     "firmware/ubx.py", "hw/__init__.py", "hw/compat.py", "hw/lis3dh.py",
 )
 # the virtual box (board unix) also runs the replay backend that plays its sensors
