@@ -140,6 +140,8 @@ class LagCalib:
         # False if the history does not reach back to t0 (its oldest window starts after t0).
         # Windows are summed newest first; those outside the interval add nothing, so the walk stops
         # at the first one ending at or before t0 when the history is in time order (same sums).
+        # out None: only whether there is a mean (no float made): a window overlaps the interval
+        # (every window holds n >= 1 samples, so its share makes the count > 0)
         h = self._h
         hn = self._hn
         hc = self._hc
@@ -162,6 +164,8 @@ class LagCalib:
             b = t1 if t1 < te else te
             if b <= a:
                 continue
+            if out is None:
+                return True
             if b - a == WIN_MS:
                 # the whole window: f is 1.0 and h * 1.0 the same float as h (fewer float objects)
                 sx += h[o + 1]
@@ -184,16 +188,18 @@ class LagCalib:
     def pair(self, ta, tb, a_mg, l_mg):
         """A fix pair: GNSS longitudinal / lateral acceleration (mg) over box times ta..tb.
         Returns True when it was accumulated (accelerometer windows known for every lag)."""
-        m = [0.0, 0.0, 0.0]
-        ms = []
-        for li in range(self.nl):
+        # every lag's mean must exist before any is summed; they are then computed one lag at a time
+        # into m (not kept: 21 lags of 3 floats were ~3.4 KB at once, the drive's largest transient)
+        nl = self.nl
+        for li in range(nl):
             lag = li * LAG_STEP_MS
-            if not self._mean(ta - lag, tb - lag, m):
+            if not self._mean(ta - lag, tb - lag, None):
                 return False
-            ms.append((m[0], m[1], m[2]))
+        m = [0.0, 0.0, 0.0]
         if not self._has_ref:
             # centre the sums (float32): gravity is ~1000 mg, the signal tens of mg
-            self._ref = list(ms[0])
+            self._mean(ta, tb, m)
+            self._ref = list(m)
             self._has_ref = True
         s = self._s
         lam = self._lam
@@ -214,12 +220,13 @@ class LagCalib:
         r0 = r[0]
         r1 = r[1]
         r2 = r[2]
-        for li in range(self.nl):
+        for li in range(nl):
             o = li * _NS
-            mi = ms[li]
-            mx = mi[0] - r0
-            my = mi[1] - r1
-            mz = mi[2] - r2
+            lag = li * LAG_STEP_MS
+            self._mean(ta - lag, tb - lag, m)
+            mx = m[0] - r0
+            my = m[1] - r1
+            mz = m[2] - r2
             s[o + _S_M] += mx
             s[o + _S_M + 1] += my
             s[o + _S_M + 2] += mz
