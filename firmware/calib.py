@@ -21,9 +21,9 @@ from hw.compat import const, zeros
 WIN_MS = const(250)
 CHI2 = 9.0
 LAG_STEP_MS = const(125)   # lag grid; windows are weighted by their overlap with the lagged interval
-# sums per lag: n, Sa, Sl, Saa, Sal, Sll (the same for every lag: only lag 0's are kept), Sm(3), Sam(3),
-# Slm(3), Smm(xx, yy, zz, xy, xz, yz)
-_NS = const(21)
+# sums: n, Sa, Sl, Saa, Sal, Sll once (the same for every lag), then per lag Sm(3), Sam(3), Slm(3),
+# Smm(xx, yy, zz, xy, xz, yz): lag li's sums at li * _NL + _S_M .. li * _NL + _S_MM + 5
+_NL = const(15)
 _S_N = const(0)
 _S_A = const(1)
 _S_L = const(2)
@@ -89,7 +89,7 @@ class LagCalib:
         self._hn = (lag_max_ms + max_pair_ms) // WIN_MS + 4
         # grown in place (hw.compat.zeros): no list of n items, no zero buffer of the same size first
         self._h = zeros("i", _WF * self._hn)
-        self._s = zeros("f", _NS * self.nl)
+        self._s = zeros("f", _S_M + _NL * self.nl)   # 21 lags: 321 floats (not 21 x 21)
         self._rss = zeros("f", self.nl)
         self._ref = [0.0, 0.0, 0.0]
         self.reset()
@@ -204,12 +204,9 @@ class LagCalib:
         s = self._s
         lam = self._lam
         # the count and the GNSS sums (n, Sa, Sl, Saa, Sal, Sll) get the same additions and decay
-        # for every lag: they live once, in lag 0's slots (the other lags' stay 0, never read)
-        for i in range(_NS):
+        # for every lag: they live once, before the lags' sums
+        for i in range(len(s)):
             s[i] *= lam
-        for o in range(_NS, len(s), _NS):
-            for i in range(o + _S_M, o + _NS):
-                s[i] *= lam
         s[_S_N] += 1.0
         s[_S_A] += a_mg
         s[_S_L] += l_mg
@@ -221,7 +218,7 @@ class LagCalib:
         r1 = r[1]
         r2 = r[2]
         for li in range(nl):
-            o = li * _NS
+            o = li * _NL
             lag = li * LAG_STEP_MS
             self._mean(ta - lag, tb - lag, m)
             mx = m[0] - r0
@@ -283,7 +280,7 @@ class LagCalib:
             return None
         n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det = sh
         s = self._s
-        o = li * _NS
+        o = li * _NL
         m0 = s[o + _S_M] / n
         m1 = s[o + _S_M + 1] / n
         m2 = s[o + _S_M + 2] / n
@@ -353,7 +350,7 @@ class LagCalib:
             return None
         n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det = sh
         s = self._s
-        o = li * _NS
+        o = li * _NL
         m0 = s[o + _S_M] / n
         m1 = s[o + _S_M + 1] / n
         m2 = s[o + _S_M + 2] / n

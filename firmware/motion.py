@@ -72,6 +72,7 @@ _WF = const(6)
 # It was 64 (16 s, 1.1 KB more heap) for no caller that needs it.
 _WN = const(16)
 _SPN = const(24)     # stopped windows waiting for the fixes (6 s)
+_SPF = const(5)      # their rows: t_end, sx, sy, sz, n
 # fix history: a ring of _FHN (t_ms, speed_mmps) int pairs, then its count and oldest pair's index
 _FHN = const(40)
 _FHC = const(80)     # = 2 * _FHN
@@ -290,7 +291,7 @@ class Motion:
         self._gx = None             # GNSS-only event under way (see _gnss_harsh)
         self._gspan = []            # (t0, t1) of the GNSS-only events of this trip (max _QN)
         # stopped windows waiting for the fixes to confirm: a ring of _SPN rows (t_end, sx, sy, sz, n)
-        self._spq = zeros("i", _WF * _SPN)
+        self._spq = zeros("i", _SPF * _SPN)
         self._reset_calib()
         self._prev_fix = None       # (t_ms, speed_mmps, course_cdeg)
         # recent valid fixes (t_ms, speed_mmps), >= ~0.45 s apart: the last _FHN in a ring of ints
@@ -1031,7 +1032,7 @@ class Motion:
                     if self._still_window(self._sp_pop()):
                         continue
                 r = self._spq
-                k = ((self._sp_h + self._sp_n) % _SPN) * _WF
+                k = ((self._sp_h + self._sp_n) % _SPN) * _SPF
                 for j in range(5):
                     r[k + j] = q[o + j] if j < 4 else n
                 self._sp_n += 1
@@ -1080,7 +1081,7 @@ class Motion:
             return
         horizon = fix.t_ms - (self._lc.nl * 125 + 1200)
         moving = fix.speed_mmps >= self._still_mmps
-        while self._sp_n and self._spq[self._sp_h * _WF] <= horizon:
+        while self._sp_n and self._spq[self._sp_h * _SPF] <= horizon:
             if self._still_window(self._sp_pop()):
                 return
         if moving:
@@ -1089,7 +1090,7 @@ class Motion:
     def _sp_pop(self):
         # the oldest stopped window waiting: its mean (mg, box axes), as _drain_windows computed it
         r = self._spq
-        k = self._sp_h * _WF
+        k = self._sp_h * _SPF
         n = r[k + 4]
         self._sp_h = (self._sp_h + 1) % _SPN
         self._sp_n -= 1
