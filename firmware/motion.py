@@ -209,6 +209,20 @@ class Motion:
         # firmware/classify.py loads with the first Motion: a box without an accelerometer never classifies
         # anything and does not carry it on its heap (its users import it where they call it: no global)
         from firmware import classify  # noqa: F401
+        # every name first: the attribute table grows to its final 73 slots now, before the buffers (its
+        # outgrown tables are freed here, not left as holes between Motion's long-lived blocks)
+        self._R = self._anchor = self._base = self._basis_g = self._ccrs = self._cdur_n = self._ch = None
+        self._clat = self._clon = self._cmiss = self._cover = self._cpeak2 = self._cpost = None
+        self._cpost_done = self._crs = self._csp0 = self._csp1 = self._cst = self._ct0 = None
+        self._cvalid = self._evq = self._evq_head = self._evq_n = self._fh = self._filled = self._g = None
+        self._ga = self._ga_n = self._gdrive = self._gdrive_n = self._gh = self._gs = self._gs_n = None
+        self._gspan = self._gvec = self._gx = self._held = self._knock_deg = self._knock_n = None
+        self._lat = self._lc = self._lon = self._lp = self._mode = self._p = self._prev_fix = None
+        self._restored_q = self._ring = self._rp = self._solved = self._sp_h = self._sp_n = None
+        self._spd = self._spd_slope = self._spd_t = self._spq = self._t_feed = self._w = self._wq = None
+        self._wq_head = self._wq_n = self._xvec = self.calib_commit = self.calib_err_deg = None
+        self.calib_lag_ms = self.calib_quality = self.calib_state = self.counters = self.moving = None
+        self.on_event = self.rate_hz = None
         self.rate_hz = rate_hz
         self.on_event = on_event
         self.counters = {"shocks": 0, "queue_full": 0, "held_overflow": 0, "too_long": 0, "gated": 0,
