@@ -152,26 +152,6 @@ DEFAULTS = {
 }
 
 
-def _cfg(cfg, key):
-    if cfg is not None:
-        try:
-            if key in cfg:
-                return cfg[key]
-        except TypeError:
-            pass
-    return DEFAULTS[key]
-
-
-def _shift_for(samples):
-    # smallest k with 2**k >= samples, rounded to the nearest power of two
-    k = 0
-    while (1 << (k + 1)) <= samples:
-        k += 1
-    if samples - (1 << k) > (1 << (k + 1)) - samples:
-        k += 1
-    return k
-
-
 def _norm(v):
     n = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
     if n <= 0:
@@ -210,7 +190,10 @@ class Motion:
         # anything and does not carry it on its heap (its users import it where they call it: no global)
         from firmware import classify  # noqa: F401
         # every name first: the attribute table grows to its final 73 slots now, before the buffers (its
-        # outgrown tables are freed here, not left as holes between Motion's long-lived blocks)
+        # outgrown tables are freed here, not left as holes between Motion's long-lived blocks). The
+        # instance dict holds 71 names in its 73-slot table (1168 B on the 64-bit VM); a 74th grows it to
+        # 97 slots (1552 B, both tables live at once during the rehash, at boot): settings go into _p,
+        # state into an array, values only the setup reads are its locals
         self._R = self._anchor = self._base = self._basis_g = self._ccrs = self._cdur_n = self._ch = None
         self._clat = self._clon = self._cmiss = self._cover = self._cpeak2 = self._cpost = None
         self._cpost_done = self._crs = self._csp0 = self._csp1 = self._cst = self._ct0 = None
@@ -228,54 +211,14 @@ class Motion:
         self.counters = {"shocks": 0, "queue_full": 0, "held_overflow": 0, "too_long": 0, "gated": 0,
                          "weak": 0, "recalibrations": 0, "knocks": 0, "windows_dropped": 0,
                          "fix_pairs": 0, "gnss_only": 0, "explained_by_gnss": 0}
-        # thresholds
+        # the settings (boot-only code, firmware/motion_setup.py: loaded for this and unloaded after)
+        import sys
+
+        from firmware import motion_setup as ms
+
         p = self._p = zeros("i", _PN)
-        p[_P_THR_ACC] = int(_cfg(cfg, "harsh_accel_mps2") * _MG_PER_MPS2 + 0.5)
-        p[_P_THR_BRK] = int(_cfg(cfg, "harsh_brake_mps2") * _MG_PER_MPS2 + 0.5)
-        p[_P_THR_COR] = int(_cfg(cfg, "harsh_corner_mps2") * _MG_PER_MPS2 + 0.5)
-        for name, v in (("harsh_accel_mps2", p[_P_THR_ACC]), ("harsh_brake_mps2", p[_P_THR_BRK]),
-                        ("harsh_corner_mps2", p[_P_THR_COR])):
-            if v < 20:
-                raise ValueError("%s: threshold too small" % name)
-        hyst = int(_cfg(cfg, "harsh_hyst_pct"))
-        if hyst < 10 or hyst > 100:
-            raise ValueError("harsh_hyst_pct: expected 10..100, got %r" % (hyst,))
-        p[_P_OFF_ACC] = p[_P_THR_ACC] * hyst // 100
-        p[_P_OFF_BRK] = p[_P_THR_BRK] * hyst // 100
-        p[_P_OFF_COR] = p[_P_THR_COR] * hyst // 100
-        # locals, not attributes, where only __init__ reads them: the instance dict holds 71 names in
-        # its 73-slot table (1168 B on the 64-bit VM); a 74th grows it to 97 slots (1552 B, both
-        # tables live at once during the rehash, at boot): settings go into p, state into an array
-        thr_min = min(p[_P_THR_ACC], p[_P_THR_BRK], p[_P_THR_COR])
-        p[_P_THR_MIN2] = thr_min * thr_min
-        off_min = thr_min * hyst // 100
-        p[_P_OFF_MIN2] = off_min * off_min
-        p[_P_GATE_LONG] = int(_cfg(cfg, "harsh_min_speed_kmh") * 1000000 // 3600)
-        p[_P_GATE_COR] = int(_cfg(cfg, "corner_min_speed_kmh") * 1000000 // 3600)
-        p[_P_MIN_DUR] = int(_cfg(cfg, "harsh_min_dur_ms"))
-        p[_P_MAX_DUR] = int(_cfg(cfg, "harsh_max_dur_ms"))
-        lp_hz = _cfg(cfg, "harsh_lp_hz")
-        if lp_hz <= 0:
-            raise ValueError("harsh_lp_hz: must be > 0")
-        p[_P_K] = max(1, _shift_for(rate_hz / (2 * math.pi * lp_hz)))
-        p[_P_KB] = _shift_for(10 * rate_hz)      # slope/offset baseline, tau ~10 s
-        crash_mg = int(_cfg(cfg, "crash_threshold_mg"))
-        if crash_mg < 1000 or crash_mg > 15000:
-            raise ValueError("crash_threshold_mg: expected 1000..15000, got %r" % (crash_mg,))
-        p[_P_CTHR2] = crash_mg * crash_mg
-        p[_P_CMIN_N] = max(1, (int(_cfg(cfg, "crash_min_ms")) * rate_hz + 999) // 1000)
-        pre_n = int(_cfg(cfg, "crash_pre_ms")) * rate_hz // 1000
-        post_n = int(_cfg(cfg, "crash_post_ms")) * rate_hz // 1000
-        if pre_n < 1 or post_n < 1:
-            raise ValueError("crash_pre_ms/crash_post_ms: must be > 0")
-        p[_P_POST_N] = post_n
-        p[_P_RING_N] = pre_n + post_n
-        p[_P_CALIB_MIN_Q] = int(_cfg(cfg, "calib_min_quality"))
-        self._knock_deg = float(_cfg(cfg, "knock_deg"))
-        p[_P_KNOCK_WINDOWS] = max(1, int(_cfg(cfg, "knock_ms")) // 250)
-        p[_P_STILL_MMPS] = int(_cfg(cfg, "still_mmps"))
-        p[_P_MOVING_ACT] = int(_cfg(cfg, "moving_act_mg"))
-        self._lc = LagCalib(int(_cfg(cfg, "calib_lag_max_ms")), int(_cfg(cfg, "calib_forget_pairs")))
+        lag_max_ms, forget_pairs = ms.settings(self, p, rate_hz, cfg)
+        self._lc = LagCalib(lag_max_ms, forget_pairs)
 
         # --- hot-path state (all preallocated) ---
         # the crash ring first (6 KB at 100 Hz: the largest block Motion needs, before its small ones)
@@ -339,7 +282,12 @@ class Motion:
         self._fh = zeros("i", 2 * _FHN + 2)
         self._t_feed = 0            # box time of the end of the last feed() chunk
         if state:
-            self._restore(state)
+            ms.restore(self, state)
+        del ms
+        del sys.modules["firmware.motion_setup"]
+        import firmware
+
+        del firmware.motion_setup
 
     # ------------------------------------------------------------------ calibration state
     def _reset_calib(self):
@@ -361,30 +309,6 @@ class Motion:
         self.calib_lag_ms = -1
         self.calib_commit = None     # (t_ms, sigma_deg, lag_ms) of the last commit
         self._restored_q = 0
-
-    def _restore(self, st):
-        try:
-            R = st["R"]
-            q = int(st.get("quality", 0))
-            cs = st.get("calib_state", "uncalibrated")
-        except (KeyError, TypeError, AttributeError):
-            raise ValueError("state: expected a dict with R, quality, calib_state")
-        if len(R) != 9:
-            raise ValueError("state: R must have 9 ints")
-        if cs == "calibrated":
-            rows = [[R[3 * i + j] / _Q14 for j in range(3)] for i in range(3)]
-            self._gvec = _norm(rows[2])
-            self._xvec = _norm(rows[0])
-            if self._gvec is None or self._xvec is None:
-                raise ValueError("state: R rows are zero")
-            self._gs = [self._gvec[i] * 1000.0 * 20 for i in range(3)]
-            self._gs_n = 20
-            self._restored_q = q
-            self.calib_quality = q
-            self.calib_state = "calibrated"
-            self._set_R(self._xvec, self._gvec, 2)
-            for i in range(9):
-                self._R[i] = int(R[i])
 
     def state(self):
         """Persistable dict of ints and strings."""

@@ -42,3 +42,23 @@ def test_motion_names_fit_a_73_slot_table():
     # on the 64-bit VM); a 74th rehashes into 97 (1552 B, both live at once, at boot). docs/heap.md.
     m = motion.Motion(100)
     assert len(vars(m)) <= 73, sorted(vars(m))
+
+
+def test_the_setup_unit_is_unloaded_after_init_and_shares_the_settings_slots():
+    # firmware/motion_setup.py (settings, restore: boot-only code) writes Motion._p with its own copy of
+    # the slot numbers; it is in the image and gone from sys.modules once a Motion is built
+    import sys
+
+    from firmware import motion_setup
+    from tools.installer import flash
+
+    names = [n for n in vars(motion_setup) if n.startswith("_P_")]
+    assert len(names) >= 20
+    for n in names:
+        assert getattr(motion_setup, n) == getattr(motion, n), n
+    assert motion_setup._Q14 == motion._Q14
+    assert "firmware/motion_setup.py" in flash.BOX_MODULES
+    m = motion.Motion(100, state={"R": [16384, 0, 0, 0, 16384, 0, 0, 0, 16384], "quality": 70,
+                                  "calib_state": "calibrated"})
+    assert m.calib_state == "calibrated" and m.calib_quality == 70
+    assert "firmware.motion_setup" not in sys.modules
