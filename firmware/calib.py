@@ -21,9 +21,9 @@ from hw.compat import const, zeros
 WIN_MS = const(250)
 CHI2 = 9.0
 LAG_STEP_MS = const(125)   # lag grid; windows are weighted by their overlap with the lagged interval
-# sums per lag: n, Sa, Sl, Saa, Sal, Sll (the same for every lag: only lag 0's are kept), Sm(3), Sam(3),
-# Slm(3), Smm(xx, yy, zz, xy, xz, yz)
-_NS = const(21)
+# sums: n, Sa, Sl, Saa, Sal, Sll once (the same for every lag), then per lag Sm(3), Sam(3), Slm(3),
+# Smm(xx, yy, zz, xy, xz, yz): lag li's sums at li * _NL + _S_M .. li * _NL + _S_MM + 5
+_NL = const(15)
 _S_N = const(0)
 _S_A = const(1)
 _S_L = const(2)
@@ -89,7 +89,7 @@ class LagCalib:
         self._hn = (lag_max_ms + max_pair_ms) // WIN_MS + 4
         # grown in place (hw.compat.zeros): no list of n items, no zero buffer of the same size first
         self._h = zeros("i", _WF * self._hn)
-        self._s = zeros("f", _NS * self.nl)
+        self._s = zeros("f", _S_M + _NL * self.nl)   # 21 lags: 321 floats (not 21 x 21)
         self._rss = zeros("f", self.nl)
         self._ref = [0.0, 0.0, 0.0]
         self.reset()
@@ -140,6 +140,8 @@ class LagCalib:
         # False if the history does not reach back to t0 (its oldest window starts after t0).
         # Windows are summed newest first; those outside the interval add nothing, so the walk stops
         # at the first one ending at or before t0 when the history is in time order (same sums).
+        # out None: only whether there is a mean (no float made): a window overlaps the interval
+        # (every window holds n >= 1 samples, so its share makes the count > 0)
         h = self._h
         hn = self._hn
         hc = self._hc
@@ -162,6 +164,8 @@ class LagCalib:
             b = t1 if t1 < te else te
             if b <= a:
                 continue
+            if out is None:
+                return True
             if b - a == WIN_MS:
                 # the whole window: f is 1.0 and h * 1.0 the same float as h (fewer float objects)
                 sx += h[o + 1]
@@ -184,26 +188,25 @@ class LagCalib:
     def pair(self, ta, tb, a_mg, l_mg):
         """A fix pair: GNSS longitudinal / lateral acceleration (mg) over box times ta..tb.
         Returns True when it was accumulated (accelerometer windows known for every lag)."""
-        m = [0.0, 0.0, 0.0]
-        ms = []
-        for li in range(self.nl):
+        # every lag's mean must exist before any is summed; they are then computed one lag at a time
+        # into m (not kept: 21 lags of 3 floats were ~3.4 KB at once, the drive's largest transient)
+        nl = self.nl
+        for li in range(nl):
             lag = li * LAG_STEP_MS
-            if not self._mean(ta - lag, tb - lag, m):
+            if not self._mean(ta - lag, tb - lag, None):
                 return False
-            ms.append((m[0], m[1], m[2]))
+        m = [0.0, 0.0, 0.0]
         if not self._has_ref:
             # centre the sums (float32): gravity is ~1000 mg, the signal tens of mg
-            self._ref = list(ms[0])
+            self._mean(ta, tb, m)
+            self._ref = list(m)
             self._has_ref = True
         s = self._s
         lam = self._lam
         # the count and the GNSS sums (n, Sa, Sl, Saa, Sal, Sll) get the same additions and decay
-        # for every lag: they live once, in lag 0's slots (the other lags' stay 0, never read)
-        for i in range(_NS):
+        # for every lag: they live once, before the lags' sums
+        for i in range(len(s)):
             s[i] *= lam
-        for o in range(_NS, len(s), _NS):
-            for i in range(o + _S_M, o + _NS):
-                s[i] *= lam
         s[_S_N] += 1.0
         s[_S_A] += a_mg
         s[_S_L] += l_mg
@@ -214,12 +217,13 @@ class LagCalib:
         r0 = r[0]
         r1 = r[1]
         r2 = r[2]
-        for li in range(self.nl):
-            o = li * _NS
-            mi = ms[li]
-            mx = mi[0] - r0
-            my = mi[1] - r1
-            mz = mi[2] - r2
+        for li in range(nl):
+            o = li * _NL
+            lag = li * LAG_STEP_MS
+            self._mean(ta - lag, tb - lag, m)
+            mx = m[0] - r0
+            my = m[1] - r1
+            mz = m[2] - r2
             s[o + _S_M] += mx
             s[o + _S_M + 1] += my
             s[o + _S_M + 2] += mz
@@ -276,7 +280,7 @@ class LagCalib:
             return None
         n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det = sh
         s = self._s
-        o = li * _NS
+        o = li * _NL
         m0 = s[o + _S_M] / n
         m1 = s[o + _S_M + 1] / n
         m2 = s[o + _S_M + 2] / n
@@ -346,7 +350,7 @@ class LagCalib:
             return None
         n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det = sh
         s = self._s
-        o = li * _NS
+        o = li * _NL
         m0 = s[o + _S_M] / n
         m1 = s[o + _S_M + 1] / n
         m2 = s[o + _S_M + 2] / n

@@ -34,6 +34,9 @@ _Q_G0 = const(11)
 _Q_G1 = const(12)
 _QF = const(16)      # queue row length and slots (motion.py's event queue)
 _QN = const(8)
+_P_THR_ACC = const(0)   # Motion._p: the thresholds (mg)
+_P_THR_BRK = const(1)
+_P_THR_COR = const(2)
 _Q14 = const(16384)
 _LAG_STEP_MS = const(125)
 
@@ -60,13 +63,13 @@ def classify(m, rec=None):
     sb = [(p & 1023) - 512, ((p >> 10) & 1023) - 512, ((p >> 20) & 1023) - 512]
     pl = _dot(pb, xv)
     pt = _dot(pb, yv)
-    rl = abs(pl) / (m._thr_acc if pl >= 0 else m._thr_brk)
-    rt = abs(pt) / m._thr_cor
+    rl = abs(pl) / (m._p[_P_THR_ACC] if pl >= 0 else m._p[_P_THR_BRK])
+    rt = abs(pt) / m._p[_P_THR_COR]
     if rl < 1.0 and rt < 1.0:
         m.counters["weak"] += 1
         return
     both = rl >= 1.0 and rt >= 1.0
-    lat_first = abs(_dot(sb, yv)) / m._thr_cor > abs(_dot(sb, xv)) / m._thr_acc
+    lat_first = abs(_dot(sb, yv)) / m._p[_P_THR_COR] > abs(_dot(sb, xv)) / m._p[_P_THR_ACC]
     for c in (0, 1):
         if (rl if c == 0 else rt) < 1.0:
             continue

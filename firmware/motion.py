@@ -72,6 +72,7 @@ _WF = const(6)
 # It was 64 (16 s, 1.1 KB more heap) for no caller that needs it.
 _WN = const(16)
 _SPN = const(24)     # stopped windows waiting for the fixes (6 s)
+_SPF = const(5)      # their rows: t_end, sx, sy, sz, n
 # fix history: a ring of _FHN (t_ms, speed_mmps) int pairs, then its count and oldest pair's index
 _FHN = const(40)
 _FHC = const(80)     # = 2 * _FHN
@@ -93,6 +94,33 @@ _CONFIRM_AFTER_MS = const(5000)
 _CONFIRM_REST_MMPS = const(2000)   # slower than 2 m/s before the impact: standing (fitting, parked)
 _CONFIRM_STOP_MMPS = const(1500)   # after: the car stopped
 _CONFIRM_DV_MMPS = const(2500)     # or its speed changed by >= 2.5 m/s (9 km/h) ...; or by >= 40 %
+
+# settings (ints, fixed at init) in one array, Motion._p: one attribute, not 23 (the instance dict
+# of <= 73 names fits a 73-slot table, 1168 B, not 97 slots, 1552 B, and the rehash at boot)
+_P_THR_ACC = const(0)
+_P_THR_BRK = const(1)
+_P_THR_COR = const(2)
+_P_OFF_ACC = const(3)
+_P_OFF_BRK = const(4)
+_P_OFF_COR = const(5)
+_P_THR_MIN2 = const(6)
+_P_OFF_MIN2 = const(7)
+_P_GATE_LONG = const(8)
+_P_GATE_COR = const(9)
+_P_MIN_DUR = const(10)
+_P_MAX_DUR = const(11)
+_P_K = const(12)
+_P_KB = const(13)
+_P_CTHR2 = const(14)
+_P_CMIN_N = const(15)
+_P_POST_N = const(16)
+_P_RING_N = const(17)
+_P_CALIB_MIN_Q = const(18)
+_P_KNOCK_WINDOWS = const(19)
+_P_STILL_MMPS = const(20)
+_P_MOVING_ACT = const(21)
+_P_WIN_N = const(22)
+_PN = const(23)
 
 # crash detector states
 _CR_ARMED = const(0)
@@ -122,26 +150,6 @@ DEFAULTS = {
     "calib_lag_max_ms": 2500,
     "calib_forget_pairs": 600,
 }
-
-
-def _cfg(cfg, key):
-    if cfg is not None:
-        try:
-            if key in cfg:
-                return cfg[key]
-        except TypeError:
-            pass
-    return DEFAULTS[key]
-
-
-def _shift_for(samples):
-    # smallest k with 2**k >= samples, rounded to the nearest power of two
-    k = 0
-    while (1 << (k + 1)) <= samples:
-        k += 1
-    if samples - (1 << k) > (1 << (k + 1)) - samples:
-        k += 1
-    return k
 
 
 def _norm(v):
@@ -181,64 +189,41 @@ class Motion:
         # firmware/classify.py loads with the first Motion: a box without an accelerometer never classifies
         # anything and does not carry it on its heap (its users import it where they call it: no global)
         from firmware import classify  # noqa: F401
+        # every name first: the attribute table grows to its final 73 slots now, before the buffers (its
+        # outgrown tables are freed here, not left as holes between Motion's long-lived blocks). The
+        # instance dict holds 71 names in its 73-slot table (1168 B on the 64-bit VM); a 74th grows it to
+        # 97 slots (1552 B, both tables live at once during the rehash, at boot): settings go into _p,
+        # state into an array, values only the setup reads are its locals
+        self._R = self._anchor = self._base = self._basis_g = self._ccrs = self._cdur_n = self._ch = None
+        self._clat = self._clon = self._cmiss = self._cover = self._cpeak2 = self._cpost = None
+        self._cpost_done = self._crs = self._csp0 = self._csp1 = self._cst = self._ct0 = None
+        self._cvalid = self._evq = self._evq_head = self._evq_n = self._fh = self._filled = self._g = None
+        self._ga = self._ga_n = self._gdrive = self._gdrive_n = self._gh = self._gs = self._gs_n = None
+        self._gspan = self._gvec = self._gx = self._held = self._knock_deg = self._knock_n = None
+        self._lat = self._lc = self._lon = self._lp = self._mode = self._p = self._prev_fix = None
+        self._restored_q = self._ring = self._rp = self._solved = self._sp_h = self._sp_n = None
+        self._spd = self._spd_slope = self._spd_t = self._spq = self._t_feed = self._w = self._wq = None
+        self._wq_head = self._wq_n = self._xvec = self.calib_commit = self.calib_err_deg = None
+        self.calib_lag_ms = self.calib_quality = self.calib_state = self.counters = self.moving = None
+        self.on_event = self.rate_hz = None
         self.rate_hz = rate_hz
         self.on_event = on_event
         self.counters = {"shocks": 0, "queue_full": 0, "held_overflow": 0, "too_long": 0, "gated": 0,
                          "weak": 0, "recalibrations": 0, "knocks": 0, "windows_dropped": 0,
                          "fix_pairs": 0, "gnss_only": 0, "explained_by_gnss": 0}
-        # thresholds
-        self._thr_acc = int(_cfg(cfg, "harsh_accel_mps2") * _MG_PER_MPS2 + 0.5)
-        self._thr_brk = int(_cfg(cfg, "harsh_brake_mps2") * _MG_PER_MPS2 + 0.5)
-        self._thr_cor = int(_cfg(cfg, "harsh_corner_mps2") * _MG_PER_MPS2 + 0.5)
-        for name, v in (("harsh_accel_mps2", self._thr_acc), ("harsh_brake_mps2", self._thr_brk),
-                        ("harsh_corner_mps2", self._thr_cor)):
-            if v < 20:
-                raise ValueError("%s: threshold too small" % name)
-        hyst = int(_cfg(cfg, "harsh_hyst_pct"))
-        if hyst < 10 or hyst > 100:
-            raise ValueError("harsh_hyst_pct: expected 10..100, got %r" % (hyst,))
-        self._off_acc = self._thr_acc * hyst // 100
-        self._off_brk = self._thr_brk * hyst // 100
-        self._off_cor = self._thr_cor * hyst // 100
-        # locals, not attributes, where only __init__ reads them: the instance dict holds 97 names in
-        # its 97-slot table (1552 B on the 64-bit VM); a 98th grows it to 127 slots (2032 B, both
-        # tables live at once during the rehash, at boot)
-        thr_min = min(self._thr_acc, self._thr_brk, self._thr_cor)
-        self._thr_min2 = thr_min * thr_min
-        off_min = thr_min * hyst // 100
-        self._off_min2 = off_min * off_min
-        self._gate_long = int(_cfg(cfg, "harsh_min_speed_kmh") * 1000000 // 3600)
-        self._gate_cor = int(_cfg(cfg, "corner_min_speed_kmh") * 1000000 // 3600)
-        self._min_dur = int(_cfg(cfg, "harsh_min_dur_ms"))
-        self._max_dur = int(_cfg(cfg, "harsh_max_dur_ms"))
-        lp_hz = _cfg(cfg, "harsh_lp_hz")
-        if lp_hz <= 0:
-            raise ValueError("harsh_lp_hz: must be > 0")
-        self._k = max(1, _shift_for(rate_hz / (2 * math.pi * lp_hz)))
-        self._kb = _shift_for(10 * rate_hz)      # slope/offset baseline, tau ~10 s
-        crash_mg = int(_cfg(cfg, "crash_threshold_mg"))
-        if crash_mg < 1000 or crash_mg > 15000:
-            raise ValueError("crash_threshold_mg: expected 1000..15000, got %r" % (crash_mg,))
-        self._cthr2 = crash_mg * crash_mg
-        self._cmin_n = max(1, (int(_cfg(cfg, "crash_min_ms")) * rate_hz + 999) // 1000)
-        pre_n = int(_cfg(cfg, "crash_pre_ms")) * rate_hz // 1000
-        post_n = int(_cfg(cfg, "crash_post_ms")) * rate_hz // 1000
-        if pre_n < 1 or post_n < 1:
-            raise ValueError("crash_pre_ms/crash_post_ms: must be > 0")
-        self._post_n = post_n
-        self._ring_n = pre_n + post_n
-        self._calib_min_q = int(_cfg(cfg, "calib_min_quality"))
-        self._knock_deg = float(_cfg(cfg, "knock_deg"))
-        self._knock_windows = max(1, int(_cfg(cfg, "knock_ms")) // 250)
-        self._still_mmps = int(_cfg(cfg, "still_mmps"))
-        self._moving_act = int(_cfg(cfg, "moving_act_mg"))
-        self._lc = LagCalib(int(_cfg(cfg, "calib_lag_max_ms")), int(_cfg(cfg, "calib_forget_pairs")))
+        # the settings (boot-only code, firmware/motion_setup.py: loaded for this and unloaded after)
+        import sys
+
+        from firmware import motion_setup as ms
+
+        p = self._p = zeros("i", _PN)
+        lag_max_ms, forget_pairs = ms.settings(self, p, rate_hz, cfg)
+        self._lc = LagCalib(lag_max_ms, forget_pairs)
 
         # --- hot-path state (all preallocated) ---
         # the crash ring first (6 KB at 100 Hz: the largest block Motion needs, before its small ones)
-        self._ring = zeros("h", 3 * self._ring_n)  # no list of n ints, no n-byte zero buffer first
-        self._lp = array("i", [0] * (6))              # two-stage IIR, Q8: s1 x,y,z then s2 x,y,z
-        self._lp_init = 0
+        self._ring = zeros("h", 3 * p[_P_RING_N])  # no list of n ints, no n-byte zero buffer first
+        self._lp = array("i", [0] * (7))              # two-stage IIR, Q8: s1 x,y,z, s2 x,y,z; [6]: 1 seeded
         self._R = array("i", [0] * (9))               # rows: vehicle x, y, z in box axes, Q14
         self._g = array("i", [0] * (3))               # gravity (mg, box axes) for the crash magnitude
         # Q8 baselines of the two channels (slope, camber); [2]: box ms since which candidates are detected
@@ -265,13 +250,12 @@ class Motion:
         self._ccrs = -1
         self._cvalid = 0
         self._cpost_done = 0
-        self._win_n = max(1, rate_hz // 4)
-        self._w = array("i", [0] * (5))               # sx, sy, sz, act, n of the open window
+        p[_P_WIN_N] = max(1, rate_hz // 4)
+        # sx, sy, sz, act, n of the open window; [5], [6]: windows in a row above / below the moving level
+        self._w = array("i", [0] * (7))
         self._wq = zeros("i", _WN * _WF)  # grown in place: no list of n ints, no zero buffer first
         self._wq_head = 0
         self._wq_n = 0
-        self._mv_hi = 0
-        self._mv_lo = 0
         self.moving = -1
         # latest fix, read by the hot path
         self._spd = -1
@@ -290,7 +274,7 @@ class Motion:
         self._gx = None             # GNSS-only event under way (see _gnss_harsh)
         self._gspan = []            # (t0, t1) of the GNSS-only events of this trip (max _QN)
         # stopped windows waiting for the fixes to confirm: a ring of _SPN rows (t_end, sx, sy, sz, n)
-        self._spq = zeros("i", _WF * _SPN)
+        self._spq = zeros("i", _SPF * _SPN)
         self._reset_calib()
         self._prev_fix = None       # (t_ms, speed_mmps, course_cdeg)
         # recent valid fixes (t_ms, speed_mmps), >= ~0.45 s apart: the last _FHN in a ring of ints
@@ -298,7 +282,12 @@ class Motion:
         self._fh = zeros("i", 2 * _FHN + 2)
         self._t_feed = 0            # box time of the end of the last feed() chunk
         if state:
-            self._restore(state)
+            ms.restore(self, state)
+        del ms
+        del sys.modules["firmware.motion_setup"]
+        import firmware
+
+        del firmware.motion_setup
 
     # ------------------------------------------------------------------ calibration state
     def _reset_calib(self):
@@ -320,30 +309,6 @@ class Motion:
         self.calib_lag_ms = -1
         self.calib_commit = None     # (t_ms, sigma_deg, lag_ms) of the last commit
         self._restored_q = 0
-
-    def _restore(self, st):
-        try:
-            R = st["R"]
-            q = int(st.get("quality", 0))
-            cs = st.get("calib_state", "uncalibrated")
-        except (KeyError, TypeError, AttributeError):
-            raise ValueError("state: expected a dict with R, quality, calib_state")
-        if len(R) != 9:
-            raise ValueError("state: R must have 9 ints")
-        if cs == "calibrated":
-            rows = [[R[3 * i + j] / _Q14 for j in range(3)] for i in range(3)]
-            self._gvec = _norm(rows[2])
-            self._xvec = _norm(rows[0])
-            if self._gvec is None or self._xvec is None:
-                raise ValueError("state: R rows are zero")
-            self._gs = [self._gvec[i] * 1000.0 * 20 for i in range(3)]
-            self._gs_n = 20
-            self._restored_q = q
-            self.calib_quality = q
-            self.calib_state = "calibrated"
-            self._set_R(self._xvec, self._gvec, 2)
-            for i in range(9):
-                self._R[i] = int(R[i])
 
     def state(self):
         """Persistable dict of ints and strings."""
@@ -396,16 +361,16 @@ class Motion:
         """n samples (x,y,z interleaved, mg, box axes) from t0_ms, spaced 1000/rate_hz ms.
         Integer-only, allocation-free. Emits nothing: call poll() (or on_fix) afterwards."""
         rate = self.rate_hz
-        k = self._k
-        kb = self._kb
+        k = self._p[_P_K]
+        kb = self._p[_P_KB]
         lp = self._lp
         self._t_feed = t0_ms + n * 1000 // rate
-        if not self._lp_init and n > 0:
+        if not lp[6] and n > 0:
             for j in range(3):
                 v = xyz_mg[j]
                 lp[j] = v << 8
                 lp[3 + j] = v << 8
-            self._lp_init = 1
+            lp[6] = 1
         # per-sample state in locals (attribute and array reads cost more than the arithmetic);
         # written back after the loop, and the window sums before _close_window reads them
         s1x = lp[0]
@@ -428,13 +393,13 @@ class Motion:
         mode = self._mode
         ring = self._ring
         rp = self._rp
-        ring_n = self._ring_n
+        ring_n = self._p[_P_RING_N]
         rlen = 3 * ring_n
         filled = self._filled
-        cthr2 = self._cthr2
+        cthr2 = self._p[_P_CTHR2]
         cst = self._cst
         w = self._w
-        wn = self._win_n
+        wn = self._p[_P_WIN_N]
         wx = w[0]
         wy = w[1]
         wz = w[2]
@@ -449,11 +414,11 @@ class Motion:
         cover = self._cover
         # an idle channel stays idle below its start thresholds: _channel / _candidate are only
         # called when they have something to do
-        on_acc = self._thr_acc
-        on_brk = -self._thr_brk
-        on_cor = self._thr_cor
+        on_acc = self._p[_P_THR_ACC]
+        on_brk = -self._p[_P_THR_BRK]
+        on_cor = self._p[_P_THR_COR]
         on_cor_n = -on_cor
-        thr_min2 = self._thr_min2
+        thr_min2 = self._p[_P_THR_MIN2]
         for i in range(n):
             j = 3 * i
             x = xyz_mg[j]
@@ -497,17 +462,17 @@ class Motion:
                     self._cmiss = 0
                     if m2 > self._cpeak2:
                         self._cpeak2 = m2
-                    if cover >= self._cmin_n:
+                    if cover >= self._p[_P_CMIN_N]:
                         # trigger: keep post_n more samples, then freeze the ring
                         self._cst = cst = _CR_POST
-                        self._cpost = self._post_n
-                        self._cpost_done = self._post_n
+                        self._cpost = self._p[_P_POST_N]
+                        self._cpost_done = self._p[_P_POST_N]
                         self._cdur_n = cover
                         self._clat = self._lat
                         self._clon = self._lon
                         self._ccrs = self._crs
                         # samples before the trigger that the ring will still hold
-                        self._cvalid = filled + self._post_n
+                        self._cvalid = filled + self._p[_P_POST_N]
                         if self._cvalid > ring_n:
                             self._cvalid = ring_n
                 elif cover:
@@ -623,15 +588,15 @@ class Motion:
         q[o + 5] = w[4]
         self._wq_n += 1
         act = w[3] // w[4]
-        if act >= self._moving_act:
-            self._mv_hi += 1
-            self._mv_lo = 0
-            if self._mv_hi >= 2:
+        if act >= self._p[_P_MOVING_ACT]:
+            w[5] += 1
+            w[6] = 0
+            if w[5] >= 2:
                 self.moving = 1
         else:
-            self._mv_lo += 1
-            self._mv_hi = 0
-            if self._mv_lo >= 12:
+            w[6] += 1
+            w[5] = 0
+            if w[6] >= 12:
                 self.moving = 0
         w[0] = 0
         w[1] = 0
@@ -644,15 +609,15 @@ class Motion:
         o = c * _CF
         act = ch[o + _C_ACT]
         if c == 0:
-            on_p = self._thr_acc
-            on_n = self._thr_brk
-            off_p = self._off_acc
-            off_n = self._off_brk
+            on_p = self._p[_P_THR_ACC]
+            on_n = self._p[_P_THR_BRK]
+            off_p = self._p[_P_OFF_ACC]
+            off_n = self._p[_P_OFF_BRK]
         else:
-            on_p = self._thr_cor
-            on_n = self._thr_cor
-            off_p = self._off_cor
-            off_n = self._off_cor
+            on_p = self._p[_P_THR_COR]
+            on_n = self._p[_P_THR_COR]
+            off_p = self._p[_P_OFF_COR]
+            off_n = self._p[_P_OFF_COR]
         if act == 0:
             if v >= on_p:
                 act = 1
@@ -677,7 +642,7 @@ class Motion:
             if a > ch[o + _C_PEAK]:
                 ch[o + _C_PEAK] = a
             ch[o + _C_LAST] = t
-            if t - ch[o + _C_T0] > self._max_dur:
+            if t - ch[o + _C_T0] > self._p[_P_MAX_DUR]:
                 # sustained offset, not a manoeuvre (bad mounting, towing on a slope...)
                 self.counters["too_long"] += 1
                 ch[o + _C_ACT] = 0
@@ -685,7 +650,7 @@ class Motion:
         # end of the event
         ch[o + _C_ACT] = 0
         dur = t - ch[o + _C_T0]
-        if dur < self._min_dur:
+        if dur < self._p[_P_MIN_DUR]:
             return
         sp0 = ch[o + _C_SP0]
         sp1 = self._speed_at(t)
@@ -730,8 +695,8 @@ class Motion:
         # bend entered while braking below the gate does not count. Unknown speed: pass.
         if c == 0:
             hi = sp0 if sp0 > sp1 else sp1
-            return hi < 0 or hi >= self._gate_long
-        gate = self._gate_cor
+            return hi < 0 or hi >= self._p[_P_GATE_LONG]
+        gate = self._p[_P_GATE_COR]
         lo = sp0
         hi = sp1
         if lo > hi:
@@ -745,7 +710,7 @@ class Motion:
             return True
         if hi < gate:
             return False
-        return dur * (hi - gate) // (hi - lo) >= self._min_dur
+        return dur * (hi - gate) // (hi - lo) >= self._p[_P_MIN_DUR]
 
     def _q_slot(self):
         if self._evq_n >= _QN:
@@ -760,7 +725,7 @@ class Motion:
         ch = self._ch
         m2 = vx * vx + vy * vy
         if ch[_C_ACT] == 0:
-            if m2 < self._thr_min2:
+            if m2 < self._p[_P_THR_MIN2]:
                 return
             ch[_C_ACT] = 1
             ch[_C_T0] = t
@@ -774,7 +739,7 @@ class Motion:
             ch[_C_CRS] = self._crs
             ch[_C_SX0] = vx
             ch[_C_SY0] = vy
-        if m2 >= self._off_min2:
+        if m2 >= self._p[_P_OFF_MIN2]:
             ch[_C_N] += 1
             ch[_C_SVX] += vx
             ch[_C_SVY] += vy
@@ -783,13 +748,13 @@ class Motion:
                 ch[_C_PVX] = vx
                 ch[_C_PVY] = vy
                 ch[_C_TPK] = t
-            if t - ch[_C_T0] > self._max_dur:
+            if t - ch[_C_T0] > self._p[_P_MAX_DUR]:
                 self.counters["too_long"] += 1
                 ch[_C_ACT] = 0
             return
         ch[_C_ACT] = 0
         dur = t - ch[_C_T0]
-        if dur < self._min_dur:
+        if dur < self._p[_P_MIN_DUR]:
             return
         q = self._q_slot()
         if q < 0:
@@ -906,15 +871,15 @@ class Motion:
             self._gx = None
             return
         a = (fix.speed_mmps - rv) * 1000 // (fix.t_ms - rt) * 1000 // 9807   # mg
-        if fix.speed_mmps < self._gate_long or rv < self._gate_long:
+        if fix.speed_mmps < self._p[_P_GATE_LONG] or rv < self._p[_P_GATE_LONG]:
             # the speed gate holds for the whole difference (as the truth gates each instant): the
             # last second of a stop, where a receiver's speed drops to 0, is not a harsh brake
             a = 0
         gx = self._gx
         if gx is None:
-            if a >= self._thr_acc:
+            if a >= self._p[_P_THR_ACC]:
                 sign = 1
-            elif a <= -self._thr_brk:
+            elif a <= -self._p[_P_THR_BRK]:
                 sign = -1
             else:
                 return
@@ -924,7 +889,7 @@ class Motion:
         v = a * sign
         # no hysteresis here: the GNSS speed's noise (0.1-0.3 m/s per fix, up to 10 overlapping ~1 s
         # differences a second) would keep a brisk but normal stop above 80 % of the threshold
-        if v >= (self._thr_acc if sign > 0 else self._thr_brk):
+        if v >= (self._p[_P_THR_ACC] if sign > 0 else self._p[_P_THR_BRK]):
             gx[2] = fix.t_ms
             if v > gx[3]:
                 gx[3] = v
@@ -933,7 +898,7 @@ class Motion:
             return
         self._gx = None
         dur = gx[2] - gx[1]
-        if dur < self._min_dur or dur > self._max_dur:
+        if dur < self._p[_P_MIN_DUR] or dur > self._p[_P_MAX_DUR]:
             return
         if gx[5] < 2 and fix.t_ms - gx[1] < 2 * _PAIR_MIN_MS:
             # at 5-10 Hz one difference above the threshold is not enough: it must hold over a
@@ -1021,7 +986,7 @@ class Motion:
             self._wq_head = (self._wq_head + 1) % _WN
             self._wq_n -= 1
             self._lc.window(q[o], q[o + 1], q[o + 2], q[o + 3], n)
-            still = (0 <= spd < self._still_mmps) or (spd < 0 and act < self._moving_act // 2)
+            still = (0 <= spd < self._p[_P_STILL_MMPS]) or (spd < 0 and act < self._p[_P_MOVING_ACT] // 2)
             gv = self._gvec
             if still and spd >= 0:
                 # stopped by the last fix, but the fixes lag the accelerometer (GNSS lag, up to a fix
@@ -1031,7 +996,7 @@ class Motion:
                     if self._still_window(self._sp_pop()):
                         continue
                 r = self._spq
-                k = ((self._sp_h + self._sp_n) % _SPN) * _WF
+                k = ((self._sp_h + self._sp_n) % _SPN) * _SPF
                 for j in range(5):
                     r[k + j] = q[o + j] if j < 4 else n
                 self._sp_n += 1
@@ -1062,7 +1027,7 @@ class Motion:
         gv = self._gvec
         if gv is not None and self._gs_n >= 8 and angle_deg(m, gv) > self._knock_deg:
             self._knock_n += 1
-            if self._knock_n >= self._knock_windows:
+            if self._knock_n >= self._p[_P_KNOCK_WINDOWS]:
                 self.counters["knocks"] += 1
                 self._recalibrate(m)
                 return True
@@ -1079,8 +1044,8 @@ class Motion:
         if not valid or not self._sp_n:
             return
         horizon = fix.t_ms - (self._lc.nl * 125 + 1200)
-        moving = fix.speed_mmps >= self._still_mmps
-        while self._sp_n and self._spq[self._sp_h * _WF] <= horizon:
+        moving = fix.speed_mmps >= self._p[_P_STILL_MMPS]
+        while self._sp_n and self._spq[self._sp_h * _SPF] <= horizon:
             if self._still_window(self._sp_pop()):
                 return
         if moving:
@@ -1089,7 +1054,7 @@ class Motion:
     def _sp_pop(self):
         # the oldest stopped window waiting: its mean (mg, box axes), as _drain_windows computed it
         r = self._spq
-        k = self._sp_h * _WF
+        k = self._sp_h * _SPF
         n = r[k + 4]
         self._sp_h = (self._sp_h + 1) % _SPN
         self._sp_n -= 1
@@ -1132,9 +1097,9 @@ class Motion:
             self.calib_lag_ms = lc.lag_ms
         self._gvec = gv   # knock / re-mount checks compare with it
         n = lc.pairs
-        if self._restored_q and self.calib_state == "calibrated" and (q < self._calib_min_q or n < 30):
+        if self._restored_q and self.calib_state == "calibrated" and (q < self._p[_P_CALIB_MIN_Q] or n < 30):
             return   # keep the persisted calibration until a fresh one is as good
-        if xv is not None and q >= self._calib_min_q:
+        if xv is not None and q >= self._p[_P_CALIB_MIN_Q]:
             if self._mode == 1 and self._ch[_C_ACT] != 0:
                 # a candidate is under way: switching frames resets the detectors and would lose
                 # it. Switch once it has ended (queued, then classified with the held ones).
@@ -1258,9 +1223,9 @@ class Motion:
         is closed with what it has (a collision often cuts the power: it must not be lost)."""
         self.poll()
         if self._cst == _CR_POST:
-            self._cpost_done = self._post_n - self._cpost
+            self._cpost_done = self._p[_P_POST_N] - self._cpost
             # the configured pre-trigger time plus the post-trigger samples it got
-            self._cvalid = self._ring_n - self._post_n + self._cpost_done
+            self._cvalid = self._p[_P_RING_N] - self._p[_P_POST_N] + self._cpost_done
             if self._cvalid > self._filled:
                 self._cvalid = self._filled
             self._cst = _CR_READY
@@ -1285,7 +1250,7 @@ class Motion:
             # in time order in place (rotated left to its oldest sample): no 6 KB block at the crash,
             # when the heap is fullest. On the box it is the ring's memory: valid until the next
             # feed(), the consumer encodes or copies it at once (the Box: into its crash record)
-            rn = self._ring_n
+            rn = self._p[_P_RING_N]
             start = (self._rp // 3 - n) % rn   # rp points at the oldest sample of the frozen ring
             if start:
                 self._ring_rotate(6 * start)
@@ -1307,7 +1272,7 @@ class Motion:
     def _ring_rotate(self, d):
         # the ring's bytes rotated left by d (a multiple of 6) in place, c bytes at a time through a
         # small buffer; each copy moves a chunk into the one before it (never overlapping)
-        rb = byte_view(self._ring, 6 * self._ring_n)
+        rb = byte_view(self._ring, 6 * self._p[_P_RING_N])
         ln = len(rb)
         tmp = bytearray(768)   # 128 samples
         while d > 0:
