@@ -185,7 +185,7 @@ class Box:
         # parser's "quiet line ends the epoch" fallback must wait longer than one loop period
         self.parser = NMEAParser(on_fix=self._on_fix, idle_ms=_NMEA_IDLE_MS)
         self.odo = Odometer(odo_cfg, st.get("odo"))
-        self.trip = TripTracker(trip_cfg, emit=self._emit, score_fn=score_trip, before_end=self._trip_ending)
+        self.trip = TripTracker(trip_cfg, emit=self._emit, score_fn=score_trip, before_end=self._flush_motion)
         self._uart_buf = bytearray(min(_UART_BUF_MAX, (cfg["gnss_baud"] // 100 + 31) // 32 * 32))
         self._last_gnss_ms = now
         self._gnss_missing_reported = False
@@ -390,15 +390,12 @@ class Box:
             del rec
             self.flush()
 
-    def _trip_ending(self):
+    def _flush_motion(self):
         # trip end, before its summary: events motion still holds (pending their speed check, or
         # held for want of a calibration: they go out as `unclassified`) are emitted now, inside the
-        # trip, so the trip_end counts and score include them; then a status record, so that the
-        # trip's last supply reading (a consumer's battery at the trip's end: the last status at or
-        # before the trip_end) is the one at its end, not the one from before its start
+        # trip, so the trip_end counts and score include them
         if self.motion is not None:
             self.motion.flush()
-        self._emit_status(self.clock.ticks_ms())
 
     # ---- records ----
     def _emit(self, rec):

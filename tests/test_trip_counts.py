@@ -114,47 +114,6 @@ def test_replay_json_counts_next_to_events():
     assert rep["trips"][0]["counts"]["harsh_brake"] == 1
 
 
-def test_the_trip_end_has_a_status_with_the_supply_at_its_end(tmp_path, monkeypatch):
-    """The consumer's battery at a trip's end is the last status at or before its trip_end: the box
-    writes one as the trip ends (before the summary), so it is the supply then, not the reading from
-    before the start. The commute, then parked with the ignition off long enough (240 s) for the trip
-    to end while the box is on. Truth: the trace's own power lines."""
-    from tools.sim import scenarios
-    from tools.sim.engine import simulate
-
-    def commute_parked(rng, duration_s=None):
-        sc = scenarios.commute(rng)
-        assert sc["program"][-1][0] == "park"
-        sc["program"][-1] = ("park", 240.0)
-        return sc
-
-    monkeypatch.setitem(scenarios.SCENARIOS, "commute_parked", commute_parked)
-    path = str(tmp_path / "parked.jsonl.gz")
-    simulate(path, "commute_parked", seed=1)
-    with gzip.open(path, "rt") as f:
-        power = [(round(d["t"] * 1000), d["mv"]) for d in map(json.loads, f) if d.get("s") == "power"]
-    fs = tmp_path / "flash"
-    fs.mkdir()
-    box = replay_until(plain(path, tmp_path), str(fs))
-    recs = stored_records(str(fs))
-    (te,) = [r for r in recs if r["type"] == "trip_end"]
-    # the trip ended 180 s (trip_end_s) after the car stopped, before the trace's end (not a power cut)
-    shutdown_ms = box.clock.ticks_ms()
-    assert te["end_t_ms"] + 180000 <= shutdown_ms - 30000
-    before = [r for r in recs if r["type"] == "status" and r["seq"] < te["seq"]]
-    first, last = before[0], before[-1]
-    assert last["seq"] > te["trip"] and last["t_ms"] >= te["end_t_ms"] + 180000
-    # only the motion events flushed at the trip's end may come between it and the trip_end
-    assert all(r["type"] in ("event", "odometer") for r in recs if last["seq"] < r["seq"] < te["seq"])
-
-    def mv_at(t_ms):
-        return [mv for t, mv in power if t <= t_ms][-1]
-
-    assert last["supply_mv"] == mv_at(last["t_ms"])
-    assert first["supply_mv"] == mv_at(first["t_ms"]) and first["seq"] < te["trip"]
-    assert last["supply_mv"] != first["supply_mv"]
-
-
 def test_trip_end_bridged_m_is_the_distance_driven_through_the_outages(tmp_path):
     """trip_end.bridged_m: the part of the trip's distance the odometer bridged over GNSS outages (it
     was always 0). Truth: the simulator's tunnels (gnss_outage) and its cumulative distance."""
