@@ -104,6 +104,18 @@ class Box:
         # table, under config.json), and the replay's tunables; the Box adds its derived sizes to it.
         # (Not merged with the schema here: loading it at this point, between the modules and the
         # Box's first big buffer, left the codec models no hole on a 92K heap.)
+        # every one of the Box's 47 names first, before any buffer: its instance dict grows through its
+        # smaller tables here, on an empty heap, and not to its 47 slots (752 B) between the boot's buffers
+        # (a 96K heap had no hole left for it there). A name added to the Box is added here too.
+        self.cfg = self.clock = self.gnss_uart = self.power = self.root = self.device = self.boot = None
+        self.quick_resets = self._boot_ms = self._persist = self._spare_enc = self._spare_key = None
+        self.enc = self.accel = self.motion = self._motion_cfg = self.faults = self._unstored = None
+        self._store_down_ms = self._store_retry_at = self._store_backoff = self._accel_down_ms = None
+        self._accel_retry_at = self._accel_backoff = self.store = self._enc_prio = self._enc_t0 = None
+        self.records_count = self.records_bytes = self.pos_count = self.blocks = self.tampers = None
+        self.loose_events = self.parser = self.odo = self.trip = self._uart_buf = self._last_gnss_ms = None
+        self._gnss_missing_reported = self._first_good_fix = self._last_pos_ms = self._last_status_ms = None
+        self._status_every_ms = self._last_state_ms = self._last_step_ms = self.link = self.pmio = None
         cfg = config
         if "store_max_bytes" not in cfg:
             cfg["store_max_bytes"] = cfg["store_max_kb"] * 1024
