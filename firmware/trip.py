@@ -189,11 +189,9 @@ class TripTracker:
         utc = -1
         if lf and lf[1] >= 0:
             utc = lf[1] - (lf[0] - t_ms) // 1000
-        self.state = _DRIVING
-        if not self._was_moving:
-            # a movement before this trip (hours ago, the box asleep in between) must not end it at once
-            self._last_move_ms = -1
-        self.trip = {
+        # the accumulators first: a MemoryError building them (the supervisor catches it) must not leave
+        # the tracker DRIVING with no trip dict (a TypeError at the next fix, out of the loop)
+        tr = {
             "start_t_ms": t_ms, "start_utc_s": utc, "start_lat_e7": lat, "start_lon_e7": lon,
             "end_lat_e7": lat, "end_lon_e7": lon,
             "distance_mm": pending_mm, "bridged_mm": 0, "max_speed_mmps": 0,
@@ -205,6 +203,11 @@ class TripTracker:
             # supervisor) still ends with a summary (its trip -1), not a KeyError at the trip's end
             "trip": -1,
         }
+        self.trip = tr
+        self.state = _DRIVING
+        if not self._was_moving:
+            # a movement before this trip (hours ago, the box asleep in between) must not end it at once
+            self._last_move_ms = -1
         self._overspeed_since = -1
         self._idle_since = -1
         self._idle_reported = False
