@@ -339,7 +339,7 @@ class Agent:
         cid = m.get("client_id") or ("paydbox-agent-" + self.device)
         # .../resend: gap-repair requests of the consumer, which may not send commands (least privilege)
         subs = [self.topic("cmd"), self.topic("resend")] + ([self.topic("ack")] if self.e2e else [])
-        self.mq = Publisher(m, cid, self.topic("status"), self._status_json("offline"),
+        self.mq = Publisher(m, cid, self.topic("status"), self._will_json(),
                             on_message=self._on_mqtt_message, sub_topics=subs)
 
     # ---- serial
@@ -932,6 +932,14 @@ class Agent:
             "link_counters": self.link.stats() if self.link is not None else {},
             "outputs": {f.name: f.stats() for f in self.forwarders},
         }
+
+    def _will_json(self):
+        """The last will: the broker publishes it (retained) when the agent is gone without a DISCONNECT
+        (SIGKILL, power cut, network loss), at a moment the agent cannot know. So it carries only what stays
+        true then: who (fleet, device, agent version) and that it is offline; no queue, link or counter
+        figure, which would be the ones of when the client was built (a stale status)."""
+        return json.dumps({"state": "offline", "reason": "connection lost", "agent": VERSION,
+                           "fleet": self.fleet, "device": self.device}, sort_keys=True)
 
     def _status_json(self, state="online"):
         return json.dumps(self._status(state), sort_keys=True)

@@ -674,3 +674,50 @@ def test_a_bad_command_is_answered_through_the_broker(tmp_path):
     assert sorted(r["error"].split(" (")[0] for r in ops.results if not r["ok"]) == sorted(
         why for _, why in BAD_COMMANDS)
     assert cb.ran == ["good"] and agent.log().count("bad command on paydbox/f1/%s/cmd refused" % DEV) == 7
+
+
+def _retained_status(host, port):
+    """The retained status a subscriber that comes now gets (a fresh connection, clean start)."""
+    got = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-late", protocol=mqtt.MQTTv5)
+    c.on_connect = lambda c_, u, f, rc, p: c_.subscribe("paydbox/f1/%s/status" % DEV, 1)
+    c.on_message = lambda c_, u, m: got.append((m.retain, json.loads(m.payload)))
+    c.connect(host, port)
+    c.loop_start()
+    try:
+        assert wait_for(lambda: got, 10), "no retained status"
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got[0]
+
+
+def test_the_will_after_a_sigkill_says_offline_and_nothing_stale(tmp_path):
+    """SIGKILL: the broker publishes the will, retained. It says offline, and every other field it carries
+    is what the agent's last online status said (who it is): no queue, link or counter figure of when
+    paho's client was built (that one said link down, 0 commands, uptime 0)."""
+    b = Broker(tmp_path / "mosquitto").start()
+    cb = CountingBox()
+    ops = Ops(b.host, b.port)
+    agent = _start_agent(tmp_path, cb.box.path, b.host, b.port, "5")
+    try:
+        assert wait_for(lambda: ops.status and ops.status[-1].get("link") == "up", 30), agent.log()[-2000:]
+        ops.send("k")
+        assert wait_for(lambda: ops.answers("k") and ops.status[-1]["counters"]["cmds"] == 1, 20), \
+            agent.log()[-2000:]
+        last = ops.status[-1]
+        assert last["state"] == "online"
+        agent.kill()
+        assert wait_for(lambda: ops.status[-1].get("state") == "offline", 20), "no will after SIGKILL"
+        will = ops.status[-1]
+        retained, now = _retained_status(b.host, b.port)
+    finally:
+        agent.terminate()
+        ops.close()
+        cb.box.stop()
+        b.stop()
+    assert retained and now == will  # the retained status is the will, not the last online one
+    stale = {k: (v, last.get(k)) for k, v in will.items()
+             if k not in ("state", "reason") and v != last.get(k)}
+    assert stale == {}, stale
+    assert (will["state"], will["fleet"], will["device"]) == ("offline", "f1", DEV)
