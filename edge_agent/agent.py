@@ -140,6 +140,34 @@ def _boot_id():
         return None
 
 
+def _parse_cmd(payload):
+    """(command dict, None), or (what could be read, the one-line reason it is refused)."""
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, "payload: not UTF-8 at byte %d" % e.start
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, "payload: not JSON at byte %d (%s)" % (len(text[:e.pos].encode()), e.msg)
+    except RecursionError:
+        return None, "payload: JSON nested too deep"
+    if not isinstance(d, dict):
+        return None, "payload: a JSON object expected, got %s" % type(d).__name__
+    if "id" not in d:
+        return d, "id: missing"
+    cid = d["id"]
+    if not isinstance(cid, (str, int)) or isinstance(cid, bool):
+        return d, "id: a string or an integer expected, got %s" % type(cid).__name__
+    if isinstance(cid, str) and (not cid or cid.startswith("\0")):
+        return d, "id: must be non-empty and not start with NUL"
+    if "cmd" not in d:
+        return d, "cmd: missing"
+    if not isinstance(d["cmd"], str):
+        return d, "cmd: a string expected, got %s" % type(d["cmd"]).__name__
+    return d, None
+
+
 def _valid_box_hello(v):
     """A box HELLO the agent can act on: a dict naming a non-empty device id and an integer boot."""
     return (isinstance(v, dict) and v.get("role") == "box" and isinstance(v.get("device"), str)
@@ -241,7 +269,7 @@ class Agent:
             "republished": 0, "cmds": 0, "results": 0, "serial_errors": 0, "device_mismatch": 0,
             "bad_frames": 0, "blocks_quarantined": 0, "internal_errors": 0, "e2e_acked": 0, "e2e_resent": 0,
             "e2e_acks": 0, "bad_acks": 0, "resend_requests": 0, "resent_from_archive": 0, "dropped_blocks": 0,
-            "dropped_records": 0, "cmd_repeats": 0, "cmd_expired": 0, "results_republished": 0,
+            "dropped_records": 0, "bad_cmds": 0, "cmd_repeats": 0, "cmd_expired": 0, "results_republished": 0,
         }
         for k in ("dropped_blocks", "dropped_records"):  # data loss stays visible across restarts
             self.counters[k] = int(self.queue.get_meta(k) or 0)
@@ -311,7 +339,7 @@ class Agent:
         cid = m.get("client_id") or ("paydbox-agent-" + self.device)
         # .../resend: gap-repair requests of the consumer, which may not send commands (least privilege)
         subs = [self.topic("cmd"), self.topic("resend")] + ([self.topic("ack")] if self.e2e else [])
-        self.mq = Publisher(m, cid, self.topic("status"), self._status_json("offline"),
+        self.mq = Publisher(m, cid, self.topic("status"), self._will_json(),
                             on_message=self._on_mqtt_message, sub_topics=subs)
 
     # ---- serial
@@ -653,22 +681,27 @@ class Agent:
                 self._untrack(rid)
             self.counters["e2e_acked"] += len(ids)
 
+    def _bad_cmd(self, topic, d, why):
+        """A command the agent cannot take: counted, logged and answered on cmd/result with one line naming
+        the problem. The answer is kept like any result (cmd_state) until the broker PUBACKs it, under a key
+        of its own (NUL-led: _parse_cmd refuses such ids), so it is never silently lost."""
+        self.counters["bad_cmds"] += 1
+        cid = d.get("id") if isinstance(d, dict) else None
+        if not (isinstance(cid, (str, int)) and not isinstance(cid, bool)):
+            cid = None
+        log.warning("bad command on %s refused: %s", topic, why)
+        key = "\0bad-%d-%d" % (int(time.time() * 1000), self.counters["bad_cmds"])
+        self._answer(key, {"id": cid, "ok": False, "error": why}, by_agent=True)
+
     def _on_cmd_message(self, msg, resend_only=False):
         if msg.retain:
             log.warning("ignoring retained command on %s", msg.topic)
             return
-        try:
-            d = json.loads(msg.payload)
-            if not isinstance(d, dict):
-                raise TypeError("not an object")
-            cid = d["id"]
-            d["cmd"]
-            if not isinstance(cid, (str, int)) or isinstance(cid, bool):
-                raise TypeError("id")
-        except (ValueError, KeyError, TypeError, RecursionError):
-            self.mq.publish(self.topic("cmd/result"), json.dumps({"id": None, "ok": False,
-                            "error": "command must be JSON with id and cmd"}), qos=1)
+        d, why = _parse_cmd(msg.payload)
+        if why is not None:
+            self._bad_cmd(msg.topic, d, why)
             return
+        cid = d["id"]
         if resend_only and d["cmd"] != "resend":
             self.counters["bad_acks"] += 1
             log.warning("only resend requests are taken on %s, not %r", msg.topic, d["cmd"])
@@ -899,6 +932,14 @@ class Agent:
             "link_counters": self.link.stats() if self.link is not None else {},
             "outputs": {f.name: f.stats() for f in self.forwarders},
         }
+
+    def _will_json(self):
+        """The last will: the broker publishes it (retained) when the agent is gone without a DISCONNECT
+        (SIGKILL, power cut, network loss), at a moment the agent cannot know. So it carries only what stays
+        true then: who (fleet, device, agent version) and that it is offline; no queue, link or counter
+        figure, which would be the ones of when the client was built (a stale status)."""
+        return json.dumps({"state": "offline", "reason": "connection lost", "agent": VERSION,
+                           "fleet": self.fleet, "device": self.device}, sort_keys=True)
 
     def _status_json(self, state="online"):
         return json.dumps(self._status(state), sort_keys=True)

@@ -65,14 +65,16 @@ class Publisher:
     # ---- client construction
     def _make_client(self):
         if self._client is not None:
+            # the old client's connection (refused, or no CONNACK): DISCONNECT (paho writes it at once when
+            # not inside one of its callbacks, and calls on_disconnect before it closes the socket, as in
+            # close()), then the socket drained, never closed with bytes unread (a TCP reset)
+            old = self._client
+            old.on_disconnect = lambda client, *a: close_without_reset(client.socket(), 1.0)
             try:
-                self._client.disconnect()
+                old.disconnect()
             except Exception:
                 pass
-            try:
-                self._client.socket() and self._client.socket().close()
-            except Exception:
-                pass
+            _drop_socket(old)
         self.generation += 1
         c = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -167,10 +169,7 @@ class Publisher:
             if self._connecting_since is not None and now - self._connecting_since > 10:
                 log.warning("no CONNACK within 10 s")
                 self._on_disconnect(c, None, None, "connack timeout", None)
-                try:
-                    c.socket() and c.socket().close()
-                except Exception:
-                    pass
+                _drop_socket(c)
             return
         if now < self.next_try:
             if timeout:
@@ -229,6 +228,23 @@ class Publisher:
         except Exception:
             pass
         self.connected = False
+
+
+def _drop_socket(client, timeout_s=1.0):
+    """A connection given up (no CONNACK in time, or the client replaced on a fallback to 3.1.1): its
+    socket closed through close_without_reset (half-close, read empty, at most timeout_s), never with
+    bytes unread (a TCP reset: the broker drops what it had not read yet)."""
+    try:
+        sock = client.socket()
+    except Exception:
+        return
+    if sock is None:
+        return
+    close_without_reset(sock, timeout_s)
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def close_without_reset(sock, timeout_s=2.0):

@@ -127,3 +127,89 @@ def test_close_without_reset_returns_on_a_socket_already_gone():
     a.close()
     close_without_reset(a)  # closed: shutdown fails, nothing raised
     close_without_reset(None)
+
+
+class EndWatch:
+    """A TCP forwarder between the agent and Mosquitto that tells how each agent connection ended: a clean
+    EOF (FIN) or a TCP reset (a socket closed with bytes unread)."""
+
+    def __init__(self, host, port):
+        import socket
+        self.up = (host, port)
+        self.ends = []
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        while True:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                return
+            u = socket.create_connection(self.up, 5)
+            threading.Thread(target=self._pump, args=(a, u, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, a, False), daemon=True).start()
+
+    def _pump(self, a, b, from_agent):
+        import socket
+        end = "eof"
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except ConnectionResetError:
+            end = "reset"
+        except OSError:
+            end = "error"
+        if from_agent:
+            self.ends.append(end)
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+@pytest.mark.parametrize("path", ["connack timeout", "client replaced"])
+def test_a_connection_given_up_is_closed_without_a_reset(tmp_path, path):
+    """The two failed-connection paths (no CONNACK within 10 s; the client replaced on a fallback to 3.1.1)
+    close through close_without_reset: with the broker's CONNACK and the session's queued messages unread
+    in the socket, a plain close() is a TCP reset (every time, 50 of 50 before)."""
+    b = Broker(tmp_path / "mosquitto").start()
+    s = Stream(b.host, b.port)
+    w = EndWatch(b.host, b.port)
+    cfg = {"host": "127.0.0.1", "port": w.port, "protocol": "5"}
+    try:
+        p = _connect(b, "5", [])  # the persistent session exists (direct, not through the watch)
+        p.close()
+        for i in range(3):
+            s.burst(50)  # queued for the session: the broker sends them right after its CONNACK
+            time.sleep(0.2)
+            p = Publisher(cfg, CID, "t/status", b"will", sub_topics=["t/cmd"])
+            p.step(0.0)  # CONNECT
+            p._client.loop_write()
+            time.sleep(0.3)  # CONNACK and the queued messages are in the socket, unread
+            if path == "connack timeout":
+                p._client.loop = lambda timeout=0.0: mqtt.MQTT_ERR_SUCCESS  # nothing read
+                p._connecting_since = time.monotonic() - 11
+                p.step(0.0)
+            else:
+                p._make_client()
+            assert wait_for_len(w.ends, i + 1, 5), w.ends
+    finally:
+        s.close()
+        b.stop()
+    assert w.ends == ["eof"] * 3
+
+
+def wait_for_len(lst, n, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if len(lst) >= n:
+            return True
+        time.sleep(0.02)
+    return False

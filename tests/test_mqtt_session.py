@@ -615,3 +615,109 @@ def test_a_bad_command_expiry_is_a_config_error(tmp_path, bad):
            "agent": {"cmd_expiry_s": bad}}
     with pytest.raises(ValueError, match="agent.cmd_expiry_s: must be > 0"):
         Agent(cfg)
+
+
+def _raw_command(agent, payload):
+    m = mqtt.MQTTMessage(topic=agent.topic("cmd").encode())
+    m.payload = payload
+    agent._on_mqtt_message(m)
+
+
+# (payload, the one-line error): byte offsets counted by hand (the é before the x is 2 bytes, 1 character)
+BAD_COMMANDS = [
+    (b'{"id": "a", "cmd": pin}', "payload: not JSON at byte 19"),
+    (b'{"n": "\xc3\xa9", x}', "payload: not JSON at byte 12"),
+    (b'{"id": "a\xff"}', "payload: not UTF-8 at byte 9"),
+    (b'["ping"]', "payload: a JSON object expected, got list"),
+    (b'{"cmd": "ping"}', "id: missing"),
+    (b'{"id": true, "cmd": "ping"}', "id: a string or an integer expected, got bool"),
+    (b'{"id": "q"}', "cmd: missing"),
+]
+
+
+def test_a_bad_command_gets_a_one_line_error_that_is_kept_until_the_broker_has_it(tmp_path):
+    """Bad input gets a clear one-line error naming the problem, on cmd/result, and that answer is kept
+    (cmd_state) like any result until the broker PUBACKs it: the agent restarted before it could publish it
+    (no broker here) still has it. Nothing of it is run or remembered as a command id."""
+    a = _agent_in_process(tmp_path, DEV)
+    for payload, _ in BAD_COMMANDS:
+        _raw_command(a, payload)
+    assert a.counters["bad_cmds"] == len(BAD_COMMANDS) and a.pending_cmds == {} and a.recent_cmd_ids == []
+    a.queue.close()
+    a = _agent_in_process(tmp_path, DEV)
+    got = [(e["r"]["id"], e["r"]["ok"], e["r"]["error"].split(" (")[0], e["acked"])
+           for e in a.cmd_results.values()]
+    assert got == [(None, False, why, False) for _, why in BAD_COMMANDS[:-1]] + [
+        ("q", False, "cmd: missing", False)]
+    _command(a, "q")  # the id of a refused command is free for a good one
+    assert list(a.pending_cmds) == ["q"]
+    a.queue.close()
+
+
+def test_a_bad_command_is_answered_through_the_broker(tmp_path):
+    b = Broker(tmp_path / "mosquitto").start()
+    cb = CountingBox()
+    ops = Ops(b.host, b.port)
+    agent = _start_agent(tmp_path, cb.box.path, b.host, b.port, "5")
+    try:
+        assert wait_for(lambda: ops.status and ops.status[-1].get("state") == "online",
+                        30), agent.log()[-2000:]
+        for payload, _ in BAD_COMMANDS:
+            ops.c.publish("paydbox/f1/%s/cmd" % DEV, payload, qos=1).wait_for_publish(5)
+        ops.send("good")
+        assert wait_for(lambda: len(ops.results) == len(BAD_COMMANDS) + 1, 20), agent.log()[-3000:]
+    finally:
+        agent.terminate()
+        ops.close()
+        cb.box.stop()
+        b.stop()
+    assert sorted(r["error"].split(" (")[0] for r in ops.results if not r["ok"]) == sorted(
+        why for _, why in BAD_COMMANDS)
+    assert cb.ran == ["good"] and agent.log().count("bad command on paydbox/f1/%s/cmd refused" % DEV) == 7
+
+
+def _retained_status(host, port):
+    """The retained status a subscriber that comes now gets (a fresh connection, clean start)."""
+    got = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-late", protocol=mqtt.MQTTv5)
+    c.on_connect = lambda c_, u, f, rc, p: c_.subscribe("paydbox/f1/%s/status" % DEV, 1)
+    c.on_message = lambda c_, u, m: got.append((m.retain, json.loads(m.payload)))
+    c.connect(host, port)
+    c.loop_start()
+    try:
+        assert wait_for(lambda: got, 10), "no retained status"
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got[0]
+
+
+def test_the_will_after_a_sigkill_says_offline_and_nothing_stale(tmp_path):
+    """SIGKILL: the broker publishes the will, retained. It says offline, and every other field it carries
+    is what the agent's last online status said (who it is): no queue, link or counter figure of when
+    paho's client was built (that one said link down, 0 commands, uptime 0)."""
+    b = Broker(tmp_path / "mosquitto").start()
+    cb = CountingBox()
+    ops = Ops(b.host, b.port)
+    agent = _start_agent(tmp_path, cb.box.path, b.host, b.port, "5")
+    try:
+        assert wait_for(lambda: ops.status and ops.status[-1].get("link") == "up", 30), agent.log()[-2000:]
+        ops.send("k")
+        assert wait_for(lambda: ops.answers("k") and ops.status[-1]["counters"]["cmds"] == 1, 20), \
+            agent.log()[-2000:]
+        last = ops.status[-1]
+        assert last["state"] == "online"
+        agent.kill()
+        assert wait_for(lambda: ops.status[-1].get("state") == "offline", 20), "no will after SIGKILL"
+        will = ops.status[-1]
+        retained, now = _retained_status(b.host, b.port)
+    finally:
+        agent.terminate()
+        ops.close()
+        cb.box.stop()
+        b.stop()
+    assert retained and now == will  # the retained status is the will, not the last online one
+    stale = {k: (v, last.get(k)) for k, v in will.items()
+             if k not in ("state", "reason") and v != last.get(k)}
+    assert stale == {}, stale
+    assert (will["state"], will["fleet"], will["device"]) == ("offline", "f1", DEV)
