@@ -639,7 +639,7 @@ class Box:
                        "accel_overruns": self.accel.overruns if self.accel else 0},
             "tamper": list(self.tampers),
             "events": list(self.loose_events),
-            "faults": dict(self.faults),
+            "faults": dict(self.faults or {}),
             "store": self.store.stats(),
             "boot": self.boot,
             "power": self.pmio.core.summary(self.clock.ticks_ms()) if self.pmio is not None else None,
