@@ -166,7 +166,8 @@ class Box:
         rate = cfg["accel_rate_hz"]
         # supervisor fault counters (status and summary): failed accelerometer reads, outages
         self.faults = {"i2c_errors": 0, "accel_outages": 0, "accel_reinits": 0, "store_errors": 0,
-                       "blocks_lost": 0, "state_errors": 0, "link_errors": 0, "loop_faults": 0}
+                       "blocks_lost": 0, "state_errors": 0, "link_errors": 0, "loop_faults": 0,
+                       "motion_faults": 0}
         self._unstored = []  # [block, first_seq, last_seq, prio, count] the store refused (flash fault)
         self._store_down_ms = -1
         self._store_retry_at = 0
@@ -254,13 +255,17 @@ class Box:
         if accel is not None and (self._accel_down_ms < 0 or now >= self._accel_retry_at):
             k = self._read_accel(now)
             motion = self.motion
-            if k and motion is not None:
-                # the last sample of a FIFO read is the newest one: now; the others go back at the
-                # sample period, the same spacing Motion gives a chunk ((i * 1000) // rate: 2.5 ms
-                # at 400 Hz, not 1000 // 400 = 2, which stamped every read 10-15 ms into the future)
-                motion.feed(now - (k - 1) * 1000 // accel.odr_hz, accel.xyz_mg, k)
-            if motion is not None and hasattr(motion, "poll"):
-                motion.poll()
+            if motion is not None:
+                try:
+                    if k:
+                        # the last sample of a FIFO read is the newest one: now; the others go back
+                        # at the sample period, the same spacing Motion gives a chunk ((i * 1000) //
+                        # rate: 2.5 ms at 400 Hz, not 1000 // 400 = 2, which stamped every read
+                        # 10-15 ms into the future)
+                        motion.feed(now - (k - 1) * 1000 // accel.odr_hz, accel.xyz_mg, k)
+                    motion.poll()
+                except Exception as e:  # noqa: BLE001 (motion is not billing: _motion_fault)
+                    self._motion_fault(now, e)
         trip = self.trip
         power = self.power
         if power is not None:
@@ -352,7 +357,10 @@ class Box:
         bridged0 = self.odo.bridged_mm
         credited = self.odo.on_fix(fix, moving)
         if self.motion is not None:
-            self.motion.on_fix(fix)
+            try:
+                self.motion.on_fix(fix)
+            except Exception as e:  # noqa: BLE001 (motion is not billing: _motion_fault)
+                self._motion_fault(fix.t_ms, e)
         # a fix the odometer's quality gate dropped ((0,0), jump, HDOP...) is not a position either
         good = self.odo.counters["accepted"] > accepted0
         self.trip.on_fix(fix.t_ms, good, fix.utc_s, fix.lat_e7, fix.lon_e7, fix.speed_mmps, fix.course_cdeg,
@@ -407,7 +415,25 @@ class Box:
         # held for want of a calibration: they go out as `unclassified`) are emitted now, inside the
         # trip, so the trip_end counts and score include them
         if self.motion is not None:
-            self.motion.flush()
+            try:
+                self.motion.flush()
+            except Exception as e:  # noqa: BLE001 (the trip still ends: _motion_fault)
+                self._motion_fault(self.clock.ticks_ms(), e)
+
+    def _motion_fault(self, t_ms, e):
+        # A fault inside motion (calibration's floats with the heap full, an I2C sample it cannot
+        # use, a bug): counted, the first three of a boot as tamper records `motion_fault` (value:
+        # errno, else 0). The fix that was being handled still goes to the odometer and the trip,
+        # and the rest of the UART read to the parser: billed km never wait on motion. No backoff:
+        # the next feed, poll or fix is the retry (what failed was one call's transient heap).
+        f = self.faults
+        f["motion_faults"] += 1
+        if f["motion_faults"] <= 3:
+            try:
+                self._emit({"type": "tamper", "t_ms": t_ms, "reason": "motion_fault",
+                            "value": e.args[0] if e.args and isinstance(e.args[0], int) else 0})
+            except (OSError, MemoryError):
+                pass
 
     # ---- records ----
     def _emit(self, rec):

@@ -293,3 +293,44 @@ def test_no_heap_for_the_store_index():
     seqs.sort()
     assert_eq(seqs, list(range(len(seqs))), "stored seqs contiguous")
     assert_eq(len(seqs), s["records"]["count"], "every record stored")
+
+
+def test_no_heap_for_calibration():
+    # calibration's maths with the heap full (the MemoryErrors a 99K board saw, inside the GNSS
+    # parser's fix callback): a motion fault, counted and reported; the fix still reaches the
+    # odometer and the trip, and the rest of the UART read the parser, so the billed km and the
+    # positions are those of the same drive without the fault
+    from firmware.calib import LagCalib
+
+    real_solve = LagCalib.solve
+    real_pair = LagCalib.pair
+    st = {"n": 0}
+
+    def no_heap(self, *args):
+        st["n"] += 1
+        raise MemoryError("no heap")
+
+    def at(t, sess, board):
+        bad = 20000 <= t < 400000
+        LagCalib.solve = no_heap if bad else real_solve
+        LagCalib.pair = no_heap if bad else real_pair
+
+    clean, _ = drive(_fresh())
+    try:
+        s, box = drive(_fresh(), at)
+    finally:
+        LagCalib.solve = real_solve
+        LagCalib.pair = real_pair
+    if st["n"] < 100:
+        raise AssertionError("calibration was called %d times in the fault window" % st["n"])
+    f = s["faults"]
+    assert_eq(f["motion_faults"], st["n"], "every motion fault counted")
+    assert_eq(f["loop_faults"], 0, "no fault left the motion guard")
+    assert_eq(reasons(s).count("motion_fault"), 3, "the first three reported")
+    d = s["odometer_mm"] / 1000
+    if abs(d - TRUE_DIST_M) / TRUE_DIST_M >= 0.005:
+        raise AssertionError("odometer %.1f m vs true %.1f m" % (d, TRUE_DIST_M))
+    assert_eq(s["odometer_mm"], clean["odometer_mm"], "billed distance unchanged by the fault")
+    assert_eq(len(s["trips"]), 1, "trips")
+    assert_eq(s["trips"][0]["distance_m"], clean["trips"][0]["distance_m"], "trip distance")
+    assert_eq(s["records"]["pos"], clean["records"]["pos"], "positions recorded")
