@@ -35,6 +35,38 @@ _S_AM = const(9)
 _S_LM = const(12)
 _S_MM = const(15)
 _WF = const(5)    # window history: t_end, sx, sy, sz, n
+# solve()'s scratch (array of doubles, self._w: the same floats as Python's, no list or tuple made
+# while the heap is at its fullest): _shared()'s values, the combined forward (_W_F, 3) and its ok
+# flag, the two estimates of _combine() (_EF each: unit forward 3, variance, scale), then two fit
+# blocks (_B0: the best lag's, _B1: another lag's) of _FB each: X 3, Y 3, residual covariance 6
+# (upper triangle r00 r01 r02 r11 r12 r22), mean m 3, rss, dof, var_x, var_y
+_USE_A = const(1)   # _shared() / _fit() bits: the longitudinal regressor (X) is informative
+_USE_L = const(2)   # ... the lateral one (Y)
+_W_N = const(0)
+_W_MA = const(1)
+_W_ML = const(2)
+_W_NMA = const(3)
+_W_NML = const(4)
+_W_CAA = const(5)
+_W_CAL = const(6)
+_W_CLL = const(7)
+_W_DET = const(8)
+_W_OK = const(9)
+_W_F = const(10)
+_W_E = const(13)
+_EF = const(5)
+_B0 = const(23)
+_F_X = const(0)
+_F_Y = const(3)
+_F_R = const(6)
+_F_M = const(12)
+_F_RSS = const(15)
+_F_DOF = const(16)
+_F_VX = const(17)
+_F_VY = const(18)
+_FB = const(19)
+_B1 = const(42)     # _B0 + _FB
+_WN = const(61)     # _B1 + _FB
 # 1-sigma tilt of gravity read through an unknown sensor bias (50 mg: phone-class parts reach 80)
 _BIAS_RAD = 0.05
 _EXC_MG2 = 400.0   # a regressor needs a spread of >= 20 mg rms over the pairs to be informative
@@ -44,10 +76,6 @@ def _dot(a, b):
     return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 
 
-def _cross(a, b):
-    return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
-
-
 def _unit(v):
     n = math.sqrt(_dot(v, v))
     if n <= 0:
@@ -55,23 +83,19 @@ def _unit(v):
     return [v[0] / n, v[1] / n, v[2] / n]
 
 
-def _horiz(v, up):
-    d = _dot(v, up)
-    return [v[0] - d * up[0], v[1] - d * up[1], v[2] - d * up[2]]
-
-
-def _quad(M, v):
-    return _dot(v, [_dot(M[0], v), _dot(M[1], v), _dot(M[2], v)])
+def _angle(a0, a1, a2, b0, b1, b2):
+    # angle_deg of two vectors given by their components (no list)
+    na = math.sqrt(a0 * a0 + a1 * a1 + a2 * a2)
+    nb = math.sqrt(b0 * b0 + b1 * b1 + b2 * b2)
+    if na <= 0 or nb <= 0:
+        return 180.0
+    c = (a0 * b0 + a1 * b1 + a2 * b2) / (na * nb)
+    c = 1.0 if c > 1.0 else (-1.0 if c < -1.0 else c)
+    return math.degrees(math.acos(c))
 
 
 def angle_deg(a, b):
-    na = math.sqrt(_dot(a, a))
-    nb = math.sqrt(_dot(b, b))
-    if na <= 0 or nb <= 0:
-        return 180.0
-    c = _dot(a, b) / (na * nb)
-    c = 1.0 if c > 1.0 else (-1.0 if c < -1.0 else c)
-    return math.degrees(math.acos(c))
+    return _angle(a[0], a[1], a[2], b[0], b[1], b[2])
 
 
 class LagCalib:
@@ -91,6 +115,7 @@ class LagCalib:
         self._h = zeros("i", _WF * self._hn)
         self._s = zeros("f", _S_M + _NL * self.nl)   # 21 lags: 321 floats (not 21 x 21)
         self._rss = zeros("f", self.nl)
+        self._w = zeros("d", _WN)   # solve()'s scratch (_W_*, _F_*)
         self._ref = [0.0, 0.0, 0.0]
         self.reset()
 
@@ -243,12 +268,13 @@ class LagCalib:
         return True
 
     def _shared(self):
-        # what every lag's fit shares: the count and the GNSS regressors' moments (lag 0's slots),
-        # and which regressors are informative. None: no lag is solvable.
+        # what every lag's fit shares, into the scratch (_W_N.._W_DET): the count and the GNSS
+        # regressors' moments (lag 0's slots). Returns which regressors are informative: _USE_A |
+        # _USE_L bits, 0 when no lag is solvable.
         s = self._s
         n = s[_S_N]
         if n < 6:
-            return None
+            return 0
         # no comprehensions (a closure each on MicroPython); n * a * b is (n * a) * b, so the
         # products n * a are formed once with the same floats
         ma = s[_S_A] / n
@@ -270,25 +296,50 @@ class LagCalib:
                 else:
                     use_a = False
         if not use_a and not use_l:
-            return None
-        return n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det
+            return 0
+        w = self._w
+        w[_W_N] = n
+        w[_W_MA] = ma
+        w[_W_ML] = ml
+        w[_W_NMA] = nma
+        w[_W_NML] = nml
+        w[_W_CAA] = caa
+        w[_W_CAL] = cal
+        w[_W_CLL] = cll
+        w[_W_DET] = det
+        return (_USE_A if use_a else 0) | (_USE_L if use_l else 0)
 
-    def _fit(self, li, sh):
-        # -> (X, Y, c, rss, dof, var_x, var_y, res, mm, ma, ml) for lag index li (sh: _shared());
-        # X or Y None when not informative
-        if sh is None:
-            return None
-        n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det = sh
+    def _fit(self, li, sh, fo):
+        # the fit of lag index li (sh: _shared()'s bits, its values in the scratch) into the scratch
+        # at fo: X, Y (vehicle forward / left in box axes), the residual covariance (upper triangle),
+        # the mean m, rss, dof, var_x, var_y (_F_*). Returns the bits of the axes it has (_USE_A: X,
+        # _USE_L: Y); 0 when not solvable. Floats only, no list: solve() runs with the heap at its
+        # fullest (the GNSS fix callback), and a fit's lists and tuple were ~1.1 KB of it.
+        if not sh:
+            return 0
+        w = self._w
+        n = w[_W_N]
+        nma = w[_W_NMA]
+        nml = w[_W_NML]
+        caa = w[_W_CAA]
+        cal = w[_W_CAL]
+        cll = w[_W_CLL]
         s = self._s
         o = li * _NL
         m0 = s[o + _S_M] / n
         m1 = s[o + _S_M + 1] / n
         m2 = s[o + _S_M + 2] / n
-        mm = [m0, m1, m2]
+        w[fo + _F_M] = m0
+        w[fo + _F_M + 1] = m1
+        w[fo + _F_M + 2] = m2
         q = o + _S_AM
-        cam = [s[q] - nma * m0, s[q + 1] - nma * m1, s[q + 2] - nma * m2]
+        a0 = s[q] - nma * m0
+        a1 = s[q + 1] - nma * m1
+        a2 = s[q + 2] - nma * m2
         q = o + _S_LM
-        clm = [s[q] - nml * m0, s[q + 1] - nml * m1, s[q + 2] - nml * m2]
+        l0 = s[q] - nml * m0
+        l1 = s[q + 1] - nml * m1
+        l2 = s[q + 2] - nml * m2
         q = o + _S_MM
         n0 = n * m0
         n1 = n * m1
@@ -299,56 +350,79 @@ class LagCalib:
         r11 = s[q + 1] - n1 * m1
         r12 = s[q + 5] - n1 * m2
         r22 = s[q + 2] - n * m2 * m2
-        X = Y = None
         vx = vy = 0.0
-        if use_a and use_l:
-            X = [(cll * cam[0] - cal * clm[0]) / det, (cll * cam[1] - cal * clm[1]) / det,
-                 (cll * cam[2] - cal * clm[2]) / det]
-            Y = [(caa * clm[0] - cal * cam[0]) / det, (caa * clm[1] - cal * cam[1]) / det,
-                 (caa * clm[2] - cal * cam[2]) / det]
+        if sh == _USE_A | _USE_L:
+            det = w[_W_DET]
+            x0 = (cll * a0 - cal * l0) / det
+            x1 = (cll * a1 - cal * l1) / det
+            x2 = (cll * a2 - cal * l2) / det
+            y0 = (caa * l0 - cal * a0) / det
+            y1 = (caa * l1 - cal * a1) / det
+            y2 = (caa * l2 - cal * a2) / det
             k = 3
             vx = cll / det
             vy = caa / det
-        elif use_a:
-            X = [cam[0] / caa, cam[1] / caa, cam[2] / caa]
+        elif sh == _USE_A:
+            x0 = a0 / caa
+            x1 = a1 / caa
+            x2 = a2 / caa
             k = 2
             vx = 1.0 / caa
         else:
-            Y = [clm[0] / cll, clm[1] / cll, clm[2] / cll]
+            y0 = l0 / cll
+            y1 = l1 / cll
+            y2 = l2 / cll
             k = 2
             vy = 1.0 / cll
         # residual covariance (symmetric): Cmm - X Cam' - Y Clm', entry (i, j) for j >= i
-        if X is not None:
-            x0 = X[0]
-            x1 = X[1]
-            r00 -= x0 * cam[0]
-            r01 -= x0 * cam[1]
-            r02 -= x0 * cam[2]
-            r11 -= x1 * cam[1]
-            r12 -= x1 * cam[2]
-            r22 -= X[2] * cam[2]
-        if Y is not None:
-            y0 = Y[0]
-            y1 = Y[1]
-            r00 -= y0 * clm[0]
-            r01 -= y0 * clm[1]
-            r02 -= y0 * clm[2]
-            r11 -= y1 * clm[1]
-            r12 -= y1 * clm[2]
-            r22 -= Y[2] * clm[2]
-        res = [[r00, r01, r02], [r01, r11, r12], [r02, r12, r22]]
+        if sh & _USE_A:
+            r00 -= x0 * a0
+            r01 -= x0 * a1
+            r02 -= x0 * a2
+            r11 -= x1 * a1
+            r12 -= x1 * a2
+            r22 -= x2 * a2
+            w[fo + _F_X] = x0
+            w[fo + _F_X + 1] = x1
+            w[fo + _F_X + 2] = x2
+        if sh & _USE_L:
+            r00 -= y0 * l0
+            r01 -= y0 * l1
+            r02 -= y0 * l2
+            r11 -= y1 * l1
+            r12 -= y1 * l2
+            r22 -= y2 * l2
+            w[fo + _F_Y] = y0
+            w[fo + _F_Y + 1] = y1
+            w[fo + _F_Y + 2] = y2
+        w[fo + _F_R] = r00
+        w[fo + _F_R + 1] = r01
+        w[fo + _F_R + 2] = r02
+        w[fo + _F_R + 3] = r11
+        w[fo + _F_R + 4] = r12
+        w[fo + _F_R + 5] = r22
         rss = r00 + r11 + r22
         if rss < 0:
             rss = 0.0
-        # the intercept c is needed for the best lag only: _intercept(fit) from (mm, ma, ml)
-        return X, Y, None, rss, n - k, vx, vy, res, mm, ma, ml
+        w[fo + _F_RSS] = rss
+        w[fo + _F_DOF] = n - k
+        w[fo + _F_VX] = vx
+        w[fo + _F_VY] = vy
+        # the intercept c is needed for the best lag only: _intercept()
+        return sh
 
     def _rss_of(self, li, sh):
-        # _fit(li, sh)[3] alone: the trace of the residual covariance (its diagonal only, each
-        # entry by the same operations as in _fit, so the same float); None when not solvable
-        if sh is None:
+        # the fit's rss alone: the trace of the residual covariance (its diagonal only, each entry
+        # by the same operations as in _fit, so the same float); None when not solvable
+        if not sh:
             return None
-        n, ma, ml, nma, nml, caa, cal, cll, use_a, use_l, det = sh
+        w = self._w
+        n = w[_W_N]
+        nma = w[_W_NMA]
+        nml = w[_W_NML]
+        caa = w[_W_CAA]
+        cal = w[_W_CAL]
+        cll = w[_W_CLL]
         s = self._s
         o = li * _NL
         m0 = s[o + _S_M] / n
@@ -366,14 +440,15 @@ class LagCalib:
         r00 = s[q] - n * m0 * m0
         r11 = s[q + 1] - n * m1 * m1
         r22 = s[q + 2] - n * m2 * m2
-        if use_a and use_l:
+        if sh == _USE_A | _USE_L:
+            det = w[_W_DET]
             r00 -= (cll * a0 - cal * l0) / det * a0
             r11 -= (cll * a1 - cal * l1) / det * a1
             r22 -= (cll * a2 - cal * l2) / det * a2
             r00 -= (caa * l0 - cal * a0) / det * l0
             r11 -= (caa * l1 - cal * a1) / det * l1
             r22 -= (caa * l2 - cal * a2) / det * l2
-        elif use_a:
+        elif sh == _USE_A:
             r00 -= a0 / caa * a0
             r11 -= a1 / caa * a1
             r22 -= a2 / caa * a2
@@ -386,20 +461,23 @@ class LagCalib:
             rss = 0.0
         return rss
 
-    def _intercept(self, fit):
-        X, Y = fit[0], fit[1]
-        mm, ma, ml = fit[8], fit[9], fit[10]
+    def _intercept(self, xy, fo):
+        # gravity + bias of the fit at fo (xy: its axes): c = m + ref - X * ma - Y * ml
+        w = self._w
+        ma = w[_W_MA]
+        ml = w[_W_ML]
         c = [0.0, 0.0, 0.0]
         ref = self._ref
         for j in range(3):
-            c[j] = mm[j] + ref[j] - (X[j] * ma if X else 0.0) - (Y[j] * ml if Y else 0.0)
+            c[j] = w[fo + _F_M + j] + ref[j] - (w[fo + _F_X + j] * ma if xy & _USE_A else 0.0) - (
+                w[fo + _F_Y + j] * ml if xy & _USE_L else 0.0)
         return c
 
     def solve(self, up_still=None, min_pairs=10):
         """Best lag and the axes. up_still: unit 'up' from stopped windows (None: use the intercept).
-        Sets fwd, up (unit vectors, box axes), sigma_deg (1-sigma forward error), lag_ms,
-        consistent (the longitudinal and lateral estimates agree, scales plausible); returns
-        sigma_deg (-1 when not solvable)."""
+        Sets fwd, up (unit vectors, box axes, new lists each solve), sigma_deg (1-sigma forward
+        error), lag_ms, consistent (the longitudinal and lateral estimates agree, scales plausible);
+        returns sigma_deg (-1 when not solvable)."""
         self.fwd = None
         self.sigma_deg = -1.0
         self.consistent = False
@@ -408,7 +486,6 @@ class LagCalib:
             return -1.0
         best = -1
         best_rss = 0.0
-        fits = None
         sh = self._shared()
         for li in range(self.nl):
             r = self._rss_of(li, sh)
@@ -423,24 +500,27 @@ class LagCalib:
         if best < 0:
             self.info = "excitation"
             return -1.0
-        fits = self._fit(best, sh)   # the whole fit for the best lag only
-        X, Y, _c, rss, dof, vx, vy, res = fits[:8]
+        xy = self._fit(best, sh, _B0)   # the whole fit for the best lag only
+        w = self._w
+        rss = w[_B0 + _F_RSS]
+        dof = w[_B0 + _F_DOF]
         self.lag_ms = best * LAG_STEP_MS
         if best == self.nl - 1 and self.nl > 1:
             # the best lag is the largest searched: the true one may lie beyond the bank
             self.info = "lag_edge"
             return -1.0
-        up = up_still if up_still is not None else _unit(self._intercept(fits))
+        up = up_still if up_still is not None else _unit(self._intercept(xy, _B0))
         if up is None or dof <= 0:
             self.info = "up"
             return -1.0
-        up = self._dyn_up(X, Y, res, dof, vx, vy, up)
+        up = self._dyn_up(xy, up)
         self.up = up
-        comb = self._combine(fits, up)
-        if comb is None:
+        var = self._combine(xy, _B0, up)
+        if var < 0:
             self.info = "excitation"
             return -1.0
-        fwd, var, ok = comb
+        ok = w[_W_OK] > 0
+        fwd = [w[_W_F], w[_W_F + 1], w[_W_F + 2]]
         # lag uncertainty: every lag whose residual is within the noise of the best one
         # (likelihood-ratio chi2 < 4 on the residual per axis) is plausible; the angle between its
         # forward axis and the best lag's is added to the error
@@ -450,9 +530,8 @@ class LagCalib:
             r = self._rss[li]
             if li == best or r < 0 or (r - rss) / s0 >= CHI2:
                 continue
-            other = self._combine(self._fit(li, sh), up)
-            if other is not None:
-                d = angle_deg(fwd, other[0])
+            if self._combine(self._fit(li, sh, _B1), _B1, up) >= 0:
+                d = _angle(fwd[0], fwd[1], fwd[2], w[_W_F], w[_W_F + 1], w[_W_F + 2])
                 if d > spread:
                     spread = d
         self.fwd = fwd
@@ -464,57 +543,139 @@ class LagCalib:
         self.info = "ok" if ok else "inconsistent"
         return self.sigma_deg
 
-    def _dyn_up(self, X, Y, res, dof, vx, vy, up0):
+    def _quad(self, fo, v0, v1, v2):
+        # v' Res v, Res the fit at fo's residual covariance (symmetric, upper triangle stored): the
+        # same operations as _dot(v, [_dot(row, v) for each row]) on the full matrix
+        w = self._w
+        r00 = w[fo + _F_R]
+        r01 = w[fo + _F_R + 1]
+        r02 = w[fo + _F_R + 2]
+        r11 = w[fo + _F_R + 3]
+        r12 = w[fo + _F_R + 4]
+        r22 = w[fo + _F_R + 5]
+        d0 = r00 * v0 + r01 * v1 + r02 * v2
+        d1 = r01 * v0 + r11 * v1 + r12 * v2
+        d2 = r02 * v0 + r12 * v1 + r22 * v2
+        return v0 * d0 + v1 * d1 + v2 * d2
+
+    def _dyn_up(self, xy, up0):
         # Gravity read while stopped (or the intercept) carries the sensor's bias: 40 mg, a LIS3DH's
         # typical zero-g offset, tilts it by 2.3 deg. The forward and left axes from the regression
         # are bias-free (the intercept takes the bias), so up = X x Y is too; the two are combined by
         # inverse variance (the bias as a 1.5 deg 1-sigma prior on the gravity direction: 26 mg).
+        # The best fit's (_B0) X and Y.
         w0 = 1.0 / (_BIAS_RAD * _BIAS_RAD)
         self.up_sigma_deg = math.degrees(_BIAS_RAD)
-        if X is None or Y is None:
+        if xy != _USE_A | _USE_L:
             return up0
-        nx = math.sqrt(_dot(X, X))
-        ny = math.sqrt(_dot(Y, Y))
+        w = self._w
+        x0 = w[_B0 + _F_X]
+        x1 = w[_B0 + _F_X + 1]
+        x2 = w[_B0 + _F_X + 2]
+        y0 = w[_B0 + _F_Y]
+        y1 = w[_B0 + _F_Y + 1]
+        y2 = w[_B0 + _F_Y + 2]
+        nx = math.sqrt(x0 * x0 + x1 * x1 + x2 * x2)
+        ny = math.sqrt(y0 * y0 + y1 * y1 + y2 * y2)
         if nx <= 0 or ny <= 0:
             return up0
-        u = _unit(_cross(X, Y))
-        if u is None or _dot(u, up0) < 0.9:
+        # u = unit(X x Y)
+        c0 = x1 * y2 - x2 * y1
+        c1 = x2 * y0 - x0 * y2
+        c2 = x0 * y1 - x1 * y0
+        nc = math.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
+        if nc <= 0:
+            return up0
+        u0 = c0 / nc
+        u1 = c1 / nc
+        u2 = c2 / nc
+        if u0 * up0[0] + u1 * up0[1] + u2 * up0[2] < 0.9:
             return up0   # not a right-handed frame near gravity: leave it to the consistency check
-        v = _quad(res, up0) / dof
-        var = v * vx / (nx * nx) + v * vy / (ny * ny)
+        dof = w[_B0 + _F_DOF]
+        v = self._quad(_B0, up0[0], up0[1], up0[2]) / dof
+        var = v * w[_B0 + _F_VX] / (nx * nx) + v * w[_B0 + _F_VY] / (ny * ny)
         w1 = 1.0 / var if var > 1e-8 else 1e8
-        g = _unit([w0 * up0[j] + w1 * u[j] for j in range(3)])
+        g = _unit([w0 * up0[0] + w1 * u0, w0 * up0[1] + w1 * u1, w0 * up0[2] + w1 * u2])
         if g is None:
             return up0
         self.up_sigma_deg = math.degrees(1.0 / math.sqrt(w0 + w1))
         return g
 
-    def _combine(self, fits, up):
-        # forward from X and from Y x up, by inverse variance -> (unit fwd, variance rad^2, ok).
-        # The angle of an axis in the horizontal plane is disturbed by the residual across it (in
-        # the plane): the vertical residual (road bumps) does not count.
-        X, Y, _c, rss, dof, vx, vy, res = fits[:8]
-        ests = []            # (unit forward, variance rad^2, scale)
-        if X is not None:
-            xh = _horiz(X, up)
-            nx = math.sqrt(_dot(xh, xh))
+    def _est(self, e, u0, u1, u2, var, sc):
+        w = self._w
+        w[e] = u0
+        w[e + 1] = u1
+        w[e + 2] = u2
+        w[e + 3] = var
+        w[e + 4] = sc
+
+    def _combine(self, xy, fo, up):
+        # forward from X and from Y x up of the fit at fo, by inverse variance: the unit forward
+        # into the scratch (_W_F), ok into _W_OK (1.0 / 0.0); returns the variance (rad^2), -1.0
+        # when there is no axis. The angle of an axis in the horizontal plane is disturbed by the
+        # residual across it (in the plane): the vertical residual (road bumps) does not count.
+        # The estimates (unit forward, variance rad^2, scale) go to the scratch's _W_E rows.
+        if not xy:
+            return -1.0
+        w = self._w
+        dof = w[fo + _F_DOF]
+        p0 = up[0]
+        p1 = up[1]
+        p2 = up[2]
+        ne = 0
+        if xy & _USE_A:
+            a0 = w[fo + _F_X]
+            a1 = w[fo + _F_X + 1]
+            a2 = w[fo + _F_X + 2]
+            d = a0 * p0 + a1 * p1 + a2 * p2
+            h0 = a0 - d * p0
+            h1 = a1 - d * p1
+            h2 = a2 - d * p2
+            nx = math.sqrt(h0 * h0 + h1 * h1 + h2 * h2)
             if nx > 0:
-                xu = _unit(xh)
-                ests.append((xu, _quad(res, _cross(up, xu)) / dof * vx / (nx * nx), nx))
-        if Y is not None:
-            yh = _horiz(Y, up)
-            ny = math.sqrt(_dot(yh, yh))
+                u0 = h0 / nx
+                u1 = h1 / nx
+                u2 = h2 / nx
+                # across it: up x xu
+                var = self._quad(fo, p1 * u2 - p2 * u1, p2 * u0 - p0 * u2, p0 * u1 - p1 * u0) / dof * w[
+                    fo + _F_VX] / (nx * nx)
+                self._est(_W_E, u0, u1, u2, var, nx)
+                ne = 1
+        if xy & _USE_L:
+            a0 = w[fo + _F_Y]
+            a1 = w[fo + _F_Y + 1]
+            a2 = w[fo + _F_Y + 2]
+            d = a0 * p0 + a1 * p1 + a2 * p2
+            h0 = a0 - d * p0
+            h1 = a1 - d * p1
+            h2 = a2 - d * p2
+            ny = math.sqrt(h0 * h0 + h1 * h1 + h2 * h2)
             if ny > 0:
-                yu = _unit(yh)
-                yx = _cross(yu, up)
-                ests.append((_unit(yx), _quad(res, yx) / dof * vy / (ny * ny), ny))
-        if not ests:
-            return None
-        w = 0.0
-        f = [0.0, 0.0, 0.0]
+                u0 = h0 / ny
+                u1 = h1 / ny
+                u2 = h2 / ny
+                # yx = yu x up: the forward the left axis gives
+                c0 = u1 * p2 - u2 * p1
+                c1 = u2 * p0 - u0 * p2
+                c2 = u0 * p1 - u1 * p0
+                nc = math.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
+                if nc <= 0:
+                    return -1.0   # (a unit vector cannot lie along up once made horizontal)
+                var = self._quad(fo, c0, c1, c2) / dof * w[fo + _F_VY] / (ny * ny)
+                self._est(_W_E + ne * _EF, c0 / nc, c1 / nc, c2 / nc, var, ny)
+                ne += 1
+        if not ne:
+            return -1.0
+        wt = 0.0
+        f0 = 0.0
+        f1 = 0.0
+        f2 = 0.0
         ok = True
         n_low = 0
-        for u, var, sc in ests:
+        for i in range(ne):
+            e = _W_E + i * _EF
+            var = w[e + 3]
+            sc = w[e + 4]
             if var <= 0:
                 var = 1e-8
             if sc > 1.6 and var < 0.03:
@@ -526,22 +687,36 @@ class LagCalib:
                 n_low += 1
                 continue
             wi = 1.0 / var
-            w += wi
-            for j in range(3):
-                f[j] += wi * u[j]
-        if n_low == len(ests):
+            wt += wi
+            f0 += wi * w[e]
+            f1 += wi * w[e + 1]
+            f2 += wi * w[e + 2]
+        if n_low == ne:
             ok = False   # nothing but attenuated estimates: no axis
-            for u, var, sc in ests:
+            for i in range(ne):
+                e = _W_E + i * _EF
+                var = w[e + 3]
                 wi = 1.0 / (var if var > 0 else 1e-8)
-                w += wi
-                for j in range(3):
-                    f[j] += wi * u[j]
-        if len(ests) == 2:
+                wt += wi
+                f0 += wi * w[e]
+                f1 += wi * w[e + 1]
+                f2 += wi * w[e + 2]
+        if ne == 2:
             # a forward/lateral swap, or a wrong lag, makes the two estimates disagree
-            d = angle_deg(ests[0][0], ests[1][0])
-            if d > 3.0 * math.degrees(math.sqrt(ests[0][1] + ests[1][1])) + 3.0:
+            e = _W_E + _EF
+            d = _angle(w[_W_E], w[_W_E + 1], w[_W_E + 2], w[e], w[e + 1], w[e + 2])
+            if d > 3.0 * math.degrees(math.sqrt(w[_W_E + 3] + w[e + 3])) + 3.0:
                 ok = False
-        fwd = _unit(_horiz(f, up))
-        if fwd is None:
-            return None
-        return fwd, 1.0 / w, ok
+        # fwd = unit(horiz(f, up))
+        d = f0 * p0 + f1 * p1 + f2 * p2
+        h0 = f0 - d * p0
+        h1 = f1 - d * p1
+        h2 = f2 - d * p2
+        nf = math.sqrt(h0 * h0 + h1 * h1 + h2 * h2)
+        if nf <= 0:
+            return -1.0
+        w[_W_F] = h0 / nf
+        w[_W_F + 1] = h1 / nf
+        w[_W_F + 2] = h2 / nf
+        w[_W_OK] = 1.0 if ok else 0.0
+        return 1.0 / wt

@@ -87,7 +87,7 @@ class SystemClock:
         return self.now
 
 
-_ITEM_BYTES = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "f": 4}
+_ITEM_BYTES = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "f": 4, "d": 8}
 
 
 def zeros(typecode, n):
