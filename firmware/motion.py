@@ -186,9 +186,6 @@ class Motion:
             raise ValueError("rate_hz: expected an int in 10..1000, got %r" % (rate_hz,))
         from array import array
 
-        # firmware/classify.py loads with the first Motion: a box without an accelerometer never classifies
-        # anything and does not carry it on its heap (its users import it where they call it: no global)
-        from firmware import classify  # noqa: F401
         # every name first: the attribute table grows to its final 73 slots now, before the buffers (its
         # outgrown tables are freed here, not left as holes between Motion's long-lived blocks). The
         # instance dict holds 71 names in its 73-slot table (1168 B on the 64-bit VM); a 74th grows it to
@@ -218,11 +215,17 @@ class Motion:
 
         p = self._p = zeros("i", _PN)
         lag_max_ms, forget_pairs = ms.settings(self, p, rate_hz, cfg)
-        self._lc = LagCalib(lag_max_ms, forget_pairs)
 
         # --- hot-path state (all preallocated) ---
-        # the crash ring first (6 KB at 100 Hz: the largest block Motion needs, before its small ones)
+        # the crash ring first (6 KB at 100 Hz: the largest block Motion needs, before its small ones
+        # and before the lag bank's: grown 512 B at a time, it needs free heap after it)
         self._ring = zeros("h", 3 * p[_P_RING_N])  # no list of n ints, no n-byte zero buffer first
+        self._lc = LagCalib(lag_max_ms, forget_pairs)
+        # firmware/classify.py loads with the first Motion, after the ring (a module's load leaves
+        # garbage, holes the ring's growth would not pass): a box without an accelerometer never
+        # classifies anything and does not carry it on its heap (its users import it where they
+        # call it: no global)
+        from firmware import classify  # noqa: F401
         self._lp = array("i", [0] * (7))              # two-stage IIR, Q8: s1 x,y,z, s2 x,y,z; [6]: 1 seeded
         self._R = array("i", [0] * (9))               # rows: vehicle x, y, z in box axes, Q14
         self._g = array("i", [0] * (3))               # gravity (mg, box axes) for the crash magnitude
@@ -1234,6 +1237,11 @@ class Motion:
         from firmware import classify as _cl
 
         _cl.flush(self)
+
+    def close(self):
+        """Power going (after flush()): the crash ring goes back to the heap. No feed() after this;
+        the calibration, its state() and the counters stay readable."""
+        self._ring = None
 
     def _emit_crash(self):
         n = self._cvalid
