@@ -228,9 +228,9 @@ class Box:
 
         self._emit_status(now)
         if self.accel is None:
-            self._emit({"type": "tamper", "t_ms": now, "reason": "accel_missing", "value": 0})
+            self._tamper(now, "accel_missing", 0)
         if self.quick_resets >= _LOOP_RESETS:
-            self._emit({"type": "tamper", "t_ms": now, "reason": "reboot_loop", "value": self.quick_resets})
+            self._tamper(now, "reboot_loop", self.quick_resets)
 
     # ---- main loop ----
     def step(self):
@@ -250,7 +250,7 @@ class Box:
             parser.feed(buf, 0, now)  # lets a quiet line close the epoch
         if not self._gnss_missing_reported and now - self._last_gnss_ms >= _GNSS_SILENT_MS:
             self._gnss_missing_reported = True
-            self._emit({"type": "tamper", "t_ms": now, "reason": "gnss_missing", "value": 0})
+            self._tamper(now, "gnss_missing", 0)
         accel = self.accel
         if accel is not None and (self._accel_down_ms < 0 or now >= self._accel_retry_at):
             k = self._read_accel(now)
@@ -312,15 +312,14 @@ class Box:
                 self._accel_backoff = _ACCEL_RETRY_MS
                 self.faults["accel_outages"] += 1
                 code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
-                self._emit({"type": "tamper", "t_ms": now, "reason": "accel_fault", "value": code})
+                self._tamper(now, "accel_fault", code)
             else:
                 self._accel_backoff = min(self._accel_backoff * 2, _ACCEL_RETRY_MAX_MS)
             self._accel_retry_at = now + self._accel_backoff
             accel.count = 0
             return 0
         if self._accel_down_ms >= 0:
-            self._emit({"type": "tamper", "t_ms": now, "reason": "accel_restored",
-                        "value": now - self._accel_down_ms})
+            self._tamper(now, "accel_restored", now - self._accel_down_ms)
             self._accel_down_ms = -1
         return k
 
@@ -333,6 +332,15 @@ class Box:
     def shutdown(self):
         """Power is going (supercap time): close the trip, commit everything, persist state."""
         now = self.clock.ticks_ms()
+        m = self.motion
+        if m is not None:
+            if self.trip.trip is not None:
+                # what the trip's end does first (before_end), done here: the events motion holds
+                # go into the trip (a second flush at the trip's end finds nothing), then
+                self._flush_motion()
+            # the crash ring (6 KB at 100 Hz) goes back to the heap for the trip's summary: no
+            # sample comes after the power-off (a crash still recording was closed by the flush)
+            m.close()
         self.trip.shutdown(now)
         self.flush()
         self._save_state(now)
@@ -351,8 +359,7 @@ class Box:
             self._first_good_fix = False
             mm = self.odo.unaccounted_mm(fix)
             if mm >= _UNACCOUNTED_MIN_MM:
-                self._emit({"type": "tamper", "t_ms": fix.t_ms, "reason": "unaccounted_distance",
-                            "value": mm})
+                self._tamper(fix.t_ms, "unaccounted_distance", mm)
         accepted0 = self.odo.counters["accepted"]
         bridged0 = self.odo.bridged_mm
         credited = self.odo.on_fix(fix, moving)
@@ -371,7 +378,7 @@ class Box:
             self._emit({"type": "pos", "t_ms": fix.t_ms, "utc_s": fix.utc_s, "lat_e7": fix.lat_e7,
                         "lon_e7": fix.lon_e7, "speed_mmps": max(fix.speed_mmps, 0),
                         "course_cdeg": max(fix.course_cdeg, 0), "hdop_x10": max(fix.hdop_x10, 0),
-                        "sats": max(fix.sats, 0)})
+                        "sats": max(fix.sats, 0), "seq": 0})
 
     def _on_motion_event(self, ev):
         lf = self.trip.last_fix
@@ -380,7 +387,7 @@ class Box:
             rec = {"type": "crash", "t_ms": ev["t_ms"], "peak_mg": ev.get("peak_mg", 0),
                    "lat_e7": lf[2] if lf else 0, "lon_e7": lf[3] if lf else 0,
                    "speed_mmps": max(ev.get("speed_start_mmps", 0), 0), "rate_hz": ev.get("rate_hz", 0),
-                   "pre_ms": ev.get("pre_ms", 0), "samples": ev.pop("trace", b"")}
+                   "pre_ms": ev.get("pre_ms", 0), "samples": ev.pop("trace", b""), "utc_s": -1, "seq": 0}
         else:
             if ev.get("src") == "gnss":
                 kind = kind + "_gnss"   # from the GNSS speed alone (mount not calibrated)
@@ -396,7 +403,7 @@ class Box:
                    "speed_end_mmps": max(ev.get("speed_end_mmps", 0), 0),
                    "lat_e7": ev.get("lat_e7", lf[2] if lf else 0),
                    "lon_e7": ev.get("lon_e7", lf[3] if lf else 0),
-                   "course_cdeg": max(ev.get("course_cdeg", 0), 0)}
+                   "course_cdeg": max(ev.get("course_cdeg", 0), 0), "utc_s": -1, "seq": 0}
         rec["utc_s"] = lf[1] - (lf[0] - ev["t_ms"]) // 1000 if (lf and lf[1] >= 0) else -1
         self._emit(rec)
         if kind != "shock" or ev["type"] == "shock":
@@ -430,14 +437,21 @@ class Box:
         f["motion_faults"] += 1
         if f["motion_faults"] <= 3:
             try:
-                self._emit({"type": "tamper", "t_ms": t_ms, "reason": "motion_fault",
-                            "value": e.args[0] if e.args and isinstance(e.args[0], int) else 0})
+                self._tamper(t_ms, "motion_fault", e.args[0] if e.args and isinstance(e.args[0], int) else 0)
             except (OSError, MemoryError):
                 pass
 
     # ---- records ----
+    def _tamper(self, t_ms, reason, value):
+        """A tamper record (reason: a short name; value: an int). Returns the seq."""
+        return self._emit({"type": "tamper", "t_ms": t_ms, "reason": reason, "value": value, "utc_s": -1,
+                           "seq": 0})
+
     def _emit(self, rec):
-        """Give a record its sequence number and encode it into the open block. Returns the seq."""
+        """Give a record its sequence number and encode it into the open block. Returns the seq.
+        The frequent records (pos, event, crash, trip_end) are built with their "utc_s" and "seq"
+        keys: a dict literal's table has exactly its keys' slots, and one key more rehashes it into a
+        second, larger table (an event's 11 -> 12 -> 17 slots, 272 B, with the heap at its fullest)."""
         if "utc_s" not in rec:
             rec["utc_s"] = -1
         seq = self.store.next_seq()
@@ -557,7 +571,7 @@ class Box:
             self._store_down_ms = now
             self._store_backoff = _STORE_RETRY_MS
             code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
-            self._emit({"type": "tamper", "t_ms": now, "reason": "store_fault", "value": code})
+            self._tamper(now, "store_fault", code)
         else:
             self._store_backoff = min(self._store_backoff * 2, _STORE_RETRY_MAX_MS)
         self._store_retry_at = now + self._store_backoff
@@ -586,7 +600,8 @@ class Box:
                     "odometer_m": self.odo.total_mm // 1000,
                     "calib": self.motion.calib_state if self.motion else "none",
                     "calib_quality": self.motion.calib_quality if self.motion else 0,
-                    "supply_mv": self.power.supply_mv() if self.power is not None else -1})
+                    "supply_mv": self.power.supply_mv() if self.power is not None else -1, "utc_s": -1,
+                    "seq": 0})
 
     def _save_state(self, now):
         self._last_state_ms = now

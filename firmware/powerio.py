@@ -54,7 +54,7 @@ class PowerIO:
         out = self.core.out
         if out:
             for reason, value in out:
-                box._emit({"type": "tamper", "t_ms": now, "reason": reason, "value": value})
+                box._tamper(now, reason, value)
             del out[:]
             box.flush()  # alarms (tow, geofence, cut-off) are committed at once: priority 3 in the store
 

@@ -198,8 +198,8 @@ class Runner:
         box.faults["loop_faults"] += 1
         if box.faults["loop_faults"] <= 3:  # a fault every pass must not fill the store
             try:
-                box._emit({"type": "tamper", "t_ms": self.board.clock.ticks_ms(), "reason": "loop_fault",
-                           "value": e.args[0] if e.args and isinstance(e.args[0], int) else 0})
+                box._tamper(self.board.clock.ticks_ms(), "loop_fault",
+                            e.args[0] if e.args and isinstance(e.args[0], int) else 0)
             except (OSError, MemoryError):
                 pass
 

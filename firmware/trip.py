@@ -211,7 +211,9 @@ class TripTracker:
         self._overspeed_since = -1
         self._idle_since = -1
         self._idle_reported = False
-        rec = {"type": "trip_start", "t_ms": t_ms, "lat_e7": lat, "lon_e7": lon, "utc_s": utc}
+        # "seq" and "trip" (the emit sets them) in the literal: the dict is not grown (firmware/app.py _emit)
+        rec = {"type": "trip_start", "t_ms": t_ms, "lat_e7": lat, "lon_e7": lon, "utc_s": utc, "seq": -1,
+               "trip": -1}
         self.trip_start_seq = self._emit(rec)
         self.trip["trip"] = self.trip_start_seq
 

@@ -126,8 +126,8 @@ def test_the_cap_is_the_firmware_s():
         faults = {"loop_faults": 0}
         recs = []
 
-        def _emit(self, rec):
-            self.recs.append(rec)
+        def _tamper(self, t_ms, reason, value):
+            self.recs.append({"type": "tamper", "t_ms": t_ms, "reason": reason, "value": value})
 
     class Clock:
         def ticks_ms(self):
