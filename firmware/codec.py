@@ -378,6 +378,16 @@ class BlockEncoder:
         except ValueError as e:
             fits = False
             err = e
+        except MemoryError:
+            # half a record is in the stream (a heap too full for one of its values): the stream goes
+            # back to before it and the block is closed, as for a record that does not fit; the caller
+            # sees the MemoryError (the record was not added)
+            if first:
+                self._start()
+            else:
+                w.rollback()
+                self._closed = True
+            raise
         if not fits:
             if first:
                 self._start()  # the block is still empty: as new (fresh models and predictors)
@@ -615,16 +625,27 @@ class BlockEncoder:
                 w.raw(c, 8)
 
     def finish(self):
-        """The block as bytes (header + records + CRC-32). Call reset() (or let add() after finish
-        start anew: finish() resets the encoder itself) before adding more records."""
+        """The block (header + records + CRC-32), a bytearray the caller owns (not copied to bytes: on
+        a full heap that second block of up to block_max_bytes was what failed at a block's commit).
+        Call reset() (or let add() after finish start anew: finish() resets the encoder itself)
+        before adding more records."""
         h = self._hdr
         if h is None:  # empty block: neutral bases
             h = self._header_values(0, -1, 0, 0, 0)
         h[_H_COUNT] = self.count
-        stream = self._w.finish()
+        w = self._w
+        w.mark()   # the stream's flush changes its last bytes: a MemoryError below goes back to here
+        stream = w.finish()
         k = _put_header(None, self.flags, self._dev, h)
         n = k + len(stream) + 4
-        out = bytearray(n)  # the block's size: filled in place, never grown
+        try:
+            out = bytearray(n)  # the block's size: filled in place, never grown
+        except MemoryError:
+            # no heap for the block now: the encoder is as before the call (the block still open,
+            # its records kept); the caller retries
+            stream = None
+            w.rollback()
+            raise
         _put_header(out, self.flags, self._dev, h)
         out[k:n - 4] = stream
         struct.pack_into("<I", out, n - 4, binascii.crc32(memoryview(out)[:n - 4]) & 0xFFFFFFFF)
@@ -632,7 +653,7 @@ class BlockEncoder:
         self._start()
         # keep the description of the finished block readable until the next add()
         self.first_seq, self.last_seq, self.count = fs, ls, n
-        return bytes(out)
+        return out
 
 
 def _predict_pos(st, t, speed=-1, course=-1, q=1):

@@ -164,3 +164,83 @@ def test_the_box_never_loads_the_decoder():
     loaded = p.stdout.split("\n")[-2]
     assert "firmware.codec" in loaded and "firmware.store" in loaded and "firmware.decoder" not in loaded
     assert "firmware/decoder.py" not in flash.source_files("unix")
+
+
+class _HeapFull:
+    """Wraps the block encoder's range coder: its `fail_at`-th coding call raises MemoryError (a value
+    the box could not allocate half-way through a record)."""
+
+    def __init__(self, w, fail_at):
+        self._w = w
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def __getattr__(self, name):
+        f = getattr(self._w, name)
+        if name not in ("uint", "raw", "bit", "sint") or not callable(f):
+            return f
+
+        def call(*a):
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise MemoryError("heap full")
+            return f(*a)
+        return call
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record_lists(), st.integers(1, 400))
+def test_a_memory_error_inside_a_record_leaves_a_block_that_decodes(recs, fail_at):
+    """A MemoryError while a record is coded leaves no half record in the stream: the block (closed
+    after it) decodes, CRC and all, to exactly the records add() accepted."""
+    enc = codec.BlockEncoder("box-0001", 3, 4096)
+    enc._w = _HeapFull(enc._w, fail_at)
+    accepted = []
+    failed = 0
+    for r in recs:
+        try:
+            if not enc.add(dict(r)):
+                break
+        except MemoryError:
+            failed += 1
+            continue
+        accepted.append(r)
+    if not accepted:
+        return
+    blk = enc.finish()
+    assert decoder.decode_block(blk)[1] == [_without_defaults(r) for r in accepted]
+    assert failed <= 1
+
+
+def test_a_memory_error_at_finish_keeps_the_block_open():
+    """No heap for the finished block: finish() raises MemoryError and the encoder is as before (the box
+    goes on adding records and retries at its next pass); the block then holds every record, the same
+    bytes as without the failure."""
+    recs = [{"type": "pos", "seq": 10 + i, "t_ms": 1000 * i, "utc_s": 849427200 + i,
+             "lat_e7": 481370000 + 7 * i, "lon_e7": 115750000 + 1868 * i, "speed_mmps": 13900,
+             "course_cdeg": 9000, "hdop_x10": 9, "sats": 11} for i in range(30)]
+    enc = codec.BlockEncoder("box-0001", 3, 512)
+    for r in recs[:20]:
+        assert enc.add(r)
+    real = bytearray
+    try:
+        def no_heap(n):
+            raise MemoryError("heap full")
+        codec.bytearray = no_heap
+        try:
+            enc.finish()
+        except MemoryError:
+            pass
+        else:
+            raise AssertionError("finish() did not raise")
+    finally:
+        del codec.bytearray
+    assert bytearray is real
+    for r in recs[20:]:
+        assert enc.add(r)
+    blk = enc.finish()
+    assert decoder.decode_block(blk)[1] == recs
+    ref = codec.BlockEncoder("box-0001", 3, 512)
+    for r in recs:
+        assert ref.add(r)
+    assert blk == ref.finish()
