@@ -625,10 +625,18 @@ class BlockEncoder:
                 w.raw(c, 8)
 
     def finish(self):
-        """The block (header + records + CRC-32), a bytearray the caller owns (not copied to bytes: on
-        a full heap that second block of up to block_max_bytes was what failed at a block's commit).
-        Call reset() (or let add() after finish start anew: finish() resets the encoder itself)
-        before adding more records."""
+        """The block (header + records + CRC-32), a bytearray the caller owns. Call reset() (or let
+        add() after finish start anew: finish() resets the encoder itself) before adding more records.
+        A MemoryError leaves the block open as it was (its records kept): the caller retries."""
+        return self._finish(False)
+
+    def finish_view(self):
+        """The same block, built in the encoder's own stream buffer: a memoryview valid until the next
+        add() or reset(), nothing allocated for it (the Box commits it to the store at once: on a
+        full heap the block's own buffer, up to block_max_bytes, was what failed at its commit)."""
+        return self._finish(True)
+
+    def _finish(self, view):
         h = self._hdr
         if h is None:  # empty block: neutral bases
             h = self._header_values(0, -1, 0, 0, 0)
@@ -636,24 +644,39 @@ class BlockEncoder:
         w = self._w
         w.mark()   # the stream's flush changes its last bytes: a MemoryError below goes back to here
         stream = w.finish()
+        ns = len(stream)
+        stream = None
         k = _put_header(None, self.flags, self._dev, h)
-        n = k + len(stream) + 4
+        n = k + ns + 4
+        buf = w.buf
+        if view and n > len(buf):
+            view = False   # (an empty block's header alone in a tiny buffer: not the box's sizes)
         try:
-            out = bytearray(n)  # the block's size: filled in place, never grown
+            if view:
+                out = buf
+                res = memoryview(buf)[:n]
+            else:
+                out = bytearray(n)  # the block's size: filled in place, never grown
+                res = out
+            body = memoryview(out)[:n - 4]
         except MemoryError:
-            # no heap for the block now: the encoder is as before the call (the block still open,
-            # its records kept); the caller retries
-            stream = None
             w.rollback()
             raise
+        if view:
+            # the stream moves up by the header's k bytes, from its end (the two ranges overlap)
+            i = ns
+            while i > 0:
+                i -= 1
+                buf[i + k] = buf[i]
+        else:
+            out[k:n - 4] = memoryview(buf)[:ns]
         _put_header(out, self.flags, self._dev, h)
-        out[k:n - 4] = stream
-        struct.pack_into("<I", out, n - 4, binascii.crc32(memoryview(out)[:n - 4]) & 0xFFFFFFFF)
+        struct.pack_into("<I", out, n - 4, binascii.crc32(body) & 0xFFFFFFFF)
         fs, ls, n = self.first_seq, self.last_seq, self.count
         self._start()
         # keep the description of the finished block readable until the next add()
         self.first_seq, self.last_seq, self.count = fs, ls, n
-        return out
+        return res
 
 
 def _predict_pos(st, t, speed=-1, course=-1, q=1):
