@@ -34,6 +34,14 @@ _PRIO = {"pos": 0, "event": 1, "status": 1, "trip_start": 2, "trip_end": 2, "odo
 
 _EVENT_KINDS = ("harsh_accel", "harsh_brake", "harsh_corner_left", "harsh_corner_right", "overspeed", "idle",
                 "towing", "unclassified", "shock", "harsh_accel_gnss", "harsh_brake_gnss")
+# The two records of the hot path, allocated once (at import) and refilled for each record: the
+# encoder reads a record and keeps nothing of it. On a full heap a new event dict (13 slots, 208 B)
+# was what failed (the event lost), and every position made a 160 B dict. Every key is set each time.
+_POS_REC = {"type": "pos", "t_ms": 0, "utc_s": -1, "lat_e7": 0, "lon_e7": 0, "speed_mmps": 0,
+            "course_cdeg": 0, "hdop_x10": 0, "sats": 0, "seq": 0}
+_EVENT_REC = {"type": "event", "kind": "", "t_ms": 0, "dur_ms": 0, "peak_mg": 0, "mean_mg": 0,
+              "speed_start_mmps": 0, "speed_end_mmps": 0, "lat_e7": 0, "lon_e7": 0, "course_cdeg": 0,
+              "utc_s": -1, "seq": 0}
 
 # the settings the Box reads after boot (self.cfg): the block encoder's key, power management's wake-up
 _RUN_KEYS = ("block_max_bytes", "privacy", "pos_tolerance_m", "pos_speed_step_mmps", "pos_course_step_cdeg",
@@ -375,10 +383,16 @@ class Box:
         if good and self.trip.state and fix.t_ms - self._last_pos_ms >= _POS_INTERVAL_MS - 50:
             self._last_pos_ms = fix.t_ms
             self.pos_count += 1
-            self._emit({"type": "pos", "t_ms": fix.t_ms, "utc_s": fix.utc_s, "lat_e7": fix.lat_e7,
-                        "lon_e7": fix.lon_e7, "speed_mmps": max(fix.speed_mmps, 0),
-                        "course_cdeg": max(fix.course_cdeg, 0), "hdop_x10": max(fix.hdop_x10, 0),
-                        "sats": max(fix.sats, 0), "seq": 0})
+            rec = _POS_REC
+            rec["t_ms"] = fix.t_ms
+            rec["utc_s"] = fix.utc_s
+            rec["lat_e7"] = fix.lat_e7
+            rec["lon_e7"] = fix.lon_e7
+            rec["speed_mmps"] = max(fix.speed_mmps, 0)
+            rec["course_cdeg"] = max(fix.course_cdeg, 0)
+            rec["hdop_x10"] = max(fix.hdop_x10, 0)
+            rec["sats"] = max(fix.sats, 0)
+            self._emit(rec)
 
     def _on_motion_event(self, ev):
         lf = self.trip.last_fix
@@ -397,13 +411,17 @@ class Box:
                 # ignition and engine off (a tow truck's winch, the car shaken while parked): a shock,
                 # never a harsh-driving event charged to the driver (docs/power.md); not a trip's event
                 kind = "shock"
-            rec = {"type": "event", "kind": kind, "t_ms": ev["t_ms"], "dur_ms": ev.get("dur_ms", 0),
-                   "peak_mg": ev.get("peak_mg", 0), "mean_mg": ev.get("mean_mg", 0),
-                   "speed_start_mmps": max(ev.get("speed_start_mmps", 0), 0),
-                   "speed_end_mmps": max(ev.get("speed_end_mmps", 0), 0),
-                   "lat_e7": ev.get("lat_e7", lf[2] if lf else 0),
-                   "lon_e7": ev.get("lon_e7", lf[3] if lf else 0),
-                   "course_cdeg": max(ev.get("course_cdeg", 0), 0), "utc_s": -1, "seq": 0}
+            rec = _EVENT_REC
+            rec["kind"] = kind
+            rec["t_ms"] = ev["t_ms"]
+            rec["dur_ms"] = ev.get("dur_ms", 0)
+            rec["peak_mg"] = ev.get("peak_mg", 0)
+            rec["mean_mg"] = ev.get("mean_mg", 0)
+            rec["speed_start_mmps"] = max(ev.get("speed_start_mmps", 0), 0)
+            rec["speed_end_mmps"] = max(ev.get("speed_end_mmps", 0), 0)
+            rec["lat_e7"] = ev.get("lat_e7", lf[2] if lf else 0)
+            rec["lon_e7"] = ev.get("lon_e7", lf[3] if lf else 0)
+            rec["course_cdeg"] = max(ev.get("course_cdeg", 0), 0)
         rec["utc_s"] = lf[1] - (lf[0] - ev["t_ms"]) // 1000 if (lf and lf[1] >= 0) else -1
         self._emit(rec)
         if kind != "shock" or ev["type"] == "shock":
@@ -536,7 +554,7 @@ class Box:
         enc = self.enc
         if enc is None or enc.count == 0:
             return
-        block = enc.finish()
+        block = enc.finish_view()   # in the encoder's buffer: stored (or copied) before any add()
         self.enc = None
         self.records_bytes += len(block)
         self.blocks += 1
@@ -656,9 +674,8 @@ class Box:
         trips = []
         for s in self.trip.trips:
             evs = []
-            for e in s["events"]:
-                evs.append({"type": e["type"], "t_ms": e["t_ms"], "dur_ms": e.get("dur_ms", 0),
-                            "peak_mg": e.get("peak_mg", 0)})
+            for e in s["events"]:   # (type, t_ms, dur_ms, peak_mg): firmware/trip.py on_event
+                evs.append({"type": e[0], "t_ms": e[1], "dur_ms": e[2], "peak_mg": e[3]})
             t = dict(s)
             t["events"] = evs
             trips.append(t)
