@@ -116,6 +116,17 @@ class NMEAParser:
     def __init__(self, on_fix=None, min_year=2019, idle_ms=100):
         if min_year < 2000 or min_year > 2079:
             raise ValueError("min_year must be 2000..2079, got %r" % (min_year,))
+        # every one of the parser's 44 names first, before its buffers: its instance dict grows through
+        # its smaller tables here and not to its 47 slots (752 B) between the boot's buffers (a 99K heap
+        # had no hole left for it there). A name added to the parser is added here too.
+        self.on_fix = self.idle_ms = self._min_days = self._line = self._len = self._fs = self._nf = None
+        self._end = self._x = self._marks = self.counters = self.fix = self._s_kind = self._s_gn = None
+        self._s_tod = self._s_lat = self._s_lon = self._s_haspos = self._s_status = self._s_quality = None
+        self._s_sats = self._s_hdop = self._s_alt = self._s_speed = self._s_course = self._s_mode = None
+        self._s_nav = self._s_days = self._open = self._seen = self._e_tod = self._e_gn_pos = None
+        self._e_status = self._e_mode = self._e_nav = self._e_days = self._e_gn_kinds = None
+        self._last_byte_ms = self._done_tod = self._days = self._last_tod = self._last_utc = None
+        self._cand_days = self._cand_n = None
         self.on_fix = on_fix
         self.idle_ms = idle_ms
         self._min_days = days_from_civil(min_year, 1, 1)
