@@ -162,7 +162,9 @@ class TripTracker:
             self.trip[key] += 1
         if ev.get("src") == "gnss":
             self.trip["n_gnss_only"] += 1
-        self.trip["events"].append(ev)
+        # what the box's trip list reports of it (Box.summary): a 4-tuple (48 B), not the event's
+        # dict (~200 B, kept for the whole trip: a trip of many events grew the heap by it)
+        self.trip["events"].append((ev["type"], ev["t_ms"], ev.get("dur_ms", 0), ev.get("peak_mg", 0)))
 
     def tick(self, t_ms):
         """Called when no fix arrives (GNSS outage, or no receiver): ends a trip whose vehicle has been
