@@ -624,12 +624,14 @@ class Box:
     def _save_state(self, now):
         self._last_state_ms = now
         st = self._persist
-        st["odo"] = self.odo.state()
-        if self.motion is not None:
-            st["motion"] = self.motion.state()
         try:
+            st["odo"] = self.odo.state()
+            if self.motion is not None:
+                st["motion"] = self.motion.state()
             save_state(self.root, st)
-        except OSError:  # flash full or failing: the next save tries again (the store reports it)
+        except (OSError, MemoryError):
+            # flash full or failing, or no heap for the state's dicts and text: the next save tries
+            # again (the store reports a flash fault; the odometer's total is in every block too)
             self.faults["state_errors"] += 1
 
     # ---- reporting ----

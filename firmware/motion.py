@@ -316,7 +316,7 @@ class Motion:
     def state(self):
         """Persistable dict of ints and strings."""
         return {"v": 1, "calib_state": self.calib_state, "quality": self.calib_quality,
-                "R": [self._R[i] for i in range(9)], "recal": self.counters["recalibrations"]}
+                "R": list(self._R), "recal": self.counters["recalibrations"]}
 
     def _set_R(self, xv, gv, mode):
         if xv is None:

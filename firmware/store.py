@@ -197,6 +197,9 @@ class Store:
         self._next_seq = max(reserved, self._seq_seen + 1)
         self._reserved = self._next_seq  # nothing reserved in this boot yet
         self._drop_dead()
+        # the index's room for the next block now, at boot, while the heap is not yet fragmented
+        # (the first commit, 60 s into a drive, is where a 96K heap had no 192 B hole for it)
+        self._room_for_row()
 
     # ---- block index -----------------------------------------------------------------------------
     def _room_for_row(self):
