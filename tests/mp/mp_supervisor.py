@@ -334,3 +334,30 @@ def test_no_heap_for_calibration():
     assert_eq(len(s["trips"]), 1, "trips")
     assert_eq(s["trips"][0]["distance_m"], clean["trips"][0]["distance_m"], "trip distance")
     assert_eq(s["records"]["pos"], clean["records"]["pos"], "positions recorded")
+
+
+def test_no_heap_for_the_state_save():
+    # the periodic state save (odometer and motion state to flash) with the heap full: a state error,
+    # counted, the next save tries again; no loop fault, the km as without the fault
+    from firmware.odometer import Odometer
+
+    real = Odometer.state
+    st = {"n": 0}
+
+    def no_heap(self):
+        st["n"] += 1
+        raise MemoryError("no heap")
+
+    def at(t, sess, board):
+        Odometer.state = no_heap if 30000 <= t < 300000 else real
+
+    try:
+        s, box = drive(_fresh(), at)
+    finally:
+        Odometer.state = real
+    if st["n"] < 1:
+        raise AssertionError("no state save in the fault window")
+    f = s["faults"]
+    assert_eq(f["state_errors"], st["n"], "every failed save counted")
+    assert_eq(f["loop_faults"], 0, "no loop fault")
+    check_billing_and_events(s, "no heap for the state save")
