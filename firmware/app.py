@@ -467,9 +467,10 @@ class Box:
 
     def _emit(self, rec):
         """Give a record its sequence number and encode it into the open block. Returns the seq.
-        The frequent records (pos, event, crash, trip_end) are built with their "utc_s" and "seq"
-        keys: a dict literal's table has exactly its keys' slots, and one key more rehashes it into a
-        second, larger table (an event's 11 -> 12 -> 17 slots, 272 B, with the heap at its fullest)."""
+        Records come with their "utc_s" and "seq" keys (pos and event: _POS_REC and _EVENT_REC, refilled;
+        the others: literals with both keys): a dict literal's table has exactly its keys' slots, and
+        one key more rehashes it into a second, larger table (an event's 11 -> 12 -> 17 slots, 272 B,
+        with the heap at its fullest). The encoder keeps nothing of a record."""
         if "utc_s" not in rec:
             rec["utc_s"] = -1
         seq = self.store.next_seq()
