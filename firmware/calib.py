@@ -39,7 +39,8 @@ _WF = const(5)    # window history: t_end, sx, sy, sz, n
 # while the heap is at its fullest): _shared()'s values, the combined forward (_W_F, 3) and its ok
 # flag, the two estimates of _combine() (_EF each: unit forward 3, variance, scale), then two fit
 # blocks (_B0: the best lag's, _B1: another lag's) of _FB each: X 3, Y 3, residual covariance 6
-# (upper triangle r00 r01 r02 r11 r12 r22), mean m 3, rss, dof, var_x, var_y
+# (upper triangle r00 r01 r02 r11 r12 r22), mean m 3, rss, dof, var_x, var_y; then the fits' and
+# _dyn_up()'s working vectors
 _USE_A = const(1)   # _shared() / _fit() bits: the longitudinal regressor (X) is informative
 _USE_L = const(2)   # ... the lateral one (Y)
 _W_N = const(0)
@@ -66,7 +67,10 @@ _F_VX = const(17)
 _F_VY = const(18)
 _FB = const(19)
 _B1 = const(42)     # _B0 + _FB
-_WN = const(61)     # _B1 + _FB
+_W_A = const(61)    # _B1 + _FB: _fit()'s centred cross moments Cam (3), then Clm (_W_L, 3)
+_W_L = const(64)
+_W_T = const(67)    # a vector of _dyn_up() (3)
+_WN = const(70)
 # 1-sigma tilt of gravity read through an unknown sensor bias (50 mg: phone-class parts reach 80)
 _BIAS_RAD = 0.05
 _EXC_MG2 = 400.0   # a regressor needs a spread of >= 20 mg rms over the pairs to be informative
@@ -313,153 +317,75 @@ class LagCalib:
         # the fit of lag index li (sh: _shared()'s bits, its values in the scratch) into the scratch
         # at fo: X, Y (vehicle forward / left in box axes), the residual covariance (upper triangle),
         # the mean m, rss, dof, var_x, var_y (_F_*). Returns the bits of the axes it has (_USE_A: X,
-        # _USE_L: Y); 0 when not solvable. Floats only, no list: solve() runs with the heap at its
-        # fullest (the GNSS fix callback), and a fit's lists and tuple were ~1.1 KB of it.
+        # _USE_L: Y); 0 when not solvable. solve() runs with the heap at its fullest (the GNSS fix
+        # callback), where a float is a heap block (32 B on a 64-bit port): the values live in the
+        # scratch, not in ~35 float locals (1.1 KB live at once), and no list or tuple is made.
         if not sh:
             return 0
         w = self._w
-        n = w[_W_N]
-        nma = w[_W_NMA]
-        nml = w[_W_NML]
-        caa = w[_W_CAA]
-        cal = w[_W_CAL]
-        cll = w[_W_CLL]
         s = self._s
+        n = w[_W_N]
         o = li * _NL
-        m0 = s[o + _S_M] / n
-        m1 = s[o + _S_M + 1] / n
-        m2 = s[o + _S_M + 2] / n
-        w[fo + _F_M] = m0
-        w[fo + _F_M + 1] = m1
-        w[fo + _F_M + 2] = m2
-        q = o + _S_AM
-        a0 = s[q] - nma * m0
-        a1 = s[q + 1] - nma * m1
-        a2 = s[q + 2] - nma * m2
-        q = o + _S_LM
-        l0 = s[q] - nml * m0
-        l1 = s[q + 1] - nml * m1
-        l2 = s[q + 2] - nml * m2
+        M = fo + _F_M
+        w[M] = s[o + _S_M] / n
+        w[M + 1] = s[o + _S_M + 1] / n
+        w[M + 2] = s[o + _S_M + 2] / n
+        # the centred cross moments with the regressors: Cam (_W_A) and Clm (_W_L)
+        for j in range(3):
+            w[_W_A + j] = s[o + _S_AM + j] - w[_W_NMA] * w[M + j]
+            w[_W_L + j] = s[o + _S_LM + j] - w[_W_NML] * w[M + j]
+        # Cmm, upper triangle (r00 r01 r02 r11 r12 r22; the sums are xx yy zz xy xz yz): n m_i m_j
+        # is (n * m_i) * m_j
+        R = fo + _F_R
         q = o + _S_MM
-        n0 = n * m0
-        n1 = n * m1
-        # Cmm, upper triangle (rows 0, 1, 2)
-        r00 = s[q] - n0 * m0
-        r01 = s[q + 3] - n0 * m1
-        r02 = s[q + 4] - n0 * m2
-        r11 = s[q + 1] - n1 * m1
-        r12 = s[q + 5] - n1 * m2
-        r22 = s[q + 2] - n * m2 * m2
-        vx = vy = 0.0
+        w[R] = s[q] - n * w[M] * w[M]
+        w[R + 1] = s[q + 3] - n * w[M] * w[M + 1]
+        w[R + 2] = s[q + 4] - n * w[M] * w[M + 2]
+        w[R + 3] = s[q + 1] - n * w[M + 1] * w[M + 1]
+        w[R + 4] = s[q + 5] - n * w[M + 1] * w[M + 2]
+        w[R + 5] = s[q + 2] - n * w[M + 2] * w[M + 2]
+        X = fo + _F_X
+        Y = fo + _F_Y
+        w[fo + _F_VX] = 0.0
+        w[fo + _F_VY] = 0.0
         if sh == _USE_A | _USE_L:
             det = w[_W_DET]
-            x0 = (cll * a0 - cal * l0) / det
-            x1 = (cll * a1 - cal * l1) / det
-            x2 = (cll * a2 - cal * l2) / det
-            y0 = (caa * l0 - cal * a0) / det
-            y1 = (caa * l1 - cal * a1) / det
-            y2 = (caa * l2 - cal * a2) / det
-            k = 3
-            vx = cll / det
-            vy = caa / det
+            for j in range(3):
+                w[X + j] = (w[_W_CLL] * w[_W_A + j] - w[_W_CAL] * w[_W_L + j]) / det
+                w[Y + j] = (w[_W_CAA] * w[_W_L + j] - w[_W_CAL] * w[_W_A + j]) / det
+            w[fo + _F_DOF] = n - 3
+            w[fo + _F_VX] = w[_W_CLL] / det
+            w[fo + _F_VY] = w[_W_CAA] / det
         elif sh == _USE_A:
-            x0 = a0 / caa
-            x1 = a1 / caa
-            x2 = a2 / caa
-            k = 2
-            vx = 1.0 / caa
+            for j in range(3):
+                w[X + j] = w[_W_A + j] / w[_W_CAA]
+            w[fo + _F_DOF] = n - 2
+            w[fo + _F_VX] = 1.0 / w[_W_CAA]
         else:
-            y0 = l0 / cll
-            y1 = l1 / cll
-            y2 = l2 / cll
-            k = 2
-            vy = 1.0 / cll
+            for j in range(3):
+                w[Y + j] = w[_W_L + j] / w[_W_CLL]
+            w[fo + _F_DOF] = n - 2
+            w[fo + _F_VY] = 1.0 / w[_W_CLL]
         # residual covariance (symmetric): Cmm - X Cam' - Y Clm', entry (i, j) for j >= i
         if sh & _USE_A:
-            r00 -= x0 * a0
-            r01 -= x0 * a1
-            r02 -= x0 * a2
-            r11 -= x1 * a1
-            r12 -= x1 * a2
-            r22 -= x2 * a2
-            w[fo + _F_X] = x0
-            w[fo + _F_X + 1] = x1
-            w[fo + _F_X + 2] = x2
+            w[R] -= w[X] * w[_W_A]
+            w[R + 1] -= w[X] * w[_W_A + 1]
+            w[R + 2] -= w[X] * w[_W_A + 2]
+            w[R + 3] -= w[X + 1] * w[_W_A + 1]
+            w[R + 4] -= w[X + 1] * w[_W_A + 2]
+            w[R + 5] -= w[X + 2] * w[_W_A + 2]
         if sh & _USE_L:
-            r00 -= y0 * l0
-            r01 -= y0 * l1
-            r02 -= y0 * l2
-            r11 -= y1 * l1
-            r12 -= y1 * l2
-            r22 -= y2 * l2
-            w[fo + _F_Y] = y0
-            w[fo + _F_Y + 1] = y1
-            w[fo + _F_Y + 2] = y2
-        w[fo + _F_R] = r00
-        w[fo + _F_R + 1] = r01
-        w[fo + _F_R + 2] = r02
-        w[fo + _F_R + 3] = r11
-        w[fo + _F_R + 4] = r12
-        w[fo + _F_R + 5] = r22
-        rss = r00 + r11 + r22
-        if rss < 0:
-            rss = 0.0
-        w[fo + _F_RSS] = rss
-        w[fo + _F_DOF] = n - k
-        w[fo + _F_VX] = vx
-        w[fo + _F_VY] = vy
+            w[R] -= w[Y] * w[_W_L]
+            w[R + 1] -= w[Y] * w[_W_L + 1]
+            w[R + 2] -= w[Y] * w[_W_L + 2]
+            w[R + 3] -= w[Y + 1] * w[_W_L + 1]
+            w[R + 4] -= w[Y + 1] * w[_W_L + 2]
+            w[R + 5] -= w[Y + 2] * w[_W_L + 2]
+        w[fo + _F_RSS] = w[R] + w[R + 3] + w[R + 5]
+        if w[fo + _F_RSS] < 0:
+            w[fo + _F_RSS] = 0.0
         # the intercept c is needed for the best lag only: _intercept()
         return sh
-
-    def _rss_of(self, li, sh):
-        # the fit's rss alone: the trace of the residual covariance (its diagonal only, each entry
-        # by the same operations as in _fit, so the same float); None when not solvable
-        if not sh:
-            return None
-        w = self._w
-        n = w[_W_N]
-        nma = w[_W_NMA]
-        nml = w[_W_NML]
-        caa = w[_W_CAA]
-        cal = w[_W_CAL]
-        cll = w[_W_CLL]
-        s = self._s
-        o = li * _NL
-        m0 = s[o + _S_M] / n
-        m1 = s[o + _S_M + 1] / n
-        m2 = s[o + _S_M + 2] / n
-        q = o + _S_AM
-        a0 = s[q] - nma * m0
-        a1 = s[q + 1] - nma * m1
-        a2 = s[q + 2] - nma * m2
-        q = o + _S_LM
-        l0 = s[q] - nml * m0
-        l1 = s[q + 1] - nml * m1
-        l2 = s[q + 2] - nml * m2
-        q = o + _S_MM
-        r00 = s[q] - n * m0 * m0
-        r11 = s[q + 1] - n * m1 * m1
-        r22 = s[q + 2] - n * m2 * m2
-        if sh == _USE_A | _USE_L:
-            det = w[_W_DET]
-            r00 -= (cll * a0 - cal * l0) / det * a0
-            r11 -= (cll * a1 - cal * l1) / det * a1
-            r22 -= (cll * a2 - cal * l2) / det * a2
-            r00 -= (caa * l0 - cal * a0) / det * l0
-            r11 -= (caa * l1 - cal * a1) / det * l1
-            r22 -= (caa * l2 - cal * a2) / det * l2
-        elif sh == _USE_A:
-            r00 -= a0 / caa * a0
-            r11 -= a1 / caa * a1
-            r22 -= a2 / caa * a2
-        else:
-            r00 -= l0 / cll * l0
-            r11 -= l1 / cll * l1
-            r22 -= l2 / cll * l2
-        rss = r00 + r11 + r22
-        if rss < 0:
-            rss = 0.0
-        return rss
 
     def _intercept(self, xy, fo):
         # gravity + bias of the fit at fo (xy: its axes): c = m + ref - X * ma - Y * ml
@@ -487,11 +413,13 @@ class LagCalib:
         best = -1
         best_rss = 0.0
         sh = self._shared()
+        w = self._w
         for li in range(self.nl):
-            r = self._rss_of(li, sh)
-            if r is None:
+            # every lag's fit into the second block, for its rss (the best one is fitted again below)
+            if not self._fit(li, sh, _B1):
                 self._rss[li] = -1.0
                 continue
+            r = w[_B1 + _F_RSS]
             self._rss[li] = r
             # compare lags by the residual per degree of freedom (the same pairs for every lag)
             if best < 0 or r < best_rss:
@@ -500,8 +428,7 @@ class LagCalib:
         if best < 0:
             self.info = "excitation"
             return -1.0
-        xy = self._fit(best, sh, _B0)   # the whole fit for the best lag only
-        w = self._w
+        xy = self._fit(best, sh, _B0)   # the best lag's fit, kept in the first block
         rss = w[_B0 + _F_RSS]
         dof = w[_B0 + _F_DOF]
         self.lag_ms = best * LAG_STEP_MS
@@ -547,15 +474,10 @@ class LagCalib:
         # v' Res v, Res the fit at fo's residual covariance (symmetric, upper triangle stored): the
         # same operations as _dot(v, [_dot(row, v) for each row]) on the full matrix
         w = self._w
-        r00 = w[fo + _F_R]
-        r01 = w[fo + _F_R + 1]
-        r02 = w[fo + _F_R + 2]
-        r11 = w[fo + _F_R + 3]
-        r12 = w[fo + _F_R + 4]
-        r22 = w[fo + _F_R + 5]
-        d0 = r00 * v0 + r01 * v1 + r02 * v2
-        d1 = r01 * v0 + r11 * v1 + r12 * v2
-        d2 = r02 * v0 + r12 * v1 + r22 * v2
+        R = fo + _F_R
+        d0 = w[R] * v0 + w[R + 1] * v1 + w[R + 2] * v2
+        d1 = w[R + 1] * v0 + w[R + 3] * v1 + w[R + 4] * v2
+        d2 = w[R + 2] * v0 + w[R + 4] * v1 + w[R + 5] * v2
         return v0 * d0 + v1 * d1 + v2 * d2
 
     def _dyn_up(self, xy, up0):
@@ -563,58 +485,45 @@ class LagCalib:
         # typical zero-g offset, tilts it by 2.3 deg. The forward and left axes from the regression
         # are bias-free (the intercept takes the bias), so up = X x Y is too; the two are combined by
         # inverse variance (the bias as a 1.5 deg 1-sigma prior on the gravity direction: 26 mg).
-        # The best fit's (_B0) X and Y.
+        # The best fit's (_B0) X and Y; X x Y is made in the scratch (_W_T), not in float locals.
         w0 = 1.0 / (_BIAS_RAD * _BIAS_RAD)
         self.up_sigma_deg = math.degrees(_BIAS_RAD)
         if xy != _USE_A | _USE_L:
             return up0
         w = self._w
-        x0 = w[_B0 + _F_X]
-        x1 = w[_B0 + _F_X + 1]
-        x2 = w[_B0 + _F_X + 2]
-        y0 = w[_B0 + _F_Y]
-        y1 = w[_B0 + _F_Y + 1]
-        y2 = w[_B0 + _F_Y + 2]
-        nx = math.sqrt(x0 * x0 + x1 * x1 + x2 * x2)
-        ny = math.sqrt(y0 * y0 + y1 * y1 + y2 * y2)
+        X = _B0 + _F_X
+        Y = _B0 + _F_Y
+        nx = math.sqrt(w[X] * w[X] + w[X + 1] * w[X + 1] + w[X + 2] * w[X + 2])
+        ny = math.sqrt(w[Y] * w[Y] + w[Y + 1] * w[Y + 1] + w[Y + 2] * w[Y + 2])
         if nx <= 0 or ny <= 0:
             return up0
         # u = unit(X x Y)
-        c0 = x1 * y2 - x2 * y1
-        c1 = x2 * y0 - x0 * y2
-        c2 = x0 * y1 - x1 * y0
-        nc = math.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
+        T = _W_T
+        w[T] = w[X + 1] * w[Y + 2] - w[X + 2] * w[Y + 1]
+        w[T + 1] = w[X + 2] * w[Y] - w[X] * w[Y + 2]
+        w[T + 2] = w[X] * w[Y + 1] - w[X + 1] * w[Y]
+        nc = math.sqrt(w[T] * w[T] + w[T + 1] * w[T + 1] + w[T + 2] * w[T + 2])
         if nc <= 0:
             return up0
-        u0 = c0 / nc
-        u1 = c1 / nc
-        u2 = c2 / nc
-        if u0 * up0[0] + u1 * up0[1] + u2 * up0[2] < 0.9:
+        for j in range(3):
+            w[T + j] = w[T + j] / nc
+        if w[T] * up0[0] + w[T + 1] * up0[1] + w[T + 2] * up0[2] < 0.9:
             return up0   # not a right-handed frame near gravity: leave it to the consistency check
-        dof = w[_B0 + _F_DOF]
-        v = self._quad(_B0, up0[0], up0[1], up0[2]) / dof
+        v = self._quad(_B0, up0[0], up0[1], up0[2]) / w[_B0 + _F_DOF]
         var = v * w[_B0 + _F_VX] / (nx * nx) + v * w[_B0 + _F_VY] / (ny * ny)
         w1 = 1.0 / var if var > 1e-8 else 1e8
-        g = _unit([w0 * up0[0] + w1 * u0, w0 * up0[1] + w1 * u1, w0 * up0[2] + w1 * u2])
+        g = _unit([w0 * up0[0] + w1 * w[T], w0 * up0[1] + w1 * w[T + 1], w0 * up0[2] + w1 * w[T + 2]])
         if g is None:
             return up0
         self.up_sigma_deg = math.degrees(1.0 / math.sqrt(w0 + w1))
         return g
-
-    def _est(self, e, u0, u1, u2, var, sc):
-        w = self._w
-        w[e] = u0
-        w[e + 1] = u1
-        w[e + 2] = u2
-        w[e + 3] = var
-        w[e + 4] = sc
 
     def _combine(self, xy, fo, up):
         # forward from X and from Y x up of the fit at fo, by inverse variance: the unit forward
         # into the scratch (_W_F), ok into _W_OK (1.0 / 0.0); returns the variance (rad^2), -1.0
         # when there is no axis. The angle of an axis in the horizontal plane is disturbed by the
         # residual across it (in the plane): the vertical residual (road bumps) does not count.
-        # The estimates (unit forward, variance rad^2, scale) go to the scratch's _W_E rows.
+        # The estimates (unit forward, variance rad^2, scale) are made in the scratch's _W_E rows.
         if not xy:
             return -1.0
         w = self._w
@@ -624,45 +533,45 @@ class LagCalib:
         p2 = up[2]
         ne = 0
         if xy & _USE_A:
-            a0 = w[fo + _F_X]
-            a1 = w[fo + _F_X + 1]
-            a2 = w[fo + _F_X + 2]
-            d = a0 * p0 + a1 * p1 + a2 * p2
-            h0 = a0 - d * p0
-            h1 = a1 - d * p1
-            h2 = a2 - d * p2
-            nx = math.sqrt(h0 * h0 + h1 * h1 + h2 * h2)
+            # X made horizontal and unit (xu, in the first row)
+            X = fo + _F_X
+            e = _W_E
+            d = w[X] * p0 + w[X + 1] * p1 + w[X + 2] * p2
+            w[e] = w[X] - d * p0
+            w[e + 1] = w[X + 1] - d * p1
+            w[e + 2] = w[X + 2] - d * p2
+            nx = math.sqrt(w[e] * w[e] + w[e + 1] * w[e + 1] + w[e + 2] * w[e + 2])
             if nx > 0:
-                u0 = h0 / nx
-                u1 = h1 / nx
-                u2 = h2 / nx
+                for j in range(3):
+                    w[e + j] = w[e + j] / nx
                 # across it: up x xu
-                var = self._quad(fo, p1 * u2 - p2 * u1, p2 * u0 - p0 * u2, p0 * u1 - p1 * u0) / dof * w[
-                    fo + _F_VX] / (nx * nx)
-                self._est(_W_E, u0, u1, u2, var, nx)
+                w[e + 3] = self._quad(fo, p1 * w[e + 2] - p2 * w[e + 1], p2 * w[e] - p0 * w[e + 2],
+                                      p0 * w[e + 1] - p1 * w[e]) / dof * w[fo + _F_VX] / (nx * nx)
+                w[e + 4] = nx
                 ne = 1
         if xy & _USE_L:
-            a0 = w[fo + _F_Y]
-            a1 = w[fo + _F_Y + 1]
-            a2 = w[fo + _F_Y + 2]
-            d = a0 * p0 + a1 * p1 + a2 * p2
-            h0 = a0 - d * p0
-            h1 = a1 - d * p1
-            h2 = a2 - d * p2
-            ny = math.sqrt(h0 * h0 + h1 * h1 + h2 * h2)
+            # Y made horizontal and unit (yu, in the next row), then the forward it gives: yu x up
+            Y = fo + _F_Y
+            e = _W_E + ne * _EF
+            d = w[Y] * p0 + w[Y + 1] * p1 + w[Y + 2] * p2
+            w[e] = w[Y] - d * p0
+            w[e + 1] = w[Y + 1] - d * p1
+            w[e + 2] = w[Y + 2] - d * p2
+            ny = math.sqrt(w[e] * w[e] + w[e + 1] * w[e + 1] + w[e + 2] * w[e + 2])
             if ny > 0:
-                u0 = h0 / ny
-                u1 = h1 / ny
-                u2 = h2 / ny
-                # yx = yu x up: the forward the left axis gives
-                c0 = u1 * p2 - u2 * p1
-                c1 = u2 * p0 - u0 * p2
-                c2 = u0 * p1 - u1 * p0
+                for j in range(3):
+                    w[e + j] = w[e + j] / ny
+                c0 = w[e + 1] * p2 - w[e + 2] * p1
+                c1 = w[e + 2] * p0 - w[e] * p2
+                c2 = w[e] * p1 - w[e + 1] * p0
                 nc = math.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
                 if nc <= 0:
                     return -1.0   # (a unit vector cannot lie along up once made horizontal)
-                var = self._quad(fo, c0, c1, c2) / dof * w[fo + _F_VY] / (ny * ny)
-                self._est(_W_E + ne * _EF, c0 / nc, c1 / nc, c2 / nc, var, ny)
+                w[e + 3] = self._quad(fo, c0, c1, c2) / dof * w[fo + _F_VY] / (ny * ny)
+                w[e] = c0 / nc
+                w[e + 1] = c1 / nc
+                w[e + 2] = c2 / nc
+                w[e + 4] = ny
                 ne += 1
         if not ne:
             return -1.0
