@@ -18,6 +18,19 @@ from firmware.trip import DEFAULTS as _TRIP_KEYS
 from firmware.trip import TripTracker
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(accel_fault=0, accel_missing=0, accel_outages=0, accel_overruns=0, accel_range_g=0,
+         accel_rate_hz=0, accel_reinits=0, accel_restored=0, block_max_bytes=0, blocks_lost=0,
+         calib_commit=0, calib_quality=0, course_cdeg=0, crash_threshold_mg=0, distance_mm=0,
+         evicted_records=0, gnss_missing=0, idle_event_s=0, installer_pin=0, link_acked_blocks=0,
+         link_errors=0, loop_faults=0, motion_fault=0, motion_faults=0, odometer_mm=0,
+         pos_course_step_cdeg=0, pos_speed_step_mmps=0, pos_tolerance_m=0, reboot_loop=0, speed_end_mmps=0,
+         speed_start_mmps=0, state_errors=0, status_interval_s=0, store_blocks=0, store_errors=0,
+         store_evicted=0, store_fault=0, store_max_bytes=0, store_max_kb=0, store_segment_bytes=0,
+         unaccounted_distance=0, unclassified=0)
+
 # GNSS read buffer: one pass's bytes at the GNSS baud rate (96 at 9600), 512 at most
 _UART_BUF_MAX = const(512)
 _BLOCK_MAX_AGE_MS = const(60000)   # a block is committed at the latest 60 s after its first record

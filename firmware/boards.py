@@ -11,6 +11,12 @@
 # agent's 5 V supply, gnss_en the GNSS receiver's main supply (its backup supply stays on); a profile
 # without agent_en never sleeps. fs_root: where the VFS (littlefs) is mounted
 # relative to the working directory ("" = "/", where MicroPython mounts it on ESP32 and RP2).
+
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(romfs_bytes=0, supply_divider_x1000=0)
+
 BOARDS = {
     "esp32-wroom": {
         "desc": "ESP32-WROOM-32 (4 MB flash, no PSRAM)",

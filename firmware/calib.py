@@ -18,6 +18,11 @@ import math
 
 from hw.compat import const, zeros
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(inconsistent=0)
+
 WIN_MS = const(250)
 CHI2 = 9.0
 LAG_STEP_MS = const(125)   # lag grid; windows are weighted by their overlap with the lagged interval

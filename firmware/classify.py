@@ -15,6 +15,11 @@ import math
 
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(explained_by_gnss=0, gnss_unconfirmed=0)
+
 _K_ACCEL = const(1)
 _K_BRAKE = const(2)
 _K_LEFT = const(3)

@@ -19,6 +19,11 @@ from firmware.rangecoder import NINT, RangeEncoder, init_int_models
 from firmware.records import FIELDS, FIRST, KINDS, OPTIONAL, STRINGS, TYPE_NAMES, VERSION
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(course_cdeg=0, no_positions=0)
+
 _MAGIC0 = const(0x50)  # 'P'
 _MAGIC1 = const(0x44)  # 'D'
 

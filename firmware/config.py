@@ -12,6 +12,11 @@
 # hold for the whole drive; a module someone else had loaded stays). Runs on MicroPython and CPython.
 import firmware
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(installer_pin=0)
+
 
 class ConfigError(Exception):
     """Bad key or value; the message is one line naming the key and the allowed range."""

@@ -25,6 +25,11 @@ import json
 import firmware
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(console_cmds=0)
+
 MAX_LINE = const(200)
 FREE_TRIES = const(3)  # wrong PINs before the lockout starts
 LOCK_BASE_MS = const(30000)  # first lockout; doubles with each further wrong PIN

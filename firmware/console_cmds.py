@@ -6,6 +6,11 @@ import json
 from firmware.config import ConfigError, with_schema
 from firmware.console import FREE_TRIES, MAX_LINE, SESSION_MS
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(installer_pin=0, keys_allowed=0, maintenance=0)
+
 HELP = (
     "status                 box health: GNSS, accelerometer, storage, odometer",
     "get [key]              show one or every setting",

@@ -17,6 +17,11 @@ from firmware.framing import (
 )
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(ack_unknown=0, retransmits=0, store_error=0)
+
 _ST_HELLO = const(0)
 _ST_UP = const(1)
 

@@ -10,6 +10,11 @@ from firmware.boards import DEFAULT, profile
 from firmware.runner import Board, Runner
 from hw.compat import SystemClock
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(supply_divider_x1000=0)
+
 
 class BoardPower:
     """Ignition on a digital pin, supply voltage through a resistor divider on an ADC pin."""

@@ -15,6 +15,16 @@ import math
 from firmware.calib import LagCalib, angle_deg
 from hw.compat import byte_view, bytes_of, const, zeros
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(calib_forget_pairs=0, calib_lag_max_ms=0, calib_min_quality=0, calibrating=0,
+         corner_min_speed_kmh=0, crash_min_ms=0, crash_post_ms=0, crash_pre_ms=0, crash_threshold_mg=0,
+         explained_by_gnss=0, harsh_accel_mps2=0, harsh_brake_mps2=0, harsh_corner_mps2=0, harsh_hyst_pct=0,
+         harsh_lp_hz=0, harsh_max_dur_ms=0, harsh_min_dur_ms=0, harsh_min_speed_kmh=0, held_overflow=0,
+         moving_act_mg=0, recalibrations=0, speed_end_mmps=0, speed_start_mmps=0, uncalibrated=0,
+         windows_dropped=0)
+
 # event kind codes in the queue
 _K_ACCEL = const(1)
 _K_BRAKE = const(2)

@@ -6,6 +6,14 @@ import math
 from firmware.motion import _MG_PER_MPS2, DEFAULTS, _norm
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(calib_forget_pairs=0, calib_lag_max_ms=0, calib_min_quality=0, calib_state=0,
+         corner_min_speed_kmh=0, crash_min_ms=0, crash_post_ms=0, crash_pre_ms=0, crash_threshold_mg=0,
+         harsh_accel_mps2=0, harsh_brake_mps2=0, harsh_corner_mps2=0, harsh_hyst_pct=0, harsh_lp_hz=0,
+         harsh_max_dur_ms=0, harsh_min_dur_ms=0, harsh_min_speed_kmh=0, moving_act_mg=0, uncalibrated=0)
+
 # Motion._p's slots (firmware/motion.py; tests/test_motion_units.py checks they agree)
 _P_CALIB_MIN_Q = const(18)
 _P_CMIN_N = const(15)

@@ -3,6 +3,11 @@
 # work in a preallocated line buffer (no per-sentence strings or field lists). See docs/gnss.md.
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(bad_checksum=0, date_invalid=0, no_checksum=0, time_backwards=0)
+
 _MAXLINE = const(128)  # bytes kept from '$' to before CR/LF; longer lines are dropped (too_long)
 _MAXFIELDS = const(40)
 _DOLLAR = const(0x24)

@@ -5,6 +5,14 @@ import math
 
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(a_max_mmps2=0, accel_veto_mmps=0, accept_estimated=0, bridge_course_min_mm=0,
+         bridge_course_min_mmps=0, bridge_course_tol_cdeg=0, bridge_max_ms=0, bridge_min_ms=0,
+         bridge_path_factor_x100=0, hdop_max_x10=0, jump_tol_mm=0, move_off_mmps=0, move_on_mmps=0,
+         stop_chord_min_mmps=0, stop_tol_mm=0, unaccounted_min_mm=0, veto_chord_mm=0, veto_confirm_ms=0)
+
 _EARTH_R_MM = 6371008800.0  # mean Earth radius in mm
 _E7_TO_RAD = math.pi / 1800000000.0
 _UNKNOWN = const(-1)

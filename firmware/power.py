@@ -16,6 +16,13 @@
 #            ignition pin, or a timer check that finds the supply >= cutoff_mv + cutoff_hyst_mv
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(agent_ack_s=0, agent_halt_s=0, cutoff_hyst_mv=0, geofence_exit=0, heartbeat_h=0, ign_stuck_s=0,
+         ignition_ok=0, ignition_stuck=0, park_hold_s=0, rejected_wakes=0, shutdowns_acked=0,
+         shutdowns_timed_out=0, supply_check_s=0, supply_invalid=0, supply_restored=0, wake_confirm_s=0)
+
 DRIVING = const(0)
 PARKED = const(1)
 SLEEP = const(2)

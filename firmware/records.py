@@ -7,6 +7,11 @@
 # (name, kind) pairs was 7.4 KB of heap).
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(n_gnss_only=0, n_unclassified=0)
+
 VERSION = const(5)  # the version this encoder writes; FORMATS says what each version a decoder reads holds
 
 # Record types: the code is the index. Every record has type, seq, t_ms, utc_s (coded apart); then the

@@ -17,6 +17,11 @@ import firmware
 from firmware import VERSION
 from firmware.config import Config
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(calib_quality=0, gnss_rate_hz=0, loop_faults=0)
+
 # The Box's modules in dependency order, loaded by load_box() on the first power-on.
 _BOX_MODULES = ("hw.compat", "firmware.rangecoder", "firmware.records", "firmware.codec", "firmware.store",
                 "firmware.nmea", "firmware.odometer", "firmware.trip", "firmware.score", "firmware.calib",

@@ -10,6 +10,14 @@ import os
 from firmware.config import ConfigError
 from hw.compat import path_exists
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(ABCDEFGHJKLMNPRSTUVWXYZ0123456789=0, accel_range_g=0, accel_rate_hz=0, calib_lag_max_ms=0,
+         cutoff_hyst_mv=0, gnss_rate_hz=0, harsh_accel_mps2=0, harsh_brake_mps2=0, harsh_corner_mps2=0,
+         heartbeat_h=0, installer_pin=0, overspeed_kmh=0, park_hold_s=0, pos_course_step_cdeg=0,
+         pos_speed_step_mmps=0, pos_tolerance_m=0, status_interval_s=0, store_max_kb=0, unprovisioned=0)
+
 try:
     import binascii
 

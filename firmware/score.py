@@ -21,6 +21,12 @@
 
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(harsh_accel=0, harsh_brake=0, harsh_corner_left=0, harsh_corner_right=0, n_gnss_only=0,
+         n_unclassified=0, overspeed_s=0, partial_unclassified=0)
+
 _W_ACCEL = const(10)
 _W_BRAKE = const(15)
 _W_CORNER = const(12)

@@ -6,6 +6,14 @@
 # Also here: over-speed, idling (engine on, not moving), towing (moving, ignition off), night time.
 from hw.compat import const
 
+# String constants that are names: seen here first as names, mpy-cross makes each a qstr (16 B of
+# the box's heap), not a str object (40 B). Compiled away (docs/heap.md, "Strings").
+if 0:
+    dict(distance_mm=0, idle_event_s=0, max_speed_mmps=0, n_gnss_only=0, n_harsh_accel=0, n_harsh_brake=0,
+         n_harsh_corner_left=0, n_harsh_corner_right=0, n_overspeed=0, n_unclassified=0, overspeed_kmh=0,
+         overspeed_min_s=0, overspeed_ms=0, overspeed_s=0, speed_end_mmps=0, speed_start_mmps=0,
+         start_lat_e7=0, start_lon_e7=0, start_utc_s=0, towing_min_s=0)
+
 _IDLE = const(0)
 _DRIVING = const(1)
 
