@@ -49,9 +49,11 @@ _REASONS = ("no_fix", "estimated", "zero_zero", "hdop", "sats", "jump", "accel",
 
 def distance_mm(lat1_e7, lon1_e7, lat2_e7, lon2_e7):
     """Great-circle distance in mm (haversine on the mean sphere), as an int."""
+    # the differences from the integers: on a single-precision port (ESP32, RP2040) a latitude in
+    # radians has a 0.36 m step (24-bit mantissa), and p2 - p1 would carry it into every distance
     p1 = lat1_e7 * _E7_TO_RAD
     p2 = lat2_e7 * _E7_TO_RAD
-    dp = p2 - p1
+    dp = (lat2_e7 - lat1_e7) * _E7_TO_RAD
     dl = (lon2_e7 - lon1_e7) * _E7_TO_RAD
     if dl > math.pi:
         dl -= 2 * math.pi
