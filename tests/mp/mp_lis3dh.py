@@ -1,16 +1,19 @@
 # LIS3DH driver (hw/lis3dh.py) against the register-level model of hw/replay.py; MicroPython + CPython.
 import json
+import os
 
 from hw.lis3dh import LIS3DH
 from hw.replay import ReplaySession
 from mptest import assert_eq, assert_raises, heap_locked
 
 _N = [0]
+# this run's own paths: the CPython and MicroPython runs of a script may run at once (pytest -n)
+_TAG = "".join("%02x" % b for b in os.urandom(4))
 
 
 def _trace(streams, accel=True, dur=10.0):
     _N[0] += 1
-    path = "/tmp/paydbox_mp_lis3dh_%d.jsonl" % _N[0]
+    path = "/tmp/paydbox_mp_lis3dh_%s_%d.jsonl" % (_TAG, _N[0])
     h = {"format": "paydbox-trace", "version": 1, "device": {"id": "t"}, "duration_s": dur,
          "gnss": {"baud": 9600}}
     if accel:

@@ -1,17 +1,20 @@
 # Replay session (hw/replay.py): GNSS UART timing and chunking, trace errors, power; MicroPython + CPython.
 import binascii
 import json
+import os
 
 from hw.replay import ReplaySession, TraceError
 from mptest import assert_eq, assert_raises, heap_locked
 from tools.sim.nmea_gen import sentence
 
 _N = [0]
+# this run's own paths: the CPython and MicroPython runs of a script may run at once (pytest -n)
+_TAG = "".join("%02x" % b for b in os.urandom(4))
 
 
 def _trace(lines, baud=9600, header=None, raw_lines=None):
     _N[0] += 1
-    path = "/tmp/paydbox_mp_replay_%d.jsonl" % _N[0]
+    path = "/tmp/paydbox_mp_replay_%s_%d.jsonl" % (_TAG, _N[0])
     h = {"format": "paydbox-trace", "version": 1, "device": {"id": "t"}, "duration_s": 5.0,
          "gnss": {"baud": baud}}
     if header:

@@ -18,6 +18,8 @@ TRUE_EVENTS = (("harsh_accel", 115.64, 118.22), ("harsh_brake", 250.62, 251.61),
                ("harsh_corner_left", 375.14, 381.09))
 
 _N = [0]
+# this run's own paths: the CPython and MicroPython runs of a script may run at once (pytest -n)
+_TAG = "".join("%02x" % b for b in os.urandom(4))
 
 
 def _rmtree(p):
@@ -36,7 +38,7 @@ def _rmtree(p):
 
 def _fresh(base="/tmp"):
     _N[0] += 1
-    d = base + "/paydbox_mp_sup_%d" % _N[0]
+    d = base + "/paydbox_mp_sup_%s_%d" % (_TAG, _N[0])
     _rmtree(d)
     os.mkdir(d)
     return d
