@@ -371,21 +371,19 @@ class LagCalib:
                 w[Y + j] = w[_W_L + j] / w[_W_CLL]
             w[fo + _F_DOF] = n - 2
             w[fo + _F_VY] = 1.0 / w[_W_CLL]
-        # residual covariance (symmetric): Cmm - X Cam' - Y Clm', entry (i, j) for j >= i
-        if sh & _USE_A:
-            w[R] -= w[X] * w[_W_A]
-            w[R + 1] -= w[X] * w[_W_A + 1]
-            w[R + 2] -= w[X] * w[_W_A + 2]
-            w[R + 3] -= w[X + 1] * w[_W_A + 1]
-            w[R + 4] -= w[X + 1] * w[_W_A + 2]
-            w[R + 5] -= w[X + 2] * w[_W_A + 2]
-        if sh & _USE_L:
-            w[R] -= w[Y] * w[_W_L]
-            w[R + 1] -= w[Y] * w[_W_L + 1]
-            w[R + 2] -= w[Y] * w[_W_L + 2]
-            w[R + 3] -= w[Y + 1] * w[_W_L + 1]
-            w[R + 4] -= w[Y + 1] * w[_W_L + 2]
-            w[R + 5] -= w[Y + 2] * w[_W_L + 2]
+        # residual covariance (symmetric): Cmm - X Cam' - Y Clm', entry (i, j) for j >= i; the X part
+        # (k 0: bit _USE_A, with Cam) before the Y part (k 1: bit _USE_L, with Clm)
+        for k in range(2):
+            if not sh & (1 << k):
+                continue
+            A = Y if k else X
+            C = _W_L if k else _W_A
+            w[R] -= w[A] * w[C]
+            w[R + 1] -= w[A] * w[C + 1]
+            w[R + 2] -= w[A] * w[C + 2]
+            w[R + 3] -= w[A + 1] * w[C + 1]
+            w[R + 4] -= w[A + 1] * w[C + 2]
+            w[R + 5] -= w[A + 2] * w[C + 2]
         w[fo + _F_RSS] = w[R] + w[R + 3] + w[R + 5]
         if w[fo + _F_RSS] < 0:
             w[fo + _F_RSS] = 0.0
