@@ -327,3 +327,21 @@ def test_the_runner_preloads_only_manifest_modules():
 
     for name in runner._BOX_MODULES:
         assert name.replace(".", "/") + ".py" in F.BOX_MODULES, name
+
+
+def test_the_virtual_box_runs_the_unix_flash_image(tmp_path):
+    # `paydbox replay --runtime micropython` and the virtual box run the image `paydbox flash --board
+    # unix` builds (tools/trace/replay.py build_image): the same bytes from any build directory, and
+    # each module's bytecode names the file the box imports it from (/rom/...mpy, its __file__: one
+    # qstr), not the directory it was compiled in
+    from tools.trace.replay import ROOT as SRC
+    from tools.trace.replay import build_image
+
+    a = F.build_romfs(F.build("unix", SRC, out_dir=str(tmp_path / "a")))
+    b = F.build_romfs(F.build("unix", SRC, out_dir=str(tmp_path / "b")))
+    build_image(str(tmp_path / "img.romfs"), SRC)
+    assert a == b == (tmp_path / "img.romfs").read_bytes()
+    assert b"/rom/firmware/app.mpy" in a and b"/rom/hw/lis3dh.mpy" in a
+    assert str(tmp_path).encode() not in a and b"paydbox-img-" not in a
+    # a board without a ROMFS partition keeps the relative name (its modules are files)
+    assert F.source_name("pico-w", "firmware/app.py") == "firmware/app.py"

@@ -138,6 +138,15 @@ def source_files(board, src_root=ROOT):
     return sorted(out)
 
 
+def source_name(board, rel):
+    """The file name a module's bytecode carries (tracebacks): where the box imports it from. On a
+    board with a ROMFS partition (and the virtual box, which mounts the same image) that is /rom/...mpy,
+    the text of the module's __file__, so the two are one qstr on the box (one name fewer per module)."""
+    if board_profile(board)[1]["flash"]["romfs_bytes"] and rel[:-3] + ".mpy" != PDBOOT:  # (pdboot: on the fs)
+        return "/rom/" + rel[:-3] + ".mpy"
+    return rel
+
+
 def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
     """Compile firmware/ and hw/ to .mpy for board. Returns {device_path: bytes} incl. main.py, pdboot.mpy."""
     name = board_profile(board)[0]
@@ -154,8 +163,8 @@ def build(board="esp32", src_root=ROOT, out_dir=None, jobs=4):
         if os.path.exists(dst) and os.stat(dst).st_mtime_ns > os.stat(src).st_mtime_ns:  # up to date
             with open(dst, "rb") as f:
                 return rel[:-3] + ".mpy", f.read()
-        p = subprocess.run(exe + ["-march=" + PROFILES[name]["arch"], "-s", rel, "-o", dst, src],
-                           capture_output=True, text=True)
+        cmd = exe + ["-march=" + PROFILES[name]["arch"], "-s", source_name(board, rel), "-o", dst, src]
+        p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode:
             msg = (p.stderr.strip() or p.stdout.strip()).splitlines()
             raise FlashError("mpy-cross failed on %s: %s"

@@ -91,21 +91,18 @@ def parse_size(text):
 
 
 def build_image(out_path, src_root=ROOT):
-    """The virtual box's ROMFS image (`mpremote romfs build` of the manifest modules of
-    tools/installer/flash.py, compiled to .mpy): the same modules `paydbox flash --board unix` deploys."""
+    """The virtual box's ROMFS image: what `paydbox flash --board unix` builds (the manifest modules of
+    tools/installer/flash.py compiled by its `build`, packed by its `build_romfs`), the same bytes."""
     from tools.installer import flash as F
 
     with tempfile.TemporaryDirectory(prefix="paydbox-img-") as d:
-        for rel in F.source_files("unix", src_root):
-            os.makedirs(os.path.join(d, os.path.dirname(rel)), exist_ok=True)
-            shutil.copy(os.path.join(src_root, rel), os.path.join(d, rel))
-        mpremote = os.path.join(os.path.dirname(sys.executable), "mpremote")
-        cmd = [mpremote] if os.path.exists(mpremote) else [sys.executable, "-m", "mpremote"]
-        p = subprocess.run(cmd + ["romfs", "-o", out_path, "build", d], capture_output=True, text=True)
-        if p.returncode:
-            raise ReplayError("mpremote romfs build failed: %s"
-                              % ((p.stderr or p.stdout).strip().splitlines() or ["?"])[-1])
-    return os.path.getsize(out_path)
+        try:
+            image = F.build_romfs(F.build("unix", src_root, out_dir=d))
+        except F.FlashError as e:
+            raise ReplayError("image build failed: %s" % e) from e
+    with open(out_path, "wb") as f:
+        f.write(image)
+    return len(image)
 
 
 _IMAGES = {}  # (source root, newest mtime of its manifest modules) -> image path
