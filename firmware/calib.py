@@ -318,13 +318,15 @@ class LagCalib:
         w[_W_DET] = det
         return (_USE_A if use_a else 0) | (_USE_L if use_l else 0)
 
-    def _fit(self, li, sh, fo):
+    def _fit(self, li, sh, fo, full):
         # the fit of lag index li (sh: _shared()'s bits, its values in the scratch) into the scratch
         # at fo: X, Y (vehicle forward / left in box axes), the residual covariance (upper triangle),
-        # the mean m, rss, dof, var_x, var_y (_F_*). Returns the bits of the axes it has (_USE_A: X,
-        # _USE_L: Y); 0 when not solvable. solve() runs with the heap at its fullest (the GNSS fix
-        # callback), where a float is a heap block (32 B on a 64-bit port): the values live in the
-        # scratch, not in ~35 float locals (1.1 KB live at once), and no list or tuple is made.
+        # the mean m, rss, dof, var_x, var_y (_F_*); full False: the residual's diagonal only (its
+        # rss is the same float: each entry by the same operations). Returns the bits of the axes it
+        # has (_USE_A: X, _USE_L: Y); 0 when not solvable. solve() runs with the heap at its fullest
+        # (the GNSS fix callback), where a float is a heap block (32 B on a 64-bit port): the values
+        # live in the scratch, not in ~35 float locals (1.1 KB live at once), and no list or tuple
+        # is made.
         if not sh:
             return 0
         w = self._w
@@ -344,11 +346,12 @@ class LagCalib:
         R = fo + _F_R
         q = o + _S_MM
         w[R] = s[q] - n * w[M] * w[M]
-        w[R + 1] = s[q + 3] - n * w[M] * w[M + 1]
-        w[R + 2] = s[q + 4] - n * w[M] * w[M + 2]
         w[R + 3] = s[q + 1] - n * w[M + 1] * w[M + 1]
-        w[R + 4] = s[q + 5] - n * w[M + 1] * w[M + 2]
         w[R + 5] = s[q + 2] - n * w[M + 2] * w[M + 2]
+        if full:
+            w[R + 1] = s[q + 3] - n * w[M] * w[M + 1]
+            w[R + 2] = s[q + 4] - n * w[M] * w[M + 2]
+            w[R + 4] = s[q + 5] - n * w[M + 1] * w[M + 2]
         X = fo + _F_X
         Y = fo + _F_Y
         w[fo + _F_VX] = 0.0
@@ -379,11 +382,12 @@ class LagCalib:
             A = Y if k else X
             C = _W_L if k else _W_A
             w[R] -= w[A] * w[C]
-            w[R + 1] -= w[A] * w[C + 1]
-            w[R + 2] -= w[A] * w[C + 2]
             w[R + 3] -= w[A + 1] * w[C + 1]
-            w[R + 4] -= w[A + 1] * w[C + 2]
             w[R + 5] -= w[A + 2] * w[C + 2]
+            if full:
+                w[R + 1] -= w[A] * w[C + 1]
+                w[R + 2] -= w[A] * w[C + 2]
+                w[R + 4] -= w[A + 1] * w[C + 2]
         w[fo + _F_RSS] = w[R] + w[R + 3] + w[R + 5]
         if w[fo + _F_RSS] < 0:
             w[fo + _F_RSS] = 0.0
@@ -418,8 +422,9 @@ class LagCalib:
         sh = self._shared()
         w = self._w
         for li in range(self.nl):
-            # every lag's fit into the second block, for its rss (the best one is fitted again below)
-            if not self._fit(li, sh, _B1):
+            # every lag's rss, from its fit's diagonal into the second block (the best lag is fitted
+            # in full below)
+            if not self._fit(li, sh, _B1, False):
                 self._rss[li] = -1.0
                 continue
             r = w[_B1 + _F_RSS]
@@ -431,7 +436,7 @@ class LagCalib:
         if best < 0:
             self.info = "excitation"
             return -1.0
-        xy = self._fit(best, sh, _B0)   # the best lag's fit, kept in the first block
+        xy = self._fit(best, sh, _B0, True)   # the best lag's fit, kept in the first block
         rss = w[_B0 + _F_RSS]
         dof = w[_B0 + _F_DOF]
         self.lag_ms = best * LAG_STEP_MS
@@ -460,7 +465,7 @@ class LagCalib:
             r = self._rss[li]
             if li == best or r < 0 or (r - rss) / s0 >= CHI2:
                 continue
-            if self._combine(self._fit(li, sh, _B1), _B1, up) >= 0:
+            if self._combine(self._fit(li, sh, _B1, True), _B1, up) >= 0:
                 d = _angle(fwd[0], fwd[1], fwd[2], w[_W_F], w[_W_F + 1], w[_W_F + 2])
                 if d > spread:
                     spread = d
