@@ -36,3 +36,14 @@ def test_the_reader_sees_a_str_constant_and_its_interning(tmp_path):
     assert "speed_start_mmps" in parse(compile_py(str(b)))["qstrs"]
     # short strings are qstrs anyway, and a message (not a name) stays an object: nothing to intern
     assert not name_like("a message, with spaces") and name_like("motion_faults") and not name_like("class")
+
+
+def test_the_reader_sees_a_frame_size(tmp_path):
+    # py/bc.h's prelude: n_state = locals + the deepest stack; each try nesting one exception entry.
+    # `return a` of f(a, b) holds two locals and one stack slot; a try in g adds one entry.
+    c = tmp_path / "c.py"
+    c.write_text("def f(a, b):\n    return a\n\n\n"
+                 "def g(x):\n    try:\n        return x\n    except OSError:\n        return 0\n")
+    funcs = {name: (n_state, n_exc) for name, n_state, n_exc in parse(compile_py(str(c)))["funcs"]}
+    assert funcs["f"] == (3, 0)
+    assert funcs["g"][1] == 1

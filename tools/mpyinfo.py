@@ -42,7 +42,8 @@ def compile_py(path):
 
 
 def parse(b):
-    """{"qstrs": [str], "objs": [(type, value)], "funcs": [(name, n_state, n_exc)]} of .mpy bytes."""
+    """{"qstrs": [str], "objs": [(type, value)], "funcs": [(name, n_state, n_exc)]} of .mpy bytes: a
+    static qstr (the VM's own, e.g. __init__) is None in qstrs and <qN> in a function's name."""
     if len(b) < 4 or b[0] != 0x4D or b[1] != 6:
         raise MpyError("byte 0: not an .mpy of version 6")
     i = 4
@@ -85,7 +86,7 @@ def parse(b):
         objs.append(o)
     funcs = []
 
-    def raw(i, prefix):
+    def raw(i, prefix, top):
         kl, i = _uint(b, i)
         kind, children, n = kl & 3, kl & 4, kl >> 3
         code = b[i:i + n]
@@ -112,10 +113,10 @@ def parse(b):
         if children:
             nc, i = _uint(b, i)
             for _ in range(nc):
-                i = raw(i, prefix + (name + "." if name and name != "<module>" else ""))
+                i = raw(i, "" if top else prefix + name + ".", False)  # (the module's own: no prefix)
         return i
 
-    raw(i, "")
+    raw(i, "", True)
     return {"qstrs": qstrs, "objs": objs, "funcs": funcs}
 
 
