@@ -76,6 +76,28 @@ def check_billing_and_events(s, what):
             raise AssertionError("%s: %s in %.1f..%.1f s not detected (got %r)" % (what, kind, a, b, got))
 
 
+def no_heap_between(t0, t1, *methods):
+    """A fault window for drive(): each (class, name) raises MemoryError from box time t0 to t1.
+    Returns (at, calls, restore): drive's at(), the count of failed calls in calls[0], and restore()
+    (call it in a finally: the class keeps the raising method otherwise)."""
+    real = [(c, n, getattr(c, n)) for c, n in methods]
+    calls = [0]
+
+    def no_heap(self, *args):
+        calls[0] += 1
+        raise MemoryError("no heap")
+
+    def at(t, sess, board):
+        for c, n, f in real:
+            setattr(c, n, no_heap if t0 <= t < t1 else f)
+
+    def restore():
+        for c, n, f in real:
+            setattr(c, n, f)
+
+    return at, calls, restore
+
+
 def reasons(s):
     return [t["reason"] for t in s["tamper"]]
 
@@ -263,22 +285,13 @@ def test_no_heap_for_the_store_index():
     # store fault like a full flash: the blocks wait in RAM, go out once there is heap, none is lost
     from firmware.store import Store
 
-    real = Store._room_for_row
-    st = {"n": 0}
-
-    def no_heap(self):
-        st["n"] += 1
-        raise MemoryError("no heap")
-
-    def at(t, sess, board):
-        Store._room_for_row = no_heap if 100000 <= t < 160000 else real
-
+    at, calls, restore = no_heap_between(100000, 160000, (Store, "_room_for_row"))
     root = _fresh()
     try:
         s, box = drive(root, at)
     finally:
-        Store._room_for_row = real
-    if st["n"] < 1:
+        restore()
+    if calls[0] < 1:
         raise AssertionError("no block was appended during the outage")
     f = s["faults"]
     assert_eq(f["store_errors"] >= 1 and f["blocks_lost"] == 0 and f["loop_faults"] == 0, True,
@@ -304,29 +317,16 @@ def test_no_heap_for_calibration():
     # positions are those of the same drive without the fault
     from firmware.calib import LagCalib
 
-    real_solve = LagCalib.solve
-    real_pair = LagCalib.pair
-    st = {"n": 0}
-
-    def no_heap(self, *args):
-        st["n"] += 1
-        raise MemoryError("no heap")
-
-    def at(t, sess, board):
-        bad = 20000 <= t < 400000
-        LagCalib.solve = no_heap if bad else real_solve
-        LagCalib.pair = no_heap if bad else real_pair
-
+    at, calls, restore = no_heap_between(20000, 400000, (LagCalib, "solve"), (LagCalib, "pair"))
     clean, _ = drive(_fresh())
     try:
         s, box = drive(_fresh(), at)
     finally:
-        LagCalib.solve = real_solve
-        LagCalib.pair = real_pair
-    if st["n"] < 100:
-        raise AssertionError("calibration was called %d times in the fault window" % st["n"])
+        restore()
+    if calls[0] < 100:
+        raise AssertionError("calibration was called %d times in the fault window" % calls[0])
     f = s["faults"]
-    assert_eq(f["motion_faults"], st["n"], "every motion fault counted")
+    assert_eq(f["motion_faults"], calls[0], "every motion fault counted")
     assert_eq(f["loop_faults"], 0, "no fault left the motion guard")
     assert_eq(reasons(s).count("motion_fault"), 3, "the first three reported")
     d = s["odometer_mm"] / 1000
@@ -343,23 +343,14 @@ def test_no_heap_for_the_state_save():
     # counted, the next save tries again; no loop fault, the km as without the fault
     from firmware.odometer import Odometer
 
-    real = Odometer.state
-    st = {"n": 0}
-
-    def no_heap(self):
-        st["n"] += 1
-        raise MemoryError("no heap")
-
-    def at(t, sess, board):
-        Odometer.state = no_heap if 30000 <= t < 300000 else real
-
+    at, calls, restore = no_heap_between(30000, 300000, (Odometer, "state"))
     try:
         s, box = drive(_fresh(), at)
     finally:
-        Odometer.state = real
-    if st["n"] < 1:
+        restore()
+    if calls[0] < 1:
         raise AssertionError("no state save in the fault window")
     f = s["faults"]
-    assert_eq(f["state_errors"], st["n"], "every failed save counted")
+    assert_eq(f["state_errors"], calls[0], "every failed save counted")
     assert_eq(f["loop_faults"], 0, "no loop fault")
     check_billing_and_events(s, "no heap for the state save")
